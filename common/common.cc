@@ -1,0 +1,193 @@
+#include "common/common.h"
+
+#include <openssl/evp.h>
+#include <sys/random.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+namespace cv {
+
+const char* KindName(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kInvalidArgument: return "invalid_argument";
+    case ErrorKind::kNotFound: return "not_found";
+    case ErrorKind::kConflict: return "conflict";
+    case ErrorKind::kCorruption: return "corruption";
+    case ErrorKind::kIOError: return "io_error";
+    case ErrorKind::kNoSpace: return "no_space";
+    case ErrorKind::kUnavailable: return "unavailable";
+    case ErrorKind::kPermissionDenied: return "permission_denied";
+    case ErrorKind::kUnauthenticated: return "unauthenticated";
+    case ErrorKind::kQuotaExceeded: return "quota_exceeded";
+    case ErrorKind::kGone: return "gone";
+    case ErrorKind::kTooLarge: return "too_large";
+    case ErrorKind::kTimeout: return "timeout";
+    case ErrorKind::kInternal: return "internal";
+  }
+  return "internal";
+}
+
+std::string Error::ToString() const {
+  std::string s = KindName(kind);
+  if (!context.empty()) s += ": " + context;
+  if (sys_errno != 0) s += std::string(" (") + std::strerror(sys_errno) + ")";
+  return s;
+}
+
+tl::unexpected<Error> ErrnoError(int err, std::string context) {
+  if (err < 0) err = -err;
+  ErrorKind kind = ErrorKind::kIOError;
+  if (err == ENOSPC || err == EDQUOT) kind = ErrorKind::kNoSpace;
+  if (err == ENOENT) kind = ErrorKind::kNotFound;
+  return tl::unexpected<Error>(Error{kind, err, std::move(context)});
+}
+
+// ---- logging ----
+namespace {
+std::atomic<int> g_min_level{static_cast<int>(LogLevel::kInfo)};
+std::mutex g_log_mu;
+const char* LevelName(LogLevel l) {
+  switch (l) {
+    case LogLevel::kDebug: return "debug";
+    case LogLevel::kInfo: return "info";
+    case LogLevel::kWarn: return "warn";
+    case LogLevel::kError: return "error";
+  }
+  return "info";
+}
+}  // namespace
+
+void SetLogLevel(LogLevel min_level) { g_min_level = static_cast<int>(min_level); }
+
+std::string JsonEscape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out;
+}
+
+void Log(LogLevel level, std::string_view event, std::initializer_list<LogField> fields) {
+  if (static_cast<int>(level) < g_min_level.load(std::memory_order_relaxed)) return;
+  auto now = std::chrono::system_clock::now();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  std::string line = "{\"ts_ms\":" + std::to_string(ms) + ",\"level\":\"" + LevelName(level) +
+                     "\",\"event\":\"" + JsonEscape(event) + "\"";
+  for (const auto& [k, v] : fields) {
+    line += ",\"" + JsonEscape(k) + "\":\"" + JsonEscape(v) + "\"";
+  }
+  line += "}\n";
+  std::lock_guard lock(g_log_mu);
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+// ---- bytes ----
+std::string ToHex(std::span<const uint8_t> bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out(bytes.size() * 2, '0');
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    out[2 * i] = kDigits[bytes[i] >> 4];
+    out[2 * i + 1] = kDigits[bytes[i] & 15];
+  }
+  return out;
+}
+
+static int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool FromHex(std::string_view hex, std::span<uint8_t> out) {
+  if (hex.size() != out.size() * 2) return false;
+  for (size_t i = 0; i < out.size(); ++i) {
+    int hi = HexValue(hex[2 * i]), lo = HexValue(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+  return true;
+}
+
+bool IsLowerHex(std::string_view s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+void RandomBytes(std::span<uint8_t> out) {
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = getrandom(out.data() + done, out.size() - done, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      std::perror("getrandom");
+      std::abort();
+    }
+    done += static_cast<size_t>(n);
+  }
+}
+
+std::string RandomHex(size_t nbytes) {
+  std::string raw(nbytes, '\0');
+  RandomBytes(std::span<uint8_t>(reinterpret_cast<uint8_t*>(raw.data()), raw.size()));
+  return ToHex(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(raw.data()), raw.size()));
+}
+
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  if (ctx_ == nullptr || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1) {
+    std::abort();
+  }
+}
+Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+void Sha256::Update(std::span<const uint8_t> data) {
+  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size());
+}
+Sha256Digest Sha256::Final() {
+  Sha256Digest d{};
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), d.data(), &len);
+  return d;
+}
+Sha256Digest Sha256::Of(std::string_view data) {
+  Sha256 h;
+  h.Update(data);
+  return h.Final();
+}
+
+// ---- time ----
+namespace {
+int64_t SystemNowNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+std::atomic<int64_t (*)()> g_clock{&SystemNowNanos};
+}  // namespace
+
+int64_t NowNanos() { return g_clock.load()(); }
+void SetClockForTesting(int64_t (*now_nanos)()) { g_clock = now_nanos ? now_nanos : &SystemNowNanos; }
+
+}  // namespace cv

@@ -1,0 +1,106 @@
+// common: what every module shares. Error values instead of exceptions, JSON-line logging,
+// hex and SHA-256 helpers, and an injectable clock.
+//
+// Thread-safety: everything here is safe to call from any thread.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <tl/expected.hpp>
+
+namespace cv {
+
+// What went wrong, coarse enough for the HTTP layer to map to a status code in one place.
+enum class ErrorKind {
+  kInvalidArgument,   // the caller's input is bad (400)
+  kNotFound,          // (404)
+  kConflict,          // same name, different content (409)
+  kCorruption,        // stored bytes fail their checksum and cannot be rebuilt
+  kIOError,           // the OS reported an I/O failure
+  kNoSpace,           // a disk or the index map is full (507)
+  kUnavailable,       // too few healthy disks or shards to serve (503)
+  kPermissionDenied,  // (403)
+  kUnauthenticated,   // (401)
+  kQuotaExceeded,     // (507)
+  kGone,              // (410)
+  kTooLarge,          // (413)
+  kTimeout,
+  kInternal,
+};
+
+const char* KindName(ErrorKind kind);
+
+struct Error {
+  ErrorKind kind = ErrorKind::kInternal;
+  int sys_errno = 0;     // 0 unless the error came from the OS
+  std::string context;   // what was being done, for logs and messages
+  std::string ToString() const;
+};
+
+template <class T>
+using Result = tl::expected<T, Error>;
+using Status = Result<void>;
+
+inline tl::unexpected<Error> Err(ErrorKind kind, std::string context, int sys_errno = 0) {
+  return tl::unexpected<Error>(Error{kind, sys_errno, std::move(context)});
+}
+// The one place where errno becomes an Error: ENOSPC/EDQUOT -> kNoSpace, ENOENT -> kNotFound,
+// everything else -> kIOError. `err` is positive (an errno, or minus a liburing result).
+tl::unexpected<Error> ErrnoError(int err, std::string context);
+
+// Returns early from the enclosing function with the error of a failed Result/Status.
+#define CV_TRY(expr)                                              \
+  do {                                                            \
+    auto cv_try_result_ = (expr);                                 \
+    if (!cv_try_result_) return tl::unexpected(cv_try_result_.error()); \
+  } while (0)
+
+// ---- logging: one JSON object per line on stderr ----
+enum class LogLevel { kDebug, kInfo, kWarn, kError };
+using LogField = std::pair<std::string_view, std::string>;
+void Log(LogLevel level, std::string_view event, std::initializer_list<LogField> fields = {});
+void SetLogLevel(LogLevel min_level);
+// Escapes a string for inclusion in a JSON string literal (without the quotes).
+std::string JsonEscape(std::string_view s);
+
+// ---- bytes ----
+std::string ToHex(std::span<const uint8_t> bytes);
+// Parses exactly 2*N lowercase or uppercase hex digits; false on anything else.
+bool FromHex(std::string_view hex, std::span<uint8_t> out);
+bool IsLowerHex(std::string_view s);
+// Fills `out` with bytes from the OS CSPRNG (getrandom). Aborts if the OS cannot.
+void RandomBytes(std::span<uint8_t> out);
+std::string RandomHex(size_t nbytes);
+
+using Sha256Digest = std::array<uint8_t, 32>;
+// Incremental SHA-256 (OpenSSL). Not thread-safe; one per stream.
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void Update(std::span<const uint8_t> data);
+  void Update(std::string_view data) {
+    Update(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
+  }
+  Sha256Digest Final();
+  static Sha256Digest Of(std::string_view data);
+
+ private:
+  void* ctx_;
+};
+
+// ---- time ----
+// Nanoseconds since the Unix epoch. Tests may replace the clock (SetClockForTesting) to make
+// expiry and staleness deterministic; production uses the system clock.
+int64_t NowNanos();
+void SetClockForTesting(int64_t (*now_nanos)());
+
+}  // namespace cv

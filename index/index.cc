@@ -1,0 +1,750 @@
+// The Index over LMDB: transactions, group commit and map growth.
+//
+// Group commit. LMDB has one writer at a time and every durable commit costs an fdatasync,
+// so Update() queues its fn and waits. Whichever waiting caller finds no leader becomes the
+// leader: it takes the queue (up to kMaxGroup fns), runs
+//
+//   parent = begin write txn
+//   for each fn:  child = begin txn nested in parent
+//                 fn(child) ok ? commit child : abort child     (a failure undoes only itself)
+//   commit parent (one fdatasync)  ->  wake every waiter with its own result
+//
+// and hands leadership to the next waiter. A fn thus runs on the leader's thread, not
+// necessarily its caller's.
+//
+// Map growth. MDB_MAP_FULL anywhere in a group (a put in some fn, or the parent's commit)
+// aborts the parent, doubles the map (up to max_map_bytes) and re-runs the whole group.
+// mdb_env_set_mapsize remaps the file, so no transaction of this process may be open:
+// every transaction holds `gate_` shared for its lifetime (read transactions from
+// BeginRead until the Txn is destroyed, the leader's write transaction, CopyTo's snapshot)
+// and growth takes it exclusively. A long-lived read transaction or a long CopyTo therefore
+// delays growth and, with it, every Update that needs it; growth gives up after kGrowWait.
+// Once the map is at max_map_bytes, a fn that hits MDB_MAP_FULL gets kNoSpace and the rest
+// of its group still commits (a failed child leaves its parent intact in LMDB); if the
+// parent's commit itself hits it, the whole group gets kNoSpace.
+#include "index/index.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <filesystem>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+
+#include "index/lmdb_env.h"
+#include "index/schema.h"
+
+namespace cv::index {
+
+// ---- ids and object types ----
+
+Id NewId() {
+  Id id{};
+  RandomBytes(id);
+  return id;
+}
+
+std::string IdToHex(const Id& id) { return ToHex(id); }
+
+std::optional<Id> IdFromHex(std::string_view hex) {
+  Id id{};
+  if (hex.size() != 2 * id.size() || !IsLowerHex(hex) || !FromHex(hex, id)) return std::nullopt;
+  return id;
+}
+
+namespace {
+constexpr std::pair<ObjectType, const char*> kTypeNames[] = {
+    {ObjectType::kConfig, "config"},       {ObjectType::kData, "data"},
+    {ObjectType::kKeys, "keys"},           {ObjectType::kLocks, "locks"},
+    {ObjectType::kSnapshots, "snapshots"}, {ObjectType::kIndex, "index"},
+};
+}  // namespace
+
+std::optional<ObjectType> ParseObjectType(std::string_view name) {
+  for (const auto& [type, type_name] : kTypeNames) {
+    if (name == type_name) return type;
+  }
+  return std::nullopt;
+}
+
+const char* ObjectTypeName(ObjectType type) {
+  for (const auto& [t, type_name] : kTypeNames) {
+    if (t == type) return type_name;
+  }
+  return "unknown";
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kFormatKey = "index_format";
+constexpr uint64_t kFormatVersion = 1;
+constexpr unsigned kMaxReaders = 512;
+// Bounds the dirty pages of one LMDB transaction (MDB_TXN_FULL) and the work lost to a
+// re-run after growth.
+constexpr size_t kMaxGroup = 128;
+constexpr auto kGrowWait = std::chrono::seconds(60);
+
+// A shared/exclusive lock that prefers the exclusive side: once growth waits, new
+// transactions wait behind it, so a steady stream of short readers cannot starve growth
+// (glibc's rwlock, under std::shared_mutex, prefers readers). Meets SharedLockable and
+// TimedLockable for the calls we use (std::shared_lock, std::unique_lock with a timeout).
+class MapGate {
+ public:
+  void lock_shared() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !exclusive_ && exclusive_waiting_ == 0; });
+    ++shared_;
+  }
+  void unlock_shared() {
+    std::lock_guard lock(mu_);
+    if (--shared_ == 0) cv_.notify_all();
+  }
+  template <class Rep, class Period>
+  bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
+    std::unique_lock lock(mu_);
+    ++exclusive_waiting_;
+    bool ok = cv_.wait_for(lock, timeout, [&] { return !exclusive_ && shared_ == 0; });
+    --exclusive_waiting_;
+    if (ok) {
+      exclusive_ = true;
+    } else {
+      cv_.notify_all();  // let the readers we held back in
+    }
+    return ok;
+  }
+  void unlock() {
+    std::lock_guard lock(mu_);
+    exclusive_ = false;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int shared_ = 0;
+  int exclusive_waiting_ = 0;
+  bool exclusive_ = false;
+};
+
+// LMDB must not open one environment twice in a process (closing either drops the other's
+// POSIX locks), so Open refuses a directory that is already open.
+class OpenDirRegistry {
+ public:
+  static bool Add(const std::string& dir) {
+    std::lock_guard lock(Mu());
+    return Dirs().insert(dir).second;
+  }
+  static void Remove(const std::string& dir) {
+    std::lock_guard lock(Mu());
+    Dirs().erase(dir);
+  }
+
+ private:
+  static std::mutex& Mu() {
+    static std::mutex mu;
+    return mu;
+  }
+  static std::set<std::string>& Dirs() {
+    static std::set<std::string> dirs;
+    return dirs;
+  }
+};
+
+struct Registration {
+  explicit Registration(std::string registered) : dir(std::move(registered)) {}
+  std::string dir;
+  Registration(const Registration&) = delete;
+  Registration& operator=(const Registration&) = delete;
+  ~Registration() {
+    if (!dir.empty()) OpenDirRegistry::Remove(dir);
+  }
+};
+
+struct Dbis {
+  MDB_dbi objects = 0;
+  MDB_dbi extents = 0;
+  MDB_dbi devices = 0;
+  MDB_dbi meta = 0;
+};
+
+// Set while the leader runs fns: an Update from inside a fn would wait for itself.
+thread_local bool t_in_update_fn = false;
+
+tl::unexpected<Error> Prefixed(Error e, std::string_view prefix) {
+  e.context = std::string(prefix) + ": " + e.context;
+  return tl::unexpected<Error>(std::move(e));
+}
+
+std::string KeyText(const ObjectKey& key) {
+  return IdToHex(key.device) + "/" + ObjectTypeName(key.type) + "/" + key.name;
+}
+
+std::string ExtentText(uint16_t disk, uint32_t extent) {
+  return "extent " + std::to_string(disk) + "/" + std::to_string(extent);
+}
+
+Status SyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, "open directory " + dir);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return ErrnoError(err, "fsync directory " + dir);
+  return {};
+}
+
+uint64_t RoundUp(uint64_t v, uint64_t unit) { return v % unit == 0 ? v : v + (unit - v % unit); }
+
+// The read methods, shared by read and write transactions. `Interface` is Txn or WriteTxn.
+template <class Interface>
+class TxnReads : public Interface {
+ public:
+  Result<std::optional<ObjectRecord>> GetObject(const ObjectKey& key) final {
+    auto k = schema::EncodeObjectKey(key);
+    if (!k) return tl::unexpected(k.error());
+    auto v = mdb::Get(txn_, dbis_.objects, *k);
+    if (!v) return Prefixed(v.error(), "get object " + KeyText(key));
+    if (!*v) return std::nullopt;
+    auto rec = schema::DecodeObject(**v);
+    if (!rec) return Prefixed(rec.error(), "object " + KeyText(key));
+    return std::move(*rec);
+  }
+
+  Result<std::vector<std::pair<ObjectKey, ObjectRecord>>> ListObjects(
+      const Id& device, std::optional<ObjectType> type, std::string_view start_after,
+      size_t limit) final {
+    if (!type && !start_after.empty()) {
+      return Err(ErrorKind::kInvalidArgument, "start_after needs an object type");
+    }
+    if (type && !schema::EncodeObjectKey(ObjectKey{device, *type, ""})) {
+      return Err(ErrorKind::kInvalidArgument,
+                 "object type " + std::to_string(static_cast<int>(*type)));
+    }
+    if (start_after.size() > kMaxNameBytes) {
+      return Err(ErrorKind::kInvalidArgument, "start_after is longer than any object name");
+    }
+    std::vector<std::pair<ObjectKey, ObjectRecord>> out;
+    if (limit == 0) return out;
+    const std::string prefix = schema::ObjectKeyPrefix(device, type);
+    const std::string seek = prefix + std::string(start_after);
+    auto cursor = mdb::Cursor::Open(txn_, dbis_.objects);
+    if (!cursor) return tl::unexpected(cursor.error());
+    auto entry = cursor->SeekAtLeast(seek);
+    for (; entry && *entry; entry = cursor->Next()) {
+      auto [k, v] = **entry;
+      if (!k.starts_with(prefix)) break;
+      if (!start_after.empty() && k == seek) continue;  // strictly after
+      auto key = schema::DecodeObjectKey(k);
+      if (!key) return tl::unexpected(key.error());
+      auto rec = schema::DecodeObject(v);
+      if (!rec) return Prefixed(rec.error(), "object " + KeyText(*key));
+      out.emplace_back(std::move(*key), std::move(*rec));
+      if (out.size() >= limit) return out;
+    }
+    if (!entry) return Prefixed(entry.error(), "list objects");
+    return out;
+  }
+
+  Status ForEachObject(const std::function<bool(const ObjectKey&, const ObjectRecord&)>& fn) final {
+    auto cursor = mdb::Cursor::Open(txn_, dbis_.objects);
+    if (!cursor) return tl::unexpected(cursor.error());
+    auto entry = cursor->First();
+    for (; entry && *entry; entry = cursor->Next()) {
+      auto key = schema::DecodeObjectKey((*entry)->first);
+      if (!key) return tl::unexpected(key.error());
+      auto rec = schema::DecodeObject((*entry)->second);
+      if (!rec) return Prefixed(rec.error(), "object " + KeyText(*key));
+      if (!fn(*key, *rec)) return {};
+    }
+    if (!entry) return Prefixed(entry.error(), "scan objects");
+    return {};
+  }
+
+  Result<std::optional<ExtentRecord>> GetExtent(uint16_t disk, uint32_t extent) final {
+    auto v = mdb::Get(txn_, dbis_.extents, schema::EncodeExtentKey(disk, extent));
+    if (!v) return Prefixed(v.error(), "get " + ExtentText(disk, extent));
+    if (!*v) return std::nullopt;
+    auto rec = schema::DecodeExtent(**v);
+    if (!rec) return Prefixed(rec.error(), ExtentText(disk, extent));
+    return *rec;
+  }
+
+  Status ForEachExtent(
+      const std::function<bool(uint16_t disk, uint32_t extent, const ExtentRecord&)>& fn) final {
+    auto cursor = mdb::Cursor::Open(txn_, dbis_.extents);
+    if (!cursor) return tl::unexpected(cursor.error());
+    auto entry = cursor->First();
+    for (; entry && *entry; entry = cursor->Next()) {
+      auto key = schema::DecodeExtentKey((*entry)->first);
+      if (!key) return tl::unexpected(key.error());
+      auto rec = schema::DecodeExtent((*entry)->second);
+      if (!rec) return Prefixed(rec.error(), ExtentText(key->disk, key->extent));
+      if (!fn(key->disk, key->extent, *rec)) return {};
+    }
+    if (!entry) return Prefixed(entry.error(), "scan extents");
+    return {};
+  }
+
+  Result<std::optional<DeviceRecord>> GetDevice(const Id& id) final {
+    auto v = mdb::Get(txn_, dbis_.devices, schema::EncodeDeviceKey(id));
+    if (!v) return Prefixed(v.error(), "get device " + IdToHex(id));
+    if (!*v) return std::nullopt;
+    auto rec = DecodeDeviceFor(id, **v);
+    if (!rec) return tl::unexpected(rec.error());
+    return std::move(*rec);
+  }
+
+  Status ForEachDevice(const std::function<bool(const DeviceRecord&)>& fn) final {
+    auto cursor = mdb::Cursor::Open(txn_, dbis_.devices);
+    if (!cursor) return tl::unexpected(cursor.error());
+    auto entry = cursor->First();
+    for (; entry && *entry; entry = cursor->Next()) {
+      auto id = schema::DecodeDeviceKey((*entry)->first);
+      if (!id) return tl::unexpected(id.error());
+      auto rec = DecodeDeviceFor(*id, (*entry)->second);
+      if (!rec) return tl::unexpected(rec.error());
+      if (!fn(*rec)) return {};
+    }
+    if (!entry) return Prefixed(entry.error(), "scan devices");
+    return {};
+  }
+
+  Result<std::optional<std::string>> GetMeta(std::string_view key) final {
+    if (key.empty() || key.size() > schema::kMaxMetaKeyBytes) {
+      return Err(ErrorKind::kInvalidArgument,
+                 "meta key of " + std::to_string(key.size()) + " bytes");
+    }
+    auto v = mdb::Get(txn_, dbis_.meta, key);
+    if (!v) return Prefixed(v.error(), "get meta " + std::string(key));
+    if (!*v) return std::nullopt;
+    auto value = schema::DecodeMeta(**v);
+    if (!value) return Prefixed(value.error(), "meta " + std::string(key));
+    return std::move(*value);
+  }
+
+ protected:
+  TxnReads(const Dbis& dbis, MDB_txn* txn) : dbis_(dbis), txn_(txn) {}
+
+  // The id is stored in both key and value; they must agree.
+  static Result<DeviceRecord> DecodeDeviceFor(const Id& id, std::string_view bytes) {
+    auto rec = schema::DecodeDevice(bytes);
+    if (!rec) return Prefixed(rec.error(), "device " + IdToHex(id));
+    if (rec->id != id) {
+      return Err(ErrorKind::kCorruption,
+                 "device " + IdToHex(id) + " holds the record of " + IdToHex(rec->id));
+    }
+    return rec;
+  }
+
+  const Dbis& dbis_;
+  MDB_txn* const txn_;
+};
+
+class ReadTxnImpl final : public TxnReads<Txn> {
+ public:
+  ReadTxnImpl(const Dbis& dbis, std::shared_lock<MapGate> hold, mdb::ReadTxn txn)
+      : TxnReads(dbis, txn.get()), hold_(std::move(hold)), txn_(std::move(txn)) {}
+
+ private:
+  // Declared in this order so that the transaction ends before the gate is released.
+  std::shared_lock<MapGate> hold_;
+  mdb::ReadTxn txn_;
+};
+
+// What a fn sees: a nested transaction owned by the leader.
+class WriteTxnImpl final : public TxnReads<WriteTxn> {
+ public:
+  WriteTxnImpl(const Dbis& dbis, mdb::WriteTxn& txn) : TxnReads(dbis, txn.get()), txn_(txn) {}
+
+  Status PutObject(const ObjectKey& key, const ObjectRecord& rec) override {
+    auto k = schema::EncodeObjectKey(key);
+    if (!k) return tl::unexpected(k.error());
+    auto v = schema::EncodeObject(rec);
+    if (!v) return tl::unexpected(v.error());
+    // The old record (for the counters) must decode: a corrupt one is not overwritten
+    // silently; rebuilding the index from the extents is the remedy.
+    auto old = GetObject(key);
+    if (!old) return tl::unexpected(old.error());
+    auto device = GetDevice(key.device);
+    if (!device) return tl::unexpected(device.error());
+    auto put = txn_.Put(dbis_.objects, *k, *v);
+    if (!put) return Prefixed(put.error(), "put object " + KeyText(key));
+    if (!*device) return {};
+    DeviceRecord& d = **device;
+    if (*old) {
+      d.bytes = d.bytes - std::min(d.bytes, (*old)->size) + rec.size;
+    } else {
+      d.bytes += rec.size;
+      d.objects += 1;
+      // The object's own time, not the clock: a rebuild from the extents re-puts old
+      // objects and must not make the device look recently active.
+      d.last_upload_ns = std::max(d.last_upload_ns, rec.created_ns);
+    }
+    return PutDevice(d);
+  }
+
+  Status DeleteObject(const ObjectKey& key) override {
+    auto k = schema::EncodeObjectKey(key);
+    if (!k) return tl::unexpected(k.error());
+    auto old = GetObject(key);
+    if (!old) return tl::unexpected(old.error());
+    if (!*old) return Err(ErrorKind::kNotFound, "object " + KeyText(key));
+    auto device = GetDevice(key.device);
+    if (!device) return tl::unexpected(device.error());
+    auto del = txn_.Del(dbis_.objects, *k);
+    if (!del) return Prefixed(del.error(), "delete object " + KeyText(key));
+    if (!*device) return {};
+    DeviceRecord& d = **device;
+    // Saturating: counters of a device record created after its objects must not wrap.
+    d.bytes -= std::min(d.bytes, (*old)->size);
+    d.objects -= std::min<uint64_t>(d.objects, 1);
+    return PutDevice(d);
+  }
+
+  Status PutExtent(uint16_t disk, uint32_t extent, const ExtentRecord& rec) override {
+    auto put =
+        txn_.Put(dbis_.extents, schema::EncodeExtentKey(disk, extent), schema::EncodeExtent(rec));
+    if (!put) return Prefixed(put.error(), "put " + ExtentText(disk, extent));
+    return {};
+  }
+
+  Status DeleteExtent(uint16_t disk, uint32_t extent) override {
+    auto del = txn_.Del(dbis_.extents, schema::EncodeExtentKey(disk, extent));
+    if (!del) return Prefixed(del.error(), "delete " + ExtentText(disk, extent));
+    if (!*del) return Err(ErrorKind::kNotFound, ExtentText(disk, extent));
+    return {};
+  }
+
+  Status PutDevice(const DeviceRecord& rec) override {
+    auto v = schema::EncodeDevice(rec);
+    if (!v) return tl::unexpected(v.error());
+    auto put = txn_.Put(dbis_.devices, schema::EncodeDeviceKey(rec.id), *v);
+    if (!put) return Prefixed(put.error(), "put device " + IdToHex(rec.id));
+    return {};
+  }
+
+  Status DeleteDevice(const Id& id) override {
+    auto del = txn_.Del(dbis_.devices, schema::EncodeDeviceKey(id));
+    if (!del) return Prefixed(del.error(), "delete device " + IdToHex(id));
+    if (!*del) return Err(ErrorKind::kNotFound, "device " + IdToHex(id));
+    return {};
+  }
+
+  Status PutMeta(std::string_view key, std::string_view value) override {
+    if (key.empty() || key.size() > schema::kMaxMetaKeyBytes) {
+      return Err(ErrorKind::kInvalidArgument,
+                 "meta key of " + std::to_string(key.size()) + " bytes");
+    }
+    if (value.size() > UINT32_MAX) return Err(ErrorKind::kInvalidArgument, "meta value too long");
+    auto put = txn_.Put(dbis_.meta, key, schema::EncodeMeta(value));
+    if (!put) return Prefixed(put.error(), "put meta " + std::string(key));
+    return {};
+  }
+
+ private:
+  mdb::WriteTxn& txn_;
+};
+
+class IndexImpl final : public Index {
+ public:
+  IndexImpl(const Options& options, uint64_t max_map_bytes, std::string registered_dir,
+            mdb::Env env)
+      : options_(options),
+        max_map_bytes_(max_map_bytes),
+        registration_{std::move(registered_dir)},
+        env_(std::move(env)),
+        map_bytes_(env_.MapSize()) {}
+
+  Status OpenDatabases();
+  Status CheckFormat();
+
+  Result<std::unique_ptr<Txn>> BeginRead() override;
+  Status Update(const std::function<Status(WriteTxn&)>& fn) override;
+  Status CopyTo(const std::string& dest_dir) override;
+  uint64_t MapBytes() const override { return map_bytes_.load(); }
+
+ private:
+  struct Pending {
+    const std::function<Status(WriteTxn&)>* fn;
+    Status result;
+    bool done = false;
+  };
+  enum class Outcome { kDone, kGrow };
+
+  void RunGroup(const std::vector<Pending*>& group);
+  Outcome TryGroup(const std::vector<Pending*>& group);
+  Status GrowMap();
+
+  const Options options_;
+  const uint64_t max_map_bytes_;
+  Registration registration_;  // released after env_ is closed
+  mdb::Env env_;
+  Dbis dbis_;
+  MapGate gate_;
+  std::atomic<uint64_t> map_bytes_;
+
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<Pending*> queue_;
+  bool leader_active_ = false;
+};
+
+Status IndexImpl::OpenDatabases() {
+  for (;;) {
+    auto txn = mdb::WriteTxn::Begin(env_);
+    if (!txn) return tl::unexpected(txn.error());
+    Status st;
+    for (auto [name, dbi] : {std::pair{"objects", &dbis_.objects},
+                             {"extents", &dbis_.extents},
+                             {"devices", &dbis_.devices},
+                             {"meta", &dbis_.meta}}) {
+      auto opened = txn->OpenDb(name);
+      if (!opened) {
+        st = tl::unexpected(opened.error());
+        break;
+      }
+      *dbi = *opened;
+    }
+    if (st) st = txn->Commit();
+    if (st) return {};
+    if (!txn->map_full()) return st;
+    txn->Abort();
+    CV_TRY(GrowMap());
+  }
+}
+
+Status IndexImpl::CheckFormat() {
+  std::optional<std::string> stored;
+  {
+    auto txn = BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    auto value = (*txn)->GetMeta(kFormatKey);
+    if (!value) return tl::unexpected(value.error());
+    stored = std::move(*value);
+  }
+  if (!stored) {
+    return Update(
+        [](WriteTxn& txn) { return txn.PutMeta(kFormatKey, std::to_string(kFormatVersion)); });
+  }
+  uint64_t version = 0;
+  auto [end, ec] = std::from_chars(stored->data(), stored->data() + stored->size(), version);
+  if (ec != std::errc() || end != stored->data() + stored->size() || version == 0) {
+    return Err(ErrorKind::kCorruption, "index format '" + *stored + "' in " + options_.dir);
+  }
+  if (version > kFormatVersion) {
+    return Err(ErrorKind::kInvalidArgument, "index in " + options_.dir + " has format " + *stored +
+                                                ", newer than this build understands (" +
+                                                std::to_string(kFormatVersion) + ")");
+  }
+  return {};
+}
+
+Result<std::unique_ptr<Txn>> IndexImpl::BeginRead() {
+  std::shared_lock hold(gate_);
+  auto txn = mdb::ReadTxn::Begin(env_);
+  if (!txn) return tl::unexpected(txn.error());
+  return std::make_unique<ReadTxnImpl>(dbis_, std::move(hold), std::move(*txn));
+}
+
+Status IndexImpl::Update(const std::function<Status(WriteTxn&)>& fn) {
+  if (!fn) return Err(ErrorKind::kInvalidArgument, "Index::Update without a function");
+  if (t_in_update_fn) {
+    return Err(ErrorKind::kInternal, "Index::Update called from inside an Update function");
+  }
+  Pending me{&fn, {}};
+  std::unique_lock lock(queue_mu_);
+  queue_.push_back(&me);
+  while (!me.done) {
+    if (leader_active_) {
+      queue_cv_.wait(lock);
+      continue;
+    }
+    leader_active_ = true;
+    std::vector<Pending*> group;
+    while (!queue_.empty() && group.size() < kMaxGroup) {
+      group.push_back(queue_.front());
+      queue_.pop_front();
+    }
+    lock.unlock();
+    RunGroup(group);
+    lock.lock();
+    for (Pending* p : group) p->done = true;
+    leader_active_ = false;
+    queue_cv_.notify_all();
+  }
+  return std::move(me.result);
+}
+
+void IndexImpl::RunGroup(const std::vector<Pending*>& group) {
+  while (TryGroup(group) == Outcome::kGrow) {
+    Status grown = GrowMap();
+    if (!grown) {
+      for (Pending* p : group) p->result = grown;
+      return;
+    }
+  }
+}
+
+IndexImpl::Outcome IndexImpl::TryGroup(const std::vector<Pending*>& group) {
+  std::shared_lock hold(gate_);
+  const bool can_grow = map_bytes_.load() < max_map_bytes_;
+  const auto no_space = [&] {
+    return Err(ErrorKind::kNoSpace,
+               "index map is full at its maximum of " + std::to_string(max_map_bytes_) + " bytes");
+  };
+  for (Pending* p : group) p->result = {};
+
+  auto parent = mdb::WriteTxn::Begin(env_);
+  if (!parent) {
+    for (Pending* p : group) p->result = tl::unexpected(parent.error());
+    return Outcome::kDone;
+  }
+  for (Pending* p : group) {
+    auto child = mdb::WriteTxn::BeginNested(*parent);
+    if (!child) {
+      p->result = tl::unexpected(child.error());
+      continue;
+    }
+    Status st;
+    {
+      WriteTxnImpl txn(dbis_, *child);
+      t_in_update_fn = true;
+      try {
+        st = (*p->fn)(txn);
+      } catch (const std::exception& e) {
+        st = Err(ErrorKind::kInternal, std::string("Update function threw: ") + e.what());
+      } catch (...) {
+        st = Err(ErrorKind::kInternal, "Update function threw");
+      }
+      t_in_update_fn = false;
+    }
+    if (child->map_full()) {
+      child->Abort();
+      if (can_grow) return Outcome::kGrow;  // `parent` aborts on return
+      p->result = no_space();
+      continue;
+    }
+    if (!st) {
+      p->result = std::move(st);
+      continue;  // `child` aborts at the end of this iteration
+    }
+    if (child->failed()) {
+      // fn ignored a failed write; LMDB refuses to commit the child (and would poison the
+      // parent if we tried).
+      p->result = tl::unexpected(*child->failed());
+      continue;
+    }
+    if (Status committed = child->Commit(); !committed) {
+      // Rare (out of memory while merging into the parent); the parent may be half-merged,
+      // so nothing of this group is committed.
+      if (child->map_full() && can_grow) return Outcome::kGrow;
+      for (Pending* q : group) q->result = committed;
+      return Outcome::kDone;
+    }
+  }
+  if (Status committed = parent->Commit(); !committed) {
+    if (parent->map_full() && can_grow) return Outcome::kGrow;
+    Status error = parent->map_full() ? Status(no_space()) : committed;
+    for (Pending* p : group) {
+      if (p->result) p->result = error;
+    }
+  }
+  return Outcome::kDone;
+}
+
+Status IndexImpl::GrowMap() {
+  std::unique_lock<MapGate> exclusive(gate_, kGrowWait);
+  if (!exclusive.owns_lock()) {
+    Log(LogLevel::kWarn, "index_map_growth_blocked", {{"dir", options_.dir}});
+    return Err(ErrorKind::kUnavailable, "index map growth waited " +
+                                            std::to_string(kGrowWait.count()) +
+                                            " s for read transactions to end");
+  }
+  const uint64_t current = env_.MapSize();
+  if (current >= max_map_bytes_) {
+    return Err(ErrorKind::kNoSpace,
+               "index map is full at its maximum of " + std::to_string(max_map_bytes_) + " bytes");
+  }
+  const uint64_t next = current > max_map_bytes_ / 2 ? max_map_bytes_ : current * 2;
+  CV_TRY(env_.SetMapSize(next));
+  map_bytes_.store(env_.MapSize());
+  Log(LogLevel::kInfo, "index_map_grown",
+      {{"dir", options_.dir}, {"from", std::to_string(current)}, {"to", std::to_string(next)}});
+  return {};
+}
+
+Status IndexImpl::CopyTo(const std::string& dest_dir) {
+  if (dest_dir.empty()) return Err(ErrorKind::kInvalidArgument, "CopyTo without a directory");
+  std::error_code ec;
+  fs::create_directories(dest_dir, ec);
+  if (ec) return ErrnoError(ec.value(), "create directory " + dest_dir);
+  const std::string final_path = (fs::path(dest_dir) / "data.mdb").string();
+  const std::string partial_path = final_path + ".partial";
+  if (fs::exists(final_path, ec)) {
+    return Err(ErrorKind::kConflict, dest_dir + " already holds an index (data.mdb)");
+  }
+  // Copy under another name and link it into place once synced: a crash or failure never
+  // leaves a data.mdb that looks like a finished copy.
+  int fd = ::open(partial_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoError(errno, "create " + partial_path);
+  Status st;
+  {
+    std::shared_lock hold(gate_);  // the copy reads the map through its own snapshot
+    st = env_.CopyCompactTo(fd);
+  }
+  if (st && ::fsync(fd) != 0) st = ErrnoError(errno, "fsync " + partial_path);
+  if (::close(fd) != 0 && st) st = ErrnoError(errno, "close " + partial_path);
+  if (st && ::link(partial_path.c_str(), final_path.c_str()) != 0) {
+    st = errno == EEXIST
+             ? Status(Err(ErrorKind::kConflict, dest_dir + " already holds an index (data.mdb)"))
+             : Status(ErrnoError(errno, "link " + final_path));
+  }
+  ::unlink(partial_path.c_str());
+  if (!st) return st;
+  return SyncDir(dest_dir);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Index>> Index::Open(const Options& options) {
+  if (options.dir.empty()) return Err(ErrorKind::kInvalidArgument, "index directory not set");
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t initial = RoundUp(options.initial_map_bytes, page);
+  const uint64_t max = RoundUp(options.max_map_bytes, page);
+  if (initial == 0 || max < initial) {
+    return Err(ErrorKind::kInvalidArgument, "index map sizes: initial " +
+                                                std::to_string(options.initial_map_bytes) +
+                                                ", max " + std::to_string(options.max_map_bytes));
+  }
+  std::error_code ec;
+  fs::create_directories(options.dir, ec);
+  if (ec) return ErrnoError(ec.value(), "create index directory " + options.dir);
+  std::string canonical = fs::canonical(options.dir, ec).string();
+  if (ec) return ErrnoError(ec.value(), "resolve index directory " + options.dir);
+  if (!OpenDirRegistry::Add(canonical)) {
+    return Err(ErrorKind::kConflict, "index " + canonical + " is already open in this process");
+  }
+  auto env = mdb::Env::Open({options.dir, initial, 4, kMaxReaders});
+  if (!env) {
+    OpenDirRegistry::Remove(canonical);
+    return Prefixed(env.error(), "open index " + options.dir);
+  }
+  auto index = std::make_unique<IndexImpl>(options, max, std::move(canonical), std::move(*env));
+  CV_TRY(index->OpenDatabases());
+  CV_TRY(index->CheckFormat());
+  CV_TRY(SyncDir(options.dir));  // make data.mdb's directory entry durable
+  return std::unique_ptr<Index>(std::move(index));
+}
+
+}  // namespace cv::index

@@ -1,0 +1,344 @@
+#include "index/schema.h"
+
+#include <xxhash.h>
+
+#include <cstring>
+#include <limits>
+
+namespace cv::index::schema {
+namespace {
+
+constexpr size_t kChecksumBytes = 8;
+constexpr size_t kShardLocBytes = 2 + 4 + 8;
+
+bool ValidType(ObjectType t) {
+  auto v = static_cast<uint8_t>(t);
+  return v >= static_cast<uint8_t>(ObjectType::kConfig) &&
+         v <= static_cast<uint8_t>(ObjectType::kIndex);
+}
+bool ValidLayout(Layout l) { return l == Layout::kReplicated || l == Layout::kErasure; }
+bool ValidKind(DeviceKind k) { return k == DeviceKind::kComputer || k == DeviceKind::kServer; }
+
+tl::unexpected<Error> Corrupt(std::string what) {
+  return Err(ErrorKind::kCorruption, std::move(what));
+}
+
+// Appends fixed-width little-endian fields, then seals the value with its checksum.
+class Writer {
+ public:
+  Writer() { U8(kValueFormat); }
+  void U8(uint8_t v) { buf_.push_back(static_cast<char>(v)); }
+  void U16(uint16_t v) { Le(v, 2); }
+  void U32(uint32_t v) { Le(v, 4); }
+  void U64(uint64_t v) { Le(v, 8); }
+  void I64(int64_t v) { Le(static_cast<uint64_t>(v), 8); }
+  void Raw(const void* p, size_t n) { buf_.append(static_cast<const char*>(p), n); }
+  // REQUIRES: s.size() fits in 32 bits (checked by the callers that take user input).
+  void Str(std::string_view s) {
+    U32(static_cast<uint32_t>(s.size()));
+    buf_.append(s);
+  }
+  std::string Seal() && {
+    U64(XXH3_64bits(buf_.data(), buf_.size()));
+    return std::move(buf_);
+  }
+
+ private:
+  void Le(uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) buf_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  }
+  std::string buf_;
+};
+
+// Reads the fields of a value whose checksum and version were verified. Every read is bounds
+// checked; after the first short read ok() is false and reads yield zeros.
+class Reader {
+ public:
+  explicit Reader(std::string_view body) : body_(body) {}
+  bool ok() const { return ok_; }
+  bool AtEnd() const { return ok_ && pos_ == body_.size(); }
+  size_t Remaining() const { return ok_ ? body_.size() - pos_ : 0; }
+
+  uint8_t U8() { return static_cast<uint8_t>(Le(1)); }
+  uint16_t U16() { return static_cast<uint16_t>(Le(2)); }
+  uint32_t U32() { return static_cast<uint32_t>(Le(4)); }
+  uint64_t U64() { return Le(8); }
+  int64_t I64() { return static_cast<int64_t>(Le(8)); }
+  void Raw(void* out, size_t n) {
+    if (!Take(n)) {
+      std::memset(out, 0, n);
+      return;
+    }
+    std::memcpy(out, body_.data() + pos_ - n, n);
+  }
+  std::string Str() {
+    uint32_t n = U32();
+    if (!Take(n)) return {};
+    return std::string(body_.substr(pos_ - n, n));
+  }
+
+ private:
+  bool Take(size_t n) {
+    if (!ok_ || body_.size() - pos_ < n) {
+      ok_ = false;
+      return false;
+    }
+    pos_ += n;
+    return true;
+  }
+  uint64_t Le(int n) {
+    if (!Take(n)) return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < n; ++i) {
+      v |= static_cast<uint64_t>(static_cast<uint8_t>(body_[pos_ - n + i])) << (8 * i);
+    }
+    return v;
+  }
+  std::string_view body_;
+  size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+// Verifies the checksum and the version; returns the fields between them.
+Result<std::string_view> Unseal(std::string_view bytes, const char* what) {
+  if (bytes.size() < 1 + kChecksumBytes) {
+    return Corrupt(std::string(what) + " value truncated to " + std::to_string(bytes.size()) +
+                   " bytes");
+  }
+  size_t body_len = bytes.size() - kChecksumBytes;
+  uint64_t stored = 0;
+  for (size_t i = 0; i < kChecksumBytes; ++i) {
+    stored |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[body_len + i])) << (8 * i);
+  }
+  if (XXH3_64bits(bytes.data(), body_len) != stored) {
+    return Corrupt(std::string(what) + " value checksum mismatch");
+  }
+  auto version = static_cast<uint8_t>(bytes[0]);
+  if (version != kValueFormat) {
+    return Corrupt(std::string(what) + " value has unknown format version " +
+                   std::to_string(version));
+  }
+  return bytes.substr(1, body_len - 1);
+}
+
+Status Finish(const Reader& r, const char* what) {
+  if (!r.ok()) return Corrupt(std::string(what) + " value is shorter than its fields");
+  if (!r.AtEnd()) return Corrupt(std::string(what) + " value has trailing bytes");
+  return {};
+}
+
+}  // namespace
+
+// ---- keys ----
+
+Result<std::string> EncodeObjectKey(const ObjectKey& key) {
+  if (!ValidType(key.type)) {
+    return Err(ErrorKind::kInvalidArgument,
+               "object type " + std::to_string(static_cast<int>(key.type)));
+  }
+  if (key.name.size() > kMaxNameBytes) {
+    return Err(ErrorKind::kInvalidArgument,
+               "object name of " + std::to_string(key.name.size()) + " bytes is too long");
+  }
+  std::string out = ObjectKeyPrefix(key.device, key.type);
+  out += key.name;
+  return out;
+}
+
+std::string ObjectKeyPrefix(const Id& device, std::optional<ObjectType> type) {
+  std::string out(reinterpret_cast<const char*>(device.data()), device.size());
+  if (type) out.push_back(static_cast<char>(*type));
+  return out;
+}
+
+Result<ObjectKey> DecodeObjectKey(std::string_view bytes) {
+  if (bytes.size() < kObjectKeyPrefixBytes ||
+      bytes.size() > kObjectKeyPrefixBytes + kMaxNameBytes) {
+    return Corrupt("object key of " + std::to_string(bytes.size()) + " bytes");
+  }
+  ObjectKey key;
+  std::memcpy(key.device.data(), bytes.data(), key.device.size());
+  key.type = static_cast<ObjectType>(static_cast<uint8_t>(bytes[16]));
+  if (!ValidType(key.type)) {
+    return Corrupt("object key with type " + std::to_string(static_cast<int>(key.type)));
+  }
+  key.name = std::string(bytes.substr(kObjectKeyPrefixBytes));
+  return key;
+}
+
+std::string EncodeExtentKey(uint16_t disk, uint32_t extent) {
+  std::string out(kExtentKeyBytes, '\0');
+  out[0] = static_cast<char>(disk >> 8);
+  out[1] = static_cast<char>(disk);
+  for (int i = 0; i < 4; ++i) out[2 + i] = static_cast<char>(extent >> (24 - 8 * i));
+  return out;
+}
+
+Result<ExtentKey> DecodeExtentKey(std::string_view bytes) {
+  if (bytes.size() != kExtentKeyBytes) {
+    return Corrupt("extent key of " + std::to_string(bytes.size()) + " bytes");
+  }
+  auto b = [&](int i) { return static_cast<uint32_t>(static_cast<uint8_t>(bytes[i])); };
+  ExtentKey key;
+  key.disk = static_cast<uint16_t>(b(0) << 8 | b(1));
+  key.extent = b(2) << 24 | b(3) << 16 | b(4) << 8 | b(5);
+  return key;
+}
+
+std::string EncodeDeviceKey(const Id& id) {
+  return std::string(reinterpret_cast<const char*>(id.data()), id.size());
+}
+
+Result<Id> DecodeDeviceKey(std::string_view bytes) {
+  Id id{};
+  if (bytes.size() != id.size()) {
+    return Corrupt("device key of " + std::to_string(bytes.size()) + " bytes");
+  }
+  std::memcpy(id.data(), bytes.data(), id.size());
+  return id;
+}
+
+// ---- values ----
+
+Result<std::string> EncodeObject(const ObjectRecord& rec) {
+  if (!ValidLayout(rec.layout)) {
+    return Err(ErrorKind::kInvalidArgument,
+               "object layout " + std::to_string(static_cast<int>(rec.layout)));
+  }
+  if (rec.shards.size() > std::numeric_limits<uint32_t>::max()) {
+    return Err(ErrorKind::kInvalidArgument, "too many shards");
+  }
+  Writer w;
+  w.U64(rec.size);
+  w.I64(rec.created_ns);
+  w.U8(static_cast<uint8_t>(rec.layout));
+  w.U8(rec.k);
+  w.U8(rec.m);
+  w.U32(rec.shard_unit);
+  w.Raw(rec.sha256.data(), rec.sha256.size());
+  w.U32(static_cast<uint32_t>(rec.shards.size()));
+  for (const ShardLoc& s : rec.shards) {
+    w.U16(s.disk);
+    w.U32(s.extent);
+    w.U64(s.offset);
+  }
+  return std::move(w).Seal();
+}
+
+Result<ObjectRecord> DecodeObject(std::string_view bytes) {
+  auto body = Unseal(bytes, "object");
+  if (!body) return tl::unexpected(body.error());
+  Reader r(*body);
+  ObjectRecord rec;
+  rec.size = r.U64();
+  rec.created_ns = r.I64();
+  rec.layout = static_cast<Layout>(r.U8());
+  rec.k = r.U8();
+  rec.m = r.U8();
+  rec.shard_unit = r.U32();
+  r.Raw(rec.sha256.data(), rec.sha256.size());
+  uint32_t count = r.U32();
+  if (!r.ok()) return Corrupt("object value is shorter than its fields");
+  // Check the count against the bytes present before allocating for it.
+  if (r.Remaining() != static_cast<uint64_t>(count) * kShardLocBytes) {
+    return Corrupt("object value claims " + std::to_string(count) + " shards in " +
+                   std::to_string(r.Remaining()) + " bytes");
+  }
+  if (!ValidLayout(rec.layout)) {
+    return Corrupt("object value with layout " + std::to_string(static_cast<int>(rec.layout)));
+  }
+  rec.shards.resize(count);
+  for (ShardLoc& s : rec.shards) {
+    s.disk = r.U16();
+    s.extent = r.U32();
+    s.offset = r.U64();
+  }
+  CV_TRY(Finish(r, "object"));
+  return rec;
+}
+
+std::string EncodeExtent(const ExtentRecord& rec) {
+  Writer w;
+  w.U64(rec.capacity);
+  w.U64(rec.live_bytes);
+  w.U64(rec.dead_bytes);
+  return std::move(w).Seal();
+}
+
+Result<ExtentRecord> DecodeExtent(std::string_view bytes) {
+  auto body = Unseal(bytes, "extent");
+  if (!body) return tl::unexpected(body.error());
+  Reader r(*body);
+  ExtentRecord rec;
+  rec.capacity = r.U64();
+  rec.live_bytes = r.U64();
+  rec.dead_bytes = r.U64();
+  CV_TRY(Finish(r, "extent"));
+  return rec;
+}
+
+Result<std::string> EncodeDevice(const DeviceRecord& rec) {
+  if (!ValidKind(rec.kind)) {
+    return Err(ErrorKind::kInvalidArgument,
+               "device kind " + std::to_string(static_cast<int>(rec.kind)));
+  }
+  if (rec.name.size() > std::numeric_limits<uint32_t>::max()) {
+    return Err(ErrorKind::kInvalidArgument, "device name too long");
+  }
+  Writer w;
+  w.Raw(rec.id.data(), rec.id.size());
+  w.Raw(rec.account.data(), rec.account.size());
+  w.Str(rec.name);
+  w.U8(static_cast<uint8_t>(rec.kind));
+  w.U8(rec.append_only ? 1 : 0);
+  w.Raw(rec.token_hash.data(), rec.token_hash.size());
+  w.I64(rec.created_ns);
+  w.U64(rec.bytes);
+  w.U64(rec.objects);
+  w.I64(rec.last_upload_ns);
+  w.I64(rec.last_backup_ns);
+  return std::move(w).Seal();
+}
+
+Result<DeviceRecord> DecodeDevice(std::string_view bytes) {
+  auto body = Unseal(bytes, "device");
+  if (!body) return tl::unexpected(body.error());
+  Reader r(*body);
+  DeviceRecord rec;
+  r.Raw(rec.id.data(), rec.id.size());
+  r.Raw(rec.account.data(), rec.account.size());
+  rec.name = r.Str();
+  rec.kind = static_cast<DeviceKind>(r.U8());
+  uint8_t append_only = r.U8();
+  r.Raw(rec.token_hash.data(), rec.token_hash.size());
+  rec.created_ns = r.I64();
+  rec.bytes = r.U64();
+  rec.objects = r.U64();
+  rec.last_upload_ns = r.I64();
+  rec.last_backup_ns = r.I64();
+  CV_TRY(Finish(r, "device"));
+  if (!ValidKind(rec.kind)) {
+    return Corrupt("device value with kind " + std::to_string(static_cast<int>(rec.kind)));
+  }
+  if (append_only > 1)
+    return Corrupt("device value with append_only " + std::to_string(append_only));
+  rec.append_only = append_only == 1;
+  return rec;
+}
+
+std::string EncodeMeta(std::string_view value) {
+  Writer w;
+  w.Str(value);
+  return std::move(w).Seal();
+}
+
+Result<std::string> DecodeMeta(std::string_view bytes) {
+  auto body = Unseal(bytes, "meta");
+  if (!body) return tl::unexpected(body.error());
+  Reader r(*body);
+  std::string value = r.Str();
+  CV_TRY(Finish(r, "meta"));
+  return value;
+}
+
+}  // namespace cv::index::schema

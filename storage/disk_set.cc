@@ -1,0 +1,206 @@
+#include "storage/disk_set.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+namespace cv::storage {
+namespace {
+
+constexpr char kIdentityFile[] = "chunkvault-disk";
+
+std::string IdentityText(const std::string& node_id, size_t d) {
+  return "chunkvault-disk v1\nnode " + node_id + "\nposition " + std::to_string(d) + "\n";
+}
+
+Status WriteSmallFile(Env* env, const std::string& path, const std::string& text) {
+  auto file = env->Open(path, /*create=*/true, /*want_direct=*/false);
+  if (!file) return tl::unexpected(file.error());
+  std::string buf = text;
+  IoRequest reqs[2];
+  reqs[0] = {IoRequest::Op::kWrite, file->get(), 0, buf.data(), buf.size()};
+  CV_TRY(env->Execute(std::span(reqs, 1)));
+  reqs[1] = {IoRequest::Op::kSync, file->get(), 0, nullptr, 0};
+  return env->Execute(std::span(reqs + 1, 1));
+}
+
+Result<std::string> ReadSmallFile(Env* env, const std::string& path) {
+  auto file = env->Open(path, /*create=*/false, /*want_direct=*/false);
+  if (!file) return tl::unexpected(file.error());
+  std::string buf(4096, '\0');
+  IoRequest req{IoRequest::Op::kRead, file->get(), 0, buf.data(), buf.size()};
+  CV_TRY(env->Execute(std::span(&req, 1)));
+  buf.resize(static_cast<size_t>(req.result));
+  return buf;
+}
+
+}  // namespace
+
+DiskSet::DiskSet(Env* env, std::vector<std::string> paths, uint64_t extent_bytes, bool try_direct)
+    : env_(env), extent_bytes_(extent_bytes), try_direct_(try_direct) {
+  for (auto& p : paths) {
+    auto disk = std::make_unique<Disk>();
+    disk->path = std::move(p);
+    disks_.push_back(std::move(disk));
+  }
+}
+
+std::string DiskSet::ExtentPath(size_t d, uint32_t id) const {
+  char name[32];
+  std::snprintf(name, sizeof name, "%08" PRIx32 ".ext", id);
+  return disks_[d]->path + "/extents/" + name;
+}
+
+void DiskSet::Open(const std::string& node_id, bool create) {
+  for (size_t d = 0; d < disks_.size(); ++d) {
+    Disk& disk = *disks_[d];
+    const std::string id_path = disk.path + "/" + kIdentityFile;
+    const std::string want = IdentityText(node_id, d);
+    if (create) {
+      Status s = env_->CreateDirs(disk.path + "/extents");
+      if (s) s = WriteSmallFile(env_, id_path, want);
+      if (s) s = env_->SyncDir(disk.path);
+      if (!s) {
+        MarkFailed(d, "cannot initialise: " + s.error().ToString());
+        continue;
+      }
+    }
+    auto have = ReadSmallFile(env_, id_path);
+    if (!have) {
+      MarkFailed(d, "identity unreadable: " + have.error().ToString());
+      continue;
+    }
+    if (*have != want) {
+      MarkFailed(d, "identity does not match this node and position");
+      continue;
+    }
+    auto names = env_->ListDir(disk.path + "/extents");
+    if (!names) {
+      MarkFailed(d, "extents unreadable: " + names.error().ToString());
+      continue;
+    }
+    uint32_t max_id = 0;
+    for (const auto& n : *names) {
+      unsigned id = 0;
+      if (std::sscanf(n.c_str(), "%8x.ext", &id) == 1) max_id = std::max<uint32_t>(max_id, id);
+    }
+    // Never append to an extent from an earlier run: its tail may hold torn records.
+    disk.next_id = max_id + 1;
+  }
+}
+
+size_t DiskSet::HealthyCount() const {
+  size_t n = 0;
+  for (size_t d = 0; d < disks_.size(); ++d) n += healthy(d) ? 1 : 0;
+  return n;
+}
+
+void DiskSet::MarkFailed(size_t d, const std::string& why) {
+  if (!disks_[d]->failed.exchange(true)) {
+    Log(LogLevel::kError, "disk_failed", {{"disk", disks_[d]->path}, {"reason", why}});
+  }
+}
+
+void DiskSet::ReportError(size_t d, const Error& e) {
+  Disk& disk = *disks_[d];
+  disk.errors.fetch_add(1);
+  if (e.kind == ErrorKind::kNoSpace) return;  // full is not failed
+  Log(LogLevel::kWarn, "disk_io_error", {{"disk", disk.path}, {"error", e.ToString()}});
+  if (disk.consecutive_errors.fetch_add(1) + 1 >= kDiskFailAfter) {
+    MarkFailed(d, "repeated I/O errors: " + e.ToString());
+  }
+}
+
+void DiskSet::ReportSuccess(size_t d) { disks_[d]->consecutive_errors.store(0); }
+
+Result<std::shared_ptr<Extent>> DiskSet::OpenExtentLocked(Disk& disk, size_t d, uint32_t id,
+                                                          bool create) {
+  auto it = disk.open.find(id);
+  if (it != disk.open.end()) return it->second;
+  auto file = env_->Open(ExtentPath(d, id), create, try_direct_);
+  if (!file) return tl::unexpected(file.error());
+  auto ext = std::make_shared<Extent>();
+  ext->disk = static_cast<uint16_t>(d);
+  ext->id = id;
+  ext->file = std::move(*file);
+  if (create) {
+    ext->capacity = extent_bytes_;
+    Status s = env_->Allocate(*ext->file, 0, extent_bytes_);
+    if (!s) {
+      (void)env_->Remove(ExtentPath(d, id));
+      return tl::unexpected(s.error());
+    }
+    CV_TRY(env_->SyncDir(disk.path + "/extents"));
+  } else {
+    auto size = env_->Size(*ext->file);
+    if (!size) return tl::unexpected(size.error());
+    ext->capacity = *size;
+  }
+  disk.open.emplace(id, ext);
+  return ext;
+}
+
+Result<Placement> DiskSet::Reserve(size_t d, uint64_t len) {
+  Disk& disk = *disks_[d];
+  if (disk.failed) return Err(ErrorKind::kIOError, "disk failed: " + disk.path);
+  if (len > extent_bytes_) return Err(ErrorKind::kInvalidArgument, "record larger than an extent");
+  std::lock_guard lock(disk.mu);
+  if (!disk.active || disk.active->poisoned || disk.active_used + len > disk.active->capacity) {
+    const uint32_t id = disk.next_id;
+    auto ext = OpenExtentLocked(disk, d, id, /*create=*/true);
+    if (!ext) return tl::unexpected(ext.error());
+    disk.next_id = id + 1;
+    disk.active = *ext;
+    disk.active_used = 0;
+  }
+  Placement p{disk.active, disk.active_used};
+  disk.active_used += len;
+  return p;
+}
+
+Result<std::shared_ptr<Extent>> DiskSet::Get(size_t d, uint32_t extent_id) {
+  if (d >= disks_.size()) return Err(ErrorKind::kCorruption, "shard on unknown disk");
+  Disk& disk = *disks_[d];
+  if (disk.failed) return Err(ErrorKind::kIOError, "disk failed: " + disk.path);
+  std::lock_guard lock(disk.mu);
+  return OpenExtentLocked(disk, d, extent_id, /*create=*/false);
+}
+
+Status DiskSet::Sync(std::span<const std::pair<std::shared_ptr<Extent>, uint64_t>> extents) {
+  // Lock in (disk, id) order so that concurrent group syncs cannot deadlock.
+  std::vector<std::pair<Extent*, uint64_t>> todo;
+  for (const auto& [e, seq] : extents) todo.emplace_back(e.get(), seq);
+  std::sort(todo.begin(), todo.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.first->disk, a.first->id) < std::tie(b.first->disk, b.first->id);
+  });
+  todo.erase(std::unique(todo.begin(), todo.end(),
+                         [](const auto& a, const auto& b) { return a.first == b.first; }),
+             todo.end());
+  std::vector<std::unique_lock<std::mutex>> locks;
+  locks.reserve(todo.size());
+  for (auto& [e, seq] : todo) locks.emplace_back(e->sync_mu);
+
+  std::vector<IoRequest> reqs;
+  std::vector<std::pair<Extent*, uint64_t>> targets;
+  for (auto& [e, seq] : todo) {
+    if (e->synced_seq >= seq) continue;  // another writer's sync already covered us
+    reqs.push_back({IoRequest::Op::kSync, e->file.get(), 0, nullptr, 0});
+    targets.emplace_back(e, e->write_seq.load());
+  }
+  if (reqs.empty()) return {};
+  Status s = env_->Execute(reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    Extent* e = targets[i].first;
+    if (reqs[i].result < 0) {
+      e->poisoned = true;
+      ReportError(e->disk, ErrnoError(static_cast<int>(-reqs[i].result), "fdatasync").value());
+    } else {
+      e->synced_seq = std::max(e->synced_seq, targets[i].second);
+      ReportSuccess(e->disk);
+    }
+  }
+  return s;
+}
+
+}  // namespace cv::storage

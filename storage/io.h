@@ -1,0 +1,197 @@
+// storage/io: the only way storage/ touches data disks. An Env opens files and executes
+// batches of reads, writes and syncs. Implementations:
+//   - NewUringEnv: io_uring, one ring per calling thread, a batch in as few submissions
+//     as the queue depth allows;
+//   - NewPosixEnv: pread/pwrite/fdatasync, for machines without io_uring;
+//   - FaultEnv: wraps another Env and injects faults from a seed (tests).
+// Short reads and writes are continued until done, EOF or error; -EAGAIN is retried.
+//
+// Ordering inside one Execute batch: every read and write runs first (concurrently, in no
+// particular order), then every sync. So [write A, sync A] in one batch makes the write
+// durable, whatever their order in the span; two writes to overlapping ranges in one batch
+// have no defined order.
+//
+// Thread-safety: an Env is shared by all threads; Execute may be called concurrently. A
+// File may be used from several threads at once. Files must be destroyed before their Env.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/common.h"
+
+namespace cv::storage {
+
+inline constexpr size_t kBlockSize = 4096;  // O_DIRECT unit: offsets, lengths and buffers
+
+class File {
+ public:
+  virtual ~File() = default;
+  virtual const std::string& path() const = 0;
+  // True when opened with O_DIRECT: every offset, length and buffer address of a request on
+  // this file must then be a multiple of kBlockSize.
+  virtual bool direct() const = 0;
+};
+
+struct IoRequest {
+  enum class Op { kRead, kWrite, kSync };  // kSync = fdatasync
+  Op op = Op::kRead;
+  File* file = nullptr;  // opened by the Env that executes the request
+  // kSync ignores offset, buf and len: it syncs the whole file's data.
+  uint64_t offset = 0;
+  void* buf = nullptr;
+  size_t len = 0;
+  // Out: bytes transferred (reads may stop short at end of file), or -errno. On a failure
+  // part of a write may have reached the file.
+  int64_t result = 0;
+};
+
+struct FsStats {
+  uint64_t total_bytes = 0;
+  uint64_t free_bytes = 0;
+};
+
+class Env {
+ public:
+  virtual ~Env() = default;
+  // Opens (and with `create`, creates) a file for reading and writing. With `want_direct` it
+  // tries O_DIRECT and falls back to buffered I/O where the file system refuses it.
+  virtual Result<std::unique_ptr<File>> Open(const std::string& path, bool create,
+                                             bool want_direct) = 0;
+  // Executes every request, concurrently where possible, and returns when all are done.
+  // Each request's `result` tells how it ended; the Status is the first failure, if any.
+  // A read that ends short at end of file is not a failure (result < len).
+  virtual Status Execute(std::span<IoRequest> requests) = 0;
+  // Reserves [offset, offset+len) on disk (fallocate, extending the size); kNoSpace when the
+  // disk is full. Where the file system cannot reserve (EOPNOTSUPP) it succeeds without.
+  virtual Status Allocate(File& file, uint64_t offset, uint64_t len) = 0;
+  virtual Result<uint64_t> Size(File& file) = 0;
+  virtual Status CreateDirs(const std::string& path) = 0;
+  virtual Status SyncDir(const std::string& path) = 0;  // makes created/removed names durable
+  virtual Status Remove(const std::string& path) = 0;   // a file or an empty directory
+  // Names only, without "." and "..", sorted.
+  virtual Result<std::vector<std::string>> ListDir(const std::string& path) = 0;
+  virtual Result<FsStats> StatFs(const std::string& path) = 0;  // free = available to us
+  // "uring", "posix" or "fault" (for logs and status).
+  virtual const char* Name() const = 0;
+};
+
+std::unique_ptr<Env> NewPosixEnv();
+// kUnavailable when the kernel or sandbox refuses io_uring.
+Result<std::unique_ptr<Env>> NewUringEnv(unsigned queue_depth = 256);
+// io_uring when it works here, else pread/pwrite; logs which one it chose and why.
+std::unique_ptr<Env> NewDefaultEnv();
+
+// Allocates `len` bytes aligned to kBlockSize (for O_DIRECT), not zeroed; freed with free().
+// Aborts when memory is exhausted.
+struct AlignedFree {
+  void operator()(void* p) const;
+};
+using AlignedBuffer = std::unique_ptr<uint8_t[], AlignedFree>;
+AlignedBuffer AllocateAligned(size_t len);
+
+// A fault-injecting wrapper, deterministic from its seed, for tests. Every Execute request
+// counts as one operation (numbered from 0 in submission order); Open, Allocate and the
+// directory calls do not count. A faulted request does not stop the rest of its batch.
+// Garbage depends only on the seed and what is written where, never on thread timing.
+// Thread-safe. Its Files wrap the base Env's Files and only work with this Env.
+class FaultEnv : public Env {
+ public:
+  enum class Fault {
+    kNone,
+    kEio,     // the operation fails with EIO, nothing written
+    kEnospc,  // the operation fails with ENOSPC, nothing written
+    // For a read or a sync these two act as kEio. The prefix is half the request, rounded
+    // down to kBlockSize on a direct file.
+    kShortWrite,  // a write persists only a prefix and reports -EIO
+    kTornWrite,   // a write persists a prefix and garbage after it, and reports -EIO
+  };
+  // `base` must outlive this Env.
+  FaultEnv(Env* base, uint64_t seed);
+  ~FaultEnv() override;
+
+  // The operation numbered n (counting from now on, 0 = the next one) fails with `fault`;
+  // each fault fires once, and several may be pending. kNone cancels every pending fault.
+  void FailNth(uint64_t n, Fault fault);
+  // Every operation on a path starting with `prefix` fails with EIO (a dead disk); also
+  // Open, Allocate and directory operations under it. Empty prefix clears.
+  void FailPath(const std::string& prefix);
+  // Allocate under `prefix` fails with ENOSPC and so does every write past the file's
+  // current size. Empty prefix clears.
+  void NoSpaceUnder(const std::string& prefix);
+  // Simulates power loss: every byte written since its file's last successful sync is
+  // replaced with garbage from the seed (or zeros), as a crash may leave it. Call it after
+  // closing the store that used this Env. Ranges are tracked per path from successful
+  // writes and from the whole range of a failed one; a successful sync of a file forgets
+  // what was written to it before that sync was issued. Each range gets either seeded
+  // garbage or zeros, chosen by the seed. Afterwards nothing counts as unsynced.
+  Status DropUnsynced();
+  uint64_t ops() const;
+
+  Result<std::unique_ptr<File>> Open(const std::string& path, bool create,
+                                     bool want_direct) override;
+  Status Execute(std::span<IoRequest> requests) override;
+  Status Allocate(File& file, uint64_t offset, uint64_t len) override;
+  Result<uint64_t> Size(File& file) override;
+  Status CreateDirs(const std::string& path) override;
+  Status SyncDir(const std::string& path) override;
+  Status Remove(const std::string& path) override;
+  Result<std::vector<std::string>> ListDir(const std::string& path) override;
+  Result<FsStats> StatFs(const std::string& path) override;
+  const char* Name() const override { return "fault"; }
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// ---- shared by the Env implementations (io_common.cc); not for use outside storage/io ----
+namespace detail {
+
+// A File on a file descriptor, as PosixEnv and UringEnv open them.
+class FdFile final : public File {
+ public:
+  FdFile(int fd, std::string path, bool direct)
+      : fd_(fd), path_(std::move(path)), direct_(direct) {}
+  ~FdFile() override;
+  FdFile(const FdFile&) = delete;
+  FdFile& operator=(const FdFile&) = delete;
+  const std::string& path() const override { return path_; }
+  bool direct() const override { return direct_; }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+  std::string path_;
+  bool direct_;
+};
+
+// Everything but Execute, on plain system calls; Open tries O_DIRECT and falls back (logged
+// once per Env) where the file system refuses it.
+class FdEnvBase : public Env {
+ public:
+  Result<std::unique_ptr<File>> Open(const std::string& path, bool create,
+                                     bool want_direct) override;
+  Status Allocate(File& file, uint64_t offset, uint64_t len) override;
+  Result<uint64_t> Size(File& file) override;
+  Status CreateDirs(const std::string& path) override;
+  Status SyncDir(const std::string& path) override;
+  Status Remove(const std::string& path) override;
+  Result<std::vector<std::string>> ListDir(const std::string& path) override;
+  Result<FsStats> StatFs(const std::string& path) override;
+
+ private:
+  std::atomic<bool> direct_fallback_logged_{false};
+};
+
+// The FdFile behind a request, or nullptr when it is missing or from another Env.
+FdFile* AsFdFile(File* file);
+// Status of a finished batch: the first failed request in span order, if any.
+Status BatchStatus(std::span<const IoRequest> requests);
+
+}  // namespace detail
+}  // namespace cv::storage

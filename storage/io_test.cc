@@ -1,0 +1,706 @@
+// Tests of storage/io: the posix and io_uring Envs (parameterised; the uring ones skip where
+// the kernel or sandbox refuses io_uring) and the fault-injecting FaultEnv.
+#include "storage/io.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/vfs.h>
+
+#include <barrier>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+namespace cv::storage {
+namespace {
+
+using Op = IoRequest::Op;
+constexpr long kTmpfsMagic = 0x01021994;
+
+// A fresh directory, removed with everything in it at the end of the test.
+class TempDir {
+ public:
+  explicit TempDir(std::string under = ::testing::TempDir()) {
+    if (!under.ends_with('/')) under += '/';
+    std::string tmpl = under + "io_test.XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      ADD_FAILURE() << "mkdtemp under " << under << ": " << std::strerror(errno);
+    }
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// Bytes that say which (tag, position) they belong to, so misplaced data shows.
+void FillPattern(uint8_t* p, size_t len, uint64_t tag) {
+  for (size_t i = 0; i < len; ++i) p[i] = static_cast<uint8_t>((tag * 131 + i * 7 + (i >> 8)) | 1);
+}
+std::string Pattern(size_t len, uint64_t tag) {
+  std::string s(len, '\0');
+  FillPattern(reinterpret_cast<uint8_t*>(s.data()), len, tag);
+  return s;
+}
+
+IoRequest Read(File* f, uint64_t offset, void* buf, size_t len) {
+  return {.op = Op::kRead, .file = f, .offset = offset, .buf = buf, .len = len};
+}
+IoRequest Write(File* f, uint64_t offset, const void* buf, size_t len) {
+  return {.op = Op::kWrite, .file = f, .offset = offset, .buf = const_cast<void*>(buf), .len = len};
+}
+IoRequest Sync(File* f) { return {.op = Op::kSync, .file = f}; }
+
+std::unique_ptr<File> MustOpen(Env& env, const std::string& path, bool direct = false) {
+  auto f = env.Open(path, /*create=*/true, direct);
+  EXPECT_TRUE(f) << f.error().ToString();
+  return f ? std::move(*f) : nullptr;
+}
+
+// ---------------------------------------------------------------------------------------
+// Posix and io_uring Envs.
+
+struct EnvKind {
+  const char* name;
+  bool uring;
+  unsigned depth;
+};
+
+Result<std::unique_ptr<Env>> MakeEnv(const EnvKind& kind) {
+  if (!kind.uring) return NewPosixEnv();
+  return NewUringEnv(kind.depth);
+}
+
+class EnvTest : public ::testing::TestWithParam<EnvKind> {
+ protected:
+  void SetUp() override {
+    auto env = MakeEnv(GetParam());
+    if (!env) GTEST_SKIP() << "io_uring unavailable here: " << env.error().ToString();
+    env_ = std::move(*env);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Env> env_;
+};
+
+TEST_P(EnvTest, BatchOfManyRequestsOverSeveralFilesRoundTrips) {
+  constexpr int kFiles = 4;
+  constexpr int kBlocksPerFile = 40;  // 160 writes, far past the small queue depths
+  std::vector<std::unique_ptr<File>> files;
+  for (int f = 0; f < kFiles; ++f) files.push_back(MustOpen(*env_, dir_ / std::to_string(f), true));
+  AlignedBuffer out = AllocateAligned(kFiles * kBlocksPerFile * kBlockSize);
+  AlignedBuffer in = AllocateAligned(kFiles * kBlocksPerFile * kBlockSize);
+  std::vector<IoRequest> writes;
+  for (int f = 0; f < kFiles; ++f)
+    writes.push_back(Sync(files[f].get()));  // listed first on purpose
+  for (int b = 0; b < kBlocksPerFile; ++b) {
+    for (int f = 0; f < kFiles; ++f) {
+      uint8_t* p = out.get() + (f * kBlocksPerFile + b) * kBlockSize;
+      FillPattern(p, kBlockSize, f * 1000 + b);
+      writes.push_back(Write(files[f].get(), b * kBlockSize, p, kBlockSize));
+    }
+  }
+  ASSERT_TRUE(env_->Execute(writes));
+  for (const IoRequest& r : writes) {
+    EXPECT_EQ(r.result, r.op == Op::kSync ? 0 : static_cast<int64_t>(kBlockSize));
+  }
+
+  std::vector<IoRequest> reads;
+  for (int f = 0; f < kFiles; ++f) {
+    for (int b = kBlocksPerFile - 1; b >= 0; --b) {
+      reads.push_back(Read(files[f].get(), b * kBlockSize,
+                           in.get() + (f * kBlocksPerFile + b) * kBlockSize, kBlockSize));
+    }
+  }
+  ASSERT_TRUE(env_->Execute(reads));
+  for (const IoRequest& r : reads) EXPECT_EQ(r.result, static_cast<int64_t>(kBlockSize));
+  EXPECT_EQ(std::memcmp(in.get(), out.get(), kFiles * kBlocksPerFile * kBlockSize), 0);
+  // And the bytes are really in the files, where a plain reader sees them.
+  EXPECT_EQ(ReadFile(dir_ / "2"),
+            std::string(reinterpret_cast<char*>(out.get()) + 2 * kBlocksPerFile * kBlockSize,
+                        kBlocksPerFile * kBlockSize));
+}
+
+TEST_P(EnvTest, ReadPastEndOfFileIsShortNotAnError) {
+  WriteFile(dir_ / "f", Pattern(5000, 1));
+  auto file = MustOpen(*env_, dir_ / "f");
+  std::string a(8192, 'x'), b(100, 'x');
+  IoRequest reqs[] = {Read(file.get(), 0, a.data(), a.size()),
+                      Read(file.get(), 10000, b.data(), b.size())};
+  ASSERT_TRUE(env_->Execute(reqs));
+  EXPECT_EQ(reqs[0].result, 5000);
+  EXPECT_EQ(reqs[1].result, 0);
+  EXPECT_EQ(a.substr(0, 5000), Pattern(5000, 1));
+}
+
+TEST_P(EnvTest, DirectReadOfUnalignedTailStopsAtEndOfFile) {
+  WriteFile(dir_ / "f", Pattern(5000, 2));
+  auto file = MustOpen(*env_, dir_ / "f", /*direct=*/true);
+  AlignedBuffer buf = AllocateAligned(3 * kBlockSize);
+  IoRequest r = Read(file.get(), 0, buf.get(), 3 * kBlockSize);
+  ASSERT_TRUE(env_->Execute({&r, 1}));
+  EXPECT_EQ(r.result, 5000);
+  EXPECT_EQ(std::string(reinterpret_cast<char*>(buf.get()), 5000), Pattern(5000, 2));
+}
+
+TEST_P(EnvTest, SyncsAndWritesInOneBatchAllSucceed) {
+  auto a = MustOpen(*env_, dir_ / "a");
+  auto b = MustOpen(*env_, dir_ / "b");
+  std::string da = Pattern(3000, 3), db = Pattern(7000, 4);
+  IoRequest reqs[] = {Sync(a.get()), Write(a.get(), 0, da.data(), da.size()), Sync(b.get()),
+                      Write(b.get(), 100, db.data(), db.size())};
+  ASSERT_TRUE(env_->Execute(reqs));
+  EXPECT_EQ(reqs[0].result, 0);
+  EXPECT_EQ(reqs[1].result, 3000);
+  EXPECT_EQ(reqs[2].result, 0);
+  EXPECT_EQ(reqs[3].result, 7000);
+  EXPECT_EQ(ReadFile(dir_ / "a"), da);
+  EXPECT_EQ(ReadFile(dir_ / "b"), std::string(100, '\0') + db);
+}
+
+TEST_P(EnvTest, FailedRequestsAreReportedEachAndTheRestOfTheBatchRuns) {
+  auto file = MustOpen(*env_, dir_ / "f", /*direct=*/true);
+  if (!file->direct()) GTEST_SKIP() << "O_DIRECT refused under " << dir_.path();
+  AlignedBuffer buf = AllocateAligned(kBlockSize);
+  FillPattern(buf.get(), kBlockSize, 5);
+  IoRequest reqs[] = {
+      Write(nullptr, 0, buf.get(), kBlockSize),  // no file
+      Write(file.get(), 0, buf.get(), 100),      // unaligned length on a direct file
+      Write(file.get(), kBlockSize, buf.get(), kBlockSize),
+  };
+  auto st = env_->Execute(reqs);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().sys_errno, EBADF);  // the first failure in span order
+  EXPECT_EQ(reqs[0].result, -EBADF);
+  EXPECT_EQ(reqs[1].result, -EINVAL);
+  EXPECT_EQ(reqs[2].result, static_cast<int64_t>(kBlockSize));
+  EXPECT_EQ(ReadFile(dir_ / "f").substr(kBlockSize), Pattern(kBlockSize, 5));
+}
+
+TEST_P(EnvTest, ZeroLengthTransfersAndEmptyBatchesSucceed) {
+  auto file = MustOpen(*env_, dir_ / "f");
+  ASSERT_TRUE(env_->Execute({}));
+  IoRequest reqs[] = {Write(file.get(), 0, nullptr, 0), Read(file.get(), 0, nullptr, 0)};
+  ASSERT_TRUE(env_->Execute(reqs));
+  EXPECT_EQ(reqs[0].result, 0);
+  EXPECT_EQ(reqs[1].result, 0);
+}
+
+TEST_P(EnvTest, OpenWithoutCreateOfMissingFileIsNotFound) {
+  auto f = env_->Open(dir_ / "missing", /*create=*/false, /*want_direct=*/true);
+  ASSERT_FALSE(f);
+  EXPECT_EQ(f.error().kind, ErrorKind::kNotFound);
+}
+
+TEST_P(EnvTest, AllocateExtendsTheFileAndSizeSeesIt) {
+  auto file = MustOpen(*env_, dir_ / "f", true);
+  ASSERT_TRUE(env_->Allocate(*file, 0, 1 << 20));
+  auto size = env_->Size(*file);
+  ASSERT_TRUE(size);
+  EXPECT_EQ(*size, 1u << 20);
+}
+
+TEST_P(EnvTest, DirectoryOperationsCreateListSyncAndRemove) {
+  const std::string deep = dir_ / "a/b/c";
+  ASSERT_TRUE(env_->CreateDirs(deep));
+  ASSERT_TRUE(env_->CreateDirs(deep));  // existing is fine
+  ASSERT_TRUE(env_->CreateDirs(dir_ / "a/b/d/"));
+  WriteFile(dir_ / "a/b/file", "x");
+  auto names = env_->ListDir(dir_ / "a/b");
+  ASSERT_TRUE(names);
+  EXPECT_EQ(*names, (std::vector<std::string>{"c", "d", "file"}));
+  EXPECT_TRUE(env_->SyncDir(dir_ / "a/b"));
+  EXPECT_TRUE(env_->Remove(dir_ / "a/b/file"));
+  EXPECT_TRUE(env_->Remove(dir_ / "a/b/c"));  // an empty directory
+  names = env_->ListDir(dir_ / "a/b");
+  ASSERT_TRUE(names);
+  EXPECT_EQ(*names, std::vector<std::string>{"d"});
+  EXPECT_EQ(env_->ListDir(dir_ / "nope").error().kind, ErrorKind::kNotFound);
+  EXPECT_EQ(env_->Remove(dir_ / "nope").error().kind, ErrorKind::kNotFound);
+  WriteFile(dir_ / "plain", "x");
+  EXPECT_FALSE(env_->CreateDirs(dir_ / "plain"));  // a file is in the way
+  auto stats = env_->StatFs(dir_.path());
+  ASSERT_TRUE(stats);
+  EXPECT_GT(stats->total_bytes, 0u);
+  EXPECT_LE(stats->free_bytes, stats->total_bytes);
+}
+
+TEST_P(EnvTest, ConcurrentExecuteFromManyThreadsKeepsEachThreadsData) {
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 30;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto file = env_->Open(dir_ / ("t" + std::to_string(t)), true, true);
+      if (!file) {
+        ++failures;
+        return;
+      }
+      AlignedBuffer out = AllocateAligned(4 * kBlockSize);
+      AlignedBuffer in = AllocateAligned(4 * kBlockSize);
+      for (int round = 0; round < kRounds; ++round) {
+        std::vector<IoRequest> reqs;
+        for (int b = 0; b < 4; ++b) {
+          FillPattern(out.get() + b * kBlockSize, kBlockSize, t * 10000 + round * 10 + b);
+          reqs.push_back(Write(file->get(), (round * 4 + b) * kBlockSize,
+                               out.get() + b * kBlockSize, kBlockSize));
+        }
+        if (!env_->Execute(reqs)) ++failures;
+        for (int b = 0; b < 4; ++b) {
+          reqs[b] = Read(file->get(), (round * 4 + b) * kBlockSize, in.get() + b * kBlockSize,
+                         kBlockSize);
+        }
+        if (!env_->Execute(reqs) || std::memcmp(in.get(), out.get(), 4 * kBlockSize) != 0) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+// The Env goes away while other threads still hold their (thread_local) rings for it; they
+// then make a new Env and exit. ASan reports any use of a freed ring or Env.
+TEST_P(EnvTest, DestroyingEnvWhileOtherThreadsHoldRingsIsSafe) {
+  constexpr int kThreads = 3;
+  std::barrier sync_point(kThreads + 1);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      {
+        auto file = env_->Open(dir_ / ("t" + std::to_string(t)), true, false);
+        std::string data = Pattern(1000, t);
+        IoRequest w = Write(file ? file->get() : nullptr, 0, data.data(), data.size());
+        if (!env_->Execute({&w, 1})) ++failures;
+      }
+      sync_point.arrive_and_wait();  // holds a ring for env_
+      sync_point.arrive_and_wait();  // env_ is gone now
+      auto env = MakeEnv(GetParam());
+      if (!env) {
+        ++failures;
+        return;
+      }
+      auto file = (*env)->Open(dir_ / ("t" + std::to_string(t)), false, false);
+      std::string back(1000, '\0');
+      IoRequest r = Read(file ? file->get() : nullptr, 0, back.data(), back.size());
+      if (!(*env)->Execute({&r, 1}) || back != Pattern(1000, t)) ++failures;
+    });
+  }
+  sync_point.arrive_and_wait();
+  env_.reset();
+  sync_point.arrive_and_wait();
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllEnvs, EnvTest,
+                         ::testing::Values(EnvKind{"posix", false, 0}, EnvKind{"uring", true, 256},
+                                           EnvKind{"uring_depth4", true, 4}),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// ---------------------------------------------------------------------------------------
+// Opening with O_DIRECT, and the default Env.
+
+bool IsTmpfs(const std::string& path) {
+  struct statfs st {};
+  return statfs(path.c_str(), &st) == 0 && st.f_type == kTmpfsMagic;
+}
+
+TEST(OpenDirectTest, FallsBackToBufferedWhereODirectIsRefusedAndWarnsOncePerEnv) {
+  // tmpfs refuses O_DIRECT before Linux 6.6; character devices such as /dev/null always do.
+  std::string path = "/dev/null";
+  std::unique_ptr<TempDir> shm;
+  if (IsTmpfs("/dev/shm")) {
+    shm = std::make_unique<TempDir>("/dev/shm");
+    auto env = NewPosixEnv();
+    auto probe = env->Open(*shm / "probe", true, true);
+    ASSERT_TRUE(probe);
+    if (!(*probe)->direct()) path = *shm / "probe";
+  }
+  auto env = NewPosixEnv();
+  ::testing::internal::CaptureStderr();
+  auto first = env->Open(path, /*create=*/false, /*want_direct=*/true);
+  auto second = env->Open(path, false, true);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(first) << first.error().ToString();
+  ASSERT_TRUE(second);
+  EXPECT_FALSE((*first)->direct());
+  const size_t at = log.find("o_direct_unavailable");
+  EXPECT_NE(at, std::string::npos) << log;
+  EXPECT_EQ(log.find("o_direct_unavailable", at + 1), std::string::npos) << log;
+
+  // The buffered file works: for /dev/null writes vanish and reads see end of file.
+  std::string data = Pattern(1234, 6), back(1234, '\0');
+  IoRequest w = Write(first->get(), 0, data.data(), data.size());
+  ASSERT_TRUE(env->Execute({&w, 1}));
+  IoRequest r = Read(first->get(), 0, back.data(), back.size());
+  ASSERT_TRUE(env->Execute({&r, 1}));
+  EXPECT_EQ(w.result, 1234);
+  EXPECT_EQ(r.result, path == "/dev/null" ? 0 : 1234);
+}
+
+TEST(OpenDirectTest, FileOnTmpfsWorksWithOrWithoutODirect) {
+  if (!IsTmpfs("/dev/shm")) GTEST_SKIP() << "no tmpfs at /dev/shm";
+  TempDir dir("/dev/shm");
+  auto env = NewPosixEnv();
+  auto file = MustOpen(*env, dir / "f", /*direct=*/true);
+  RecordProperty("tmpfs_o_direct", file->direct() ? "yes" : "no (fell back)");
+  AlignedBuffer out = AllocateAligned(2 * kBlockSize), in = AllocateAligned(2 * kBlockSize);
+  FillPattern(out.get(), 2 * kBlockSize, 7);
+  IoRequest reqs[] = {Write(file.get(), 0, out.get(), 2 * kBlockSize), Sync(file.get())};
+  ASSERT_TRUE(env->Execute(reqs));
+  IoRequest r = Read(file.get(), 0, in.get(), 2 * kBlockSize);
+  ASSERT_TRUE(env->Execute({&r, 1}));
+  EXPECT_EQ(std::memcmp(in.get(), out.get(), 2 * kBlockSize), 0);
+}
+
+TEST(DefaultEnvTest, PicksAWorkingEnvAndSaysWhich) {
+  auto env = NewDefaultEnv();
+  const std::string name = env->Name();
+  EXPECT_TRUE(name == "uring" || name == "posix") << name;
+  if (NewUringEnv()) {
+    EXPECT_EQ(name, "uring");
+  }
+  TempDir dir;
+  auto file = MustOpen(*env, dir / "f");
+  std::string data = Pattern(100, 8), back(100, '\0');
+  IoRequest w = Write(file.get(), 0, data.data(), data.size());
+  ASSERT_TRUE(env->Execute({&w, 1}));
+  IoRequest r = Read(file.get(), 0, back.data(), back.size());
+  ASSERT_TRUE(env->Execute({&r, 1}));
+  EXPECT_EQ(back, data);
+}
+
+TEST(AllocateAlignedTest, BuffersAreBlockAligned) {
+  for (size_t len : {size_t{0}, size_t{1}, kBlockSize, 3 * kBlockSize + 5}) {
+    AlignedBuffer b = AllocateAligned(len);
+    ASSERT_NE(b.get(), nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(b.get()) % kBlockSize, 0u);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// FaultEnv over the posix Env.
+
+class FaultEnvTest : public ::testing::Test {
+ protected:
+  // A file of `size` bytes of 0xEE, opened through `env`.
+  std::unique_ptr<File> Prefilled(FaultEnv& env, const std::string& name, size_t size,
+                                  bool direct = false) {
+    WriteFile(dir_ / name, std::string(size, '\xEE'));
+    return MustOpen(env, dir_ / name, direct);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Env> base_ = NewPosixEnv();
+};
+
+TEST_F(FaultEnvTest, FailNthEioFailsExactlyThatRequestAndWritesNothing) {
+  FaultEnv env(base_.get(), 1);
+  auto file = Prefilled(env, "f", 4000);
+  std::string data = Pattern(1000, 9);
+  env.FailNth(2, FaultEnv::Fault::kEio);
+  std::vector<IoRequest> reqs;
+  for (int i = 0; i < 4; ++i) reqs.push_back(Write(file.get(), i * 1000, data.data(), 1000));
+  auto st = env.Execute(reqs);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().kind, ErrorKind::kIOError);
+  EXPECT_EQ(st.error().sys_errno, EIO);
+  EXPECT_EQ(reqs[0].result, 1000);
+  EXPECT_EQ(reqs[1].result, 1000);
+  EXPECT_EQ(reqs[2].result, -EIO);
+  EXPECT_EQ(reqs[3].result, 1000);
+  EXPECT_EQ(ReadFile(dir_ / "f"), data + data + std::string(1000, '\xEE') + data);
+  EXPECT_EQ(env.ops(), 4u);
+  // A fault fires once.
+  ASSERT_TRUE(env.Execute(reqs));
+}
+
+TEST_F(FaultEnvTest, FailNthEnospcIsNoSpaceForWritesReadsAndSyncs) {
+  FaultEnv env(base_.get(), 1);
+  auto file = Prefilled(env, "f", 1000);
+  std::string data = Pattern(100, 10), back(100, '\0');
+  for (Op op : {Op::kWrite, Op::kRead, Op::kSync}) {
+    env.FailNth(0, FaultEnv::Fault::kEnospc);
+    IoRequest r = op == Op::kWrite  ? Write(file.get(), 0, data.data(), 100)
+                  : op == Op::kRead ? Read(file.get(), 0, back.data(), 100)
+                                    : Sync(file.get());
+    auto st = env.Execute({&r, 1});
+    ASSERT_FALSE(st);
+    EXPECT_EQ(st.error().kind, ErrorKind::kNoSpace);
+    EXPECT_EQ(r.result, -ENOSPC);
+  }
+  EXPECT_EQ(ReadFile(dir_ / "f"), std::string(1000, '\xEE'));
+  EXPECT_EQ(back, std::string(100, '\0'));
+}
+
+TEST_F(FaultEnvTest, ShortWritePersistsHalfRoundedDownToABlockOnDirectFiles) {
+  FaultEnv env(base_.get(), 1);
+  auto buffered = Prefilled(env, "buffered", 2000);
+  auto direct = Prefilled(env, "direct", 4 * kBlockSize, /*direct=*/true);
+  AlignedBuffer data = AllocateAligned(3 * kBlockSize);
+  FillPattern(data.get(), 3 * kBlockSize, 11);
+  const std::string pattern(reinterpret_cast<char*>(data.get()), 3 * kBlockSize);
+  env.FailNth(0, FaultEnv::Fault::kShortWrite);
+  env.FailNth(1, FaultEnv::Fault::kShortWrite);
+  IoRequest reqs[] = {Write(buffered.get(), 0, data.get(), 1001),
+                      Write(direct.get(), 0, data.get(), 3 * kBlockSize)};
+  auto st = env.Execute(reqs);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().sys_errno, EIO);
+  EXPECT_EQ(reqs[0].result, -EIO);
+  EXPECT_EQ(reqs[1].result, -EIO);
+  EXPECT_EQ(ReadFile(dir_ / "buffered"), pattern.substr(0, 500) + std::string(1500, '\xEE'));
+  // Half of 3 blocks is 1.5 blocks: a direct file keeps 1 block, a buffered one all 1.5.
+  const size_t kept = direct->direct() ? kBlockSize : 3 * kBlockSize / 2;
+  EXPECT_EQ(ReadFile(dir_ / "direct"),
+            pattern.substr(0, kept) + std::string(4 * kBlockSize - kept, '\xEE'));
+}
+
+TEST_F(FaultEnvTest, TornWriteKeepsThePrefixAndGarblesTheRestOfTheRange) {
+  FaultEnv env(base_.get(), 42);
+  auto file = Prefilled(env, "f", 3 * kBlockSize, /*direct=*/true);
+  AlignedBuffer data = AllocateAligned(2 * kBlockSize);
+  FillPattern(data.get(), 2 * kBlockSize, 12);
+  const std::string pattern(reinterpret_cast<char*>(data.get()), 2 * kBlockSize);
+  env.FailNth(0, FaultEnv::Fault::kTornWrite);
+  IoRequest w = Write(file.get(), 0, data.get(), 2 * kBlockSize);
+  auto st = env.Execute({&w, 1});
+  ASSERT_FALSE(st);
+  EXPECT_EQ(w.result, -EIO);
+  const std::string got = ReadFile(dir_ / "f");
+  ASSERT_EQ(got.size(), 3 * kBlockSize);
+  EXPECT_EQ(got.substr(0, kBlockSize), pattern.substr(0, kBlockSize));  // the prefix
+  const std::string tail = got.substr(kBlockSize, kBlockSize);
+  EXPECT_NE(tail, pattern.substr(kBlockSize));
+  EXPECT_NE(tail, std::string(kBlockSize, '\xEE'));
+  EXPECT_EQ(got.substr(2 * kBlockSize), std::string(kBlockSize, '\xEE'));  // past the range
+
+  // The same seed and operation number give the same garbage.
+  TempDir other;
+  WriteFile(other / "f", std::string(3 * kBlockSize, '\xEE'));
+  FaultEnv again(base_.get(), 42);
+  auto file2 = MustOpen(again, other / "f", true);
+  again.FailNth(0, FaultEnv::Fault::kTornWrite);
+  IoRequest w2 = Write(file2.get(), 0, data.get(), 2 * kBlockSize);
+  ASSERT_FALSE(again.Execute({&w2, 1}));
+  EXPECT_EQ(ReadFile(other / "f"), got);
+}
+
+TEST_F(FaultEnvTest, WriteFaultsOnReadsAndSyncsActAsEio) {
+  FaultEnv env(base_.get(), 1);
+  auto file = Prefilled(env, "f", 100);
+  std::string back(100, '\0');
+  env.FailNth(0, FaultEnv::Fault::kTornWrite);
+  env.FailNth(1, FaultEnv::Fault::kShortWrite);
+  IoRequest reqs[] = {Read(file.get(), 0, back.data(), 100), Sync(file.get())};
+  ASSERT_FALSE(env.Execute(reqs));
+  EXPECT_EQ(reqs[0].result, -EIO);
+  EXPECT_EQ(reqs[1].result, -EIO);
+}
+
+TEST_F(FaultEnvTest, OpsCountEveryRequestAndFailNthCountsFromNow) {
+  FaultEnv env(base_.get(), 1);
+  auto file = Prefilled(env, "f", 100);
+  std::string buf(10, '\0');
+  auto batch = [&](int n) {
+    std::vector<IoRequest> reqs(n, Read(file.get(), 0, buf.data(), buf.size()));
+    (void)env.Execute(reqs);
+    return reqs;
+  };
+  EXPECT_EQ(env.ops(), 0u);
+  batch(3);
+  EXPECT_EQ(env.ops(), 3u);
+  (void)env.Open(dir_ / "g", true, false);  // not an operation
+  EXPECT_EQ(env.ops(), 3u);
+  env.FailNth(4, FaultEnv::Fault::kEio);  // op number 7
+  auto first = batch(2);                  // ops 3, 4
+  EXPECT_EQ(first[0].result, 10);
+  EXPECT_EQ(first[1].result, 10);
+  auto second = batch(5);  // ops 5..9
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(second[i].result, i == 2 ? -EIO : 10) << i;
+  EXPECT_EQ(env.ops(), 10u);
+}
+
+TEST_F(FaultEnvTest, FailPathBreaksOnlyThatPrefixUntilCleared) {
+  FaultEnv env(base_.get(), 1);
+  ASSERT_TRUE(env.CreateDirs(dir_ / "disk1"));
+  ASSERT_TRUE(env.CreateDirs(dir_ / "disk2"));
+  auto f1 = Prefilled(env, "disk1/f", 100);
+  auto f2 = Prefilled(env, "disk2/f", 100);
+  env.FailPath(dir_ / "disk1");
+
+  std::string data = Pattern(50, 13);
+  IoRequest reqs[] = {Write(f1.get(), 0, data.data(), 50), Write(f2.get(), 0, data.data(), 50),
+                      Sync(f1.get()), Sync(f2.get())};
+  auto st = env.Execute(reqs);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().sys_errno, EIO);
+  EXPECT_EQ(reqs[0].result, -EIO);
+  EXPECT_EQ(reqs[1].result, 50);
+  EXPECT_EQ(reqs[2].result, -EIO);
+  EXPECT_EQ(reqs[3].result, 0);
+  EXPECT_EQ(ReadFile(dir_ / "disk1/f"), std::string(100, '\xEE'));
+
+  EXPECT_FALSE(env.Open(dir_ / "disk1/g", true, false));
+  EXPECT_FALSE(env.Allocate(*f1, 0, 4096));
+  EXPECT_FALSE(env.Size(*f1));
+  EXPECT_FALSE(env.CreateDirs(dir_ / "disk1/sub"));
+  EXPECT_FALSE(env.ListDir(dir_ / "disk1"));
+  EXPECT_FALSE(env.SyncDir(dir_ / "disk1"));
+  EXPECT_FALSE(env.StatFs(dir_ / "disk1"));
+  EXPECT_EQ(env.Remove(dir_ / "disk1/f").error().sys_errno, EIO);
+  EXPECT_TRUE(env.Open(dir_ / "disk2/g", true, false));
+  EXPECT_TRUE(env.Allocate(*f2, 0, 4096));
+  EXPECT_TRUE(env.ListDir(dir_ / "disk2"));
+  EXPECT_TRUE(env.ListDir(dir_.path()));  // the parent is not under the prefix
+
+  env.FailPath("");
+  IoRequest again = Write(f1.get(), 0, data.data(), 50);
+  EXPECT_TRUE(env.Execute({&again, 1}));
+  EXPECT_TRUE(env.ListDir(dir_ / "disk1"));
+}
+
+TEST_F(FaultEnvTest, NoSpaceUnderFailsAllocateAndGrowingWritesOnly) {
+  FaultEnv env(base_.get(), 1);
+  ASSERT_TRUE(env.CreateDirs(dir_ / "full"));
+  auto full = Prefilled(env, "full/f", 8192);
+  auto other = Prefilled(env, "other", 100);
+  env.NoSpaceUnder(dir_ / "full");
+
+  std::string data = Pattern(4096, 14);
+  IoRequest reqs[] = {Write(full.get(), 4096, data.data(), 4096),  // ends at the size: fine
+                      Write(full.get(), 6000, data.data(), 4096),  // grows the file
+                      Write(other.get(), 100, data.data(), 4096)};
+  auto st = env.Execute(reqs);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().kind, ErrorKind::kNoSpace);
+  EXPECT_EQ(reqs[0].result, 4096);
+  EXPECT_EQ(reqs[1].result, -ENOSPC);
+  EXPECT_EQ(reqs[2].result, 4096);
+  EXPECT_EQ(ReadFile(dir_ / "full/f").size(), 8192u);
+
+  auto alloc = env.Allocate(*full, 0, 1 << 20);
+  ASSERT_FALSE(alloc);
+  EXPECT_EQ(alloc.error().kind, ErrorKind::kNoSpace);
+  EXPECT_TRUE(env.Allocate(*other, 0, 1 << 20));
+  EXPECT_EQ(env.StatFs(dir_ / "full")->free_bytes, 0u);
+
+  env.NoSpaceUnder("");
+  EXPECT_TRUE(env.Allocate(*full, 0, 1 << 20));
+}
+
+// Writes a known mix of synced and unsynced ranges under `dir` through `env`, closes the
+// files and drops the unsynced data.
+void WriteMixAndDrop(FaultEnv& env, const TempDir& dir) {
+  auto a = MustOpen(env, dir / "a");
+  auto b = MustOpen(env, dir / "b");
+  auto c = MustOpen(env, dir / "c");
+  const std::string p16 = Pattern(16384, 20);
+  const std::string p4 = Pattern(4096, 21);
+  // a: 16K synced, then [4K,8K) and [20K,24K) rewritten without a sync.
+  IoRequest first[] = {Write(a.get(), 0, p16.data(), 16384), Sync(a.get())};
+  ASSERT_TRUE(env.Execute(first));
+  IoRequest second[] = {Write(a.get(), 4096, p4.data(), 4096),
+                        Write(a.get(), 20480, p4.data(), 4096),
+                        // b: never synced, two touching writes that merge into one range.
+                        Write(b.get(), 0, p4.data(), 4096), Write(b.get(), 4096, p4.data(), 4096),
+                        // c: written and synced in one batch, the sync listed first.
+                        Sync(c.get()), Write(c.get(), 0, p16.data(), 16384)};
+  ASSERT_TRUE(env.Execute(second));
+  // A failed sync forgets nothing: a's unsynced ranges stay.
+  env.FailNth(0, FaultEnv::Fault::kEio);
+  IoRequest failed_sync = Sync(a.get());
+  ASSERT_FALSE(env.Execute({&failed_sync, 1}));
+  a.reset();
+  b.reset();
+  c.reset();
+  ASSERT_TRUE(env.DropUnsynced());
+}
+
+TEST_F(FaultEnvTest, DropUnsyncedReplacesExactlyTheUnsyncedRanges) {
+  FaultEnv env(base_.get(), 7);
+  WriteMixAndDrop(env, dir_);
+  const std::string p16 = Pattern(16384, 20);
+  const std::string p4 = Pattern(4096, 21);
+
+  const std::string a = ReadFile(dir_ / "a");
+  ASSERT_EQ(a.size(), 24576u);
+  EXPECT_EQ(a.substr(0, 4096), p16.substr(0, 4096));          // synced, intact
+  EXPECT_NE(a.substr(4096, 4096), p4);                        // unsynced, replaced
+  EXPECT_EQ(a.substr(8192, 8192), p16.substr(8192));          // synced, intact
+  EXPECT_EQ(a.substr(16384, 4096), std::string(4096, '\0'));  // a hole nobody wrote
+  EXPECT_NE(a.substr(20480, 4096), p4);                       // unsynced, replaced
+  const std::string b = ReadFile(dir_ / "b");
+  ASSERT_EQ(b.size(), 8192u);
+  EXPECT_NE(b.substr(0, 4096), p4);
+  EXPECT_NE(b.substr(4096), p4);
+  EXPECT_EQ(ReadFile(dir_ / "c"), p16);  // synced in its own batch
+
+  // Dropped data counts as on disk now: a second drop changes nothing.
+  ASSERT_TRUE(env.DropUnsynced());
+  EXPECT_EQ(ReadFile(dir_ / "a"), a);
+  EXPECT_EQ(ReadFile(dir_ / "b"), b);
+}
+
+TEST_F(FaultEnvTest, DropUnsyncedGarbageDependsOnlyOnTheSeed) {
+  auto contents = [&](uint64_t seed) {
+    TempDir dir;
+    FaultEnv env(base_.get(), seed);
+    WriteMixAndDrop(env, dir);
+    return ReadFile(dir / "a") + ReadFile(dir / "b") + ReadFile(dir / "c");
+  };
+  const std::string first = contents(7);
+  EXPECT_EQ(contents(7), first);
+  EXPECT_NE(contents(8), first);
+}
+
+TEST_F(FaultEnvTest, RemovedFilesAreNotResurrectedByDropUnsynced) {
+  FaultEnv env(base_.get(), 3);
+  {
+    auto f = MustOpen(env, dir_ / "f");
+    std::string data = Pattern(100, 22);
+    IoRequest w = Write(f.get(), 0, data.data(), 100);
+    ASSERT_TRUE(env.Execute({&w, 1}));
+  }
+  ASSERT_TRUE(env.Remove(dir_ / "f"));
+  ASSERT_TRUE(env.DropUnsynced());
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "f"));
+}
+
+TEST_F(FaultEnvTest, FaultEnvOverUringBehavesTheSame) {
+  auto uring = NewUringEnv(8);
+  if (!uring) GTEST_SKIP() << "io_uring unavailable here: " << uring.error().ToString();
+  FaultEnv env(uring->get(), 5);
+  auto file = Prefilled(env, "f", 4000);
+  std::string data = Pattern(1000, 23);
+  env.FailNth(1, FaultEnv::Fault::kShortWrite);
+  std::vector<IoRequest> reqs;
+  for (int i = 0; i < 4; ++i) reqs.push_back(Write(file.get(), i * 1000, data.data(), 1000));
+  ASSERT_FALSE(env.Execute(reqs));
+  EXPECT_EQ(reqs[1].result, -EIO);
+  EXPECT_EQ(ReadFile(dir_ / "f"),
+            data + data.substr(0, 500) + std::string(500, '\xEE') + data + data);
+}
+
+}  // namespace
+}  // namespace cv::storage

@@ -1,0 +1,762 @@
+// ObjectStore: the write and read paths. See storage.h for the contract and FORMAT.md for the
+// bytes on disk.
+//
+//  Put:  body -> SHA-256 -> stripe buffers (one copy, straight into the shard records'
+//        payloads) -> ISA-L parity -> XXH3 per shard -> headers -> one batch of k+m writes
+//        on k+m distinct disks -> ... -> grouped fdatasync -> grouped LMDB commit.
+//  Get:  index lookup -> the data shards the range needs -> XXH3 check -> on any miss or
+//        mismatch read the rest and rebuild from parity.
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <set>
+
+#include "erasure/erasure.h"
+#include "storage/disk_set.h"
+#include "storage/io.h"
+#include "storage/record.h"
+#include "storage/storage.h"
+
+namespace cv::storage {
+
+bool IsContentAddressed(index::ObjectType type) { return type != index::ObjectType::kConfig; }
+
+Status ValidateName(index::ObjectType type, std::string_view name) {
+  if (!IsContentAddressed(type)) {
+    if (!name.empty()) return Err(ErrorKind::kInvalidArgument, "config takes no name");
+    return {};
+  }
+  if (name.size() != 64 || !IsLowerHex(name)) {
+    return Err(ErrorKind::kInvalidArgument, "name must be 64 lowercase hex digits (SHA-256)");
+  }
+  return {};
+}
+
+Result<ObjectInfo> ObjectStore::Put(const index::ObjectKey& key, std::string_view body) {
+  auto w = BeginPut(key, body.size());
+  if (!w) return tl::unexpected(w.error());
+  CV_TRY((*w)->Append(std::span(reinterpret_cast<const uint8_t*>(body.data()), body.size())));
+  return (*w)->Commit();
+}
+
+Result<std::string> ObjectStore::Get(const index::ObjectKey& key, uint64_t offset,
+                                     uint64_t length) {
+  auto r = Open(key, offset, length);
+  if (!r) return tl::unexpected(r.error());
+  std::string out((*r)->length(), '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    auto n = (*r)->Read(std::span(reinterpret_cast<uint8_t*>(out.data()) + done, out.size() - done));
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) return Err(ErrorKind::kInternal, "reader ended early");
+    done += *n;
+  }
+  return out;
+}
+
+namespace {
+
+using index::Layout;
+using index::ObjectKey;
+using index::ObjectRecord;
+using index::ShardLoc;
+
+constexpr uint64_t kMaxObjectBytes = 1ull << 40;
+
+// Payload length of every shard of stripe s.
+uint32_t ShardLen(const ObjectRecord& r, uint32_t s) {
+  const uint64_t stripe_bytes = uint64_t{r.k} * r.shard_unit;
+  const uint64_t begin = uint64_t{s} * stripe_bytes;
+  const uint64_t n = std::min<uint64_t>(stripe_bytes, r.size - begin);
+  return static_cast<uint32_t>((n + r.k - 1) / r.k);
+}
+
+uint32_t StripeCount(uint64_t size, int k, uint32_t unit) {
+  const uint64_t stripe_bytes = uint64_t(k) * unit;
+  return static_cast<uint32_t>((size + stripe_bytes - 1) / stripe_bytes);
+}
+
+class StoreImpl;
+
+// Dead/live accounting of shard records in the extents table.
+Status AddExtentBytes(index::WriteTxn& txn, const ShardLoc& loc, uint64_t capacity,
+                      int64_t live_delta, int64_t dead_delta) {
+  auto cur = txn.GetExtent(loc.disk, loc.extent);
+  if (!cur) return tl::unexpected(cur.error());
+  index::ExtentRecord rec = cur->value_or(index::ExtentRecord{capacity, 0, 0});
+  rec.live_bytes = static_cast<uint64_t>(static_cast<int64_t>(rec.live_bytes) + live_delta);
+  rec.dead_bytes = static_cast<uint64_t>(static_cast<int64_t>(rec.dead_bytes) + dead_delta);
+  return txn.PutExtent(loc.disk, loc.extent, rec);
+}
+
+class StoreImpl final : public ObjectStore {
+ public:
+  StoreImpl(StoreOptions opts, std::unique_ptr<Env> owned_env, Env* env,
+            std::unique_ptr<erasure::Codec> codec, std::unique_ptr<index::Index> idx)
+      : opts_(std::move(opts)),
+        owned_env_(std::move(owned_env)),
+        env_(env),
+        codec_(std::move(codec)),
+        index_(std::move(idx)),
+        disks_(env_, opts_.disks, opts_.extent_bytes, opts_.try_direct) {}
+
+  Status Init() {
+    auto txn = index_->BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    auto node = (*txn)->GetMeta("node_id");
+    auto profile = (*txn)->GetMeta("erasure_profile");
+    auto ndisks = (*txn)->GetMeta("disk_count");
+    txn->reset();
+    if (!node) return tl::unexpected(node.error());
+    const std::string want_profile = std::to_string(opts_.k) + "+" + std::to_string(opts_.m);
+    if (!node->has_value()) {
+      node_id_ = RandomHex(16);
+      disks_.Open(node_id_, /*create=*/true);
+      CV_TRY(index_->Update([&](index::WriteTxn& w) -> Status {
+        CV_TRY(w.PutMeta("node_id", node_id_));
+        CV_TRY(w.PutMeta("erasure_profile", want_profile));
+        return w.PutMeta("disk_count", std::to_string(opts_.disks.size()));
+      }));
+      Log(LogLevel::kInfo, "node_created", {{"node_id", node_id_}, {"profile", want_profile}});
+    } else {
+      node_id_ = **node;
+      if (!profile || profile->value_or("") != want_profile) {
+        return Err(ErrorKind::kInvalidArgument,
+                   "erasure profile " + want_profile + " differs from the node's " +
+                       (profile ? profile->value_or("?") : "?"));
+      }
+      if (!ndisks || ndisks->value_or("") != std::to_string(opts_.disks.size())) {
+        return Err(ErrorKind::kInvalidArgument, "number of disks differs from the node's");
+      }
+      disks_.Open(node_id_, /*create=*/false);
+    }
+    Log(LogLevel::kInfo, "store_open",
+        {{"node_id", node_id_},
+         {"disks", std::to_string(disks_.size())},
+         {"healthy", std::to_string(disks_.HealthyCount())},
+         {"io", env_->Name()}});
+    return {};
+  }
+
+  Result<std::unique_ptr<Writer>> BeginPut(const ObjectKey& key, uint64_t size) override;
+  Result<std::optional<ObjectInfo>> Head(const ObjectKey& key) override {
+    auto rec = Lookup(key);
+    if (!rec) return tl::unexpected(rec.error());
+    if (!rec->has_value()) return std::optional<ObjectInfo>();
+    return std::optional<ObjectInfo>(Info(key, **rec));
+  }
+  Result<std::unique_ptr<Reader>> Open(const ObjectKey& key, uint64_t offset,
+                                       uint64_t length) override;
+  Status Delete(const ObjectKey& key) override {
+    return index_->Update([&](index::WriteTxn& txn) -> Status {
+      auto rec = txn.GetObject(key);
+      if (!rec) return tl::unexpected(rec.error());
+      if (!rec->has_value()) return Err(ErrorKind::kNotFound, "no such object");
+      CV_TRY(txn.DeleteObject(key));
+      return AccountRecords(txn, key, **rec, /*live=*/false);
+    });
+  }
+  Result<std::vector<ObjectInfo>> List(const index::Id& device,
+                                       std::optional<index::ObjectType> type,
+                                       std::string_view start_after, size_t limit) override {
+    auto txn = index_->BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    auto rows = (*txn)->ListObjects(device, type, start_after, limit);
+    if (!rows) return tl::unexpected(rows.error());
+    std::vector<ObjectInfo> out;
+    out.reserve(rows->size());
+    for (const auto& [k, r] : *rows) out.push_back(Info(k, r));
+    return out;
+  }
+  index::Index& Index() override { return *index_; }
+  StoreStats Stats() override {
+    StoreStats s;
+    s.reconstructed_reads = reconstructed_.load();
+    s.corrupt_shards = corrupt_.load();
+    {
+      std::lock_guard lock(repair_mu_);
+      s.pending_repairs = repair_queue_.size();
+    }
+    for (size_t d = 0; d < disks_.size(); ++d) {
+      DiskStatus ds;
+      ds.path = disks_.path(d);
+      ds.failed = !disks_.healthy(d);
+      ds.errors = disks_.errors(d);
+      if (auto st = env_->StatFs(ds.path)) {
+        ds.total_bytes = st->total_bytes;
+        ds.free_bytes = st->free_bytes;
+      }
+      s.disks.push_back(ds);
+    }
+    s.io_engine = env_->Name();
+    return s;
+  }
+  bool Ready() override {
+    if (disks_.HealthyCount() < static_cast<size_t>(opts_.k + opts_.m)) return false;
+    return index_->BeginRead().has_value();
+  }
+
+  // ---- shared with Writer and Reader ----
+  Result<std::optional<ObjectRecord>> Lookup(const ObjectKey& key) {
+    auto txn = index_->BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    return (*txn)->GetObject(key);
+  }
+  static ObjectInfo Info(const ObjectKey& key, const ObjectRecord& r) {
+    return ObjectInfo{key, r.size, r.created_ns, r.sha256};
+  }
+  // Adds (live) or moves to dead (!live) the bytes of every record of an object.
+  Status AccountRecords(index::WriteTxn& txn, const ObjectKey& key, const ObjectRecord& r,
+                        bool live) {
+    for (size_t i = 0; i < r.shards.size(); ++i) {
+      const uint32_t payload =
+          r.layout == Layout::kReplicated ? static_cast<uint32_t>(r.size)
+                                          : ShardLen(r, static_cast<uint32_t>(i / (r.k + r.m)));
+      const int64_t b = static_cast<int64_t>(RecordBytes(key, payload));
+      CV_TRY(AddExtentBytes(txn, r.shards[i], opts_.extent_bytes, live ? b : -b, live ? 0 : b));
+    }
+    return {};
+  }
+  void QueueRepair(const ObjectKey& key, uint32_t stripe) {
+    std::lock_guard lock(repair_mu_);
+    if (repair_queue_.size() < 100000) repair_queue_.emplace(key.name, stripe);
+  }
+
+  // Reads one shard record and verifies it. On success `payload` points into buf.
+  Result<std::span<const uint8_t>> ReadShard(const ObjectKey& key, const ObjectRecord& r,
+                                             const ShardLoc& loc, uint32_t stripe, uint8_t shard,
+                                             uint32_t payload_len, uint8_t* buf) {
+    auto ext = disks_.Get(loc.disk, loc.extent);
+    if (!ext) return tl::unexpected(ext.error());
+    const uint64_t len = RecordBytes(key, payload_len);
+    IoRequest req{IoRequest::Op::kRead, (*ext)->file.get(), loc.offset, buf, len};
+    Status s = env_->Execute(std::span(&req, 1));
+    if (!s) {
+      disks_.ReportError(loc.disk, s.error());
+      return tl::unexpected(s.error());
+    }
+    disks_.ReportSuccess(loc.disk);
+    auto bad = [&](const char* why) {
+      corrupt_.fetch_add(1);
+      Log(LogLevel::kWarn, "shard_corrupt",
+          {{"object", key.name}, {"stripe", std::to_string(stripe)}, {"shard", std::to_string(shard)},
+           {"disk", disks_.path(loc.disk)}, {"why", why}});
+      return Err(ErrorKind::kCorruption, why);
+    };
+    if (static_cast<uint64_t>(req.result) < len) return bad("short record");
+    auto h = DecodeHeader(std::span<const uint8_t>(buf, len));
+    if (!h) return bad("bad header");
+    if (!(h->key == key) || h->stripe != stripe || h->payload_len != payload_len ||
+        h->object_size != r.size || (r.layout == Layout::kErasure && h->shard != shard)) {
+      return bad("header names another shard");
+    }
+    std::span<const uint8_t> payload(buf + HeaderBytes(key), payload_len);
+    if (PayloadChecksum(payload) != h->payload_xxh3) return bad("payload checksum mismatch");
+    return payload;
+  }
+
+  StoreOptions opts_;
+  std::unique_ptr<Env> owned_env_;
+  Env* env_;
+  std::unique_ptr<erasure::Codec> codec_;
+  std::unique_ptr<index::Index> index_;
+  DiskSet disks_;
+  std::string node_id_;
+  std::atomic<uint64_t> reconstructed_{0}, corrupt_{0};
+  std::atomic<uint64_t> placement_cursor_{0};
+  std::mutex repair_mu_;
+  std::set<std::pair<std::string, uint32_t>> repair_queue_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Write path
+
+class WriterImpl final : public Writer {
+ public:
+  WriterImpl(StoreImpl* store, ObjectKey key, uint64_t size, Layout layout)
+      : store_(store), key_(std::move(key)), size_(size), hb_(HeaderBytes(key_)) {
+    const auto& o = store_->opts_;
+    rec_.size = size;
+    rec_.created_ns = NowNanos();
+    rec_.layout = layout;
+    if (layout == Layout::kErasure) {
+      rec_.k = static_cast<uint8_t>(o.k);
+      rec_.m = static_cast<uint8_t>(o.m);
+      rec_.shard_unit = o.shard_unit;
+      const size_t nshards = o.k + o.m;
+      record_cap_ = RecordBytes(key_, o.shard_unit);
+      for (size_t i = 0; i < nshards; ++i) bufs_.push_back(AllocateAligned(record_cap_));
+    } else {
+      rec_.k = static_cast<uint8_t>(o.m + 1);  // copies
+      rec_.m = 0;
+      rec_.shard_unit = 0;
+      record_cap_ = RecordBytes(key_, static_cast<uint32_t>(size));
+      bufs_.push_back(AllocateAligned(record_cap_));
+    }
+    // The tail padding of records is part of what we write; keep it deterministic.
+    for (auto& b : bufs_) std::memset(b.get(), 0, record_cap_);
+  }
+
+  ~WriterImpl() override {
+    if (committed_ || written_.empty()) return;
+    // Aborted after some records reached disk: count them as dead space for compaction.
+    Status s = store_->index_->Update([&](index::WriteTxn& txn) -> Status {
+      for (const auto& [loc, bytes] : written_) {
+        CV_TRY(AddExtentBytes(txn, loc, store_->opts_.extent_bytes, 0, static_cast<int64_t>(bytes)));
+      }
+      return {};
+    });
+    if (!s) Log(LogLevel::kWarn, "abort_accounting_failed", {{"error", s.error().ToString()}});
+  }
+
+  Status Append(std::span<const uint8_t> data) override {
+    if (failed_) return tl::unexpected(*failed_);
+    if (received_ + data.size() > size_) {
+      return Fail(Error{ErrorKind::kInvalidArgument, 0, "body longer than announced"});
+    }
+    sha_.Update(data);
+    if (rec_.layout == Layout::kReplicated) {
+      std::memcpy(bufs_[0].get() + hb_ + received_, data.data(), data.size());
+      received_ += data.size();
+      return {};
+    }
+    const uint64_t unit = rec_.shard_unit;
+    const uint64_t stripe_bytes = unit * rec_.k;
+    size_t at = 0;
+    while (at < data.size()) {
+      const uint64_t in_stripe = fill_;
+      const size_t shard = in_stripe / unit;
+      const size_t off = in_stripe % unit;
+      const size_t n = std::min<size_t>(data.size() - at, unit - off);
+      std::memcpy(bufs_[shard].get() + hb_ + off, data.data() + at, n);
+      at += n;
+      fill_ += n;
+      received_ += n;
+      if (fill_ == stripe_bytes) {
+        if (Status s = FlushStripe(); !s) return s;
+      }
+    }
+    return {};
+  }
+
+  Result<ObjectInfo> Commit() override {
+    if (failed_) return tl::unexpected(*failed_);
+    if (committed_) return Err(ErrorKind::kInternal, "already committed");
+    if (received_ != size_) {
+      return tl::unexpected(Fail(Error{ErrorKind::kInvalidArgument, 0, "body shorter than announced"}).error());
+    }
+    rec_.sha256 = sha_.Final();
+    if (IsContentAddressed(key_.type) && ToHex(rec_.sha256) != key_.name) {
+      return tl::unexpected(
+          Fail(Error{ErrorKind::kInvalidArgument, 0, "body does not match its SHA-256 name"}).error());
+    }
+    if (rec_.layout == Layout::kReplicated) {
+      if (Status s = WriteCopies(); !s) return tl::unexpected(s.error());
+    } else if (fill_ > 0) {
+      if (Status s = FlushStripe(); !s) return tl::unexpected(s.error());
+    }
+    // Durable before indexed (rule 3).
+    if (Status s = store_->disks_.Sync(synced_); !s) {
+      return tl::unexpected(Fail(s.error()).error());
+    }
+    bool existed = false;
+    Status s = store_->index_->Update([&](index::WriteTxn& txn) -> Status {
+      existed = false;
+      auto cur = txn.GetObject(key_);
+      if (!cur) return tl::unexpected(cur.error());
+      if (cur->has_value()) {
+        const ObjectRecord& old = **cur;
+        if (old.size != rec_.size || old.sha256 != rec_.sha256) {
+          return Err(ErrorKind::kConflict, "object exists with different content");
+        }
+        existed = true;
+        for (const auto& [loc, bytes] : written_) {
+          CV_TRY(AddExtentBytes(txn, loc, store_->opts_.extent_bytes, 0, static_cast<int64_t>(bytes)));
+        }
+        return {};
+      }
+      CV_TRY(txn.PutObject(key_, rec_));
+      return store_->AccountRecords(txn, key_, rec_, /*live=*/true);
+    });
+    if (!s) {
+      if (s.error().kind != ErrorKind::kConflict) return tl::unexpected(Fail(s.error()).error());
+      return tl::unexpected(s.error());  // the destructor books our records as dead
+    }
+    committed_ = true;
+    if (existed) {
+      auto cur = store_->Lookup(key_);
+      if (cur && cur->has_value()) return StoreImpl::Info(key_, **cur);
+    }
+    return StoreImpl::Info(key_, rec_);
+  }
+
+ private:
+  Status Fail(Error e) {
+    failed_ = e;
+    return tl::unexpected(std::move(e));
+  }
+
+  // Picks `count` distinct healthy disks for a stripe, rotating the start so that load
+  // spreads, skipping `exclude`. Reserves `len` bytes on each.
+  Result<std::vector<Placement>> Place(size_t count, uint64_t len,
+                                       std::vector<size_t>* disks_out) {
+    auto& disks = store_->disks_;
+    const size_t n = disks.size();
+    const size_t start = store_->placement_cursor_.fetch_add(1) % n;
+    std::vector<Placement> out;
+    bool saw_full = false;
+    for (size_t i = 0; i < n && out.size() < count; ++i) {
+      const size_t d = (start + i) % n;
+      if (!disks.healthy(d)) continue;
+      auto p = disks.Reserve(d, len);
+      if (!p) {
+        if (p.error().kind == ErrorKind::kNoSpace) saw_full = true;
+        disks.ReportError(d, p.error());
+        continue;
+      }
+      out.push_back(std::move(*p));
+      disks_out->push_back(d);
+    }
+    if (out.size() < count) {
+      if (saw_full) return Err(ErrorKind::kNoSpace, "not enough data disks with free space");
+      return Err(ErrorKind::kUnavailable,
+                 "not enough healthy data disks (" + std::to_string(disks.HealthyCount()) +
+                     " healthy, " + std::to_string(count) + " needed)");
+    }
+    return out;
+  }
+
+  // Writes records (bufs[i], len) to distinct disks; returns their locations.
+  Status WriteRecords(std::span<uint8_t* const> bufs, uint64_t len, std::vector<ShardLoc>* locs) {
+    std::vector<size_t> disk_ids;
+    auto placed = Place(bufs.size(), len, &disk_ids);
+    if (!placed) return Fail(placed.error());
+    std::vector<IoRequest> reqs(bufs.size());
+    for (size_t i = 0; i < bufs.size(); ++i) {
+      reqs[i] = {IoRequest::Op::kWrite, (*placed)[i].extent->file.get(), (*placed)[i].offset,
+                 bufs[i], len};
+    }
+    Status s = store_->env_->Execute(reqs);
+    for (size_t i = 0; i < bufs.size(); ++i) {
+      const auto& p = (*placed)[i];
+      ShardLoc loc{p.extent->disk, p.extent->id, p.offset};
+      if (reqs[i].result < 0 || static_cast<uint64_t>(reqs[i].result) != len) {
+        p.extent->poisoned = true;  // a torn record may sit there: append elsewhere from now on
+        store_->disks_.ReportError(disk_ids[i], ErrnoError(reqs[i].result < 0 ? static_cast<int>(-reqs[i].result) : EIO, "shard write").value());
+        // Whatever reached the disk is garbage now; account it as dead once we know the loc.
+        written_.emplace_back(loc, len);
+        continue;
+      }
+      store_->disks_.ReportSuccess(disk_ids[i]);
+      const uint64_t seq = p.extent->write_seq.fetch_add(1) + 1;
+      synced_.emplace_back(p.extent, seq);
+      written_.emplace_back(loc, len);
+      locs->push_back(loc);
+    }
+    if (!s) return Fail(s.error());
+    return {};
+  }
+
+  Status FlushStripe() {
+    const uint32_t stripe = static_cast<uint32_t>(rec_.shards.size() / (rec_.k + rec_.m));
+    const uint32_t L = ShardLen(rec_, stripe);
+    const size_t k = rec_.k, m = rec_.m;
+    if (L < rec_.shard_unit) {
+      // Data of a short stripe is laid out with shard length L, not shard_unit: move it.
+      RelayoutShortStripe(L);
+    }
+    uint8_t* payload[erasure::kMaxShards];
+    for (size_t i = 0; i < k + m; ++i) payload[i] = bufs_[i].get() + hb_;
+    store_->codec_->Encode(L, std::span<const uint8_t* const>(payload, k),
+                           std::span<uint8_t* const>(payload + k, m));
+    const uint64_t rb = RecordBytes(key_, L);
+    for (size_t i = 0; i < k + m; ++i) {
+      RecordHeader h = Header(stripe, static_cast<uint8_t>(i), L);
+      h.payload_xxh3 = PayloadChecksum(std::span<const uint8_t>(payload[i], L));
+      EncodeHeader(h, std::span<uint8_t>(bufs_[i].get(), hb_));
+      std::memset(bufs_[i].get() + hb_ + L, 0, rb - hb_ - L);
+    }
+    uint8_t* records[erasure::kMaxShards];
+    for (size_t i = 0; i < k + m; ++i) records[i] = bufs_[i].get();
+    std::vector<ShardLoc> locs;
+    CV_TRY(WriteRecords(std::span<uint8_t* const>(records, k + m), rb, &locs));
+    rec_.shards.insert(rec_.shards.end(), locs.begin(), locs.end());
+    fill_ = 0;
+    return {};
+  }
+
+  // Appended bytes were placed assuming shard length shard_unit; a short (last) stripe uses
+  // L = ceil(fill / k). Byte b of the stripe sits at shard b / unit, offset b % unit and
+  // belongs at shard b / L, offset b % L. Rewrite in place through a scratch copy.
+  void RelayoutShortStripe(uint32_t L) {
+    const uint64_t unit = rec_.shard_unit;
+    std::string scratch(fill_, '\0');
+    for (uint64_t b = 0; b < fill_;) {
+      const size_t s = b / unit, off = b % unit;
+      const size_t n = std::min<uint64_t>(unit - off, fill_ - b);
+      std::memcpy(scratch.data() + b, bufs_[s].get() + hb_ + off, n);
+      b += n;
+    }
+    for (size_t i = 0; i < rec_.k; ++i) {
+      uint8_t* dst = bufs_[i].get() + hb_;
+      const uint64_t begin = uint64_t{i} * L;
+      const uint64_t n = begin < fill_ ? std::min<uint64_t>(L, fill_ - begin) : 0;
+      if (n) std::memcpy(dst, scratch.data() + begin, n);
+      std::memset(dst + n, 0, L - n);
+    }
+  }
+
+  Status WriteCopies() {
+    const uint32_t len = static_cast<uint32_t>(size_);
+    RecordHeader h = Header(0, 0, len);
+    h.payload_xxh3 = PayloadChecksum(std::span<const uint8_t>(bufs_[0].get() + hb_, len));
+    EncodeHeader(h, std::span<uint8_t>(bufs_[0].get(), hb_));
+    std::vector<uint8_t*> records(rec_.k, bufs_[0].get());
+    std::vector<ShardLoc> locs;
+    CV_TRY(WriteRecords(records, record_cap_, &locs));
+    rec_.shards = std::move(locs);
+    return {};
+  }
+
+  RecordHeader Header(uint32_t stripe, uint8_t shard, uint32_t payload_len) const {
+    RecordHeader h;
+    h.key = key_;
+    h.layout = rec_.layout;
+    h.k = rec_.k;
+    h.m = rec_.m;
+    h.shard = shard;
+    h.stripe = stripe;
+    h.shard_unit = rec_.shard_unit;
+    h.payload_len = payload_len;
+    h.object_size = size_;
+    h.created_ns = rec_.created_ns;
+    h.sha256 = rec_.sha256;  // zero until the body is complete for striped objects
+    return h;
+  }
+
+  StoreImpl* store_;
+  ObjectKey key_;
+  uint64_t size_;
+  size_t hb_;
+  uint64_t record_cap_ = 0;
+  ObjectRecord rec_;
+  std::vector<AlignedBuffer> bufs_;
+  uint64_t fill_ = 0;      // bytes in the current stripe
+  uint64_t received_ = 0;  // bytes of the body so far
+  Sha256 sha_;
+  std::optional<Error> failed_;
+  bool committed_ = false;
+  std::vector<std::pair<std::shared_ptr<Extent>, uint64_t>> synced_;
+  std::vector<std::pair<ShardLoc, uint64_t>> written_;  // every record put on disk, with its bytes
+};
+
+Result<std::unique_ptr<Writer>> StoreImpl::BeginPut(const ObjectKey& key, uint64_t size) {
+  CV_TRY(ValidateName(key.type, key.name));
+  if (size > kMaxObjectBytes) return Err(ErrorKind::kTooLarge, "object larger than 1 TiB");
+  const int k = opts_.k, m = opts_.m;
+  // Layout: objects that fit one stripe take whichever of m+1 copies or one k+m stripe
+  // costs fewer disk bytes. Both survive the loss of any m disks.
+  Layout layout = Layout::kErasure;
+  if (size <= uint64_t(k) * opts_.shard_unit) {
+    const uint32_t L = static_cast<uint32_t>((size + k - 1) / k);
+    const uint64_t ec = uint64_t(k + m) * RecordBytes(key, L);
+    const uint64_t rep = uint64_t(m + 1) * RecordBytes(key, static_cast<uint32_t>(size));
+    if (rep <= ec) layout = Layout::kReplicated;
+  }
+  const size_t need = layout == Layout::kErasure ? size_t(k + m) : size_t(m + 1);
+  if (disks_.HealthyCount() < need) {
+    return Err(ErrorKind::kUnavailable, "not enough healthy data disks to store with full redundancy");
+  }
+  return std::unique_ptr<Writer>(new WriterImpl(this, key, size, layout));
+}
+
+// ---------------------------------------------------------------------------------------
+// Read path
+
+class ReaderImpl final : public Reader {
+ public:
+  ReaderImpl(StoreImpl* store, ObjectKey key, ObjectRecord rec, uint64_t offset, uint64_t length)
+      : store_(store), key_(std::move(key)), rec_(std::move(rec)), pos_(offset), end_(offset + length),
+        length_(length), hb_(HeaderBytes(key_)) {}
+
+  uint64_t length() const override { return length_; }
+
+  Result<size_t> Read(std::span<uint8_t> out) override {
+    size_t done = 0;
+    while (done < out.size() && pos_ < end_) {
+      auto n = ReadSome(out.subspan(done));
+      if (!n) return tl::unexpected(n.error());
+      done += *n;
+      pos_ += *n;
+    }
+    return done;
+  }
+
+ private:
+  Result<size_t> ReadSome(std::span<uint8_t> out) {
+    if (rec_.layout == Layout::kReplicated) {
+      if (!loaded_) CV_TRY(LoadCopy());
+      const size_t n = std::min<uint64_t>(out.size(), end_ - pos_);
+      std::memcpy(out.data(), payload_[0] + pos_, n);
+      return n;
+    }
+    const uint64_t stripe_bytes = uint64_t{rec_.k} * rec_.shard_unit;
+    const uint32_t stripe = static_cast<uint32_t>(pos_ / stripe_bytes);
+    const uint32_t L = ShardLen(rec_, stripe);
+    const uint64_t in_stripe = pos_ - uint64_t{stripe} * stripe_bytes;
+    const size_t shard = in_stripe / L;
+    const size_t off = in_stripe % L;
+    if (!loaded_ || stripe_ != stripe) {
+      stripe_ = stripe;
+      loaded_ = true;
+      have_.assign(rec_.k + rec_.m, false);
+    }
+    if (!have_[shard]) {
+      // Load every data shard this range still needs from this stripe, in one batch.
+      const uint64_t stripe_end = std::min<uint64_t>(uint64_t{stripe + 1} * stripe_bytes, rec_.size);
+      const uint64_t want_end = std::min<uint64_t>(end_, stripe_end) - uint64_t{stripe} * stripe_bytes;
+      const size_t last = (want_end - 1) / L;
+      CV_TRY(LoadShards(stripe, L, shard, last));
+    }
+    const size_t n = std::min<uint64_t>({out.size(), end_ - pos_, uint64_t{L} - off});
+    std::memcpy(out.data(), payload_[shard] + off, n);
+    return n;
+  }
+
+  void EnsureBuffers(size_t count, uint64_t len) {
+    if (bufs_.size() == count && buf_len_ >= len) return;
+    bufs_.clear();
+    for (size_t i = 0; i < count; ++i) bufs_.push_back(AllocateAligned(len));
+    buf_len_ = len;
+    payload_.assign(count, nullptr);
+  }
+
+  Status LoadCopy() {
+    const uint32_t len = static_cast<uint32_t>(rec_.size);
+    EnsureBuffers(1, RecordBytes(key_, len));
+    for (size_t c = 0; c < rec_.shards.size(); ++c) {
+      auto p = store_->ReadShard(key_, rec_, rec_.shards[c], 0, 0, len, bufs_[0].get());
+      if (p) {
+        if (c > 0) store_->reconstructed_.fetch_add(1);
+        payload_[0] = bufs_[0].get() + hb_;
+        loaded_ = true;
+        return {};
+      }
+      store_->QueueRepair(key_, 0);
+    }
+    return Err(ErrorKind::kUnavailable, "every copy of " + key_.name + " is unreadable");
+  }
+
+  // Reads data shards [first, last] of the stripe; if any of them fails, reads every other
+  // shard too and rebuilds the missing ones from parity.
+  Status LoadShards(uint32_t stripe, uint32_t L, size_t first, size_t last) {
+    const size_t k = rec_.k, n = rec_.k + rec_.m;
+    EnsureBuffers(n, RecordBytes(key_, rec_.shard_unit));
+    bool missing = false;
+    for (size_t i = first; i <= last; ++i) {
+      if (have_[i]) continue;
+      if (!ReadOne(stripe, L, i)) missing = true;
+    }
+    if (!missing) return {};
+    store_->QueueRepair(key_, stripe);
+    std::vector<bool> present(n, false);
+    size_t count = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (!have_[i] && !tried_[i]) ReadOne(stripe, L, i);
+      present[i] = have_[i];
+      count += have_[i];
+    }
+    if (count < k) {
+      return Err(ErrorKind::kUnavailable,
+                 "object " + key_.name + " stripe " + std::to_string(stripe) + ": only " +
+                     std::to_string(count) + " of " + std::to_string(n) +
+                     " shards readable, need " + std::to_string(k));
+    }
+    uint8_t* shards[erasure::kMaxShards];
+    bool pres[erasure::kMaxShards];
+    for (size_t i = 0; i < n; ++i) {
+      payload_[i] = bufs_[i].get() + hb_;
+      shards[i] = payload_[i];
+      pres[i] = present[i];
+    }
+    CV_TRY(store_->codec_->Reconstruct(L, std::span<uint8_t* const>(shards, n),
+                                       std::span<const bool>(pres, n)));
+    store_->reconstructed_.fetch_add(1);
+    for (size_t i = 0; i < n; ++i) have_[i] = true;
+    return {};
+  }
+
+  bool ReadOne(uint32_t stripe, uint32_t L, size_t i) {
+    if (tried_.size() != have_.size() || tried_stripe_ != stripe) {
+      tried_.assign(have_.size(), false);
+      tried_stripe_ = stripe;
+    }
+    tried_[i] = true;
+    const auto& loc = rec_.shards[size_t{stripe} * (rec_.k + rec_.m) + i];
+    auto p = store_->ReadShard(key_, rec_, loc, stripe, static_cast<uint8_t>(i), L, bufs_[i].get());
+    if (!p) return false;
+    payload_[i] = bufs_[i].get() + hb_;
+    have_[i] = true;
+    return true;
+  }
+
+  StoreImpl* store_;
+  ObjectKey key_;
+  ObjectRecord rec_;
+  uint64_t pos_, end_, length_;
+  size_t hb_;
+  bool loaded_ = false;
+  uint32_t stripe_ = 0;
+  uint32_t tried_stripe_ = UINT32_MAX;
+  std::vector<bool> have_, tried_;
+  std::vector<AlignedBuffer> bufs_;
+  uint64_t buf_len_ = 0;
+  std::vector<uint8_t*> payload_;
+};
+
+Result<std::unique_ptr<Reader>> StoreImpl::Open(const ObjectKey& key, uint64_t offset,
+                                                uint64_t length) {
+  auto rec = Lookup(key);
+  if (!rec) return tl::unexpected(rec.error());
+  if (!rec->has_value()) return Err(ErrorKind::kNotFound, "no such object");
+  const ObjectRecord& r = **rec;
+  if (offset > r.size) return Err(ErrorKind::kInvalidArgument, "offset past the end of the object");
+  const uint64_t len = std::min<uint64_t>(length, r.size - offset);
+  return std::unique_ptr<Reader>(new ReaderImpl(this, key, r, offset, len));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ObjectStore>> ObjectStore::Open(const StoreOptions& options) {
+  if (options.disks.size() < static_cast<size_t>(options.k + options.m)) {
+    return Err(ErrorKind::kInvalidArgument,
+               "erasure profile " + std::to_string(options.k) + "+" + std::to_string(options.m) +
+                   " needs at least " + std::to_string(options.k + options.m) + " disks, have " +
+                   std::to_string(options.disks.size()));
+  }
+  if (options.shard_unit == 0 || options.shard_unit % 64 != 0) {
+    return Err(ErrorKind::kInvalidArgument, "shard_unit must be a positive multiple of 64");
+  }
+  if (options.extent_bytes < 2 * (uint64_t{options.shard_unit} + kRecordAlign)) {
+    return Err(ErrorKind::kInvalidArgument, "extent_bytes too small for the shard unit");
+  }
+  auto codec = erasure::Codec::Create(options.k, options.m);
+  if (!codec) return tl::unexpected(codec.error());
+  std::unique_ptr<Env> owned;
+  Env* env = options.env;
+  if (env == nullptr) {
+    owned = NewDefaultEnv();
+    env = owned.get();
+  }
+  index::Index::Options io;
+  io.dir = options.index_dir;
+  io.initial_map_bytes = options.index_initial_map_bytes;
+  auto idx = index::Index::Open(io);
+  if (!idx) return tl::unexpected(idx.error());
+  auto store = std::make_unique<StoreImpl>(options, std::move(owned), env, std::move(*codec),
+                                           std::move(*idx));
+  CV_TRY(store->Init());
+  return std::unique_ptr<ObjectStore>(std::move(store));
+}
+
+}  // namespace cv::storage

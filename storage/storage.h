@@ -1,0 +1,121 @@
+// storage: the node's object store. ObjectStore keeps immutable objects safe on N data
+// disks: each object is cut into stripes of k data + m parity shards (ISA-L, Cauchy) that go
+// to k+m distinct disks, or, when that takes fewer disk bytes (small objects), into m+1
+// whole copies on distinct disks. Either way any m disks may be lost. Shard records are
+// appended to extents (see storage/FORMAT.md), written through io_uring, made durable with
+// grouped fdatasyncs, and only then indexed in LMDB.
+//
+// Thread-safety: ObjectStore is safe to use from many threads. A Writer or Reader belongs to
+// one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/common.h"
+#include "index/index.h"
+
+namespace cv::storage {
+
+class Env;
+
+struct StoreOptions {
+  std::vector<std::string> disks;  // data directories; order is fixed once the node exists
+  std::string index_dir;
+  int k = 4;
+  int m = 2;
+  uint32_t shard_unit = 256 * 1024;  // payload bytes per shard of a full stripe
+  uint64_t extent_bytes = 256ull << 20;  // preallocated size of one extent file
+  bool try_direct = true;                // O_DIRECT where the file system supports it
+  uint64_t index_initial_map_bytes = 1ull << 30;
+  Env* env = nullptr;  // not owned; nullptr = io_uring if available, else pread/pwrite
+};
+
+struct ObjectInfo {
+  index::ObjectKey key;
+  uint64_t size = 0;
+  int64_t created_ns = 0;
+  Sha256Digest sha256{};
+};
+
+// Streams one object in. Append the body in any chunking, then Commit. Destroying a Writer
+// without a successful Commit aborts it: nothing becomes visible, its records are garbage.
+class Writer {
+ public:
+  virtual ~Writer() = default;
+  // May write full stripes to disk. An error ends the upload (Commit will fail).
+  virtual Status Append(std::span<const uint8_t> data) = 0;
+  // Writes the rest, makes every shard durable, then indexes the object. Fails with
+  // kInvalidArgument if fewer/more bytes than announced arrived or (content-addressed types)
+  // the name is not the SHA-256 of the body; kConflict if the name exists with other content.
+  // If the same content exists already it succeeds and changes nothing.
+  virtual Result<ObjectInfo> Commit() = 0;
+};
+
+// Streams a byte range of one object out, verifying every shard and rebuilding from parity
+// what is missing or corrupt.
+class Reader {
+ public:
+  virtual ~Reader() = default;
+  virtual uint64_t length() const = 0;  // bytes this reader returns in total
+  // Fills up to out.size() bytes; 0 means the range is done.
+  virtual Result<size_t> Read(std::span<uint8_t> out) = 0;
+};
+
+struct DiskStatus {
+  std::string path;
+  bool failed = false;
+  uint64_t total_bytes = 0;
+  uint64_t free_bytes = 0;
+  uint64_t errors = 0;
+};
+
+struct StoreStats {
+  uint64_t reconstructed_reads = 0;  // shard reads served from parity or another copy
+  uint64_t corrupt_shards = 0;       // checksum mismatches found while reading
+  uint64_t pending_repairs = 0;      // stripes queued for repair
+  std::vector<DiskStatus> disks;
+  const char* io_engine = "";
+};
+
+class ObjectStore {
+ public:
+  // Opens the node, creating disks' layout and the index on first use. A disk directory that
+  // is missing or unusable is marked failed and the node serves from the rest.
+  static Result<std::unique_ptr<ObjectStore>> Open(const StoreOptions& options);
+  virtual ~ObjectStore() = default;
+
+  // `size` is the exact body length (Content-Length). kUnavailable when fewer than the
+  // disks a layout needs are healthy; kInvalidArgument for a bad key.
+  virtual Result<std::unique_ptr<Writer>> BeginPut(const index::ObjectKey& key, uint64_t size) = 0;
+  Result<ObjectInfo> Put(const index::ObjectKey& key, std::string_view body);
+
+  virtual Result<std::optional<ObjectInfo>> Head(const index::ObjectKey& key) = 0;
+  // [offset, offset + length) clipped to the object; kNotFound if absent;
+  // kInvalidArgument if offset > size.
+  virtual Result<std::unique_ptr<Reader>> Open(const index::ObjectKey& key, uint64_t offset,
+                                               uint64_t length) = 0;
+  Result<std::string> Get(const index::ObjectKey& key, uint64_t offset = 0,
+                          uint64_t length = UINT64_MAX);
+  // Removes the index entry (kNotFound if absent); the space is reclaimed by compaction.
+  virtual Status Delete(const index::ObjectKey& key) = 0;
+  virtual Result<std::vector<ObjectInfo>> List(const index::Id& device,
+                                               std::optional<index::ObjectType> type,
+                                               std::string_view start_after, size_t limit) = 0;
+
+  virtual index::Index& Index() = 0;
+  virtual StoreStats Stats() = 0;
+  // True when at least k+m disks are healthy (uploads possible) and the index answers.
+  virtual bool Ready() = 0;
+};
+
+// True when objects of this type are named by the SHA-256 of their body (all but config).
+bool IsContentAddressed(index::ObjectType type);
+// Validates an object name for a type: content-addressed -> 64 lowercase hex; config -> "".
+Status ValidateName(index::ObjectType type, std::string_view name);
+
+}  // namespace cv::storage

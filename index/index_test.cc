@@ -87,6 +87,7 @@ class RawEnv {
 class IndexTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    SetLogLevel(LogLevel::kWarn);  // map growth logs at info
     std::string tmpl = ::testing::TempDir() + "cv_index_test_XXXXXX";
     ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
     root_ = tmpl;

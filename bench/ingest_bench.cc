@@ -2,11 +2,13 @@
 // durable), against a plain sequential write + fdatasync of the same number of expanded
 // bytes (what the store writes to disk) on the same file system, in the same run.
 //
-//   ingest_bench [DIR] [objects] [rounds]
+//   ingest_bench [DIR] [objects] [rounds] [direct|buffered]
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -28,6 +30,8 @@ int main(int argc, char** argv) {
   const std::string base = argc > 1 ? argv[1] : "/tmp/cv-ingest-bench";
   const int objects = argc > 2 ? std::atoi(argv[2]) : 32;
   const int rounds = argc > 3 ? std::atoi(argv[3]) : 3;
+  const bool direct = !(argc > 4 && std::string(argv[4]) == "buffered");
+  const int threads = argc > 5 ? std::atoi(argv[5]) : 4;  // concurrent uploads
   const size_t size = 16 << 20;
 
   std::vector<std::string> bodies;
@@ -40,7 +44,8 @@ int main(int argc, char** argv) {
     }
     bodies.push_back(std::move(b));
   }
-  std::printf("command: %s %s %d %d\n", argv[0], base.c_str(), objects, rounds);
+  std::printf("command: %s %s %d %d %s %d\n", argv[0], base.c_str(), objects, rounds,
+              direct ? "direct" : "buffered", threads);
   std::printf("%-6s %12s %12s %8s\n", "round", "engine MB/s", "raw MB/s", "ratio");
   std::vector<double> ratios;
   for (int r = 0; r < rounds; ++r) {
@@ -48,6 +53,7 @@ int main(int argc, char** argv) {
     cv::storage::StoreOptions o;
     for (int d = 0; d < 6; ++d) o.disks.push_back(base + "/d" + std::to_string(d));
     o.index_dir = base + "/index";
+    o.try_direct = direct;
     auto store = cv::storage::ObjectStore::Open(o);
     if (!store) {
       std::fprintf(stderr, "open: %s\n", store.error().ToString().c_str());
@@ -55,14 +61,25 @@ int main(int argc, char** argv) {
     }
     const cv::index::Id dev = cv::index::NewId();
     auto t0 = Clock::now();
-    for (const auto& b : bodies) {
-      cv::index::ObjectKey key{dev, cv::index::ObjectType::kData, cv::ToHex(cv::Sha256::Of(b))};
-      auto res = (*store)->Put(key, b);
-      if (!res) {
-        std::fprintf(stderr, "put: %s\n", res.error().ToString().c_str());
-        return 1;
-      }
+    std::atomic<int> next{0};
+    std::atomic<bool> failed{false};
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&] {
+        for (int i; (i = next.fetch_add(1)) < objects;) {
+          const std::string& b = bodies[i];
+          cv::index::ObjectKey key{dev, cv::index::ObjectType::kData,
+                                   cv::ToHex(cv::Sha256::Of(b))};
+          auto res = (*store)->Put(key, b);
+          if (!res) {
+            std::fprintf(stderr, "put: %s\n", res.error().ToString().c_str());
+            failed = true;
+          }
+        }
+      });
     }
+    for (auto& w : workers) w.join();
+    if (failed) return 1;
     auto t1 = Clock::now();
     store->reset();
     const double engine = double(size) * objects / Seconds(t0, t1) / 1e6;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <map>
 #include <set>
 
 #include "erasure/erasure.h"
@@ -76,7 +77,17 @@ uint32_t StripeCount(uint64_t size, int k, uint32_t unit) {
   return static_cast<uint32_t>((size + stripe_bytes - 1) / stripe_bytes);
 }
 
-class StoreImpl;
+// Payload bytes of shard location `shard_index` of an object (see FORMAT.md).
+uint32_t PayloadLen(const ObjectRecord& r, size_t shard_index) {
+  return r.layout == Layout::kReplicated
+             ? static_cast<uint32_t>(r.size)
+             : ShardLen(r, static_cast<uint32_t>(shard_index / (r.k + r.m)));
+}
+
+std::string Describe(const ObjectKey& key) {
+  return index::IdToHex(key.device) + "/" + index::ObjectTypeName(key.type) + "/" + key.name;
+}
+
 
 // Dead/live accounting of shard records in the extents table.
 Status AddExtentBytes(index::WriteTxn& txn, const ShardLoc& loc, uint64_t capacity,
@@ -168,6 +179,8 @@ class StoreImpl final : public ObjectStore {
     for (const auto& [k, r] : *rows) out.push_back(Info(k, r));
     return out;
   }
+  Result<FsckReport> Fsck() override;
+  Result<ScrubReport> Scrub() override;
   index::Index& Index() override { return *index_; }
   StoreStats Stats() override {
     StoreStats s;
@@ -209,10 +222,7 @@ class StoreImpl final : public ObjectStore {
   Status AccountRecords(index::WriteTxn& txn, const ObjectKey& key, const ObjectRecord& r,
                         bool live) {
     for (size_t i = 0; i < r.shards.size(); ++i) {
-      const uint32_t payload =
-          r.layout == Layout::kReplicated ? static_cast<uint32_t>(r.size)
-                                          : ShardLen(r, static_cast<uint32_t>(i / (r.k + r.m)));
-      const int64_t b = static_cast<int64_t>(RecordBytes(key, payload));
+      const int64_t b = static_cast<int64_t>(RecordBytes(key, PayloadLen(r, i)));
       CV_TRY(AddExtentBytes(txn, r.shards[i], opts_.extent_bytes, live ? b : -b, live ? 0 : b));
     }
     return {};
@@ -713,6 +723,125 @@ class ReaderImpl final : public Reader {
   uint64_t buf_len_ = 0;
   std::vector<uint8_t*> payload_;
 };
+
+// ---------------------------------------------------------------------------------------
+// Checks
+
+Result<FsckReport> StoreImpl::Fsck() {
+  auto txn = index_->BeginRead();
+  if (!txn) return tl::unexpected(txn.error());
+  FsckReport rep;
+  struct Usage {
+    uint64_t bytes = 0, objects = 0;
+  };
+  std::map<index::Id, Usage> usage;
+  std::map<std::pair<uint16_t, uint32_t>, uint64_t> live;
+  CV_TRY((*txn)->ForEachObject([&](const ObjectKey& key, const ObjectRecord& r) {
+    ++rep.objects;
+    rep.bytes += r.size;
+    usage[key.device].bytes += r.size;
+    usage[key.device].objects += 1;
+    const size_t want = r.layout == Layout::kReplicated
+                            ? r.k
+                            : size_t{StripeCount(r.size, r.k, r.shard_unit)} * (r.k + r.m);
+    if (r.shards.size() != want) {
+      rep.problems.push_back(Describe(key) + ": " + std::to_string(r.shards.size()) +
+                             " shard locations, expected " + std::to_string(want));
+    }
+    for (size_t i = 0; i < r.shards.size(); ++i) {
+      live[{r.shards[i].disk, r.shards[i].extent}] += RecordBytes(key, PayloadLen(r, i));
+    }
+    return true;
+  }));
+  CV_TRY((*txn)->ForEachDevice([&](const index::DeviceRecord& d) {
+    const Usage u = usage.count(d.id) ? usage[d.id] : Usage{};
+    if (u.bytes != d.bytes || u.objects != d.objects) {
+      rep.problems.push_back("device " + index::IdToHex(d.id) + ": counters say " +
+                             std::to_string(d.bytes) + " bytes in " + std::to_string(d.objects) +
+                             " objects, objects sum to " + std::to_string(u.bytes) + " in " +
+                             std::to_string(u.objects));
+    }
+    return true;
+  }));
+  std::map<std::pair<uint16_t, uint32_t>, uint64_t> recorded;
+  CV_TRY((*txn)->ForEachExtent([&](uint16_t disk, uint32_t ext, const index::ExtentRecord& e) {
+    recorded[{disk, ext}] = e.live_bytes;
+    return true;
+  }));
+  for (const auto& [de, bytes] : live) {
+    auto it = recorded.find(de);
+    const uint64_t have = it == recorded.end() ? 0 : it->second;
+    if (have != bytes) {
+      rep.problems.push_back("extent " + std::to_string(de.first) + "/" + std::to_string(de.second) +
+                             ": live bytes recorded " + std::to_string(have) + ", referenced " +
+                             std::to_string(bytes));
+    }
+    if (disks_.healthy(de.first) && !disks_.Get(de.first, de.second)) {
+      rep.problems.push_back("extent " + std::to_string(de.first) + "/" +
+                             std::to_string(de.second) + " is referenced but cannot be opened");
+    }
+  }
+  for (const auto& [de, bytes] : recorded) {
+    if (bytes != 0 && !live.count(de)) {
+      rep.problems.push_back("extent " + std::to_string(de.first) + "/" + std::to_string(de.second) +
+                             ": " + std::to_string(bytes) + " live bytes recorded, none referenced");
+    }
+  }
+  return rep;
+}
+
+Result<ScrubReport> StoreImpl::Scrub() {
+  std::vector<std::pair<ObjectKey, ObjectRecord>> objects;
+  {
+    auto txn = index_->BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    CV_TRY((*txn)->ForEachObject([&](const ObjectKey& k, const ObjectRecord& r) {
+      objects.emplace_back(k, r);
+      return true;
+    }));
+  }
+  ScrubReport rep;
+  AlignedBuffer buf;
+  uint64_t buf_len = 0;
+  for (const auto& [key, r] : objects) {
+    ++rep.objects;
+    const size_t width = r.layout == Layout::kReplicated ? r.shards.size() : size_t{r.k} + r.m;
+    const size_t need = r.layout == Layout::kReplicated ? 1 : r.k;
+    const uint64_t max_record = RecordBytes(key, r.layout == Layout::kReplicated
+                                                     ? static_cast<uint32_t>(r.size)
+                                                     : r.shard_unit);
+    if (max_record > buf_len) {
+      buf = AllocateAligned(max_record);
+      buf_len = max_record;
+    }
+    for (size_t st = 0; st * width < r.shards.size(); ++st) {
+      size_t good = 0;
+      bool damaged = false;
+      for (size_t i = 0; i < width; ++i) {
+        const size_t at = st * width + i;
+        const uint32_t len = PayloadLen(r, at);
+        uint8_t* target = buf.get();
+        const uint8_t shard = r.layout == Layout::kReplicated ? 0 : static_cast<uint8_t>(i);
+        auto p = ReadShard(key, r, r.shards[at], static_cast<uint32_t>(st), shard, len, target);
+        ++rep.shards_checked;
+        rep.bytes_checked += len;
+        if (p) {
+          ++good;
+          continue;
+        }
+        damaged = true;
+        ++rep.damaged_shards;
+        if (rep.damaged.size() < 1000) {
+          rep.damaged.push_back(Describe(key) + " stripe " + std::to_string(st) + " shard " +
+                                std::to_string(i) + ": " + p.error().ToString());
+        }
+      }
+      if (good < need) ++rep.lost_stripes;
+      if (damaged) QueueRepair(key, static_cast<uint32_t>(st));
+    }
+  }
+  return rep;
+}
 
 Result<std::unique_ptr<Reader>> StoreImpl::Open(const ObjectKey& key, uint64_t offset,
                                                 uint64_t length) {

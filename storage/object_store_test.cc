@@ -91,6 +91,12 @@ class StoreTest : public ::testing::Test {
                                  << body.size() << " first at byte " << diff;
   }
 
+  void ExpectFsckClean() {
+    auto rep = store_->Fsck();
+    ASSERT_TRUE(rep.has_value()) << rep.error().ToString();
+    for (const auto& p : rep->problems) ADD_FAILURE() << "fsck: " << p;
+  }
+
   fs::path root_;
   index::Id device_{};
   std::unique_ptr<ObjectStore> store_;
@@ -233,6 +239,26 @@ TEST_F(StoreTest, ListDeleteAndUsageCounters) {
   }));
   EXPECT_GT(live, total);
   EXPECT_GT(dead, bodies.begin()->second.size());
+  ExpectFsckClean();
+}
+
+TEST_F(StoreTest, FsckReportsUsageCountersThatDisagreeWithObjects) {
+  OpenStore();
+  index::DeviceRecord d;
+  d.id = device_;
+  ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& t) { return t.PutDevice(d); }));
+  PutBody(Body(1, 5000));
+  ExpectFsckClean();
+  ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& t) -> Status {
+    auto cur = t.GetDevice(device_);
+    index::DeviceRecord bad = **cur;
+    bad.bytes += 1;
+    return t.PutDevice(bad);
+  }));
+  auto rep = store_->Fsck();
+  ASSERT_TRUE(rep.has_value());
+  ASSERT_EQ(rep->problems.size(), 1u);
+  EXPECT_NE(rep->problems[0].find("counters"), std::string::npos) << rep->problems[0];
 }
 
 // Rule 2 under every single I/O failure: for N = 0, 1, 2, ... the Nth I/O of a Put fails;
@@ -265,10 +291,11 @@ TEST_F(StoreTest, FaultSweepEveryIoOfAPutFailsCleanly) {
     }
     EXPECT_GT(failures, 0);
     for (const auto& [k, b] : stored) ExpectReads(k, b);
-    // Still usable.
+    // Still usable, and the index is consistent with itself.
     std::string after = Body(999, 150000);
     ObjectKey k = PutBody(after);
     ExpectReads(k, after);
+    ExpectFsckClean();
     store_.reset();
   }
 }
@@ -303,6 +330,7 @@ TEST_F(StoreTest, PowerLossKeepsEveryAcknowledgedObject) {
   OpenStore(&env);
   for (const auto& [k, b] : acked) ExpectReads(k, b);
   EXPECT_FALSE(store_->Head(pending_key)->has_value());
+  ExpectFsckClean();
 }
 
 // Rule 1 and 2 for a real crash: a child process puts objects and logs each acknowledged
@@ -360,6 +388,7 @@ TEST_F(StoreTest, KillNineAtRandomMomentsLosesNothingAcknowledged) {
       ASSERT_TRUE(got.has_value()) << "listed object unreadable: " << info.key.name;
       EXPECT_EQ(ToHex(Sha256::Of(*got)), info.key.name) << "partial object listed";
     }
+    ExpectFsckClean();
     store_.reset();
   }
 #ifdef CV_SANITIZE
@@ -462,6 +491,48 @@ TEST_F(StoreTest, FlippedPayloadBytesAreDetectedAndRebuilt) {
   auto st = store_->Stats();
   EXPECT_EQ(st.corrupt_shards, static_cast<uint64_t>(flipped));
   EXPECT_GT(st.pending_repairs, 0u);
+}
+
+// Scrub reads parity and every copy too: 100 flipped bytes in 100 distinct shard records
+// (data and parity) are all found, none is data loss, and each damaged stripe is queued.
+TEST_F(StoreTest, ScrubFindsEveryFlippedByteInDataAndParity) {
+  OpenStore();
+  std::vector<std::pair<ObjectKey, std::string>> objs;
+  for (int i = 0; i < 30; ++i) {
+    std::string b = Body(3000 + i, 250000);  // 4 stripes each
+    objs.emplace_back(PutBody(b), b);
+  }
+  auto opts = Options();
+  std::mt19937_64 rng(100);
+  int flipped = 0;
+  for (const auto& [key, body] : objs) {
+    auto rec = (*store_->Index().BeginRead())->GetObject(key);
+    const auto& r = **rec;
+    for (size_t st = 0; st < r.shards.size() / 6 && flipped < 100; ++st) {
+      const auto& loc = r.shards[st * 6 + rng() % 6];
+      char name[32];
+      std::snprintf(name, sizeof name, "%08x.ext", loc.extent);
+      std::fstream f(opts.disks[loc.disk] + "/extents/" + name,
+                     std::ios::in | std::ios::out | std::ios::binary);
+      const uint64_t at = loc.offset + HeaderBytes(key) + rng() % 1000;
+      f.seekg(at);
+      char c;
+      f.read(&c, 1);
+      c ^= 0x01;
+      f.seekp(at);
+      f.write(&c, 1);
+      ++flipped;
+    }
+  }
+  ASSERT_EQ(flipped, 100);
+  OpenStore();
+  auto rep = store_->Scrub();
+  ASSERT_TRUE(rep.has_value());
+  EXPECT_EQ(rep->damaged_shards, 100u);
+  EXPECT_EQ(rep->lost_stripes, 0u);
+  EXPECT_EQ(rep->objects, objs.size());
+  EXPECT_EQ(store_->Stats().pending_repairs, 100u);
+  for (const auto& [k, b] : objs) ExpectReads(k, b);
 }
 
 // A full data disk gives a clear error, harms nothing stored, and writes resume when space

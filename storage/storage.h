@@ -82,6 +82,25 @@ struct StoreStats {
   const char* io_engine = "";
 };
 
+// What Fsck found: the index against itself (usage counters, extent accounting) and against
+// the extent files. Clean when `problems` is empty.
+struct FsckReport {
+  uint64_t objects = 0;
+  uint64_t bytes = 0;
+  std::vector<std::string> problems;
+  bool clean() const { return problems.empty(); }
+};
+
+// What Scrub found reading every shard record of every object (parity and every copy too).
+struct ScrubReport {
+  uint64_t objects = 0;
+  uint64_t shards_checked = 0;
+  uint64_t bytes_checked = 0;
+  uint64_t damaged_shards = 0;  // unreadable, missing or failing their checksum
+  uint64_t lost_stripes = 0;    // fewer than k good shards (or no good copy): data loss
+  std::vector<std::string> damaged;  // "device/type/name stripe S shard I: why", at most 1000
+};
+
 class ObjectStore {
  public:
   // Opens the node, creating disks' layout and the index on first use. A disk directory that
@@ -106,6 +125,13 @@ class ObjectStore {
   virtual Result<std::vector<ObjectInfo>> List(const index::Id& device,
                                                std::optional<index::ObjectType> type,
                                                std::string_view start_after, size_t limit) = 0;
+
+  // Consistency check over one index snapshot: every device's bytes/objects equal the sum
+  // over its objects (durability rule 4), every extent's live bytes equal the records the
+  // index references in it, and every referenced extent file exists.
+  virtual Result<FsckReport> Fsck() = 0;
+  // Reads and verifies every shard record; damaged stripes are queued for repair.
+  virtual Result<ScrubReport> Scrub() = 0;
 
   virtual index::Index& Index() = 0;
   virtual StoreStats Stats() = 0;

@@ -12,11 +12,7 @@
 #include <map>
 #include <set>
 
-#include "erasure/erasure.h"
-#include "storage/disk_set.h"
-#include "storage/io.h"
-#include "storage/record.h"
-#include "storage/storage.h"
+#include "storage/store_impl.h"
 
 namespace cv::storage {
 
@@ -55,229 +51,7 @@ Result<std::string> ObjectStore::Get(const index::ObjectKey& key, uint64_t offse
   return out;
 }
 
-namespace {
-
-using index::Layout;
-using index::ObjectKey;
-using index::ObjectRecord;
-using index::ShardLoc;
-
-constexpr uint64_t kMaxObjectBytes = 1ull << 40;
-
-// Payload length of every shard of stripe s.
-uint32_t ShardLen(const ObjectRecord& r, uint32_t s) {
-  const uint64_t stripe_bytes = uint64_t{r.k} * r.shard_unit;
-  const uint64_t begin = uint64_t{s} * stripe_bytes;
-  const uint64_t n = std::min<uint64_t>(stripe_bytes, r.size - begin);
-  return static_cast<uint32_t>((n + r.k - 1) / r.k);
-}
-
-uint32_t StripeCount(uint64_t size, int k, uint32_t unit) {
-  const uint64_t stripe_bytes = uint64_t(k) * unit;
-  return static_cast<uint32_t>((size + stripe_bytes - 1) / stripe_bytes);
-}
-
-// Payload bytes of shard location `shard_index` of an object (see FORMAT.md).
-uint32_t PayloadLen(const ObjectRecord& r, size_t shard_index) {
-  return r.layout == Layout::kReplicated
-             ? static_cast<uint32_t>(r.size)
-             : ShardLen(r, static_cast<uint32_t>(shard_index / (r.k + r.m)));
-}
-
-std::string Describe(const ObjectKey& key) {
-  return index::IdToHex(key.device) + "/" + index::ObjectTypeName(key.type) + "/" + key.name;
-}
-
-
-// Dead/live accounting of shard records in the extents table.
-Status AddExtentBytes(index::WriteTxn& txn, const ShardLoc& loc, uint64_t capacity,
-                      int64_t live_delta, int64_t dead_delta) {
-  auto cur = txn.GetExtent(loc.disk, loc.extent);
-  if (!cur) return tl::unexpected(cur.error());
-  index::ExtentRecord rec = cur->value_or(index::ExtentRecord{capacity, 0, 0});
-  rec.live_bytes = static_cast<uint64_t>(static_cast<int64_t>(rec.live_bytes) + live_delta);
-  rec.dead_bytes = static_cast<uint64_t>(static_cast<int64_t>(rec.dead_bytes) + dead_delta);
-  return txn.PutExtent(loc.disk, loc.extent, rec);
-}
-
-class StoreImpl final : public ObjectStore {
- public:
-  StoreImpl(StoreOptions opts, std::unique_ptr<Env> owned_env, Env* env,
-            std::unique_ptr<erasure::Codec> codec, std::unique_ptr<index::Index> idx)
-      : opts_(std::move(opts)),
-        owned_env_(std::move(owned_env)),
-        env_(env),
-        codec_(std::move(codec)),
-        index_(std::move(idx)),
-        disks_(env_, opts_.disks, opts_.extent_bytes, opts_.try_direct) {}
-
-  Status Init() {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    auto node = (*txn)->GetMeta("node_id");
-    auto profile = (*txn)->GetMeta("erasure_profile");
-    auto ndisks = (*txn)->GetMeta("disk_count");
-    txn->reset();
-    if (!node) return tl::unexpected(node.error());
-    const std::string want_profile = std::to_string(opts_.k) + "+" + std::to_string(opts_.m);
-    if (!node->has_value()) {
-      node_id_ = RandomHex(16);
-      disks_.Open(node_id_, /*create=*/true);
-      CV_TRY(index_->Update([&](index::WriteTxn& w) -> Status {
-        CV_TRY(w.PutMeta("node_id", node_id_));
-        CV_TRY(w.PutMeta("erasure_profile", want_profile));
-        return w.PutMeta("disk_count", std::to_string(opts_.disks.size()));
-      }));
-      Log(LogLevel::kInfo, "node_created", {{"node_id", node_id_}, {"profile", want_profile}});
-    } else {
-      node_id_ = **node;
-      if (!profile || profile->value_or("") != want_profile) {
-        return Err(ErrorKind::kInvalidArgument,
-                   "erasure profile " + want_profile + " differs from the node's " +
-                       (profile ? profile->value_or("?") : "?"));
-      }
-      if (!ndisks || ndisks->value_or("") != std::to_string(opts_.disks.size())) {
-        return Err(ErrorKind::kInvalidArgument, "number of disks differs from the node's");
-      }
-      disks_.Open(node_id_, /*create=*/false);
-    }
-    Log(LogLevel::kInfo, "store_open",
-        {{"node_id", node_id_},
-         {"disks", std::to_string(disks_.size())},
-         {"healthy", std::to_string(disks_.HealthyCount())},
-         {"io", env_->Name()}});
-    return {};
-  }
-
-  Result<std::unique_ptr<Writer>> BeginPut(const ObjectKey& key, uint64_t size) override;
-  Result<std::optional<ObjectInfo>> Head(const ObjectKey& key) override {
-    auto rec = Lookup(key);
-    if (!rec) return tl::unexpected(rec.error());
-    if (!rec->has_value()) return std::optional<ObjectInfo>();
-    return std::optional<ObjectInfo>(Info(key, **rec));
-  }
-  Result<std::unique_ptr<Reader>> Open(const ObjectKey& key, uint64_t offset,
-                                       uint64_t length) override;
-  Status Delete(const ObjectKey& key) override {
-    return index_->Update([&](index::WriteTxn& txn) -> Status {
-      auto rec = txn.GetObject(key);
-      if (!rec) return tl::unexpected(rec.error());
-      if (!rec->has_value()) return Err(ErrorKind::kNotFound, "no such object");
-      CV_TRY(txn.DeleteObject(key));
-      return AccountRecords(txn, key, **rec, /*live=*/false);
-    });
-  }
-  Result<std::vector<ObjectInfo>> List(const index::Id& device,
-                                       std::optional<index::ObjectType> type,
-                                       std::string_view start_after, size_t limit) override {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    auto rows = (*txn)->ListObjects(device, type, start_after, limit);
-    if (!rows) return tl::unexpected(rows.error());
-    std::vector<ObjectInfo> out;
-    out.reserve(rows->size());
-    for (const auto& [k, r] : *rows) out.push_back(Info(k, r));
-    return out;
-  }
-  Result<FsckReport> Fsck() override;
-  Result<ScrubReport> Scrub() override;
-  index::Index& Index() override { return *index_; }
-  StoreStats Stats() override {
-    StoreStats s;
-    s.reconstructed_reads = reconstructed_.load();
-    s.corrupt_shards = corrupt_.load();
-    {
-      std::lock_guard lock(repair_mu_);
-      s.pending_repairs = repair_queue_.size();
-    }
-    for (size_t d = 0; d < disks_.size(); ++d) {
-      DiskStatus ds;
-      ds.path = disks_.path(d);
-      ds.failed = !disks_.healthy(d);
-      ds.errors = disks_.errors(d);
-      if (auto st = env_->StatFs(ds.path)) {
-        ds.total_bytes = st->total_bytes;
-        ds.free_bytes = st->free_bytes;
-      }
-      s.disks.push_back(ds);
-    }
-    s.io_engine = env_->Name();
-    return s;
-  }
-  bool Ready() override {
-    if (disks_.HealthyCount() < static_cast<size_t>(opts_.k + opts_.m)) return false;
-    return index_->BeginRead().has_value();
-  }
-
-  // ---- shared with Writer and Reader ----
-  Result<std::optional<ObjectRecord>> Lookup(const ObjectKey& key) {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    return (*txn)->GetObject(key);
-  }
-  static ObjectInfo Info(const ObjectKey& key, const ObjectRecord& r) {
-    return ObjectInfo{key, r.size, r.created_ns, r.sha256};
-  }
-  // Adds (live) or moves to dead (!live) the bytes of every record of an object.
-  Status AccountRecords(index::WriteTxn& txn, const ObjectKey& key, const ObjectRecord& r,
-                        bool live) {
-    for (size_t i = 0; i < r.shards.size(); ++i) {
-      const int64_t b = static_cast<int64_t>(RecordBytes(key, PayloadLen(r, i)));
-      CV_TRY(AddExtentBytes(txn, r.shards[i], opts_.extent_bytes, live ? b : -b, live ? 0 : b));
-    }
-    return {};
-  }
-  void QueueRepair(const ObjectKey& key, uint32_t stripe) {
-    std::lock_guard lock(repair_mu_);
-    if (repair_queue_.size() < 100000) repair_queue_.emplace(key.name, stripe);
-  }
-
-  // Reads one shard record and verifies it. On success `payload` points into buf.
-  Result<std::span<const uint8_t>> ReadShard(const ObjectKey& key, const ObjectRecord& r,
-                                             const ShardLoc& loc, uint32_t stripe, uint8_t shard,
-                                             uint32_t payload_len, uint8_t* buf) {
-    auto ext = disks_.Get(loc.disk, loc.extent);
-    if (!ext) return tl::unexpected(ext.error());
-    const uint64_t len = RecordBytes(key, payload_len);
-    IoRequest req{IoRequest::Op::kRead, (*ext)->file.get(), loc.offset, buf, len};
-    Status s = env_->Execute(std::span(&req, 1));
-    if (!s) {
-      disks_.ReportError(loc.disk, s.error());
-      return tl::unexpected(s.error());
-    }
-    disks_.ReportSuccess(loc.disk);
-    auto bad = [&](const char* why) {
-      corrupt_.fetch_add(1);
-      Log(LogLevel::kWarn, "shard_corrupt",
-          {{"object", key.name}, {"stripe", std::to_string(stripe)}, {"shard", std::to_string(shard)},
-           {"disk", disks_.path(loc.disk)}, {"why", why}});
-      return Err(ErrorKind::kCorruption, why);
-    };
-    if (static_cast<uint64_t>(req.result) < len) return bad("short record");
-    auto h = DecodeHeader(std::span<const uint8_t>(buf, len));
-    if (!h) return bad("bad header");
-    if (!(h->key == key) || h->stripe != stripe || h->payload_len != payload_len ||
-        h->object_size != r.size || (r.layout == Layout::kErasure && h->shard != shard)) {
-      return bad("header names another shard");
-    }
-    std::span<const uint8_t> payload(buf + HeaderBytes(key), payload_len);
-    if (PayloadChecksum(payload) != h->payload_xxh3) return bad("payload checksum mismatch");
-    return payload;
-  }
-
-  StoreOptions opts_;
-  std::unique_ptr<Env> owned_env_;
-  Env* env_;
-  std::unique_ptr<erasure::Codec> codec_;
-  std::unique_ptr<index::Index> index_;
-  DiskSet disks_;
-  std::string node_id_;
-  std::atomic<uint64_t> reconstructed_{0}, corrupt_{0};
-  std::atomic<uint64_t> placement_cursor_{0};
-  std::mutex repair_mu_;
-  std::set<std::pair<std::string, uint32_t>> repair_queue_;
-};
-
+namespace internal {
 // ---------------------------------------------------------------------------------------
 // Write path
 
@@ -406,40 +180,10 @@ class WriterImpl final : public Writer {
     return tl::unexpected(std::move(e));
   }
 
-  // Picks `count` distinct healthy disks for a stripe, rotating the start so that load
-  // spreads, skipping `exclude`. Reserves `len` bytes on each.
-  Result<std::vector<Placement>> Place(size_t count, uint64_t len,
-                                       std::vector<size_t>* disks_out) {
-    auto& disks = store_->disks_;
-    const size_t n = disks.size();
-    const size_t start = store_->placement_cursor_.fetch_add(1) % n;
-    std::vector<Placement> out;
-    bool saw_full = false;
-    for (size_t i = 0; i < n && out.size() < count; ++i) {
-      const size_t d = (start + i) % n;
-      if (!disks.healthy(d)) continue;
-      auto p = disks.Reserve(d, len);
-      if (!p) {
-        if (p.error().kind == ErrorKind::kNoSpace) saw_full = true;
-        disks.ReportError(d, p.error());
-        continue;
-      }
-      out.push_back(std::move(*p));
-      disks_out->push_back(d);
-    }
-    if (out.size() < count) {
-      if (saw_full) return Err(ErrorKind::kNoSpace, "not enough data disks with free space");
-      return Err(ErrorKind::kUnavailable,
-                 "not enough healthy data disks (" + std::to_string(disks.HealthyCount()) +
-                     " healthy, " + std::to_string(count) + " needed)");
-    }
-    return out;
-  }
-
   // Writes records (bufs[i], len) to distinct disks; returns their locations.
   Status WriteRecords(std::span<uint8_t* const> bufs, uint64_t len, std::vector<ShardLoc>* locs) {
     std::vector<size_t> disk_ids;
-    auto placed = Place(bufs.size(), len, &disk_ids);
+    auto placed = store_->Place(bufs.size(), len, {}, &disk_ids);
     if (!placed) return Fail(placed.error());
     std::vector<IoRequest> reqs(bufs.size());
     for (size_t i = 0; i < bufs.size(); ++i) {
@@ -723,126 +467,6 @@ class ReaderImpl final : public Reader {
   uint64_t buf_len_ = 0;
   std::vector<uint8_t*> payload_;
 };
-
-// ---------------------------------------------------------------------------------------
-// Checks
-
-Result<FsckReport> StoreImpl::Fsck() {
-  auto txn = index_->BeginRead();
-  if (!txn) return tl::unexpected(txn.error());
-  FsckReport rep;
-  struct Usage {
-    uint64_t bytes = 0, objects = 0;
-  };
-  std::map<index::Id, Usage> usage;
-  std::map<std::pair<uint16_t, uint32_t>, uint64_t> live;
-  CV_TRY((*txn)->ForEachObject([&](const ObjectKey& key, const ObjectRecord& r) {
-    ++rep.objects;
-    rep.bytes += r.size;
-    usage[key.device].bytes += r.size;
-    usage[key.device].objects += 1;
-    const size_t want = r.layout == Layout::kReplicated
-                            ? r.k
-                            : size_t{StripeCount(r.size, r.k, r.shard_unit)} * (r.k + r.m);
-    if (r.shards.size() != want) {
-      rep.problems.push_back(Describe(key) + ": " + std::to_string(r.shards.size()) +
-                             " shard locations, expected " + std::to_string(want));
-    }
-    for (size_t i = 0; i < r.shards.size(); ++i) {
-      live[{r.shards[i].disk, r.shards[i].extent}] += RecordBytes(key, PayloadLen(r, i));
-    }
-    return true;
-  }));
-  CV_TRY((*txn)->ForEachDevice([&](const index::DeviceRecord& d) {
-    const Usage u = usage.count(d.id) ? usage[d.id] : Usage{};
-    if (u.bytes != d.bytes || u.objects != d.objects) {
-      rep.problems.push_back("device " + index::IdToHex(d.id) + ": counters say " +
-                             std::to_string(d.bytes) + " bytes in " + std::to_string(d.objects) +
-                             " objects, objects sum to " + std::to_string(u.bytes) + " in " +
-                             std::to_string(u.objects));
-    }
-    return true;
-  }));
-  std::map<std::pair<uint16_t, uint32_t>, uint64_t> recorded;
-  CV_TRY((*txn)->ForEachExtent([&](uint16_t disk, uint32_t ext, const index::ExtentRecord& e) {
-    recorded[{disk, ext}] = e.live_bytes;
-    return true;
-  }));
-  for (const auto& [de, bytes] : live) {
-    auto it = recorded.find(de);
-    const uint64_t have = it == recorded.end() ? 0 : it->second;
-    if (have != bytes) {
-      rep.problems.push_back("extent " + std::to_string(de.first) + "/" + std::to_string(de.second) +
-                             ": live bytes recorded " + std::to_string(have) + ", referenced " +
-                             std::to_string(bytes));
-    }
-    if (disks_.healthy(de.first) && !disks_.Get(de.first, de.second)) {
-      rep.problems.push_back("extent " + std::to_string(de.first) + "/" +
-                             std::to_string(de.second) + " is referenced but cannot be opened");
-    }
-  }
-  for (const auto& [de, bytes] : recorded) {
-    if (bytes != 0 && !live.count(de)) {
-      rep.problems.push_back("extent " + std::to_string(de.first) + "/" + std::to_string(de.second) +
-                             ": " + std::to_string(bytes) + " live bytes recorded, none referenced");
-    }
-  }
-  return rep;
-}
-
-Result<ScrubReport> StoreImpl::Scrub() {
-  std::vector<std::pair<ObjectKey, ObjectRecord>> objects;
-  {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    CV_TRY((*txn)->ForEachObject([&](const ObjectKey& k, const ObjectRecord& r) {
-      objects.emplace_back(k, r);
-      return true;
-    }));
-  }
-  ScrubReport rep;
-  AlignedBuffer buf;
-  uint64_t buf_len = 0;
-  for (const auto& [key, r] : objects) {
-    ++rep.objects;
-    const size_t width = r.layout == Layout::kReplicated ? r.shards.size() : size_t{r.k} + r.m;
-    const size_t need = r.layout == Layout::kReplicated ? 1 : r.k;
-    const uint64_t max_record = RecordBytes(key, r.layout == Layout::kReplicated
-                                                     ? static_cast<uint32_t>(r.size)
-                                                     : r.shard_unit);
-    if (max_record > buf_len) {
-      buf = AllocateAligned(max_record);
-      buf_len = max_record;
-    }
-    for (size_t st = 0; st * width < r.shards.size(); ++st) {
-      size_t good = 0;
-      bool damaged = false;
-      for (size_t i = 0; i < width; ++i) {
-        const size_t at = st * width + i;
-        const uint32_t len = PayloadLen(r, at);
-        uint8_t* target = buf.get();
-        const uint8_t shard = r.layout == Layout::kReplicated ? 0 : static_cast<uint8_t>(i);
-        auto p = ReadShard(key, r, r.shards[at], static_cast<uint32_t>(st), shard, len, target);
-        ++rep.shards_checked;
-        rep.bytes_checked += len;
-        if (p) {
-          ++good;
-          continue;
-        }
-        damaged = true;
-        ++rep.damaged_shards;
-        if (rep.damaged.size() < 1000) {
-          rep.damaged.push_back(Describe(key) + " stripe " + std::to_string(st) + " shard " +
-                                std::to_string(i) + ": " + p.error().ToString());
-        }
-      }
-      if (good < need) ++rep.lost_stripes;
-      if (damaged) QueueRepair(key, static_cast<uint32_t>(st));
-    }
-  }
-  return rep;
-}
-
 Result<std::unique_ptr<Reader>> StoreImpl::Open(const ObjectKey& key, uint64_t offset,
                                                 uint64_t length) {
   auto rec = Lookup(key);
@@ -854,7 +478,7 @@ Result<std::unique_ptr<Reader>> StoreImpl::Open(const ObjectKey& key, uint64_t o
   return std::unique_ptr<Reader>(new ReaderImpl(this, key, r, offset, len));
 }
 
-}  // namespace
+}  // namespace internal
 
 Result<std::unique_ptr<ObjectStore>> ObjectStore::Open(const StoreOptions& options) {
   if (options.disks.size() < static_cast<size_t>(options.k + options.m)) {
@@ -882,7 +506,7 @@ Result<std::unique_ptr<ObjectStore>> ObjectStore::Open(const StoreOptions& optio
   io.initial_map_bytes = options.index_initial_map_bytes;
   auto idx = index::Index::Open(io);
   if (!idx) return tl::unexpected(idx.error());
-  auto store = std::make_unique<StoreImpl>(options, std::move(owned), env, std::move(*codec),
+  auto store = std::make_unique<internal::StoreImpl>(options, std::move(owned), env, std::move(*codec),
                                            std::move(*idx));
   CV_TRY(store->Init());
   return std::unique_ptr<ObjectStore>(std::move(store));

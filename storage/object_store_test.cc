@@ -91,6 +91,22 @@ class StoreTest : public ::testing::Test {
                                  << body.size() << " first at byte " << diff;
   }
 
+  // XORs `mask` into byte `at` of the payload of the shard record at `loc`, on disk.
+  void FlipPayloadByte(const ObjectKey& key, const index::ShardLoc& loc, uint64_t at, char mask) {
+    char name[32];
+    std::snprintf(name, sizeof name, "%08x.ext", loc.extent);
+    std::fstream f(Options().disks[loc.disk] + "/extents/" + name,
+                   std::ios::in | std::ios::out | std::ios::binary);
+    const uint64_t pos = loc.offset + HeaderBytes(key) + at;
+    char c;
+    f.seekg(pos);
+    f.read(&c, 1);
+    c ^= mask;
+    f.seekp(pos);
+    f.write(&c, 1);
+    ASSERT_TRUE(f.good());
+  }
+
   void ExpectFsckClean() {
     auto rep = store_->Fsck();
     ASSERT_TRUE(rep.has_value()) << rep.error().ToString();
@@ -470,18 +486,7 @@ TEST_F(StoreTest, FlippedPayloadBytesAreDetectedAndRebuilt) {
     // One data shard per stripe at most, so every stripe stays rebuildable. (Parity shards
     // are not read on the normal read path; scrub finds damage there.)
     for (size_t st = 0; st < r.shards.size() / 6; ++st) {
-      const auto& loc = r.shards[st * 6 + rng() % 4];
-      char name[32];
-      std::snprintf(name, sizeof name, "%08x.ext", loc.extent);
-      const std::string path = opts.disks[loc.disk] + "/extents/" + name;
-      std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-      const uint64_t at = loc.offset + HeaderBytes(key) + rng() % 1000;
-      f.seekg(at);
-      char c;
-      f.read(&c, 1);
-      c ^= 0x5a;
-      f.seekp(at);
-      f.write(&c, 1);
+      FlipPayloadByte(key, r.shards[st * 6 + rng() % 4], rng() % 1000, 0x5a);
       ++flipped;
     }
   }
@@ -509,18 +514,7 @@ TEST_F(StoreTest, ScrubFindsEveryFlippedByteInDataAndParity) {
     auto rec = (*store_->Index().BeginRead())->GetObject(key);
     const auto& r = **rec;
     for (size_t st = 0; st < r.shards.size() / 6 && flipped < 100; ++st) {
-      const auto& loc = r.shards[st * 6 + rng() % 6];
-      char name[32];
-      std::snprintf(name, sizeof name, "%08x.ext", loc.extent);
-      std::fstream f(opts.disks[loc.disk] + "/extents/" + name,
-                     std::ios::in | std::ios::out | std::ios::binary);
-      const uint64_t at = loc.offset + HeaderBytes(key) + rng() % 1000;
-      f.seekg(at);
-      char c;
-      f.read(&c, 1);
-      c ^= 0x01;
-      f.seekp(at);
-      f.write(&c, 1);
+      FlipPayloadByte(key, r.shards[st * 6 + rng() % 6], rng() % 1000, 0x01);
       ++flipped;
     }
   }
@@ -532,6 +526,57 @@ TEST_F(StoreTest, ScrubFindsEveryFlippedByteInDataAndParity) {
   EXPECT_EQ(rep->lost_stripes, 0u);
   EXPECT_EQ(rep->objects, objs.size());
   EXPECT_EQ(store_->Stats().pending_repairs, 100u);
+  for (const auto& [k, b] : objs) ExpectReads(k, b);
+
+  // Repair heals all of it: a second scrub finds nothing, reads and fsck are clean.
+  auto fixed = store_->Repair(false);
+  ASSERT_TRUE(fixed.has_value()) << fixed.error().ToString();
+  EXPECT_EQ(fixed->stripes_repaired, 100u);
+  EXPECT_EQ(fixed->shards_rewritten, 100u);
+  EXPECT_EQ(fixed->stripes_lost, 0u);
+  EXPECT_EQ(store_->Stats().pending_repairs, 0u);
+  auto again = store_->Scrub();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->damaged_shards, 0u);
+  for (const auto& [k, b] : objs) ExpectReads(k, b);
+  ExpectFsckClean();
+}
+
+// A dead disk on a node with a spare: repair rebuilds every shard it held onto the other
+// disks (fewest survivors first); afterwards m MORE disks can be lost and all still reads.
+TEST_F(StoreTest, RepairAfterDiskLossRestoresFullRedundancy) {
+  auto opts = Options();
+  opts.disks.push_back((root_ / "d6").string());  // 7 disks for 4+2: room to move shards
+  auto s = ObjectStore::Open(opts);
+  ASSERT_TRUE(s.has_value()) << s.error().ToString();
+  store_ = std::move(*s);
+  std::vector<std::pair<ObjectKey, std::string>> objs;
+  for (size_t size : kSizes) {
+    std::string b = Body(size + 123, size);
+    objs.emplace_back(PutBody(b), b);
+  }
+  store_.reset();
+  fs::rename(opts.disks[2], opts.disks[2] + ".dead");
+  store_ = std::move(*ObjectStore::Open(opts));
+  auto rep = store_->Repair(true);
+  ASSERT_TRUE(rep.has_value()) << rep.error().ToString();
+  EXPECT_GT(rep->stripes_repaired, 0u);
+  EXPECT_EQ(rep->stripes_lost, 0u);
+  EXPECT_EQ(rep->still_queued, 0u);
+  ExpectFsckClean();
+  // No shard references the dead disk any more.
+  ASSERT_TRUE((*store_->Index().BeginRead())->ForEachObject([&](const ObjectKey&, const index::ObjectRecord& r) {
+    for (const auto& loc : r.shards) EXPECT_NE(loc.disk, 2);
+    return true;
+  }));
+  auto second = store_->Repair(true);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->stripes_examined, 0u);
+  // Now lose two more disks: still everything reads back.
+  store_.reset();
+  fs::rename(opts.disks[0], opts.disks[0] + ".dead");
+  fs::rename(opts.disks[5], opts.disks[5] + ".dead");
+  store_ = std::move(*ObjectStore::Open(opts));
   for (const auto& [k, b] : objs) ExpectReads(k, b);
 }
 

@@ -101,6 +101,15 @@ struct ScrubReport {
   std::vector<std::string> damaged;  // "device/type/name stripe S shard I: why", at most 1000
 };
 
+struct RepairReport {
+  uint64_t stripes_examined = 0;
+  uint64_t stripes_repaired = 0;
+  uint64_t shards_rewritten = 0;
+  uint64_t stripes_lost = 0;   // fewer than k good shards: cannot be rebuilt
+  uint64_t still_queued = 0;   // could not be repaired now (no room, disks busy): retried later
+  std::vector<std::string> lost;  // at most 1000
+};
+
 class ObjectStore {
  public:
   // Opens the node, creating disks' layout and the index on first use. A disk directory that
@@ -132,6 +141,12 @@ class ObjectStore {
   virtual Result<FsckReport> Fsck() = 0;
   // Reads and verifies every shard record; damaged stripes are queued for repair.
   virtual Result<ScrubReport> Scrub() = 0;
+  // Rebuilds damaged stripes from their survivors onto healthy disks (never two shards of a
+  // stripe on one disk): the stripes queued by reads and Scrub and, with
+  // `include_failed_disks`, every stripe with a shard on a failed disk. Stripes with the
+  // fewest surviving shards go first. The index switches to the new shards only after
+  // they are durable, and only if the object did not change meanwhile.
+  virtual Result<RepairReport> Repair(bool include_failed_disks) = 0;
 
   virtual index::Index& Index() = 0;
   virtual StoreStats Stats() = 0;

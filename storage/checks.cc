@@ -1,0 +1,320 @@
+// Checks over the whole store: Fsck (index consistency), Scrub (read and verify every
+// shard record) and Repair (rebuild damaged or lost shards onto healthy disks).
+#include <cstring>
+
+#include "storage/store_impl.h"
+
+namespace cv::storage::internal {
+
+
+Result<FsckReport> StoreImpl::Fsck() {
+  auto txn = index_->BeginRead();
+  if (!txn) return tl::unexpected(txn.error());
+  FsckReport rep;
+  struct Usage {
+    uint64_t bytes = 0, objects = 0;
+  };
+  std::map<index::Id, Usage> usage;
+  std::map<std::pair<uint16_t, uint32_t>, uint64_t> live;
+  CV_TRY((*txn)->ForEachObject([&](const ObjectKey& key, const ObjectRecord& r) {
+    ++rep.objects;
+    rep.bytes += r.size;
+    usage[key.device].bytes += r.size;
+    usage[key.device].objects += 1;
+    const size_t want = r.layout == Layout::kReplicated
+                            ? r.k
+                            : size_t{StripeCount(r.size, r.k, r.shard_unit)} * (r.k + r.m);
+    if (r.shards.size() != want) {
+      rep.problems.push_back(Describe(key) + ": " + std::to_string(r.shards.size()) +
+                             " shard locations, expected " + std::to_string(want));
+    }
+    for (size_t i = 0; i < r.shards.size(); ++i) {
+      live[{r.shards[i].disk, r.shards[i].extent}] += RecordBytes(key, PayloadLen(r, i));
+    }
+    return true;
+  }));
+  CV_TRY((*txn)->ForEachDevice([&](const index::DeviceRecord& d) {
+    const Usage u = usage.count(d.id) ? usage[d.id] : Usage{};
+    if (u.bytes != d.bytes || u.objects != d.objects) {
+      rep.problems.push_back("device " + index::IdToHex(d.id) + ": counters say " +
+                             std::to_string(d.bytes) + " bytes in " + std::to_string(d.objects) +
+                             " objects, objects sum to " + std::to_string(u.bytes) + " in " +
+                             std::to_string(u.objects));
+    }
+    return true;
+  }));
+  std::map<std::pair<uint16_t, uint32_t>, uint64_t> recorded;
+  CV_TRY((*txn)->ForEachExtent([&](uint16_t disk, uint32_t ext, const index::ExtentRecord& e) {
+    recorded[{disk, ext}] = e.live_bytes;
+    return true;
+  }));
+  for (const auto& [de, bytes] : live) {
+    auto it = recorded.find(de);
+    const uint64_t have = it == recorded.end() ? 0 : it->second;
+    if (have != bytes) {
+      rep.problems.push_back("extent " + std::to_string(de.first) + "/" + std::to_string(de.second) +
+                             ": live bytes recorded " + std::to_string(have) + ", referenced " +
+                             std::to_string(bytes));
+    }
+    if (disks_.healthy(de.first) && !disks_.Get(de.first, de.second)) {
+      rep.problems.push_back("extent " + std::to_string(de.first) + "/" +
+                             std::to_string(de.second) + " is referenced but cannot be opened");
+    }
+  }
+  for (const auto& [de, bytes] : recorded) {
+    if (bytes != 0 && !live.count(de)) {
+      rep.problems.push_back("extent " + std::to_string(de.first) + "/" + std::to_string(de.second) +
+                             ": " + std::to_string(bytes) + " live bytes recorded, none referenced");
+    }
+  }
+  return rep;
+}
+
+Result<ScrubReport> StoreImpl::Scrub() {
+  std::vector<std::pair<ObjectKey, ObjectRecord>> objects;
+  {
+    auto txn = index_->BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    CV_TRY((*txn)->ForEachObject([&](const ObjectKey& k, const ObjectRecord& r) {
+      objects.emplace_back(k, r);
+      return true;
+    }));
+  }
+  ScrubReport rep;
+  AlignedBuffer buf;
+  uint64_t buf_len = 0;
+  for (const auto& [key, r] : objects) {
+    ++rep.objects;
+    const size_t width = r.layout == Layout::kReplicated ? r.shards.size() : size_t{r.k} + r.m;
+    const size_t need = r.layout == Layout::kReplicated ? 1 : r.k;
+    const uint64_t max_record = RecordBytes(key, r.layout == Layout::kReplicated
+                                                     ? static_cast<uint32_t>(r.size)
+                                                     : r.shard_unit);
+    if (max_record > buf_len) {
+      buf = AllocateAligned(max_record);
+      buf_len = max_record;
+    }
+    for (size_t st = 0; st * width < r.shards.size(); ++st) {
+      size_t good = 0;
+      bool damaged = false;
+      for (size_t i = 0; i < width; ++i) {
+        const size_t at = st * width + i;
+        const uint32_t len = PayloadLen(r, at);
+        uint8_t* target = buf.get();
+        const uint8_t shard = r.layout == Layout::kReplicated ? 0 : static_cast<uint8_t>(i);
+        auto p = ReadShard(key, r, r.shards[at], static_cast<uint32_t>(st), shard, len, target);
+        ++rep.shards_checked;
+        rep.bytes_checked += len;
+        if (p) {
+          ++good;
+          continue;
+        }
+        damaged = true;
+        ++rep.damaged_shards;
+        if (rep.damaged.size() < 1000) {
+          rep.damaged.push_back(Describe(key) + " stripe " + std::to_string(st) + " shard " +
+                                std::to_string(i) + ": " + p.error().ToString());
+        }
+      }
+      if (good < need) ++rep.lost_stripes;
+      if (damaged) QueueRepair(key, static_cast<uint32_t>(st));
+    }
+  }
+  return rep;
+}
+
+Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, RepairReport& rep) {
+  auto cur = Lookup(key);
+  if (!cur) return tl::unexpected(cur.error());
+  if (!cur->has_value()) return false;  // deleted meanwhile: nothing to repair
+  const ObjectRecord r = **cur;
+  const bool replicated = r.layout == Layout::kReplicated;
+  const size_t width = replicated ? r.shards.size() : size_t{r.k} + r.m;
+  if (width == 0 || (size_t{stripe} + 1) * width > r.shards.size()) return false;
+  const size_t need = replicated ? 1 : r.k;
+  const uint32_t L = PayloadLen(r, size_t{stripe} * width);
+  const uint64_t rb = RecordBytes(key, L);
+  const size_t hb = HeaderBytes(key);
+  ++rep.stripes_examined;
+
+  std::vector<AlignedBuffer> bufs;
+  std::vector<bool> good(width, false);
+  size_t ngood = 0, first_good = width;
+  for (size_t i = 0; i < width; ++i) {
+    bufs.push_back(AllocateAligned(rb));
+    const ShardLoc& loc = r.shards[size_t{stripe} * width + i];
+    if (loc.disk >= disks_.size() || !disks_.healthy(loc.disk)) continue;
+    const uint8_t shard = replicated ? 0 : static_cast<uint8_t>(i);
+    if (ReadShard(key, r, loc, stripe, shard, L, bufs[i].get())) {
+      good[i] = true;
+      ++ngood;
+      first_good = std::min(first_good, i);
+    }
+  }
+  if (ngood == width) return false;
+  if (ngood < need) {
+    ++rep.stripes_lost;
+    if (rep.lost.size() < 1000) {
+      rep.lost.push_back(Describe(key) + " stripe " + std::to_string(stripe) + ": " +
+                         std::to_string(ngood) + " good shards, " + std::to_string(need) +
+                         " needed");
+    }
+    return false;
+  }
+
+  // Rebuild the bad shards' records in their buffers.
+  std::vector<size_t> bad;
+  for (size_t i = 0; i < width; ++i) {
+    if (!good[i]) bad.push_back(i);
+  }
+  if (replicated) {
+    for (size_t i : bad) std::memcpy(bufs[i].get(), bufs[first_good].get(), rb);
+  } else {
+    uint8_t* shards[erasure::kMaxShards];
+    bool present[erasure::kMaxShards];
+    for (size_t i = 0; i < width; ++i) {
+      shards[i] = bufs[i].get() + hb;
+      present[i] = good[i];
+    }
+    CV_TRY(codec_->Reconstruct(L, std::span<uint8_t* const>(shards, width),
+                               std::span<const bool>(present, width)));
+    auto model = DecodeHeader(std::span<const uint8_t>(bufs[first_good].get(), rb));
+    if (!model) return Err(ErrorKind::kInternal, "verified shard lost its header");
+    for (size_t i : bad) {
+      RecordHeader h = *model;
+      h.shard = static_cast<uint8_t>(i);
+      h.payload_xxh3 = PayloadChecksum(std::span<const uint8_t>(shards[i], L));
+      EncodeHeader(h, std::span<uint8_t>(bufs[i].get(), hb));
+      std::memset(bufs[i].get() + hb + L, 0, rb - hb - L);
+    }
+  }
+
+  // Write them on healthy disks that hold no good shard of this stripe, then sync.
+  std::set<size_t> avoid;
+  for (size_t i = 0; i < width; ++i) {
+    if (good[i]) avoid.insert(r.shards[size_t{stripe} * width + i].disk);
+  }
+  std::vector<size_t> disk_ids;
+  auto placed = Place(bad.size(), rb, avoid, &disk_ids);
+  if (!placed) return tl::unexpected(placed.error());
+  std::vector<IoRequest> reqs(bad.size());
+  for (size_t j = 0; j < bad.size(); ++j) {
+    reqs[j] = {IoRequest::Op::kWrite, (*placed)[j].extent->file.get(), (*placed)[j].offset,
+               bufs[bad[j]].get(), rb};
+  }
+  Status ws = env_->Execute(reqs);
+  std::vector<std::pair<std::shared_ptr<Extent>, uint64_t>> to_sync;
+  std::vector<ShardLoc> fresh;
+  for (size_t j = 0; j < bad.size(); ++j) {
+    const Placement& p = (*placed)[j];
+    fresh.push_back(ShardLoc{p.extent->disk, p.extent->id, p.offset});
+    if (reqs[j].result == static_cast<int64_t>(rb)) {
+      to_sync.emplace_back(p.extent, p.extent->write_seq.fetch_add(1) + 1);
+      disks_.ReportSuccess(disk_ids[j]);
+    } else {
+      p.extent->poisoned = true;
+      disks_.ReportError(disk_ids[j], Error{ErrorKind::kIOError, EIO, "repair write"});
+    }
+  }
+  if (ws) ws = disks_.Sync(to_sync);
+  bool switched = false;
+  Status us = index_->Update([&](index::WriteTxn& txn) -> Status {
+    switched = false;
+    auto now = txn.GetObject(key);
+    if (!now) return tl::unexpected(now.error());
+    const bool unchanged = now->has_value() && **now == r;
+    if (!ws || !unchanged) {  // our records are garbage: book them dead
+      for (const auto& loc : fresh) CV_TRY(AddExtentBytes(txn, loc, opts_.extent_bytes, 0, rb));
+      return {};
+    }
+    ObjectRecord next = r;
+    for (size_t j = 0; j < bad.size(); ++j) {
+      ShardLoc& slot = next.shards[size_t{stripe} * width + bad[j]];
+      if (slot.disk < disks_.size()) {
+        CV_TRY(AddExtentBytes(txn, slot, opts_.extent_bytes, -static_cast<int64_t>(rb), rb));
+      }
+      slot = fresh[j];
+      CV_TRY(AddExtentBytes(txn, slot, opts_.extent_bytes, rb, 0));
+    }
+    CV_TRY(txn.PutObject(key, next));
+    switched = true;
+    return {};
+  });
+  if (!us) return tl::unexpected(us.error());
+  if (!ws) return tl::unexpected(ws.error());
+  if (switched) {
+    ++rep.stripes_repaired;
+    rep.shards_rewritten += bad.size();
+  }
+  return switched;
+}
+
+Result<RepairReport> StoreImpl::Repair(bool include_failed_disks) {
+  std::set<RepairItem> queued;
+  {
+    std::lock_guard lock(repair_mu_);
+    queued.swap(repair_queue_);
+  }
+  // Risk order: (estimated surviving shards, item). A queued stripe lost at least one shard
+  // that we know of; shards on failed disks are certainly lost.
+  std::vector<std::pair<size_t, RepairItem>> work;
+  std::set<RepairItem> seen;
+  auto failed_in = [&](const ObjectRecord& r, size_t stripe, size_t width) {
+    size_t n = 0;
+    for (size_t i = 0; i < width; ++i) {
+      const auto& loc = r.shards[stripe * width + i];
+      n += (loc.disk >= disks_.size() || !disks_.healthy(loc.disk)) ? 1 : 0;
+    }
+    return n;
+  };
+  {
+    auto txn = index_->BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    for (const auto& item : queued) {
+      const auto& [dev, type, name, stripe] = item;
+      auto rec = (*txn)->GetObject(ObjectKey{dev, static_cast<index::ObjectType>(type), name});
+      if (!rec || !rec->has_value()) continue;
+      const ObjectRecord& r = **rec;
+      const size_t width = r.layout == Layout::kReplicated ? r.shards.size() : size_t{r.k} + r.m;
+      if (width == 0 || (size_t{stripe} + 1) * width > r.shards.size()) continue;
+      const size_t lost = std::max<size_t>(1, failed_in(r, stripe, width));
+      work.emplace_back(width - std::min(width, lost), item);
+      seen.insert(item);
+    }
+    if (include_failed_disks && disks_.HealthyCount() < disks_.size()) {
+      CV_TRY((*txn)->ForEachObject([&](const ObjectKey& key, const ObjectRecord& r) {
+        const size_t width = r.layout == Layout::kReplicated ? r.shards.size() : size_t{r.k} + r.m;
+        for (size_t st = 0; width > 0 && st * width < r.shards.size(); ++st) {
+          const size_t lost = failed_in(r, st, width);
+          if (lost == 0) continue;
+          RepairItem item{key.device, static_cast<uint8_t>(key.type), key.name,
+                          static_cast<uint32_t>(st)};
+          if (seen.insert(item).second) work.emplace_back(width - lost, item);
+        }
+        return true;
+      }));
+    }
+  }
+  std::sort(work.begin(), work.end());
+  RepairReport rep;
+  for (const auto& [survivors, item] : work) {
+    const auto& [dev, type, name, stripe] = item;
+    const ObjectKey key{dev, static_cast<index::ObjectType>(type), name};
+    auto done = RepairStripe(key, stripe, rep);
+    if (!done) {
+      ++rep.still_queued;
+      QueueRepair(key, stripe);
+      Log(LogLevel::kWarn, "repair_deferred",
+          {{"object", Describe(key)}, {"stripe", std::to_string(stripe)},
+           {"error", done.error().ToString()}});
+    }
+  }
+  Log(LogLevel::kInfo, "repair_done",
+      {{"examined", std::to_string(rep.stripes_examined)},
+       {"repaired", std::to_string(rep.stripes_repaired)},
+       {"lost", std::to_string(rep.stripes_lost)},
+       {"deferred", std::to_string(rep.still_queued)}});
+  return rep;
+}
+
+}  // namespace cv::storage::internal

@@ -1,0 +1,276 @@
+// StoreImpl: the ObjectStore implementation shared by the write and read paths
+// (object_store.cc) and the checks (checks.cc: fsck, scrub, repair). Internal to storage/.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <tuple>
+
+#include "erasure/erasure.h"
+#include "storage/disk_set.h"
+#include "storage/io.h"
+#include "storage/record.h"
+#include "storage/storage.h"
+
+namespace cv::storage::internal {
+
+using index::Layout;
+using index::ObjectKey;
+using index::ObjectRecord;
+using index::ShardLoc;
+
+constexpr uint64_t kMaxObjectBytes = 1ull << 40;
+
+// Payload length of every shard of stripe s.
+inline uint32_t ShardLen(const ObjectRecord& r, uint32_t s) {
+  const uint64_t stripe_bytes = uint64_t{r.k} * r.shard_unit;
+  const uint64_t begin = uint64_t{s} * stripe_bytes;
+  const uint64_t n = std::min<uint64_t>(stripe_bytes, r.size - begin);
+  return static_cast<uint32_t>((n + r.k - 1) / r.k);
+}
+
+inline uint32_t StripeCount(uint64_t size, int k, uint32_t unit) {
+  const uint64_t stripe_bytes = uint64_t(k) * unit;
+  return static_cast<uint32_t>((size + stripe_bytes - 1) / stripe_bytes);
+}
+
+// Payload bytes of shard location `shard_index` of an object (see FORMAT.md).
+inline uint32_t PayloadLen(const ObjectRecord& r, size_t shard_index) {
+  return r.layout == Layout::kReplicated
+             ? static_cast<uint32_t>(r.size)
+             : ShardLen(r, static_cast<uint32_t>(shard_index / (r.k + r.m)));
+}
+
+inline std::string Describe(const ObjectKey& key) {
+  return index::IdToHex(key.device) + "/" + index::ObjectTypeName(key.type) + "/" + key.name;
+}
+
+
+// Dead/live accounting of shard records in the extents table.
+inline Status AddExtentBytes(index::WriteTxn& txn, const ShardLoc& loc, uint64_t capacity,
+                      int64_t live_delta, int64_t dead_delta) {
+  auto cur = txn.GetExtent(loc.disk, loc.extent);
+  if (!cur) return tl::unexpected(cur.error());
+  index::ExtentRecord rec = cur->value_or(index::ExtentRecord{capacity, 0, 0});
+  rec.live_bytes = static_cast<uint64_t>(static_cast<int64_t>(rec.live_bytes) + live_delta);
+  rec.dead_bytes = static_cast<uint64_t>(static_cast<int64_t>(rec.dead_bytes) + dead_delta);
+  return txn.PutExtent(loc.disk, loc.extent, rec);
+}
+
+class StoreImpl final : public ObjectStore {
+ public:
+  StoreImpl(StoreOptions opts, std::unique_ptr<Env> owned_env, Env* env,
+            std::unique_ptr<erasure::Codec> codec, std::unique_ptr<index::Index> idx)
+      : opts_(std::move(opts)),
+        owned_env_(std::move(owned_env)),
+        env_(env),
+        codec_(std::move(codec)),
+        index_(std::move(idx)),
+        disks_(env_, opts_.disks, opts_.extent_bytes, opts_.try_direct) {}
+
+  Status Init() {
+    auto txn = index_->BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    auto node = (*txn)->GetMeta("node_id");
+    auto profile = (*txn)->GetMeta("erasure_profile");
+    auto ndisks = (*txn)->GetMeta("disk_count");
+    txn->reset();
+    if (!node) return tl::unexpected(node.error());
+    const std::string want_profile = std::to_string(opts_.k) + "+" + std::to_string(opts_.m);
+    if (!node->has_value()) {
+      node_id_ = RandomHex(16);
+      disks_.Open(node_id_, /*create=*/true);
+      CV_TRY(index_->Update([&](index::WriteTxn& w) -> Status {
+        CV_TRY(w.PutMeta("node_id", node_id_));
+        CV_TRY(w.PutMeta("erasure_profile", want_profile));
+        return w.PutMeta("disk_count", std::to_string(opts_.disks.size()));
+      }));
+      Log(LogLevel::kInfo, "node_created", {{"node_id", node_id_}, {"profile", want_profile}});
+    } else {
+      node_id_ = **node;
+      if (!profile || profile->value_or("") != want_profile) {
+        return Err(ErrorKind::kInvalidArgument,
+                   "erasure profile " + want_profile + " differs from the node's " +
+                       (profile ? profile->value_or("?") : "?"));
+      }
+      if (!ndisks || ndisks->value_or("") != std::to_string(opts_.disks.size())) {
+        return Err(ErrorKind::kInvalidArgument, "number of disks differs from the node's");
+      }
+      disks_.Open(node_id_, /*create=*/false);
+    }
+    Log(LogLevel::kInfo, "store_open",
+        {{"node_id", node_id_},
+         {"disks", std::to_string(disks_.size())},
+         {"healthy", std::to_string(disks_.HealthyCount())},
+         {"io", env_->Name()}});
+    return {};
+  }
+
+  Result<std::unique_ptr<Writer>> BeginPut(const ObjectKey& key, uint64_t size) override;
+  Result<std::optional<ObjectInfo>> Head(const ObjectKey& key) override {
+    auto rec = Lookup(key);
+    if (!rec) return tl::unexpected(rec.error());
+    if (!rec->has_value()) return std::optional<ObjectInfo>();
+    return std::optional<ObjectInfo>(Info(key, **rec));
+  }
+  Result<std::unique_ptr<Reader>> Open(const ObjectKey& key, uint64_t offset,
+                                       uint64_t length) override;
+  Status Delete(const ObjectKey& key) override {
+    return index_->Update([&](index::WriteTxn& txn) -> Status {
+      auto rec = txn.GetObject(key);
+      if (!rec) return tl::unexpected(rec.error());
+      if (!rec->has_value()) return Err(ErrorKind::kNotFound, "no such object");
+      CV_TRY(txn.DeleteObject(key));
+      return AccountRecords(txn, key, **rec, /*live=*/false);
+    });
+  }
+  Result<std::vector<ObjectInfo>> List(const index::Id& device,
+                                       std::optional<index::ObjectType> type,
+                                       std::string_view start_after, size_t limit) override {
+    auto txn = index_->BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    auto rows = (*txn)->ListObjects(device, type, start_after, limit);
+    if (!rows) return tl::unexpected(rows.error());
+    std::vector<ObjectInfo> out;
+    out.reserve(rows->size());
+    for (const auto& [k, r] : *rows) out.push_back(Info(k, r));
+    return out;
+  }
+  Result<FsckReport> Fsck() override;
+  Result<ScrubReport> Scrub() override;
+  Result<RepairReport> Repair(bool include_failed_disks) override;
+  // Repairs one stripe; false when there was nothing to do or the object is gone.
+  Result<bool> RepairStripe(const ObjectKey& key, uint32_t stripe, RepairReport& rep);
+
+  // Picks `count` distinct healthy disks, rotating the start so that load spreads and
+  // skipping `avoid`, and reserves `len` bytes on each.
+  Result<std::vector<Placement>> Place(size_t count, uint64_t len, const std::set<size_t>& avoid,
+                                       std::vector<size_t>* disks_out) {
+    const size_t n = disks_.size();
+    const size_t start = placement_cursor_.fetch_add(1) % n;
+    std::vector<Placement> out;
+    bool saw_full = false;
+    for (size_t i = 0; i < n && out.size() < count; ++i) {
+      const size_t d = (start + i) % n;
+      if (!disks_.healthy(d) || avoid.count(d)) continue;
+      auto p = disks_.Reserve(d, len);
+      if (!p) {
+        if (p.error().kind == ErrorKind::kNoSpace) saw_full = true;
+        disks_.ReportError(d, p.error());
+        continue;
+      }
+      out.push_back(std::move(*p));
+      disks_out->push_back(d);
+    }
+    if (out.size() < count) {
+      if (saw_full) return Err(ErrorKind::kNoSpace, "not enough data disks with free space");
+      return Err(ErrorKind::kUnavailable,
+                 "not enough healthy data disks (" + std::to_string(disks_.HealthyCount()) +
+                     " healthy, " + std::to_string(count) + " needed)");
+    }
+    return out;
+  }
+  index::Index& Index() override { return *index_; }
+  StoreStats Stats() override {
+    StoreStats s;
+    s.reconstructed_reads = reconstructed_.load();
+    s.corrupt_shards = corrupt_.load();
+    {
+      std::lock_guard lock(repair_mu_);
+      s.pending_repairs = repair_queue_.size();
+    }
+    for (size_t d = 0; d < disks_.size(); ++d) {
+      DiskStatus ds;
+      ds.path = disks_.path(d);
+      ds.failed = !disks_.healthy(d);
+      ds.errors = disks_.errors(d);
+      if (auto st = env_->StatFs(ds.path)) {
+        ds.total_bytes = st->total_bytes;
+        ds.free_bytes = st->free_bytes;
+      }
+      s.disks.push_back(ds);
+    }
+    s.io_engine = env_->Name();
+    return s;
+  }
+  bool Ready() override {
+    if (disks_.HealthyCount() < static_cast<size_t>(opts_.k + opts_.m)) return false;
+    return index_->BeginRead().has_value();
+  }
+
+  // ---- shared with Writer and Reader ----
+  Result<std::optional<ObjectRecord>> Lookup(const ObjectKey& key) {
+    auto txn = index_->BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    return (*txn)->GetObject(key);
+  }
+  static ObjectInfo Info(const ObjectKey& key, const ObjectRecord& r) {
+    return ObjectInfo{key, r.size, r.created_ns, r.sha256};
+  }
+  // Adds (live) or moves to dead (!live) the bytes of every record of an object.
+  Status AccountRecords(index::WriteTxn& txn, const ObjectKey& key, const ObjectRecord& r,
+                        bool live) {
+    for (size_t i = 0; i < r.shards.size(); ++i) {
+      const int64_t b = static_cast<int64_t>(RecordBytes(key, PayloadLen(r, i)));
+      CV_TRY(AddExtentBytes(txn, r.shards[i], opts_.extent_bytes, live ? b : -b, live ? 0 : b));
+    }
+    return {};
+  }
+  using RepairItem = std::tuple<index::Id, uint8_t, std::string, uint32_t>;
+  void QueueRepair(const ObjectKey& key, uint32_t stripe) {
+    std::lock_guard lock(repair_mu_);
+    if (repair_queue_.size() < 1000000) {
+      repair_queue_.emplace(key.device, static_cast<uint8_t>(key.type), key.name, stripe);
+    }
+  }
+
+  // Reads one shard record and verifies it. On success `payload` points into buf.
+  Result<std::span<const uint8_t>> ReadShard(const ObjectKey& key, const ObjectRecord& r,
+                                             const ShardLoc& loc, uint32_t stripe, uint8_t shard,
+                                             uint32_t payload_len, uint8_t* buf) {
+    auto ext = disks_.Get(loc.disk, loc.extent);
+    if (!ext) return tl::unexpected(ext.error());
+    const uint64_t len = RecordBytes(key, payload_len);
+    IoRequest req{IoRequest::Op::kRead, (*ext)->file.get(), loc.offset, buf, len};
+    Status s = env_->Execute(std::span(&req, 1));
+    if (!s) {
+      disks_.ReportError(loc.disk, s.error());
+      return tl::unexpected(s.error());
+    }
+    disks_.ReportSuccess(loc.disk);
+    auto bad = [&](const char* why) {
+      corrupt_.fetch_add(1);
+      Log(LogLevel::kWarn, "shard_corrupt",
+          {{"object", key.name}, {"stripe", std::to_string(stripe)}, {"shard", std::to_string(shard)},
+           {"disk", disks_.path(loc.disk)}, {"why", why}});
+      return Err(ErrorKind::kCorruption, why);
+    };
+    if (static_cast<uint64_t>(req.result) < len) return bad("short record");
+    auto h = DecodeHeader(std::span<const uint8_t>(buf, len));
+    if (!h) return bad("bad header");
+    if (!(h->key == key) || h->stripe != stripe || h->payload_len != payload_len ||
+        h->object_size != r.size || (r.layout == Layout::kErasure && h->shard != shard)) {
+      return bad("header names another shard");
+    }
+    std::span<const uint8_t> payload(buf + HeaderBytes(key), payload_len);
+    if (PayloadChecksum(payload) != h->payload_xxh3) return bad("payload checksum mismatch");
+    return payload;
+  }
+
+  StoreOptions opts_;
+  std::unique_ptr<Env> owned_env_;
+  Env* env_;
+  std::unique_ptr<erasure::Codec> codec_;
+  std::unique_ptr<index::Index> index_;
+  DiskSet disks_;
+  std::string node_id_;
+  std::atomic<uint64_t> reconstructed_{0}, corrupt_{0};
+  std::atomic<uint64_t> placement_cursor_{0};
+  std::mutex repair_mu_;
+  std::set<RepairItem> repair_queue_;
+};
+
+}  // namespace cv::storage::internal

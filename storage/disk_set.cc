@@ -159,6 +159,44 @@ Result<Placement> DiskSet::Reserve(size_t d, uint64_t len) {
   return p;
 }
 
+Result<std::vector<uint32_t>> DiskSet::ExtentIds(size_t d) {
+  auto names = env_->ListDir(disks_[d]->path + "/extents");
+  if (!names) return tl::unexpected(names.error());
+  std::vector<uint32_t> ids;
+  for (const auto& n : *names) {
+    unsigned id = 0;
+    char tail = 0;
+    if (n.size() == 12 && std::sscanf(n.c_str(), "%8x.ex%c", &id, &tail) == 2 && tail == 't') {
+      ids.push_back(id);
+    }
+  }
+  return ids;
+}
+
+bool DiskSet::IsActive(size_t d, uint32_t id) {
+  Disk& disk = *disks_[d];
+  std::lock_guard lock(disk.mu);
+  return disk.active && disk.active->id == id;
+}
+
+Result<bool> DiskSet::Retire(size_t d, uint32_t id) {
+  Disk& disk = *disks_[d];
+  {
+    std::lock_guard lock(disk.mu);
+    if (disk.active && disk.active->id == id) return false;
+    auto it = disk.open.find(id);
+    if (it != disk.open.end()) {
+      // Only the map holds it: nobody can be about to write or read through this handle,
+      // and no new reservation can land in a non-active extent.
+      if (it->second.use_count() > 1) return false;
+      disk.open.erase(it);
+    }
+    CV_TRY(env_->Remove(ExtentPath(d, id)));
+  }
+  CV_TRY(env_->SyncDir(disk.path + "/extents"));
+  return true;
+}
+
 Result<std::shared_ptr<Extent>> DiskSet::Get(size_t d, uint32_t extent_id) {
   if (d >= disks_.size()) return Err(ErrorKind::kCorruption, "shard on unknown disk");
   Disk& disk = *disks_[d];

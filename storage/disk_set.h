@@ -69,6 +69,15 @@ class DiskSet {
   // longer be trusted).
   Status Sync(std::span<const std::pair<std::shared_ptr<Extent>, uint64_t>> extents);
 
+  // Extent files present on disk d, by id (from the directory listing).
+  Result<std::vector<uint32_t>> ExtentIds(size_t d);
+  // True if extent `id` is the one disk d currently appends to.
+  bool IsActive(size_t d, uint32_t id);
+  // Deletes an extent file and forgets it, unless it is the active extent or someone holds
+  // it (an upload whose commit is pending, a reader, a repair): then false, nothing done.
+  // REQUIRES: the index references no record in it.
+  Result<bool> Retire(size_t d, uint32_t id);
+
   // I/O outcome reports: kDiskFailAfter consecutive I/O errors mark a disk failed.
   void ReportError(size_t d, const Error& e);
   void ReportSuccess(size_t d);

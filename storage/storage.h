@@ -110,6 +110,22 @@ struct RepairReport {
   std::vector<std::string> lost;  // at most 1000
 };
 
+struct CompactOptions {
+  // Extents whose live bytes are at most this share of their size are rewritten.
+  double max_live_ratio = 0.5;
+  // Throttle for copying live records, so that client traffic keeps the disks (0 = none).
+  uint64_t max_bytes_per_sec = 0;
+};
+
+struct CompactReport {
+  uint64_t extents_examined = 0;
+  uint64_t extents_removed = 0;
+  uint64_t records_moved = 0;
+  uint64_t bytes_moved = 0;
+  uint64_t bytes_reclaimed = 0;  // size of the extent files removed
+  std::vector<std::string> problems;
+};
+
 class ObjectStore {
  public:
   // Opens the node, creating disks' layout and the index on first use. A disk directory that
@@ -147,6 +163,12 @@ class ObjectStore {
   // fewest surviving shards go first. The index switches to the new shards only after
   // they are durable, and only if the object did not change meanwhile.
   virtual Result<RepairReport> Repair(bool include_failed_disks) = 0;
+  // Returns the space of deleted objects to the file system: every extent that is not being
+  // appended to and whose live share is at most max_live_ratio has its live records copied
+  // (checksums verified) to the same disk's active extent, the index switched atomically,
+  // then the extent file removed. Extents with no live bytes need no free space at all, so
+  // compaction after a large delete works on a full disk.
+  virtual Result<CompactReport> Compact(const CompactOptions& options) = 0;
 
   virtual index::Index& Index() = 0;
   virtual StoreStats Stats() = 0;

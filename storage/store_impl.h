@@ -142,6 +142,9 @@ class StoreImpl final : public ObjectStore {
   Result<FsckReport> Fsck() override;
   Result<ScrubReport> Scrub() override;
   Result<RepairReport> Repair(bool include_failed_disks) override;
+  Result<CompactReport> Compact(const CompactOptions& options) override;
+  // Copies the live records of one extent to its disk's active extent; see compaction.cc.
+  Status MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& options, CompactReport& rep);
   // Repairs one stripe; false when there was nothing to do or the object is gone.
   Result<bool> RepairStripe(const ObjectKey& key, uint32_t stripe, RepairReport& rep);
 

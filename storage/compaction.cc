@@ -1,0 +1,245 @@
+// Compaction: give the space of deleted (and never-committed) shard records back to the
+// file system. See ObjectStore::Compact in storage.h for the contract.
+//
+// An extent only ever receives new records while it is its disk's active extent; after that
+// its set of live records can only shrink (deletes, repairs, compaction moving them away).
+// So an extent that is not active, that nobody holds, and in which the index references
+// nothing can be deleted.
+#include <chrono>
+#include <thread>
+
+#include "storage/store_impl.h"
+
+namespace cv::storage::internal {
+namespace {
+
+struct Candidate {
+  ObjectKey key;
+  uint64_t offset = 0;
+  uint64_t bytes = 0;
+};
+
+// Finds every valid record header in an extent (4096-byte steps; a record skips its length).
+Result<std::vector<Candidate>> ScanExtent(Env* env, Extent& ext) {
+  constexpr size_t kChunk = 1 << 20;
+  AlignedBuffer buf = AllocateAligned(kChunk);
+  std::vector<Candidate> out;
+  uint64_t off = 0;
+  while (off + kRecordAlign <= ext.capacity) {
+    IoRequest req{IoRequest::Op::kRead, ext.file.get(), off, buf.get(),
+                  static_cast<size_t>(std::min<uint64_t>(kChunk, ext.capacity - off))};
+    CV_TRY(env->Execute(std::span(&req, 1)));
+    if (req.result <= 0) break;
+    const uint64_t got = static_cast<uint64_t>(req.result) / kRecordAlign * kRecordAlign;
+    uint64_t at = 0;
+    while (at < got) {
+      auto h = DecodeHeader(std::span<const uint8_t>(buf.get() + at, got - at));
+      if (!h) {
+        at += kRecordAlign;
+        continue;
+      }
+      const uint64_t len = RecordBytes(h->key, h->payload_len);
+      out.push_back(Candidate{h->key, off + at, len});
+      at += len;  // may run past this chunk: the next read starts after the record
+    }
+    off += std::max<uint64_t>(at, kRecordAlign);
+  }
+  return out;
+}
+
+// Where a record at (d, id, offset) sits in an object's record, or -1.
+ptrdiff_t FindLoc(const ObjectRecord& r, size_t d, uint32_t id, uint64_t offset) {
+  for (size_t j = 0; j < r.shards.size(); ++j) {
+    const ShardLoc& loc = r.shards[j];
+    if (loc.disk == d && loc.extent == id && loc.offset == offset) return static_cast<ptrdiff_t>(j);
+  }
+  return -1;
+}
+
+}  // namespace
+
+Status StoreImpl::MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& options,
+                                  CompactReport& rep) {
+  auto ext = disks_.Get(d, id);
+  if (!ext) return tl::unexpected(ext.error());
+  auto found = ScanExtent(env_, **ext);
+  if (!found) return tl::unexpected(found.error());
+  const auto started = std::chrono::steady_clock::now();
+  uint64_t moved_bytes = 0;
+
+  // Copies are written one by one but made durable and indexed in batches: one grouped
+  // fdatasync and one LMDB transaction per kBatch records.
+  constexpr size_t kBatch = 64;
+  struct Move {
+    ObjectKey key;
+    ObjectRecord was;
+    size_t slot;
+    ShardLoc fresh;
+    uint64_t bytes;
+  };
+  std::vector<Move> batch;
+  std::vector<std::pair<std::shared_ptr<Extent>, uint64_t>> to_sync;
+  // With writes_ok == false (a copy failed) nothing of the batch is switched.
+  auto flush = [&](bool writes_ok) -> Status {
+    if (batch.empty()) return {};
+    Status synced = writes_ok ? disks_.Sync(to_sync)
+                              : Status(Err(ErrorKind::kIOError, "a compaction copy failed"));
+    CV_TRY(index_->Update([&](index::WriteTxn& txn) -> Status {
+      for (const Move& mv : batch) {
+        auto now = txn.GetObject(mv.key);
+        if (!now) return tl::unexpected(now.error());
+        const int64_t b = static_cast<int64_t>(mv.bytes);
+        // Switch only if the object is the same one (not deleted and re-uploaded) and this
+        // slot still points where we copied from; other slots may have moved in this batch.
+        const bool same = now->has_value() && (*now)->created_ns == mv.was.created_ns &&
+                          (*now)->shards.size() == mv.was.shards.size() &&
+                          (*now)->shards[mv.slot] == mv.was.shards[mv.slot];
+        if (!synced || !same) {
+          CV_TRY(AddExtentBytes(txn, mv.fresh, opts_.extent_bytes, 0, b));  // copy is garbage
+          continue;
+        }
+        ObjectRecord next = **now;
+        next.shards[mv.slot] = mv.fresh;
+        CV_TRY(AddExtentBytes(txn, mv.was.shards[mv.slot], opts_.extent_bytes, -b, b));
+        CV_TRY(AddExtentBytes(txn, mv.fresh, opts_.extent_bytes, b, 0));
+        CV_TRY(txn.PutObject(mv.key, next));
+      }
+      return {};
+    }));
+    batch.clear();
+    to_sync.clear();
+    return synced;
+  };
+
+  for (const Candidate& c : *found) {
+    auto cur = Lookup(c.key);
+    if (!cur) return tl::unexpected(cur.error());
+    if (!cur->has_value()) continue;
+    const ObjectRecord& r = **cur;
+    const ptrdiff_t j = FindLoc(r, d, id, c.offset);
+    if (j < 0) continue;  // dead record
+    const bool replicated = r.layout == Layout::kReplicated;
+    const size_t width = replicated ? r.shards.size() : size_t{r.k} + r.m;
+    const uint32_t stripe = static_cast<uint32_t>(j / width);
+    const uint8_t shard = replicated ? 0 : static_cast<uint8_t>(j % width);
+    const uint32_t len = PayloadLen(r, static_cast<size_t>(j));
+    const uint64_t rb = RecordBytes(c.key, len);
+    AlignedBuffer buf = AllocateAligned(rb);
+    if (!ReadShard(c.key, r, r.shards[j], stripe, shard, len, buf.get())) {
+      // Never copy damage: let repair rebuild this shard elsewhere; the extent stays for now.
+      QueueRepair(c.key, stripe);
+      rep.problems.push_back(Describe(c.key) + ": damaged record left for repair");
+      continue;
+    }
+    auto placed = disks_.Reserve(d, rb);  // same disk: a stripe keeps its distinct disks
+    if (!placed) {
+      CV_TRY(flush(true));
+      return tl::unexpected(placed.error());
+    }
+    IoRequest w{IoRequest::Op::kWrite, placed->extent->file.get(), placed->offset, buf.get(), rb};
+    const ShardLoc fresh{static_cast<uint16_t>(d), placed->extent->id, placed->offset};
+    batch.push_back(Move{c.key, r, static_cast<size_t>(j), fresh, rb});
+    if (Status ws = env_->Execute(std::span(&w, 1)); !ws) {
+      placed->extent->poisoned = true;
+      (void)flush(false);
+      return ws;
+    }
+    to_sync.emplace_back(placed->extent, placed->extent->write_seq.fetch_add(1) + 1);
+    ++rep.records_moved;
+    rep.bytes_moved += rb;
+    moved_bytes += rb;
+    if (batch.size() >= kBatch) CV_TRY(flush(true));
+    if (options.max_bytes_per_sec > 0) {
+      const auto due = started + std::chrono::duration<double>(double(moved_bytes) /
+                                                               double(options.max_bytes_per_sec));
+      std::this_thread::sleep_until(due);
+    }
+  }
+  return flush(true);
+}
+
+Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
+  CompactReport rep;
+  std::map<std::pair<uint16_t, uint32_t>, index::ExtentRecord> recorded;
+  {
+    auto txn = index_->BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    CV_TRY((*txn)->ForEachExtent([&](uint16_t disk, uint32_t ext, const index::ExtentRecord& e) {
+      recorded[{disk, ext}] = e;
+      return true;
+    }));
+  }
+  auto live_of = [&](size_t d, uint32_t id) -> Result<uint64_t> {
+    auto txn = index_->BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    auto e = (*txn)->GetExtent(static_cast<uint16_t>(d), id);
+    if (!e) return tl::unexpected(e.error());
+    return e->has_value() ? (*e)->live_bytes : 0;
+  };
+  for (size_t d = 0; d < disks_.size(); ++d) {
+    if (!disks_.healthy(d)) continue;
+    auto ids = disks_.ExtentIds(d);
+    if (!ids) {
+      rep.problems.push_back(disks_.path(d) + ": " + ids.error().ToString());
+      continue;
+    }
+    for (uint32_t id : *ids) {
+      if (disks_.IsActive(d, id)) continue;
+      ++rep.extents_examined;
+      auto it = recorded.find({static_cast<uint16_t>(d), id});
+      const uint64_t live = it == recorded.end() ? 0 : it->second.live_bytes;
+      const uint64_t capacity = it == recorded.end() ? opts_.extent_bytes : it->second.capacity;
+      if (live > 0) {
+        if (double(live) > options.max_live_ratio * double(capacity)) continue;
+        if (Status s = MoveLiveRecords(d, id, options, rep); !s) {
+          rep.problems.push_back(disks_.path(d) + " extent " + std::to_string(id) + ": " +
+                                 s.error().ToString());
+          continue;
+        }
+      }
+      auto now_live = live_of(d, id);
+      if (!now_live || *now_live != 0) continue;
+      auto ext = disks_.Get(d, id);
+      const uint64_t size = ext ? (*ext)->capacity : 0;
+      ext = Err(ErrorKind::kInternal, "released");  // drop our reference before Retire
+      auto retired = disks_.Retire(d, id);
+      if (!retired) {
+        rep.problems.push_back(disks_.path(d) + " extent " + std::to_string(id) + ": " +
+                               retired.error().ToString());
+        continue;
+      }
+      if (!*retired) continue;  // busy: next time
+      ++rep.extents_removed;
+      rep.bytes_reclaimed += size;
+      if (it != recorded.end()) {
+        CV_TRY(index_->Update([&](index::WriteTxn& txn) -> Status {
+          auto e = txn.GetExtent(static_cast<uint16_t>(d), id);
+          if (!e) return tl::unexpected(e.error());
+          if (!e->has_value()) return {};
+          return txn.DeleteExtent(static_cast<uint16_t>(d), id);
+        }));
+      }
+    }
+  }
+  // Records of extents whose files are gone (a crash between removing the file and this
+  // record) carry no live bytes: drop them.
+  for (const auto& [de, e] : recorded) {
+    if (e.live_bytes != 0 || !disks_.healthy(de.first)) continue;
+    auto ids = disks_.ExtentIds(de.first);
+    if (!ids || std::find(ids->begin(), ids->end(), de.second) != ids->end()) continue;
+    CV_TRY(index_->Update([&](index::WriteTxn& txn) -> Status {
+      auto cur = txn.GetExtent(de.first, de.second);
+      if (!cur) return tl::unexpected(cur.error());
+      if (!cur->has_value() || (*cur)->live_bytes != 0) return {};
+      return txn.DeleteExtent(de.first, de.second);
+    }));
+  }
+  Log(LogLevel::kInfo, "compaction_done",
+      {{"examined", std::to_string(rep.extents_examined)},
+       {"removed", std::to_string(rep.extents_removed)},
+       {"moved_records", std::to_string(rep.records_moved)},
+       {"reclaimed_bytes", std::to_string(rep.bytes_reclaimed)}});
+  return rep;
+}
+
+}  // namespace cv::storage::internal

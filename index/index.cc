@@ -40,6 +40,7 @@
 #include <set>
 #include <shared_mutex>
 
+#include "index/accounts.h"
 #include "index/lmdb_env.h"
 #include "index/schema.h"
 
@@ -88,7 +89,10 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr const char* kFormatKey = "index_format";
-constexpr uint64_t kFormatVersion = 1;
+// 2: the account model's databases (format 1 had objects, extents, devices and meta only;
+// Open upgrades it by building devices_by_account).
+constexpr uint64_t kFormatVersion = 2;
+constexpr unsigned kMaxDbs = 32;  // named databases: internal::kDatabases, with room to grow
 constexpr unsigned kMaxReaders = 512;
 // Bounds the dirty pages of one LMDB transaction (MDB_TXN_FULL) and the work lost to a
 // re-run after growth.
@@ -171,12 +175,7 @@ struct Registration {
   }
 };
 
-struct Dbis {
-  MDB_dbi objects = 0;
-  MDB_dbi extents = 0;
-  MDB_dbi devices = 0;
-  MDB_dbi meta = 0;
-};
+using internal::Dbis;
 
 // Set while the leader runs fns: an Update from inside a fn would wait for itself.
 thread_local bool t_in_update_fn = false;
@@ -333,8 +332,45 @@ class TxnReads : public Interface {
     return std::move(*value);
   }
 
+  // The account model: accounts.cc.
+  Result<std::optional<Partner>> GetPartner(const Id& id) final {
+    return accounts_.GetPartner(id);
+  }
+  Result<std::vector<Partner>> ListPartners(const std::optional<Id>& start_after,
+                                            size_t limit) final {
+    return accounts_.ListPartners(start_after, limit);
+  }
+  Result<std::optional<Account>> GetAccount(const Id& id) final {
+    return accounts_.GetAccount(id);
+  }
+  Result<std::vector<Account>> ListAccounts(const AccountQuery& query) final {
+    return accounts_.ListAccounts(query);
+  }
+  Result<std::optional<AddOn>> GetAddOn(const Id& account, const Id& addon) final {
+    return accounts_.GetAddOn(account, addon);
+  }
+  Result<std::vector<AddOn>> ListAddOns(const Id& account) final {
+    return accounts_.ListAddOns(account);
+  }
+  Result<std::vector<DeviceRecord>> ListDevices(const Id& account) final {
+    return accounts_.ListDevices(account);
+  }
+  Result<std::optional<AdminKey>> GetAdminKey(const Id& id) final {
+    return accounts_.GetAdminKey(id);
+  }
+  Result<std::optional<AdminKey>> GetAdminKeyBySecretHash(const Sha256Digest& hash) final {
+    return accounts_.GetAdminKeyBySecretHash(hash);
+  }
+  Result<std::vector<AuditRecord>> ListAudit(const AuditQuery& query) final {
+    return accounts_.ListAudit(query);
+  }
+  Result<std::optional<Job>> GetJob(const Id& id) final { return accounts_.GetJob(id); }
+  Result<std::vector<Job>> ListJobs(const JobQuery& query) final {
+    return accounts_.ListJobs(query);
+  }
+
  protected:
-  TxnReads(const Dbis& dbis, MDB_txn* txn) : dbis_(dbis), txn_(txn) {}
+  TxnReads(const Dbis& dbis, MDB_txn* txn) : dbis_(dbis), txn_(txn), accounts_(dbis, txn) {}
 
   // The id is stored in both key and value; they must agree.
   static Result<DeviceRecord> DecodeDeviceFor(const Id& id, std::string_view bytes) {
@@ -349,6 +385,7 @@ class TxnReads : public Interface {
 
   const Dbis& dbis_;
   MDB_txn* const txn_;
+  internal::AccountReads accounts_;
 };
 
 class ReadTxnImpl final : public TxnReads<Txn> {
@@ -365,7 +402,8 @@ class ReadTxnImpl final : public TxnReads<Txn> {
 // What a fn sees: a nested transaction owned by the leader.
 class WriteTxnImpl final : public TxnReads<WriteTxn> {
  public:
-  WriteTxnImpl(const Dbis& dbis, mdb::WriteTxn& txn) : TxnReads(dbis, txn.get()), txn_(txn) {}
+  WriteTxnImpl(const Dbis& dbis, mdb::WriteTxn& txn)
+      : TxnReads(dbis, txn.get()), txn_(txn), writes_(dbis, txn) {}
 
   Status PutObject(const ObjectKey& key, const ObjectRecord& rec) override {
     auto k = schema::EncodeObjectKey(key);
@@ -381,7 +419,7 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
     auto put = txn_.Put(dbis_.objects, *k, *v);
     if (!put) return Prefixed(put.error(), "put object " + KeyText(key));
     if (!*device) return {};
-    DeviceRecord& d = **device;
+    DeviceRecord d = **device;
     if (*old) {
       d.bytes = d.bytes - std::min(d.bytes, (*old)->size) + rec.size;
     } else {
@@ -391,7 +429,7 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
       // objects and must not make the device look recently active.
       d.last_upload_ns = std::max(d.last_upload_ns, rec.created_ns);
     }
-    return PutDevice(d);
+    return writes_.WriteDevice(d, *device);  // and so the account's counters
   }
 
   Status DeleteObject(const ObjectKey& key) override {
@@ -405,11 +443,11 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
     auto del = txn_.Del(dbis_.objects, *k);
     if (!del) return Prefixed(del.error(), "delete object " + KeyText(key));
     if (!*device) return {};
-    DeviceRecord& d = **device;
+    DeviceRecord d = **device;
     // Saturating: counters of a device record created after its objects must not wrap.
     d.bytes -= std::min(d.bytes, (*old)->size);
     d.objects -= std::min<uint64_t>(d.objects, 1);
-    return PutDevice(d);
+    return writes_.WriteDevice(d, *device);  // and so the account's counters
   }
 
   Status PutExtent(uint16_t disk, uint32_t extent, const ExtentRecord& rec) override {
@@ -427,18 +465,17 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
   }
 
   Status PutDevice(const DeviceRecord& rec) override {
-    auto v = schema::EncodeDevice(rec);
-    if (!v) return tl::unexpected(v.error());
-    auto put = txn_.Put(dbis_.devices, schema::EncodeDeviceKey(rec.id), *v);
-    if (!put) return Prefixed(put.error(), "put device " + IdToHex(rec.id));
-    return {};
+    // The old record says which account loses what; a corrupt one is not overwritten.
+    auto old = GetDevice(rec.id);
+    if (!old) return tl::unexpected(old.error());
+    return writes_.WriteDevice(rec, *old);
   }
 
   Status DeleteDevice(const Id& id) override {
-    auto del = txn_.Del(dbis_.devices, schema::EncodeDeviceKey(id));
-    if (!del) return Prefixed(del.error(), "delete device " + IdToHex(id));
-    if (!*del) return Err(ErrorKind::kNotFound, "device " + IdToHex(id));
-    return {};
+    auto old = GetDevice(id);
+    if (!old) return tl::unexpected(old.error());
+    if (!*old) return Err(ErrorKind::kNotFound, "device " + IdToHex(id));
+    return writes_.RemoveDevice(**old);
   }
 
   Status PutMeta(std::string_view key, std::string_view value) override {
@@ -452,8 +489,36 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
     return {};
   }
 
+  // The account model: accounts.cc.
+  Status PutPartner(const Partner& rec) override { return writes_.PutPartner(rec); }
+  Status DeletePartner(const Id& id) override { return writes_.DeletePartner(id); }
+  Status PutAccount(const Account& rec) override { return writes_.PutAccount(rec); }
+  Status DeleteAccount(const Id& id) override { return writes_.DeleteAccount(id); }
+  Status PutAddOn(const AddOn& rec) override { return writes_.PutAddOn(rec); }
+  Status DeleteAddOn(const Id& account, const Id& addon) override {
+    return writes_.DeleteAddOn(account, addon);
+  }
+  Status PutAdminKey(const AdminKey& rec) override { return writes_.PutAdminKey(rec); }
+  Status DeleteAdminKey(const Id& id) override { return writes_.DeleteAdminKey(id); }
+  Result<uint64_t> AppendAudit(const AuditRecord& rec) override {
+    return writes_.AppendAudit(rec);
+  }
+  Status PutJob(const Job& rec) override { return writes_.PutJob(rec); }
+  Status DeleteJob(const Id& id) override { return writes_.DeleteJob(id); }
+  Result<QuotaDecision> Reserve(const Id& account, uint64_t bytes, int64_t now_ns) override {
+    return writes_.Reserve(account, bytes, now_ns);
+  }
+  Status Release(const Id& account, uint64_t bytes) override {
+    return writes_.Release(account, bytes);
+  }
+  Status ClearReservations() override { return writes_.ClearReservations(); }
+
+  // Upgrades format 1: its devices were not indexed by account.
+  Status IndexAllDevices() { return writes_.IndexAllDevices(); }
+
  private:
   mdb::WriteTxn& txn_;
+  internal::AccountWrites writes_;
 };
 
 class IndexImpl final : public Index {
@@ -505,16 +570,13 @@ Status IndexImpl::OpenDatabases() {
     auto txn = mdb::WriteTxn::Begin(env_);
     if (!txn) return tl::unexpected(txn.error());
     Status st;
-    for (auto [name, dbi] : {std::pair{"objects", &dbis_.objects},
-                             {"extents", &dbis_.extents},
-                             {"devices", &dbis_.devices},
-                             {"meta", &dbis_.meta}}) {
+    for (auto [name, member] : internal::kDatabases) {
       auto opened = txn->OpenDb(name);
       if (!opened) {
         st = tl::unexpected(opened.error());
         break;
       }
-      *dbi = *opened;
+      dbis_.*member = *opened;
     }
     if (st) st = txn->Commit();
     if (st) return {};
@@ -547,6 +609,15 @@ Status IndexImpl::CheckFormat() {
                                                 ", newer than this build understands (" +
                                                 std::to_string(kFormatVersion) + ")");
   }
+  if (version == kFormatVersion) return {};
+  // 1 -> 2: the new databases exist (OpenDatabases created them) and are empty but for
+  // devices_by_account, which must list the existing devices.
+  CV_TRY(Update([](WriteTxn& txn) -> Status {
+    CV_TRY(static_cast<WriteTxnImpl&>(txn).IndexAllDevices());
+    return txn.PutMeta(kFormatKey, std::to_string(kFormatVersion));
+  }));
+  Log(LogLevel::kInfo, "index_format_upgraded",
+      {{"dir", options_.dir}, {"from", *stored}, {"to", std::to_string(kFormatVersion)}});
   return {};
 }
 
@@ -735,7 +806,7 @@ Result<std::unique_ptr<Index>> Index::Open(const Options& options) {
   if (!OpenDirRegistry::Add(canonical)) {
     return Err(ErrorKind::kConflict, "index " + canonical + " is already open in this process");
   }
-  auto env = mdb::Env::Open({options.dir, initial, 4, kMaxReaders});
+  auto env = mdb::Env::Open({options.dir, initial, kMaxDbs, kMaxReaders});
   if (!env) {
     OpenDirRegistry::Remove(canonical);
     return Prefixed(env.error(), "open index " + options.dir);

@@ -1,5 +1,7 @@
-// index: the node's metadata in one LMDB environment. Objects, extents and devices live in
-// named databases; every value carries an XXH3 checksum that is verified on read.
+// index: the node's metadata in one LMDB environment. Objects, extents, devices and the
+// account model (partners, accounts, add-ons, admin keys, audit, jobs) live in named
+// databases; every value carries an XXH3 checksum that is verified on read. Account usage
+// and upload reservations are kept here, in the transactions that change them.
 //
 // Keys sort by (device, type, name) so that listing a device's objects of one type is a
 // range scan. Commits are durable (fdatasync before Update returns). LMDB has one writer:
@@ -95,6 +97,122 @@ struct DeviceRecord {
   bool operator==(const DeviceRecord&) const = default;
 };
 
+// ---- accounts, quotas and administration (see "Quota protocol" below) ----
+
+struct Partner {
+  Id id{};
+  std::string name;
+  int64_t created_ns = 0;
+  bool operator==(const Partner&) const = default;
+};
+
+// expired = read-only (restores work, uploads are refused); suspended = no agent access.
+enum class AccountStatus : uint8_t { kTrial = 1, kActive = 2, kExpired = 3, kSuspended = 4 };
+std::optional<AccountStatus> ParseAccountStatus(std::string_view name);  // "trial", ...
+const char* AccountStatusName(AccountStatus status);
+
+struct Account {
+  Id id{};
+  std::optional<Id> partner;  // none once released
+  AccountStatus status = AccountStatus::kTrial;
+  uint64_t plan_quota_bytes = 0;
+  uint32_t device_limit = 0;
+  int64_t expires_ns = 0;  // 0 = never
+  int64_t created_ns = 0;
+  // Maintained by the index: the sums of its devices' counters, and the bytes reserved by
+  // uploads in flight. PutAccount keeps the stored values of an existing account.
+  uint64_t bytes = 0;
+  uint64_t objects = 0;
+  uint64_t reserved_bytes = 0;
+  bool operator==(const Account&) const = default;
+};
+// The status as of now_ns: a trial whose expiry has passed is kExpired (no writer needed).
+AccountStatus EffectiveStatus(const Account& account, int64_t now_ns);
+
+struct AddOn {  // extra quota bytes for one account
+  Id id{};
+  Id account{};
+  uint64_t bytes = 0;
+  int64_t expires_ns = 0;  // 0 = never; counts while expires_ns == 0 || expires_ns > now
+  int64_t created_ns = 0;
+  bool operator==(const AddOn&) const = default;
+};
+// plan_quota_bytes + the add-ons live at now_ns (saturating).
+uint64_t QuotaBytes(const Account& account, const std::vector<AddOn>& addons, int64_t now_ns);
+
+enum class AdminRole : uint8_t { kOperator = 1, kPartner = 2 };
+struct AdminKey {
+  Id id{};
+  AdminRole role = AdminRole::kOperator;
+  Id partner{};  // kPartner: the partner whose accounts the key manages; zero otherwise
+  Sha256Digest secret_sha256{};
+  int64_t created_ns = 0;
+  int64_t expires_ns = 0;  // 0 = never
+  bool disabled = false;
+  bool operator==(const AdminKey&) const = default;
+};
+std::string AdminRoleName(const AdminKey& key);  // "operator" or "partner:<32 hex>"
+bool AdminKeyUsable(const AdminKey& key, int64_t now_ns);  // not disabled, not expired
+
+struct AuditRecord {
+  uint64_t seq = 0;  // assigned by AppendAudit: 1, 2, ... per node, never reused
+  int64_t time_ns = 0;
+  Id key_id{};        // the admin key that acted (zero for cvctl)
+  std::string role;   // AdminRoleName of that key, as it was
+  std::string action;  // e.g. "account.update"
+  std::string target;  // e.g. "account/<hex>"
+  std::optional<Id> account;  // the account concerned, for ListAudit by account
+  std::optional<Id> partner;  // its partner at the time, for ListAudit by partner
+  std::string before_json;
+  std::string after_json;
+  bool operator==(const AuditRecord&) const = default;
+};
+
+struct Job {  // long work (device deletion, courier images, scrub); persisted as given
+  Id id{};
+  std::string kind;
+  std::string state;
+  std::optional<Id> account;
+  std::optional<Id> device;
+  std::string params_json;
+  std::string progress_json;
+  std::string result_json;
+  int64_t created_ns = 0;
+  int64_t started_ns = 0;
+  int64_t finished_ns = 0;
+  int64_t run_after_ns = 0;
+  bool operator==(const Job&) const = default;
+};
+
+// Listings return at most `limit` records strictly after the cursor `start_after` (the
+// last id or seq of the previous page), in key order: ids bytewise, audit by seq.
+struct AccountQuery {
+  std::optional<Id> partner;            // that partner's accounts (a range scan)
+  std::optional<AccountStatus> status;  // compared with EffectiveStatus(account, now_ns)
+  int64_t now_ns = 0;
+  std::optional<Id> start_after;
+  size_t limit = 100;
+};
+struct AuditQuery {
+  std::optional<Id> account;  // records of that account (a range scan)
+  std::optional<Id> partner;  // records made while the account belonged to that partner
+  uint64_t after_seq = 0;
+  size_t limit = 100;
+};
+struct JobQuery {
+  std::optional<Id> account;         // that account's jobs (a range scan)
+  std::optional<std::string> state;  // filter
+  std::optional<Id> start_after;
+  size_t limit = 100;
+};
+
+struct QuotaDecision {
+  bool granted = false;
+  uint64_t quota_bytes = 0;     // plan + live add-ons
+  uint64_t used_bytes = 0;      // Account::bytes
+  uint64_t reserved_bytes = 0;  // Account::reserved_bytes after the decision
+};
+
 // Read methods shared by read and write transactions. Every value is checksum-verified;
 // a mismatch is kCorruption. A miss is std::nullopt, not an error.
 class Txn {
@@ -114,6 +232,24 @@ class Txn {
   virtual Result<std::optional<DeviceRecord>> GetDevice(const Id& id) = 0;
   virtual Status ForEachDevice(const std::function<bool(const DeviceRecord&)>& fn) = 0;
   virtual Result<std::optional<std::string>> GetMeta(std::string_view key) = 0;
+
+  // The account model. Listings that follow a secondary index (accounts of a partner,
+  // devices of an account, audit of an account) report kCorruption when the index and the
+  // record it points at disagree.
+  virtual Result<std::optional<Partner>> GetPartner(const Id& id) = 0;
+  virtual Result<std::vector<Partner>> ListPartners(const std::optional<Id>& start_after,
+                                                    size_t limit) = 0;
+  virtual Result<std::optional<Account>> GetAccount(const Id& id) = 0;
+  // A status filter reads past the accounts that do not match.
+  virtual Result<std::vector<Account>> ListAccounts(const AccountQuery& query) = 0;
+  virtual Result<std::optional<AddOn>> GetAddOn(const Id& account, const Id& addon) = 0;
+  virtual Result<std::vector<AddOn>> ListAddOns(const Id& account) = 0;
+  virtual Result<std::vector<DeviceRecord>> ListDevices(const Id& account) = 0;  // by id
+  virtual Result<std::optional<AdminKey>> GetAdminKey(const Id& id) = 0;
+  virtual Result<std::optional<AdminKey>> GetAdminKeyBySecretHash(const Sha256Digest& hash) = 0;
+  virtual Result<std::vector<AuditRecord>> ListAudit(const AuditQuery& query) = 0;
+  virtual Result<std::optional<Job>> GetJob(const Id& id) = 0;
+  virtual Result<std::vector<Job>> ListJobs(const JobQuery& query) = 0;
 };
 
 class WriteTxn : public Txn {
@@ -130,7 +266,56 @@ class WriteTxn : public Txn {
   virtual Status PutDevice(const DeviceRecord& rec) = 0;  // as given, counters included
   virtual Status DeleteDevice(const Id& id) = 0;          // kNotFound if absent
   virtual Status PutMeta(std::string_view key, std::string_view value) = 0;
+
+  // Device writes keep the devices-by-account index, and keep each account's bytes/objects
+  // equal to the sum of its devices' counters: PutDevice changes the account by the
+  // difference of the device's counters (so PutObject/DeleteObject count against the
+  // account too), DeleteDevice takes them off, and a device moved to another account takes
+  // its usage along. Accounts without a record are not tracked. A corrupt old device record
+  // makes PutDevice/DeleteDevice (and so PutObject/DeleteObject) kCorruption.
+
+  virtual Status PutPartner(const Partner& rec) = 0;
+  virtual Status DeletePartner(const Id& id) = 0;  // kNotFound; kConflict while it has accounts
+  // Inserts or replaces, keeping the stored bytes/objects/reserved_bytes of an existing
+  // account, and moves the account between partners' listings. kNotFound if rec.partner
+  // has no record.
+  virtual Status PutAccount(const Account& rec) = 0;
+  // Removes the account and its add-ons. kNotFound; kConflict while it has devices.
+  virtual Status DeleteAccount(const Id& id) = 0;
+  virtual Status PutAddOn(const AddOn& rec) = 0;  // kNotFound if the account has no record
+  virtual Status DeleteAddOn(const Id& account, const Id& addon) = 0;  // kNotFound if absent
+  // kNotFound if a partner key's partner has no record; kConflict if another key has the
+  // same secret hash.
+  virtual Status PutAdminKey(const AdminKey& rec) = 0;
+  virtual Status DeleteAdminKey(const Id& id) = 0;  // kNotFound if absent
+  // Stores `rec` under the next sequence number, which it returns (rec.seq is ignored).
+  virtual Result<uint64_t> AppendAudit(const AuditRecord& rec) = 0;
+  virtual Status PutJob(const Job& rec) = 0;
+  virtual Status DeleteJob(const Id& id) = 0;  // kNotFound if absent
+
+  // Quota protocol. An upload of n bytes to a device of `account`:
+  //   1. Update(Reserve(account, n, now)) before reading the body; refused -> 507, the body
+  //      is not read.
+  //   2. Success: one Update that does PutObject (or finds the same object already there:
+  //      re-uploads cost nothing) and Release(account, n).
+  //   3. Failure or a client that goes away: Update(Release(account, n)).
+  // So usage + reserved never exceeds the quota through uploads, whatever the concurrency.
+  // Reservations belong to the uploads of the running process: the server calls
+  // ClearReservations once at start-up, before it accepts uploads.
+  //
+  // Grants when bytes + reserved + used <= quota (plan + add-ons live at now_ns) and then
+  // adds bytes to reserved_bytes; a refusal is a decision, not an error. Ignores the
+  // account's status (the caller checks EffectiveStatus). kNotFound without an account record.
+  virtual Result<QuotaDecision> Reserve(const Id& account, uint64_t bytes, int64_t now_ns) = 0;
+  // Takes back a reservation (reserved_bytes never goes below 0). kNotFound as Reserve.
+  virtual Status Release(const Id& account, uint64_t bytes) = 0;
+  virtual Status ClearReservations() = 0;  // every account's reserved_bytes = 0
 };
+
+// Recomputes every account's bytes/objects from the objects of its devices, and checks the
+// partner and device indexes against the records; one line per difference (`cvctl fsck`).
+// Reserved bytes are not checked (uploads may be in flight).
+Result<std::vector<std::string>> CheckAccounts(Txn& txn);
 
 class Index {
  public:
@@ -140,7 +325,7 @@ class Index {
     uint64_t max_map_bytes = 1ull << 40;
   };
   // kConflict if `dir` is already open in this process (LMDB forbids it); kInvalidArgument
-  // if its index_format is newer than this build's.
+  // if its index_format is newer than this build's. An older format is upgraded in place.
   static Result<std::unique_ptr<Index>> Open(const Options& options);
   virtual ~Index() = default;
 

@@ -54,7 +54,7 @@ class RawEnv {
  public:
   explicit RawEnv(const std::string& dir) {
     EXPECT_EQ(mdb_env_create(&env_), 0);
-    EXPECT_EQ(mdb_env_set_maxdbs(env_, 4), 0);
+    EXPECT_EQ(mdb_env_set_maxdbs(env_, 32), 0);
     EXPECT_EQ(mdb_env_open(env_, dir.c_str(), MDB_NOTLS, 0600), 0);
   }
   ~RawEnv() { mdb_env_close(env_); }
@@ -224,7 +224,7 @@ TEST_F(IndexTest, RecordsRoundTripAndDeletesReportMisses) {
     EXPECT_EQ(*txn->GetObject(key), object);
     EXPECT_EQ(*txn->GetDevice(kDevB), device);
     EXPECT_EQ(*txn->GetMeta("cluster"), "eu-1");
-    EXPECT_EQ(*txn->GetMeta("index_format"), "1");
+    EXPECT_EQ(*txn->GetMeta("index_format"), "2");
     EXPECT_EQ(*txn->GetExtent(2, 1), (ExtentRecord{10, 5, 1}));
     EXPECT_EQ(*txn->GetObject(ObjectKey{kDevA, ObjectType::kData, "nope"}), std::nullopt);
     EXPECT_EQ(*txn->GetExtent(9, 9), std::nullopt);
@@ -653,7 +653,7 @@ TEST_F(IndexTest, CopyToWhileOthersWriteGivesAConsistentPrefix) {
   auto device = **txn->GetDevice(kDevA);
   EXPECT_EQ(device.bytes, bytes);
   EXPECT_EQ(device.objects, objects);
-  EXPECT_EQ(*txn->GetMeta("index_format"), "1");
+  EXPECT_EQ(*txn->GetMeta("index_format"), "2");
 }
 
 TEST_F(IndexTest, UpdateWaitsForAReadTxnBeforeGrowingTheMap) {
@@ -691,7 +691,7 @@ TEST_F(IndexTest, UpdateFromInsideAnUpdateIsRefusedNotDeadlocked) {
 
 TEST_F(IndexTest, OpenRefusesANewerFormatAndAGarbledOne) {
   for (auto [stored, kind] :
-       {std::pair{"2", ErrorKind::kInvalidArgument}, std::pair{"one", ErrorKind::kCorruption}}) {
+       {std::pair{"3", ErrorKind::kInvalidArgument}, std::pair{"one", ErrorKind::kCorruption}}) {
     {
       auto index = OpenIndex();
       ASSERT_TRUE(

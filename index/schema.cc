@@ -18,6 +18,13 @@ bool ValidType(ObjectType t) {
 }
 bool ValidLayout(Layout l) { return l == Layout::kReplicated || l == Layout::kErasure; }
 bool ValidKind(DeviceKind k) { return k == DeviceKind::kComputer || k == DeviceKind::kServer; }
+bool ValidStatus(AccountStatus s) {
+  auto v = static_cast<uint8_t>(s);
+  return v >= static_cast<uint8_t>(AccountStatus::kTrial) &&
+         v <= static_cast<uint8_t>(AccountStatus::kSuspended);
+}
+bool ValidRole(AdminRole r) { return r == AdminRole::kOperator || r == AdminRole::kPartner; }
+bool FitsU32(std::string_view s) { return s.size() <= std::numeric_limits<uint32_t>::max(); }
 
 tl::unexpected<Error> Corrupt(std::string what) {
   return Err(ErrorKind::kCorruption, std::move(what));
@@ -37,6 +44,12 @@ class Writer {
   void Str(std::string_view s) {
     U32(static_cast<uint32_t>(s.size()));
     buf_.append(s);
+  }
+  void IdField(const Id& id) { Raw(id.data(), id.size()); }
+  // Present flag (0/1), then the id only if present.
+  void OptId(const std::optional<Id>& id) {
+    U8(id ? 1 : 0);
+    if (id) IdField(*id);
   }
   std::string Seal() && {
     U64(XXH3_64bits(buf_.data(), buf_.size()));
@@ -75,6 +88,23 @@ class Reader {
     uint32_t n = U32();
     if (!Take(n)) return {};
     return std::string(body_.substr(pos_ - n, n));
+  }
+  Id IdField() {
+    Id id{};
+    Raw(id.data(), id.size());
+    return id;
+  }
+  // A flag other than 0/1 makes the reader fail, as a short read does.
+  std::optional<Id> OptId() {
+    uint8_t present = U8();
+    if (present > 1) ok_ = false;
+    if (present != 1 || !ok_) return std::nullopt;
+    return IdField();
+  }
+  bool Bool() {
+    uint8_t v = U8();
+    if (v > 1) ok_ = false;
+    return v == 1;
   }
 
  private:
@@ -339,6 +369,277 @@ Result<std::string> DecodeMeta(std::string_view bytes) {
   std::string value = r.Str();
   CV_TRY(Finish(r, "meta"));
   return value;
+}
+
+
+// ---- the account model: keys ----
+
+namespace {
+
+void PutBe64(std::string& out, uint64_t v) {
+  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>(v >> (8 * i)));
+}
+uint64_t GetBe64(std::string_view b) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = v << 8 | static_cast<uint8_t>(b[i]);
+  return v;
+}
+Id GetId(std::string_view b) {
+  Id id{};
+  std::memcpy(id.data(), b.data(), id.size());
+  return id;
+}
+std::string_view IdBytes(const Id& id) {
+  return std::string_view(reinterpret_cast<const char*>(id.data()), id.size());
+}
+
+}  // namespace
+
+std::string EncodeIdKey(const Id& id) { return std::string(IdBytes(id)); }
+
+Result<Id> DecodeIdKey(std::string_view bytes) {
+  if (bytes.size() != sizeof(Id)) return Corrupt("id key of " + std::to_string(bytes.size()) + " bytes");
+  return GetId(bytes);
+}
+
+std::string EncodePairKey(const Id& first, const Id& second) {
+  std::string out(IdBytes(first));
+  out += IdBytes(second);
+  return out;
+}
+
+Result<std::pair<Id, Id>> DecodePairKey(std::string_view bytes) {
+  if (bytes.size() != kPairKeyBytes) {
+    return Corrupt("pair key of " + std::to_string(bytes.size()) + " bytes");
+  }
+  return std::pair{GetId(bytes), GetId(bytes.substr(16))};
+}
+
+std::string EncodeSeqKey(uint64_t seq) {
+  std::string out;
+  PutBe64(out, seq);
+  return out;
+}
+
+Result<uint64_t> DecodeSeqKey(std::string_view bytes) {
+  if (bytes.size() != kSeqKeyBytes) return Corrupt("seq key of " + std::to_string(bytes.size()) + " bytes");
+  return GetBe64(bytes);
+}
+
+std::string EncodeIdSeqKey(const Id& id, uint64_t seq) {
+  std::string out(IdBytes(id));
+  PutBe64(out, seq);
+  return out;
+}
+
+Result<std::pair<Id, uint64_t>> DecodeIdSeqKey(std::string_view bytes) {
+  if (bytes.size() != kIdSeqKeyBytes) {
+    return Corrupt("id-seq key of " + std::to_string(bytes.size()) + " bytes");
+  }
+  return std::pair{GetId(bytes), GetBe64(bytes.substr(16))};
+}
+
+// ---- the account model: values ----
+
+Result<std::string> EncodePartner(const Partner& rec) {
+  if (!FitsU32(rec.name)) return Err(ErrorKind::kInvalidArgument, "partner name too long");
+  Writer w;
+  w.IdField(rec.id);
+  w.Str(rec.name);
+  w.I64(rec.created_ns);
+  return std::move(w).Seal();
+}
+
+Result<Partner> DecodePartner(std::string_view bytes) {
+  auto body = Unseal(bytes, "partner");
+  if (!body) return tl::unexpected(body.error());
+  Reader r(*body);
+  Partner rec;
+  rec.id = r.IdField();
+  rec.name = r.Str();
+  rec.created_ns = r.I64();
+  CV_TRY(Finish(r, "partner"));
+  return rec;
+}
+
+Result<std::string> EncodeAccount(const Account& rec) {
+  if (!ValidStatus(rec.status)) {
+    return Err(ErrorKind::kInvalidArgument,
+               "account status " + std::to_string(static_cast<int>(rec.status)));
+  }
+  Writer w;
+  w.IdField(rec.id);
+  w.OptId(rec.partner);
+  w.U8(static_cast<uint8_t>(rec.status));
+  w.U64(rec.plan_quota_bytes);
+  w.U32(rec.device_limit);
+  w.I64(rec.expires_ns);
+  w.I64(rec.created_ns);
+  w.U64(rec.bytes);
+  w.U64(rec.objects);
+  w.U64(rec.reserved_bytes);
+  return std::move(w).Seal();
+}
+
+Result<Account> DecodeAccount(std::string_view bytes) {
+  auto body = Unseal(bytes, "account");
+  if (!body) return tl::unexpected(body.error());
+  Reader r(*body);
+  Account rec;
+  rec.id = r.IdField();
+  rec.partner = r.OptId();
+  rec.status = static_cast<AccountStatus>(r.U8());
+  rec.plan_quota_bytes = r.U64();
+  rec.device_limit = r.U32();
+  rec.expires_ns = r.I64();
+  rec.created_ns = r.I64();
+  rec.bytes = r.U64();
+  rec.objects = r.U64();
+  rec.reserved_bytes = r.U64();
+  CV_TRY(Finish(r, "account"));
+  if (!ValidStatus(rec.status)) {
+    return Corrupt("account value with status " + std::to_string(static_cast<int>(rec.status)));
+  }
+  return rec;
+}
+
+std::string EncodeAddOn(const AddOn& rec) {
+  Writer w;
+  w.IdField(rec.id);
+  w.IdField(rec.account);
+  w.U64(rec.bytes);
+  w.I64(rec.expires_ns);
+  w.I64(rec.created_ns);
+  return std::move(w).Seal();
+}
+
+Result<AddOn> DecodeAddOn(std::string_view bytes) {
+  auto body = Unseal(bytes, "add-on");
+  if (!body) return tl::unexpected(body.error());
+  Reader r(*body);
+  AddOn rec;
+  rec.id = r.IdField();
+  rec.account = r.IdField();
+  rec.bytes = r.U64();
+  rec.expires_ns = r.I64();
+  rec.created_ns = r.I64();
+  CV_TRY(Finish(r, "add-on"));
+  return rec;
+}
+
+Result<std::string> EncodeAdminKey(const AdminKey& rec) {
+  if (!ValidRole(rec.role)) {
+    return Err(ErrorKind::kInvalidArgument,
+               "admin role " + std::to_string(static_cast<int>(rec.role)));
+  }
+  Writer w;
+  w.IdField(rec.id);
+  w.U8(static_cast<uint8_t>(rec.role));
+  w.IdField(rec.partner);
+  w.Raw(rec.secret_sha256.data(), rec.secret_sha256.size());
+  w.I64(rec.created_ns);
+  w.I64(rec.expires_ns);
+  w.U8(rec.disabled ? 1 : 0);
+  return std::move(w).Seal();
+}
+
+Result<AdminKey> DecodeAdminKey(std::string_view bytes) {
+  auto body = Unseal(bytes, "admin key");
+  if (!body) return tl::unexpected(body.error());
+  Reader r(*body);
+  AdminKey rec;
+  rec.id = r.IdField();
+  rec.role = static_cast<AdminRole>(r.U8());
+  rec.partner = r.IdField();
+  r.Raw(rec.secret_sha256.data(), rec.secret_sha256.size());
+  rec.created_ns = r.I64();
+  rec.expires_ns = r.I64();
+  rec.disabled = r.Bool();
+  CV_TRY(Finish(r, "admin key"));
+  if (!ValidRole(rec.role)) {
+    return Corrupt("admin key value with role " + std::to_string(static_cast<int>(rec.role)));
+  }
+  return rec;
+}
+
+Result<std::string> EncodeAudit(const AuditRecord& rec) {
+  for (const std::string* s : {&rec.role, &rec.action, &rec.target, &rec.before_json,
+                               &rec.after_json}) {
+    if (!FitsU32(*s)) return Err(ErrorKind::kInvalidArgument, "audit field too long");
+  }
+  Writer w;
+  w.U64(rec.seq);
+  w.I64(rec.time_ns);
+  w.IdField(rec.key_id);
+  w.Str(rec.role);
+  w.Str(rec.action);
+  w.Str(rec.target);
+  w.OptId(rec.account);
+  w.OptId(rec.partner);
+  w.Str(rec.before_json);
+  w.Str(rec.after_json);
+  return std::move(w).Seal();
+}
+
+Result<AuditRecord> DecodeAudit(std::string_view bytes) {
+  auto body = Unseal(bytes, "audit");
+  if (!body) return tl::unexpected(body.error());
+  Reader r(*body);
+  AuditRecord rec;
+  rec.seq = r.U64();
+  rec.time_ns = r.I64();
+  rec.key_id = r.IdField();
+  rec.role = r.Str();
+  rec.action = r.Str();
+  rec.target = r.Str();
+  rec.account = r.OptId();
+  rec.partner = r.OptId();
+  rec.before_json = r.Str();
+  rec.after_json = r.Str();
+  CV_TRY(Finish(r, "audit"));
+  return rec;
+}
+
+Result<std::string> EncodeJob(const Job& rec) {
+  for (const std::string* s : {&rec.kind, &rec.state, &rec.params_json, &rec.progress_json,
+                               &rec.result_json}) {
+    if (!FitsU32(*s)) return Err(ErrorKind::kInvalidArgument, "job field too long");
+  }
+  Writer w;
+  w.IdField(rec.id);
+  w.Str(rec.kind);
+  w.Str(rec.state);
+  w.OptId(rec.account);
+  w.OptId(rec.device);
+  w.Str(rec.params_json);
+  w.Str(rec.progress_json);
+  w.Str(rec.result_json);
+  w.I64(rec.created_ns);
+  w.I64(rec.started_ns);
+  w.I64(rec.finished_ns);
+  w.I64(rec.run_after_ns);
+  return std::move(w).Seal();
+}
+
+Result<Job> DecodeJob(std::string_view bytes) {
+  auto body = Unseal(bytes, "job");
+  if (!body) return tl::unexpected(body.error());
+  Reader r(*body);
+  Job rec;
+  rec.id = r.IdField();
+  rec.kind = r.Str();
+  rec.state = r.Str();
+  rec.account = r.OptId();
+  rec.device = r.OptId();
+  rec.params_json = r.Str();
+  rec.progress_json = r.Str();
+  rec.result_json = r.Str();
+  rec.created_ns = r.I64();
+  rec.started_ns = r.I64();
+  rec.finished_ns = r.I64();
+  rec.run_after_ns = r.I64();
+  CV_TRY(Finish(r, "job"));
+  return rec;
 }
 
 }  // namespace cv::index::schema

@@ -40,6 +40,63 @@ DeviceRecord SampleDevice() {
   return rec;
 }
 
+Account SampleAccount() {
+  Account rec;
+  rec.id = Id{0xa1, 2, 3};
+  rec.partner = Id{0xb2, 9};
+  rec.status = AccountStatus::kSuspended;
+  rec.plan_quota_bytes = 5ull << 40;
+  rec.device_limit = 25;
+  rec.expires_ns = 1800000000000000000;
+  rec.created_ns = -1;
+  rec.bytes = 123;
+  rec.objects = 4;
+  rec.reserved_bytes = 1 << 20;
+  return rec;
+}
+
+AdminKey SampleAdminKey() {
+  AdminKey rec;
+  rec.id = Id{0xcc};
+  rec.role = AdminRole::kPartner;
+  rec.partner = Id{0xb2, 9};
+  rec.secret_sha256[0] = 0x5e;
+  rec.created_ns = 7;
+  rec.expires_ns = 8;
+  rec.disabled = true;
+  return rec;
+}
+
+AuditRecord SampleAudit() {
+  AuditRecord rec;
+  rec.seq = 0x0102030405060708ull;
+  rec.time_ns = 99;
+  rec.key_id = Id{0xcc};
+  rec.role = "partner:b209";
+  rec.action = "account.update";
+  rec.target = "account/a10203";
+  rec.account = Id{0xa1, 2, 3};
+  rec.before_json = R"({"status":"trial"})";
+  rec.after_json = R"({"status":"active"})";
+  return rec;
+}
+
+Job SampleJob() {
+  Job rec;
+  rec.id = Id{0xd0};
+  rec.kind = "device_delete";
+  rec.state = "scheduled";
+  rec.device = Id{0xde};
+  rec.params_json = "{}";
+  rec.progress_json = R"({"objects":3})";
+  rec.result_json = "";
+  rec.created_ns = 1;
+  rec.started_ns = 2;
+  rec.finished_ns = 3;
+  rec.run_after_ns = 4;
+  return rec;
+}
+
 // Every encoding under test, so that the damage tests cover all of them.
 std::vector<std::pair<std::string, std::function<Status(std::string_view)>>> AllValues() {
   auto discard = [](auto result) -> Status {
@@ -53,6 +110,16 @@ std::vector<std::pair<std::string, std::function<Status(std::string_view)>>> All
        [=](std::string_view b) { return discard(DecodeExtent(b)); }},
       {*EncodeDevice(SampleDevice()), [=](std::string_view b) { return discard(DecodeDevice(b)); }},
       {EncodeMeta("1"), [=](std::string_view b) { return discard(DecodeMeta(b)); }},
+      {*EncodePartner(Partner{Id{7}, "Acme IT", 5}),
+       [=](std::string_view b) { return discard(DecodePartner(b)); }},
+      {*EncodeAccount(SampleAccount()), [=](std::string_view b) { return discard(DecodeAccount(b)); }},
+      {*EncodeAccount(Account{}), [=](std::string_view b) { return discard(DecodeAccount(b)); }},
+      {EncodeAddOn(AddOn{Id{1}, Id{2}, 3, 4, 5}),
+       [=](std::string_view b) { return discard(DecodeAddOn(b)); }},
+      {*EncodeAdminKey(SampleAdminKey()),
+       [=](std::string_view b) { return discard(DecodeAdminKey(b)); }},
+      {*EncodeAudit(SampleAudit()), [=](std::string_view b) { return discard(DecodeAudit(b)); }},
+      {*EncodeJob(SampleJob()), [=](std::string_view b) { return discard(DecodeJob(b)); }},
   };
 }
 
@@ -85,6 +152,80 @@ TEST(SchemaTest, ExtentDeviceAndMetaValuesRoundTrip) {
   EXPECT_EQ(*DecodeDevice(*EncodeDevice(DeviceRecord{})), DeviceRecord{});
   EXPECT_EQ(*DecodeMeta(EncodeMeta("")), "");
   EXPECT_EQ(*DecodeMeta(EncodeMeta(std::string("a\0b", 3))), std::string("a\0b", 3));
+}
+
+TEST(SchemaTest, AccountModelValuesRoundTrip) {
+  const Partner partner{Id{7}, "Acme IT \xc3\xa9", 5};
+  EXPECT_EQ(*DecodePartner(*EncodePartner(partner)), partner);
+  EXPECT_EQ(*DecodeAccount(*EncodeAccount(SampleAccount())), SampleAccount());
+  Account released = SampleAccount();
+  released.partner.reset();
+  EXPECT_EQ(*DecodeAccount(*EncodeAccount(released)), released);
+  EXPECT_EQ(*DecodeAccount(*EncodeAccount(Account{})), Account{});
+  const AddOn addon{Id{1}, Id{2}, ~0ull, -4, 5};
+  EXPECT_EQ(*DecodeAddOn(EncodeAddOn(addon)), addon);
+  EXPECT_EQ(*DecodeAdminKey(*EncodeAdminKey(SampleAdminKey())), SampleAdminKey());
+  EXPECT_EQ(*DecodeAdminKey(*EncodeAdminKey(AdminKey{})), AdminKey{});
+  AuditRecord audit = SampleAudit();
+  EXPECT_EQ(*DecodeAudit(*EncodeAudit(audit)), audit);
+  audit.account.reset();
+  audit.partner = Id{0xb2};
+  EXPECT_EQ(*DecodeAudit(*EncodeAudit(audit)), audit);
+  EXPECT_EQ(*DecodeJob(*EncodeJob(SampleJob())), SampleJob());
+  EXPECT_EQ(*DecodeJob(*EncodeJob(Job{})), Job{});
+}
+
+TEST(SchemaTest, AccountModelEnumsAndFlagsOutOfRangeAreRejected) {
+  Account bad_status = SampleAccount();
+  bad_status.status = static_cast<AccountStatus>(5);
+  EXPECT_EQ(EncodeAccount(bad_status).error().kind, ErrorKind::kInvalidArgument);
+  AdminKey bad_role = SampleAdminKey();
+  bad_role.role = static_cast<AdminRole>(0);
+  EXPECT_EQ(EncodeAdminKey(bad_role).error().kind, ErrorKind::kInvalidArgument);
+
+  // Well sealed, but a field outside its type: status, the partner-present flag, the role,
+  // the disabled flag.
+  std::string account = *EncodeAccount(SampleAccount());
+  std::string body = account.substr(0, account.size() - 8);
+  const size_t flag_at = 1 + 16, status_at = flag_at + 1 + 16;
+  for (auto [at, value] : {std::pair{status_at, 0}, std::pair{status_at, 5},
+                           std::pair{flag_at, 2}}) {
+    std::string damaged = body;
+    damaged[at] = static_cast<char>(value);
+    EXPECT_EQ(DecodeAccount(Reseal(damaged)).error().kind, ErrorKind::kCorruption) << at;
+  }
+  std::string key = *EncodeAdminKey(SampleAdminKey());
+  std::string key_body = key.substr(0, key.size() - 8);
+  for (auto [at, value] : {std::pair{size_t{17}, 3}, std::pair{key_body.size() - 1, 2}}) {
+    std::string damaged = key_body;
+    damaged[at] = static_cast<char>(value);
+    EXPECT_EQ(DecodeAdminKey(Reseal(damaged)).error().kind, ErrorKind::kCorruption) << at;
+  }
+}
+
+TEST(SchemaTest, PairAndSeqKeysSortAsTheirFields) {
+  EXPECT_LT(EncodePairKey(Id{1, 0xff}, Id{0xff}), EncodePairKey(Id{2}, Id{0}));
+  EXPECT_LT(EncodePairKey(Id{1}, Id{1}), EncodePairKey(Id{1}, Id{2}));
+  EXPECT_TRUE(EncodePairKey(Id{1}, Id{9}).starts_with(EncodeIdKey(Id{1})));
+  EXPECT_LT(EncodeSeqKey(255), EncodeSeqKey(256));
+  EXPECT_LT(EncodeSeqKey(1ull << 32), EncodeSeqKey(~0ull));
+  EXPECT_LT(EncodeIdSeqKey(Id{1}, ~0ull), EncodeIdSeqKey(Id{2}, 0));
+  EXPECT_LT(EncodeIdSeqKey(Id{1}, 9), EncodeIdSeqKey(Id{1}, 10));
+
+  auto pair = DecodePairKey(EncodePairKey(Id{3}, Id{4}));
+  ASSERT_TRUE(pair);
+  EXPECT_EQ(pair->first, Id{3});
+  EXPECT_EQ(pair->second, Id{4});
+  EXPECT_EQ(*DecodeSeqKey(EncodeSeqKey(0x0102030405060708ull)), 0x0102030405060708ull);
+  auto id_seq = DecodeIdSeqKey(EncodeIdSeqKey(Id{5}, 77));
+  ASSERT_TRUE(id_seq);
+  EXPECT_EQ(id_seq->first, Id{5});
+  EXPECT_EQ(id_seq->second, 77u);
+  EXPECT_EQ(*DecodeIdKey(EncodeIdKey(Id{6})), Id{6});
+  EXPECT_EQ(DecodePairKey("short").error().kind, ErrorKind::kCorruption);
+  EXPECT_EQ(DecodeSeqKey("1234567").error().kind, ErrorKind::kCorruption);
+  EXPECT_EQ(DecodeIdSeqKey(EncodePairKey(Id{}, Id{})).error().kind, ErrorKind::kCorruption);
+  EXPECT_EQ(DecodeIdKey("").error().kind, ErrorKind::kCorruption);
 }
 
 TEST(SchemaTest, EveryFlippedBitIsCorruption) {

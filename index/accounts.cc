@@ -1,0 +1,812 @@
+// The account model over LMDB: partners, accounts, add-ons, admin keys, audit, jobs, their
+// secondary indexes, account usage and upload reservations. See accounts.h.
+#include "index/accounts.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "index/schema.h"
+
+namespace cv::index {
+
+// ---- the public helpers of index.h ----
+
+namespace {
+constexpr std::pair<AccountStatus, const char*> kStatusNames[] = {
+    {AccountStatus::kTrial, "trial"},
+    {AccountStatus::kActive, "active"},
+    {AccountStatus::kExpired, "expired"},
+    {AccountStatus::kSuspended, "suspended"},
+};
+
+uint64_t SatAdd(uint64_t a, uint64_t b) {
+  return a > std::numeric_limits<uint64_t>::max() - b ? std::numeric_limits<uint64_t>::max()
+                                                      : a + b;
+}
+}  // namespace
+
+std::optional<AccountStatus> ParseAccountStatus(std::string_view name) {
+  for (const auto& [status, status_name] : kStatusNames) {
+    if (name == status_name) return status;
+  }
+  return std::nullopt;
+}
+
+const char* AccountStatusName(AccountStatus status) {
+  for (const auto& [s, status_name] : kStatusNames) {
+    if (s == status) return status_name;
+  }
+  return "unknown";
+}
+
+AccountStatus EffectiveStatus(const Account& account, int64_t now_ns) {
+  if (account.status == AccountStatus::kTrial && account.expires_ns != 0 &&
+      account.expires_ns <= now_ns) {
+    return AccountStatus::kExpired;
+  }
+  return account.status;
+}
+
+uint64_t QuotaBytes(const Account& account, const std::vector<AddOn>& addons, int64_t now_ns) {
+  uint64_t quota = account.plan_quota_bytes;
+  for (const AddOn& a : addons) {
+    if (a.expires_ns == 0 || a.expires_ns > now_ns) quota = SatAdd(quota, a.bytes);
+  }
+  return quota;
+}
+
+std::string AdminRoleName(const AdminKey& key) {
+  return key.role == AdminRole::kPartner ? "partner:" + IdToHex(key.partner) : "operator";
+}
+
+bool AdminKeyUsable(const AdminKey& key, int64_t now_ns) {
+  return !key.disabled && (key.expires_ns == 0 || key.expires_ns > now_ns);
+}
+
+namespace internal {
+namespace {
+
+constexpr const char* kAuditSeqKey = "audit_last_seq";
+
+tl::unexpected<Error> Prefixed(Error e, std::string_view prefix) {
+  e.context = std::string(prefix) + ": " + e.context;
+  return tl::unexpected<Error>(std::move(e));
+}
+
+tl::unexpected<Error> Corrupt(std::string what) {
+  return Err(ErrorKind::kCorruption, std::move(what));
+}
+
+std::string_view HashKey(const Sha256Digest& hash) {
+  return std::string_view(reinterpret_cast<const char*>(hash.data()), hash.size());
+}
+
+// Looks up and decodes one value. `what` names it in errors ("account <hex>").
+template <class T>
+Result<std::optional<T>> GetValue(MDB_txn* txn, MDB_dbi dbi, std::string_view key,
+                                  Result<T> (*decode)(std::string_view), const std::string& what) {
+  auto v = mdb::Get(txn, dbi, key);
+  if (!v) return Prefixed(v.error(), "get " + what);
+  if (!*v) return std::nullopt;
+  auto rec = decode(**v);
+  if (!rec) return Prefixed(rec.error(), what);
+  return std::optional<T>(std::move(*rec));
+}
+
+// Calls fn(key, value) for the keys of `dbi` that start with `prefix` and sort after
+// `start_after` (a whole key; empty = from the first key with the prefix), in order, until fn
+// returns false. The views are valid only during the call.
+Status Scan(MDB_txn* txn, MDB_dbi dbi, std::string_view prefix, std::string_view start_after,
+            const std::function<Result<bool>(std::string_view, std::string_view)>& fn) {
+  auto cursor = mdb::Cursor::Open(txn, dbi);
+  if (!cursor) return tl::unexpected(cursor.error());
+  std::string_view seek = start_after.empty() ? prefix : start_after;
+  auto entry = seek.empty() ? cursor->First() : cursor->SeekAtLeast(seek);
+  for (; entry && *entry; entry = cursor->Next()) {
+    auto [k, v] = **entry;
+    if (!k.starts_with(prefix)) break;
+    if (!start_after.empty() && k == start_after) continue;  // strictly after
+    auto more = fn(k, v);
+    if (!more) return tl::unexpected(more.error());
+    if (!*more) return {};
+  }
+  if (!entry) return tl::unexpected(entry.error());
+  return {};
+}
+
+// The key that the listing of ids continues after, or "" from the start.
+std::string AfterId(const std::optional<Id>& start_after) {
+  return start_after ? schema::EncodeIdKey(*start_after) : std::string();
+}
+
+template <class Rec>
+Status CheckId(const Rec& rec, const Id& id, const char* what) {
+  if (rec.id != id) {
+    return Corrupt(std::string(what) + " " + IdToHex(id) + " holds the record of " +
+                   IdToHex(rec.id));
+  }
+  return {};
+}
+
+}  // namespace
+
+// ---- reads ----
+
+Result<std::optional<Partner>> AccountReads::GetPartner(const Id& id) {
+  auto rec = GetValue(txn_, dbis_.partners, schema::EncodeIdKey(id), &schema::DecodePartner,
+                      "partner " + IdToHex(id));
+  if (rec && *rec) CV_TRY(CheckId(**rec, id, "partner"));
+  return rec;
+}
+
+Result<std::vector<Partner>> AccountReads::ListPartners(const std::optional<Id>& start_after,
+                                                        size_t limit) {
+  std::vector<Partner> out;
+  if (limit == 0) return out;
+  CV_TRY(Scan(txn_, dbis_.partners, "", AfterId(start_after),
+              [&](std::string_view k, std::string_view v) -> Result<bool> {
+                auto id = schema::DecodeIdKey(k);
+                if (!id) return Prefixed(id.error(), "partners");
+                auto rec = schema::DecodePartner(v);
+                if (!rec) return Prefixed(rec.error(), "partner " + IdToHex(*id));
+                CV_TRY(CheckId(*rec, *id, "partner"));
+                out.push_back(std::move(*rec));
+                return out.size() < limit;
+              }));
+  return out;
+}
+
+Result<std::optional<Account>> AccountReads::GetAccount(const Id& id) {
+  auto rec = GetValue(txn_, dbis_.accounts, schema::EncodeIdKey(id), &schema::DecodeAccount,
+                      "account " + IdToHex(id));
+  if (rec && *rec) CV_TRY(CheckId(**rec, id, "account"));
+  return rec;
+}
+
+Result<std::vector<Account>> AccountReads::ListAccounts(const AccountQuery& q) {
+  std::vector<Account> out;
+  if (q.limit == 0) return out;
+  auto take = [&](Account&& rec) {
+    if (!q.status || EffectiveStatus(rec, q.now_ns) == *q.status) out.push_back(std::move(rec));
+    return out.size() < q.limit;
+  };
+  if (q.partner) {
+    const std::string prefix = schema::EncodeIdKey(*q.partner);
+    const std::string after =
+        q.start_after ? schema::EncodePairKey(*q.partner, *q.start_after) : std::string();
+    CV_TRY(Scan(txn_, dbis_.accounts_by_partner, prefix, after,
+                [&](std::string_view k, std::string_view) -> Result<bool> {
+                  auto pair = schema::DecodePairKey(k);
+                  if (!pair) return Prefixed(pair.error(), "accounts_by_partner");
+                  auto rec = GetAccount(pair->second);
+                  if (!rec) return tl::unexpected(rec.error());
+                  if (!*rec || (*rec)->partner != q.partner) {
+                    return Corrupt("accounts_by_partner lists account " + IdToHex(pair->second) +
+                                   " under partner " + IdToHex(*q.partner) + ", but the account " +
+                                   (*rec ? "belongs elsewhere" : "has no record"));
+                  }
+                  return take(std::move(**rec));
+                }));
+    return out;
+  }
+  CV_TRY(Scan(txn_, dbis_.accounts, "", AfterId(q.start_after),
+              [&](std::string_view k, std::string_view v) -> Result<bool> {
+                auto id = schema::DecodeIdKey(k);
+                if (!id) return Prefixed(id.error(), "accounts");
+                auto rec = schema::DecodeAccount(v);
+                if (!rec) return Prefixed(rec.error(), "account " + IdToHex(*id));
+                CV_TRY(CheckId(*rec, *id, "account"));
+                return take(std::move(*rec));
+              }));
+  return out;
+}
+
+Result<std::optional<AddOn>> AccountReads::GetAddOn(const Id& account, const Id& addon) {
+  auto rec = GetValue(txn_, dbis_.addons, schema::EncodePairKey(account, addon),
+                      &schema::DecodeAddOn, "add-on " + IdToHex(account) + "/" + IdToHex(addon));
+  if (rec && *rec && ((*rec)->id != addon || (*rec)->account != account)) {
+    return Corrupt("add-on " + IdToHex(account) + "/" + IdToHex(addon) + " holds another record");
+  }
+  return rec;
+}
+
+Result<std::vector<AddOn>> AccountReads::ListAddOns(const Id& account) {
+  std::vector<AddOn> out;
+  CV_TRY(Scan(txn_, dbis_.addons, schema::EncodeIdKey(account), "",
+              [&](std::string_view k, std::string_view v) -> Result<bool> {
+                auto pair = schema::DecodePairKey(k);
+                if (!pair) return Prefixed(pair.error(), "addons");
+                const std::string what =
+                    "add-on " + IdToHex(pair->first) + "/" + IdToHex(pair->second);
+                auto rec = schema::DecodeAddOn(v);
+                if (!rec) return Prefixed(rec.error(), what);
+                if (rec->account != pair->first || rec->id != pair->second) {
+                  return Corrupt(what + " holds another record");
+                }
+                out.push_back(std::move(*rec));
+                return true;
+              }));
+  return out;
+}
+
+Result<std::optional<DeviceRecord>> AccountReads::GetDevice(const Id& id) {
+  auto rec = GetValue(txn_, dbis_.devices, schema::EncodeDeviceKey(id), &schema::DecodeDevice,
+                      "device " + IdToHex(id));
+  if (rec && *rec) CV_TRY(CheckId(**rec, id, "device"));
+  return rec;
+}
+
+Result<std::vector<DeviceRecord>> AccountReads::ListDevices(const Id& account) {
+  std::vector<DeviceRecord> out;
+  CV_TRY(Scan(txn_, dbis_.devices_by_account, schema::EncodeIdKey(account), "",
+              [&](std::string_view k, std::string_view) -> Result<bool> {
+                auto pair = schema::DecodePairKey(k);
+                if (!pair) return Prefixed(pair.error(), "devices_by_account");
+                auto rec = GetDevice(pair->second);
+                if (!rec) return tl::unexpected(rec.error());
+                if (!*rec || (*rec)->account != account) {
+                  return Corrupt("devices_by_account lists device " + IdToHex(pair->second) +
+                                 " under account " + IdToHex(account) + ", but the device " +
+                                 (*rec ? "belongs elsewhere" : "has no record"));
+                }
+                out.push_back(std::move(**rec));
+                return true;
+              }));
+  return out;
+}
+
+Result<std::optional<AdminKey>> AccountReads::GetAdminKey(const Id& id) {
+  auto rec = GetValue(txn_, dbis_.admin_keys, schema::EncodeIdKey(id), &schema::DecodeAdminKey,
+                      "admin key " + IdToHex(id));
+  if (rec && *rec) CV_TRY(CheckId(**rec, id, "admin key"));
+  return rec;
+}
+
+Result<std::optional<AdminKey>> AccountReads::GetAdminKeyBySecretHash(const Sha256Digest& hash) {
+  auto v = mdb::Get(txn_, dbis_.admin_keys_by_hash, HashKey(hash));
+  if (!v) return Prefixed(v.error(), "get admin key by hash");
+  if (!*v) return std::nullopt;
+  auto id = schema::DecodeIdKey(**v);
+  if (!id) return Prefixed(id.error(), "admin_keys_by_hash");
+  auto rec = GetAdminKey(*id);
+  if (!rec) return tl::unexpected(rec.error());
+  if (!*rec || (*rec)->secret_sha256 != hash) {
+    return Corrupt("admin_keys_by_hash points at admin key " + IdToHex(*id) + ", which " +
+                   (*rec ? "has another secret" : "has no record"));
+  }
+  return rec;
+}
+
+Result<std::optional<AuditRecord>> AccountReads::GetAudit(uint64_t seq) {
+  auto rec = GetValue(txn_, dbis_.audit, schema::EncodeSeqKey(seq), &schema::DecodeAudit,
+                      "audit record " + std::to_string(seq));
+  if (rec && *rec && (*rec)->seq != seq) {
+    return Corrupt("audit record " + std::to_string(seq) + " holds record " +
+                   std::to_string((*rec)->seq));
+  }
+  return rec;
+}
+
+Result<std::vector<AuditRecord>> AccountReads::ListAudit(const AuditQuery& q) {
+  std::vector<AuditRecord> out;
+  if (q.limit == 0 || q.after_seq == std::numeric_limits<uint64_t>::max()) return out;
+  if (!q.account && !q.partner) {
+    CV_TRY(Scan(txn_, dbis_.audit, "", schema::EncodeSeqKey(q.after_seq),
+                [&](std::string_view k, std::string_view v) -> Result<bool> {
+                  auto seq = schema::DecodeSeqKey(k);
+                  if (!seq) return Prefixed(seq.error(), "audit");
+                  auto rec = schema::DecodeAudit(v);
+                  if (!rec) return Prefixed(rec.error(), "audit record " + std::to_string(*seq));
+                  if (rec->seq != *seq) {
+                    return Corrupt("audit record " + std::to_string(*seq) + " holds record " +
+                                   std::to_string(rec->seq));
+                  }
+                  out.push_back(std::move(*rec));
+                  return out.size() < q.limit;
+                }));
+    return out;
+  }
+  // By account (optionally only while it belonged to q.partner), else by partner.
+  const bool by_account = q.account.has_value();
+  const Id& owner = by_account ? *q.account : *q.partner;
+  const char* db_name = by_account ? "audit_by_account" : "audit_by_partner";
+  CV_TRY(Scan(txn_, by_account ? dbis_.audit_by_account : dbis_.audit_by_partner,
+              schema::EncodeIdKey(owner), schema::EncodeIdSeqKey(owner, q.after_seq),
+              [&](std::string_view k, std::string_view) -> Result<bool> {
+                auto key = schema::DecodeIdSeqKey(k);
+                if (!key) return Prefixed(key.error(), db_name);
+                auto rec = GetAudit(key->second);
+                if (!rec) return tl::unexpected(rec.error());
+                if (!*rec || (by_account ? (*rec)->account : (*rec)->partner) != owner) {
+                  return Corrupt(std::string(db_name) + " lists audit record " +
+                                 std::to_string(key->second) + " under " + IdToHex(owner) +
+                                 ", but the record " + (*rec ? "names another" : "does not exist"));
+                }
+                if (!q.partner || (*rec)->partner == q.partner) out.push_back(std::move(**rec));
+                return out.size() < q.limit;
+              }));
+  return out;
+}
+
+Result<std::optional<Job>> AccountReads::GetJob(const Id& id) {
+  auto rec =
+      GetValue(txn_, dbis_.jobs, schema::EncodeIdKey(id), &schema::DecodeJob, "job " + IdToHex(id));
+  if (rec && *rec) CV_TRY(CheckId(**rec, id, "job"));
+  return rec;
+}
+
+Result<std::vector<Job>> AccountReads::ListJobs(const JobQuery& q) {
+  std::vector<Job> out;
+  if (q.limit == 0) return out;
+  auto take = [&](Job&& rec) {
+    if (!q.state || rec.state == *q.state) out.push_back(std::move(rec));
+    return out.size() < q.limit;
+  };
+  if (q.account) {
+    const std::string after =
+        q.start_after ? schema::EncodePairKey(*q.account, *q.start_after) : std::string();
+    CV_TRY(Scan(txn_, dbis_.jobs_by_account, schema::EncodeIdKey(*q.account), after,
+                [&](std::string_view k, std::string_view) -> Result<bool> {
+                  auto pair = schema::DecodePairKey(k);
+                  if (!pair) return Prefixed(pair.error(), "jobs_by_account");
+                  auto rec = GetJob(pair->second);
+                  if (!rec) return tl::unexpected(rec.error());
+                  if (!*rec || (*rec)->account != q.account) {
+                    return Corrupt("jobs_by_account lists job " + IdToHex(pair->second) +
+                                   " under account " + IdToHex(*q.account) + ", but the job " +
+                                   (*rec ? "belongs elsewhere" : "has no record"));
+                  }
+                  return take(std::move(**rec));
+                }));
+    return out;
+  }
+  CV_TRY(Scan(txn_, dbis_.jobs, "", AfterId(q.start_after),
+              [&](std::string_view k, std::string_view v) -> Result<bool> {
+                auto id = schema::DecodeIdKey(k);
+                if (!id) return Prefixed(id.error(), "jobs");
+                auto rec = schema::DecodeJob(v);
+                if (!rec) return Prefixed(rec.error(), "job " + IdToHex(*id));
+                CV_TRY(CheckId(*rec, *id, "job"));
+                return take(std::move(*rec));
+              }));
+  return out;
+}
+
+Result<bool> AccountReads::AnyWithPrefix(MDB_dbi dbi, std::string_view prefix) {
+  bool any = false;
+  CV_TRY(Scan(txn_, dbi, prefix, "", [&](std::string_view, std::string_view) -> Result<bool> {
+    any = true;
+    return false;
+  }));
+  return any;
+}
+
+// ---- writes ----
+
+Status AccountWrites::Put(MDB_dbi dbi, std::string_view key, std::string_view value,
+                          std::string_view what) {
+  auto put = wtxn_.Put(dbi, key, value);
+  if (!put) return Prefixed(put.error(), "put " + std::string(what));
+  return {};
+}
+
+Result<bool> AccountWrites::Del(MDB_dbi dbi, std::string_view key, std::string_view what) {
+  auto del = wtxn_.Del(dbi, key);
+  if (!del) return Prefixed(del.error(), "delete " + std::string(what));
+  return *del;
+}
+
+Status AccountWrites::PutPartner(const Partner& rec) {
+  auto v = schema::EncodePartner(rec);
+  if (!v) return tl::unexpected(v.error());
+  return Put(dbis_.partners, schema::EncodeIdKey(rec.id), *v, "partner " + IdToHex(rec.id));
+}
+
+Status AccountWrites::DeletePartner(const Id& id) {
+  const std::string what = "partner " + IdToHex(id);
+  auto old = GetPartner(id);
+  if (!old) return tl::unexpected(old.error());
+  if (!*old) return Err(ErrorKind::kNotFound, what);
+  auto any = AnyWithPrefix(dbis_.accounts_by_partner, schema::EncodeIdKey(id));
+  if (!any) return tl::unexpected(any.error());
+  if (*any) return Err(ErrorKind::kConflict, what + " still has accounts");
+  auto del = Del(dbis_.partners, schema::EncodeIdKey(id), what);
+  if (!del) return tl::unexpected(del.error());
+  return {};
+}
+
+Status AccountWrites::WriteAccount(const Account& rec) {
+  auto v = schema::EncodeAccount(rec);
+  if (!v) return tl::unexpected(v.error());
+  return Put(dbis_.accounts, schema::EncodeIdKey(rec.id), *v, "account " + IdToHex(rec.id));
+}
+
+Status AccountWrites::PutAccount(const Account& rec) {
+  auto old = GetAccount(rec.id);
+  if (!old) return tl::unexpected(old.error());
+  if (rec.partner) {
+    auto partner = GetPartner(*rec.partner);
+    if (!partner) return tl::unexpected(partner.error());
+    if (!*partner) return Err(ErrorKind::kNotFound, "partner " + IdToHex(*rec.partner));
+  }
+  Account stored = rec;
+  if (*old) {  // the counters belong to the index
+    stored.bytes = (*old)->bytes;
+    stored.objects = (*old)->objects;
+    stored.reserved_bytes = (*old)->reserved_bytes;
+  }
+  CV_TRY(WriteAccount(stored));
+  const std::optional<Id> old_partner = *old ? (*old)->partner : std::nullopt;
+  if (old_partner == rec.partner) return {};
+  if (old_partner) {
+    auto del = Del(dbis_.accounts_by_partner, schema::EncodePairKey(*old_partner, rec.id),
+                   "accounts_by_partner");
+    if (!del) return tl::unexpected(del.error());
+  }
+  if (rec.partner) {
+    CV_TRY(Put(dbis_.accounts_by_partner, schema::EncodePairKey(*rec.partner, rec.id), "",
+               "accounts_by_partner"));
+  }
+  return {};
+}
+
+Status AccountWrites::DeleteAccount(const Id& id) {
+  const std::string what = "account " + IdToHex(id);
+  auto old = GetAccount(id);
+  if (!old) return tl::unexpected(old.error());
+  if (!*old) return Err(ErrorKind::kNotFound, what);
+  auto any = AnyWithPrefix(dbis_.devices_by_account, schema::EncodeIdKey(id));
+  if (!any) return tl::unexpected(any.error());
+  if (*any) return Err(ErrorKind::kConflict, what + " still has devices");
+  std::vector<std::string> addon_keys;  // collected first: no writes under an open cursor
+  CV_TRY(Scan(txn_, dbis_.addons, schema::EncodeIdKey(id), "",
+              [&](std::string_view k, std::string_view) -> Result<bool> {
+                addon_keys.emplace_back(k);
+                return true;
+              }));
+  for (const std::string& k : addon_keys) {
+    auto del = Del(dbis_.addons, k, "add-on of " + what);
+    if (!del) return tl::unexpected(del.error());
+  }
+  if ((*old)->partner) {
+    auto del = Del(dbis_.accounts_by_partner, schema::EncodePairKey(*(*old)->partner, id),
+                   "accounts_by_partner");
+    if (!del) return tl::unexpected(del.error());
+  }
+  auto del = Del(dbis_.accounts, schema::EncodeIdKey(id), what);
+  if (!del) return tl::unexpected(del.error());
+  return {};
+}
+
+Status AccountWrites::PutAddOn(const AddOn& rec) {
+  auto account = GetAccount(rec.account);
+  if (!account) return tl::unexpected(account.error());
+  if (!*account) return Err(ErrorKind::kNotFound, "account " + IdToHex(rec.account));
+  return Put(dbis_.addons, schema::EncodePairKey(rec.account, rec.id), schema::EncodeAddOn(rec),
+             "add-on " + IdToHex(rec.id));
+}
+
+Status AccountWrites::DeleteAddOn(const Id& account, const Id& addon) {
+  const std::string what = "add-on " + IdToHex(account) + "/" + IdToHex(addon);
+  auto del = Del(dbis_.addons, schema::EncodePairKey(account, addon), what);
+  if (!del) return tl::unexpected(del.error());
+  if (!*del) return Err(ErrorKind::kNotFound, what);
+  return {};
+}
+
+Status AccountWrites::PutAdminKey(const AdminKey& rec) {
+  const std::string what = "admin key " + IdToHex(rec.id);
+  auto v = schema::EncodeAdminKey(rec);
+  if (!v) return tl::unexpected(v.error());
+  if (rec.role == AdminRole::kPartner) {
+    auto partner = GetPartner(rec.partner);
+    if (!partner) return tl::unexpected(partner.error());
+    if (!*partner) return Err(ErrorKind::kNotFound, "partner " + IdToHex(rec.partner));
+  }
+  auto owner = mdb::Get(txn_, dbis_.admin_keys_by_hash, HashKey(rec.secret_sha256));
+  if (!owner) return Prefixed(owner.error(), "get admin key by hash");
+  if (*owner && **owner != schema::EncodeIdKey(rec.id)) {
+    return Err(ErrorKind::kConflict, what + ": another key has the same secret");
+  }
+  auto old = GetAdminKey(rec.id);
+  if (!old) return tl::unexpected(old.error());
+  CV_TRY(Put(dbis_.admin_keys, schema::EncodeIdKey(rec.id), *v, what));
+  if (*old && (*old)->secret_sha256 != rec.secret_sha256) {
+    auto del = Del(dbis_.admin_keys_by_hash, HashKey((*old)->secret_sha256), "admin_keys_by_hash");
+    if (!del) return tl::unexpected(del.error());
+  }
+  return Put(dbis_.admin_keys_by_hash, HashKey(rec.secret_sha256), schema::EncodeIdKey(rec.id),
+             "admin_keys_by_hash");
+}
+
+Status AccountWrites::DeleteAdminKey(const Id& id) {
+  const std::string what = "admin key " + IdToHex(id);
+  auto old = GetAdminKey(id);
+  if (!old) return tl::unexpected(old.error());
+  if (!*old) return Err(ErrorKind::kNotFound, what);
+  auto owner = mdb::Get(txn_, dbis_.admin_keys_by_hash, HashKey((*old)->secret_sha256));
+  if (!owner) return Prefixed(owner.error(), "get admin key by hash");
+  if (*owner && **owner == schema::EncodeIdKey(id)) {
+    auto del = Del(dbis_.admin_keys_by_hash, HashKey((*old)->secret_sha256), "admin_keys_by_hash");
+    if (!del) return tl::unexpected(del.error());
+  }
+  auto del = Del(dbis_.admin_keys, schema::EncodeIdKey(id), what);
+  if (!del) return tl::unexpected(del.error());
+  return {};
+}
+
+Result<uint64_t> AccountWrites::AppendAudit(const AuditRecord& rec) {
+  // The last sequence number lives in meta rather than being read off the last key, so that
+  // numbers are never reused even if old records are pruned.
+  uint64_t last = 0;
+  auto stored = GetValue(txn_, dbis_.meta, kAuditSeqKey, &schema::DecodeMeta,
+                         std::string("meta ") + kAuditSeqKey);
+  if (!stored) return tl::unexpected(stored.error());
+  if (*stored) {
+    const std::string& s = **stored;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), last);
+    if (ec != std::errc() || end != s.data() + s.size()) {
+      return Corrupt(std::string("meta ") + kAuditSeqKey + " is '" + s + "'");
+    }
+  }
+  if (last == std::numeric_limits<uint64_t>::max()) {
+    return Err(ErrorKind::kNoSpace, "audit sequence numbers exhausted");
+  }
+  AuditRecord numbered = rec;
+  numbered.seq = last + 1;
+  auto v = schema::EncodeAudit(numbered);
+  if (!v) return tl::unexpected(v.error());
+  const std::string what = "audit record " + std::to_string(numbered.seq);
+  CV_TRY(Put(dbis_.audit, schema::EncodeSeqKey(numbered.seq), *v, what));
+  if (numbered.account) {
+    CV_TRY(Put(dbis_.audit_by_account, schema::EncodeIdSeqKey(*numbered.account, numbered.seq), "",
+               "audit_by_account"));
+  }
+  if (numbered.partner) {
+    CV_TRY(Put(dbis_.audit_by_partner, schema::EncodeIdSeqKey(*numbered.partner, numbered.seq), "",
+               "audit_by_partner"));
+  }
+  CV_TRY(Put(dbis_.meta, kAuditSeqKey, schema::EncodeMeta(std::to_string(numbered.seq)),
+             std::string("meta ") + kAuditSeqKey));
+  return numbered.seq;
+}
+
+Status AccountWrites::PutJob(const Job& rec) {
+  const std::string what = "job " + IdToHex(rec.id);
+  auto v = schema::EncodeJob(rec);
+  if (!v) return tl::unexpected(v.error());
+  auto old = GetJob(rec.id);
+  if (!old) return tl::unexpected(old.error());
+  CV_TRY(Put(dbis_.jobs, schema::EncodeIdKey(rec.id), *v, what));
+  const std::optional<Id> old_account = *old ? (*old)->account : std::nullopt;
+  if (old_account == rec.account) return {};
+  if (old_account) {
+    auto del =
+        Del(dbis_.jobs_by_account, schema::EncodePairKey(*old_account, rec.id), "jobs_by_account");
+    if (!del) return tl::unexpected(del.error());
+  }
+  if (rec.account) {
+    CV_TRY(Put(dbis_.jobs_by_account, schema::EncodePairKey(*rec.account, rec.id), "",
+               "jobs_by_account"));
+  }
+  return {};
+}
+
+Status AccountWrites::DeleteJob(const Id& id) {
+  const std::string what = "job " + IdToHex(id);
+  auto old = GetJob(id);
+  if (!old) return tl::unexpected(old.error());
+  if (!*old) return Err(ErrorKind::kNotFound, what);
+  if ((*old)->account) {
+    auto del =
+        Del(dbis_.jobs_by_account, schema::EncodePairKey(*(*old)->account, id), "jobs_by_account");
+    if (!del) return tl::unexpected(del.error());
+  }
+  auto del = Del(dbis_.jobs, schema::EncodeIdKey(id), what);
+  if (!del) return tl::unexpected(del.error());
+  return {};
+}
+
+Result<QuotaDecision> AccountWrites::Reserve(const Id& account, uint64_t bytes, int64_t now_ns) {
+  auto rec = GetAccount(account);
+  if (!rec) return tl::unexpected(rec.error());
+  if (!*rec) return Err(ErrorKind::kNotFound, "account " + IdToHex(account));
+  auto addons = ListAddOns(account);
+  if (!addons) return tl::unexpected(addons.error());
+  Account& a = **rec;
+  QuotaDecision d;
+  d.quota_bytes = QuotaBytes(a, *addons, now_ns);
+  d.used_bytes = a.bytes;
+  d.reserved_bytes = a.reserved_bytes;
+  if (SatAdd(SatAdd(a.bytes, a.reserved_bytes), bytes) > d.quota_bytes) return d;
+  a.reserved_bytes += bytes;  // cannot wrap: the sum above is at most the quota
+  CV_TRY(WriteAccount(a));
+  d.granted = true;
+  d.reserved_bytes = a.reserved_bytes;
+  return d;
+}
+
+Status AccountWrites::Release(const Id& account, uint64_t bytes) {
+  auto rec = GetAccount(account);
+  if (!rec) return tl::unexpected(rec.error());
+  if (!*rec) return Err(ErrorKind::kNotFound, "account " + IdToHex(account));
+  Account& a = **rec;
+  if (bytes == 0 || a.reserved_bytes == 0) return {};
+  a.reserved_bytes -= std::min(a.reserved_bytes, bytes);
+  return WriteAccount(a);
+}
+
+Status AccountWrites::ClearReservations() {
+  std::vector<Account> reserved;  // collected first: no writes under an open cursor
+  CV_TRY(Scan(txn_, dbis_.accounts, "", "",
+              [&](std::string_view k, std::string_view v) -> Result<bool> {
+                auto rec = schema::DecodeAccount(v);
+                if (!rec) return Prefixed(rec.error(), "accounts");
+                if (rec->reserved_bytes != 0) reserved.push_back(std::move(*rec));
+                return true;
+              }));
+  for (Account& a : reserved) {
+    a.reserved_bytes = 0;
+    CV_TRY(WriteAccount(a));
+  }
+  return {};
+}
+
+Status AccountWrites::AdjustAccount(const Id& account, uint64_t add_bytes, uint64_t add_objects,
+                                    uint64_t sub_bytes, uint64_t sub_objects) {
+  if (add_bytes == sub_bytes && add_objects == sub_objects) return {};
+  auto rec = GetAccount(account);
+  if (!rec) return tl::unexpected(rec.error());
+  if (!*rec) return {};  // not tracked
+  Account& a = **rec;
+  // Saturating, as the device counters are: a record created after its usage must not wrap.
+  a.bytes = SatAdd(a.bytes - std::min(a.bytes, sub_bytes), add_bytes);
+  a.objects = SatAdd(a.objects - std::min(a.objects, sub_objects), add_objects);
+  return WriteAccount(a);
+}
+
+Status AccountWrites::WriteDevice(const DeviceRecord& rec, const std::optional<DeviceRecord>& old) {
+  auto v = schema::EncodeDevice(rec);
+  if (!v) return tl::unexpected(v.error());
+  CV_TRY(Put(dbis_.devices, schema::EncodeDeviceKey(rec.id), *v, "device " + IdToHex(rec.id)));
+  if (old && old->account == rec.account) {
+    return AdjustAccount(rec.account, rec.bytes, rec.objects, old->bytes, old->objects);
+  }
+  if (old) {
+    auto del = Del(dbis_.devices_by_account, schema::EncodePairKey(old->account, rec.id),
+                   "devices_by_account");
+    if (!del) return tl::unexpected(del.error());
+    CV_TRY(AdjustAccount(old->account, 0, 0, old->bytes, old->objects));
+  }
+  CV_TRY(Put(dbis_.devices_by_account, schema::EncodePairKey(rec.account, rec.id), "",
+             "devices_by_account"));
+  return AdjustAccount(rec.account, rec.bytes, rec.objects, 0, 0);
+}
+
+Status AccountWrites::RemoveDevice(const DeviceRecord& old) {
+  const std::string what = "device " + IdToHex(old.id);
+  auto del = Del(dbis_.devices, schema::EncodeDeviceKey(old.id), what);
+  if (!del) return tl::unexpected(del.error());
+  auto del_index = Del(dbis_.devices_by_account, schema::EncodePairKey(old.account, old.id),
+                       "devices_by_account");
+  if (!del_index) return tl::unexpected(del_index.error());
+  return AdjustAccount(old.account, 0, 0, old.bytes, old.objects);
+}
+
+Status AccountWrites::IndexAllDevices() {
+  std::vector<std::string> keys;  // collected first: no writes under an open cursor
+  CV_TRY(Scan(txn_, dbis_.devices, "", "",
+              [&](std::string_view k, std::string_view v) -> Result<bool> {
+                auto id = schema::DecodeDeviceKey(k);
+                if (!id) return tl::unexpected(id.error());
+                auto rec = schema::DecodeDevice(v);
+                if (!rec) return Prefixed(rec.error(), "device " + IdToHex(*id));
+                keys.push_back(schema::EncodePairKey(rec->account, *id));
+                return true;
+              }));
+  for (const std::string& k : keys)
+    CV_TRY(Put(dbis_.devices_by_account, k, "", "devices_by_account"));
+  return {};
+}
+
+}  // namespace internal
+
+// ---- CheckAccounts ----
+
+Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
+  constexpr size_t kPage = 1000;
+  struct Usage {
+    uint64_t bytes = 0;
+    uint64_t objects = 0;
+  };
+  std::vector<std::string> problems;
+
+  std::map<Id, Usage> by_device;
+  CV_TRY(txn.ForEachObject([&](const ObjectKey& key, const ObjectRecord& rec) {
+    Usage& u = by_device[key.device];
+    u.bytes += rec.size;
+    u.objects += 1;
+    return true;
+  }));
+  std::map<Id, Usage> by_account;
+  std::map<Id, std::set<Id>> devices_of;
+  CV_TRY(txn.ForEachDevice([&](const DeviceRecord& d) {
+    auto it = by_device.find(d.id);
+    Usage& u = by_account[d.account];
+    if (it != by_device.end()) {
+      u.bytes += it->second.bytes;
+      u.objects += it->second.objects;
+    }
+    devices_of[d.account].insert(d.id);
+    return true;
+  }));
+
+  // The partner index, as its listings see it. A listing that fails is one problem.
+  std::set<Id> partners;
+  std::map<Id, std::set<Id>> accounts_of;
+  std::optional<Id> after_partner;
+  for (;;) {
+    auto page = txn.ListPartners(after_partner, kPage);
+    if (!page) return tl::unexpected(page.error());
+    for (const Partner& p : *page) {
+      partners.insert(p.id);
+      AccountQuery q;
+      q.partner = p.id;
+      q.limit = kPage;
+      for (;;) {
+        auto accounts = txn.ListAccounts(q);
+        if (!accounts) {
+          problems.push_back("partner " + IdToHex(p.id) + ": " + accounts.error().ToString());
+          break;
+        }
+        for (const Account& a : *accounts) accounts_of[p.id].insert(a.id);
+        if (accounts->size() < kPage) break;
+        q.start_after = accounts->back().id;
+      }
+    }
+    if (page->size() < kPage) break;
+    after_partner = page->back().id;
+  }
+
+  AccountQuery all;
+  all.limit = kPage;
+  for (;;) {
+    auto page = txn.ListAccounts(all);
+    if (!page) return tl::unexpected(page.error());
+    for (const Account& a : *page) {
+      const std::string name = "account " + IdToHex(a.id);
+      const Usage u = by_account.count(a.id) ? by_account[a.id] : Usage{};
+      if (u.bytes != a.bytes || u.objects != a.objects) {
+        problems.push_back(name + ": counters say " + std::to_string(a.bytes) + " bytes in " +
+                           std::to_string(a.objects) + " objects, its devices' objects sum to " +
+                           std::to_string(u.bytes) + " in " + std::to_string(u.objects));
+      }
+      if (a.partner && !partners.count(*a.partner)) {
+        problems.push_back(name + ": partner " + IdToHex(*a.partner) + " has no record");
+      } else if (a.partner && !accounts_of[*a.partner].count(a.id)) {
+        problems.push_back(name + ": missing from the listing of partner " + IdToHex(*a.partner));
+      }
+      auto listed = txn.ListDevices(a.id);
+      if (!listed) {
+        problems.push_back(name + ": devices: " + listed.error().ToString());
+        continue;
+      }
+      std::set<Id> listed_ids;
+      for (const DeviceRecord& d : *listed) listed_ids.insert(d.id);
+      for (const Id& d : devices_of[a.id]) {
+        if (!listed_ids.count(d)) {
+          problems.push_back(name + ": device " + IdToHex(d) + " missing from its listing");
+        }
+      }
+    }
+    if (page->size() < kPage) break;
+    all.start_after = page->back().id;
+  }
+  return problems;
+}
+
+}  // namespace cv::index

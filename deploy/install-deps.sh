@@ -10,7 +10,7 @@ PKGS=(
   libssl-dev openssl libgtest-dev libgmock-dev libexpected-dev libtomlplusplus-dev
   libcli11-dev prometheus-cpp-dev
   clang libclang-rt-14-dev
-  restic curl python3 procps
+  restic curl python3 python3-pytest procps
   exfatprogs exfat-fuse fdisk util-linux
 )
 

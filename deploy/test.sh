@@ -35,7 +35,7 @@ echo "== unit tests (Release)"
 run_ctest build -L unit -j"$jobs" || status=1
 if ctest --test-dir build -N -L integration 2>/dev/null | grep -q "Total Tests: [1-9]"; then
   echo "== integration tests (Release, real server, real restic)"
-  run_ctest build -L integration -j1 || status=1
+  run_ctest build -L integration -j1 --verbose || status=1
 fi
 
 if [ "$asan" = 1 ]; then
@@ -47,11 +47,15 @@ if [ "$asan" = 1 ]; then
     run_ctest build-asan -L unit -j"$jobs" || status=1
 fi
 
-# One closing line over every ctest run above.
+# One closing line over every run above: ctest's counts, with the integration ctest entry
+# replaced by the pytest cases it ran.
 passed=0; failed=0
 while read -r line; do
   if [[ $line =~ tests\ passed,\ ([0-9]+)\ tests?\ failed\ out\ of\ ([0-9]+) ]]; then
     failed=$((failed + BASH_REMATCH[1])); passed=$((passed + BASH_REMATCH[2] - BASH_REMATCH[1]))
+  elif [[ $line =~ ([0-9]+)\ passed.*\ in\ [0-9.]+s ]]; then
+    passed=$((passed + BASH_REMATCH[1] - 1))
+    if [[ $line =~ ([0-9]+)\ failed ]]; then failed=$((failed + BASH_REMATCH[1])); fi
   fi
 done < "$summary"
 echo "all suites: $passed passed, $failed failed"

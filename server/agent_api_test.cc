@@ -1,0 +1,161 @@
+#include "server/agent_api.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+
+#include "server/auth.h"
+#include "server/config.h"
+
+namespace cv::server {
+namespace {
+
+using K = AgentTarget::Kind;
+
+TEST(AgentTargetTest, RestPathsOfRestic) {
+  const std::string dev(32, 'a');
+  EXPECT_EQ(ParseAgentTarget("/" + dev + "/?create=true").kind, K::kRepo);
+  EXPECT_EQ(ParseAgentTarget("/" + dev + "/?create=true").query, "create=true");
+  EXPECT_EQ(ParseAgentTarget("/" + dev + "/config").kind, K::kConfig);
+  auto list = ParseAgentTarget("/" + dev + "/data/");
+  EXPECT_EQ(list.kind, K::kList);
+  EXPECT_EQ(list.type, "data");
+  auto obj = ParseAgentTarget("/" + dev + "/snapshots/" + std::string(64, 'b'));
+  EXPECT_EQ(obj.kind, K::kObject);
+  EXPECT_EQ(obj.device, dev);
+  EXPECT_EQ(obj.type, "snapshots");
+  EXPECT_EQ(obj.name, std::string(64, 'b'));
+  EXPECT_EQ(ParseAgentTarget("/" + dev + "/v1/exists").kind, K::kExists);
+  EXPECT_EQ(ParseAgentTarget("/" + dev + "/v1/usage").kind, K::kUsage);
+  EXPECT_EQ(ParseAgentTarget("/").kind, K::kNone);
+  EXPECT_EQ(ParseAgentTarget("*").kind, K::kNone);
+  EXPECT_EQ(ParseAgentTarget("/" + dev + "/a/b/c").kind, K::kNoRoute);
+}
+
+TEST(AgentTargetTest, TraversalAndEncodedBytesAreInvalidPaths) {
+  const std::string dev(32, 'a');
+  for (const char* tail : {"/data/..", "/../config", "/./data/x", "/data/%2e%2e", "/data/a%2fb",
+                           "/data/%00", "/data/a b", "/data/a\\b"}) {
+    EXPECT_EQ(ParseAgentTarget("/" + dev + tail).kind, K::kInvalidPath) << tail;
+  }
+}
+
+TEST(AgentTargetTest, ObjectKeyValidation) {
+  index::Id dev{};
+  const std::string hex(64, 'c');
+  EXPECT_TRUE(ObjectKeyFor(dev, "data", hex));
+  EXPECT_TRUE(ObjectKeyFor(dev, "config", ""));
+  EXPECT_FALSE(ObjectKeyFor(dev, "blobs", hex));
+  EXPECT_FALSE(ObjectKeyFor(dev, "config", hex));
+  EXPECT_FALSE(ObjectKeyFor(dev, "data", ""));
+  EXPECT_FALSE(ObjectKeyFor(dev, "data", std::string(64, 'C')));
+  EXPECT_FALSE(ObjectKeyFor(dev, "data", std::string(300, 'a')));
+  EXPECT_FALSE(ObjectKeyFor(dev, "data", ".."));
+  EXPECT_EQ(ObjectKeyFor(dev, "data", "x").error().kind, ErrorKind::kInvalidArgument);
+}
+
+TEST(RangeTest, FormsResticSendsAndSuffixes) {
+  ByteRange r;
+  EXPECT_EQ(ParseRange("", 100, &r), RangeParse::kWhole);
+  ASSERT_EQ(ParseRange("bytes=0-", 100, &r), RangeParse::kPartial);
+  EXPECT_EQ(r.offset, 0u);
+  EXPECT_EQ(r.length, 100u);
+  ASSERT_EQ(ParseRange("bytes=10-19", 100, &r), RangeParse::kPartial);
+  EXPECT_EQ(r.offset, 10u);
+  EXPECT_EQ(r.length, 10u);
+  ASSERT_EQ(ParseRange("bytes=90-1000", 100, &r), RangeParse::kPartial);
+  EXPECT_EQ(r.length, 10u);
+  ASSERT_EQ(ParseRange("bytes=-30", 100, &r), RangeParse::kPartial);
+  EXPECT_EQ(r.offset, 70u);
+  EXPECT_EQ(r.length, 30u);
+  ASSERT_EQ(ParseRange("bytes=-300", 100, &r), RangeParse::kPartial);
+  EXPECT_EQ(r.offset, 0u);
+  EXPECT_EQ(r.length, 100u);
+  ASSERT_EQ(ParseRange("Bytes=5-5", 100, &r),
+            RangeParse::kPartial);  // the unit is case-insensitive
+  EXPECT_EQ(r.length, 1u);
+}
+
+TEST(RangeTest, MalformedAndUnsatisfiable) {
+  ByteRange r;
+  for (const char* bad :
+       {"bytes=abc", "bytes=5-2", "bytes=0-1,3-4", "items=0-1", "bytes=", "bytes=--1",
+        "bytes=1-2-3", "bytes=99999999999999999999999-", "bytes=+1-2", "bytes = 1-2"}) {
+    EXPECT_EQ(ParseRange(bad, 100, &r), RangeParse::kMalformed) << bad;
+  }
+  EXPECT_EQ(ParseRange("bytes=100-", 100, &r), RangeParse::kUnsatisfiable);
+  EXPECT_EQ(ParseRange("bytes=100-200", 100, &r), RangeParse::kUnsatisfiable);
+  EXPECT_EQ(ParseRange("bytes=-0", 100, &r), RangeParse::kUnsatisfiable);
+  // An empty object: bytes=0- is served whole; anything else cannot be satisfied.
+  EXPECT_EQ(ParseRange("bytes=0-", 0, &r), RangeParse::kWhole);
+  EXPECT_EQ(ParseRange("bytes=0-0", 0, &r), RangeParse::kUnsatisfiable);
+  EXPECT_EQ(ParseRange("bytes=-5", 0, &r), RangeParse::kUnsatisfiable);
+}
+
+TEST(AgentApiTest, WantsV2OnlyForTheResticMediaType) {
+  EXPECT_TRUE(WantsV2("application/vnd.x.restic.rest.v2"));
+  EXPECT_TRUE(WantsV2("text/plain, Application/Vnd.X.Restic.Rest.V2"));
+  EXPECT_FALSE(WantsV2("*/*"));
+  EXPECT_FALSE(WantsV2(""));
+}
+
+TEST(AuthTest, ParsesBasicAndBearer) {
+  // "0123:s3cret:with:colons"
+  auto c = ParseAuthorization("Basic MDEyMzpzM2NyZXQ6d2l0aDpjb2xvbnM=");
+  EXPECT_EQ(c.scheme, Credentials::Scheme::kBasic);
+  EXPECT_EQ(c.user, "0123");
+  EXPECT_EQ(c.secret, "s3cret:with:colons");
+  c = ParseAuthorization("bearer tok");
+  EXPECT_EQ(c.scheme, Credentials::Scheme::kBearer);
+  EXPECT_EQ(c.secret, "tok");
+  EXPECT_EQ(ParseAuthorization("").scheme, Credentials::Scheme::kNone);
+  for (const char* bad :
+       {"Basic !!!!", "Basic MDEy", "Basic bm9jb2xvbg==", "Digest x", "Bearer ", "Basic =MDE"}) {
+    EXPECT_EQ(ParseAuthorization(bad).scheme, Credentials::Scheme::kMalformed) << bad;
+  }
+}
+
+TEST(AuthTest, ThrottleDelaysAfterFreeFailuresAndCaps) {
+  using ms = std::chrono::milliseconds;
+  FailureThrottle t(2, ms(100), ms(350), std::chrono::seconds(60));
+  EXPECT_EQ(t.Failed("a"), ms(0));
+  EXPECT_EQ(t.Failed("a"), ms(0));
+  EXPECT_EQ(t.Failed("a"), ms(100));
+  EXPECT_EQ(t.Failed("a"), ms(200));
+  EXPECT_EQ(t.Failed("a"), ms(350));
+  EXPECT_EQ(t.Failed("b"), ms(0));  // per address
+}
+
+TEST(ConfigTest, HostPortForms) {
+  auto hp = ParseHostPort("127.0.0.1:0");
+  ASSERT_TRUE(hp);
+  EXPECT_EQ(hp->host, "127.0.0.1");
+  EXPECT_EQ(hp->port, 0);
+  hp = ParseHostPort("[::1]:8443");
+  ASSERT_TRUE(hp);
+  EXPECT_EQ(hp->host, "::1");
+  EXPECT_EQ(hp->port, 8443);
+  for (const char* bad : {"127.0.0.1", ":80", "host:", "host:99999", "[::1]8443", "h:1x"}) {
+    EXPECT_FALSE(ParseHostPort(bad)) << bad;
+  }
+}
+
+TEST(ConfigTest, DefaultsDeriveFromRoot) {
+  Flags f;
+  f.root = "/srv/cv/";
+  auto c = LoadConfig(f);
+  ASSERT_TRUE(c) << c.error().ToString();
+  EXPECT_EQ(c->root, "/srv/cv");
+  ASSERT_EQ(c->disks.size(), 6u);
+  EXPECT_EQ(c->disks[5], "/srv/cv/disks/d5");
+  EXPECT_EQ(c->index_dir, "/srv/cv/index");
+  EXPECT_EQ(c->cert_file, "/srv/cv/tls/server.pem");
+  EXPECT_EQ(c->run_dir, "/srv/cv/run");
+  EXPECT_EQ(c->k, 4);
+  EXPECT_EQ(c->m, 2);
+  EXPECT_EQ(c->threads, 2);
+}
+
+}  // namespace
+}  // namespace cv::server

@@ -1,0 +1,86 @@
+// server/config: chunkvaultd's settings. An embedded default (everything under one root
+// folder) is overlaid with a TOML file (--config) and then with command-line flags.
+// deploy/chunkvaultd.toml documents every key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/common.h"
+
+namespace cv::server {
+
+struct Config {
+  std::string root = "./var/chunkvault";
+  std::string log_level = "info";
+
+  // [server]
+  std::string listen = "127.0.0.1:8443";
+  std::string admin_listen = "127.0.0.1:9443";
+  int threads = 2;
+  int max_connections = 1024;
+  uint32_t header_limit_bytes = 16 * 1024;
+  uint32_t max_header_fields = 64;
+  uint64_t max_object_bytes = 4ull << 30;
+  uint32_t max_json_body_bytes = 1 << 20;
+  // A rejected upload's body is read and dropped up to this size so that the connection stays
+  // usable; a larger one closes the connection.
+  uint64_t drain_body_bytes = 16ull << 20;
+  int handshake_timeout_s = 10;
+  int idle_timeout_s = 60;   // waiting for (the header of) the next request
+  int body_timeout_s = 30;   // no body bytes for this long ends the upload
+  int write_timeout_s = 60;  // one write step of a response
+  int drain_timeout_s = 30;  // SIGTERM: how long running requests may take to finish
+
+  // [tls]
+  std::string cert_file;      // default ROOT/tls/server.pem
+  std::string key_file;       // default ROOT/tls/server.key
+  std::string ca_file;        // default ROOT/tls/ca.pem (published in endpoints.json)
+  bool generate = true;       // create a self-signed CA + server certificate when both are missing
+  int watch_interval_s = 10;  // reload when the files change; 0 = only on SIGHUP
+
+  // [storage]
+  std::vector<std::string> disks;  // default ROOT/disks/d0..d5
+  std::string index_dir;           // default ROOT/index
+  int k = 4;
+  int m = 2;
+  uint32_t shard_unit_bytes = 256 * 1024;
+  uint64_t extent_bytes = 256ull << 20;
+  bool try_direct = true;
+
+  // [auth]
+  uint32_t free_failures = 5;            // wrong credentials from one address answered at once
+  uint32_t failure_delay_ms = 250;       // then each 401 waits this long, doubling per failure...
+  uint32_t max_failure_delay_ms = 2000;  // ...up to this
+  uint32_t failure_window_s = 300;       // failures older than this are forgotten
+
+  // Derived (not in TOML).
+  std::string run_dir;         // ROOT/run: endpoints.json, admin.key
+  std::string tls_dir;         // ROOT/tls
+  bool new_admin_key = false;  // --new-admin-key
+};
+
+// Command-line overrides; empty/zero = not given.
+struct Flags {
+  std::string config_file;
+  std::string root;
+  std::string listen;
+  std::string admin_listen;
+  int threads = 0;
+  std::string log_level;
+  bool new_admin_key = false;
+};
+
+// Builds the configuration: defaults, then the TOML file (unknown keys and wrong types are
+// errors), then flags; fills in the paths derived from the root.
+Result<Config> LoadConfig(const Flags& flags);
+
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+};
+// "127.0.0.1:8443", "[::1]:0", "localhost:8443".
+Result<HostPort> ParseHostPort(std::string_view s);
+
+}  // namespace cv::server

@@ -1,0 +1,127 @@
+// chunkvaultd: the chunkvault storage node. See server/server.h for the process model and
+// deploy/chunkvaultd.toml for the configuration.
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+
+#include "admin/admin.h"
+#include "server/config.h"
+#include "server/metrics.h"
+#include "server/server.h"
+#include "server/tls.h"
+#include "storage/storage.h"
+
+namespace {
+
+using namespace cv;
+using namespace cv::server;
+
+LogLevel ParseLevel(const std::string& s) {
+  if (s == "debug") return LogLevel::kDebug;
+  if (s == "warn") return LogLevel::kWarn;
+  if (s == "error") return LogLevel::kError;
+  return LogLevel::kInfo;
+}
+
+int Fail(const std::string& what, const Error& e) {
+  Log(LogLevel::kError, "startup_failed", {{"step", what}, {"error", e.ToString()}});
+  std::fprintf(stderr, "chunkvaultd: %s: %s\n", what.c_str(), e.ToString().c_str());
+  return 1;
+}
+
+int Main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  // One descriptor per connection plus extents and the index: use all we are allowed.
+  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  CLI::App app{"chunkvaultd: a chunkvault storage node (restic REST v2 agent API + admin API)"};
+  Flags flags;
+  app.add_option("--config", flags.config_file,
+                 "TOML configuration file (see deploy/chunkvaultd.toml)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--root", flags.root,
+                 "root folder for data, index, TLS and run files [./var/chunkvault]");
+  app.add_option("--listen", flags.listen,
+                 "agent listener ADDR:PORT (port 0: kernel-chosen) [127.0.0.1:8443]");
+  app.add_option("--admin-listen", flags.admin_listen, "admin listener ADDR:PORT [127.0.0.1:9443]");
+  app.add_option("--threads", flags.threads, "worker threads [2]")->check(CLI::Range(1, 256));
+  app.add_option("--log-level", flags.log_level, "debug, info, warn or error [info]");
+  app.add_flag("--new-admin-key", flags.new_admin_key,
+               "replace the operator admin key with a new one (written to ROOT/run/admin.key)");
+  CLI11_PARSE(app, argc, argv);
+
+  auto cfg = LoadConfig(flags);
+  if (!cfg) return Fail("configuration", cfg.error());
+  const Config& c = *cfg;
+  SetLogLevel(ParseLevel(c.log_level));
+
+  std::error_code ec;
+  std::filesystem::create_directories(c.run_dir, ec);
+  if (ec) return Fail("create " + c.run_dir, Error{ErrorKind::kIOError, 0, ec.message()});
+  ::chmod(c.run_dir.c_str(), 0700);
+  const std::string endpoints_file = c.run_dir + "/endpoints.json";
+  ::unlink(endpoints_file.c_str());  // a stale one would point tools at a dead process
+
+  TlsPaths tls_paths{c.cert_file, c.key_file, c.ca_file};
+  if (c.generate) {
+    if (auto st = EnsureDevCertificates(tls_paths); !st) return Fail("TLS certificate", st.error());
+  }
+  auto tls = TlsContexts::Open(tls_paths);
+  if (!tls) return Fail("TLS", tls.error());
+
+  storage::StoreOptions so;
+  so.disks = c.disks;
+  so.index_dir = c.index_dir;
+  so.k = c.k;
+  so.m = c.m;
+  so.shard_unit = c.shard_unit_bytes;
+  so.extent_bytes = c.extent_bytes;
+  so.try_direct = c.try_direct;
+  auto store = storage::ObjectStore::Open(so);
+  if (!store) return Fail("storage", store.error());
+
+  const std::string key_file = c.run_dir + "/admin.key";
+  auto admin = admin::AdminApi::Open(**store, admin::Options{key_file, c.new_admin_key});
+  if (!admin) return Fail("admin key", admin.error());
+
+  Metrics metrics;
+  auto server = Server::Bind(c, **store, **admin, **tls, metrics);
+  if (!server) return Fail("listen", server.error());
+
+  std::string endpoints = "{\"agent\":\"" + JsonEscape((*server)->AgentUrl()) + "\",\"admin\":\"" +
+                          JsonEscape((*server)->AdminUrl()) + "\",\"ca\":\"" +
+                          JsonEscape(c.ca_file) + "\",\"admin_key_file\":\"" +
+                          JsonEscape(key_file) + "\",\"pid\":" + std::to_string(::getpid()) + "}\n";
+  if (auto st = WriteFileAtomic(endpoints_file, endpoints); !st)
+    return Fail("endpoints.json", st.error());
+  Log(LogLevel::kInfo, "started",
+      {{"agent", (*server)->AgentUrl()},
+       {"admin", (*server)->AdminUrl()},
+       {"root", c.root},
+       {"threads", std::to_string(c.threads)},
+       {"io_engine", (*store)->Stats().io_engine}});
+
+  int rc = (*server)->Run();
+  server->reset();
+  ::unlink(endpoints_file.c_str());
+  Log(LogLevel::kInfo, "stopped");
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "chunkvaultd: %s\n", e.what());
+    return 1;
+  }
+}

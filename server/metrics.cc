@@ -1,0 +1,157 @@
+#include "server/metrics.h"
+
+#include <prometheus/text_serializer.h>
+
+#include <sstream>
+
+namespace cv::server {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  auto& r = *registry_;
+  requests_ = &BuildCounter()
+                   .Name("chunkvault_http_requests_total")
+                   .Help("HTTP requests answered, by listener, route template, method and status")
+                   .Register(r);
+  latency_ = &BuildHistogram()
+                  .Name("chunkvault_http_request_duration_seconds")
+                  .Help("Time from the request header to the end of the response, by route")
+                  .Register(r);
+  auto& bytes = BuildCounter()
+                    .Name("chunkvault_http_body_bytes_total")
+                    .Help("HTTP body bytes, by direction (in = uploads, out = downloads)")
+                    .Register(r);
+  bytes_in_ = &bytes.Add({{"direction", "in"}});
+  bytes_out_ = &bytes.Add({{"direction", "out"}});
+  open_connections_ = &BuildGauge()
+                           .Name("chunkvault_open_connections")
+                           .Help("Open client connections (both listeners)")
+                           .Register(r)
+                           .Add({});
+  rejected_connections_ =
+      &BuildCounter()
+           .Name("chunkvault_rejected_connections_total")
+           .Help("Connections closed at once because max_connections was reached")
+           .Register(r)
+           .Add({});
+  handshake_failures_ = &BuildCounter()
+                             .Name("chunkvault_tls_handshake_failures_total")
+                             .Help("TLS handshakes that failed (old protocol, plaintext, timeout)")
+                             .Register(r)
+                             .Add({});
+  auth_failures_ = &BuildCounter()
+                        .Name("chunkvault_auth_failures_total")
+                        .Help("Requests with wrong credentials")
+                        .Register(r)
+                        .Add({});
+  auto& reloads = BuildCounter()
+                      .Name("chunkvault_tls_reloads_total")
+                      .Help("Certificate reloads, by result")
+                      .Register(r);
+  tls_reloads_ok_ = &reloads.Add({{"result", "ok"}});
+  tls_reloads_failed_ = &reloads.Add({{"result", "failed"}});
+  failed_disks_ = &BuildGauge()
+                       .Name("chunkvault_failed_disks")
+                       .Help("Data disks marked failed")
+                       .Register(r)
+                       .Add({});
+  disks_ = &BuildGauge().Name("chunkvault_disks").Help("Data disks configured").Register(r).Add({});
+  reconstructed_reads_ = &BuildCounter()
+                              .Name("chunkvault_reconstructed_reads_total")
+                              .Help("Shard reads served from parity or another copy")
+                              .Register(r)
+                              .Add({});
+  corrupt_shards_ = &BuildCounter()
+                         .Name("chunkvault_corrupt_shards_total")
+                         .Help("Shard checksum mismatches found while reading")
+                         .Register(r)
+                         .Add({});
+  pending_repairs_ = &BuildGauge()
+                          .Name("chunkvault_pending_repairs")
+                          .Help("Stripes queued for repair")
+                          .Register(r)
+                          .Add({});
+  stored_bytes_ = &BuildGauge()
+                       .Name("chunkvault_stored_bytes")
+                       .Help("Logical bytes of all devices' objects")
+                       .Register(r)
+                       .Add({});
+  stored_objects_ = &BuildGauge()
+                         .Name("chunkvault_stored_objects")
+                         .Help("Objects of all devices")
+                         .Register(r)
+                         .Add({});
+}
+
+void Metrics::Request(std::string_view listener, std::string_view route, std::string_view method,
+                      int status, double seconds) {
+  prometheus::Counter* counter;
+  prometheus::Histogram* histogram;
+  {
+    std::lock_guard lock(mu_);
+    auto key =
+        std::make_tuple(std::string(listener), std::string(route), std::string(method), status);
+    auto it = request_series_.find(key);
+    if (it == request_series_.end()) {
+      auto& c = requests_->Add({{"listener", std::string(listener)},
+                                {"route", std::string(route)},
+                                {"method", std::string(method)},
+                                {"status", std::to_string(status)}});
+      it = request_series_.emplace(key, &c).first;
+    }
+    counter = it->second;
+    auto hkey = std::make_pair(std::string(listener), std::string(route));
+    auto hit = latency_series_.find(hkey);
+    if (hit == latency_series_.end()) {
+      static const prometheus::Histogram::BucketBoundaries kBuckets = {
+          0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+      auto& h = latency_->Add({{"listener", hkey.first}, {"route", hkey.second}}, kBuckets);
+      hit = latency_series_.emplace(hkey, &h).first;
+    }
+    histogram = hit->second;
+  }
+  counter->Increment();
+  histogram->Observe(seconds);
+}
+
+std::string Metrics::Render(storage::ObjectStore& store) {
+  storage::StoreStats stats = store.Stats();
+  uint64_t failed = 0;
+  for (const auto& d : stats.disks) failed += d.failed ? 1 : 0;
+  failed_disks_->Set(static_cast<double>(failed));
+  disks_->Set(static_cast<double>(stats.disks.size()));
+  pending_repairs_->Set(static_cast<double>(stats.pending_repairs));
+  uint64_t bytes = 0, objects = 0;
+  if (auto txn = store.Index().BeginRead()) {
+    auto st = (*txn)->ForEachDevice([&](const index::DeviceRecord& d) {
+      bytes += d.bytes;
+      objects += d.objects;
+      return true;
+    });
+    if (st) {
+      stored_bytes_->Set(static_cast<double>(bytes));
+      stored_objects_->Set(static_cast<double>(objects));
+    }
+  }
+  {
+    std::lock_guard lock(mu_);
+    // The store keeps its own monotonic counters; ours follow them by their increase.
+    if (stats.reconstructed_reads > seen_reconstructed_) {
+      reconstructed_reads_->Increment(
+          static_cast<double>(stats.reconstructed_reads - seen_reconstructed_));
+      seen_reconstructed_ = stats.reconstructed_reads;
+    }
+    if (stats.corrupt_shards > seen_corrupt_) {
+      corrupt_shards_->Increment(static_cast<double>(stats.corrupt_shards - seen_corrupt_));
+      seen_corrupt_ = stats.corrupt_shards;
+    }
+  }
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, registry_->Collect());
+  return out.str();
+}
+
+}  // namespace cv::server

@@ -1,0 +1,620 @@
+#include "server/session.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <chrono>
+
+namespace cv::server {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Every asynchronous step reports errors as values; nothing throws across a handler.
+constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+// Body bytes moved per step, in and out. Uploads append this much at a time to the Writer.
+constexpr size_t kChunk = 256 * 1024;
+// Room in the read buffer beyond a maximal header: bounds read-ahead (and pipelined requests).
+constexpr size_t kReadAhead = 64 * 1024;
+constexpr size_t kDiscardChunk = 64 * 1024;
+
+// Errors that only mean the client went away or stopped talking.
+bool ClientGone(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == http::error::partial_message ||
+         ec == net::error::eof || ec == ssl::error::stream_truncated ||
+         ec == net::error::operation_aborted || ec == net::error::connection_reset ||
+         ec == net::error::broken_pipe || ec == beast::error::timeout;
+}
+
+std::chrono::seconds Seconds(int s) { return std::chrono::seconds(s); }
+
+Reply Empty200() {
+  Reply r;
+  r.status = 200;
+  r.content_type.clear();
+  return r;
+}
+
+Reply MethodNotAllowed(std::string_view allow) {
+  Reply r = ErrorReply(405, "method_not_allowed", "allowed: " + std::string(allow));
+  r.headers.emplace_back("Allow", std::string(allow));
+  return r;
+}
+
+}  // namespace
+
+struct Session::Exchange {
+  Clock::time_point start = Clock::now();
+  std::string method = "-";
+  std::string route = "unknown";
+  std::string device;  // hex, once authenticated
+  int status = 0;      // 0 = no answer was sent (client gone or timed out)
+  uint64_t in = 0, out = 0;
+  bool head = false;
+};
+
+Session::Session(ServerContext& ctx, Worker& worker, Listener listener, tcp::socket socket,
+                 std::shared_ptr<ssl::context> tls)
+    : ctx_(ctx),
+      worker_(worker),
+      listener_(listener),
+      tls_(std::move(tls)),
+      stream_(std::move(socket), *tls_),
+      buffer_(ctx.config.header_limit_bytes + kReadAhead) {
+  beast::error_code ec;
+  auto ep = Tcp().socket().remote_endpoint(ec);
+  remote_ = ec ? "unknown" : ep.address().to_string();
+  worker_.sessions.insert(this);
+  ctx_.connections.fetch_add(1);
+  ctx_.metrics.ConnectionOpened();
+}
+
+Session::~Session() {
+  worker_.sessions.erase(this);
+  ctx_.connections.fetch_sub(1);
+  ctx_.metrics.ConnectionClosed();
+}
+
+beast::tcp_stream& Session::Tcp() { return beast::get_lowest_layer(stream_); }
+
+void Session::Start(std::shared_ptr<Session> session) {
+  Session* s = session.get();
+  net::co_spawn(s->worker_.ioc, s->Run(std::move(session)), [](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      Log(LogLevel::kError, "session_exception", {{"what", ex.what()}});
+    }
+  });
+}
+
+void Session::Drain() {
+  if (phase_ != Phase::kBusy) Tcp().cancel();
+}
+
+net::awaitable<void> Session::Run(std::shared_ptr<Session> self) {
+  Tcp().expires_after(Seconds(ctx_.config.handshake_timeout_s));
+  auto [ec] = co_await stream_.async_handshake(ssl::stream_base::server, kTuple);
+  if (ec) {
+    // Plaintext HTTP, TLS 1.0/1.1, no shared cipher, a port scanner: just close.
+    ctx_.metrics.HandshakeFailed();
+    Log(LogLevel::kDebug, "tls_handshake_failed", {{"remote", remote_}, {"error", ec.message()}});
+    co_return;
+  }
+  while (co_await ServeOne()) {
+  }
+  co_await Shutdown();
+}
+
+net::awaitable<bool> Session::ServeOne() {
+  if (worker_.draining) co_return false;
+  const Config& cfg = ctx_.config;
+  parser_.emplace();
+  parser_->header_limit(cfg.header_limit_bytes);
+  parser_->body_limit(listener_ == Listener::kAgent ? cfg.max_object_bytes
+                                                    : cfg.max_json_body_bytes);
+  continue_pending_ = false;
+  phase_ = Phase::kIdle;
+  Tcp().expires_after(Seconds(cfg.idle_timeout_s));
+  auto [ec, n] = co_await http::async_read_header(stream_, buffer_, *parser_, kTuple);
+  phase_ = Phase::kBusy;
+  Exchange x;
+  if (ec) {
+    Reply r;
+    if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+      r = ErrorReply(
+          431, "header_too_large",
+          "request header is larger than " + std::to_string(cfg.header_limit_bytes) + " bytes");
+    } else if (ec == http::error::body_limit) {
+      r = ErrorReply(413, "too_large", "the body is larger than this endpoint accepts");
+    } else if (ClientGone(ec) || buffer_.size() == 0) {
+      co_return false;  // idle keep-alive connection closed or timed out
+    } else {
+      r = ErrorReply(400, "bad_request", "malformed HTTP request: " + ec.message());
+    }
+    x.route = "invalid";
+    r.close = true;
+    co_await Send(x, std::move(r));
+    Finish(x);
+    co_return false;
+  }
+  auto& req = parser_->get();
+  x.method = std::string(http::to_string(req.method()));
+  x.head = req.method() == http::verb::head;
+  continue_pending_ = beast::iequals(req[http::field::expect], "100-continue");
+  size_t fields = static_cast<size_t>(std::distance(req.begin(), req.end()));
+  bool keep;
+  if (fields > cfg.max_header_fields) {
+    x.route = "invalid";
+    Reply r = ErrorReply(431, "too_many_headers",
+                         "more than " + std::to_string(cfg.max_header_fields) + " header fields");
+    r.close = true;
+    keep = co_await Send(x, std::move(r));
+  } else if (listener_ == Listener::kAgent) {
+    keep = co_await ServeAgent(x);
+  } else {
+    keep = co_await ServeAdmin(x);
+  }
+  Finish(x);
+  co_return keep;
+}
+
+net::awaitable<bool> Session::ServeAgent(Exchange& x) {
+  auto& req = parser_->get();
+  const std::string_view target = req.target();
+  const http::verb m = req.method();
+  const bool get = m == http::verb::get || m == http::verb::head;
+
+  if (auto r = OperationalReply(x)) co_return co_await Send(x, std::move(*r));
+
+  AgentTarget t = ParseAgentTarget(target);
+  if (t.kind == AgentTarget::Kind::kNone) {
+    co_return co_await Send(x, ErrorReply(404, "not_found", "no such route"));
+  }
+  // Authenticate before saying anything about the path: strangers learn nothing.
+  Credentials cred = ParseAuthorization(req[http::field::authorization]);
+  auto auth = AuthenticateDevice(ctx_.store.Index(), cred, t.device);
+  if (!auth) co_return co_await Send(x, ErrorReply(auth.error()));
+  switch (auth->outcome) {
+    case AuthOutcome::kMissing:
+      co_return co_await SendUnauthorized(
+          x, ErrorReply(401, "unauthenticated", "credentials are required"), false);
+    case AuthOutcome::kWrong:
+      co_return co_await SendUnauthorized(
+          x, ErrorReply(401, "unauthenticated", "wrong credentials"), true);
+    case AuthOutcome::kOtherDevice:
+      co_return co_await Send(x, ErrorReply(404, "not_found", "no such repository"));
+    case AuthOutcome::kOk:
+      break;
+  }
+  const index::DeviceRecord& dev = auth->device;
+  x.device = index::IdToHex(dev.id);
+
+  using K = AgentTarget::Kind;
+  index::ObjectKey key;
+  switch (t.kind) {
+    case K::kNone:
+    case K::kNoRoute:
+      co_return co_await Send(x, ErrorReply(404, "not_found", "no such route"));
+    case K::kInvalidPath:
+      x.route = "invalid";
+      co_return co_await Send(x, ErrorReply(400, "invalid_path", t.error));
+    case K::kRepo:
+      x.route = "repo";
+      if (m != http::verb::post) co_return co_await Send(x, MethodNotAllowed("POST"));
+      if (t.query != "create=true") {
+        co_return co_await Send(x, ErrorReply(400, "invalid_argument", "expected ?create=true"));
+      }
+      // The device is the repository: there is nothing to create.
+      co_return co_await Send(x, Empty200());
+    case K::kList:
+      x.route = "list";
+      if (!get) co_return co_await Send(x, MethodNotAllowed("GET, HEAD"));
+      co_return co_await Send(x,
+                              ctx_.agent.List(dev.id, t.type, WantsV2(req[http::field::accept])));
+    case K::kExists: {
+      x.route = "exists";
+      if (m != http::verb::post) co_return co_await Send(x, MethodNotAllowed("POST"));
+      Reply err;
+      auto body = co_await ReadSmallBody(x, ctx_.config.max_json_body_bytes, &err);
+      if (!body) co_return err.status ? co_await Send(x, std::move(err)) : false;
+      co_return co_await Send(x, ctx_.agent.Exists(dev.id, *body));
+    }
+    case K::kUsage:
+      x.route = "usage";
+      if (!get) co_return co_await Send(x, MethodNotAllowed("GET, HEAD"));
+      co_return co_await Send(x, ctx_.agent.Usage(dev));
+    case K::kConfig:
+      x.route = "config";
+      key = index::ObjectKey{dev.id, index::ObjectType::kConfig, ""};
+      break;
+    case K::kObject: {
+      x.route = "object";
+      auto k = ObjectKeyFor(dev.id, t.type, t.name);
+      if (!k) {
+        co_return co_await Send(x, ErrorReply(400, "invalid_argument", k.error().context));
+      }
+      key = std::move(*k);
+      break;
+    }
+  }
+  switch (m) {
+    case http::verb::head:
+      co_return co_await Send(x, ctx_.agent.Head(key));
+    case http::verb::get:
+      co_return co_await Download(x, key);
+    case http::verb::post:
+      co_return co_await Upload(x, key);
+    case http::verb::delete_:
+      co_return co_await Send(x, ctx_.agent.Delete(dev, key));
+    default:
+      co_return co_await Send(x, MethodNotAllowed("GET, HEAD, POST, DELETE"));
+  }
+}
+
+std::optional<Reply> Session::OperationalReply(Exchange& x) {
+  const std::string_view target = parser_->get().target();
+  if (target != "/healthz" && target != "/readyz" && target != "/metrics") return std::nullopt;
+  x.route = std::string(target.substr(1));
+  const http::verb m = parser_->get().method();
+  if (m != http::verb::get && m != http::verb::head) return MethodNotAllowed("GET, HEAD");
+  if (target == "/healthz") return JsonReply(200, "{\"status\":\"ok\"}");
+  if (target == "/readyz") {
+    if (ctx_.store.Ready()) return JsonReply(200, "{\"ready\":true}");
+    return ErrorReply(503, "unavailable", "too few healthy disks or the index is unusable");
+  }
+  Reply r = JsonReply(200, ctx_.metrics.Render(ctx_.store));
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  return r;
+}
+
+net::awaitable<bool> Session::ServeAdmin(Exchange& x) {
+  auto& req = parser_->get();
+  x.route = "admin";
+  if (auto r = OperationalReply(x)) co_return co_await Send(x, std::move(*r));
+  Reply err;
+  auto body = co_await ReadSmallBody(x, ctx_.config.max_json_body_bytes, &err);
+  if (!body) co_return err.status ? co_await Send(x, std::move(err)) : false;
+  admin::Request ar{std::string(req.method_string()), std::string(req.target()),
+                    std::string(req[http::field::authorization]), std::move(*body)};
+  admin::Response resp = ctx_.admin.Handle(ar);
+  Reply r;
+  r.status = resp.status;
+  r.body = std::move(resp.body);
+  r.headers = std::move(resp.headers);
+  if (r.status == 401)
+    co_return co_await SendUnauthorized(x, std::move(r), !ar.authorization.empty());
+  co_return co_await Send(x, std::move(r));
+}
+
+net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key) {
+  auto& req = parser_->get();
+  if (req.chunked() || !parser_->content_length()) {
+    co_return co_await Send(
+        x, ErrorReply(411, "length_required", "uploads need a Content-Length header"));
+  }
+  const uint64_t size = *parser_->content_length();
+  // NOTE: storage calls (BeginPut/Append/Commit) block on disk I/O and run on this worker's
+  // thread for now, which stalls the other connections of this io_context meanwhile. A worker
+  // pool, or the io_uring engine's eventfd on this io_context, will take them off it.
+  auto writer = ctx_.store.BeginPut(key, size);
+  if (!writer) co_return co_await Send(x, ErrorReply(writer.error()));
+  if (!co_await SendContinue()) co_return false;
+
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunk]);
+  std::optional<Error> failed;
+  uint64_t received = 0;
+  while (!parser_->is_done()) {
+    auto& body = req.body();
+    body.data = buf.get();
+    body.size = kChunk;
+    Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
+    auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
+    if (ec == http::error::need_buffer) ec = {};
+    size_t got = kChunk - body.size;
+    received += got;
+    x.in += got;
+    ctx_.metrics.BytesIn(got);
+    if (ec) {
+      // Dropping the Writer aborts the upload: nothing becomes visible.
+      x.status = ec == beast::error::timeout ? 408 : 0;
+      Log(LogLevel::kWarn, "upload_aborted",
+          {{"remote", remote_},
+           {"device", x.device},
+           {"type", index::ObjectTypeName(key.type)},
+           {"name", key.name},
+           {"received", std::to_string(received)},
+           {"expected", std::to_string(size)},
+           {"error", ec.message()}});
+      co_return false;
+    }
+    if (got > 0) {
+      auto st = (*writer)->Append(std::span<const uint8_t>(buf.get(), got));
+      if (!st) {
+        failed = st.error();
+        break;
+      }
+    }
+  }
+  buf.reset();
+  if (failed) {
+    writer->reset();
+    co_return co_await Send(x, ErrorReply(*failed));  // Send drops the rest or closes
+  }
+  auto info = (*writer)->Commit();
+  writer->reset();  // free its stripe buffers before answering
+  if (!info) co_return co_await Send(x, ErrorReply(info.error()));
+  auto st = ctx_.agent.UploadCommitted(key);
+  if (!st) co_return co_await Send(x, ErrorReply(st.error()));
+  co_return co_await Send(x, Empty200());
+}
+
+net::awaitable<bool> Session::Download(Exchange& x, const index::ObjectKey& key) {
+  auto& req = parser_->get();
+  // NOTE: blocking storage reads on the worker thread, as for uploads (see Upload).
+  auto head = ctx_.store.Head(key);
+  if (!head) co_return co_await Send(x, ErrorReply(head.error()));
+  if (!*head) co_return co_await Send(x, ErrorReply(404, "not_found", "no such object"));
+  const uint64_t size = (*head)->size;
+  ByteRange range{0, size};
+  RangeParse rp = ParseRange(req[http::field::range], size, &range);
+  if (rp == RangeParse::kMalformed) {
+    co_return co_await Send(
+        x, ErrorReply(400, "invalid_range",
+                      "Range must be one of bytes=FIRST-LAST, bytes=FIRST-, bytes=-SUFFIX"));
+  }
+  if (rp == RangeParse::kUnsatisfiable) {
+    Reply r = ErrorReply(
+        416, "range_not_satisfiable",
+        "the range starts at or past the end of the object (" + std::to_string(size) + " bytes)");
+    r.headers.emplace_back("Content-Range", "bytes */" + std::to_string(size));
+    co_return co_await Send(x, std::move(r));
+  }
+  const bool partial = rp == RangeParse::kPartial;
+  if (!partial) range = ByteRange{0, size};
+  auto reader = ctx_.store.Open(key, range.offset, range.length);
+  if (!reader) co_return co_await Send(x, ErrorReply(reader.error()));
+  const uint64_t length = (*reader)->length();
+
+  // The first chunk is read before the status line so that a read failure can still be
+  // answered with a proper error instead of a cut-off body.
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunk]);
+  size_t n = 0;
+  if (length > 0) {
+    auto r = (*reader)->Read(std::span<uint8_t>(buf.get(), std::min<uint64_t>(kChunk, length)));
+    if (!r) co_return co_await Send(x, ErrorReply(r.error()));
+    if (*r == 0)
+      co_return co_await Send(x, ErrorReply(Error{ErrorKind::kInternal, 0, "empty read"}));
+    n = *r;
+  }
+  bool keep = req.keep_alive() && !worker_.draining;
+  if (keep && !parser_->is_done()) keep = co_await DiscardBody(x);
+
+  http::response<http::buffer_body> res{partial ? http::status::partial_content : http::status::ok,
+                                        req.version()};
+  res.set(http::field::server, "chunkvault");
+  res.set(http::field::content_type, "application/octet-stream");
+  res.set(http::field::accept_ranges, "bytes");
+  if (partial) {
+    res.set(http::field::content_range, "bytes " + std::to_string(range.offset) + "-" +
+                                            std::to_string(range.offset + length - 1) + "/" +
+                                            std::to_string(size));
+  }
+  res.content_length(length);
+  res.keep_alive(keep);
+  res.body().data = nullptr;
+  res.body().more = true;
+  http::response_serializer<http::buffer_body> sr{res};
+  x.status = res.result_int();
+  Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
+  auto [ec, w] = co_await http::async_write_header(stream_, sr, kTuple);
+  if (ec) co_return false;
+
+  uint64_t sent = 0;
+  while (sent < length) {
+    if (n == 0) {
+      auto r =
+          (*reader)->Read(std::span<uint8_t>(buf.get(), std::min<uint64_t>(kChunk, length - sent)));
+      if (!r || *r == 0) {
+        // The status line is gone: all we can do is cut the body short so the client notices.
+        Log(LogLevel::kError, "download_failed",
+            {{"device", x.device},
+             {"name", key.name},
+             {"sent", std::to_string(sent)},
+             {"error", r ? "short read" : r.error().ToString()}});
+        co_return false;
+      }
+      n = *r;
+    }
+    res.body().data = buf.get();
+    res.body().size = n;
+    res.body().more = true;
+    Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
+    auto [ec2, w2] = co_await http::async_write(stream_, sr, kTuple);
+    if (ec2 == http::error::need_buffer) ec2 = {};
+    if (ec2) co_return false;
+    sent += n;
+    x.out += n;
+    ctx_.metrics.BytesOut(n);
+    n = 0;
+  }
+  res.body().data = nullptr;
+  res.body().size = 0;
+  res.body().more = false;
+  Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
+  auto [ec3, w3] = co_await http::async_write(stream_, sr, kTuple);
+  if (ec3) co_return false;
+  co_return keep;
+}
+
+net::awaitable<std::optional<std::string>> Session::ReadSmallBody(Exchange& x, size_t limit,
+                                                                  Reply* error) {
+  auto cl = parser_->content_length();
+  if (cl && *cl > limit) {
+    *error =
+        ErrorReply(413, "too_large", "the body is larger than " + std::to_string(limit) + " bytes");
+    co_return std::nullopt;
+  }
+  if (!co_await SendContinue()) {
+    error->status = 0;
+    co_return std::nullopt;
+  }
+  std::string out;
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kDiscardChunk]);
+  while (!parser_->is_done()) {
+    auto& body = parser_->get().body();
+    body.data = buf.get();
+    body.size = kDiscardChunk;
+    Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
+    auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
+    if (ec == http::error::need_buffer) ec = {};
+    size_t got = kDiscardChunk - body.size;
+    x.in += got;
+    if (ec) {
+      error->status = 0;  // nobody to answer
+      co_return std::nullopt;
+    }
+    out.append(reinterpret_cast<const char*>(buf.get()), got);
+    if (out.size() > limit) {
+      *error = ErrorReply(413, "too_large",
+                          "the body is larger than " + std::to_string(limit) + " bytes");
+      error->close = true;
+      co_return std::nullopt;
+    }
+  }
+  co_return out;
+}
+
+net::awaitable<bool> Session::DiscardBody(Exchange& x) {
+  if (parser_->is_done()) co_return true;
+  // A client waiting for 100 Continue may or may not send its body now: the stream is
+  // ambiguous, so close it.
+  if (continue_pending_) co_return false;
+  const uint64_t limit = ctx_.config.drain_body_bytes;
+  auto remaining = parser_->content_length_remaining();
+  if (remaining && *remaining > limit) co_return false;
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kDiscardChunk]);
+  uint64_t dropped = 0;
+  while (!parser_->is_done()) {
+    auto& body = parser_->get().body();
+    body.data = buf.get();
+    body.size = kDiscardChunk;
+    Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
+    auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
+    if (ec == http::error::need_buffer) ec = {};
+    dropped += kDiscardChunk - body.size;
+    if (ec || dropped > limit) co_return false;  // chunked bodies announce no size
+  }
+  x.in += dropped;
+  co_return true;
+}
+
+net::awaitable<bool> Session::SendContinue() {
+  if (!continue_pending_) co_return true;
+  continue_pending_ = false;
+  http::response<http::empty_body> res{http::status::continue_, 11};
+  Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
+  auto [ec, n] = co_await http::async_write(stream_, res, kTuple);
+  co_return !ec;
+}
+
+net::awaitable<bool> Session::SendUnauthorized(Exchange& x, Reply reply, bool count_failure) {
+  if (count_failure) {
+    ctx_.metrics.AuthFailed();
+    auto delay = ctx_.throttle.Failed(remote_);
+    if (delay.count() > 0) {
+      net::steady_timer timer(co_await net::this_coro::executor);
+      timer.expires_after(delay);
+      co_await timer.async_wait(kTuple);
+    }
+  }
+  bool has_challenge = false;
+  for (const auto& [k, v] : reply.headers)
+    has_challenge = has_challenge || beast::iequals(k, "WWW-Authenticate");
+  if (!has_challenge) {
+    reply.headers.emplace_back("WWW-Authenticate", "Basic realm=\"chunkvault\", charset=\"UTF-8\"");
+    reply.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"chunkvault\"");
+  }
+  co_return co_await Send(x, std::move(reply));
+}
+
+net::awaitable<bool> Session::Send(Exchange& x, Reply r) {
+  bool keep = !r.close && parser_->get().keep_alive() && !worker_.draining;
+  if (keep && !parser_->is_done()) keep = co_await DiscardBody(x);
+  unsigned version = parser_->get().version() == 10 ? 10 : 11;
+  http::response<http::string_body> res{static_cast<http::status>(r.status), version};
+  res.set(http::field::server, "chunkvault");
+  for (auto& [k, v] : r.headers) res.insert(k, v);
+  if ((!r.body.empty() || r.head_length) && !r.content_type.empty()) {
+    res.set(http::field::content_type, r.content_type);
+  }
+  if (x.head) {
+    // A HEAD answer announces the length of what GET would send, and sends nothing.
+    res.content_length(r.head_length ? *r.head_length : r.body.size());
+  } else {
+    res.body() = std::move(r.body);
+    res.prepare_payload();
+  }
+  res.keep_alive(keep);
+  if (!keep && !parser_->is_done()) linger_ = true;
+  x.status = r.status;
+  Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
+  auto [ec, n] = co_await http::async_write(stream_, res, kTuple);
+  if (ec) co_return false;
+  x.out += res.body().size();
+  co_return keep;
+}
+
+net::awaitable<void> Session::Shutdown() {
+  Tcp().expires_after(Seconds(linger_ ? 2 : std::min(ctx_.config.write_timeout_s, 5)));
+  // Sends close_notify and waits for the client's; clients that just close are fine too.
+  co_await stream_.async_shutdown(kTuple);  // its error does not matter any more
+  beast::error_code ignored;
+  if (linger_) {
+    // The client may still be sending the request we refused. Closing with unread bytes would
+    // make the kernel answer with a reset that can destroy our answer in flight, so read and
+    // drop for a moment first (what web servers call a lingering close).
+    Tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    Tcp().expires_after(std::chrono::seconds(2));
+    char scratch[4096];
+    size_t total = 0;
+    while (total < (4u << 20)) {
+      auto [e, n] = co_await Tcp().async_read_some(net::buffer(scratch), kTuple);
+      if (e) break;
+      total += n;
+    }
+  }
+  Tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+  Tcp().close();
+}
+
+void Session::Finish(Exchange& x) {
+  double seconds = std::chrono::duration<double>(Clock::now() - x.start).count();
+  int status = x.status ? x.status : 499;  // 499: the client went away before the answer
+  const char* listener = listener_ == Listener::kAgent ? "agent" : "admin";
+  ctx_.metrics.Request(listener, x.route, x.method, status, seconds);
+  Log(status >= 500 ? LogLevel::kWarn : LogLevel::kInfo, "http_request",
+      {{"listener", listener},
+       {"remote", remote_},
+       {"method", x.method},
+       {"route", x.route},
+       {"device", x.device},
+       {"status", std::to_string(status)},
+       {"in", std::to_string(x.in)},
+       {"out", std::to_string(x.out)},
+       {"ms", std::to_string(static_cast<int64_t>(seconds * 1000))}});
+}
+
+}  // namespace cv::server

@@ -1,0 +1,132 @@
+// server/session: one TLS connection, from handshake to close, as one C++20 coroutine on its
+// worker's io_context (one thread per io_context, so no strand is needed). It follows the
+// Beast examples (advanced/server, http/server/async-ssl, boost-1.81.0): a deadline before
+// every asynchronous step, header size limits, one request at a time (a pipelined request
+// waits in the bounded read buffer until the previous answer is written), and a graceful
+// TLS shutdown; stream_truncated from clients that skip close_notify is not an error.
+//
+// Bodies are streamed: an upload is read in kChunk pieces straight into storage::Writer, a
+// download is read from storage::Reader in kChunk pieces, so memory per request is a couple of
+// chunks plus what the store holds for its stripes, whatever the object size.
+//
+//   accept -> handshake -> [ read header -> route -> auth -> body in/out -> answer ]* -> shutdown
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "admin/admin.h"
+#include "server/agent_api.h"
+#include "server/auth.h"
+#include "server/config.h"
+#include "server/metrics.h"
+#include "server/tls.h"
+#include "storage/storage.h"
+
+namespace cv::server {
+
+class Session;
+
+// What every session shares. Lives for as long as the server.
+struct ServerContext {
+  ServerContext(const Config& c, storage::ObjectStore& s, admin::AdminApi& a, Metrics& m,
+                TlsContexts& t)
+      : config(c),
+        store(s),
+        admin(a),
+        metrics(m),
+        tls(t),
+        agent(s),
+        throttle(c.free_failures, std::chrono::milliseconds(c.failure_delay_ms),
+                 std::chrono::milliseconds(c.max_failure_delay_ms),
+                 std::chrono::seconds(c.failure_window_s)) {}
+  const Config& config;
+  storage::ObjectStore& store;
+  admin::AdminApi& admin;
+  Metrics& metrics;
+  TlsContexts& tls;
+  AgentApi agent;
+  FailureThrottle throttle;
+  std::atomic<int> connections{0};  // both listeners, all workers
+};
+
+// One worker thread: its io_context, its acceptors and the sessions running on it. Members
+// other than `ioc` are touched only from that io_context's thread.
+struct Worker {
+  std::unordered_set<Session*> sessions;  // declared first: destroyed after ioc's handlers
+  boost::asio::io_context ioc{1};
+  std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>> acceptors;
+  bool draining = false;
+};
+
+enum class Listener { kAgent, kAdmin };
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(ServerContext& ctx, Worker& worker, Listener listener,
+          boost::asio::ip::tcp::socket socket, std::shared_ptr<boost::asio::ssl::context> tls);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Runs the connection on the worker's io_context until it closes.
+  static void Start(std::shared_ptr<Session> session);
+  // SIGTERM: a connection waiting for its next request closes now; one in a request finishes
+  // it and answers with Connection: close. Call on the worker's thread.
+  void Drain();
+
+ private:
+  struct Exchange;
+  using Stream = boost::beast::ssl_stream<boost::beast::tcp_stream>;
+  using Parser = boost::beast::http::request_parser<boost::beast::http::buffer_body>;
+
+  boost::asio::awaitable<void> Run(std::shared_ptr<Session> self);
+  // Serves one request; false when the connection must close.
+  boost::asio::awaitable<bool> ServeOne();
+  boost::asio::awaitable<bool> ServeAgent(Exchange& x);
+  boost::asio::awaitable<bool> ServeAdmin(Exchange& x);
+  // GET /healthz, /readyz, /metrics (both listeners, no credentials); nullopt for other targets.
+  std::optional<Reply> OperationalReply(Exchange& x);
+  boost::asio::awaitable<bool> Upload(Exchange& x, const index::ObjectKey& key);
+  boost::asio::awaitable<bool> Download(Exchange& x, const index::ObjectKey& key);
+  // Reads a small body completely (JSON APIs). nullopt: *error holds the answer to send.
+  boost::asio::awaitable<std::optional<std::string>> ReadSmallBody(Exchange& x, size_t limit,
+                                                                   Reply* error);
+  // Reads and drops what is left of the request body, when small enough; false = must close.
+  boost::asio::awaitable<bool> DiscardBody(Exchange& x);
+  boost::asio::awaitable<bool> SendContinue();
+  boost::asio::awaitable<bool> Send(Exchange& x, Reply reply);
+  // Waits for the failure delay of this client's address, then answers 401.
+  boost::asio::awaitable<bool> SendUnauthorized(Exchange& x, Reply reply, bool count_failure);
+  boost::asio::awaitable<void> Shutdown();
+  void Finish(Exchange& x);
+
+  boost::beast::tcp_stream& Tcp();
+
+  ServerContext& ctx_;
+  Worker& worker_;
+  const Listener listener_;
+  std::shared_ptr<boost::asio::ssl::context> tls_;  // keeps this connection's context alive
+  Stream stream_;
+  boost::beast::flat_buffer buffer_;
+  std::optional<Parser> parser_;
+  std::string remote_;
+  enum class Phase { kHandshake, kIdle, kBusy } phase_ = Phase::kHandshake;
+  bool continue_pending_ = false;  // the client sent Expect: 100-continue and waits for us
+  bool linger_ = false;            // closing with unread request bytes: read them before closing
+};
+
+}  // namespace cv::server

@@ -1,0 +1,302 @@
+"""Helpers for the integration tests: start and stop a real chunkvaultd, talk to it over
+HTTPS with the standard library only (http.client + ssl + socket), create devices through the
+admin API. Every network operation and every wait has a timeout."""
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+
+BUILD_DIR = os.environ.get(
+    "CV_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+BINARY = os.path.join(BUILD_DIR, "bin", "chunkvaultd")
+
+IO_TIMEOUT = 30  # seconds, for any single socket operation of a test client
+
+# Short server timeouts so that the tests about them run quickly.
+TEST_CONFIG = """
+[server]
+handshake_timeout_s = 5
+idle_timeout_s = 30
+body_timeout_s = 2
+write_timeout_s = 20
+drain_timeout_s = 10
+[tls]
+watch_interval_s = 0
+[auth]
+free_failures = 50
+[storage]
+extent_bytes = 67108864
+"""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # list of (name, value)
+        self.body = body
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def headers_named(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self):
+        return json.loads(self.body)
+
+    def error_code(self):
+        """The "code" of a JSON error body; fails the test if the body is not one."""
+        doc = self.json()
+        assert set(doc) == {"error"}, doc
+        assert isinstance(doc["error"]["code"], str) and isinstance(doc["error"]["message"], str), doc
+        return doc["error"]["code"]
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.body[:200]!r}>"
+
+
+class Device:
+    def __init__(self, node, account, dev_id, token, append_only):
+        self.node, self.account, self.id, self.token = node, account, dev_id, token
+        self.append_only = append_only
+
+    def basic(self, token=None, user=None):
+        raw = f"{user or self.id}:{token if token is not None else self.token}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def headers(self, extra=None):
+        h = {"Authorization": self.basic()}
+        h.update(extra or {})
+        return h
+
+    def restic_url(self):
+        host, port = self.node.agent_addr
+        return f"rest:https://{self.id}:{self.token}@{host}:{port}/{self.id}/"
+
+    # --- shortcuts on this device's repository ---
+    def request(self, method, path, body=None, headers=None, **kw):
+        return self.node.request(method, f"/{self.id}{path}", body, self.headers(headers), **kw)
+
+    def put(self, typ, data, name=None):
+        name = name if name is not None else sha256_hex(data)
+        return self.request("POST", f"/{typ}/{name}", data)
+
+    def usage(self):
+        r = self.request("GET", "/v1/usage")
+        assert r.status == 200, r
+        return r.json()
+
+    def listing(self, typ):
+        r = self.request("GET", f"/{typ}/", headers={"Accept": "application/vnd.x.restic.rest.v2"})
+        assert r.status == 200, r
+        return r.json()
+
+
+class Node:
+    """A chunkvaultd process on a private root, listening on kernel-chosen ports."""
+
+    def __init__(self, root, extra_config="", threads=2):
+        self.root = str(root)
+        os.makedirs(self.root, exist_ok=True)
+        self.config_file = os.path.join(self.root, "test.toml")
+        with open(self.config_file, "w") as f:
+            f.write(TEST_CONFIG if not extra_config else merge_toml(TEST_CONFIG, extra_config))
+        self.threads = threads
+        self.proc = None
+        self.log_path = os.path.join(self.root, "chunkvaultd.log")
+
+    # --- process ---
+    def start(self, timeout=30):
+        assert os.access(BINARY, os.X_OK), f"build chunkvaultd first: {BINARY} missing"
+        endpoints = os.path.join(self.root, "run", "endpoints.json")
+        if os.path.exists(endpoints):
+            os.unlink(endpoints)
+        self.log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [BINARY, "--config", self.config_file, "--root", self.root,
+             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+             "--threads", str(self.threads)],
+            stdout=self.log_file, stderr=self.log_file)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chunkvaultd exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with open(endpoints) as f:
+                    ep = json.load(f)
+                if ep.get("pid") == self.proc.pid:
+                    break
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+            time.sleep(0.05)
+        else:
+            self.kill()
+            raise RuntimeError(f"chunkvaultd did not write endpoints.json in {timeout}s:\n{self.log()}")
+        self.endpoints = ep
+        self.agent_addr = parse_url(ep["agent"])
+        self.admin_addr = parse_url(ep["admin"])
+        self.ca = ep["ca"]
+        with open(ep["admin_key_file"]) as f:
+            self.admin_key = f.read().strip()
+        return self
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=20):
+        """SIGTERM and wait; returns the exit code (kills after `timeout`)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"chunkvaultd did not stop within {timeout}s after SIGTERM")
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")[-20000:]
+        except FileNotFoundError:
+            return ""
+
+    def status_kb(self, field):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise KeyError(field)
+
+    # --- TLS and HTTP ---
+    def ssl_context(self):
+        return ssl.create_default_context(cafile=self.ca)
+
+    def connect(self, which="agent", timeout=IO_TIMEOUT):
+        host, port = self.agent_addr if which == "agent" else self.admin_addr
+        return http.client.HTTPSConnection(host, port, context=self.ssl_context(), timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, which="agent", conn=None, timeout=IO_TIMEOUT):
+        own = conn is None
+        c = conn or self.connect(which, timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            return Response(r.status, r.getheaders(), data)
+        finally:
+            if own:
+                c.close()
+
+    def tls_socket(self, which="agent", timeout=IO_TIMEOUT):
+        host, port = self.agent_addr if which == "agent" else self.admin_addr
+        raw = socket.create_connection((host, port), timeout=timeout)
+        return self.ssl_context().wrap_socket(raw, server_hostname=host)
+
+    def raw(self, data: bytes, which="agent", timeout=IO_TIMEOUT, shutdown_write=False):
+        """Sends raw bytes over TLS; returns everything received until the server closes or
+        `timeout` passes without data."""
+        s = self.tls_socket(which, timeout)
+        try:
+            s.sendall(data)
+            return read_all(s)
+        finally:
+            s.close()
+
+    def admin(self, method, path, obj=None, key=None, raw_body=None):
+        body = raw_body if raw_body is not None else (json.dumps(obj) if obj is not None else None)
+        headers = {"Authorization": f"Bearer {key if key is not None else self.admin_key}",
+                   "Content-Type": "application/json"}
+        return self.request(method, "/admin/v1" + path, body, headers, which="admin")
+
+    def new_account(self):
+        r = self.admin("POST", "/accounts", {})
+        assert r.status == 201, r
+        return r.json()["id"]
+
+    def new_device(self, append_only=True, account=None, name="test-device"):
+        account = account or self.new_account()
+        r = self.admin("POST", f"/accounts/{account}/devices",
+                       {"name": name, "kind": "computer", "append_only": append_only})
+        assert r.status == 201, r
+        d = r.json()
+        return Device(self, account, d["id"], d["token"], append_only)
+
+
+def read_all(sock, limit=1 << 24):
+    out = b""
+    try:
+        while len(out) < limit:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except (socket.timeout, ConnectionResetError, ssl.SSLError, OSError):
+        pass
+    return out
+
+
+def parse_raw_response(data: bytes):
+    """The first HTTP response in `data` (status, headers dict lower-case, body by
+    Content-Length)."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0"))
+    return Response(status, list(headers.items()), rest[:n])
+
+
+def parse_url(url):
+    assert url.startswith("https://"), url
+    hostport = url[len("https://"):]
+    host, _, port = hostport.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def merge_toml(base, extra):
+    """Overlays simple `[section] key = value` TOML: keys of `extra` replace those of `base`."""
+    def parse(text):
+        sections, cur = {"": {}}, ""
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("["):
+                cur = line.strip("[]")
+                sections.setdefault(cur, {})
+            else:
+                k, _, v = line.partition("=")
+                sections[cur][k.strip()] = v.strip()
+        return sections
+    merged = parse(base)
+    for sec, kv in parse(extra).items():
+        merged.setdefault(sec, {}).update(kv)
+    out = []
+    for sec, kv in merged.items():
+        if sec:
+            out.append(f"[{sec}]")
+        out.extend(f"{k} = {v}" for k, v in kv.items())
+    return "\n".join(out) + "\n"

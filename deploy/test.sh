@@ -14,13 +14,14 @@ filter=("$@")
 
 ./deploy/install-deps.sh
 jobs=$(nproc)
-summary=$(mktemp)
-trap 'rm -f "$summary"' EXIT
+unit_log=$(mktemp)
+integration_log=$(mktemp)
+trap 'rm -f "$unit_log" "$integration_log"' EXIT
 
-run_ctest() {  # dir, extra ctest args...
-  local dir=$1; shift
+run_ctest() {  # log, dir, extra ctest args...
+  local log=$1 dir=$2; shift 2
   set +e
-  ctest --test-dir "$dir" --output-on-failure --timeout 900 "$@" "${filter[@]}" 2>&1 | tee -a "$summary"
+  ctest --test-dir "$dir" --output-on-failure --timeout 900 "$@" "${filter[@]}" 2>&1 | tee -a "$log"
   local rc=${PIPESTATUS[0]}
   set -e
   return "$rc"
@@ -32,10 +33,10 @@ ninja -C build -j"$jobs"
 
 status=0
 echo "== unit tests (Release)"
-run_ctest build -L unit -j"$jobs" || status=1
+run_ctest "$unit_log" build -L unit -j"$jobs" || status=1
 if ctest --test-dir build -N -L integration 2>/dev/null | grep -q "Total Tests: [1-9]"; then
   echo "== integration tests (Release, real server, real restic)"
-  run_ctest build -L integration -j1 --verbose || status=1
+  run_ctest "$integration_log" build -L integration -j1 --verbose || status=1
 fi
 
 if [ "$asan" = 1 ]; then
@@ -44,19 +45,20 @@ if [ "$asan" = 1 ]; then
   ninja -C build-asan -j"$jobs"
   echo "== unit tests (ASan+UBSan)"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    run_ctest build-asan -L unit -j"$jobs" || status=1
+    run_ctest "$unit_log" build-asan -L unit -j"$jobs" || status=1
 fi
 
-# One closing line over every run above: ctest's counts, with the integration ctest entry
-# replaced by the pytest cases it ran.
+# One closing line over every run above: the unit tests by ctest's counts, the integration
+# tests by the pytest cases they ran (ctest sees them as one test).
 passed=0; failed=0
 while read -r line; do
   if [[ $line =~ tests\ passed,\ ([0-9]+)\ tests?\ failed\ out\ of\ ([0-9]+) ]]; then
     failed=$((failed + BASH_REMATCH[1])); passed=$((passed + BASH_REMATCH[2] - BASH_REMATCH[1]))
-  elif [[ $line =~ ([0-9]+)\ passed.*\ in\ [0-9.]+s ]]; then
-    passed=$((passed + BASH_REMATCH[1] - 1))
-    if [[ $line =~ ([0-9]+)\ failed ]]; then failed=$((failed + BASH_REMATCH[1])); fi
   fi
-done < "$summary"
+done < "$unit_log"
+pytest_line=$(grep -E '^[0-9]+: .*[0-9]+ (passed|failed).* in [0-9.]+s' "$integration_log" | tail -1 || true)
+if [[ $pytest_line =~ ([0-9]+)\ passed ]]; then passed=$((passed + BASH_REMATCH[1])); fi
+if [[ $pytest_line =~ ([0-9]+)\ failed ]]; then failed=$((failed + BASH_REMATCH[1])); fi
+if [[ $pytest_line =~ ([0-9]+)\ error ]]; then failed=$((failed + BASH_REMATCH[1])); fi
 echo "all suites: $passed passed, $failed failed"
 exit $status

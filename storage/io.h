@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -150,6 +151,32 @@ class FaultEnv : public Env {
 };
 
 // ---- shared by the Env implementations (io_common.cc); not for use outside storage/io ----
+// Asynchronous I/O for an event loop: one AsyncRing per event-loop thread. Submit starts a
+// batch and returns at once; when completions are ready the ring's eventfd becomes readable,
+// and the loop calls Poll on the same thread, which continues short transfers, runs a
+// batch's syncs after its reads and writes (as Execute does), and calls each finished
+// batch's `done` there. So completions run on the thread that issued them and no thread
+// waits for the disk. With Asio: watch event_fd() with a posix::stream_descriptor
+// (async_wait(wait_read)), then Poll and wait again.
+//
+// Thread-safety: none; an AsyncRing belongs to one thread.
+class AsyncRing {
+ public:
+  virtual ~AsyncRing() = default;
+  // Readable (non-zero counter) when Poll has work; Poll drains it.
+  virtual int event_fd() const = 0;
+  // Starts the requests. The span and every buffer must stay valid until `done` has run.
+  // `done` gets the batch's Status (as Execute returns it) and runs inside Poll, never
+  // inside Submit.
+  virtual void Submit(std::span<IoRequest> requests, std::function<void(Status)> done) = 0;
+  // Reaps what has completed and resubmits what must go on. Never blocks.
+  virtual void Poll() = 0;
+  // Batches submitted whose `done` has not run yet.
+  virtual size_t pending() const = 0;
+};
+// kUnavailable when io_uring (or its eventfd registration) is refused here.
+Result<std::unique_ptr<AsyncRing>> NewAsyncRing(unsigned queue_depth = 256);
+
 namespace detail {
 
 // A File on a file descriptor, as PosixEnv and UringEnv open them.

@@ -218,13 +218,16 @@ Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, Repa
   }
   if (ws) ws = disks_.Sync(to_sync);
   bool switched = false;
+  bool changed_meanwhile = false;  // e.g. compaction moved one of its shards: try again later
   Status us = index_->Update([&](index::WriteTxn& txn) -> Status {
     switched = false;
+    changed_meanwhile = false;
     auto now = txn.GetObject(key);
     if (!now) return tl::unexpected(now.error());
     const bool unchanged = now->has_value() && **now == r;
     if (!ws || !unchanged) {  // our records are garbage: book them dead
       for (const auto& loc : fresh) CV_TRY(AddExtentBytes(txn, loc, opts_.extent_bytes, 0, rb));
+      changed_meanwhile = ws && now->has_value();
       return {};
     }
     ObjectRecord next = r;
@@ -242,6 +245,7 @@ Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, Repa
   });
   if (!us) return tl::unexpected(us.error());
   if (!ws) return tl::unexpected(ws.error());
+  if (changed_meanwhile) return Err(ErrorKind::kConflict, "object changed during repair");
   if (switched) {
     ++rep.stripes_repaired;
     rep.shards_rewritten += bad.size();

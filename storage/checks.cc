@@ -123,6 +123,40 @@ Result<ScrubReport> StoreImpl::Scrub() {
   return rep;
 }
 
+Status StoreImpl::WriteTombstone(const ObjectKey& key, int64_t when_ns) {
+  const uint64_t rb = RecordBytes(key, 0);
+  AlignedBuffer buf = AllocateAligned(rb);
+  std::memset(buf.get(), 0, rb);
+  RecordHeader h;
+  h.key = key;
+  h.layout = static_cast<index::Layout>(kTombstoneLayout);
+  h.created_ns = when_ns;
+  h.payload_xxh3 = PayloadChecksum({});
+  EncodeHeader(h, std::span<uint8_t>(buf.get(), HeaderBytes(key)));
+  const size_t copies = size_t(opts_.m) + 1;
+  std::vector<size_t> disk_ids;
+  auto placed = Place(copies, rb, {}, &disk_ids);
+  if (!placed) return tl::unexpected(placed.error());
+  std::vector<IoRequest> reqs(copies);
+  for (size_t i = 0; i < copies; ++i) {
+    reqs[i] = {IoRequest::Op::kWrite, (*placed)[i].extent->file.get(), (*placed)[i].offset,
+               buf.get(), rb};
+  }
+  Status ws = env_->Execute(reqs);
+  std::vector<std::pair<std::shared_ptr<Extent>, uint64_t>> to_sync;
+  for (size_t i = 0; i < copies; ++i) {
+    const Placement& p = (*placed)[i];
+    if (reqs[i].result == static_cast<int64_t>(rb)) {
+      to_sync.emplace_back(p.extent, p.extent->write_seq.fetch_add(1) + 1);
+    } else {
+      p.extent->poisoned = true;
+      disks_.ReportError(disk_ids[i], Error{ErrorKind::kIOError, EIO, "tombstone write"});
+    }
+  }
+  if (!ws) return ws;
+  return disks_.Sync(to_sync);
+}
+
 Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, RepairReport& rep) {
   auto cur = Lookup(key);
   if (!cur) return tl::unexpected(cur.error());

@@ -13,14 +13,11 @@
 namespace cv::storage::internal {
 namespace {
 
-struct Candidate {
-  ObjectKey key;
-  uint64_t offset = 0;
-  uint64_t bytes = 0;
-};
+using Candidate = ScannedRecord;
 
-// Finds every valid record header in an extent (4096-byte steps; a record skips its length).
-Result<std::vector<Candidate>> ScanExtent(Env* env, Extent& ext) {
+}  // namespace
+
+Result<std::vector<ScannedRecord>> ScanExtent(Env* env, Extent& ext) {
   constexpr size_t kChunk = 1 << 20;
   AlignedBuffer buf = AllocateAligned(kChunk);
   std::vector<Candidate> out;
@@ -39,13 +36,15 @@ Result<std::vector<Candidate>> ScanExtent(Env* env, Extent& ext) {
         continue;
       }
       const uint64_t len = RecordBytes(h->key, h->payload_len);
-      out.push_back(Candidate{h->key, off + at, len});
+      out.push_back(ScannedRecord{h->key, off + at, len, h->tombstone(), *h});
       at += len;  // may run past this chunk: the next read starts after the record
     }
     off += std::max<uint64_t>(at, kRecordAlign);
   }
   return out;
 }
+
+namespace {
 
 // Where a record at (d, id, offset) sits in an object's record, or -1.
 ptrdiff_t FindLoc(const ObjectRecord& r, size_t d, uint32_t id, uint64_t offset) {
@@ -81,9 +80,13 @@ Status StoreImpl::MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& o
   std::vector<std::pair<std::shared_ptr<Extent>, uint64_t>> to_sync;
   // With writes_ok == false (a copy failed) nothing of the batch is switched.
   auto flush = [&](bool writes_ok) -> Status {
-    if (batch.empty()) return {};
+    if (batch.empty() && to_sync.empty()) return {};
     Status synced = writes_ok ? disks_.Sync(to_sync)
                               : Status(Err(ErrorKind::kIOError, "a compaction copy failed"));
+    if (batch.empty()) {  // tombstones only: nothing to index
+      to_sync.clear();
+      return synced;
+    }
     CV_TRY(index_->Update([&](index::WriteTxn& txn) -> Status {
       for (const Move& mv : batch) {
         auto now = txn.GetObject(mv.key);
@@ -112,6 +115,28 @@ Status StoreImpl::MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& o
   };
 
   for (const Candidate& c : *found) {
+    if (c.tombstone) {
+      // Carried forward while its extent goes: an index rebuild needs it (FORMAT.md).
+      AlignedBuffer buf = AllocateAligned(c.bytes);
+      IoRequest rd{IoRequest::Op::kRead, (*ext)->file.get(), c.offset, buf.get(), c.bytes};
+      CV_TRY(env_->Execute(std::span(&rd, 1)));
+      auto h = DecodeHeader(std::span<const uint8_t>(buf.get(), c.bytes));
+      if (!h || !h->tombstone()) continue;  // changed under us: not a tombstone any more
+      auto placed = disks_.Reserve(d, c.bytes);
+      if (!placed) {
+        CV_TRY(flush(true));
+        return tl::unexpected(placed.error());
+      }
+      IoRequest w{IoRequest::Op::kWrite, placed->extent->file.get(), placed->offset, buf.get(),
+                  c.bytes};
+      if (Status ws = env_->Execute(std::span(&w, 1)); !ws) {
+        placed->extent->poisoned = true;
+        (void)flush(false);
+        return ws;
+      }
+      to_sync.emplace_back(placed->extent, placed->extent->write_seq.fetch_add(1) + 1);
+      continue;
+    }
     auto cur = Lookup(c.key);
     if (!cur) return tl::unexpected(cur.error());
     if (!cur->has_value()) continue;
@@ -189,8 +214,8 @@ Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
       auto it = recorded.find({static_cast<uint16_t>(d), id});
       const uint64_t live = it == recorded.end() ? 0 : it->second.live_bytes;
       const uint64_t capacity = it == recorded.end() ? opts_.extent_bytes : it->second.capacity;
-      if (live > 0) {
-        if (double(live) > options.max_live_ratio * double(capacity)) continue;
+      if (double(live) > options.max_live_ratio * double(capacity)) continue;
+      {  // even with nothing live: tombstones in it are carried forward
         if (Status s = MoveLiveRecords(d, id, options, rep); !s) {
           rep.problems.push_back(disks_.path(d) + " extent " + std::to_string(id) + ": " +
                                  s.error().ToString());

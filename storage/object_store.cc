@@ -268,6 +268,8 @@ class WriterImpl final : public Writer {
     std::vector<uint8_t*> records(rec_.k, bufs_[0].get());
     std::vector<ShardLoc> locs;
     CV_TRY(WriteRecords(records, record_cap_, &locs));
+    // Copies are interchangeable; keep them in disk order (an index rebuild finds them so).
+    std::sort(locs.begin(), locs.end(), ShardLocLess);
     rec_.shards = std::move(locs);
     return {};
   }

@@ -77,7 +77,8 @@ std::optional<RecordHeader> DecodeHeader(std::span<const uint8_t> in) {
   h.k = p[17];
   h.m = p[18];
   h.layout = static_cast<index::Layout>(p[19]);
-  if (h.layout != index::Layout::kErasure && h.layout != index::Layout::kReplicated) {
+  if (h.layout != index::Layout::kErasure && h.layout != index::Layout::kReplicated &&
+      !h.tombstone()) {
     return std::nullopt;
   }
   h.shard_unit = Get<uint32_t>(p + 20);

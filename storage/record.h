@@ -16,6 +16,12 @@ inline constexpr uint16_t kRecordVersion = 1;
 inline constexpr size_t kRecordFixedBytes = 98;  // header bytes before the name
 inline constexpr size_t kRecordAlign = 4096;     // records start and end on 4 KiB
 
+// Layout byte of a tombstone record: "objects of `key` created at or before created_ns are
+// deleted". Header only (payload_len 0), m+1 copies on distinct disks, written and synced
+// before the index forgets the object, so that an index rebuilt from the extents does not
+// bring deleted objects back. Compaction carries tombstones forward.
+inline constexpr uint8_t kTombstoneLayout = 3;
+
 struct RecordHeader {
   index::ObjectKey key;
   index::Layout layout = index::Layout::kErasure;
@@ -28,6 +34,7 @@ struct RecordHeader {
   int64_t created_ns = 0;
   uint64_t payload_xxh3 = 0;
   Sha256Digest sha256{};
+  bool tombstone() const { return static_cast<uint8_t>(layout) == kTombstoneLayout; }
 };
 
 // Bytes of the header for a key: fixed part + name + 8-byte checksum, rounded up to 64 so

@@ -126,8 +126,28 @@ struct CompactReport {
   std::vector<std::string> problems;
 };
 
+struct RebuildReport {
+  uint64_t extents_scanned = 0;
+  uint64_t records_valid = 0;
+  uint64_t records_invalid = 0;  // blocks that looked like a header but failed a check
+  uint64_t tombstones = 0;
+  uint64_t objects = 0;             // indexed by the rebuild
+  uint64_t deleted_instances = 0;   // complete copies dropped because of a tombstone
+  uint64_t incomplete_instances = 0;  // never committed, or too damaged to rebuild
+  std::vector<std::string> problems;
+};
+
 class ObjectStore {
  public:
+  // Offline disaster recovery: builds a new index in options.index_dir (which must not hold
+  // one) from the shard records in the extents. Accounts, devices and tokens come from
+  // `backup_dir`, a copy made by Index::CopyTo (empty: none; objects are still indexed but
+  // no device can log in until devices are recreated). Each object gets the earliest copy
+  // that is complete and newer than its latest tombstone; usage counters and extent live
+  // bytes are recomputed. REQUIRES: no node is running on these disks.
+  static Result<RebuildReport> RebuildIndex(const StoreOptions& options,
+                                            const std::string& backup_dir);
+
   // Opens the node, creating disks' layout and the index on first use. A disk directory that
   // is missing or unusable is marked failed and the node serves from the rest.
   static Result<std::unique_ptr<ObjectStore>> Open(const StoreOptions& options);

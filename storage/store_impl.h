@@ -60,6 +60,23 @@ inline Status AddExtentBytes(index::WriteTxn& txn, const ShardLoc& loc, uint64_t
   return txn.PutExtent(loc.disk, loc.extent, rec);
 }
 
+// Disk order of shard locations: the canonical order of a replicated object's copies.
+inline bool ShardLocLess(const ShardLoc& a, const ShardLoc& b) {
+  return std::tie(a.disk, a.extent, a.offset) < std::tie(b.disk, b.extent, b.offset);
+}
+
+// A record header found by scanning an extent (only the header is checked).
+struct ScannedRecord {
+  ObjectKey key;
+  uint64_t offset = 0;
+  uint64_t bytes = 0;  // the whole record, padded
+  bool tombstone = false;
+  RecordHeader header;
+};
+// Finds every valid record header in an extent, in 4096-byte steps (a record skips its
+// length). Defined in compaction.cc.
+Result<std::vector<ScannedRecord>> ScanExtent(Env* env, Extent& ext);
+
 class StoreImpl final : public ObjectStore {
  public:
   StoreImpl(StoreOptions opts, std::unique_ptr<Env> owned_env, Env* env,
@@ -119,6 +136,10 @@ class StoreImpl final : public ObjectStore {
   Result<std::unique_ptr<Reader>> Open(const ObjectKey& key, uint64_t offset,
                                        uint64_t length) override;
   Status Delete(const ObjectKey& key) override {
+    auto cur = Lookup(key);
+    if (!cur) return tl::unexpected(cur.error());
+    if (!cur->has_value()) return Err(ErrorKind::kNotFound, "no such object");
+    CV_TRY(WriteTombstone(key, NowNanos()));
     return index_->Update([&](index::WriteTxn& txn) -> Status {
       auto rec = txn.GetObject(key);
       if (!rec) return tl::unexpected(rec.error());
@@ -145,6 +166,10 @@ class StoreImpl final : public ObjectStore {
   Result<CompactReport> Compact(const CompactOptions& options) override;
   // Copies the live records of one extent to its disk's active extent; see compaction.cc.
   Status MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& options, CompactReport& rep);
+  // Replaces every object and extent record of the index with what the extents hold.
+  Status RebuildObjects(RebuildReport& rep);
+  // Writes and syncs m+1 copies of a tombstone for `key` (see FORMAT.md).
+  Status WriteTombstone(const ObjectKey& key, int64_t when_ns);
   // Repairs one stripe; false when there was nothing to do or the object is gone.
   Result<bool> RepairStripe(const ObjectKey& key, uint32_t stripe, RepairReport& rep);
 

@@ -14,6 +14,12 @@ PKGS=(
   exfatprogs exfat-fuse fdisk util-linux
 )
 
+# --bench: also the peers the benchmarks compare against (bench/compare.sh asks for them).
+# Kept out of the default set so that CI and run.sh never install or start web servers.
+if [ "${1:-}" = "--bench" ]; then
+  PKGS+=(nginx rclone apache2-utils gnuplot)
+fi
+
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "admin/internal.h"
 #include "index/index.h"
 
 namespace cv::admin {
@@ -80,19 +81,12 @@ std::string ErrorJson(const Error& error) {
 
 namespace {
 
+using internal::Call;
+using internal::Caller;
+
 constexpr std::string_view kOperatorKeyMeta = "admin/operator_key_sha256";
-
-Response JsonError(int status, std::string_view code, std::string_view message,
-                   std::string_view field = {}) {
-  return Response{status, ErrorJson(code, message, field), {}};
-}
-
-Response FromError(const Error& e) {
-  if (HttpStatus(e.kind) >= 500) Log(LogLevel::kError, "admin_error", {{"error", e.ToString()}});
-  return Response{HttpStatus(e.kind), ErrorJson(e), {}};
-}
-
-Response Json(int status, const json::value& v) { return Response{status, json::serialize(v), {}}; }
+// The operator key's id in audit records; a new operator key gets a new id.
+constexpr std::string_view kOperatorKeyIdMeta = "admin/operator_key_id";
 
 // Writes `data` to `path` atomically (tmp + fsync + rename + fsync dir), mode 0600.
 Status WriteSecretFile(const std::string& path, std::string_view data) {
@@ -144,253 +138,155 @@ std::vector<std::string_view> SplitPath(std::string_view path) {
   return parts;
 }
 
-const char* KindText(index::DeviceKind k) {
-  return k == index::DeviceKind::kServer ? "server" : "computer";
-}
-
-json::object DeviceJson(const index::DeviceRecord& d) {
-  json::object o;
-  o["id"] = index::IdToHex(d.id);
-  o["account"] = index::IdToHex(d.account);
-  o["name"] = d.name;
-  o["kind"] = KindText(d.kind);
-  o["append_only"] = d.append_only;
-  o["created_ns"] = d.created_ns;
-  o["bytes"] = d.bytes;
-  o["objects"] = d.objects;
-  o["last_upload_ns"] = d.last_upload_ns;
-  o["last_backup_ns"] = d.last_backup_ns;
-  return o;
-}
-
-// Strict JSON object parsing: the body must be one object; every key must be known; each
-// value's type is checked by the caller through the typed getters, which name the field.
-class Fields {
- public:
-  static std::optional<Fields> Parse(std::string_view body, Response* error) {
-    json::error_code ec;
-    json::value v = json::parse(body, ec);
-    if (ec) {
-      *error = JsonError(400, "invalid_json", "body is not valid JSON: " + ec.message());
-      return std::nullopt;
-    }
-    if (!v.is_object()) {
-      *error = JsonError(400, "invalid_json", "body must be a JSON object");
-      return std::nullopt;
-    }
-    return Fields(std::move(v.as_object()));
-  }
-  // Fails on the first key not in `known`.
-  bool OnlyKnown(std::initializer_list<std::string_view> known, Response* error) const {
-    for (const auto& kv : obj_) {
-      bool ok = false;
-      for (auto k : known) ok = ok || kv.key() == k;
-      if (!ok) {
-        *error = JsonError(400, "unknown_field", "unknown field '" + std::string(kv.key()) + "'",
-                           kv.key());
-        return false;
-      }
-    }
-    return true;
-  }
-  // nullopt + no error = absent; nullopt + error = wrong type.
-  std::optional<std::string> String(std::string_view key, Response* error, bool* bad) const {
-    auto* v = obj_.if_contains(key);
-    if (!v) return std::nullopt;
-    if (!v->is_string()) {
-      *error =
-          JsonError(400, "invalid_field", "field '" + std::string(key) + "' must be a string", key);
-      *bad = true;
-      return std::nullopt;
-    }
-    return std::string(v->as_string());
-  }
-  std::optional<bool> Bool(std::string_view key, Response* error, bool* bad) const {
-    auto* v = obj_.if_contains(key);
-    if (!v) return std::nullopt;
-    if (!v->is_bool()) {
-      *error = JsonError(400, "invalid_field",
-                         "field '" + std::string(key) + "' must be true or false", key);
-      *bad = true;
-      return std::nullopt;
-    }
-    return v->as_bool();
-  }
-
- private:
-  explicit Fields(json::object o) : obj_(std::move(o)) {}
-  json::object obj_;
+// The route table (documented in admin.h). A path segment in braces is an id that the handler
+// finds in the Call member of that name.
+struct Route {
+  std::string_view method;
+  std::string_view path;
+  bool operator_only;
+  Response (*handler)(Call&);
 };
+constexpr Route kRoutes[] = {
+    {"POST", "partners", true, internal::CreatePartner},
+    {"GET", "partners", true, internal::ListPartners},
+    {"GET", "partners/{partner}", true, internal::GetPartner},
+    {"POST", "partners/{partner}/keys", true, internal::CreatePartnerKey},
+    {"GET", "partners/{partner}/keys/{key}", true, internal::GetPartnerKey},
+    {"DELETE", "partners/{partner}/keys/{key}", true, internal::RevokePartnerKey},
+    {"POST", "accounts", false, internal::CreateAccount},
+    {"GET", "accounts", false, internal::ListAccounts},
+    {"GET", "accounts/{account}", false, internal::GetAccount},
+    {"PATCH", "accounts/{account}", false, internal::PatchAccount},
+    {"POST", "accounts/{account}/release", false, internal::ReleaseAccount},
+    {"POST", "accounts/{account}/addons", false, internal::CreateAddOn},
+    {"GET", "accounts/{account}/addons", false, internal::ListAddOns},
+    {"DELETE", "accounts/{account}/addons/{addon}", false, internal::DeleteAddOn},
+    {"GET", "accounts/{account}/usage", false, internal::GetUsage},
+    {"POST", "accounts/{account}/devices", false, internal::CreateDevice},
+    {"GET", "accounts/{account}/devices", false, internal::ListAccountDevices},
+    {"GET", "accounts/{account}/devices/{device}", false, internal::GetDevice},
+    {"PATCH", "accounts/{account}/devices/{device}", false, internal::PatchDevice},
+    {"POST", "accounts/{account}/devices/{device}/token", false, internal::RotateDeviceToken},
+    {"GET", "devices", false, internal::ListDevices},
+    {"GET", "audit", false, internal::ListAudit},
+    {"GET", "fsck", true, internal::Fsck},
+};
+// Routes whose handler reads the query string; the others refuse any parameter.
+bool TakesQuery(Response (*h)(Call&)) {
+  return h == internal::ListPartners || h == internal::ListAccounts || h == internal::ListDevices ||
+         h == internal::ListAudit;
+}
 
-bool ValidDeviceName(std::string_view name) {
-  if (name.empty() || name.size() > 255) return false;
-  for (unsigned char c : name) {
-    if (c < 0x20 || c == 0x7f) return false;
+std::optional<index::Id> Call::*IdSlot(std::string_view name) {
+  if (name == "partner") return &Call::partner;
+  if (name == "account") return &Call::account;
+  if (name == "addon") return &Call::addon;
+  if (name == "device") return &Call::device;
+  if (name == "key") return &Call::key;
+  return nullptr;
+}
+
+bool Matches(std::string_view pattern, const std::vector<std::string_view>& parts) {
+  auto pp = SplitPath(pattern);
+  if (pp.size() != parts.size()) return false;
+  for (size_t i = 0; i < pp.size(); ++i) {
+    if (!pp[i].starts_with('{') && pp[i] != parts[i]) return false;
   }
   return true;
 }
 
+Response Error(int status, std::string_view code, std::string_view message,
+               std::string_view field = {}) {
+  return Response{status, ErrorJson(code, message, field), {}};
+}
+
 class AdminApiImpl : public AdminApi {
  public:
-  AdminApiImpl(storage::ObjectStore& store, Sha256Digest key_hash)
-      : store_(store), key_hash_(key_hash) {}
+  AdminApiImpl(storage::ObjectStore& store, Sha256Digest key_hash, index::Id key_id)
+      : store_(store), operator_hash_(key_hash), operator_id_(key_id) {}
 
   Response Handle(const Request& req) override {
-    if (!Authorized(req.authorization)) {
-      Response r = JsonError(401, "unauthenticated", "a valid operator key is required");
+    const int64_t now = NowNanos();
+    auto caller = Authenticate(req.authorization, now);
+    if (!caller) return internal::FromError(caller.error());
+    if (!*caller) {
+      Response r = Error(401, "unauthenticated", "a valid admin key is required");
       r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"chunkvault-admin\"");
       return r;
     }
     std::string_view target = req.target;
-    std::string_view path = target.substr(0, target.find('?'));
+    const size_t qmark = target.find('?');
+    std::string_view path = target.substr(0, qmark);
+    std::string_view query = qmark == std::string_view::npos ? "" : target.substr(qmark + 1);
     if (path.find('%') != std::string_view::npos) {
-      return JsonError(400, "invalid_path", "percent-encoded paths are not accepted");
+      return Error(400, "invalid_path", "percent-encoded paths are not accepted");
     }
     constexpr std::string_view kPrefix = "/admin/v1/";
-    if (!path.starts_with(kPrefix)) return JsonError(404, "not_found", "no such route");
+    if (!path.starts_with(kPrefix)) return Error(404, "not_found", "no such route");
     auto parts = SplitPath(path.substr(kPrefix.size()));
-    const std::string& m = req.method;
-    // accounts
-    if (parts.size() == 1 && parts[0] == "accounts") {
-      if (m != "POST") return MethodNotAllowed();
-      return CreateAccount(req);
+
+    const Route* route = nullptr;
+    std::string allowed;
+    for (const Route& r : kRoutes) {
+      if (!Matches(r.path, parts)) continue;
+      if (r.method == req.method) route = &r;
+      allowed += (allowed.empty() ? "" : ", ") + std::string(r.method);
     }
-    if (parts.size() >= 3 && parts[0] == "accounts" && parts[2] == "devices") {
-      auto acct = index::IdFromHex(parts[1]);
-      if (!acct) return JsonError(404, "not_found", "no such account");
-      if (parts.size() == 3) {
-        if (m != "POST") return MethodNotAllowed();
-        return CreateDevice(*acct, req);
-      }
-      if (parts.size() == 4) {
-        auto dev = index::IdFromHex(parts[3]);
-        if (!dev) return JsonError(404, "not_found", "no such device");
-        if (m == "GET") return GetDevice(*acct, *dev);
-        if (m == "PATCH") return PatchDevice(*acct, *dev, req);
-        return MethodNotAllowed();
-      }
+    if (allowed.empty()) return Error(404, "not_found", "no such route");
+    if (!route) {
+      Response r = Error(405, "method_not_allowed", "allowed: " + allowed);
+      r.headers.emplace_back("Allow", allowed);
+      return r;
     }
-    return JsonError(404, "not_found", "no such route");
+    if (route->operator_only && !(*caller)->is_operator) {
+      return Error(403, "operator_only", "this route needs the operator key");
+    }
+    Call call{store_, **caller, req, now, query, {}, {}, {}, {}, {}};
+    auto pattern = SplitPath(route->path);
+    for (size_t i = 0; i < pattern.size(); ++i) {
+      if (!pattern[i].starts_with('{')) continue;
+      std::string_view name = pattern[i].substr(1, pattern[i].size() - 2);
+      auto id = index::IdFromHex(parts[i]);
+      if (!id) {
+        return Error(400, "invalid_id",
+                     "the " + std::string(name) + " id in the path must be 32 lowercase hex digits",
+                     name);
+      }
+      call.*IdSlot(name) = *id;
+    }
+    if (!TakesQuery(route->handler) && !query.empty()) {
+      auto q = Query::Parse(query, {});
+      if (!q) return internal::FromApiError(q.error());
+    }
+    if (route->method == "GET" && !req.body.empty()) {
+      return Error(400, "unexpected_body", "GET requests take no body");
+    }
+    return route->handler(call);
   }
 
  private:
-  static Response MethodNotAllowed() {
-    return JsonError(405, "method_not_allowed", "method not allowed on this route");
-  }
-
-  bool Authorized(std::string_view header) const {
+  // nullopt: no valid key (401). Errors only when the index cannot be read.
+  Result<std::optional<Caller>> Authenticate(std::string_view header, int64_t now) const {
     constexpr std::string_view kBearer = "Bearer ";
     // Hash even when the header is malformed so that timing says nothing about the key.
     std::string_view key = header.starts_with(kBearer) ? header.substr(kBearer.size()) : "";
-    bool ok = DigestEqual(HashToken(key), key_hash_);
-    return ok && !key.empty();
-  }
-
-  Response CreateAccount(const Request& req) {
-    if (!req.body.empty()) {
-      Response err;
-      auto f = Fields::Parse(req.body, &err);
-      if (!f) return err;
-      if (!f->OnlyKnown({}, &err)) return err;
+    const Sha256Digest hash = HashToken(key);
+    if (key.empty()) return std::nullopt;
+    if (DigestEqual(hash, operator_hash_)) {
+      return Caller{operator_id_, true, {}, "operator"};
     }
-    // Accounts are stored with the accounts issue; until then a fresh id is all there is.
-    json::object o;
-    o["id"] = index::IdToHex(index::NewId());
-    return Json(201, o);
-  }
-
-  Response CreateDevice(const index::Id& account, const Request& req) {
-    Response err;
-    auto f = Fields::Parse(req.body, &err);
-    if (!f) return err;
-    if (!f->OnlyKnown({"name", "kind", "append_only"}, &err)) return err;
-    bool bad = false;
-    auto name = f->String("name", &err, &bad);
-    if (bad) return err;
-    auto kind = f->String("kind", &err, &bad);
-    if (bad) return err;
-    auto append_only = f->Bool("append_only", &err, &bad);
-    if (bad) return err;
-    if (!name) return JsonError(400, "missing_field", "field 'name' is required", "name");
-    if (!ValidDeviceName(*name)) {
-      return JsonError(400, "invalid_field", "field 'name' must be 1-255 printable bytes", "name");
-    }
-    index::DeviceRecord d;
-    d.kind = index::DeviceKind::kComputer;
-    if (kind) {
-      if (*kind == "server") {
-        d.kind = index::DeviceKind::kServer;
-      } else if (*kind != "computer") {
-        return JsonError(400, "invalid_field", "field 'kind' must be \"computer\" or \"server\"",
-                         "kind");
-      }
-    }
-    d.id = index::NewId();
-    d.account = account;
-    d.name = *name;
-    d.append_only = append_only.value_or(true);
-    std::string token = NewToken();
-    d.token_hash = HashToken(token);
-    d.created_ns = NowNanos();
-    auto st = store_.Index().Update([&](index::WriteTxn& txn) -> Status {
-      auto existing = txn.GetDevice(d.id);
-      if (!existing) return tl::unexpected(existing.error());
-      if (*existing) return Err(ErrorKind::kConflict, "device id collision");
-      return txn.PutDevice(d);
-    });
-    if (!st) return FromError(st.error());
-    Log(LogLevel::kInfo, "admin_device_created",
-        {{"account", index::IdToHex(account)}, {"device", index::IdToHex(d.id)}});
-    json::object o = DeviceJson(d);
-    o["token"] = token;
-    return Json(201, o);
-  }
-
-  Response GetDevice(const index::Id& account, const index::Id& dev) {
     auto txn = store_.Index().BeginRead();
-    if (!txn) return FromError(txn.error());
-    auto d = (*txn)->GetDevice(dev);
-    if (!d) return FromError(d.error());
-    if (!*d || (*d)->account != account) return JsonError(404, "not_found", "no such device");
-    return Json(200, DeviceJson(**d));
-  }
-
-  Response PatchDevice(const index::Id& account, const index::Id& dev, const Request& req) {
-    Response err;
-    auto f = Fields::Parse(req.body, &err);
-    if (!f) return err;
-    if (!f->OnlyKnown({"name", "append_only"}, &err)) return err;
-    bool bad = false;
-    auto name = f->String("name", &err, &bad);
-    if (bad) return err;
-    auto append_only = f->Bool("append_only", &err, &bad);
-    if (bad) return err;
-    if (name && !ValidDeviceName(*name)) {
-      return JsonError(400, "invalid_field", "field 'name' must be 1-255 printable bytes", "name");
-    }
-    index::DeviceRecord after;
-    bool found = false;
-    auto st = store_.Index().Update([&](index::WriteTxn& txn) -> Status {
-      auto d = txn.GetDevice(dev);
-      if (!d) return tl::unexpected(d.error());
-      found = *d && (*d)->account == account;
-      if (!found) return {};
-      after = **d;
-      if (name) after.name = *name;
-      if (append_only) after.append_only = *append_only;
-      return txn.PutDevice(after);
-    });
-    if (!st) return FromError(st.error());
-    if (!found) return JsonError(404, "not_found", "no such device");
-    Log(LogLevel::kInfo, "admin_device_updated",
-        {{"account", index::IdToHex(account)},
-         {"device", index::IdToHex(dev)},
-         {"append_only", after.append_only ? "true" : "false"}});
-    return Json(200, DeviceJson(after));
+    if (!txn) return tl::unexpected(txn.error());
+    auto k = (*txn)->GetAdminKeyBySecretHash(hash);
+    if (!k) return tl::unexpected(k.error());
+    if (!*k || !index::AdminKeyUsable(**k, now)) return std::nullopt;
+    const bool op = (*k)->role == index::AdminRole::kOperator;
+    return Caller{(*k)->id, op, op ? index::Id{} : (*k)->partner, index::AdminRoleName(**k)};
   }
 
   storage::ObjectStore& store_;
-  const Sha256Digest key_hash_;
+  const Sha256Digest operator_hash_;
+  const index::Id operator_id_;
 };
 
 }  // namespace
@@ -398,6 +294,7 @@ class AdminApiImpl : public AdminApi {
 Result<std::unique_ptr<AdminApi>> AdminApi::Open(storage::ObjectStore& store,
                                                  const Options& options) {
   std::optional<Sha256Digest> hash;
+  std::optional<index::Id> id;
   if (!options.new_operator_key) {
     auto txn = store.Index().BeginRead();
     if (!txn) return tl::unexpected(txn.error());
@@ -409,6 +306,12 @@ Result<std::unique_ptr<AdminApi>> AdminApi::Open(storage::ObjectStore& store,
         return Err(ErrorKind::kCorruption, "stored operator key hash is not hex");
       hash = d;
     }
+    auto i = (*txn)->GetMeta(kOperatorKeyIdMeta);
+    if (!i) return tl::unexpected(i.error());
+    if (*i) {
+      id = index::IdFromHex(**i);
+      if (!id) return Err(ErrorKind::kCorruption, "stored operator key id is not an id");
+    }
   }
   if (!hash) {
     // The file first, then the hash: a crash in between leaves no key stored, and the next
@@ -416,9 +319,13 @@ Result<std::unique_ptr<AdminApi>> AdminApi::Open(storage::ObjectStore& store,
     std::string key = NewToken();
     CV_TRY(WriteSecretFile(options.key_file, key + "\n"));
     Sha256Digest d = HashToken(key);
-    CV_TRY(store.Index().Update(
-        [&](index::WriteTxn& txn) { return txn.PutMeta(kOperatorKeyMeta, ToHex(d)); }));
+    index::Id new_id = index::NewId();
+    CV_TRY(store.Index().Update([&](index::WriteTxn& txn) -> Status {
+      CV_TRY(txn.PutMeta(kOperatorKeyMeta, ToHex(d)));
+      return txn.PutMeta(kOperatorKeyIdMeta, index::IdToHex(new_id));
+    }));
     hash = d;
+    id = new_id;
     Log(LogLevel::kInfo, "admin_key_created", {{"file", options.key_file}});
   } else if (::access(options.key_file.c_str(), F_OK) != 0) {
     Log(LogLevel::kWarn, "admin_key_file_missing",
@@ -426,7 +333,14 @@ Result<std::unique_ptr<AdminApi>> AdminApi::Open(storage::ObjectStore& store,
          {"hint",
           "the stored key cannot be shown again; start with --new-admin-key to replace it"}});
   }
-  return std::unique_ptr<AdminApi>(new AdminApiImpl(store, *hash));
+  if (!id) {  // a key from before key ids: give it one
+    index::Id new_id = index::NewId();
+    CV_TRY(store.Index().Update([&](index::WriteTxn& txn) {
+      return txn.PutMeta(kOperatorKeyIdMeta, index::IdToHex(new_id));
+    }));
+    id = new_id;
+  }
+  return std::unique_ptr<AdminApi>(new AdminApiImpl(store, *hash, *id));
 }
 
 }  // namespace cv::admin

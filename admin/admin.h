@@ -1,14 +1,63 @@
 // admin: the admin API as transport-free handlers. The server module owns the listener, TLS
 // and HTTP parsing; it hands each complete request (method, target, Authorization header,
-// body) to AdminApi::Handle and writes back the JSON answer. This issue's part: the operator
-// key and devices; accounts, plans, add-ons, jobs and audit come with the accounts issue.
+// body) to AdminApi::Handle and writes back the JSON answer.
 //
-// Routes (all under /admin/v1/, bearer operator key, JSON in and out):
-//   POST  /accounts                          -> 201 {"id"}  (not persisted yet)
-//   POST  /accounts/{acct}/devices           {"name","kind","append_only"} -> 201
-//   {"id","token",...} GET   /accounts/{acct}/devices/{dev}     -> 200 device PATCH
-//   /accounts/{acct}/devices/{dev}     {"name"?, "append_only"?} -> 200 device
-// Errors are {"error":{"code","message"[,"field"]}} with the status from HttpStatus().
+// Keys (Authorization: Bearer KEY): the operator key (ROOT/run/admin.key; everything) and
+// partner keys (made by the operator; only that partner's accounts). Only SHA-256 of a key
+// is stored. A missing, wrong, expired or revoked key is 401. A partner key on an operator
+// route is 403. A partner key on an account that is not its partner's -- another partner's,
+// a released one, or one that does not exist -- is the same 404, and so are that account's
+// devices, add-ons, usage and audit; nothing changes.
+//
+// Routes under /admin/v1/ (op = operator only). Times are RFC 3339 UTC, sizes bytes, ids 32
+// hex digits; lists answer {"items":[...],"next_cursor"} (pass ?cursor= for the next page,
+// ?limit= 1..1000, default 100).
+//
+//   POST   /partners                          op  {name} -> 201 partner
+//   GET    /partners                          op  ?cursor&limit
+//   GET    /partners/{p}                      op
+//   POST   /partners/{p}/keys                 op  {expires_at?} -> 201 {id,key,...}, key shown once
+//   GET    /partners/{p}/keys/{k}             op  -> key (no secret)
+//   DELETE /partners/{p}/keys/{k}             op  revoke: the key stops working at once
+//   POST   /accounts                              {partner? (op; implied for partner keys),
+//                                                  plan_quota_bytes, device_limit,
+//                                                  status: trial|active,
+//                                                  expires_at? | trial_days?} -> 201 account
+//   GET    /accounts                              ?partner&status&cursor&limit (status as of now)
+//   GET    /accounts/{a}
+//   PATCH  /accounts/{a}                          {plan_quota_bytes?, device_limit?,
+//                                                  status? trial|active|expired|suspended,
+//                                                  expires_at? (null = never)}
+//   POST   /accounts/{a}/release                  unlink from its partner; data stays
+//   POST   /accounts/{a}/addons                   {bytes, expires_at?} -> 201 add-on
+//   GET    /accounts/{a}/addons
+//   DELETE /accounts/{a}/addons/{x}
+//   GET    /accounts/{a}/usage                    quota, add-ons (live or not), used, reserved,
+//                                                  per device bytes, objects, last backup
+//   POST   /accounts/{a}/devices                  {name, kind? computer|server,
+//                                                  append_only? (true)} -> 201 device + token
+//                                                  once; 409 device_limit at the plan's limit
+//   GET    /accounts/{a}/devices
+//   GET    /accounts/{a}/devices/{d}
+//   PATCH  /accounts/{a}/devices/{d}              {name?, append_only?}
+//   POST   /accounts/{a}/devices/{d}/token        rotate -> {..., token}; the old one stops working
+//   GET    /devices                               ?stale_for=72h&partner&cursor&limit: devices
+//                                                  whose last completed backup (if none: their
+//                                                  creation) is older than stale_for; a
+//                                                  partner's own only
+//   GET    /audit                                 ?account&partner&cursor&limit
+//   GET    /fsck                              op  store Fsck + account usage recomputation:
+//                                                  {"clean","objects","bytes","problems":[...]}
+//
+// Account status as answered ("status") is the effective one: a trial whose expires_at has
+// passed is "expired" ("stored_status" says what was set). Expired = read-only for agents,
+// suspended = no agent access. An active account's expires_at is informational: ending a paid
+// plan is PATCH {"status":"expired"}.
+//
+// Every mutation appends an audit record (time, key id, role, action, target, before, after)
+// in the same index transaction as the change. Request bodies are strict: unknown or duplicate
+// fields, wrong types, sizes beyond 1 EiB, malformed ids and dates are 400 and change nothing.
+// Errors are {"error":{"code","message"[,"field"]}}.
 //
 // Thread-safety: AdminApi::Handle may be called from many threads at once.
 #pragma once

@@ -4,10 +4,12 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include <boost/json.hpp>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "admin/json_util.h"
 #include "index/index.h"
 
 namespace cv::admin {
@@ -72,23 +74,31 @@ TEST_F(AdminTest, OperatorKeyIsCreatedOnceStoredHashedAndReplaceable) {
   auto again = AdminApi::Open(*store_, Options{key_file_, false});
   ASSERT_TRUE(again);
   EXPECT_FALSE(std::filesystem::exists(key_file_));
-  EXPECT_EQ(Call(**again, "POST", "/admin/v1/accounts", "{}", key).status, 201);
+  EXPECT_EQ(Call(**again, "GET", "/admin/v1/accounts", "", key).status, 200);
 
   // A new key replaces the old one.
   auto renewed = AdminApi::Open(*store_, Options{key_file_, true});
   ASSERT_TRUE(renewed);
   std::string key2 = ReadKey();
   EXPECT_NE(key2, key);
-  EXPECT_EQ(Call(**renewed, "POST", "/admin/v1/accounts", "{}", key).status, 401);
-  EXPECT_EQ(Call(**renewed, "POST", "/admin/v1/accounts", "{}", key2).status, 201);
+  EXPECT_EQ(Call(**renewed, "GET", "/admin/v1/accounts", "", key).status, 401);
+  EXPECT_EQ(Call(**renewed, "GET", "/admin/v1/accounts", "", key2).status, 200);
 }
 
 TEST_F(AdminTest, DevicesAreCreatedWithAHashedTokenAndPatchedStrictly) {
   auto api = AdminApi::Open(*store_, Options{key_file_, false});
   ASSERT_TRUE(api);
   std::string key = ReadKey();
-  const std::string acct(32, '1');
-  auto r = Call(**api, "POST", "/admin/v1/accounts/" + acct + "/devices", R"({"name":"pc"})", key);
+  auto r = Call(**api, "POST", "/admin/v1/accounts",
+                R"({"plan_quota_bytes":1000,"device_limit":2,"status":"active"})", key);
+  ASSERT_EQ(r.status, 201) << r.body;
+  const std::string acct = r.body.substr(r.body.find("\"id\":\"") + 6, 32);
+  // No devices on accounts that do not exist.
+  EXPECT_EQ(Call(**api, "POST", "/admin/v1/accounts/" + std::string(32, '1') + "/devices",
+                 R"({"name":"pc"})", key)
+                .status,
+            404);
+  r = Call(**api, "POST", "/admin/v1/accounts/" + acct + "/devices", R"({"name":"pc"})", key);
   ASSERT_EQ(r.status, 201) << r.body;
   auto id_at = r.body.find("\"id\":\"");
   auto tok_at = r.body.find("\"token\":\"");
@@ -116,6 +126,80 @@ TEST_F(AdminTest, DevicesAreCreatedWithAHashedTokenAndPatchedStrictly) {
   EXPECT_EQ(r.status, 200);
   EXPECT_NE(r.body.find("\"append_only\":false"), std::string::npos);
   EXPECT_EQ(r.body.find("token"), std::string::npos);
+}
+
+int64_t g_fake_now = 0;
+int64_t FakeNow() { return g_fake_now; }
+
+TEST_F(AdminTest, PartnerKeysSeeOnlyTheirOwnAccountsAndEveryChangeIsAudited) {
+  auto api = AdminApi::Open(*store_, Options{key_file_, false});
+  ASSERT_TRUE(api);
+  const std::string op = ReadKey();
+  auto field = [](const Response& r, const char* name) {
+    return std::string(boost::json::parse(r.body).as_object().at(name).as_string());
+  };
+  auto partner = [&](const char* name) {
+    auto r =
+        Call(**api, "POST", "/admin/v1/partners", std::string(R"({"name":")") + name + "\"}", op);
+    EXPECT_EQ(r.status, 201) << r.body;
+    std::string id = field(r, "id");
+    r = Call(**api, "POST", "/admin/v1/partners/" + id + "/keys", "{}", op);
+    EXPECT_EQ(r.status, 201) << r.body;
+    return std::make_pair(id, field(r, "key"));
+  };
+  auto [a_id, a_key] = partner("A");
+  auto [b_id, b_key] = partner("B");
+  // Partner keys are not operator keys.
+  EXPECT_EQ(Call(**api, "POST", "/admin/v1/partners", R"({"name":"C"})", a_key).status, 403);
+
+  auto r =
+      Call(**api, "POST", "/admin/v1/accounts",
+           R"({"plan_quota_bytes":5,"device_limit":1,"status":"trial","trial_days":30})", a_key);
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(field(r, "partner"), a_id);
+  const std::string acct = "/admin/v1/accounts/" + field(r, "id");
+  auto audit_count = [&] {
+    auto txn = store_->Index().BeginRead();
+    auto page = (*txn)->ListAudit(index::AuditQuery{index::IdFromHex(field(r, "id")), {}, 0, 100});
+    return page->size();
+  };
+  EXPECT_EQ(audit_count(), 1u);
+
+  // B sees nothing of A's account, and changes nothing.
+  EXPECT_EQ(Call(**api, "GET", acct, "", b_key).status, 404);
+  EXPECT_EQ(Call(**api, "PATCH", acct, R"({"status":"suspended"})", b_key).status, 404);
+  EXPECT_EQ(Call(**api, "POST", acct + "/release", "", b_key).status, 404);
+  EXPECT_EQ(audit_count(), 1u);
+  auto list = Call(**api, "GET", "/admin/v1/accounts", "", b_key);
+  EXPECT_EQ(list.body, R"({"items":[],"next_cursor":null})");
+
+  // A's change and its audit record land together; a refused change leaves neither.
+  EXPECT_EQ(Call(**api, "PATCH", acct, R"({"status":"active"})", a_key).status, 200);
+  EXPECT_EQ(audit_count(), 2u);
+  EXPECT_EQ(Call(**api, "PATCH", acct, R"({"status":"trial","expires_at":null})", a_key).status,
+            400);
+  EXPECT_EQ(audit_count(), 2u);
+
+  // Keys expire by the clock and can be revoked.
+  g_fake_now = NowNanos();
+  SetClockForTesting(&FakeNow);
+  r = Call(**api, "POST", "/admin/v1/partners/" + b_id + "/keys",
+           R"({"expires_at":")" + FormatRfc3339(g_fake_now + 60'000'000'000) + "\"}", op);
+  ASSERT_EQ(r.status, 201) << r.body;
+  const std::string short_key = field(r, "key");
+  EXPECT_EQ(Call(**api, "GET", "/admin/v1/accounts", "", short_key).status, 200);
+  g_fake_now += 61'000'000'000;
+  EXPECT_EQ(Call(**api, "GET", "/admin/v1/accounts", "", short_key).status, 401);
+  SetClockForTesting(nullptr);
+  auto txn = store_->Index().BeginRead();
+  auto k = (*txn)->GetAdminKeyBySecretHash(HashToken(b_key));
+  ASSERT_TRUE(k && *k);
+  txn->reset();
+  EXPECT_EQ(Call(**api, "DELETE",
+                 "/admin/v1/partners/" + b_id + "/keys/" + index::IdToHex((*k)->id), "", op)
+                .status,
+            200);
+  EXPECT_EQ(Call(**api, "GET", "/admin/v1/accounts", "", b_key).status, 401);
 }
 
 TEST(AdminErrorTest, StatusMappingAndBody) {

@@ -55,8 +55,9 @@ admin() {  # admin METHOD PATH [JSON]
     -H 'Content-Type: application/json' -X "$1" "$ADMIN/admin/v1$2" ${3:+-d "$3"}
 }
 
-# The dev device: created once, its token kept (mode 0600) so that later starts can print it
-# again. Recreated if the index no longer knows it.
+# The dev account and device: created once, the token kept (mode 0600) so that later starts can
+# print it again. Recreated if the index no longer knows them (or the device has no account
+# record, as devices made before accounts existed).
 DEV_FILE="$ROOT/run/dev-device.json"
 DEV_STATE="$ROOT/run/dev-device.state.json"
 if [ -s "$DEV_FILE" ] && [ -r "$KEY_FILE" ]; then
@@ -68,7 +69,9 @@ if [ ! -s "$DEV_FILE" ]; then
   if [ ! -r "$KEY_FILE" ]; then
     echo "run.sh: no admin key in $KEY_FILE; restart with: deploy/run.sh --new-admin-key" >&2
   else
-    ACCOUNT=$(admin POST /accounts '{}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    # A dev account of the operator's own (no partner): active, no expiry, 1 PiB, 10 devices.
+    ACCOUNT=$(admin POST /accounts '{"status":"active","plan_quota_bytes":1125899906842624,"device_limit":10}' |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
     (umask 077; admin POST "/accounts/$ACCOUNT/devices" '{"name":"dev-laptop","kind":"computer","append_only":true}' >"$DEV_FILE")
     cp "$DEV_FILE" "$DEV_STATE"
   fi

@@ -297,13 +297,32 @@ Reply AgentApi::Exists(const index::Id& device, std::string_view body) {
   return JsonReply(200, json::serialize(present));
 }
 
-Reply AgentApi::Usage(const index::DeviceRecord& d) {
+Reply AgentApi::Usage(const index::DeviceRecord& d, const std::optional<index::Account>& account) {
   json::object o;
   o["bytes"] = d.bytes;
   o["objects"] = d.objects;
-  o["quota_bytes"] = nullptr;  // quotas arrive with the accounts issue
   o["last_upload_ns"] = d.last_upload_ns;
   o["last_backup_ns"] = d.last_backup_ns;
+  // The account's side (null for devices without an account record: no quota).
+  o["quota_bytes"] = nullptr;
+  o["account_used_bytes"] = nullptr;
+  o["account_reserved_bytes"] = nullptr;
+  o["status"] = nullptr;
+  if (account) {
+    const int64_t now = NowNanos();
+    auto txn = store_.Index().BeginRead();
+    if (!txn) return ErrorReply(txn.error());
+    // Fresh numbers: the account read at authentication may be a request old.
+    auto a = (*txn)->GetAccount(account->id);
+    if (!a) return ErrorReply(a.error());
+    auto addons = (*txn)->ListAddOns(account->id);
+    if (!addons) return ErrorReply(addons.error());
+    const index::Account& acct = *a ? **a : *account;
+    o["quota_bytes"] = index::QuotaBytes(acct, *addons, now);
+    o["account_used_bytes"] = acct.bytes;
+    o["account_reserved_bytes"] = acct.reserved_bytes;
+    o["status"] = index::AccountStatusName(index::EffectiveStatus(acct, now));
+  }
   return JsonReply(200, json::serialize(o));
 }
 

@@ -13,7 +13,13 @@
 //   POST   /{type}/{name}      200 (exactly; restic treats 201/204 as errors)
 //   DELETE /{type}/{name}      200 | 404; append-only devices may delete only locks (else 403)
 //   POST   /v1/exists          [{"type","name"}] -> the present ones [{"type","name","size"}]
-//   GET    /v1/usage           {"bytes","objects","quota_bytes","last_upload_ns","last_backup_ns"}
+//   GET    /v1/usage           {"bytes","objects","last_upload_ns","last_backup_ns", and of the
+//                              account: "quota_bytes","account_used_bytes",
+//                              "account_reserved_bytes","status" (null without an account)}
+//
+// Accounts (server/quota.h): suspended -> 403 for everything; expired -> uploads and deletes
+// 403 (except locks), reads work; uploads reserve their Content-Length first: over the quota
+// -> 507 "quota_exceeded" before the body is read.
 //
 // Decisions (documented for clients):
 //   - Same name, different content: 409 "conflict" (rest-server answers 403).
@@ -93,7 +99,8 @@ class AgentApi {
   Reply Head(const index::ObjectKey& key);
   Reply Delete(const index::DeviceRecord& device, const index::ObjectKey& key);
   Reply Exists(const index::Id& device, std::string_view body);
-  Reply Usage(const index::DeviceRecord& device);
+  // `account`: the device's, if it has a record (adds its quota, usage and status).
+  Reply Usage(const index::DeviceRecord& device, const std::optional<index::Account>& account);
   // After a committed upload: a `snapshots` object marks a completed backup.
   Status UploadCommitted(const index::ObjectKey& key);
 

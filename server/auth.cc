@@ -73,12 +73,18 @@ Result<AuthResult> AuthenticateDevice(index::Index& idx, const Credentials& cred
   if (cred.scheme == Credentials::Scheme::kBearer) claimed = index::IdFromHex(path_device);
 
   std::optional<index::DeviceRecord> device;
+  std::optional<index::Account> account;
   if (claimed) {
     auto txn = idx.BeginRead();
     if (!txn) return tl::unexpected(txn.error());
     auto d = (*txn)->GetDevice(*claimed);
     if (!d) return tl::unexpected(d.error());
     device = std::move(*d);
+    if (device) {
+      auto a = (*txn)->GetAccount(device->account);
+      if (!a) return tl::unexpected(a.error());
+      account = std::move(*a);
+    }
   }
   // Hash and compare in every case, against a dummy when there is no device, so that the
   // time taken does not tell whether the device exists.
@@ -94,6 +100,7 @@ Result<AuthResult> AuthenticateDevice(index::Index& idx, const Credentials& cred
   }
   r.outcome = AuthOutcome::kOk;
   r.device = std::move(*device);
+  r.account = std::move(account);
   return r;
 }
 

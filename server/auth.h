@@ -34,9 +34,11 @@ Credentials ParseAuthorization(std::string_view header);
 enum class AuthOutcome { kOk, kMissing, kWrong, kOtherDevice };
 struct AuthResult {
   AuthOutcome outcome = AuthOutcome::kMissing;
-  index::DeviceRecord device;  // set when kOk
+  index::DeviceRecord device;             // set when kOk
+  std::optional<index::Account> account;  // kOk: the device's account, if it has a record
 };
 // `path_device` is the raw first path segment. Errors only when the index cannot be read.
+// The device and its account are read from one snapshot.
 Result<AuthResult> AuthenticateDevice(index::Index& index, const Credentials& credentials,
                                       std::string_view path_device);
 

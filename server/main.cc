@@ -11,6 +11,7 @@
 
 #include "admin/admin.h"
 #include "server/config.h"
+#include "server/fake_clock.h"
 #include "server/metrics.h"
 #include "server/server.h"
 #include "server/tls.h"
@@ -55,12 +56,18 @@ int Main(int argc, char** argv) {
   app.add_option("--log-level", flags.log_level, "debug, info, warn or error [info]");
   app.add_flag("--new-admin-key", flags.new_admin_key,
                "replace the operator admin key with a new one (written to ROOT/run/admin.key)");
+  std::string fake_clock_file;
+  // Hidden (no group): tests against a real process move time through this file.
+  app.add_option("--fake-clock-file", fake_clock_file)->group("");
   CLI11_PARSE(app, argc, argv);
 
   auto cfg = LoadConfig(flags);
   if (!cfg) return Fail("configuration", cfg.error());
   const Config& c = *cfg;
   SetLogLevel(ParseLevel(c.log_level));
+  if (!fake_clock_file.empty()) {
+    if (auto st = UseFakeClockFile(fake_clock_file); !st) return Fail("fake clock", st.error());
+  }
 
   std::error_code ec;
   std::filesystem::create_directories(c.run_dir, ec);
@@ -86,6 +93,13 @@ int Main(int argc, char** argv) {
   so.try_direct = c.try_direct;
   auto store = storage::ObjectStore::Open(so);
   if (!store) return Fail("storage", store.error());
+
+  // Reservations belong to the uploads of a running process: what a crash left is void.
+  if (auto st =
+          (*store)->Index().Update([](index::WriteTxn& txn) { return txn.ClearReservations(); });
+      !st) {
+    return Fail("clear quota reservations", st.error());
+  }
 
   const std::string key_file = c.run_dir + "/admin.key";
   auto admin = admin::AdminApi::Open(**store, admin::Options{key_file, c.new_admin_key});

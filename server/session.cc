@@ -200,7 +200,12 @@ net::awaitable<bool> Session::ServeAgent(Exchange& x) {
       break;
   }
   const index::DeviceRecord& dev = auth->device;
+  const std::optional<index::Account>& account = auth->account;
   x.device = index::IdToHex(dev.id);
+  // A suspended account's devices get nothing but this answer.
+  if (auto r = AccountRefusal(account, NowNanos(), AgentAccess::kRead, false)) {
+    co_return co_await Send(x, std::move(*r));
+  }
 
   using K = AgentTarget::Kind;
   index::ObjectKey key;
@@ -235,7 +240,7 @@ net::awaitable<bool> Session::ServeAgent(Exchange& x) {
     case K::kUsage:
       x.route = "usage";
       if (!get) co_return co_await Send(x, MethodNotAllowed("GET, HEAD"));
-      co_return co_await Send(x, ctx_.agent.Usage(dev));
+      co_return co_await Send(x, ctx_.agent.Usage(dev, account));
     case K::kConfig:
       x.route = "config";
       key = index::ObjectKey{dev.id, index::ObjectType::kConfig, ""};
@@ -256,8 +261,12 @@ net::awaitable<bool> Session::ServeAgent(Exchange& x) {
     case http::verb::get:
       co_return co_await Download(x, key);
     case http::verb::post:
-      co_return co_await Upload(x, key);
+      co_return co_await Upload(x, key, account);
     case http::verb::delete_:
+      if (auto r = AccountRefusal(account, NowNanos(), AgentAccess::kWrite,
+                                  key.type == index::ObjectType::kLocks)) {
+        co_return co_await Send(x, std::move(*r));
+      }
       co_return co_await Send(x, ctx_.agent.Delete(dev, key));
     default:
       co_return co_await Send(x, MethodNotAllowed("GET, HEAD, POST, DELETE"));
@@ -299,18 +308,51 @@ net::awaitable<bool> Session::ServeAdmin(Exchange& x) {
   co_return co_await Send(x, std::move(r));
 }
 
-net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key) {
+net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
+                                     const std::optional<index::Account>& account) {
   auto& req = parser_->get();
   if (req.chunked() || !parser_->content_length()) {
     co_return co_await Send(
         x, ErrorReply(411, "length_required", "uploads need a Content-Length header"));
   }
   const uint64_t size = *parser_->content_length();
-  // NOTE: storage calls (BeginPut/Append/Commit) block on disk I/O and run on this worker's
-  // thread for now, which stalls the other connections of this io_context meanwhile. A worker
-  // pool, or the io_uring engine's eventfd on this io_context, will take them off it.
+  // NOTE: storage and index calls (List, Head, Reserve, BeginPut/Append/Commit, Release)
+  // block on disk I/O and run on this worker's thread for now, which stalls the other
+  // connections of this io_context meanwhile. A worker pool, or the io_uring engine's eventfd
+  // on this io_context, will take them off it.
+  const int64_t now = NowNanos();
+  bool small_lock = false;  // restic's locks keep restores working (server/quota.h)
+  if (account) {
+    auto exempt = LockExempt(ctx_.store, key, size);
+    if (!exempt) co_return co_await Send(x, ErrorReply(exempt.error()));
+    small_lock = *exempt;
+  }
+  if (auto r = AccountRefusal(account, now, AgentAccess::kWrite, small_lock)) {
+    co_return co_await Send(x, std::move(*r));
+  }
+  // Hard quota: reserve Content-Length before reading any of the body. An object that is
+  // already there cannot grow usage (the same body is a no-op, another one a conflict), so a
+  // re-upload reserves nothing.
+  Reservation reservation;
+  if (account && !small_lock) {
+    auto head = ctx_.store.Head(key);
+    if (!head) co_return co_await Send(x, ErrorReply(head.error()));
+    if (!*head) {
+      auto got = Reserve(ctx_.store.Index(), account->id, size, now);
+      if (!got) co_return co_await Send(x, ErrorReply(got.error()));
+      if (!got->decision.granted) {
+        co_return co_await Send(x, QuotaExceededReply(got->decision, size));
+      }
+      reservation = std::move(got->reservation);
+    }
+  }
   auto writer = ctx_.store.BeginPut(key, size);
-  if (!writer) co_return co_await Send(x, ErrorReply(writer.error()));
+  if (!writer) {
+    reservation.Release();
+    co_return co_await Send(x, ErrorReply(writer.error()));
+  }
+  // From here on, a client that goes away (co_return false) releases the reservation through
+  // its destructor.
   if (!co_await SendContinue()) co_return false;
 
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunk]);
@@ -351,10 +393,14 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key) {
   buf.reset();
   if (failed) {
     writer->reset();
+    reservation.Release();
     co_return co_await Send(x, ErrorReply(*failed));  // Send drops the rest or closes
   }
   auto info = (*writer)->Commit();
   writer->reset();  // free its stripe buffers before answering
+  // Committed or not, the bytes are now in usage or nowhere: give the reservation back before
+  // answering, so that the client's next upload sees it free.
+  reservation.Release();
   if (!info) co_return co_await Send(x, ErrorReply(info.error()));
   auto st = ctx_.agent.UploadCommitted(key);
   if (!st) co_return co_await Send(x, ErrorReply(st.error()));

@@ -33,6 +33,7 @@
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/metrics.h"
+#include "server/quota.h"
 #include "server/tls.h"
 #include "storage/storage.h"
 
@@ -100,7 +101,9 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> ServeAdmin(Exchange& x);
   // GET /healthz, /readyz, /metrics (both listeners, no credentials); nullopt for other targets.
   std::optional<Reply> OperationalReply(Exchange& x);
-  boost::asio::awaitable<bool> Upload(Exchange& x, const index::ObjectKey& key);
+  // `account`: the device's, if it has a record (status and quota apply).
+  boost::asio::awaitable<bool> Upload(Exchange& x, const index::ObjectKey& key,
+                                      const std::optional<index::Account>& account);
   boost::asio::awaitable<bool> Download(Exchange& x, const index::ObjectKey& key);
   // Reads a small body completely (JSON APIs). nullopt: *error holds the answer to send.
   boost::asio::awaitable<std::optional<std::string>> ReadSmallBody(Exchange& x, size_t limit,

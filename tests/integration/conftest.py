@@ -46,8 +46,9 @@ def fresh_node(tmp_root, request):
     `request.param` = extra TOML, or call the factory."""
     started = []
 
-    def make(extra_config="", threads=2):
-        n = cv.Node(os.path.join(tmp_root, f"{request.node.name}-{len(started)}"), extra_config, threads)
+    def make(extra_config="", threads=2, fake_clock=False):
+        n = cv.Node(os.path.join(tmp_root, f"{request.node.name}-{len(started)}"), extra_config, threads,
+                    fake_clock)
         started.append(n)
         return n.start()
 
@@ -58,6 +59,16 @@ def fresh_node(tmp_root, request):
         finally:
             n.kill()
         assert_clean_log(n)
+
+
+@pytest.fixture(scope="module")
+def clock_node(tmp_root, request):
+    """A node of the test module whose clock the tests move (Node.advance): expiry, staleness."""
+    n = cv.Node(os.path.join(tmp_root, "clock-" + request.module.__name__), fake_clock=True).start()
+    yield n
+    rc = n.stop()
+    assert rc == 0, f"chunkvaultd exited with {rc}:\n{n.log()}"
+    assert_clean_log(n)
 
 
 @pytest.fixture

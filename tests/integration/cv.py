@@ -3,6 +3,7 @@ HTTPS with the standard library only (http.client + ssl + socket), create device
 admin API. Every network operation and every wait has a timeout."""
 
 import base64
+import calendar
 import hashlib
 import http.client
 import json
@@ -107,9 +108,10 @@ class Device:
 
 
 class Node:
-    """A chunkvaultd process on a private root, listening on kernel-chosen ports."""
+    """A chunkvaultd process on a private root, listening on kernel-chosen ports. With
+    fake_clock, the node's clock is the file ROOT/clock (see set_clock/advance)."""
 
-    def __init__(self, root, extra_config="", threads=2):
+    def __init__(self, root, extra_config="", threads=2, fake_clock=False):
         self.root = str(root)
         os.makedirs(self.root, exist_ok=True)
         self.config_file = os.path.join(self.root, "test.toml")
@@ -118,6 +120,27 @@ class Node:
         self.threads = threads
         self.proc = None
         self.log_path = os.path.join(self.root, "chunkvaultd.log")
+        self.clock_file = os.path.join(self.root, "clock") if fake_clock else None
+        if self.clock_file and not os.path.exists(self.clock_file):
+            self.set_clock(time.time_ns())
+
+    # --- the fake clock ---
+    def now_ns(self):
+        if not self.clock_file:
+            return time.time_ns()
+        with open(self.clock_file) as f:
+            return int(f.read())
+
+    def set_clock(self, ns):
+        """Moves the node's clock (a new file renamed over the old one: the node sees it at its
+        next reading)."""
+        tmp = self.clock_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(int(ns)))
+        os.replace(tmp, self.clock_file)
+
+    def advance(self, seconds):
+        self.set_clock(self.now_ns() + int(seconds * 1e9))
 
     # --- process ---
     def start(self, timeout=30):
@@ -126,11 +149,12 @@ class Node:
         if os.path.exists(endpoints):
             os.unlink(endpoints)
         self.log_file = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [BINARY, "--config", self.config_file, "--root", self.root,
-             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-             "--threads", str(self.threads)],
-            stdout=self.log_file, stderr=self.log_file)
+        args = [BINARY, "--config", self.config_file, "--root", self.root,
+                "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+                "--threads", str(self.threads)]
+        if self.clock_file:
+            args += ["--fake-clock-file", self.clock_file]
+        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=self.log_file)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -228,18 +252,53 @@ class Node:
                    "Content-Type": "application/json"}
         return self.request(method, "/admin/v1" + path, body, headers, which="admin")
 
-    def new_account(self):
-        r = self.admin("POST", "/accounts", {})
+    def new_account(self, key=None, **fields):
+        """An account (by default active, 1 PiB, 1000 devices); returns its id."""
+        body = {"status": "active", "plan_quota_bytes": 1 << 50, "device_limit": 1000}
+        body.update(fields)
+        r = self.admin("POST", "/accounts", body, key=key)
         assert r.status == 201, r
         return r.json()["id"]
 
-    def new_device(self, append_only=True, account=None, name="test-device"):
-        account = account or self.new_account()
+    def new_partner(self, name="partner"):
+        """A partner and a key for it: (partner id, key)."""
+        r = self.admin("POST", "/partners", {"name": name})
+        assert r.status == 201, r
+        pid = r.json()["id"]
+        r = self.admin("POST", f"/partners/{pid}/keys", {})
+        assert r.status == 201, r
+        return pid, r.json()["key"]
+
+    def new_device(self, append_only=True, account=None, name="test-device", key=None):
+        account = account or self.new_account(key=key)
         r = self.admin("POST", f"/accounts/{account}/devices",
-                       {"name": name, "kind": "computer", "append_only": append_only})
+                       {"name": name, "kind": "computer", "append_only": append_only}, key=key)
         assert r.status == 201, r
         d = r.json()
         return Device(self, account, d["id"], d["token"], append_only)
+
+    def account_usage(self, account):
+        r = self.admin("GET", f"/accounts/{account}/usage")
+        assert r.status == 200, r
+        return r.json()
+
+    def fsck(self):
+        r = self.admin("GET", "/fsck")
+        assert r.status == 200, r
+        return r.json()
+
+
+def rfc3339(ns):
+    """ns since the epoch -> the admin API's RFC 3339 UTC form (whole seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns // 1_000_000_000))
+
+
+def parse_rfc3339(text):
+    """The admin API's RFC 3339 UTC times -> ns since the epoch."""
+    assert text.endswith("Z"), text
+    whole, _, frac = text[:-1].partition(".")
+    secs = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    return secs * 1_000_000_000 + int((frac + "000000000")[:9])
 
 
 def read_all(sock, limit=1 << 24):

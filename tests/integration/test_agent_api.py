@@ -3,6 +3,7 @@
 import json
 import os
 
+import cv
 from cv import sha256_hex
 
 V2 = "application/vnd.x.restic.rest.v2"
@@ -141,7 +142,7 @@ def test_snapshot_upload_records_last_backup(device):
     u = device.usage()
     assert u["last_backup_ns"] > 0
     r = device.node.admin("GET", f"/accounts/{device.account}/devices/{device.id}")
-    assert r.json()["last_backup_ns"] == u["last_backup_ns"]
+    assert cv.parse_rfc3339(r.json()["last_backup_at"]) == u["last_backup_ns"]
 
 
 def test_exists_and_usage_extensions(device):

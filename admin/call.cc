@@ -1,0 +1,82 @@
+// Answers, transactions, scoping and audit records: what every handler uses.
+#include <boost/json/serialize.hpp>
+
+#include "admin/internal.h"
+
+namespace cv::admin::internal {
+
+Response Reply(int status, const json::value& body) {
+  return Response{status, json::serialize(body), {}};
+}
+
+Response FromApiError(const ApiError& e) {
+  return Response{e.status, ErrorJson(e.code, e.message, e.field), {}};
+}
+
+Response FromError(const Error& e) {
+  if (HttpStatus(e.kind) >= 500) Log(LogLevel::kError, "admin_error", {{"error", e.ToString()}});
+  return Response{HttpStatus(e.kind), ErrorJson(e), {}};
+}
+
+ApiError NoSuch(std::string_view what) {
+  return ApiError{404, "not_found", "no such " + std::string(what), {}};
+}
+
+Response InUpdate(Call& c, const std::function<Result<Outcome>(index::WriteTxn&)>& fn) {
+  std::optional<Outcome> outcome;
+  auto st = c.store.Index().Update([&](index::WriteTxn& txn) -> Status {
+    outcome.reset();  // a retry after map growth starts over
+    auto r = fn(txn);
+    if (!r) return tl::unexpected(r.error());
+    outcome = std::move(*r);
+    if (!*outcome) return Err(ErrorKind::kInvalidArgument, "refused");  // rolls back
+    return {};
+  });
+  if (outcome && !*outcome) return FromApiError(outcome->error());
+  if (!st) return FromError(st.error());
+  if (!outcome) return FromError(Error{ErrorKind::kInternal, 0, "update ran no transaction"});
+  return std::move(**outcome);
+}
+
+Response InRead(Call& c, const std::function<Result<Outcome>(index::Txn&)>& fn) {
+  auto txn = c.store.Index().BeginRead();
+  if (!txn) return FromError(txn.error());
+  auto r = fn(**txn);
+  txn->reset();
+  if (!r) return FromError(r.error());
+  if (!*r) return FromApiError(r->error());
+  return std::move(**r);
+}
+
+bool Visible(const Caller& caller, const index::Account& account) {
+  return caller.is_operator || account.partner == caller.partner;
+}
+
+Result<std::optional<index::Account>> VisibleAccount(index::Txn& txn, const Caller& caller,
+                                                     const index::Id& id) {
+  auto a = txn.GetAccount(id);
+  if (!a) return tl::unexpected(a.error());
+  if (!*a || !Visible(caller, **a)) return std::optional<index::Account>();
+  return a;
+}
+
+Status AppendAudit(index::WriteTxn& txn, const Call& call, std::string_view action,
+                   std::string target, std::optional<index::Id> account,
+                   std::optional<index::Id> partner, const json::value& before,
+                   const json::value& after) {
+  index::AuditRecord r;
+  r.time_ns = call.now_ns;
+  r.key_id = call.caller.key_id;
+  r.role = call.caller.role;
+  r.action = std::string(action);
+  r.target = std::move(target);
+  r.account = account;
+  r.partner = partner;
+  r.before_json = json::serialize(before);
+  r.after_json = json::serialize(after);
+  auto seq = txn.AppendAudit(r);
+  if (!seq) return tl::unexpected(seq.error());
+  return {};
+}
+
+}  // namespace cv::admin::internal

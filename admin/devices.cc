@@ -1,0 +1,247 @@
+// Devices of an account (create within the device limit, read, rename, append-only, rotate
+// the token) and the device report GET /devices?stale_for= ("computers not backing up").
+#include <algorithm>
+#include <boost/json/array.hpp>
+#include <map>
+
+#include "admin/internal.h"
+
+namespace cv::admin::internal {
+
+namespace {
+
+std::string DeviceTarget(const index::Id& account, const index::Id& device) {
+  return "account/" + index::IdToHex(account) + "/device/" + index::IdToHex(device);
+}
+
+ApiError BadName() {
+  return BadField("name", "must be 1-255 bytes without control characters").value();
+}
+
+// The device `device` of the visible account `account`; nullopt if either is not there.
+struct Found {
+  index::Account account;
+  index::DeviceRecord device;
+};
+Result<std::optional<Found>> FindDevice(index::Txn& txn, const Caller& caller,
+                                        const index::Id& account, const index::Id& device) {
+  auto a = VisibleAccount(txn, caller, account);
+  if (!a) return tl::unexpected(a.error());
+  if (!*a) return std::optional<Found>();
+  auto d = txn.GetDevice(device);
+  if (!d) return tl::unexpected(d.error());
+  if (!*d || (*d)->account != account) return std::optional<Found>();
+  return std::optional<Found>(Found{std::move(**a), std::move(**d)});
+}
+
+}  // namespace
+
+Response CreateDevice(Call& c) {
+  auto body = JsonBody::Parse(c.request.body);
+  if (!body) return FromApiError(body.error());
+  if (auto ok = body->OnlyKnown({"name", "kind", "append_only"}); !ok) {
+    return FromApiError(ok.error());
+  }
+  auto name = JsonBody::Required(body->String("name"), "name");
+  if (!name) return FromApiError(name.error());
+  if (!ValidName(*name)) return FromApiError(BadName());
+  auto kind = body->String("kind");
+  if (!kind) return FromApiError(kind.error());
+  auto append_only = body->Bool("append_only");
+  if (!append_only) return FromApiError(append_only.error());
+  index::DeviceRecord d;
+  d.kind = index::DeviceKind::kComputer;
+  if (*kind && **kind == "server") {
+    d.kind = index::DeviceKind::kServer;
+  } else if (*kind && **kind != "computer") {
+    return FromApiError(BadField("kind", "must be \"computer\" or \"server\"").value());
+  }
+  d.id = index::NewId();
+  d.account = *c.account;
+  d.name = *name;
+  d.append_only = append_only->value_or(true);
+  const std::string token = NewToken();
+  d.token_hash = HashToken(token);
+  d.created_ns = c.now_ns;
+  return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+    auto a = VisibleAccount(txn, c.caller, d.account);
+    if (!a) return tl::unexpected(a.error());
+    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
+    auto devices = txn.ListDevices(d.account);
+    if (!devices) return tl::unexpected(devices.error());
+    if (devices->size() >= (*a)->device_limit) {
+      return Outcome(tl::unexpected(ApiError{409,
+                                             "device_limit",
+                                             "the account has " + std::to_string(devices->size()) +
+                                                 " devices and its plan allows " +
+                                                 std::to_string((*a)->device_limit),
+                                             {}}));
+    }
+    auto existing = txn.GetDevice(d.id);
+    if (!existing) return tl::unexpected(existing.error());
+    if (*existing) return Err(ErrorKind::kConflict, "device id collision");
+    CV_TRY(txn.PutDevice(d));
+    CV_TRY(AppendAudit(txn, c, "device.create", DeviceTarget(d.account, d.id), d.account,
+                       (*a)->partner, nullptr, DeviceJson(d)));
+    json::object o = DeviceJson(d);
+    o["token"] = token;  // shown once; only its SHA-256 is stored
+    return Outcome(Reply(201, o));
+  });
+}
+
+Response ListAccountDevices(Call& c) {
+  return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
+    auto a = VisibleAccount(txn, c.caller, *c.account);
+    if (!a) return tl::unexpected(a.error());
+    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
+    auto devices = txn.ListDevices(*c.account);
+    if (!devices) return tl::unexpected(devices.error());
+    json::array items;
+    for (const auto& d : *devices) items.push_back(DeviceJson(d));
+    return Outcome(Reply(200, Page(std::move(items), std::nullopt)));
+  });
+}
+
+Response GetDevice(Call& c) {
+  return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
+    auto f = FindDevice(txn, c.caller, *c.account, *c.device);
+    if (!f) return tl::unexpected(f.error());
+    if (!*f) return Outcome(tl::unexpected(NoSuch("device")));
+    return Outcome(Reply(200, DeviceJson((*f)->device)));
+  });
+}
+
+Response PatchDevice(Call& c) {
+  auto body = JsonBody::Parse(c.request.body);
+  if (!body) return FromApiError(body.error());
+  if (auto ok = body->OnlyKnown({"name", "append_only"}); !ok) return FromApiError(ok.error());
+  if (body->Empty()) {
+    return FromApiError(
+        ApiError{400, "nothing_to_change", "give at least one of name, append_only", {}});
+  }
+  auto name = body->String("name");
+  if (!name) return FromApiError(name.error());
+  if (*name && !ValidName(**name)) return FromApiError(BadName());
+  auto append_only = body->Bool("append_only");
+  if (!append_only) return FromApiError(append_only.error());
+  return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+    auto f = FindDevice(txn, c.caller, *c.account, *c.device);
+    if (!f) return tl::unexpected(f.error());
+    if (!*f) return Outcome(tl::unexpected(NoSuch("device")));
+    const index::DeviceRecord& before = (*f)->device;
+    index::DeviceRecord after = before;
+    if (*name) after.name = **name;
+    if (*append_only) after.append_only = **append_only;
+    CV_TRY(txn.PutDevice(after));
+    CV_TRY(AppendAudit(txn, c, "device.update", DeviceTarget(after.account, after.id),
+                       after.account, (*f)->account.partner, DeviceJson(before),
+                       DeviceJson(after)));
+    return Outcome(Reply(200, DeviceJson(after)));
+  });
+}
+
+Response RotateDeviceToken(Call& c) {
+  auto body = JsonBody::Parse(c.request.body);
+  if (!body) return FromApiError(body.error());
+  if (auto ok = body->OnlyKnown({}); !ok) return FromApiError(ok.error());
+  const std::string token = NewToken();
+  return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+    auto f = FindDevice(txn, c.caller, *c.account, *c.device);
+    if (!f) return tl::unexpected(f.error());
+    if (!*f) return Outcome(tl::unexpected(NoSuch("device")));
+    index::DeviceRecord d = (*f)->device;
+    d.token_hash = HashToken(token);
+    CV_TRY(txn.PutDevice(d));
+    CV_TRY(AppendAudit(txn, c, "device.token_rotate", DeviceTarget(d.account, d.id), d.account,
+                       (*f)->account.partner, nullptr, nullptr));
+    json::object o = DeviceJson(d);
+    o["token"] = token;  // the old token stops working with this commit
+    return Outcome(Reply(200, o));
+  });
+}
+
+// A device is stale when its last completed backup (or, if it never completed one, its
+// creation) is more than stale_for ago: a computer added a minute ago is not "not backing up".
+Response ListDevices(Call& c) {
+  auto q = Query::Parse(c.query, {"stale_for", "partner", "cursor", "limit"});
+  if (!q) return FromApiError(q.error());
+  std::optional<int64_t> stale_for;
+  if (auto s = q->Get("stale_for")) {
+    stale_for = ParseDuration(*s);
+    if (!stale_for) {
+      return FromApiError(ApiError{400, "invalid_parameter",
+                                   "query parameter 'stale_for' must be a duration such as 72h, "
+                                   "7d or 1d12h",
+                                   "stale_for"});
+    }
+  }
+  auto partner = q->Id("partner");
+  if (!partner) return FromApiError(partner.error());
+  auto cursor = q->Id("cursor");
+  if (!cursor) return FromApiError(cursor.error());
+  auto limit = q->Limit();
+  if (!limit) return FromApiError(limit.error());
+  std::optional<index::Id> scope = *partner;
+  if (!c.caller.is_operator) {
+    if (*partner && **partner != c.caller.partner) {
+      return Reply(200, Page(json::array(), std::nullopt));
+    }
+    scope = c.caller.partner;
+  }
+  auto wanted = [&](const index::DeviceRecord& d) {
+    if (*cursor && !(**cursor < d.id)) return false;
+    if (!stale_for) return true;
+    const int64_t since = d.last_backup_ns != 0 ? d.last_backup_ns : d.created_ns;
+    return c.now_ns - since > *stale_for;
+  };
+  return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
+    std::vector<index::DeviceRecord> found;
+    std::map<index::Id, std::optional<index::Id>> partner_of;  // account -> its partner
+    if (scope) {
+      // The partner's accounts, page by page, and their devices; sorted by id for the cursor.
+      index::AccountQuery aq;
+      aq.partner = scope;
+      aq.limit = 1000;
+      for (;;) {
+        auto accounts = txn.ListAccounts(aq);
+        if (!accounts) return tl::unexpected(accounts.error());
+        for (const auto& a : *accounts) {
+          partner_of[a.id] = a.partner;
+          auto devices = txn.ListDevices(a.id);
+          if (!devices) return tl::unexpected(devices.error());
+          for (auto& d : *devices) {
+            if (wanted(d)) found.push_back(std::move(d));
+          }
+        }
+        if (accounts->size() < aq.limit) break;
+        aq.start_after = accounts->back().id;
+      }
+      std::sort(found.begin(), found.end(),
+                [](const auto& x, const auto& y) { return x.id < y.id; });
+      if (found.size() > *limit) found.resize(*limit);
+    } else {
+      // Every device, in id order (devices of accounts without a record included).
+      CV_TRY(txn.ForEachDevice([&](const index::DeviceRecord& d) {
+        if (wanted(d)) found.push_back(d);
+        return found.size() < *limit;
+      }));
+    }
+    json::array items;
+    for (const auto& d : found) {
+      auto it = partner_of.find(d.account);
+      if (it == partner_of.end()) {
+        auto a = txn.GetAccount(d.account);
+        if (!a) return tl::unexpected(a.error());
+        it = partner_of.emplace(d.account, *a ? (*a)->partner : std::nullopt).first;
+      }
+      json::object o = DeviceJson(d);
+      o["partner"] = it->second ? json::value(index::IdToHex(*it->second)) : json::value(nullptr);
+      items.push_back(std::move(o));
+    }
+    std::optional<std::string> next;
+    if (found.size() == *limit) next = index::IdToHex(found.back().id);
+    return Outcome(Reply(200, Page(std::move(items), next)));
+  });
+}
+
+}  // namespace cv::admin::internal

@@ -1,0 +1,121 @@
+// admin/internal: what the route handlers share (internal to admin/). admin.cc authenticates
+// the caller, matches the route and hands a Call to one handler; each resource has its own
+// file (partners.cc, accounts.cc, addons.cc, devices.cc, audit.cc, fsck.cc).
+//
+// Scoping: a partner key sees the accounts whose partner is its partner, and the devices and
+// add-ons of those accounts. Anything else -- another partner's account, a released account,
+// an account that does not exist -- is the same 404 (VisibleAccount), checked inside the
+// transaction that acts on it. Every mutation appends its audit record (AppendAudit) in that
+// same transaction, so a change and its record commit or roll back together.
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "admin/admin.h"
+#include "admin/json_util.h"
+#include "index/index.h"
+#include "storage/storage.h"
+
+namespace cv::admin::internal {
+
+namespace json = boost::json;
+
+// Who is calling: the operator key, or one partner's key.
+struct Caller {
+  index::Id key_id{};
+  bool is_operator = false;
+  index::Id partner{};  // partner keys only
+  std::string role;     // AdminRoleName: "operator" or "partner:<hex>"
+};
+
+// One request, matched to its route.
+struct Call {
+  storage::ObjectStore& store;
+  const Caller& caller;
+  const Request& request;
+  int64_t now_ns = 0;
+  std::string_view query;  // after '?', raw
+  // The ids named in the path, by the route's placeholders.
+  std::optional<index::Id> partner, account, addon, device, key;
+};
+
+// ---- answers ----
+Response Reply(int status, const json::value& body);
+Response FromApiError(const ApiError& e);
+// 5xx details go to the log; the client gets a generic message.
+Response FromError(const Error& e);
+
+// What a handler's transaction decides: an answer, or a refusal that rolls it back.
+using Outcome = ApiResult<Response>;
+// Runs fn in one Index::Update (fn may run more than once: no side effects outside txn). A
+// refusal rolls back everything fn did and is answered as it is; index errors become 5xx.
+Response InUpdate(Call& c, const std::function<Result<Outcome>(index::WriteTxn&)>& fn);
+// Runs fn on one read snapshot.
+Response InRead(Call& c, const std::function<Result<Outcome>(index::Txn&)>& fn);
+// The ApiError of "no such <what>" (404), identical whether absent or out of scope.
+ApiError NoSuch(std::string_view what);
+
+// ---- scoping ----
+bool Visible(const Caller& caller, const index::Account& account);
+// The account if it exists and the caller may see it; nullopt otherwise (-> 404).
+Result<std::optional<index::Account>> VisibleAccount(index::Txn& txn, const Caller& caller,
+                                                     const index::Id& id);
+
+// ---- JSON of records (times as RFC 3339 UTC, null for "never") ----
+json::value TimeOrNull(int64_t ns);
+json::object PartnerJson(const index::Partner& p);
+json::object AdminKeyJson(const index::AdminKey& k, int64_t now_ns);
+// The settings of an account (what PATCH changes; also the audit's before/after).
+json::object AccountSettingsJson(const index::Account& a);
+// Settings plus status as of now, quota and usage.
+json::object AccountJson(const index::Account& a, const std::vector<index::AddOn>& addons,
+                         int64_t now_ns);
+json::object AddOnJson(const index::AddOn& a, int64_t now_ns);
+json::object DeviceJson(const index::DeviceRecord& d);
+// {"items": [...], "next_cursor": cursor or null}
+json::object Page(json::array items, std::optional<std::string> next_cursor);
+
+// ---- audit ----
+// Appends the record of a mutation by the caller. `before`/`after` are null for creation and
+// removal.
+Status AppendAudit(index::WriteTxn& txn, const Call& call, std::string_view action,
+                   std::string target, std::optional<index::Id> account,
+                   std::optional<index::Id> partner, const json::value& before,
+                   const json::value& after);
+
+// ---- handlers, by resource ----
+Response CreatePartner(Call& c);
+Response ListPartners(Call& c);
+Response GetPartner(Call& c);
+Response CreatePartnerKey(Call& c);
+Response GetPartnerKey(Call& c);
+Response RevokePartnerKey(Call& c);
+
+Response CreateAccount(Call& c);
+Response ListAccounts(Call& c);
+Response GetAccount(Call& c);
+Response PatchAccount(Call& c);
+Response ReleaseAccount(Call& c);
+Response GetUsage(Call& c);
+
+Response CreateAddOn(Call& c);
+Response ListAddOns(Call& c);
+Response DeleteAddOn(Call& c);
+
+Response CreateDevice(Call& c);
+Response ListAccountDevices(Call& c);
+Response GetDevice(Call& c);
+Response PatchDevice(Call& c);
+Response RotateDeviceToken(Call& c);
+Response ListDevices(Call& c);  // GET /devices?stale_for=
+
+Response ListAudit(Call& c);
+Response Fsck(Call& c);
+
+}  // namespace cv::admin::internal

@@ -1,0 +1,96 @@
+#include "server/quota.h"
+
+#include <boost/json.hpp>
+
+namespace cv::server {
+
+namespace json = boost::json;
+
+std::optional<Reply> AccountRefusal(const std::optional<index::Account>& account, int64_t now_ns,
+                                    AgentAccess access, bool lock) {
+  if (!account) return std::nullopt;
+  const index::AccountStatus status = index::EffectiveStatus(*account, now_ns);
+  json::object err;
+  if (status == index::AccountStatus::kSuspended) {
+    err["code"] = "account_suspended";
+    err["message"] = "the account is suspended: no access until it is reactivated";
+  } else if (status == index::AccountStatus::kExpired && access == AgentAccess::kWrite && !lock) {
+    err["code"] = "account_expired";
+    err["message"] =
+        "the account is expired: it is read-only (restores work, uploads and deletes are "
+        "refused) until it is renewed";
+  } else {
+    return std::nullopt;
+  }
+  err["status"] = index::AccountStatusName(status);
+  json::object root;
+  root["error"] = std::move(err);
+  return JsonReply(403, json::serialize(root));
+}
+
+Result<bool> LockExempt(storage::ObjectStore& store, const index::ObjectKey& key, uint64_t size) {
+  if (key.type != index::ObjectType::kLocks || size > kLockExemptBytes) return false;
+  auto locks = store.List(key.device, index::ObjectType::kLocks, "", kMaxExemptLocks);
+  if (!locks) return tl::unexpected(locks.error());
+  return locks->size() < kMaxExemptLocks;
+}
+
+Reservation& Reservation::operator=(Reservation&& other) noexcept {
+  if (this != &other) {
+    Release();
+    index_ = std::exchange(other.index_, nullptr);
+    account_ = other.account_;
+    bytes_ = other.bytes_;
+  }
+  return *this;
+}
+
+void Reservation::Release() {
+  index::Index* index = std::exchange(index_, nullptr);
+  if (!index) return;
+  auto st = index->Update([&](index::WriteTxn& txn) -> Status {
+    auto r = txn.Release(account_, bytes_);
+    if (!r && r.error().kind == ErrorKind::kNotFound) return {};  // the account is gone
+    return r;
+  });
+  if (!st) {
+    Log(LogLevel::kError, "quota_release_failed",
+        {{"account", index::IdToHex(account_)},
+         {"bytes", std::to_string(bytes_)},
+         {"error", st.error().ToString()}});
+  }
+}
+
+Result<ReserveOutcome> Reserve(index::Index& index, const index::Id& account, uint64_t bytes,
+                               int64_t now_ns) {
+  index::QuotaDecision decision;
+  auto st = index.Update([&](index::WriteTxn& txn) -> Status {
+    auto d = txn.Reserve(account, bytes, now_ns);
+    if (!d) return tl::unexpected(d.error());
+    decision = *d;
+    return {};
+  });
+  if (!st) return tl::unexpected(st.error());
+  ReserveOutcome out;
+  out.decision = decision;
+  if (decision.granted) out.reservation = Reservation(&index, account, bytes);
+  return out;
+}
+
+Reply QuotaExceededReply(const index::QuotaDecision& d, uint64_t requested) {
+  json::object err;
+  err["code"] = "quota_exceeded";
+  err["message"] = "this upload of " + std::to_string(requested) +
+                   " bytes does not fit in the account's quota of " +
+                   std::to_string(d.quota_bytes) + " bytes (" + std::to_string(d.used_bytes) +
+                   " used, " + std::to_string(d.reserved_bytes) + " reserved by uploads in flight)";
+  err["quota_bytes"] = d.quota_bytes;
+  err["used_bytes"] = d.used_bytes;
+  err["reserved_bytes"] = d.reserved_bytes;
+  err["requested_bytes"] = requested;
+  json::object root;
+  root["error"] = std::move(err);
+  return JsonReply(507, json::serialize(root));
+}
+
+}  // namespace cv::server

@@ -1,0 +1,84 @@
+// server/quota: what a device's account lets agents do, and the hard quota's reservations in
+// the upload path (the protocol itself is in index/index.h, "Quota protocol").
+//
+//   account status     reads (GET, HEAD, lists)   uploads              deletes
+//   trial, active      yes                        within the quota     yes (append-only rules)
+//   expired            yes                        locks only           locks only
+//   suspended          403                        403                  403
+//   no record          yes                        no quota             yes   (pre-account devices)
+//
+// restic takes a lock (a few hundred bytes) even to restore, and removes it afterwards. So
+// that restores keep working from an expired or over-quota account, a lock upload of at most
+// kLockExemptBytes to a device holding fewer than kMaxExemptLocks locks is neither refused for
+// an expired account nor checked against the quota (LockExempt); it still counts in usage like
+// every object. The bound keeps locks from being a way around the quota: at most
+// kMaxExemptLocks * kLockExemptBytes per device.
+//
+// An upload reserves its Content-Length before its body is read (Reserve); the Reservation
+// gives the bytes back when released or destroyed, which the session does right after the
+// store's commit, on failure, and when the client goes away. Between the commit and the
+// release the bytes count twice (used and reserved): never over the quota, only stricter.
+//
+// Thread-safety: functions are thread-safe; a Reservation belongs to one upload.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "common/common.h"
+#include "index/index.h"
+#include "server/agent_api.h"
+#include "storage/storage.h"
+
+namespace cv::server {
+
+inline constexpr uint64_t kLockExemptBytes = 64 * 1024;
+inline constexpr size_t kMaxExemptLocks = 32;
+
+// True for an upload of `size` bytes to `key` that the rules above let through (a small lock
+// while its device holds few).
+Result<bool> LockExempt(storage::ObjectStore& store, const index::ObjectKey& key, uint64_t size);
+
+enum class AgentAccess { kRead, kWrite };
+// nullopt when `account` (the device's, if it has a record) allows the access at now_ns;
+// otherwise the 403 to answer: {"error":{"code":"account_suspended"|"account_expired",
+// "message","status"}}. `lock`: the write is a lock upload/delete (see above).
+std::optional<Reply> AccountRefusal(const std::optional<index::Account>& account, int64_t now_ns,
+                                    AgentAccess access, bool lock);
+
+// Bytes reserved for one upload; moves, releases once.
+class Reservation {
+ public:
+  Reservation() = default;
+  Reservation(index::Index* index, const index::Id& account, uint64_t bytes)
+      : index_(index), account_(account), bytes_(bytes) {}
+  Reservation(Reservation&& other) noexcept { *this = std::move(other); }
+  Reservation& operator=(Reservation&& other) noexcept;
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation() { Release(); }
+
+  // Gives the bytes back in its own index Update (a failure is logged: the bytes then stay
+  // reserved until the next start clears all reservations).
+  void Release();
+  bool held() const { return index_ != nullptr; }
+
+ private:
+  index::Index* index_ = nullptr;
+  index::Id account_{};
+  uint64_t bytes_ = 0;
+};
+
+struct ReserveOutcome {
+  index::QuotaDecision decision;
+  Reservation reservation;  // held only when decision.granted
+};
+// Reserves `bytes` against `account` in one index Update.
+Result<ReserveOutcome> Reserve(index::Index& index, const index::Id& account, uint64_t bytes,
+                               int64_t now_ns);
+
+// 507 {"error":{"code":"quota_exceeded","message","quota_bytes","used_bytes","reserved_bytes",
+// "requested_bytes"}}.
+Reply QuotaExceededReply(const index::QuotaDecision& decision, uint64_t requested);
+
+}  // namespace cv::server

@@ -1,0 +1,125 @@
+#include "server/quota.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+#include "storage/storage.h"
+
+namespace cv::server {
+namespace {
+
+TEST(AccountRefusalTest, StatusDecidesWhatAgentsMayDo) {
+  using S = index::AccountStatus;
+  const int64_t now = 1'000'000;
+  auto account = [&](S s, int64_t expires = 0) {
+    index::Account a;
+    a.status = s;
+    a.expires_ns = expires;
+    return std::optional<index::Account>(a);
+  };
+  // No record: pre-account devices are not restricted.
+  EXPECT_FALSE(AccountRefusal(std::nullopt, now, AgentAccess::kWrite, false));
+  for (S s : {S::kTrial, S::kActive}) {
+    EXPECT_FALSE(AccountRefusal(account(s), now, AgentAccess::kWrite, false));
+  }
+  // A trial past its end is expired: reads and locks only.
+  for (auto a : {account(S::kExpired), account(S::kTrial, now)}) {
+    EXPECT_FALSE(AccountRefusal(a, now, AgentAccess::kRead, false));
+    EXPECT_FALSE(AccountRefusal(a, now, AgentAccess::kWrite, true));
+    auto r = AccountRefusal(a, now, AgentAccess::kWrite, false);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 403);
+    EXPECT_NE(r->body.find(R"("code":"account_expired")"), std::string::npos) << r->body;
+    EXPECT_NE(r->body.find(R"("status":"expired")"), std::string::npos) << r->body;
+  }
+  EXPECT_FALSE(AccountRefusal(account(S::kTrial, now + 1), now, AgentAccess::kWrite, false));
+  for (bool lock : {false, true}) {
+    for (auto access : {AgentAccess::kRead, AgentAccess::kWrite}) {
+      auto r = AccountRefusal(account(S::kSuspended), now, access, lock);
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 403);
+      EXPECT_NE(r->body.find(R"("status":"suspended")"), std::string::npos) << r->body;
+    }
+  }
+}
+
+class ReservationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "/quota_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    storage::StoreOptions o;
+    for (int i = 0; i < 3; ++i) o.disks.push_back(dir_ + "/d" + std::to_string(i));
+    o.index_dir = dir_ + "/index";
+    o.k = 2;
+    o.m = 1;
+    o.extent_bytes = 8 << 20;
+    o.index_initial_map_bytes = 16 << 20;
+    auto s = storage::ObjectStore::Open(o);
+    ASSERT_TRUE(s) << s.error().ToString();
+    store_ = std::move(*s);
+    account_.id = index::NewId();
+    account_.status = index::AccountStatus::kActive;
+    account_.plan_quota_bytes = 1000;
+    ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& t) { return t.PutAccount(account_); }));
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  uint64_t Reserved() {
+    auto txn = store_->Index().BeginRead();
+    return (*(*txn)->GetAccount(account_.id))->reserved_bytes;
+  }
+  std::string dir_;
+  std::unique_ptr<storage::ObjectStore> store_;
+  index::Account account_;
+};
+
+TEST_F(ReservationTest, GrantsUpToTheQuotaAndGivesBackOnceWhateverHappens) {
+  auto a = Reserve(store_->Index(), account_.id, 600, 0);
+  ASSERT_TRUE(a);
+  EXPECT_TRUE(a->decision.granted && a->reservation.held());
+  auto b = Reserve(store_->Index(), account_.id, 401, 0);
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(b->decision.granted || b->reservation.held());
+  EXPECT_EQ(b->decision.quota_bytes, 1000u);
+  EXPECT_EQ(b->decision.reserved_bytes, 600u);
+  Reply r = QuotaExceededReply(b->decision, 401);
+  EXPECT_EQ(r.status, 507);
+  EXPECT_NE(r.body.find(R"("code":"quota_exceeded")"), std::string::npos);
+  EXPECT_NE(r.body.find(R"("reserved_bytes":600)"), std::string::npos);
+  EXPECT_EQ(Reserved(), 600u);
+  {
+    Reservation moved = std::move(a->reservation);
+    EXPECT_FALSE(a->reservation.held());
+    EXPECT_EQ(Reserved(), 600u);
+  }  // destroyed: released
+  EXPECT_EQ(Reserved(), 0u);
+  auto c = Reserve(store_->Index(), account_.id, 1000, 0);
+  ASSERT_TRUE(c && c->decision.granted);
+  c->reservation.Release();
+  c->reservation.Release();  // once only
+  EXPECT_EQ(Reserved(), 0u);
+}
+
+TEST_F(ReservationTest, OnlyAFewSmallLocksPerDeviceGoAroundTheQuota) {
+  const index::Id dev = index::NewId();
+  auto lock = [&](int i) {
+    std::string body = "lock " + std::to_string(i);
+    return index::ObjectKey{dev, index::ObjectType::kLocks, ToHex(Sha256::Of(body))};
+  };
+  EXPECT_TRUE(*LockExempt(*store_, lock(0), kLockExemptBytes));
+  EXPECT_FALSE(*LockExempt(*store_, lock(0), kLockExemptBytes + 1));
+  EXPECT_FALSE(*LockExempt(*store_, index::ObjectKey{dev, index::ObjectType::kData, "x"}, 10));
+  for (size_t i = 0; i < kMaxExemptLocks; ++i) {
+    ASSERT_TRUE(store_->Put(lock(static_cast<int>(i)), "lock " + std::to_string(i)));
+  }
+  EXPECT_FALSE(*LockExempt(*store_, lock(-1), 10));
+}
+
+}  // namespace
+}  // namespace cv::server

@@ -166,15 +166,19 @@ constexpr Route kRoutes[] = {
     {"GET", "accounts/{account}/devices", false, internal::ListAccountDevices},
     {"GET", "accounts/{account}/devices/{device}", false, internal::GetDevice},
     {"PATCH", "accounts/{account}/devices/{device}", false, internal::PatchDevice},
+    {"DELETE", "accounts/{account}/devices/{device}", false, internal::DeleteDevice},
     {"POST", "accounts/{account}/devices/{device}/token", false, internal::RotateDeviceToken},
     {"GET", "devices", false, internal::ListDevices},
+    {"GET", "jobs", false, internal::ListJobs},
+    {"GET", "jobs/{job}", false, internal::GetJob},
+    {"POST", "jobs/{job}/cancel", false, internal::CancelJob},
     {"GET", "audit", false, internal::ListAudit},
     {"GET", "fsck", true, internal::Fsck},
 };
 // Routes whose handler reads the query string; the others refuse any parameter.
 bool TakesQuery(Response (*h)(Call&)) {
   return h == internal::ListPartners || h == internal::ListAccounts || h == internal::ListDevices ||
-         h == internal::ListAudit;
+         h == internal::ListAudit || h == internal::DeleteDevice || h == internal::ListJobs;
 }
 
 std::optional<index::Id> Call::*IdSlot(std::string_view name) {
@@ -183,6 +187,7 @@ std::optional<index::Id> Call::*IdSlot(std::string_view name) {
   if (name == "addon") return &Call::addon;
   if (name == "device") return &Call::device;
   if (name == "key") return &Call::key;
+  if (name == "job") return &Call::job;
   return nullptr;
 }
 
@@ -202,8 +207,11 @@ Response Error(int status, std::string_view code, std::string_view message,
 
 class AdminApiImpl : public AdminApi {
  public:
-  AdminApiImpl(storage::ObjectStore& store, Sha256Digest key_hash, index::Id key_id)
-      : store_(store), operator_hash_(key_hash), operator_id_(key_id) {}
+  AdminApiImpl(storage::ObjectStore& store, const Options& options, Sha256Digest key_hash,
+               index::Id key_id)
+      : store_(store), options_(options), operator_hash_(key_hash), operator_id_(key_id) {
+    if (options_.run_jobs) runner_ = std::make_unique<internal::JobRunner>(store_, options_);
+  }
 
   Response Handle(const Request& req) override {
     const int64_t now = NowNanos();
@@ -241,7 +249,7 @@ class AdminApiImpl : public AdminApi {
     if (route->operator_only && !(*caller)->is_operator) {
       return Error(403, "operator_only", "this route needs the operator key");
     }
-    Call call{store_, **caller, req, now, query, {}, {}, {}, {}, {}};
+    Call call{store_, **caller, req, now, query, {}, {}, {}, {}, {}, {}, &options_, runner_.get()};
     auto pattern = SplitPath(route->path);
     for (size_t i = 0; i < pattern.size(); ++i) {
       if (!pattern[i].starts_with('{')) continue;
@@ -285,8 +293,10 @@ class AdminApiImpl : public AdminApi {
   }
 
   storage::ObjectStore& store_;
+  const Options options_;
   const Sha256Digest operator_hash_;
   const index::Id operator_id_;
+  std::unique_ptr<internal::JobRunner> runner_;  // last: stops before the rest goes
 };
 
 }  // namespace
@@ -340,7 +350,7 @@ Result<std::unique_ptr<AdminApi>> AdminApi::Open(storage::ObjectStore& store,
     }));
     id = new_id;
   }
-  return std::unique_ptr<AdminApi>(new AdminApiImpl(store, *hash, *id));
+  return std::unique_ptr<AdminApi>(new AdminApiImpl(store, options, *hash, *id));
 }
 
 }  // namespace cv::admin

@@ -45,6 +45,16 @@
 //                                                  whose last completed backup (if none: their
 //                                                  creation) is older than stale_for; a
 //                                                  partner's own only
+//   DELETE /accounts/{a}/devices/{d}              ?grace=DURATION (default: purge_grace; a
+//                                                  partner key may only lengthen it) -> 202 job
+//                                                  "device.purge": the device is closed to its
+//                                                  agent at once (410), its data and usage stay
+//                                                  until the job runs; 409 if already deleted
+//   GET    /jobs                                  ?account&state&cursor&limit (a partner's own)
+//   GET    /jobs/{j}                              state, progress, result (receipt when done)
+//   POST   /jobs/{j}/cancel                       only while "scheduled": a device purge
+//                                                  reopens the device as it was (same token,
+//                                                  same data); 409 otherwise
 //   GET    /audit                                 ?account&partner&cursor&limit
 //   GET    /fsck                              op  store Fsck + account usage recomputation:
 //                                                  {"clean","objects","bytes","problems":[...]}
@@ -53,6 +63,15 @@
 // passed is "expired" ("stored_status" says what was set). Expired = read-only for agents,
 // suspended = no agent access. An active account's expires_at is informational: ending a paid
 // plan is PATCH {"status":"expired"}.
+//
+// Jobs: long work with an id, kind, state (scheduled -> running -> done | failed, or
+// cancelled while scheduled), progress and result, stored in the index so that they survive
+// restarts; a job that a crash interrupted resumes where its progress says (progress commits
+// in the same index transaction as the work it counts). A device purge writes a device
+// tombstone (storage/FORMAT.md), removes the objects in batches of purge_batch_objects (one
+// short index transaction each, so other writers are not stalled), removes the device, then
+// compacts; its receipt (objects, bytes, disk bytes reclaimed, start, end) is the job's result
+// and an audit record ("device.purge", role "system").
 //
 // Every mutation appends an audit record (time, key id, role, action, target, before, after)
 // in the same index transaction as the change. Request bodies are strict: unknown or duplicate
@@ -91,6 +110,16 @@ struct Options {
   std::string key_file;
   // Replace the stored operator key with a new one (the old key stops working).
   bool new_operator_key = false;
+
+  // Jobs. run_jobs: run them on a background thread (see "Jobs" above).
+  bool run_jobs = true;
+  int64_t purge_grace_ns = int64_t{7} * 86400 * 1000000000;  // DELETE device: default grace
+  uint32_t purge_batch_objects = 1000;   // objects removed per index transaction
+  int64_t job_poll_ns = 1000000000;      // how often the runner looks for due jobs
+  int64_t job_retry_ns = 60000000000;    // a job that failed for a transient reason retries
+  uint32_t job_max_attempts = 10;        // ...and is "failed" after this many errors
+  storage::CompactOptions compact;       // after purges and in the background
+  int64_t compact_interval_ns = int64_t{3600} * 1000000000;  // background compaction; 0 = off
 };
 
 class AdminApi {

@@ -60,14 +60,16 @@ Result<std::optional<index::Account>> VisibleAccount(index::Txn& txn, const Call
   return a;
 }
 
-Status AppendAudit(index::WriteTxn& txn, const Call& call, std::string_view action,
-                   std::string target, std::optional<index::Id> account,
-                   std::optional<index::Id> partner, const json::value& before,
-                   const json::value& after) {
+namespace {
+
+Status Append(index::WriteTxn& txn, int64_t now_ns, const index::Id& key_id, std::string role,
+              std::string_view action, std::string target, std::optional<index::Id> account,
+              std::optional<index::Id> partner, const json::value& before,
+              const json::value& after) {
   index::AuditRecord r;
-  r.time_ns = call.now_ns;
-  r.key_id = call.caller.key_id;
-  r.role = call.caller.role;
+  r.time_ns = now_ns;
+  r.key_id = key_id;
+  r.role = std::move(role);
   r.action = std::string(action);
   r.target = std::move(target);
   r.account = account;
@@ -77,6 +79,24 @@ Status AppendAudit(index::WriteTxn& txn, const Call& call, std::string_view acti
   auto seq = txn.AppendAudit(r);
   if (!seq) return tl::unexpected(seq.error());
   return {};
+}
+
+}  // namespace
+
+Status AppendAudit(index::WriteTxn& txn, const Call& call, std::string_view action,
+                   std::string target, std::optional<index::Id> account,
+                   std::optional<index::Id> partner, const json::value& before,
+                   const json::value& after) {
+  return Append(txn, call.now_ns, call.caller.key_id, call.caller.role, action, std::move(target),
+                account, partner, before, after);
+}
+
+Status AppendSystemAudit(index::WriteTxn& txn, int64_t now_ns, std::string_view action,
+                         std::string target, std::optional<index::Id> account,
+                         std::optional<index::Id> partner, const json::value& before,
+                         const json::value& after) {
+  return Append(txn, now_ns, index::Id{}, "system", action, std::move(target), account, partner,
+                before, after);
 }
 
 }  // namespace cv::admin::internal

@@ -18,6 +18,11 @@ ApiError BadName() {
   return BadField("name", "must be 1-255 bytes without control characters").value();
 }
 
+ApiError Deleted() {
+  return ApiError{409, "device_deleted",
+                  "the device is deleted; cancel its purge job to change it again", {}};
+}
+
 // The device `device` of the visible account `account`; nullopt if either is not there.
 struct Found {
   index::Account account;
@@ -128,6 +133,7 @@ Response PatchDevice(Call& c) {
     auto f = FindDevice(txn, c.caller, *c.account, *c.device);
     if (!f) return tl::unexpected(f.error());
     if (!*f) return Outcome(tl::unexpected(NoSuch("device")));
+    if ((*f)->device.closed_ns != 0) return Outcome(tl::unexpected(Deleted()));
     const index::DeviceRecord& before = (*f)->device;
     index::DeviceRecord after = before;
     if (*name) after.name = **name;
@@ -140,6 +146,58 @@ Response PatchDevice(Call& c) {
   });
 }
 
+Response DeleteDevice(Call& c) {
+  if (!c.request.body.empty()) {
+    return FromApiError(ApiError{400, "unexpected_body", "DELETE takes no body", {}});
+  }
+  auto q = Query::Parse(c.query, {"grace"});
+  if (!q) return FromApiError(q.error());
+  int64_t grace = c.options->purge_grace_ns;
+  if (auto g = q->Get("grace")) {
+    auto d = ParseDuration(*g);
+    if (!d) {
+      return FromApiError(ApiError{
+          400, "invalid_query",
+          "query parameter 'grace' must be a duration such as 7d, 24h or 0s", "grace"});
+    }
+    if (*d < grace && !c.caller.is_operator) {
+      return FromApiError(ApiError{403, "operator_only",
+                                   "only the operator may shorten the grace period below " +
+                                       std::to_string(grace / 1000000000) + " s",
+                                   "grace"});
+    }
+    grace = *d;
+  }
+  Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+    auto f = FindDevice(txn, c.caller, *c.account, *c.device);
+    if (!f) return tl::unexpected(f.error());
+    if (!*f) return Outcome(tl::unexpected(NoSuch("device")));
+    index::DeviceRecord d = (*f)->device;
+    if (d.closed_ns != 0) {
+      return Outcome(tl::unexpected(ApiError{
+          409, "already_deleted", "the device is already deleted by job " + index::IdToHex(d.purge_job),
+          {}}));
+    }
+    json::object params;
+    params["grace_seconds"] = grace / 1000000000;
+    params["device_name"] = d.name;
+    index::Job job = NewJob(kPurgeDeviceJob, d.account, d.id, params, c.now_ns, c.now_ns + grace);
+    const json::object before = DeviceJson(d);
+    d.closed_ns = c.now_ns;
+    d.purge_job = job.id;
+    CV_TRY(txn.PutDevice(d));
+    CV_TRY(txn.PutJob(job));
+    json::object after = JobJson(job);
+    CV_TRY(AppendAudit(txn, c, "device.delete", DeviceTarget(d.account, d.id), d.account,
+                       (*f)->account.partner, before, after));
+    Response ok = Reply(202, after);
+    ok.headers.emplace_back("Location", "/admin/v1/jobs/" + index::IdToHex(job.id));
+    return Outcome(std::move(ok));
+  });
+  if (r.status == 202 && grace == 0 && c.runner) c.runner->Wake();
+  return r;
+}
+
 Response RotateDeviceToken(Call& c) {
   auto body = JsonBody::Parse(c.request.body);
   if (!body) return FromApiError(body.error());
@@ -149,6 +207,7 @@ Response RotateDeviceToken(Call& c) {
     auto f = FindDevice(txn, c.caller, *c.account, *c.device);
     if (!f) return tl::unexpected(f.error());
     if (!*f) return Outcome(tl::unexpected(NoSuch("device")));
+    if ((*f)->device.closed_ns != 0) return Outcome(tl::unexpected(Deleted()));
     index::DeviceRecord d = (*f)->device;
     d.token_hash = HashToken(token);
     CV_TRY(txn.PutDevice(d));

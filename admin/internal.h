@@ -12,6 +12,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,6 +35,8 @@ struct Caller {
   std::string role;     // AdminRoleName: "operator" or "partner:<hex>"
 };
 
+class JobRunner;
+
 // One request, matched to its route.
 struct Call {
   storage::ObjectStore& store;
@@ -42,7 +45,9 @@ struct Call {
   int64_t now_ns = 0;
   std::string_view query;  // after '?', raw
   // The ids named in the path, by the route's placeholders.
-  std::optional<index::Id> partner, account, addon, device, key;
+  std::optional<index::Id> partner, account, addon, device, key, job;
+  const Options* options = nullptr;
+  JobRunner* runner = nullptr;  // null when the API runs no jobs
 };
 
 // ---- answers ----
@@ -88,6 +93,38 @@ Status AppendAudit(index::WriteTxn& txn, const Call& call, std::string_view acti
                    std::string target, std::optional<index::Id> account,
                    std::optional<index::Id> partner, const json::value& before,
                    const json::value& after);
+// The same for work the node does by itself (jobs): key id zero, role "system".
+Status AppendSystemAudit(index::WriteTxn& txn, int64_t now_ns, std::string_view action,
+                         std::string target, std::optional<index::Id> account,
+                         std::optional<index::Id> partner, const json::value& before,
+                         const json::value& after);
+
+// ---- jobs (jobs.cc) ----
+// Job kinds.
+inline constexpr std::string_view kPurgeDeviceJob = "device.purge";
+json::object JobJson(const index::Job& j);
+// A new job of `kind` in state "scheduled", due at run_after_ns.
+index::Job NewJob(std::string_view kind, std::optional<index::Id> account,
+                  std::optional<index::Id> device, const json::object& params, int64_t now_ns,
+                  int64_t run_after_ns);
+std::string JobTarget(const index::Id& job);
+
+// Runs due jobs one at a time on its own thread: jobs left "running" by a crash first
+// (resumed where their progress says), then "scheduled" ones whose run_after has come; and
+// compaction in the background every options.compact_interval_ns. Stops at the next batch
+// boundary when destroyed: a job it was running stays "running" and resumes at next start.
+class JobRunner {
+ public:
+  JobRunner(storage::ObjectStore& store, const Options& options);
+  ~JobRunner();
+  JobRunner(const JobRunner&) = delete;
+  JobRunner& operator=(const JobRunner&) = delete;
+  void Wake();  // look for due jobs now
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
 
 // ---- handlers, by resource ----
 Response CreatePartner(Call& c);
@@ -114,6 +151,12 @@ Response GetDevice(Call& c);
 Response PatchDevice(Call& c);
 Response RotateDeviceToken(Call& c);
 Response ListDevices(Call& c);  // GET /devices?stale_for=
+
+Response DeleteDevice(Call& c);  // -> 202 purge job
+
+Response ListJobs(Call& c);
+Response GetJob(Call& c);
+Response CancelJob(Call& c);
 
 Response ListAudit(Call& c);
 Response Fsck(Call& c);

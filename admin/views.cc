@@ -89,6 +89,8 @@ json::object DeviceJson(const index::DeviceRecord& d) {
   o["objects"] = d.objects;
   o["last_upload_at"] = TimeOrNull(d.last_upload_ns);
   o["last_backup_at"] = TimeOrNull(d.last_backup_ns);
+  o["deleted_at"] = TimeOrNull(d.closed_ns);  // null unless a purge is scheduled or running
+  o["purge_job"] = d.closed_ns != 0 ? json::value(index::IdToHex(d.purge_job)) : json::value(nullptr);
   return o;
 }
 

@@ -834,7 +834,7 @@ TEST_F(AccountsTest, OpenUpgradesFormatOneByIndexingExistingDevices) {
   Open();
   auto txn = Read();
   EXPECT_EQ(Ids(*txn->ListDevices(Id{1})), (std::vector<Id>{Id{0xd1}, Id{0xd2}}));
-  EXPECT_EQ(*txn->GetMeta("index_format"), "2");
+  EXPECT_EQ(*txn->GetMeta("index_format"), "3");
 }
 
 }  // namespace

@@ -56,6 +56,8 @@ Id NewId() {
 
 std::string IdToHex(const Id& id) { return ToHex(id); }
 
+std::string PurgedDeviceMetaKey(const Id& device) { return "purged_device/" + IdToHex(device); }
+
 std::optional<Id> IdFromHex(std::string_view hex) {
   Id id{};
   if (hex.size() != 2 * id.size() || !IsLowerHex(hex) || !FromHex(hex, id)) return std::nullopt;
@@ -91,7 +93,9 @@ namespace fs = std::filesystem;
 constexpr const char* kFormatKey = "index_format";
 // 2: the account model's databases (format 1 had objects, extents, devices and meta only;
 // Open upgrades it by building devices_by_account).
-constexpr uint64_t kFormatVersion = 2;
+// 3: device values may end with closed_ns and purge_job (format 2 values, without them, still
+// decode: the upgrade only records the new number, so that an older build refuses the index).
+constexpr uint64_t kFormatVersion = 3;
 constexpr unsigned kMaxDbs = 32;  // named databases: internal::kDatabases, with room to grow
 constexpr unsigned kMaxReaders = 512;
 // Bounds the dirty pages of one LMDB transaction (MDB_TXN_FULL) and the work lost to a
@@ -611,9 +615,9 @@ Status IndexImpl::CheckFormat() {
   }
   if (version == kFormatVersion) return {};
   // 1 -> 2: the new databases exist (OpenDatabases created them) and are empty but for
-  // devices_by_account, which must list the existing devices.
-  CV_TRY(Update([](WriteTxn& txn) -> Status {
-    CV_TRY(static_cast<WriteTxnImpl&>(txn).IndexAllDevices());
+  // devices_by_account, which must list the existing devices. 2 -> 3: nothing to convert.
+  CV_TRY(Update([version](WriteTxn& txn) -> Status {
+    if (version < 2) CV_TRY(static_cast<WriteTxnImpl&>(txn).IndexAllDevices());
     return txn.PutMeta(kFormatKey, std::to_string(kFormatVersion));
   }));
   Log(LogLevel::kInfo, "index_format_upgraded",

@@ -33,6 +33,8 @@ using Id = std::array<uint8_t, 16>;
 Id NewId();
 std::string IdToHex(const Id& id);
 std::optional<Id> IdFromHex(std::string_view hex);  // exactly 32 lowercase hex digits
+// The meta key that marks a device removed by a purge (index/FORMAT.md).
+std::string PurgedDeviceMetaKey(const Id& device);
 
 enum class ObjectType : uint8_t { kConfig = 1, kData = 2, kKeys = 3, kLocks = 4, kSnapshots = 5, kIndex = 6 };
 std::optional<ObjectType> ParseObjectType(std::string_view name);  // "data", "keys", ...
@@ -94,6 +96,10 @@ struct DeviceRecord {
   uint64_t objects = 0;  // maintained by PutObject/DeleteObject
   int64_t last_upload_ns = 0;
   int64_t last_backup_ns = 0;  // time of the last completed `snapshots` upload
+  // Set when the device was deleted through the admin API: closed to its agent at once
+  // (410), its data kept until purge_job runs; both zero again if that job is cancelled.
+  int64_t closed_ns = 0;
+  Id purge_job{};
   bool operator==(const DeviceRecord&) const = default;
 };
 

@@ -224,7 +224,7 @@ TEST_F(IndexTest, RecordsRoundTripAndDeletesReportMisses) {
     EXPECT_EQ(*txn->GetObject(key), object);
     EXPECT_EQ(*txn->GetDevice(kDevB), device);
     EXPECT_EQ(*txn->GetMeta("cluster"), "eu-1");
-    EXPECT_EQ(*txn->GetMeta("index_format"), "2");
+    EXPECT_EQ(*txn->GetMeta("index_format"), "3");
     EXPECT_EQ(*txn->GetExtent(2, 1), (ExtentRecord{10, 5, 1}));
     EXPECT_EQ(*txn->GetObject(ObjectKey{kDevA, ObjectType::kData, "nope"}), std::nullopt);
     EXPECT_EQ(*txn->GetExtent(9, 9), std::nullopt);
@@ -653,7 +653,7 @@ TEST_F(IndexTest, CopyToWhileOthersWriteGivesAConsistentPrefix) {
   auto device = **txn->GetDevice(kDevA);
   EXPECT_EQ(device.bytes, bytes);
   EXPECT_EQ(device.objects, objects);
-  EXPECT_EQ(*txn->GetMeta("index_format"), "2");
+  EXPECT_EQ(*txn->GetMeta("index_format"), "3");
 }
 
 TEST_F(IndexTest, UpdateWaitsForAReadTxnBeforeGrowingTheMap) {
@@ -691,7 +691,7 @@ TEST_F(IndexTest, UpdateFromInsideAnUpdateIsRefusedNotDeadlocked) {
 
 TEST_F(IndexTest, OpenRefusesANewerFormatAndAGarbledOne) {
   for (auto [stored, kind] :
-       {std::pair{"3", ErrorKind::kInvalidArgument}, std::pair{"one", ErrorKind::kCorruption}}) {
+       {std::pair{"4", ErrorKind::kInvalidArgument}, std::pair{"one", ErrorKind::kCorruption}}) {
     {
       auto index = OpenIndex();
       ASSERT_TRUE(
@@ -702,6 +702,23 @@ TEST_F(IndexTest, OpenRefusesANewerFormatAndAGarbledOne) {
     EXPECT_EQ(reopened.error().kind, kind) << reopened.error().ToString();
     fs::remove_all(dir_);
   }
+}
+
+TEST_F(IndexTest, Format2IsUpgradedInPlaceAndItsDevicesStillRead) {
+  DeviceRecord dev;
+  dev.id = kDevA;
+  dev.name = "kept";
+  {
+    auto index = OpenIndex();
+    ASSERT_TRUE(index->Update([&](WriteTxn& txn) -> Status {
+      CV_TRY(txn.PutDevice(dev));
+      return txn.PutMeta("index_format", "2");
+    }));
+  }
+  auto index = OpenIndex();
+  auto txn = *index->BeginRead();
+  EXPECT_EQ(*txn->GetMeta("index_format"), "3");
+  EXPECT_EQ(**txn->GetDevice(kDevA), dev);
 }
 
 TEST_F(IndexTest, OpenRefusesADirectoryAlreadyOpenInThisProcess) {

@@ -327,6 +327,8 @@ Result<std::string> EncodeDevice(const DeviceRecord& rec) {
   w.U64(rec.objects);
   w.I64(rec.last_upload_ns);
   w.I64(rec.last_backup_ns);
+  w.I64(rec.closed_ns);
+  w.Raw(rec.purge_job.data(), rec.purge_job.size());
   return std::move(w).Seal();
 }
 
@@ -346,6 +348,10 @@ Result<DeviceRecord> DecodeDevice(std::string_view bytes) {
   rec.objects = r.U64();
   rec.last_upload_ns = r.I64();
   rec.last_backup_ns = r.I64();
+  if (!r.AtEnd()) {  // format 3 added the deletion fields; format 2 values end here
+    rec.closed_ns = r.I64();
+    r.Raw(rec.purge_job.data(), rec.purge_job.size());
+  }
   CV_TRY(Finish(r, "device"));
   if (!ValidKind(rec.kind)) {
     return Corrupt("device value with kind " + std::to_string(static_cast<int>(rec.kind)));

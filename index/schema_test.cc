@@ -37,6 +37,8 @@ DeviceRecord SampleDevice() {
   rec.objects = 3;
   rec.last_upload_ns = 5;
   rec.last_backup_ns = 6;
+  rec.closed_ns = 7;
+  rec.purge_job = Id{0x42, 0x43};
   return rec;
 }
 
@@ -285,6 +287,22 @@ TEST(SchemaTest, WellSealedButMalformedValuesAreCorruption) {
   std::string meta_body = meta.substr(0, meta.size() - 8);
   meta_body[1] = '\x7f';
   EXPECT_EQ(DecodeMeta(Reseal(meta_body)).error().kind, ErrorKind::kCorruption);
+}
+
+TEST(SchemaTest, Format2DeviceValuesDecodeWithoutTheDeletionFields) {
+  std::string v = *EncodeDevice(SampleDevice());
+  std::string body = v.substr(0, v.size() - 8);
+  constexpr size_t kDeletionFields = 8 + 16;  // closed_ns, purge_job (format 3)
+  DeviceRecord want = SampleDevice();
+  want.closed_ns = 0;
+  want.purge_job = Id{};
+  auto old = DecodeDevice(Reseal(body.substr(0, body.size() - kDeletionFields)));
+  ASSERT_TRUE(old) << old.error().ToString();
+  EXPECT_EQ(*old, want);
+  // Half of the new fields is not a value of either format.
+  auto half = DecodeDevice(Reseal(body.substr(0, body.size() - 16)));
+  ASSERT_FALSE(half);
+  EXPECT_EQ(half.error().kind, ErrorKind::kCorruption);
 }
 
 TEST(SchemaTest, ObjectKeysSortByDeviceThenTypeThenName) {

@@ -117,7 +117,7 @@ Status ApplyToml(const std::string& file, Config* c) {
   TableReader top(&root, "");
   top.String("root", &c->root);
   top.String("log_level", &c->log_level);
-  for (auto t : {"server", "tls", "storage", "auth"}) top.Table(t);
+  for (auto t : {"server", "tls", "storage", "jobs", "auth"}) top.Table(t);
   collect(top);
 
   TableReader s(SubTable(root, "server", &errors), "server.");
@@ -154,6 +154,15 @@ Status ApplyToml(const std::string& file, Config* c) {
   st.Int("extent_bytes", &c->extent_bytes, 1 << 20, kMaxU64);
   st.Bool("try_direct", &c->try_direct);
   collect(st);
+
+  TableReader j(SubTable(root, "jobs", &errors), "jobs.");
+  j.Int("purge_grace_s", &c->purge_grace_s, 0, int64_t{100} * 366 * 86400);
+  j.Int("purge_batch_objects", &c->purge_batch_objects, 1, 100000);
+  j.Int("job_poll_ms", &c->job_poll_ms, 10, 3600000);
+  j.Int("compact_interval_s", &c->compact_interval_s, 0, 365 * 86400);
+  j.Int("compact_live_percent", &c->compact_live_percent, 0, 99);
+  j.Int("compact_mib_per_s", &c->compact_mib_per_s, 0, 1 << 20);
+  collect(j);
 
   TableReader a(SubTable(root, "auth", &errors), "auth.");
   a.Int("free_failures", &c->free_failures, 0, kMaxInt);

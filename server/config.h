@@ -49,6 +49,14 @@ struct Config {
   uint64_t extent_bytes = 256ull << 20;
   bool try_direct = true;
 
+  // [jobs]
+  int64_t purge_grace_s = 7 * 86400;     // DELETE device: default grace before the purge runs
+  uint32_t purge_batch_objects = 1000;   // objects removed per index transaction
+  uint32_t job_poll_ms = 1000;           // how often due jobs are looked for
+  uint32_t compact_interval_s = 3600;    // background compaction; 0 = only after purges
+  uint32_t compact_live_percent = 50;    // extents at most this % live are rewritten
+  uint32_t compact_mib_per_s = 64;       // throttle for copying live records; 0 = none
+
   // [auth]
   uint32_t free_failures = 5;            // wrong credentials from one address answered at once
   uint32_t failure_delay_ms = 250;       // then each 401 waits this long, doubling per failure...

@@ -102,7 +102,17 @@ int Main(int argc, char** argv) {
   }
 
   const std::string key_file = c.run_dir + "/admin.key";
-  auto admin = admin::AdminApi::Open(**store, admin::Options{key_file, c.new_admin_key});
+  admin::Options ao;
+  ao.key_file = key_file;
+  ao.new_operator_key = c.new_admin_key;
+  constexpr int64_t kNs = 1000000000;
+  ao.purge_grace_ns = c.purge_grace_s * kNs;
+  ao.purge_batch_objects = c.purge_batch_objects;
+  ao.job_poll_ns = int64_t{c.job_poll_ms} * 1000000;
+  ao.compact_interval_ns = int64_t{c.compact_interval_s} * kNs;
+  ao.compact.max_live_ratio = c.compact_live_percent / 100.0;
+  ao.compact.max_bytes_per_sec = uint64_t{c.compact_mib_per_s} << 20;
+  auto admin = admin::AdminApi::Open(**store, ao);
   if (!admin) return Fail("admin key", admin.error());
 
   Metrics metrics;

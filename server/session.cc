@@ -202,6 +202,13 @@ net::awaitable<bool> Session::ServeAgent(Exchange& x) {
   const index::DeviceRecord& dev = auth->device;
   const std::optional<index::Account>& account = auth->account;
   x.device = index::IdToHex(dev.id);
+  // A deleted device (purge scheduled or running) is closed to its agent at once.
+  if (dev.closed_ns != 0) {
+    co_return co_await Send(
+        x, ErrorReply(410, "device_deleted",
+                      "this device has been deleted: its backups are being removed and it "
+                      "accepts no requests"));
+  }
   // A suspended account's devices get nothing but this answer.
   if (auto r = AccountRefusal(account, NowNanos(), AgentAccess::kRead, false)) {
     co_return co_await Send(x, std::move(*r));

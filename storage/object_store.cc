@@ -52,6 +52,24 @@ Result<std::string> ObjectStore::Get(const index::ObjectKey& key, uint64_t offse
 }
 
 namespace internal {
+namespace {
+
+// An upload that was in flight when its device was deleted must not index an object nobody
+// owns: refused at commit once the device is closed, and after its purge removed it.
+Status RefuseIfDeviceDeleted(index::WriteTxn& txn, const index::Id& device) {
+  auto dev = txn.GetDevice(device);
+  if (!dev) return tl::unexpected(dev.error());
+  if (dev->has_value()) {
+    if ((*dev)->closed_ns != 0) return Err(ErrorKind::kGone, "the device has been deleted");
+    return {};
+  }
+  auto purged = txn.GetMeta(index::PurgedDeviceMetaKey(device));
+  if (!purged) return tl::unexpected(purged.error());
+  if (purged->has_value()) return Err(ErrorKind::kGone, "the device has been deleted");
+  return {};
+}
+
+}  // namespace
 // ---------------------------------------------------------------------------------------
 // Write path
 
@@ -146,6 +164,7 @@ class WriterImpl final : public Writer {
     bool existed = false;
     Status s = store_->index_->Update([&](index::WriteTxn& txn) -> Status {
       existed = false;
+      CV_TRY(RefuseIfDeviceDeleted(txn, key_.device));
       auto cur = txn.GetObject(key_);
       if (!cur) return tl::unexpected(cur.error());
       if (cur->has_value()) {

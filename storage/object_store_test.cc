@@ -811,6 +811,101 @@ TEST_F(StoreTest, RebuiltIndexEqualsTheLostOne) {
   ExpectSameTables(before, ObjectTable(*store_));
 }
 
+// A purge removes a device's objects in batches with their usage, keeps the others, and its
+// device tombstone keeps them removed through an index rebuild; an upload that was in flight
+// when the device was closed (or after it was purged) is refused at commit.
+TEST_F(StoreTest, PurgeRemovesADeviceInBatchesAndStaysRemovedThroughRebuild) {
+  OpenStore();
+  const index::Id other = index::NewId();
+  index::DeviceRecord victim, keeper;
+  victim.id = device_;
+  victim.name = "victim";
+  keeper.id = other;
+  keeper.name = "keeper";
+  ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& t) -> Status {
+    CV_TRY(t.PutDevice(victim));
+    return t.PutDevice(keeper);
+  }));
+  const std::string backup = (root_ / "index-backup").string();
+  ASSERT_TRUE(store_->Index().CopyTo(backup));
+  std::vector<std::pair<ObjectKey, std::string>> kept;
+  uint64_t victim_bytes = 0;
+  for (int i = 0; i < 25; ++i) {
+    std::string b = Body(900 + i, i % 5 == 0 ? 150000 : 3000 + i);
+    victim_bytes += b.size();
+    PutBody(b);
+    std::string k = Body(1900 + i, 2000 + i);
+    ObjectKey kk = DataKey(other, k);
+    ASSERT_TRUE(store_->Put(kk, k));
+    kept.emplace_back(kk, k);
+  }
+  ObjectKey cfg{device_, ObjectType::kConfig, ""};
+  ASSERT_TRUE(store_->Put(cfg, "victim config"));
+  victim_bytes += std::string("victim config").size();
+  // An upload that started before the device was closed.
+  std::string late = Body(4242, 100000);
+  auto in_flight = store_->BeginPut(DataKey(device_, late), late.size());
+  ASSERT_TRUE(in_flight.has_value());
+  ASSERT_TRUE((*in_flight)->Append(std::span(reinterpret_cast<const uint8_t*>(late.data()), late.size())));
+  ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& t) {
+    victim.closed_ns = 1;
+    victim.objects = 26;
+    victim.bytes = victim_bytes;
+    return t.PutDevice(victim);
+  }));
+  auto refused = (*in_flight)->Commit();
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().kind, ErrorKind::kGone);
+  in_flight->reset();
+
+  ASSERT_TRUE(store_->WriteDeviceTombstone(device_));
+  uint64_t objects = 0, bytes = 0, batches = 0, calls = 0;
+  while (true) {
+    auto b = store_->PurgeObjects(device_, 4, [&](index::WriteTxn& t, const PurgeBatch& pb) -> Status {
+      ++calls;
+      if (pb.objects == 0) {
+        CV_TRY(t.DeleteDevice(device_));
+        return t.PutMeta(index::PurgedDeviceMetaKey(device_), "job");
+      }
+      return {};
+    });
+    ASSERT_TRUE(b.has_value()) << b.error().ToString();
+    ASSERT_LE(b->objects, 4u);
+    objects += b->objects;
+    bytes += b->bytes;
+    if (b->objects == 0) break;
+    ++batches;
+  }
+  EXPECT_EQ(objects, 26u);
+  EXPECT_EQ(bytes, victim_bytes);
+  EXPECT_EQ(batches, 7u);
+  EXPECT_EQ(calls, batches + 1);
+  EXPECT_TRUE(store_->List(device_, std::nullopt, "", 100)->empty());
+  for (const auto& [k, b] : kept) ExpectReads(k, b);
+  ExpectFsckClean();
+  // Purged: a late upload still cannot land, even with no device record left.
+  EXPECT_EQ(store_->Put(DataKey(device_, late), late).error().kind, ErrorKind::kGone);
+
+  // Lose the index: the rebuild brings back the keeper's objects and none of the victim's.
+  store_.reset();
+  fs::remove_all(root_ / "index");
+  auto rep = ObjectStore::RebuildIndex(Options(), backup);
+  ASSERT_TRUE(rep.has_value()) << rep.error().ToString();
+  EXPECT_EQ(rep->objects, kept.size());
+  OpenStore();
+  auto back = store_->List(device_, std::nullopt, "", 100);
+  ASSERT_TRUE(back.has_value());
+  for (const auto& o : *back) {
+    ADD_FAILURE() << "came back: " << index::ObjectTypeName(o.key.type) << "/" << o.key.name
+                  << " size " << o.size;
+  }
+  // The backup still had the victim's device record: it is not restored.
+  EXPECT_FALSE((*store_->Index().BeginRead())->GetDevice(device_)->has_value());
+  EXPECT_TRUE((*store_->Index().BeginRead())->GetDevice(other)->has_value());
+  EXPECT_EQ(store_->Put(DataKey(device_, late), late).error().kind, ErrorKind::kGone);
+  for (const auto& [k, b] : kept) ExpectReads(k, b);
+}
+
 // A full data disk gives a clear error, harms nothing stored, and writes resume when space
 // returns.
 TEST_F(StoreTest, FullDiskIsAClearErrorAndRecovers) {

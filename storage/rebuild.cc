@@ -1,5 +1,6 @@
 // Index rebuild from the extents: the last line of defence when the LMDB index is lost.
 // See ObjectStore::RebuildIndex in storage.h and "Tombstones" in FORMAT.md.
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 
@@ -28,6 +29,7 @@ struct KeyLess {
 Status StoreImpl::RebuildObjects(RebuildReport& rep) {
   std::map<ObjectKey, std::map<int64_t, Instance>, KeyLess> found;
   std::map<ObjectKey, int64_t, KeyLess> tombstones;
+  std::map<index::Id, int64_t> device_tombstones;  // purged devices (their latest tombstone)
   std::map<std::pair<uint16_t, uint32_t>, uint64_t> capacities;
   for (size_t d = 0; d < disks_.size(); ++d) {
     if (!disks_.healthy(d)) {
@@ -47,7 +49,7 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
         const RecordHeader& h = sr.header;
         if (h.tombstone()) {
           ++rep.tombstones;
-          auto& t = tombstones[h.key];
+          auto& t = IsDeviceTombstone(h.key) ? device_tombstones[h.key.device] : tombstones[h.key];
           t = std::max(t, h.created_ns);
           continue;
         }
@@ -78,10 +80,14 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
   // Choose, per object, the earliest complete instance newer than its latest tombstone.
   std::vector<std::pair<ObjectKey, ObjectRecord>> chosen;
   for (auto& [key, instances] : found) {
-    auto t = tombstones.find(key);
+    int64_t deleted_up_to = INT64_MIN;
+    if (auto t = tombstones.find(key); t != tombstones.end()) deleted_up_to = t->second;
+    // A purged device is gone for good (ids are never reused): what an upload refused after
+    // its tombstone left on disk is garbage too.
+    if (device_tombstones.count(key.device)) deleted_up_to = INT64_MAX;
     bool picked = false;
     for (auto& [created, inst] : instances) {  // ascending created_ns
-      if (t != tombstones.end() && created <= t->second) {
+      if (created <= deleted_up_to) {
         ++rep.deleted_instances;
         continue;
       }
@@ -177,6 +183,20 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
       return {};
     }));
   }
+  // A device purged after the backup was taken must not come back from it (with its token).
+  CV_TRY(index_->Update([&](index::WriteTxn& txn) -> Status {
+    for (const auto& [device, when] : device_tombstones) {
+      auto d = txn.GetDevice(device);
+      if (!d) return tl::unexpected(d.error());
+      if (*d) {
+        CV_TRY(txn.DeleteDevice(device));
+        rep.problems.push_back("device " + index::IdToHex(device) +
+                               " of the backup was purged since: not restored");
+      }
+      CV_TRY(txn.PutMeta(index::PurgedDeviceMetaKey(device), "rebuild"));
+    }
+    return {};
+  }));
   rep.objects = chosen.size();
   Log(LogLevel::kInfo, "index_rebuilt",
       {{"objects", std::to_string(rep.objects)},

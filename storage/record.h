@@ -20,7 +20,18 @@ inline constexpr size_t kRecordAlign = 4096;     // records start and end on 4 K
 // deleted". Header only (payload_len 0), m+1 copies on distinct disks, written and synced
 // before the index forgets the object, so that an index rebuilt from the extents does not
 // bring deleted objects back. Compaction carries tombstones forward.
+// A tombstone whose key is (device, data, "") -- no object has that key: data objects are
+// named by 64 hex digits -- is a device tombstone: the device is purged, every object of
+// key.device is deleted (device ids are never reused; records written after the tombstone
+// are from uploads its commit refused). (The config object's name is empty too,
+// but its type is config: its tombstone is an ordinary one.)
 inline constexpr uint8_t kTombstoneLayout = 3;
+inline index::ObjectKey DeviceTombstoneKey(const index::Id& device) {
+  return index::ObjectKey{device, index::ObjectType::kData, ""};
+}
+inline bool IsDeviceTombstone(const index::ObjectKey& key) {
+  return key.type == index::ObjectType::kData && key.name.empty();
+}
 
 struct RecordHeader {
   index::ObjectKey key;

@@ -126,6 +126,12 @@ struct CompactReport {
   std::vector<std::string> problems;
 };
 
+// One batch of a device purge (PurgeObjects).
+struct PurgeBatch {
+  uint64_t objects = 0;  // removed by this batch; 0 when the device had none left
+  uint64_t bytes = 0;    // their logical bytes
+};
+
 struct RebuildReport {
   uint64_t extents_scanned = 0;
   uint64_t records_valid = 0;
@@ -170,6 +176,17 @@ class ObjectStore {
   virtual Result<std::vector<ObjectInfo>> List(const index::Id& device,
                                                std::optional<index::ObjectType> type,
                                                std::string_view start_after, size_t limit) = 0;
+
+  // Deleting a whole device (the purge job of admin/). WriteDeviceTombstone writes and syncs
+  // m+1 copies of one device tombstone (FORMAT.md) so that an index rebuilt from the extents
+  // does not bring the device's objects back; call it before the first PurgeObjects.
+  virtual Status WriteDeviceTombstone(const index::Id& device) = 0;
+  // Removes up to `limit` objects of `device` (and their usage) in one index transaction,
+  // which also runs `also(txn, batch)` so that the caller's progress commits with the batch
+  // (it may run more than once: no side effects outside txn). batch.objects == 0: none left.
+  virtual Result<PurgeBatch> PurgeObjects(
+      const index::Id& device, size_t limit,
+      const std::function<Status(index::WriteTxn&, const PurgeBatch&)>& also) = 0;
 
   // Consistency check over one index snapshot: every device's bytes/objects equal the sum
   // over its objects (durability rule 4), every extent's live bytes equal the records the

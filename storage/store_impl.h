@@ -160,6 +160,28 @@ class StoreImpl final : public ObjectStore {
     for (const auto& [k, r] : *rows) out.push_back(Info(k, r));
     return out;
   }
+  Status WriteDeviceTombstone(const index::Id& device) override {
+    return WriteTombstone(DeviceTombstoneKey(device), NowNanos());
+  }
+  Result<PurgeBatch> PurgeObjects(
+      const index::Id& device, size_t limit,
+      const std::function<Status(index::WriteTxn&, const PurgeBatch&)>& also) override {
+    PurgeBatch batch;
+    Status s = index_->Update([&](index::WriteTxn& txn) -> Status {
+      batch = PurgeBatch{};
+      auto rows = txn.ListObjects(device, std::nullopt, "", limit);
+      if (!rows) return tl::unexpected(rows.error());
+      for (const auto& [key, rec] : *rows) {
+        CV_TRY(txn.DeleteObject(key));
+        CV_TRY(AccountRecords(txn, key, rec, /*live=*/false));
+        ++batch.objects;
+        batch.bytes += rec.size;
+      }
+      return also(txn, batch);
+    });
+    if (!s) return tl::unexpected(s.error());
+    return batch;
+  }
   Result<FsckReport> Fsck() override;
   Result<ScrubReport> Scrub() override;
   Result<RepairReport> Repair(bool include_failed_disks) override;

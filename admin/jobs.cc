@@ -1,0 +1,444 @@
+// Jobs: the routes that show and cancel them, and the runner that does the work (device
+// purges, background compaction). See "Jobs" in admin.h.
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "admin/internal.h"
+
+namespace cv::admin::internal {
+
+namespace {
+
+json::value ParsedOrNull(const std::string& text) {
+  if (text.empty()) return nullptr;
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec) return nullptr;
+  return v;
+}
+
+json::object ParsedObject(const std::string& text) {
+  json::value v = ParsedOrNull(text);
+  return v.is_object() ? v.as_object() : json::object();
+}
+
+uint64_t U64(const json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  if (it == o.end()) return 0;
+  if (it->value().is_uint64()) return it->value().as_uint64();
+  if (it->value().is_int64() && it->value().as_int64() >= 0) return it->value().as_int64();
+  return 0;
+}
+
+std::string Str(const json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  return it != o.end() && it->value().is_string() ? std::string(it->value().as_string()) : "";
+}
+
+// The job if it exists and the caller may see it: the operator sees every job, a partner the
+// jobs of its accounts.
+Result<std::optional<index::Job>> VisibleJob(index::Txn& txn, const Caller& caller,
+                                             const index::Id& id) {
+  auto j = txn.GetJob(id);
+  if (!j) return tl::unexpected(j.error());
+  if (!*j || caller.is_operator) return j;
+  if (!(*j)->account) return std::optional<index::Job>();
+  auto a = VisibleAccount(txn, caller, *(*j)->account);
+  if (!a) return tl::unexpected(a.error());
+  if (!*a) return std::optional<index::Job>();
+  return j;
+}
+
+}  // namespace
+
+std::string JobTarget(const index::Id& job) { return "job/" + index::IdToHex(job); }
+
+index::Job NewJob(std::string_view kind, std::optional<index::Id> account,
+                  std::optional<index::Id> device, const json::object& params, int64_t now_ns,
+                  int64_t run_after_ns) {
+  index::Job j;
+  j.id = index::NewId();
+  j.kind = std::string(kind);
+  j.state = "scheduled";
+  j.account = account;
+  j.device = device;
+  j.params_json = json::serialize(params);
+  j.created_ns = now_ns;
+  j.run_after_ns = run_after_ns;
+  return j;
+}
+
+json::object JobJson(const index::Job& j) {
+  json::object o;
+  o["id"] = index::IdToHex(j.id);
+  o["kind"] = j.kind;
+  o["state"] = j.state;
+  o["account"] = j.account ? json::value(index::IdToHex(*j.account)) : json::value(nullptr);
+  o["device"] = j.device ? json::value(index::IdToHex(*j.device)) : json::value(nullptr);
+  o["params"] = ParsedOrNull(j.params_json);
+  o["progress"] = ParsedOrNull(j.progress_json);
+  o["result"] = ParsedOrNull(j.result_json);
+  o["created_at"] = TimeOrNull(j.created_ns);
+  o["run_after"] = TimeOrNull(j.run_after_ns);
+  o["started_at"] = TimeOrNull(j.started_ns);
+  o["finished_at"] = TimeOrNull(j.finished_ns);
+  return o;
+}
+
+// ---- routes ----
+
+Response ListJobs(Call& c) {
+  auto q = Query::Parse(c.query, {"account", "state", "cursor", "limit"});
+  if (!q) return FromApiError(q.error());
+  auto account = q->Id("account");
+  if (!account) return FromApiError(account.error());
+  auto cursor = q->Id("cursor");
+  if (!cursor) return FromApiError(cursor.error());
+  auto limit = q->Limit();
+  if (!limit) return FromApiError(limit.error());
+  std::optional<std::string> state = q->Get("state");
+  if (state && *state != "scheduled" && *state != "running" && *state != "done" &&
+      *state != "cancelled" && *state != "failed") {
+    return FromApiError(
+        BadField("state", "must be one of scheduled, running, done, cancelled, failed").value());
+  }
+  return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
+    if (*account) {
+      auto a = VisibleAccount(txn, c.caller, **account);
+      if (!a) return tl::unexpected(a.error());
+      if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
+    }
+    json::array items;
+    std::optional<index::Id> after = *cursor;
+    bool more = true;
+    // A partner's listing skips the jobs of other partners' accounts: read on until the page
+    // is full or the jobs run out.
+    while (more && items.size() < *limit) {
+      index::JobQuery jq;
+      jq.account = *account;
+      jq.state = state;
+      jq.start_after = after;
+      jq.limit = *limit;
+      auto jobs = txn.ListJobs(jq);
+      if (!jobs) return tl::unexpected(jobs.error());
+      more = jobs->size() == *limit;
+      for (const auto& j : *jobs) {
+        after = j.id;
+        bool visible = c.caller.is_operator;
+        if (!visible && j.account) {
+          auto a = VisibleAccount(txn, c.caller, *j.account);
+          if (!a) return tl::unexpected(a.error());
+          visible = a->has_value();
+        }
+        if (visible) items.push_back(JobJson(j));
+        if (items.size() == *limit) break;
+      }
+    }
+    std::optional<std::string> next;
+    if (items.size() == *limit && more) next = index::IdToHex(*after);
+    return Outcome(Reply(200, Page(std::move(items), next)));
+  });
+}
+
+Response GetJob(Call& c) {
+  return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
+    auto j = VisibleJob(txn, c.caller, *c.job);
+    if (!j) return tl::unexpected(j.error());
+    if (!*j) return Outcome(tl::unexpected(NoSuch("job")));
+    return Outcome(Reply(200, JobJson(**j)));
+  });
+}
+
+Response CancelJob(Call& c) {
+  auto body = JsonBody::Parse(c.request.body.empty() ? "{}" : c.request.body);
+  if (!body) return FromApiError(body.error());
+  if (auto ok = body->OnlyKnown({}); !ok) return FromApiError(ok.error());
+  return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+    auto found = VisibleJob(txn, c.caller, *c.job);
+    if (!found) return tl::unexpected(found.error());
+    if (!*found) return Outcome(tl::unexpected(NoSuch("job")));
+    index::Job j = **found;
+    if (j.state != "scheduled") {
+      return Outcome(tl::unexpected(ApiError{
+          409, "not_cancellable", "the job is " + j.state + ": only a scheduled job can be cancelled",
+          {}}));
+    }
+    const json::object before = JobJson(j);
+    std::optional<index::Id> partner;
+    if (j.kind == kPurgeDeviceJob && j.device) {
+      // The device comes back exactly as it was: same token, same data.
+      auto d = txn.GetDevice(*j.device);
+      if (!d) return tl::unexpected(d.error());
+      if (*d && (*d)->purge_job == j.id) {
+        index::DeviceRecord dev = **d;
+        dev.closed_ns = 0;
+        dev.purge_job = index::Id{};
+        CV_TRY(txn.PutDevice(dev));
+      }
+    }
+    if (j.account) {
+      auto a = txn.GetAccount(*j.account);
+      if (!a) return tl::unexpected(a.error());
+      if (*a) partner = (*a)->partner;
+    }
+    j.state = "cancelled";
+    j.finished_ns = c.now_ns;
+    CV_TRY(txn.PutJob(j));
+    json::object after = JobJson(j);
+    CV_TRY(AppendAudit(txn, c, "job.cancel", JobTarget(j.id), j.account, partner, before, after));
+    return Outcome(Reply(200, after));
+  });
+}
+
+// ---- the runner ----
+
+struct JobRunner::State {
+  storage::ObjectStore& store;
+  const Options& options;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  bool woken = false;
+  int64_t last_compaction_ns = 0;
+  std::thread thread;
+
+  State(storage::ObjectStore& s, const Options& o) : store(s), options(o) {}
+
+  bool Stopping() {
+    std::lock_guard lock(mu);
+    return stop;
+  }
+
+  void Loop() {
+    last_compaction_ns = NowNanos();
+    while (true) {
+      {
+        std::unique_lock lock(mu);
+        if (stop) return;
+        woken = false;
+      }
+      bool worked = false;
+      auto job = Claim();
+      if (!job) {
+        Log(LogLevel::kError, "job_claim_failed", {{"error", job.error().ToString()}});
+      } else if (*job) {
+        Run(**job);
+        worked = true;
+      } else if (options.compact_interval_ns > 0 &&
+                 NowNanos() - last_compaction_ns >= options.compact_interval_ns) {
+        Compact("background");
+      }
+      if (worked) continue;  // there may be more due
+      std::unique_lock lock(mu);
+      cv.wait_for(lock, std::chrono::nanoseconds(options.job_poll_ns),
+                  [&] { return stop || woken; });
+    }
+  }
+
+  uint64_t Compact(const char* why) {
+    last_compaction_ns = NowNanos();
+    auto rep = store.Compact(options.compact);
+    if (!rep) {
+      Log(LogLevel::kError, "compaction_failed", {{"why", why}, {"error", rep.error().ToString()}});
+      return 0;
+    }
+    if (rep->extents_removed > 0 || !rep->problems.empty()) {
+      Log(LogLevel::kInfo, "compaction",
+          {{"why", why},
+           {"extents_removed", std::to_string(rep->extents_removed)},
+           {"bytes_moved", std::to_string(rep->bytes_moved)},
+           {"bytes_reclaimed", std::to_string(rep->bytes_reclaimed)},
+           {"problems", std::to_string(rep->problems.size())}});
+    }
+    return rep->bytes_reclaimed;
+  }
+
+  // The next job to run, marked "running": a running one first (a crash interrupted it),
+  // then the scheduled one due first.
+  Result<std::optional<index::Job>> Claim() {
+    std::optional<index::Job> claimed;
+    const int64_t now = NowNanos();
+    Status s = store.Index().Update([&](index::WriteTxn& txn) -> Status {
+      claimed.reset();
+      for (const char* state : {"running", "scheduled"}) {
+        std::optional<index::Id> after;
+        while (true) {
+          index::JobQuery q;
+          q.state = state;
+          q.start_after = after;
+          q.limit = 100;
+          auto jobs = txn.ListJobs(q);
+          if (!jobs) return tl::unexpected(jobs.error());
+          for (const auto& j : *jobs) {
+            if (j.run_after_ns <= now && (!claimed || j.run_after_ns < claimed->run_after_ns)) {
+              claimed = j;
+            }
+          }
+          if (jobs->size() < q.limit) break;
+          after = jobs->back().id;
+        }
+        if (claimed) break;
+      }
+      if (!claimed) return {};
+      if (claimed->state == "scheduled") {
+        claimed->state = "running";
+        claimed->started_ns = now;
+        CV_TRY(txn.PutJob(*claimed));
+      }
+      return {};
+    });
+    if (!s) return tl::unexpected(s.error());
+    return claimed;
+  }
+
+  void Run(index::Job job) {
+    Log(LogLevel::kInfo, "job_run",
+        {{"job", index::IdToHex(job.id)}, {"kind", job.kind}, {"progress", job.progress_json}});
+    Status s = job.kind == kPurgeDeviceJob
+                   ? RunPurge(job)
+                   : Err(ErrorKind::kInvalidArgument, "unknown job kind '" + job.kind + "'");
+    if (s) return;
+    if (Stopping()) return;  // resumed at the next start
+    // An error: retry later (a disk may come back), give up after job_max_attempts.
+    json::object progress = ParsedObject(job.progress_json);
+    const uint64_t attempts = U64(progress, "attempts") + 1;
+    progress["attempts"] = attempts;
+    progress["last_error"] = s.error().ToString();
+    const bool give_up = attempts >= options.job_max_attempts ||
+                         s.error().kind == ErrorKind::kInvalidArgument;
+    Log(give_up ? LogLevel::kError : LogLevel::kWarn, "job_error",
+        {{"job", index::IdToHex(job.id)},
+         {"kind", job.kind},
+         {"error", s.error().ToString()},
+         {"attempts", std::to_string(attempts)},
+         {"gave_up", give_up ? "true" : "false"}});
+    const int64_t now = NowNanos();
+    Status w = store.Index().Update([&](index::WriteTxn& txn) -> Status {
+      index::Job j = job;
+      j.progress_json = json::serialize(progress);
+      if (give_up) {
+        j.state = "failed";
+        j.finished_ns = now;
+        json::object result;
+        result["error"] = s.error().ToString();
+        j.result_json = json::serialize(result);
+        CV_TRY(AppendSystemAudit(txn, now, "job.failed", JobTarget(j.id), j.account, {}, nullptr,
+                                 JobJson(j)));
+      } else {
+        j.run_after_ns = now + options.job_retry_ns;
+      }
+      return txn.PutJob(j);
+    });
+    if (!w) Log(LogLevel::kError, "job_update_failed", {{"error", w.error().ToString()}});
+  }
+
+  // device.purge: progress {"phase": "delete" | "compact", objects_done, bytes_done,
+  // objects_total, bytes_total, disk_bytes_reclaimed}. Each batch's progress commits with the
+  // batch, so a resumed purge removes nothing twice and its counts stay exact.
+  Status RunPurge(index::Job& job) {
+    if (!job.device) return Err(ErrorKind::kInvalidArgument, "purge job without a device");
+    const index::Id device = *job.device;
+    json::object progress = ParsedObject(job.progress_json);
+    if (Str(progress, "phase").empty()) {
+      auto txn = store.Index().BeginRead();
+      if (!txn) return tl::unexpected(txn.error());
+      auto d = (*txn)->GetDevice(device);
+      if (!d) return tl::unexpected(d.error());
+      txn->reset();
+      progress["phase"] = "delete";
+      progress["objects_done"] = uint64_t{0};
+      progress["bytes_done"] = uint64_t{0};
+      progress["objects_total"] = *d ? (*d)->objects : 0;
+      progress["bytes_total"] = *d ? (*d)->bytes : 0;
+      progress["disk_bytes_reclaimed"] = uint64_t{0};
+    }
+    if (Str(progress, "phase") == "delete") {
+      // Once per run: the deletion must survive an index rebuild before anything is removed.
+      CV_TRY(store.WriteDeviceTombstone(device));
+      while (true) {
+        if (Stopping()) return {};
+        json::object next;
+        auto batch = store.PurgeObjects(
+            device, options.purge_batch_objects,
+            [&](index::WriteTxn& txn, const storage::PurgeBatch& b) -> Status {
+              next = progress;
+              next["objects_done"] = U64(progress, "objects_done") + b.objects;
+              next["bytes_done"] = U64(progress, "bytes_done") + b.bytes;
+              index::Job j = job;
+              if (b.objects == 0) {
+                // Nothing left: the device goes, and a late upload can no longer land.
+                auto d = txn.GetDevice(device);
+                if (!d) return tl::unexpected(d.error());
+                if (*d) CV_TRY(txn.DeleteDevice(device));
+                CV_TRY(txn.PutMeta(index::PurgedDeviceMetaKey(device), index::IdToHex(job.id)));
+                next["phase"] = "compact";
+              }
+              j.progress_json = json::serialize(next);
+              return txn.PutJob(j);
+            });
+        if (!batch) return tl::unexpected(batch.error());
+        progress = std::move(next);
+        job.progress_json = json::serialize(progress);
+        if (batch->objects == 0) break;
+      }
+    }
+    // Hand the dead space to compaction; the receipt counts what it returned.
+    const uint64_t reclaimed = U64(progress, "disk_bytes_reclaimed") + Compact("purge");
+    if (Stopping()) return {};
+    const int64_t now = NowNanos();
+    json::object receipt;
+    receipt["objects_removed"] = U64(progress, "objects_done");
+    receipt["bytes_removed"] = U64(progress, "bytes_done");
+    receipt["disk_bytes_reclaimed"] = reclaimed;
+    receipt["started_at"] = TimeOrNull(job.started_ns);
+    receipt["finished_at"] = TimeOrNull(now);
+    progress["disk_bytes_reclaimed"] = reclaimed;
+    progress["phase"] = "done";
+    return store.Index().Update([&](index::WriteTxn& txn) -> Status {
+      index::Job j = job;
+      j.state = "done";
+      j.finished_ns = now;
+      j.progress_json = json::serialize(progress);
+      j.result_json = json::serialize(receipt);
+      CV_TRY(txn.PutJob(j));
+      std::optional<index::Id> partner;
+      if (j.account) {
+        auto a = txn.GetAccount(*j.account);
+        if (!a) return tl::unexpected(a.error());
+        if (*a) partner = (*a)->partner;
+      }
+      return AppendSystemAudit(
+          txn, now, "device.purge",
+          "account/" + (j.account ? index::IdToHex(*j.account) : std::string("none")) +
+              "/device/" + index::IdToHex(device),
+          j.account, partner, nullptr, receipt);
+    });
+  }
+};
+
+JobRunner::JobRunner(storage::ObjectStore& store, const Options& options)
+    : s_(std::make_unique<State>(store, options)) {
+  s_->thread = std::thread([this] { s_->Loop(); });
+}
+
+JobRunner::~JobRunner() {
+  {
+    std::lock_guard lock(s_->mu);
+    s_->stop = true;
+  }
+  s_->cv.notify_all();
+  if (s_->thread.joinable()) s_->thread.join();
+}
+
+void JobRunner::Wake() {
+  {
+    std::lock_guard lock(s_->mu);
+    s_->woken = true;
+  }
+  s_->cv.notify_all();
+}
+
+}  // namespace cv::admin::internal

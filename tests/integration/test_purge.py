@@ -1,0 +1,321 @@
+"""Deleting a decommissioned device's backups (DELETE /admin/v1/accounts/{a}/devices/{d}): the
+agent is refused at once (410), the purge job runs after its grace period, frees the account's
+usage and the disk space, can be cancelled while scheduled, survives kill -9, works on a full
+disk, and a partner can neither see nor touch another partner's jobs."""
+
+import os
+import random
+import shutil
+import subprocess
+import time
+
+import pytest
+
+import cv
+from test_restic import Restic, make_tree, tree_digest
+
+# Small extents so that a device's data fills whole extents that compaction can remove, and a
+# runner that looks for due jobs often.
+PURGE_CONFIG = """
+[storage]
+extent_bytes = 4194304
+[jobs]
+job_poll_ms = 50
+compact_interval_s = 0
+compact_mib_per_s = 0
+"""
+
+
+def disk_bytes(node):
+    """Bytes allocated on the file system by the node's data disks (what statvfs would see if
+    the node had the file system to itself; /var/tmp is shared with other processes)."""
+    total = 0
+    for dirpath, _, files in os.walk(os.path.join(node.root, "disks")):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def wait_job(node, job_id, states=("done",), timeout=120, key=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        r = node.admin("GET", f"/jobs/{job_id}", key=key)
+        assert r.status == 200, r
+        job = r.json()
+        if job["state"] in states:
+            return job
+        assert job["state"] not in ("failed", "cancelled"), job
+        assert time.monotonic() < deadline, f"job still {job['state']}: {job}"
+        time.sleep(0.05)
+
+
+def put_objects(dev, count, size, seed):
+    rng = random.Random(seed)
+    bodies = {}
+    for _ in range(count):
+        body = rng.randbytes(size)
+        r = dev.put("data", body)
+        assert r.status == 200, r
+        bodies[cv.sha256_hex(body)] = body
+    return bodies
+
+
+def assert_reads_back(dev, bodies):
+    for name, body in bodies.items():
+        r = dev.request("GET", f"/data/{name}")
+        assert r.status == 200, r
+        assert r.body == body, name
+
+
+def delete_device(node, dev, grace="0s", key=None):
+    r = node.admin("DELETE", f"/accounts/{dev.account}/devices/{dev.id}?grace={grace}", key=key)
+    assert r.status == 202, r
+    job = r.json()
+    assert job["kind"] == "device.purge" and job["state"] == "scheduled", job
+    assert r.header("Location") == f"/admin/v1/jobs/{job['id']}"
+    return job
+
+
+def test_purge_frees_usage_and_disk(fresh_node):
+    node = fresh_node(PURGE_CONFIG)
+    account = node.new_account()
+    victim = node.new_device(account=account, name="old-server", append_only=False)
+    sibling = node.new_device(account=account, name="sibling")
+    stranger = node.new_device(name="other-account")
+
+    keep_sibling = put_objects(sibling, 4, 300_000, seed=1)
+    keep_stranger = put_objects(stranger, 4, 300_000, seed=2)
+    victim_bodies = put_objects(victim, 48, 1 << 20, seed=3)
+    victim_bytes = sum(len(b) for b in victim_bodies.values())
+    before_usage = node.account_usage(account)
+    assert before_usage["used_bytes"] >= victim_bytes
+    before_disk = disk_bytes(node)
+
+    job = delete_device(node, victim)
+    # Closed to its agent at once, whatever the request.
+    for method, path in (("GET", "/config"), ("GET", "/data/"), ("POST", "/data/" + "0" * 64)):
+        r = victim.request(method, path, b"x" if method == "POST" else None)
+        assert r.status == 410, r
+        assert r.error_code() == "device_deleted", r
+
+    done = wait_job(node, job["id"])
+    receipt = done["result"]
+    assert receipt["objects_removed"] == len(victim_bodies), done
+    assert receipt["bytes_removed"] == victim_bytes, done
+    assert receipt["disk_bytes_reclaimed"] > 0, done
+    assert done["progress"]["objects_done"] == done["progress"]["objects_total"] == len(victim_bodies)
+    assert cv.parse_rfc3339(receipt["finished_at"]) >= cv.parse_rfc3339(receipt["started_at"])
+
+    # The device is gone, its usage with it; the others are intact.
+    r = node.admin("GET", f"/accounts/{account}/devices/{victim.id}")
+    assert r.status == 404, r
+    after_usage = node.account_usage(account)
+    assert after_usage["used_bytes"] == before_usage["used_bytes"] - victim_bytes, after_usage
+    assert victim.request("GET", "/config").status == 401
+    assert_reads_back(sibling, keep_sibling)
+    assert_reads_back(stranger, keep_stranger)
+
+    freed = before_disk - disk_bytes(node)
+    assert freed >= 0.9 * victim_bytes, (freed, victim_bytes)
+
+    # The receipt is in the audit log too.
+    r = node.admin("GET", f"/audit?account={account}")
+    assert r.status == 200, r
+    purges = [a for a in r.json()["items"] if a["action"] == "device.purge"]
+    assert len(purges) == 1 and purges[0]["role"] == "system", purges
+    assert purges[0]["after"]["objects_removed"] == len(victim_bodies)
+    assert node.fsck()["clean"], node.fsck()
+
+
+def test_cancel_in_grace_restores_device(fresh_node, workdir):
+    node = fresh_node(PURGE_CONFIG)
+    dev = node.new_device(append_only=False)
+    src = os.path.join(workdir, "src")
+    make_tree(src, 4, seed=7)
+    restic = Restic(dev, workdir)
+    restic.run("init")
+    restic.backup(src)
+    usage = node.account_usage(dev.account)
+
+    job = delete_device(node, dev, grace="7d")
+    r = node.admin("GET", f"/accounts/{dev.account}/devices/{dev.id}")
+    assert r.status == 200 and r.json()["purge_job"] == job["id"], r
+    assert r.json()["deleted_at"] is not None
+    # Usage still shows during the grace period; the agent is refused.
+    assert node.account_usage(dev.account)["used_bytes"] == usage["used_bytes"]
+    assert restic.run("snapshots", check=False).returncode != 0
+    # A second delete, a token rotation and a rename are refused while it is deleted.
+    r = node.admin("DELETE", f"/accounts/{dev.account}/devices/{dev.id}")
+    assert r.status == 409 and r.error_code() == "already_deleted", r
+    r = node.admin("POST", f"/accounts/{dev.account}/devices/{dev.id}/token", {})
+    assert r.status == 409 and r.error_code() == "device_deleted", r
+
+    r = node.admin("POST", f"/jobs/{job['id']}/cancel")
+    assert r.status == 200 and r.json()["state"] == "cancelled", r
+    r = node.admin("POST", f"/jobs/{job['id']}/cancel")
+    assert r.status == 409 and r.error_code() == "not_cancellable", r
+
+    # Back exactly as it was: same token, same data.
+    r = node.admin("GET", f"/accounts/{dev.account}/devices/{dev.id}")
+    assert r.status == 200 and r.json()["deleted_at"] is None and r.json()["purge_job"] is None, r
+    restic.run("check", "--read-data")
+    target = os.path.join(workdir, "restore")
+    restic.run("restore", "latest", "--target", target)
+    assert tree_digest(os.path.join(target, src.lstrip("/"))) == tree_digest(src)
+    assert node.account_usage(dev.account)["used_bytes"] == usage["used_bytes"]
+    r = node.admin("GET", f"/audit?account={dev.account}")
+    actions = [a["action"] for a in r.json()["items"]]
+    assert "device.delete" in actions and "job.cancel" in actions, actions
+
+
+def test_partner_isolation_of_jobs(fresh_node):
+    node = fresh_node(PURGE_CONFIG)
+    pa, key_a = node.new_partner("a")
+    pb, key_b = node.new_partner("b")
+    dev_a = node.new_device(account=node.new_account(key=key_a), key=key_a)
+    dev_b = node.new_device(account=node.new_account(key=key_b), key=key_b)
+
+    # B cannot delete A's device; nothing changes.
+    r = node.admin("DELETE", f"/accounts/{dev_a.account}/devices/{dev_a.id}", key=key_b)
+    assert r.status == 404, r
+    assert dev_a.request("GET", "/data/").status == 200
+    # A partner may not shorten the grace period; the operator may.
+    r = node.admin("DELETE", f"/accounts/{dev_a.account}/devices/{dev_a.id}?grace=0s", key=key_a)
+    assert r.status == 403, r
+    job_a = delete_device(node, dev_a, grace="30d", key=key_a)
+
+    for method, path in (("GET", f"/jobs/{job_a['id']}"), ("POST", f"/jobs/{job_a['id']}/cancel")):
+        r = node.admin(method, path, key=key_b)
+        assert r.status == 404, r
+    r = node.admin("GET", "/jobs", key=key_b)
+    assert r.status == 200 and r.json()["items"] == [], r
+    r = node.admin("GET", f"/jobs?account={dev_a.account}", key=key_b)
+    assert r.status == 404, r
+    r = node.admin("GET", "/jobs", key=key_a)
+    assert [j["id"] for j in r.json()["items"]] == [job_a["id"]], r
+    r = node.admin("GET", "/jobs?state=scheduled")
+    assert job_a["id"] in [j["id"] for j in r.json()["items"]], r
+    # B's own device is untouched by all this.
+    assert dev_b.request("GET", "/data/").status == 200
+    # Still scheduled: B's attempt to cancel changed nothing.
+    assert node.admin("GET", f"/jobs/{job_a['id']}").json()["state"] == "scheduled"
+
+
+@pytest.mark.parametrize("bad", ["grace=", "grace=-1s", "grace=7", "grace=1y", "other=1"])
+def test_delete_rejects_bad_query(node, bad):
+    dev = node.new_device()
+    r = node.admin("DELETE", f"/accounts/{dev.account}/devices/{dev.id}?{bad}")
+    assert r.status == 400, r
+    assert dev.request("GET", "/data/").status == 200
+
+
+def test_jobs_negative(node):
+    r = node.admin("GET", "/jobs/" + "0" * 32)
+    assert r.status == 404, r
+    r = node.admin("GET", "/jobs/xyz")
+    assert r.status == 400, r
+    r = node.admin("GET", "/jobs?state=sleeping")
+    assert r.status == 400 and "state" in r.body.decode(), r
+    r = node.admin("POST", "/jobs/" + "0" * 32 + "/cancel", {"now": True})
+    assert r.status == 400, r
+    dev = node.new_device()
+    r = node.admin("DELETE", f"/accounts/{dev.account}/devices/{dev.id}", raw_body="{}")
+    assert r.status == 400, r
+
+
+def test_purge_survives_kill9(fresh_node):
+    """kill -9 at seeded random moments while a purge (small batches) and its compaction run:
+    after each restart the job goes on, and in the end it is done, nothing of another device
+    is lost, usage equals a recomputation (fsck) and extent accounting is exact."""
+    config = PURGE_CONFIG.replace("job_poll_ms = 50", "job_poll_ms = 20") + "purge_batch_objects = 3\n"
+    node = fresh_node(config)
+    account = node.new_account()
+    victim = node.new_device(account=account, name="victim", append_only=False)
+    keeper = node.new_device(account=account, name="keeper")
+    rng = random.Random(20261126)
+    keep = put_objects(keeper, 20, 40_000, seed=11)
+    # Many small objects (many batches) and some large ones (extents for compaction).
+    victim_small = put_objects(victim, 400, 2_000, seed=12)
+    victim_large = put_objects(victim, 12, 1 << 20, seed=13)
+    total = len(victim_small) + len(victim_large)
+    job = delete_device(node, victim)
+
+    kills = 0
+    for _ in range(12):
+        time.sleep(rng.uniform(0.0, 0.25))
+        node.kill()
+        kills += 1
+        node.start()
+        state = node.admin("GET", f"/jobs/{job['id']}").json()
+        assert state["state"] in ("running", "scheduled", "done"), state
+        if state["state"] == "done":
+            break
+    done = wait_job(node, job["id"])
+    assert kills >= 10 or done["state"] == "done"
+    assert done["result"]["objects_removed"] == total, done
+    assert_reads_back(keeper, keep)
+    fsck = node.fsck()
+    assert fsck["clean"], fsck
+    usage = node.account_usage(account)
+    assert usage["used_bytes"] == sum(len(b) for b in keep.values()), usage
+
+
+def test_purge_on_full_disk(fresh_node, tmp_root):
+    """The data disks' file system is full (a size-limited tmpfs made by the test): deleting a
+    device still completes and its space comes back."""
+    mnt = os.path.join(tmp_root, "full-fs")
+    os.makedirs(mnt, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", mnt],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        disks = [os.path.join(mnt, f"d{i}") for i in range(6)]
+        config = PURGE_CONFIG + "[storage]\ndisks = [" + ", ".join(f'"{d}"' for d in disks) + "]\n"
+        config = config.replace("[storage]\nextent_bytes = 4194304\n", "", 1)
+        config = config.replace("[storage]\n", "[storage]\nextent_bytes = 4194304\n", 1)
+        node = fresh_node(config)
+        account = node.new_account()
+        victim = node.new_device(account=account, name="victim", append_only=False)
+        keeper = node.new_device(account=account, name="keeper")
+        keep = put_objects(keeper, 3, 100_000, seed=21)
+        # Fill with the victim's data until the node says the disks are full.
+        rng = random.Random(22)
+        stored = 0
+        for _ in range(200):
+            body = rng.randbytes(1 << 20)
+            resp = victim.put("data", body)
+            if resp.status == 507:
+                break
+            assert resp.status == 200, resp
+            stored += len(body)
+        else:
+            pytest.fail("the 96 MiB file system never filled up")
+        # Whatever is left goes to a filler file: not a byte free.
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        free_before = shutil.disk_usage(mnt).free
+        assert free_before < 1 << 20, free_before
+
+        job = delete_device(node, victim)
+        done = wait_job(node, job["id"], timeout=120)
+        assert done["result"]["objects_removed"] > 0
+        free_after = shutil.disk_usage(mnt).free
+        assert free_after - free_before >= 0.9 * stored, (free_before, free_after, stored)
+        assert_reads_back(keeper, keep)
+        os.unlink(filler)
+        # And the node takes uploads again.
+        assert keeper.put("data", b"after the purge").status == 200
+        assert node.fsck()["clean"]
+        node.stop()
+    finally:
+        subprocess.run(["umount", "-l", mnt], capture_output=True)

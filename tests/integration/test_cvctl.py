@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 import cv
+from conftest import assert_clean_log
 from cv import cvctl
 
 
@@ -69,19 +70,7 @@ def ops_node(tmp_root):
     upload_some(dev)
     yield n
     assert n.stop() == 0, n.log()
-
-
-@pytest.fixture
-def private_node(tmp_root, request):
-    nodes = []
-
-    def make(name, extra_config=""):
-        n = cv.Node(os.path.join(tmp_root, f"cvctl-{request.node.name}-{name}"), extra_config)
-        nodes.append(n)
-        return n.start()
-    yield make
-    for n in nodes:
-        n.stop()
+    assert_clean_log(n)
 
 
 def write_key(tmp_root, name, key):
@@ -224,8 +213,8 @@ def test_help_documents_the_exit_codes():
 
 # ---- checks and repair ----
 
-def test_bit_rot_is_found_by_scrub_and_healed_by_repair(private_node):
-    n = private_node("rot")
+def test_bit_rot_is_found_by_scrub_and_healed_by_repair(fresh_node):
+    n = fresh_node()
     dev = n.new_device()
     objects = upload_some(dev)
     r = cvctl("fsck", root=n.root)
@@ -264,8 +253,8 @@ def test_bit_rot_is_found_by_scrub_and_healed_by_repair(private_node):
     assert "node.scrub" in actions and "node.repair" in actions
 
 
-def test_lost_extent_file_fails_fsck_until_repaired(private_node):
-    n = private_node("lost-extent")
+def test_lost_extent_file_fails_fsck_until_repaired(fresh_node):
+    n = fresh_node()
     dev = n.new_device()
     objects = upload_some(dev)
     assert n.stop() == 0
@@ -289,9 +278,9 @@ def test_lost_extent_file_fails_fsck_until_repaired(private_node):
     assert_reads_back(dev, objects)
 
 
-def test_status_counts_stripes_on_a_failed_disk_until_repair_moves_them(private_node, tmp_root):
+def test_status_counts_stripes_on_a_failed_disk_until_repair_moves_them(fresh_node, tmp_root):
     disks = [os.path.join(tmp_root, "cvctl-7disks", f"d{i}") for i in range(7)]
-    n = private_node("7disks", "[storage]\ndisks = [" + ", ".join(f'"{d}"' for d in disks) + "]\n")
+    n = fresh_node("[storage]\ndisks = [" + ", ".join(f'"{d}"' for d in disks) + "]\n")
     dev = n.new_device()
     objects = upload_some(dev)
     assert n.stop() == 0
@@ -342,8 +331,8 @@ def test_index_backup_refuses_existing_and_relative_paths(ops_node, tmp_root):
     assert r.returncode == 1 and "does not exist" in r.stderr, r
 
 
-def test_index_rebuild_from_backup_restores_every_object(private_node, tmp_root):
-    n = private_node("rebuild")
+def test_index_rebuild_from_backup_restores_every_object(fresh_node, tmp_root):
+    n = fresh_node()
     dev = n.new_device(append_only=False)
     before_backup = upload_some(dev)
     gone_body = os.urandom(50_000)

@@ -129,9 +129,9 @@ void ShowStatus(const json::object& s) {
   const json::array& by = Arr(st, "by_missing_shards");
   for (size_t i = 0; i < by.size(); ++i) {
     missing += (i ? ", " : "") + std::to_string(Num(&by[i])) +
-               (i == 0 ? " intact" : " missing " + std::to_string(i));
+               (i == 0 ? " intact" : " missing " + std::to_string(i) + (i == 1 ? " shard" : " shards"));
   }
-  std::printf("stripes   %llu: %s, %llu lost; %llu queued for repair\n",
+  std::printf("stripes   %llu total: %s, %llu lost; %llu queued for repair\n",
               static_cast<unsigned long long>(U(st, "total")), missing.c_str(),
               static_cast<unsigned long long>(U(st, "lost")),
               static_cast<unsigned long long>(U(st, "pending_repairs")));

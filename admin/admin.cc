@@ -174,6 +174,10 @@ constexpr Route kRoutes[] = {
     {"POST", "jobs/{job}/cancel", false, internal::CancelJob},
     {"GET", "audit", false, internal::ListAudit},
     {"GET", "fsck", true, internal::Fsck},
+    {"GET", "status", true, internal::NodeStatus},
+    {"POST", "scrub", true, internal::Scrub},
+    {"POST", "repair", true, internal::Repair},
+    {"POST", "index/backup", true, internal::BackupIndex},
 };
 // Routes whose handler reads the query string; the others refuse any parameter.
 bool TakesQuery(Response (*h)(Call&)) {

@@ -58,6 +58,16 @@
 //   GET    /audit                                 ?account&partner&cursor&limit
 //   GET    /fsck                              op  store Fsck + account usage recomputation:
 //                                                  {"clean","objects","bytes","problems":[...]}
+//   GET    /status                            op  node, version, uptime, disks, erasure profile,
+//                                                  objects, bytes, stripes by missing shards
+//                                                  (0..m, lost; counted at most every 5 s),
+//                                                  last full scrub, jobs running
+//   POST   /scrub                             op  {} verify every shard record now (synchronous)
+//                                                  -> {"clean","damaged_shards",...}
+//   POST   /repair                            op  {include_failed_disks? (false)} rebuild queued
+//                                                  damage now (synchronous) -> {"complete",...}
+//   POST   /index/backup                      op  {path: absolute, must not exist} hot copy of
+//                                                  the index into the new directory path -> 201
 //
 // Account status as answered ("status") is the effective one: a trial whose expires_at has
 // passed is "expired" ("stored_status" says what was set). Expired = read-only for agents,

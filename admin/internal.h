@@ -161,4 +161,10 @@ Response CancelJob(Call& c);
 Response ListAudit(Call& c);
 Response Fsck(Call& c);
 
+// ops.cc: the operator's view and upkeep of the node (cvctl)
+Response NodeStatus(Call& c);   // GET /status
+Response Scrub(Call& c);        // POST /scrub
+Response Repair(Call& c);       // POST /repair
+Response BackupIndex(Call& c);  // POST /index/backup
+
 }  // namespace cv::admin::internal

@@ -1,6 +1,11 @@
 #include "server/config.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <toml++/toml.h>
+
+#include <cerrno>
 
 #include <charconv>
 #include <filesystem>
@@ -244,6 +249,23 @@ Result<Config> LoadConfig(const Flags& flags) {
   CV_TRY(ParseHostPort(c.listen));
   CV_TRY(ParseHostPort(c.admin_listen));
   return c;
+}
+
+Status LockRoot(const Config& config) {
+  const std::string path = config.run_dir + "/lock";
+  // Never closed: the lock lives as long as the process.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoError(errno, "open " + path);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int e = errno;
+    ::close(fd);
+    if (e == EWOULDBLOCK) {
+      return Err(ErrorKind::kConflict,
+                 "another process (a running chunkvaultd?) holds " + path);
+    }
+    return ErrnoError(e, "flock " + path);
+  }
+  return {};
 }
 
 }  // namespace cv::server

@@ -80,6 +80,11 @@ struct Flags {
   bool new_admin_key = false;
 };
 
+// Takes ROOT/run/lock, an exclusive flock held until the process exits: one root has at most
+// one chunkvaultd, and offline tools (cvctl index rebuild) never run beside it. kConflict
+// when another process holds it. REQUIRES: run_dir exists.
+Status LockRoot(const Config& config);
+
 // Builds the configuration: defaults, then the TOML file (unknown keys and wrong types are
 // errors), then flags; fills in the paths derived from the root.
 Result<Config> LoadConfig(const Flags& flags);

@@ -73,6 +73,7 @@ int Main(int argc, char** argv) {
   std::filesystem::create_directories(c.run_dir, ec);
   if (ec) return Fail("create " + c.run_dir, Error{ErrorKind::kIOError, 0, ec.message()});
   ::chmod(c.run_dir.c_str(), 0700);
+  if (auto st = LockRoot(c); !st) return Fail("lock the root", st.error());
   const std::string endpoints_file = c.run_dir + "/endpoints.json";
   ::unlink(endpoints_file.c_str());  // a stale one would point tools at a dead process
 

@@ -359,3 +359,15 @@ def merge_toml(base, extra):
             out.append(f"[{sec}]")
         out.extend(f"{k} = {v}" for k, v in kv.items())
     return "\n".join(out) + "\n"
+
+
+# --- cvctl, the operators' command line ---
+CVCTL = os.path.join(BUILD_DIR, "bin", "cvctl")
+
+
+def cvctl(*args, root=None, timeout=300):
+    """Runs build/bin/cvctl (with --root ROOT first when given); returns the CompletedProcess
+    (returncode, stdout, stderr as text)."""
+    assert os.access(CVCTL, os.X_OK), f"build cvctl first: {CVCTL} missing"
+    cmd = [CVCTL] + (["--root", str(root)] if root is not None else []) + [str(a) for a in args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

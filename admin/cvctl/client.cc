@@ -1,0 +1,174 @@
+// The admin client: Beast over OpenSSL, asynchronous operations run to completion one at a
+// time on a private io_context, so that tcp_stream's per-operation deadlines apply.
+#include "admin/cvctl/client.h"
+
+#include <openssl/ssl.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <optional>
+
+namespace cv::cvctl {
+
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+constexpr uint64_t kMaxAnswerBytes = 256ull << 20;
+
+// Starts one asynchronous operation, runs the loop until it completes, and returns its error.
+template <class Start>
+error_code RunOne(net::io_context& ioc, Start&& start) {
+  std::optional<error_code> result;
+  start([&](error_code ec, auto&&...) { result = ec; });
+  ioc.restart();
+  ioc.run();
+  return result.value_or(net::error::operation_aborted);
+}
+
+bool IsAddress(const std::string& host) {
+  error_code ec;
+  net::ip::make_address(host, ec);
+  return !ec;
+}
+
+std::string Describe(const error_code& ec) {
+  if (ec == beast::error::timeout) return "timed out";
+  return ec.message();
+}
+
+}  // namespace
+
+tl::expected<Endpoint, std::string> ParseAdminUrl(std::string_view url) {
+  constexpr std::string_view kScheme = "https://";
+  if (!url.starts_with(kScheme)) {
+    return tl::unexpected("the admin URL must start with https:// (got '" + std::string(url) + "')");
+  }
+  std::string_view rest = url.substr(kScheme.size());
+  rest = rest.substr(0, rest.find('/'));
+  Endpoint e;
+  std::string_view port;
+  if (rest.starts_with('[')) {
+    const size_t close = rest.find(']');
+    if (close == std::string_view::npos) return tl::unexpected("unbalanced [ in " + std::string(url));
+    e.host = std::string(rest.substr(1, close - 1));
+    std::string_view after = rest.substr(close + 1);
+    if (after.starts_with(':')) port = after.substr(1);
+    else if (!after.empty()) return tl::unexpected("bad host:port in " + std::string(url));
+  } else {
+    const size_t colon = rest.rfind(':');
+    e.host = std::string(rest.substr(0, colon));
+    if (colon != std::string_view::npos) port = rest.substr(colon + 1);
+  }
+  if (e.host.empty()) return tl::unexpected("no host in " + std::string(url));
+  e.port = port.empty() ? "443" : std::string(port);
+  for (char ch : e.port) {
+    if (ch < '0' || ch > '9') return tl::unexpected("bad port in " + std::string(url));
+  }
+  if (e.port.size() > 5 || std::stoul(e.port) == 0 || std::stoul(e.port) > 65535) {
+    return tl::unexpected("bad port in " + std::string(url));
+  }
+  return e;
+}
+
+tl::expected<Answer, std::string> AdminClient::Call(std::string_view method,
+                                                    std::string_view path,
+                                                    std::string_view body) {
+  const std::string where = endpoint_.host + ":" + endpoint_.port;
+  net::io_context ioc;
+  ssl::context ctx(ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  error_code ec;
+  if (endpoint_.ca_file.empty()) {
+    ctx.set_default_verify_paths(ec);
+  } else {
+    ctx.load_verify_file(endpoint_.ca_file, ec);
+  }
+  if (ec) {
+    return tl::unexpected("cannot load the CA certificate " + endpoint_.ca_file + ": " +
+                          ec.message());
+  }
+  ctx.set_verify_mode(ssl::verify_peer);
+
+  // Resolve (numeric hosts resolve at once; names get the same deadline).
+  tcp::resolver resolver(ioc);
+  tcp::resolver::results_type endpoints;
+  {
+    std::optional<error_code> result;
+    resolver.async_resolve(endpoint_.host, endpoint_.port,
+                           [&](error_code e, tcp::resolver::results_type r) {
+                             result = e;
+                             endpoints = std::move(r);
+                           });
+    ioc.run_for(timeout_);
+    if (!result) {
+      resolver.cancel();
+      ioc.restart();
+      ioc.run();
+      return tl::unexpected("cannot resolve " + endpoint_.host + ": timed out");
+    }
+    if (*result) return tl::unexpected("cannot resolve " + endpoint_.host + ": " + result->message());
+  }
+
+  beast::ssl_stream<beast::tcp_stream> stream(ioc, ctx);
+  stream.set_verify_callback(ssl::host_name_verification(endpoint_.host));
+  if (!IsAddress(endpoint_.host)) {
+    SSL_set_tlsext_host_name(stream.native_handle(), endpoint_.host.c_str());
+  }
+  auto& tcp_layer = beast::get_lowest_layer(stream);
+
+  tcp_layer.expires_after(timeout_);
+  ec = RunOne(ioc, [&](auto handler) { tcp_layer.async_connect(endpoints, std::move(handler)); });
+  if (ec) return tl::unexpected("cannot connect to " + where + ": " + Describe(ec));
+
+  tcp_layer.expires_after(timeout_);
+  ec = RunOne(ioc, [&](auto handler) {
+    stream.async_handshake(ssl::stream_base::client, std::move(handler));
+  });
+  if (ec) return tl::unexpected("TLS handshake with " + where + " failed: " + Describe(ec));
+
+  http::request<http::string_body> req{http::string_to_verb(method),
+                                       "/admin/v1/" + std::string(path), 11};
+  req.set(http::field::host, endpoint_.host);
+  req.set(http::field::user_agent, "cvctl");
+  req.set(http::field::authorization, "Bearer " + endpoint_.key);
+  req.set(http::field::accept, "application/json");
+  if (!body.empty() || method == "POST" || method == "PATCH") {
+    req.set(http::field::content_type, "application/json");
+    req.body() = std::string(body);
+  }
+  req.prepare_payload();
+
+  tcp_layer.expires_after(timeout_);
+  ec = RunOne(ioc, [&](auto handler) { http::async_write(stream, req, std::move(handler)); });
+  if (ec) return tl::unexpected("sending the request to " + where + " failed: " + Describe(ec));
+
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(kMaxAnswerBytes);
+  tcp_layer.expires_after(timeout_);
+  ec = RunOne(ioc, [&](auto handler) { http::async_read(stream, buffer, parser, std::move(handler)); });
+  if (ec) return tl::unexpected("reading the answer from " + where + " failed: " + Describe(ec));
+
+  Answer a;
+  a.status = static_cast<int>(parser.get().result_int());
+  a.body = std::move(parser.get().body());
+
+  // A polite close; the answer is complete whatever happens here.
+  tcp_layer.expires_after(std::chrono::seconds(2));
+  RunOne(ioc, [&](auto handler) { stream.async_shutdown(std::move(handler)); });
+  return a;
+}
+
+}  // namespace cv::cvctl

@@ -1,0 +1,385 @@
+// cvctl: the operators' command line. Every command but `index rebuild` is a thin wrapper
+// over the node's admin API (operator key); `index rebuild` works offline on the node's
+// disks. See README.md, "Operating a node: cvctl".
+#include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <sstream>
+
+#include "admin/cvctl/client.h"
+#include "admin/cvctl/cvctl.h"
+#include "admin/cvctl/views.h"
+
+namespace cv::cvctl {
+namespace {
+
+constexpr char kExitCodes[] =
+    "Exit codes:\n"
+    "  0  ok\n"
+    "  1  the node refused the request (4xx/5xx; its message is printed on stderr), or an\n"
+    "     offline command failed\n"
+    "  2  usage error (bad arguments, unreadable key file)\n"
+    "  3  the node cannot be reached (no endpoints.json, connection refused, timeout, TLS)\n"
+    "  4  problems found: fsck not clean, scrub found damage, repair incomplete, status shows\n"
+    "     degraded or lost stripes or repairs pending\n";
+
+// How to reach the node, as given on the command line or in the environment.
+struct Global {
+  std::string root = "./var/chunkvault";
+  std::string url;
+  std::string ca;
+  std::string key_file;
+  bool json = false;
+  int timeout_s = 0;  // 0: 30 s, or 1 h for scrub, repair and index backup
+};
+
+struct Failure {
+  int code;
+  std::string message;
+};
+
+std::optional<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  size_t i = 0;
+  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+  return s.substr(i);
+}
+
+// The node's admin endpoint: --url/--ca/--key-file, else ROOT/run/endpoints.json (written by
+// a running chunkvaultd) with --ca/--key-file overriding what it names.
+tl::expected<Endpoint, Failure> FindNode(const Global& g) {
+  Endpoint ep;
+  std::string ca = g.ca;
+  std::string key_file = g.key_file;
+  if (!g.url.empty()) {
+    auto parsed = ParseAdminUrl(g.url);
+    if (!parsed) return tl::unexpected(Failure{kExitUsage, parsed.error()});
+    ep = *parsed;
+    if (key_file.empty()) {
+      return tl::unexpected(Failure{kExitUsage, "--url needs --key-file (or CVCTL_KEY_FILE)"});
+    }
+  } else {
+    const std::string file = g.root + "/run/endpoints.json";
+    auto text = ReadFile(file);
+    if (!text) {
+      return tl::unexpected(Failure{kExitUnreachable,
+                                    "no running node found: " + file +
+                                        " does not exist (is chunkvaultd running on this root? "
+                                        "else give --root or --url)"});
+    }
+    boost::system::error_code ec;
+    json::value doc = json::parse(*text, ec);
+    const json::object* o = ec ? nullptr : doc.if_object();
+    auto field = [&](const char* k) -> std::string {
+      const json::value* v = o ? o->if_contains(k) : nullptr;
+      return v && v->is_string() ? std::string(v->as_string()) : std::string();
+    };
+    if (field("admin").empty()) {
+      return tl::unexpected(Failure{kExitUnreachable, file + " has no admin address"});
+    }
+    auto parsed = ParseAdminUrl(field("admin"));
+    if (!parsed) return tl::unexpected(Failure{kExitUnreachable, file + ": " + parsed.error()});
+    ep = *parsed;
+    if (ca.empty()) ca = field("ca");
+    if (key_file.empty()) key_file = field("admin_key_file");
+  }
+  ep.ca_file = ca;
+  auto key = ReadFile(key_file);
+  if (!key) {
+    return tl::unexpected(Failure{kExitUsage, "cannot read the admin key file " + key_file});
+  }
+  ep.key = Trim(*key);
+  return ep;
+}
+
+// What a command did: the exit code (messages are printed already).
+using Run = std::function<int()>;
+
+// Percent-encodes a query value (ids, names and durations need nothing, but be exact).
+std::string QueryValue(std::string_view v) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char ch : v) {
+    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+      out += static_cast<char>(ch);
+    } else {
+      out += '%';
+      out += kHex[ch >> 4];
+      out += kHex[ch & 15];
+    }
+  }
+  return out;
+}
+
+// "?a=1&b=2" from the given (non-empty) parameters.
+std::string Query(std::initializer_list<std::pair<const char*, std::string>> params) {
+  std::string q;
+  for (const auto& [k, v] : params) {
+    if (v.empty()) continue;
+    q += (q.empty() ? "?" : "&") + std::string(k) + "=" + QueryValue(v);
+  }
+  return q;
+}
+
+// Sends one request and shows the answer: unchanged with --json, else through `show`.
+// `problems` decides exit code 4 from the answer.
+int Request(const Global& g, std::string_view method, std::string path, std::string body,
+            int default_timeout_s, const std::function<void(const json::object&)>& show,
+            const std::function<bool(const json::object&)>& problems = nullptr) {
+  auto ep = FindNode(g);
+  if (!ep) {
+    std::fprintf(stderr, "cvctl: %s\n", ep.error().message.c_str());
+    return ep.error().code;
+  }
+  AdminClient client(*ep, std::chrono::seconds(g.timeout_s > 0 ? g.timeout_s : default_timeout_s));
+  auto answer = client.Call(method, path, body);
+  if (!answer) {
+    std::fprintf(stderr, "cvctl: %s\n", answer.error().c_str());
+    return kExitUnreachable;
+  }
+  boost::system::error_code ec;
+  json::value doc = json::parse(answer->body, ec);
+  if (answer->status >= 400) {
+    std::string code = "error", message = answer->body;
+    if (!ec && doc.is_object()) {
+      if (const json::value* e = doc.as_object().if_contains("error"); e && e->is_object()) {
+        const json::object& eo = e->as_object();
+        if (auto c = eo.if_contains("code"); c && c->is_string()) code = c->as_string();
+        if (auto m = eo.if_contains("message"); m && m->is_string()) message = m->as_string();
+      }
+    }
+    std::fprintf(stderr, "cvctl: the node refused %s /admin/v1/%s: %d %s: %s\n",
+                 std::string(method).c_str(), path.c_str(), answer->status, code.c_str(),
+                 message.c_str());
+    if (g.json) std::printf("%s\n", answer->body.c_str());
+    return kExitRefused;
+  }
+  if (ec || !doc.is_object()) {
+    std::fprintf(stderr, "cvctl: the node's answer is not a JSON object: %.200s\n",
+                 answer->body.c_str());
+    return kExitRefused;
+  }
+  if (g.json) {
+    std::printf("%s\n", answer->body.c_str());
+  } else if (show) {
+    show(doc.as_object());
+  }
+  std::fflush(stdout);
+  return problems && problems(doc.as_object()) ? kExitProblems : kExitOk;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"cvctl: operate a chunkvault node (status, checks, repair, index backup and "
+               "rebuild, accounts, devices, jobs)"};
+  app.footer(kExitCodes);
+  app.fallthrough();  // global options may follow the command
+  app.require_subcommand(1);
+  Global g;
+  app.add_option("--root", g.root,
+                 "the node's root folder; its run/endpoints.json names the admin address, CA and "
+                 "key file [./var/chunkvault]")
+      ->envname("CVCTL_ROOT");
+  app.add_option("--url", g.url, "admin URL https://HOST:PORT instead of --root")
+      ->envname("CVCTL_URL");
+  app.add_option("--ca", g.ca, "CA certificate (PEM) the node's certificate must chain to")
+      ->envname("CVCTL_CA");
+  app.add_option("--key-file", g.key_file, "file holding the operator admin key")
+      ->envname("CVCTL_KEY_FILE");
+  app.add_flag("--json", g.json, "print the node's JSON answer unchanged");
+  app.add_option("--timeout", g.timeout_s,
+                 "seconds per network step [30; 3600 for scrub, repair, index backup]")
+      ->check(CLI::Range(1, 86400));
+
+  Run run;
+  auto on = [&](CLI::App* cmd, Run r) { cmd->callback([&run, r] { run = r; }); };
+  constexpr int kShort = 30, kLong = 3600;
+
+  on(app.add_subcommand("status", "node health at a glance (exit 4 if stripes are degraded)"),
+     [&] { return Request(g, "GET", "status", "", kShort, ShowStatus, StatusHasProblems); });
+  on(app.add_subcommand("fsck", "index <-> extents <-> usage counters (exit 4 if not clean)"),
+     [&] { return Request(g, "GET", "fsck", "", kLong, ShowFsck, FsckHasProblems); });
+
+  auto* scrub = app.add_subcommand(
+      "scrub", "read and verify every shard record now; damage is queued for repair (exit 4 if "
+               "damage was found)");
+  scrub->require_subcommand(0, 1);
+  scrub->add_subcommand("start", "the same as plain 'scrub'");
+  on(scrub, [&] { return Request(g, "POST", "scrub", "{}", kLong, ShowScrub, ScrubHasProblems); });
+
+  bool include_failed = false;
+  auto* repair = app.add_subcommand(
+      "repair", "rebuild damaged stripes from their survivors now, fewest survivors first (exit 4 "
+                "if stripes are lost or left queued)");
+  repair->add_flag("--include-failed-disks", include_failed,
+                   "also rebuild every shard that sits on a failed disk");
+  on(repair, [&] {
+    json::object body;
+    body["include_failed_disks"] = include_failed;
+    return Request(g, "POST", "repair", json::serialize(body), kLong, ShowRepair,
+                   RepairHasProblems);
+  });
+
+  auto* index = app.add_subcommand("index", "back up or rebuild the LMDB index");
+  index->require_subcommand(1);
+  std::string backup_path;
+  auto* backup = index->add_subcommand(
+      "backup", "hot, consistent copy of the index into a new directory on the node");
+  backup->add_option("PATH", backup_path,
+                     "absolute path on the node's machine; must not exist (the copy is "
+                     "PATH/data.mdb)")
+      ->required();
+  on(backup, [&] {
+    json::object body;
+    body["path"] = backup_path;
+    return Request(g, "POST", "index/backup", json::serialize(body), kLong, ShowIndexBackup);
+  });
+  RebuildArgs rebuild_args;
+  auto* rebuild = index->add_subcommand(
+      "rebuild",
+      "OFFLINE: rebuild a lost index from the extents' shard headers; chunkvaultd must be "
+      "stopped. Accounts, devices and tokens come from an index backup");
+  rebuild->add_option("--config", rebuild_args.config_file,
+                      "the node's TOML configuration, as given to chunkvaultd")
+      ->check(CLI::ExistingFile);
+  auto* from = rebuild->add_option("--from-backup", rebuild_args.backup_dir,
+                                   "a directory made by 'cvctl index backup'")
+                   ->check(CLI::ExistingDirectory);
+  rebuild->add_flag("--without-backup", rebuild_args.without_backup,
+                    "rebuild objects only: no accounts, devices or tokens survive")
+      ->excludes(from);
+  on(rebuild, [&] {
+    rebuild_args.root = g.root;
+    rebuild_args.json = g.json;
+    return RebuildIndex(rebuild_args);
+  });
+
+  auto* accounts = app.add_subcommand("accounts", "list, show and create accounts");
+  accounts->require_subcommand(1);
+  std::string partner, status, cursor, account_id, expires_at;
+  int limit = 0;
+  auto* alist = accounts->add_subcommand("list", "accounts, a page at a time");
+  alist->add_option("--partner", partner, "only this partner's accounts");
+  alist->add_option("--status", status, "trial, active, expired or suspended");
+  alist->add_option("--cursor", cursor, "next page: the cursor the previous page printed");
+  alist->add_option("--limit", limit, "accounts per page (1-1000) [100]");
+  on(alist, [&] {
+    return Request(g, "GET",
+                   "accounts" + Query({{"partner", partner},
+                                       {"status", status},
+                                       {"cursor", cursor},
+                                       {"limit", limit ? std::to_string(limit) : ""}}),
+                   "", kShort, ShowAccounts);
+  });
+  auto* ashow = accounts->add_subcommand("show", "one account");
+  ashow->add_option("ID", account_id, "account id")->required();
+  on(ashow, [&] { return Request(g, "GET", "accounts/" + account_id, "", kShort, ShowRecord); });
+  auto* acreate = accounts->add_subcommand("create", "a new account");
+  uint64_t quota = 0, trial_days = 0;
+  uint32_t device_limit = 0;
+  std::string create_status = "active";
+  acreate->add_option("--quota", quota, "plan quota in bytes")->required();
+  acreate->add_option("--device-limit", device_limit, "devices the plan allows")->required();
+  acreate->add_option("--status", create_status, "trial or active [active]");
+  acreate->add_option("--partner", partner, "the partner the account belongs to");
+  acreate->add_option("--trial-days", trial_days, "a trial's length in days");
+  acreate->add_option("--expires-at", expires_at, "RFC 3339 UTC expiry");
+  on(acreate, [&] {
+    json::object body;
+    body["plan_quota_bytes"] = quota;
+    body["device_limit"] = device_limit;
+    body["status"] = create_status;
+    if (!partner.empty()) body["partner"] = partner;
+    if (trial_days) body["trial_days"] = trial_days;
+    if (!expires_at.empty()) body["expires_at"] = expires_at;
+    return Request(g, "POST", "accounts", json::serialize(body), kShort, ShowRecord);
+  });
+
+  auto* devices = app.add_subcommand("devices", "list devices");
+  devices->require_subcommand(1);
+  std::string stale_for, device_account;
+  auto* dlist = devices->add_subcommand(
+      "list", "one account's devices (--account), or every device (optionally only stale ones)");
+  auto* dacc = dlist->add_option("--account", device_account, "that account's devices");
+  dlist->add_option("--stale-for", stale_for,
+                    "devices whose last backup is older than this (72h, 7d)")
+      ->excludes(dacc);
+  dlist->add_option("--partner", partner, "that partner's devices")->excludes(dacc);
+  dlist->add_option("--cursor", cursor, "next page: the cursor the previous page printed")
+      ->excludes(dacc);
+  dlist->add_option("--limit", limit, "devices per page (1-1000) [100]")->excludes(dacc);
+  on(dlist, [&] {
+    if (!device_account.empty()) {
+      return Request(g, "GET", "accounts/" + device_account + "/devices", "", kShort,
+                     ShowDevices);
+    }
+    return Request(g, "GET",
+                   "devices" + Query({{"stale_for", stale_for},
+                                      {"partner", partner},
+                                      {"cursor", cursor},
+                                      {"limit", limit ? std::to_string(limit) : ""}}),
+                   "", kShort, ShowDevices);
+  });
+
+  auto* jobs = app.add_subcommand("jobs", "long-running work on the node");
+  jobs->require_subcommand(1);
+  std::string job_id, job_state;
+  auto* jlist = jobs->add_subcommand("list", "jobs, a page at a time");
+  jlist->add_option("--state", job_state, "only jobs in this state");
+  jlist->add_option("--cursor", cursor, "next page: the cursor the previous page printed");
+  jlist->add_option("--limit", limit, "jobs per page");
+  on(jlist, [&] {
+    return Request(g, "GET",
+                   "jobs" + Query({{"state", job_state},
+                                   {"cursor", cursor},
+                                   {"limit", limit ? std::to_string(limit) : ""}}),
+                   "", kShort, ShowJobs);
+  });
+  auto* jshow = jobs->add_subcommand("show", "one job: state, progress, result");
+  jshow->add_option("ID", job_id, "job id")->required();
+  on(jshow, [&] { return Request(g, "GET", "jobs/" + job_id, "", kShort, ShowRecord); });
+  auto* jcancel = jobs->add_subcommand("cancel", "cancel a job that has not finished");
+  jcancel->add_option("ID", job_id, "job id")->required();
+  on(jcancel,
+     [&] { return Request(g, "POST", "jobs/" + job_id + "/cancel", "{}", kShort, ShowRecord); });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  if (!run) {
+    std::fprintf(stderr, "cvctl: no command given (see cvctl --help)\n");
+    return kExitUsage;
+  }
+  return run();
+}
+
+}  // namespace
+}  // namespace cv::cvctl
+
+int main(int argc, char** argv) {
+  try {
+    return cv::cvctl::Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cvctl: %s\n", e.what());
+    return cv::cvctl::kExitRefused;
+  }
+}

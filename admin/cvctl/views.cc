@@ -1,0 +1,245 @@
+#include "admin/cvctl/views.h"
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <cstdio>
+
+namespace cv::cvctl {
+
+namespace {
+
+uint64_t Num(const json::value* v) {
+  if (v == nullptr) return 0;
+  if (v->is_uint64()) return v->as_uint64();
+  if (v->is_int64() && v->as_int64() >= 0) return static_cast<uint64_t>(v->as_int64());
+  return 0;
+}
+uint64_t U(const json::object& o, std::string_view key) { return Num(o.if_contains(key)); }
+
+bool B(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return v != nullptr && v->is_bool() && v->as_bool();
+}
+
+// A scalar as text: strings bare, null as "-", the rest as JSON.
+std::string Text(const json::value* v) {
+  if (v == nullptr || v->is_null()) return "-";
+  if (v->is_string()) return std::string(v->as_string());
+  return json::serialize(*v);
+}
+std::string S(const json::object& o, std::string_view key) { return Text(o.if_contains(key)); }
+
+const json::object& Obj(const json::object& o, std::string_view key) {
+  static const json::object kEmpty;
+  const json::value* v = o.if_contains(key);
+  return v != nullptr && v->is_object() ? v->as_object() : kEmpty;
+}
+
+const json::array& Arr(const json::object& o, std::string_view key) {
+  static const json::array kEmpty;
+  const json::value* v = o.if_contains(key);
+  return v != nullptr && v->is_array() ? v->as_array() : kEmpty;
+}
+
+std::string Duration(uint64_t s) {
+  char buf[64];
+  if (s >= 86400) {
+    std::snprintf(buf, sizeof buf, "%llud %lluh", static_cast<unsigned long long>(s / 86400),
+                  static_cast<unsigned long long>(s % 86400 / 3600));
+  } else if (s >= 3600) {
+    std::snprintf(buf, sizeof buf, "%lluh %llum", static_cast<unsigned long long>(s / 3600),
+                  static_cast<unsigned long long>(s % 3600 / 60));
+  } else {
+    std::snprintf(buf, sizeof buf, "%llum %llus", static_cast<unsigned long long>(s / 60),
+                  static_cast<unsigned long long>(s % 60));
+  }
+  return buf;
+}
+
+void PrintList(const char* title, const json::array& items) {
+  if (items.empty()) return;
+  std::printf("%s\n", title);
+  for (const auto& v : items) std::printf("  - %s\n", Text(&v).c_str());
+}
+
+void PrintNextCursor(const json::object& page) {
+  const json::value* next = page.if_contains("next_cursor");
+  if (next != nullptr && next->is_string()) {
+    std::printf("(more: --cursor %s)\n", std::string(next->as_string()).c_str());
+  }
+}
+
+}  // namespace
+
+std::string HumanBytes(uint64_t n) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 6) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0) {
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
+  }
+  return buf;
+}
+
+void PrintTable(const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string out;
+    for (size_t i = 0; i < cells.size() && i < width.size(); ++i) {
+      out += cells[i];
+      if (i + 1 < cells.size()) out += std::string(width[i] - cells[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", out.c_str());
+  };
+  line(header);
+  for (const auto& r : rows) line(r);
+}
+
+bool StatusHasProblems(const json::object& status) {
+  const json::object& st = Obj(status, "stripes");
+  return U(st, "degraded") > 0 || U(st, "lost") > 0 || U(st, "pending_repairs") > 0;
+}
+bool FsckHasProblems(const json::object& fsck) { return !B(fsck, "clean"); }
+bool ScrubHasProblems(const json::object& scrub) { return !B(scrub, "clean"); }
+bool RepairHasProblems(const json::object& repair) { return !B(repair, "complete"); }
+
+void ShowStatus(const json::object& s) {
+  const json::object& er = Obj(s, "erasure");
+  const json::object& st = Obj(s, "stripes");
+  std::printf("node      %s  chunkvault %s, up %s, %s%s\n", S(s, "node_id").c_str(),
+              S(s, "version").c_str(), Duration(U(s, "uptime_s")).c_str(),
+              S(s, "io_engine").c_str(), B(s, "ready") ? "" : ", NOT READY");
+  std::printf("data      %llu objects, %s, erasure %llu+%llu\n",
+              static_cast<unsigned long long>(U(s, "objects")), HumanBytes(U(s, "bytes")).c_str(),
+              static_cast<unsigned long long>(U(er, "k")),
+              static_cast<unsigned long long>(U(er, "m")));
+  std::string missing;
+  const json::array& by = Arr(st, "by_missing_shards");
+  for (size_t i = 0; i < by.size(); ++i) {
+    missing += (i ? ", " : "") + std::to_string(Num(&by[i])) +
+               (i == 0 ? " intact" : " missing " + std::to_string(i) + (i == 1 ? " shard" : " shards"));
+  }
+  std::printf("stripes   %llu total: %s, %llu lost; %llu queued for repair\n",
+              static_cast<unsigned long long>(U(st, "total")), missing.c_str(),
+              static_cast<unsigned long long>(U(st, "lost")),
+              static_cast<unsigned long long>(U(st, "pending_repairs")));
+  std::printf("scrub     last full pass %s\n",
+              S(s, "last_full_scrub_at") == "-" ? "never" : S(s, "last_full_scrub_at").c_str());
+  std::printf("jobs      %llu running\n", static_cast<unsigned long long>(U(s, "jobs_running")));
+  std::printf("health    %s\n",
+              StatusHasProblems(s)
+                  ? (U(st, "lost") > 0 ? "DATA LOST: stripes beyond repair"
+                                       : "DEGRADED: run cvctl repair (--include-failed-disks "
+                                         "for failed disks)")
+                  : "ok: every stripe has all its shards");
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& d : Arr(s, "disks")) {
+    if (!d.is_object()) continue;
+    const json::object& o = d.as_object();
+    rows.push_back({S(o, "path"), S(o, "state"), HumanBytes(U(o, "used_bytes")),
+                    HumanBytes(U(o, "capacity_bytes")), std::to_string(U(o, "errors"))});
+  }
+  std::printf("\n");
+  PrintTable({"DISK", "STATE", "USED", "CAPACITY", "ERRORS"}, rows);
+}
+
+void ShowFsck(const json::object& f) {
+  const json::array& problems = Arr(f, "problems");
+  std::printf("fsck: %llu objects, %s: %s\n", static_cast<unsigned long long>(U(f, "objects")),
+              HumanBytes(U(f, "bytes")).c_str(),
+              problems.empty() ? "clean" : (std::to_string(problems.size()) + " problem(s)").c_str());
+  PrintList("problems:", problems);
+}
+
+void ShowScrub(const json::object& s) {
+  std::printf("scrub: %llu objects, %llu shards, %s checked: ",
+              static_cast<unsigned long long>(U(s, "objects")),
+              static_cast<unsigned long long>(U(s, "shards_checked")),
+              HumanBytes(U(s, "bytes_checked")).c_str());
+  if (!ScrubHasProblems(s)) {
+    std::printf("clean\n");
+    return;
+  }
+  std::printf("%llu damaged shard(s), %llu lost stripe(s); damage is queued: run cvctl repair\n",
+              static_cast<unsigned long long>(U(s, "damaged_shards")),
+              static_cast<unsigned long long>(U(s, "lost_stripes")));
+  PrintList("damaged:", Arr(s, "damaged"));
+}
+
+void ShowRepair(const json::object& r) {
+  std::printf("repair: %llu stripes examined, %llu repaired (%llu shards rewritten), %llu lost, "
+              "%llu still queued%s\n",
+              static_cast<unsigned long long>(U(r, "stripes_examined")),
+              static_cast<unsigned long long>(U(r, "stripes_repaired")),
+              static_cast<unsigned long long>(U(r, "shards_rewritten")),
+              static_cast<unsigned long long>(U(r, "stripes_lost")),
+              static_cast<unsigned long long>(U(r, "still_queued")),
+              B(r, "complete") ? ": complete" : "");
+  PrintList("lost:", Arr(r, "lost"));
+}
+
+void ShowIndexBackup(const json::object& b) {
+  std::printf("index copied to %s (%s)\n", S(b, "file").c_str(), HumanBytes(U(b, "bytes")).c_str());
+}
+
+void ShowAccounts(const json::object& page) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& v : Arr(page, "items")) {
+    if (!v.is_object()) continue;
+    const json::object& a = v.as_object();
+    rows.push_back({S(a, "id"), S(a, "partner"), S(a, "status"), HumanBytes(U(a, "quota_bytes")),
+                    HumanBytes(U(a, "used_bytes")), std::to_string(U(a, "objects")),
+                    std::to_string(U(a, "device_limit")), S(a, "expires_at")});
+  }
+  PrintTable({"ID", "PARTNER", "STATUS", "QUOTA", "USED", "OBJECTS", "DEVICE LIMIT", "EXPIRES"},
+             rows);
+  PrintNextCursor(page);
+}
+
+void ShowDevices(const json::object& page) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& v : Arr(page, "items")) {
+    if (!v.is_object()) continue;
+    const json::object& d = v.as_object();
+    rows.push_back({S(d, "id"), S(d, "account"), S(d, "name"), S(d, "kind"),
+                    HumanBytes(U(d, "bytes")), std::to_string(U(d, "objects")),
+                    S(d, "last_backup_at")});
+  }
+  PrintTable({"ID", "ACCOUNT", "NAME", "KIND", "USED", "OBJECTS", "LAST BACKUP"}, rows);
+  PrintNextCursor(page);
+}
+
+void ShowJobs(const json::object& page) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& v : Arr(page, "items")) {
+    if (!v.is_object()) continue;
+    const json::object& j = v.as_object();
+    rows.push_back({S(j, "id"), S(j, "kind"), S(j, "state"), S(j, "created_at"),
+                    S(j, "finished_at")});
+  }
+  PrintTable({"ID", "KIND", "STATE", "CREATED", "FINISHED"}, rows);
+  PrintNextCursor(page);
+}
+
+void ShowRecord(const json::object& record) {
+  size_t width = 0;
+  for (const auto& kv : record) width = std::max(width, kv.key().size());
+  for (const auto& kv : record) {
+    std::printf("%-*s  %s\n", static_cast<int>(width), std::string(kv.key()).c_str(),
+                Text(&kv.value()).c_str());
+  }
+}
+
+}  // namespace cv::cvctl

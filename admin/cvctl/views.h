@@ -1,0 +1,39 @@
+// cvctl/views: the readable forms of the node's JSON answers (with --json cvctl prints the
+// answers unchanged instead), and the verdicts behind exit code 4. Views tolerate missing or
+// extra fields: a newer node may answer more.
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cv::cvctl {
+
+namespace json = boost::json;
+
+// 1536 -> "1.5 KiB".
+std::string HumanBytes(uint64_t n);
+// Columns padded to their widest cell; to stdout.
+void PrintTable(const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows);
+
+// Verdicts: true when the answer reports a problem (exit code 4).
+bool StatusHasProblems(const json::object& status);  // degraded or lost stripes, repairs pending
+bool FsckHasProblems(const json::object& fsck);      // not clean
+bool ScrubHasProblems(const json::object& scrub);    // damaged shards or lost stripes
+bool RepairHasProblems(const json::object& repair);  // lost stripes or work left queued
+
+void ShowStatus(const json::object& status);
+void ShowFsck(const json::object& fsck);
+void ShowScrub(const json::object& scrub);
+void ShowRepair(const json::object& repair);
+void ShowIndexBackup(const json::object& backup);
+// Pages {"items":[...],"next_cursor"} as tables.
+void ShowAccounts(const json::object& page);
+void ShowDevices(const json::object& page);
+void ShowJobs(const json::object& page);
+// One record as "key: value" lines.
+void ShowRecord(const json::object& record);
+
+}  // namespace cv::cvctl

@@ -50,11 +50,12 @@
 //                                                  "device.purge": the device is closed to its
 //                                                  agent at once (410), its data and usage stay
 //                                                  until the job runs; 409 if already deleted
-//   GET    /jobs                                  ?account&state&cursor&limit (a partner's own)
+//   GET    /jobs                                  ?account&state&kind&cursor&limit (a partner's
+//                                                  own accounts' jobs only)
 //   GET    /jobs/{j}                              state, progress, result (receipt when done)
-//   POST   /jobs/{j}/cancel                       only while "scheduled": a device purge
-//                                                  reopens the device as it was (same token,
-//                                                  same data); 409 otherwise
+//   POST   /jobs/{j}/cancel                       while "scheduled" (a device purge reopens
+//                                                  the device as it was: same token, same
+//                                                  data), or a running scrub; 409 otherwise
 //   GET    /audit                                 ?account&partner&cursor&limit
 //   GET    /fsck                              op  store Fsck + account usage recomputation:
 //                                                  {"clean","objects","bytes","problems":[...]}
@@ -62,10 +63,13 @@
 //                                                  objects, bytes, stripes by missing shards
 //                                                  (0..m, lost; counted at most every 5 s),
 //                                                  last full scrub, jobs running
-//   POST   /scrub                             op  {} verify every shard record now (synchronous)
-//                                                  -> {"clean","damaged_shards",...}
-//   POST   /repair                            op  {include_failed_disks? (false)} rebuild queued
-//                                                  damage now (synchronous) -> {"complete",...}
+//   POST   /scrub                             op  {} -> 202 job "scrub": read and verify every
+//                                                  shard record; result {"clean",
+//                                                  "damaged_shards","damaged",...,"repair"?};
+//                                                  409 already_running if one is
+//   POST   /repair                            op  {include_failed_disks? (false)} -> 202 job
+//                                                  "repair": rebuild queued damage, fewest
+//                                                  survivors first; result {"complete",...}
 //   POST   /index/backup                      op  {path: absolute, must not exist} hot copy of
 //                                                  the index into the new directory path -> 201
 //
@@ -130,6 +134,14 @@ struct Options {
   uint32_t job_max_attempts = 10;        // ...and is "failed" after this many errors
   storage::CompactOptions compact;       // after purges and in the background
   int64_t compact_interval_ns = int64_t{3600} * 1000000000;  // background compaction; 0 = off
+  // Background scrub: a pass whenever the last full one is older than this (0 = off), read at
+  // what the disks hold / (interval / 2) per second, within [min, max].
+  int64_t scrub_interval_ns = int64_t{30} * 86400 * 1000000000;
+  uint64_t scrub_min_bytes_per_sec = 1 << 20;
+  uint64_t scrub_max_bytes_per_sec = 50ull << 20;
+  // Repair at once what a scrub found, what reads queued, and (every 10 minutes while it
+  // lasts) the shards of failed disks.
+  bool auto_repair = true;
 };
 
 class AdminApi {

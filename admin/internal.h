@@ -102,17 +102,47 @@ Status AppendSystemAudit(index::WriteTxn& txn, int64_t now_ns, std::string_view 
 // ---- jobs (jobs.cc) ----
 // Job kinds.
 inline constexpr std::string_view kPurgeDeviceJob = "device.purge";
+inline constexpr std::string_view kScrubJob = "scrub";
+inline constexpr std::string_view kRepairJob = "repair";
+
+// What a running job sees.
+struct JobContext {
+  storage::ObjectStore& store;
+  const Options& options;
+  index::Job& job;                // as stored; SaveProgress keeps progress_json current
+  std::function<bool()> stopping;  // the node is stopping: return nullopt, resumed at next start
+  // Commits `progress` as the job's progress, with `also` in the same transaction. false
+  // (not an error) when the job is no longer "running" (cancelled): the job should stop.
+  Result<bool> SaveProgress(const json::object& progress,
+                            const std::function<Status(index::WriteTxn&)>& also = nullptr);
+};
+// A job kind's work: its result when done, nullopt when it stopped early (the node stops, or
+// the job was cancelled). The runner then records "done" with the result and an audit record.
+using JobResult = Result<std::optional<json::object>>;
+JobResult RunPurgeJob(JobContext& ctx);   // jobs.cc
+JobResult RunScrubJob(JobContext& ctx);   // ops.cc
+JobResult RunRepairJob(JobContext& ctx);  // ops.cc
+// The scrub/repair job due now by the node's own policy ([scrub] in the config): a background
+// scrub pass when the last full one is older than scrub_interval_ns, a repair when disks have
+// failed or damage is queued and auto_repair is on. nullopt: nothing due (ops.cc).
+Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
+                                                    const Options& options, int64_t now_ns);
 json::object JobJson(const index::Job& j);
+// A job's params/progress/result text as a JSON object ({} if empty or not an object).
+json::object ParsedObjectOrEmpty(const std::string& text);
 // A new job of `kind` in state "scheduled", due at run_after_ns.
 index::Job NewJob(std::string_view kind, std::optional<index::Id> account,
                   std::optional<index::Id> device, const json::object& params, int64_t now_ns,
                   int64_t run_after_ns);
 std::string JobTarget(const index::Id& job);
 
-// Runs due jobs one at a time on its own thread: jobs left "running" by a crash first
-// (resumed where their progress says), then "scheduled" ones whose run_after has come; and
-// compaction in the background every options.compact_interval_ns. Stops at the next batch
-// boundary when destroyed: a job it was running stays "running" and resumes at next start.
+// Runs due jobs on two threads ("lanes"): maintenance (scrub, repair) and everything else
+// (purges, courier images), so that a slow background scrub never holds up a purge. Each lane
+// runs its jobs one at a time: jobs left "running" by a crash first (resumed where their
+// progress says), then "scheduled" ones whose run_after has come. When idle, the main lane
+// compacts every options.compact_interval_ns and the maintenance lane schedules what
+// DueMaintenanceJob says. Stops at the next batch boundary when destroyed: a job it was
+// running stays "running" and resumes at next start.
 class JobRunner {
  public:
   JobRunner(storage::ObjectStore& store, const Options& options);

@@ -20,10 +20,6 @@ json::value ParsedOrNull(const std::string& text) {
   return v;
 }
 
-json::object ParsedObject(const std::string& text) {
-  json::value v = ParsedOrNull(text);
-  return v.is_object() ? v.as_object() : json::object();
-}
 
 uint64_t U64(const json::object& o, std::string_view key) {
   auto it = o.find(key);
@@ -53,6 +49,11 @@ Result<std::optional<index::Job>> VisibleJob(index::Txn& txn, const Caller& call
 }
 
 }  // namespace
+
+json::object ParsedObjectOrEmpty(const std::string& text) {
+  json::value v = ParsedOrNull(text);
+  return v.is_object() ? v.as_object() : json::object();
+}
 
 std::string JobTarget(const index::Id& job) { return "job/" + index::IdToHex(job); }
 
@@ -91,7 +92,7 @@ json::object JobJson(const index::Job& j) {
 // ---- routes ----
 
 Response ListJobs(Call& c) {
-  auto q = Query::Parse(c.query, {"account", "state", "cursor", "limit"});
+  auto q = Query::Parse(c.query, {"account", "state", "kind", "cursor", "limit"});
   if (!q) return FromApiError(q.error());
   auto account = q->Id("account");
   if (!account) return FromApiError(account.error());
@@ -100,6 +101,7 @@ Response ListJobs(Call& c) {
   auto limit = q->Limit();
   if (!limit) return FromApiError(limit.error());
   std::optional<std::string> state = q->Get("state");
+  std::optional<std::string> kind = q->Get("kind");
   if (state && *state != "scheduled" && *state != "running" && *state != "done" &&
       *state != "cancelled" && *state != "failed") {
     return FromApiError(
@@ -127,6 +129,7 @@ Response ListJobs(Call& c) {
       more = jobs->size() == *limit;
       for (const auto& j : *jobs) {
         after = j.id;
+        if (kind && j.kind != *kind) continue;
         bool visible = c.caller.is_operator;
         if (!visible && j.account) {
           auto a = VisibleAccount(txn, c.caller, *j.account);
@@ -161,9 +164,13 @@ Response CancelJob(Call& c) {
     if (!found) return tl::unexpected(found.error());
     if (!*found) return Outcome(tl::unexpected(NoSuch("job")));
     index::Job j = **found;
-    if (j.state != "scheduled") {
+    // A scrub stops at its next batch; other kinds only before they start (a purge that has
+    // begun removing objects cannot be undone).
+    const bool stoppable = j.state == "running" && j.kind == kScrubJob;
+    if (j.state != "scheduled" && !stoppable) {
       return Outcome(tl::unexpected(ApiError{
-          409, "not_cancellable", "the job is " + j.state + ": only a scheduled job can be cancelled",
+          409, "not_cancellable",
+          "the job is " + j.state + ": only a scheduled job (or a running scrub) can be cancelled",
           {}}));
     }
     const json::object before = JobJson(j);
@@ -195,15 +202,68 @@ Response CancelJob(Call& c) {
 
 // ---- the runner ----
 
+Result<bool> JobContext::SaveProgress(const json::object& progress,
+                                      const std::function<Status(index::WriteTxn&)>& also) {
+  bool running = false;
+  const std::string text = json::serialize(progress);
+  Status s = store.Index().Update([&](index::WriteTxn& txn) -> Status {
+    running = false;
+    auto cur = txn.GetJob(job.id);
+    if (!cur) return tl::unexpected(cur.error());
+    if (!*cur || (*cur)->state != "running") return {};  // cancelled meanwhile
+    running = true;
+    index::Job j = **cur;
+    j.progress_json = text;
+    if (also) CV_TRY(also(txn));
+    return txn.PutJob(j);
+  });
+  if (!s) return tl::unexpected(s.error());
+  if (running) job.progress_json = text;
+  return running;
+}
+
+namespace {
+
+enum class Lane { kMain, kMaintenance };
+
+struct KindInfo {
+  std::string_view kind;
+  Lane lane;
+  std::string_view audit_action;  // of the receipt when done
+  JobResult (*run)(JobContext&);
+};
+constexpr KindInfo kKinds[] = {
+    {kPurgeDeviceJob, Lane::kMain, "device.purge", RunPurgeJob},
+    {kScrubJob, Lane::kMaintenance, "node.scrub", RunScrubJob},
+    {kRepairJob, Lane::kMaintenance, "node.repair", RunRepairJob},
+};
+const KindInfo* FindKind(std::string_view kind) {
+  for (const auto& k : kKinds) {
+    if (k.kind == kind) return &k;
+  }
+  return nullptr;
+}
+Lane LaneOf(std::string_view kind) {
+  const KindInfo* k = FindKind(kind);
+  return k ? k->lane : Lane::kMain;  // unknown kinds fail on the main lane
+}
+
+std::string AuditTarget(const index::Job& j) {
+  if (!j.device) return "node";
+  return "account/" + (j.account ? index::IdToHex(*j.account) : std::string("none")) +
+         "/device/" + index::IdToHex(*j.device);
+}
+
+}  // namespace
+
 struct JobRunner::State {
   storage::ObjectStore& store;
   const Options& options;
   std::mutex mu;
   std::condition_variable cv;
   bool stop = false;
-  bool woken = false;
-  int64_t last_compaction_ns = 0;
-  std::thread thread;
+  uint64_t wakes = 0;
+  std::thread main_lane, maintenance_lane;
 
   State(storage::ObjectStore& s, const Options& o) : store(s), options(o) {}
 
@@ -212,34 +272,52 @@ struct JobRunner::State {
     return stop;
   }
 
-  void Loop() {
-    last_compaction_ns = NowNanos();
+  void Loop(Lane lane) {
+    int64_t last_idle_work = NowNanos();
     while (true) {
+      uint64_t seen;
       {
         std::unique_lock lock(mu);
         if (stop) return;
-        woken = false;
+        seen = wakes;
       }
-      bool worked = false;
-      auto job = Claim();
+      auto job = Claim(lane);
       if (!job) {
         Log(LogLevel::kError, "job_claim_failed", {{"error", job.error().ToString()}});
       } else if (*job) {
         Run(**job);
-        worked = true;
-      } else if (options.compact_interval_ns > 0 &&
-                 NowNanos() - last_compaction_ns >= options.compact_interval_ns) {
+        continue;  // there may be more due
+      } else if (lane == Lane::kMain && options.compact_interval_ns > 0 &&
+                 NowNanos() - last_idle_work >= options.compact_interval_ns) {
+        last_idle_work = NowNanos();
         Compact("background");
+      } else if (lane == Lane::kMaintenance) {
+        auto due = DueMaintenanceJob(store, options, NowNanos());
+        if (!due) {
+          Log(LogLevel::kError, "maintenance_check_failed", {{"error", due.error().ToString()}});
+        } else if (*due) {
+          const index::Job j = **due;
+          Status s = store.Index().Update([&](index::WriteTxn& txn) -> Status {
+            CV_TRY(txn.PutJob(j));
+            return AppendSystemAudit(txn, j.created_ns, "job.schedule", JobTarget(j.id), {}, {},
+                                     nullptr, JobJson(j));
+          });
+          if (!s) {
+            Log(LogLevel::kError, "maintenance_schedule_failed", {{"error", s.error().ToString()}});
+          } else {
+            Log(LogLevel::kInfo, "job_scheduled",
+                {{"job", index::IdToHex(j.id)}, {"kind", j.kind}, {"params", j.params_json}});
+            continue;
+          }
+        }
       }
-      if (worked) continue;  // there may be more due
       std::unique_lock lock(mu);
       cv.wait_for(lock, std::chrono::nanoseconds(options.job_poll_ns),
-                  [&] { return stop || woken; });
+                  [&] { return stop || wakes != seen; });
     }
   }
 
   uint64_t Compact(const char* why) {
-    last_compaction_ns = NowNanos();
     auto rep = store.Compact(options.compact);
     if (!rep) {
       Log(LogLevel::kError, "compaction_failed", {{"why", why}, {"error", rep.error().ToString()}});
@@ -256,9 +334,9 @@ struct JobRunner::State {
     return rep->bytes_reclaimed;
   }
 
-  // The next job to run, marked "running": a running one first (a crash interrupted it),
-  // then the scheduled one due first.
-  Result<std::optional<index::Job>> Claim() {
+  // The next job of this lane to run, marked "running": a running one first (a crash
+  // interrupted it), then the scheduled one due first.
+  Result<std::optional<index::Job>> Claim(Lane lane) {
     std::optional<index::Job> claimed;
     const int64_t now = NowNanos();
     Status s = store.Index().Update([&](index::WriteTxn& txn) -> Status {
@@ -273,7 +351,8 @@ struct JobRunner::State {
           auto jobs = txn.ListJobs(q);
           if (!jobs) return tl::unexpected(jobs.error());
           for (const auto& j : *jobs) {
-            if (j.run_after_ns <= now && (!claimed || j.run_after_ns < claimed->run_after_ns)) {
+            if (LaneOf(j.kind) == lane && j.run_after_ns <= now &&
+                (!claimed || j.run_after_ns < claimed->run_after_ns)) {
               claimed = j;
             }
           }
@@ -297,33 +376,76 @@ struct JobRunner::State {
   void Run(index::Job job) {
     Log(LogLevel::kInfo, "job_run",
         {{"job", index::IdToHex(job.id)}, {"kind", job.kind}, {"progress", job.progress_json}});
-    Status s = job.kind == kPurgeDeviceJob
-                   ? RunPurge(job)
-                   : Err(ErrorKind::kInvalidArgument, "unknown job kind '" + job.kind + "'");
-    if (s) return;
+    const KindInfo* kind = FindKind(job.kind);
+    JobContext ctx{store, options, job, [this] { return Stopping(); }};
+    JobResult r = kind ? kind->run(ctx)
+                       : Err(ErrorKind::kInvalidArgument, "unknown job kind '" + job.kind + "'");
+    if (r && !*r) return;  // stopped early: resumed at next start, or cancelled
+    if (r) {
+      Finish(job, *kind, **r);
+      return;
+    }
     if (Stopping()) return;  // resumed at the next start
-    // An error: retry later (a disk may come back), give up after job_max_attempts.
-    json::object progress = ParsedObject(job.progress_json);
+    Failed(job, r.error());
+  }
+
+  // Done: the result, and the same receipt in the audit log, in one transaction.
+  void Finish(const index::Job& job, const KindInfo& kind, const json::object& result) {
+    const int64_t now = NowNanos();
+    Status s = store.Index().Update([&](index::WriteTxn& txn) -> Status {
+      auto cur = txn.GetJob(job.id);
+      if (!cur) return tl::unexpected(cur.error());
+      if (!*cur || (*cur)->state != "running") return {};  // cancelled meanwhile
+      index::Job j = **cur;
+      j.state = "done";
+      j.finished_ns = now;
+      j.result_json = json::serialize(result);
+      CV_TRY(txn.PutJob(j));
+      std::optional<index::Id> partner;
+      if (j.account) {
+        auto a = txn.GetAccount(*j.account);
+        if (!a) return tl::unexpected(a.error());
+        if (*a) partner = (*a)->partner;
+      }
+      json::object receipt = result;
+      receipt["job"] = index::IdToHex(j.id);
+      return AppendSystemAudit(txn, now, kind.audit_action, AuditTarget(j), j.account, partner,
+                               nullptr, receipt);
+    });
+    if (!s) {
+      Log(LogLevel::kError, "job_update_failed", {{"error", s.error().ToString()}});
+      return;
+    }
+    Log(LogLevel::kInfo, "job_done",
+        {{"job", index::IdToHex(job.id)}, {"kind", job.kind}, {"result", json::serialize(result)}});
+  }
+
+  // An error: retry later (a disk may come back), give up after job_max_attempts.
+  void Failed(const index::Job& job, const Error& e) {
+    json::object progress = ParsedObjectOrEmpty(job.progress_json);
     const uint64_t attempts = U64(progress, "attempts") + 1;
     progress["attempts"] = attempts;
-    progress["last_error"] = s.error().ToString();
-    const bool give_up = attempts >= options.job_max_attempts ||
-                         s.error().kind == ErrorKind::kInvalidArgument;
+    progress["last_error"] = e.ToString();
+    const bool give_up =
+        attempts >= options.job_max_attempts || e.kind == ErrorKind::kInvalidArgument;
     Log(give_up ? LogLevel::kError : LogLevel::kWarn, "job_error",
         {{"job", index::IdToHex(job.id)},
          {"kind", job.kind},
-         {"error", s.error().ToString()},
+         {"error", e.ToString()},
          {"attempts", std::to_string(attempts)},
          {"gave_up", give_up ? "true" : "false"}});
     const int64_t now = NowNanos();
     Status w = store.Index().Update([&](index::WriteTxn& txn) -> Status {
-      index::Job j = job;
+      auto cur = txn.GetJob(job.id);
+      if (!cur) return tl::unexpected(cur.error());
+      if (!*cur || (*cur)->state != "running") return {};
+      index::Job j = **cur;
       j.progress_json = json::serialize(progress);
       if (give_up) {
         j.state = "failed";
         j.finished_ns = now;
         json::object result;
-        result["error"] = s.error().ToString();
+        result["error"] = e.ToString();
         j.result_json = json::serialize(result);
         CV_TRY(AppendSystemAudit(txn, now, "job.failed", JobTarget(j.id), j.account, {}, nullptr,
                                  JobJson(j)));
@@ -334,94 +456,79 @@ struct JobRunner::State {
     });
     if (!w) Log(LogLevel::kError, "job_update_failed", {{"error", w.error().ToString()}});
   }
-
-  // device.purge: progress {"phase": "delete" | "compact", objects_done, bytes_done,
-  // objects_total, bytes_total, disk_bytes_reclaimed}. Each batch's progress commits with the
-  // batch, so a resumed purge removes nothing twice and its counts stay exact.
-  Status RunPurge(index::Job& job) {
-    if (!job.device) return Err(ErrorKind::kInvalidArgument, "purge job without a device");
-    const index::Id device = *job.device;
-    json::object progress = ParsedObject(job.progress_json);
-    if (Str(progress, "phase").empty()) {
-      auto txn = store.Index().BeginRead();
-      if (!txn) return tl::unexpected(txn.error());
-      auto d = (*txn)->GetDevice(device);
-      if (!d) return tl::unexpected(d.error());
-      txn->reset();
-      progress["phase"] = "delete";
-      progress["objects_done"] = uint64_t{0};
-      progress["bytes_done"] = uint64_t{0};
-      progress["objects_total"] = *d ? (*d)->objects : 0;
-      progress["bytes_total"] = *d ? (*d)->bytes : 0;
-      progress["disk_bytes_reclaimed"] = uint64_t{0};
-    }
-    if (Str(progress, "phase") == "delete") {
-      // Once per run: the deletion must survive an index rebuild before anything is removed.
-      CV_TRY(store.WriteDeviceTombstone(device));
-      while (true) {
-        if (Stopping()) return {};
-        json::object next;
-        auto batch = store.PurgeObjects(
-            device, options.purge_batch_objects,
-            [&](index::WriteTxn& txn, const storage::PurgeBatch& b) -> Status {
-              next = progress;
-              next["objects_done"] = U64(progress, "objects_done") + b.objects;
-              next["bytes_done"] = U64(progress, "bytes_done") + b.bytes;
-              index::Job j = job;
-              if (b.objects == 0) {
-                // Nothing left: the device goes, and a late upload can no longer land.
-                auto d = txn.GetDevice(device);
-                if (!d) return tl::unexpected(d.error());
-                if (*d) CV_TRY(txn.DeleteDevice(device));
-                CV_TRY(txn.PutMeta(index::PurgedDeviceMetaKey(device), index::IdToHex(job.id)));
-                next["phase"] = "compact";
-              }
-              j.progress_json = json::serialize(next);
-              return txn.PutJob(j);
-            });
-        if (!batch) return tl::unexpected(batch.error());
-        progress = std::move(next);
-        job.progress_json = json::serialize(progress);
-        if (batch->objects == 0) break;
-      }
-    }
-    // Hand the dead space to compaction; the receipt counts what it returned.
-    const uint64_t reclaimed = U64(progress, "disk_bytes_reclaimed") + Compact("purge");
-    if (Stopping()) return {};
-    const int64_t now = NowNanos();
-    json::object receipt;
-    receipt["objects_removed"] = U64(progress, "objects_done");
-    receipt["bytes_removed"] = U64(progress, "bytes_done");
-    receipt["disk_bytes_reclaimed"] = reclaimed;
-    receipt["started_at"] = TimeOrNull(job.started_ns);
-    receipt["finished_at"] = TimeOrNull(now);
-    progress["disk_bytes_reclaimed"] = reclaimed;
-    progress["phase"] = "done";
-    return store.Index().Update([&](index::WriteTxn& txn) -> Status {
-      index::Job j = job;
-      j.state = "done";
-      j.finished_ns = now;
-      j.progress_json = json::serialize(progress);
-      j.result_json = json::serialize(receipt);
-      CV_TRY(txn.PutJob(j));
-      std::optional<index::Id> partner;
-      if (j.account) {
-        auto a = txn.GetAccount(*j.account);
-        if (!a) return tl::unexpected(a.error());
-        if (*a) partner = (*a)->partner;
-      }
-      return AppendSystemAudit(
-          txn, now, "device.purge",
-          "account/" + (j.account ? index::IdToHex(*j.account) : std::string("none")) +
-              "/device/" + index::IdToHex(device),
-          j.account, partner, nullptr, receipt);
-    });
-  }
 };
+
+// device.purge: progress {"phase": "delete" | "compact", objects_done, bytes_done,
+// objects_total, bytes_total}. Each batch's progress commits with the batch, so a resumed
+// purge removes nothing twice and its counts stay exact.
+JobResult RunPurgeJob(JobContext& ctx) {
+  index::Job& job = ctx.job;
+  if (!job.device) return Err(ErrorKind::kInvalidArgument, "purge job without a device");
+  const index::Id device = *job.device;
+  json::object progress = ParsedObjectOrEmpty(job.progress_json);
+  if (Str(progress, "phase").empty()) {
+    auto txn = ctx.store.Index().BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    auto d = (*txn)->GetDevice(device);
+    if (!d) return tl::unexpected(d.error());
+    txn->reset();
+    progress["phase"] = "delete";
+    progress["objects_done"] = uint64_t{0};
+    progress["bytes_done"] = uint64_t{0};
+    progress["objects_total"] = *d ? (*d)->objects : 0;
+    progress["bytes_total"] = *d ? (*d)->bytes : 0;
+  }
+  if (Str(progress, "phase") == "delete") {
+    // Once per run: the deletion must survive an index rebuild before anything is removed.
+    CV_TRY(ctx.store.WriteDeviceTombstone(device));
+    while (true) {
+      if (ctx.stopping()) return std::optional<json::object>();
+      json::object next;
+      auto batch = ctx.store.PurgeObjects(
+          device, ctx.options.purge_batch_objects,
+          [&](index::WriteTxn& txn, const storage::PurgeBatch& b) -> Status {
+            next = progress;
+            next["objects_done"] = U64(progress, "objects_done") + b.objects;
+            next["bytes_done"] = U64(progress, "bytes_done") + b.bytes;
+            if (b.objects == 0) {
+              // Nothing left: the device goes, and a late upload can no longer land.
+              auto d = txn.GetDevice(device);
+              if (!d) return tl::unexpected(d.error());
+              if (*d) CV_TRY(txn.DeleteDevice(device));
+              CV_TRY(txn.PutMeta(index::PurgedDeviceMetaKey(device), index::IdToHex(job.id)));
+              next["phase"] = "compact";
+            }
+            index::Job j = job;
+            j.progress_json = json::serialize(next);
+            return txn.PutJob(j);
+          });
+      if (!batch) return tl::unexpected(batch.error());
+      progress = std::move(next);
+      job.progress_json = json::serialize(progress);
+      if (batch->objects == 0) break;
+    }
+  }
+  // Hand the dead space to compaction; the receipt counts what it returned (other dead space
+  // it found on the way included).
+  auto rep = ctx.store.Compact(ctx.options.compact);
+  if (!rep) return tl::unexpected(rep.error());
+  const int64_t now = NowNanos();
+  json::object receipt;
+  receipt["objects_removed"] = U64(progress, "objects_done");
+  receipt["bytes_removed"] = U64(progress, "bytes_done");
+  receipt["disk_bytes_reclaimed"] = rep->bytes_reclaimed;
+  receipt["started_at"] = TimeOrNull(job.started_ns);
+  receipt["finished_at"] = TimeOrNull(now);
+  progress["phase"] = "done";
+  auto saved = ctx.SaveProgress(progress);
+  if (!saved) return tl::unexpected(saved.error());
+  return std::optional<json::object>(std::move(receipt));
+}
 
 JobRunner::JobRunner(storage::ObjectStore& store, const Options& options)
     : s_(std::make_unique<State>(store, options)) {
-  s_->thread = std::thread([this] { s_->Loop(); });
+  s_->main_lane = std::thread([this] { s_->Loop(Lane::kMain); });
+  s_->maintenance_lane = std::thread([this] { s_->Loop(Lane::kMaintenance); });
 }
 
 JobRunner::~JobRunner() {
@@ -430,13 +537,14 @@ JobRunner::~JobRunner() {
     s_->stop = true;
   }
   s_->cv.notify_all();
-  if (s_->thread.joinable()) s_->thread.join();
+  if (s_->main_lane.joinable()) s_->main_lane.join();
+  if (s_->maintenance_lane.joinable()) s_->maintenance_lane.join();
 }
 
 void JobRunner::Wake() {
   {
     std::lock_guard lock(s_->mu);
-    s_->woken = true;
+    ++s_->wakes;
   }
   s_->cv.notify_all();
 }

@@ -225,30 +225,94 @@ Response NodeStatus(Call& c) {
   return Reply(200, o);
 }
 
+namespace {
+
+json::object KeyJson(const index::ObjectKey& k) {
+  return json::object{{"device", index::IdToHex(k.device)},
+                      {"type", index::ObjectTypeName(k.type)},
+                      {"name", k.name}};
+}
+
+std::optional<index::ObjectKey> KeyFromJson(const json::value* v) {
+  if (!v || !v->is_object()) return std::nullopt;
+  const json::object& o = v->as_object();
+  auto str = [&](const char* f) -> std::optional<std::string> {
+    const json::value* x = o.if_contains(f);
+    if (!x || !x->is_string()) return std::nullopt;
+    return std::string(x->as_string());
+  };
+  auto dev = str("device"), type = str("type"), name = str("name");
+  if (!dev || !type || !name) return std::nullopt;
+  auto id = index::IdFromHex(*dev);
+  auto t = index::ParseObjectType(*type);
+  if (!id || !t) return std::nullopt;
+  return index::ObjectKey{*id, *t, *name};
+}
+
+uint64_t Num(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  if (!v) return 0;
+  if (v->is_uint64()) return v->as_uint64();
+  if (v->is_int64() && v->as_int64() >= 0) return static_cast<uint64_t>(v->as_int64());
+  return 0;
+}
+
+json::object RepairJson(const storage::RepairReport& rep, bool include_failed) {
+  json::object o;
+  o["complete"] = rep.stripes_lost == 0 && rep.still_queued == 0;
+  o["include_failed_disks"] = include_failed;
+  o["stripes_examined"] = rep.stripes_examined;
+  o["stripes_repaired"] = rep.stripes_repaired;
+  o["shards_rewritten"] = rep.shards_rewritten;
+  o["stripes_lost"] = rep.stripes_lost;
+  o["still_queued"] = rep.still_queued;
+  o["lost"] = Strings(rep.lost);
+  return o;
+}
+
+// A scrub or repair job asked for by the operator: 202 with the job, or 409 naming the one of
+// that kind already scheduled or running.
+Response ScheduleOpsJob(Call& c, std::string_view kind, const json::object& params) {
+  Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+    for (const char* state : {"scheduled", "running"}) {
+      index::JobQuery q;
+      q.state = state;
+      q.limit = 1000;
+      auto jobs = txn.ListJobs(q);
+      if (!jobs) return tl::unexpected(jobs.error());
+      for (const auto& j : *jobs) {
+        if (j.kind == kind) {
+          return Outcome(tl::unexpected(ApiError{
+              409, "already_running",
+              "a " + std::string(kind) + " job is " + j.state + " already: " + index::IdToHex(j.id),
+              {}}));
+        }
+      }
+    }
+    index::Job job = NewJob(kind, std::nullopt, std::nullopt, params, c.now_ns, c.now_ns);
+    CV_TRY(txn.PutJob(job));
+    json::object o = JobJson(job);
+    CV_TRY(AppendAudit(txn, c, "job.schedule", JobTarget(job.id), std::nullopt, std::nullopt,
+                       nullptr, o));
+    Response ok = Reply(202, o);
+    ok.headers.emplace_back("Location", "/admin/v1/jobs/" + index::IdToHex(job.id));
+    return Outcome(std::move(ok));
+  });
+  if (r.status == 202 && c.runner) c.runner->Wake();
+  return r;
+}
+
+constexpr std::string_view kLastAutoRepairMeta = "ops/last_auto_repair_ns";
+constexpr int64_t kAutoRepairEveryNs = int64_t{600} * 1000000000;  // when disks stay failed
+
+}  // namespace
+
 Response Scrub(Call& c) {
   if (auto refused = RefuseFields(c)) return *refused;
-  const int64_t started = NowNanos();
-  auto rep = c.store.Scrub();
-  if (!rep) return FromError(rep.error());
-  const int64_t finished = NowNanos();
-  ForgetCensus();
-  json::object o;
-  o["clean"] = rep->damaged_shards == 0 && rep->lost_stripes == 0;
-  o["objects"] = rep->objects;
-  o["shards_checked"] = rep->shards_checked;
-  o["bytes_checked"] = rep->bytes_checked;
-  o["damaged_shards"] = rep->damaged_shards;
-  o["lost_stripes"] = rep->lost_stripes;
-  o["damaged"] = Strings(rep->damaged);
-  o["started_at"] = TimeOrNull(started);
-  o["finished_at"] = TimeOrNull(finished);
-  json::object summary = o;
-  summary.erase("damaged");
-  auto st = AuditNodeAction(c, "node.scrub", "node", summary, [&](index::WriteTxn& txn) {
-    return txn.PutMeta(kLastFullScrubMeta, std::to_string(started));
-  });
-  if (!st) return FromError(st.error());
-  return Reply(200, o);
+  json::object params;
+  params["background"] = false;
+  params["max_bytes_per_sec"] = uint64_t{0};
+  return ScheduleOpsJob(c, kScrubJob, params);
 }
 
 Response Repair(Call& c) {
@@ -257,29 +321,183 @@ Response Repair(Call& c) {
   if (auto ok = body->OnlyKnown({"include_failed_disks"}); !ok) return FromApiError(ok.error());
   auto include = body->Bool("include_failed_disks");
   if (!include) return FromApiError(include.error());
-  const bool include_failed = include->value_or(false);
-  const int64_t started = NowNanos();
-  auto rep = c.store.Repair(include_failed);
-  if (!rep) return FromError(rep.error());
-  const int64_t finished = NowNanos();
+  json::object params;
+  params["include_failed_disks"] = include->value_or(false);
+  return ScheduleOpsJob(c, kRepairJob, params);
+}
+
+// scrub: progress {objects_done, objects_total, shards_checked, bytes_checked, damaged_shards,
+// lost_stripes, damaged[<= 200], last (the last object done)}, saved about once a second, so a
+// resumed pass goes on after `last`. When complete: the time of the pass becomes the node's
+// last full scrub, and damage found is repaired at once if auto_repair is on.
+JobResult RunScrubJob(JobContext& ctx) {
+  json::object params = ParsedObjectOrEmpty(ctx.job.params_json);
+  json::object progress = ParsedObjectOrEmpty(ctx.job.progress_json);
+  if (!progress.contains("objects_total")) {
+    uint64_t total = 0;
+    auto txn = ctx.store.Index().BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    CV_TRY((*txn)->ForEachObject([&](const index::ObjectKey&, const index::ObjectRecord&) {
+      ++total;
+      return true;
+    }));
+    progress["objects_total"] = total;
+  }
+  storage::ScrubOptions so;
+  so.max_bytes_per_sec = Num(params, "max_bytes_per_sec");
+  so.start_after = KeyFromJson(progress.if_contains("last"));
+  const json::object base = progress;
+  json::array damaged;
+  if (const json::value* d = base.if_contains("damaged"); d && d->is_array()) damaged = d->as_array();
+  bool cancelled = false;
+  Error save_error;
+  auto last_save = std::chrono::steady_clock::now();
+  auto merged = [&](const storage::ScrubReport& rep, const index::ObjectKey& last) {
+    json::object p = base;
+    p["objects_done"] = Num(base, "objects_done") + rep.objects;
+    p["shards_checked"] = Num(base, "shards_checked") + rep.shards_checked;
+    p["bytes_checked"] = Num(base, "bytes_checked") + rep.bytes_checked;
+    p["damaged_shards"] = Num(base, "damaged_shards") + rep.damaged_shards;
+    p["lost_stripes"] = Num(base, "lost_stripes") + rep.lost_stripes;
+    json::array d = damaged;
+    for (const auto& line : rep.damaged) {
+      if (d.size() >= 200) break;
+      d.push_back(json::value(line));
+    }
+    p["damaged"] = std::move(d);
+    p["last"] = KeyJson(last);
+    return p;
+  };
+  so.progress = [&](const storage::ScrubReport& rep, const index::ObjectKey& last) {
+    if (ctx.stopping()) return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_save < std::chrono::seconds(1)) return true;
+    last_save = now;
+    auto saved = ctx.SaveProgress(merged(rep, last));
+    if (!saved) {
+      save_error = saved.error();
+      return false;
+    }
+    if (!*saved) cancelled = true;
+    return *saved;
+  };
+  auto rep = ctx.store.Scrub(so);
+  if (!rep) return tl::unexpected(rep.error());
+  if (!save_error.context.empty()) return tl::unexpected(save_error);
+  if (!rep->complete || cancelled) return std::optional<json::object>();
+  const index::ObjectKey last = so.start_after.value_or(index::ObjectKey{});
+  json::object p = rep->objects > 0 || so.start_after ? merged(*rep, last) : base;
+  const uint64_t damaged_shards = Num(p, "damaged_shards");
+  const uint64_t lost = Num(p, "lost_stripes");
+  const int64_t pass_started = ctx.job.started_ns;
+  auto saved = ctx.SaveProgress(p, [&](index::WriteTxn& txn) {
+    return txn.PutMeta(kLastFullScrubMeta, std::to_string(pass_started));
+  });
+  if (!saved) return tl::unexpected(saved.error());
+  if (!*saved) return std::optional<json::object>();
   ForgetCensus();
   json::object o;
-  o["complete"] = rep->stripes_lost == 0 && rep->still_queued == 0;
-  o["include_failed_disks"] = include_failed;
-  o["stripes_examined"] = rep->stripes_examined;
-  o["stripes_repaired"] = rep->stripes_repaired;
-  o["shards_rewritten"] = rep->shards_rewritten;
-  o["stripes_lost"] = rep->stripes_lost;
-  o["still_queued"] = rep->still_queued;
-  o["lost"] = Strings(rep->lost);
-  o["started_at"] = TimeOrNull(started);
-  o["finished_at"] = TimeOrNull(finished);
-  json::object summary = o;
-  summary.erase("lost");
-  if (auto st = AuditNodeAction(c, "node.repair", "node", summary); !st) {
-    return FromError(st.error());
+  o["clean"] = damaged_shards == 0 && lost == 0;
+  o["background"] = params.contains("background") && params.at("background").is_bool() &&
+                    params.at("background").as_bool();
+  o["objects"] = Num(p, "objects_done");
+  o["shards_checked"] = Num(p, "shards_checked");
+  o["bytes_checked"] = Num(p, "bytes_checked");
+  o["damaged_shards"] = damaged_shards;
+  o["lost_stripes"] = lost;
+  o["damaged"] = p["damaged"];
+  o["started_at"] = TimeOrNull(pass_started);
+  o["finished_at"] = TimeOrNull(NowNanos());
+  if (damaged_shards > 0 && ctx.options.auto_repair) {
+    auto r = ctx.store.Repair(false);
+    if (!r) return tl::unexpected(r.error());
+    ForgetCensus();
+    o["repair"] = RepairJson(*r, false);
   }
-  return Reply(200, o);
+  return std::optional<json::object>(std::move(o));
+}
+
+JobResult RunRepairJob(JobContext& ctx) {
+  json::object params = ParsedObjectOrEmpty(ctx.job.params_json);
+  const json::value* inc = params.if_contains("include_failed_disks");
+  const bool include_failed = inc && inc->is_bool() && inc->as_bool();
+  const int64_t started = NowNanos();
+  auto rep = ctx.store.Repair(include_failed);
+  if (!rep) return tl::unexpected(rep.error());
+  ForgetCensus();
+  json::object o = RepairJson(*rep, include_failed);
+  o["started_at"] = TimeOrNull(started);
+  o["finished_at"] = TimeOrNull(NowNanos());
+  return std::optional<json::object>(std::move(o));
+}
+
+Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
+                                                    const Options& options, int64_t now_ns) {
+  auto txn = store.Index().BeginRead();
+  if (!txn) return tl::unexpected(txn.error());
+  for (const char* state : {"scheduled", "running"}) {
+    index::JobQuery q;
+    q.state = state;
+    q.limit = 1000;
+    auto jobs = (*txn)->ListJobs(q);
+    if (!jobs) return tl::unexpected(jobs.error());
+    for (const auto& j : *jobs) {
+      if (j.kind == kScrubJob || j.kind == kRepairJob) return std::optional<index::Job>();
+    }
+  }
+  auto meta_ns = [&](std::string_view key) -> Result<int64_t> {
+    auto v = (*txn)->GetMeta(key);
+    if (!v) return tl::unexpected(v.error());
+    int64_t ns = 0;
+    if (*v) {
+      try {
+        ns = std::stoll(**v);
+      } catch (...) {
+        ns = 0;
+      }
+    }
+    return ns;
+  };
+  const storage::StoreStats stats = store.Stats();
+  bool failed_disk = false;
+  uint64_t used = 0;
+  for (const auto& d : stats.disks) {
+    failed_disk = failed_disk || d.failed;
+    used += d.total_bytes - std::min(d.total_bytes, d.free_bytes);
+  }
+  if (options.auto_repair && (failed_disk || stats.pending_repairs > 0)) {
+    auto last = meta_ns(kLastAutoRepairMeta);
+    if (!last) return tl::unexpected(last.error());
+    if (now_ns - *last >= kAutoRepairEveryNs || (!failed_disk && stats.pending_repairs > 0)) {
+      txn->reset();
+      json::object params;
+      params["include_failed_disks"] = failed_disk;
+      params["automatic"] = true;
+      CV_TRY(store.Index().Update([&](index::WriteTxn& w) {
+        return w.PutMeta(kLastAutoRepairMeta, std::to_string(now_ns));
+      }));
+      return std::optional<index::Job>(
+          NewJob(kRepairJob, std::nullopt, std::nullopt, params, now_ns, now_ns));
+    }
+  }
+  if (options.scrub_interval_ns > 0) {
+    auto last = meta_ns(kLastFullScrubMeta);
+    if (!last) return tl::unexpected(last.error());
+    if (now_ns - *last >= options.scrub_interval_ns) {
+      // A pass over what the disks hold in half the interval, within the bounds.
+      const double secs = double(options.scrub_interval_ns) / 2e9;
+      uint64_t rate = static_cast<uint64_t>(double(used) / secs);
+      rate = std::clamp<uint64_t>(rate, options.scrub_min_bytes_per_sec,
+                                  std::max(options.scrub_min_bytes_per_sec,
+                                           options.scrub_max_bytes_per_sec));
+      json::object params;
+      params["background"] = true;
+      params["max_bytes_per_sec"] = rate;
+      return std::optional<index::Job>(
+          NewJob(kScrubJob, std::nullopt, std::nullopt, params, now_ns, now_ns));
+    }
+  }
+  return std::optional<index::Job>();
 }
 
 Response BackupIndex(Call& c) {

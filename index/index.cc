@@ -260,9 +260,20 @@ class TxnReads : public Interface {
   }
 
   Status ForEachObject(const std::function<bool(const ObjectKey&, const ObjectRecord&)>& fn) final {
+    return ForEachObjectAfter(nullptr, fn);
+  }
+  Status ForEachObjectAfter(const ObjectKey* start_after,
+                            const std::function<bool(const ObjectKey&, const ObjectRecord&)>& fn) final {
     auto cursor = mdb::Cursor::Open(txn_, dbis_.objects);
     if (!cursor) return tl::unexpected(cursor.error());
-    auto entry = cursor->First();
+    std::string after;
+    if (start_after) {
+      auto k = schema::EncodeObjectKey(*start_after);
+      if (!k) return tl::unexpected(k.error());
+      after = std::move(*k);
+    }
+    auto entry = start_after ? cursor->SeekAtLeast(after) : cursor->First();
+    if (start_after && entry && *entry && (*entry)->first == after) entry = cursor->Next();
     for (; entry && *entry; entry = cursor->Next()) {
       auto key = schema::DecodeObjectKey((*entry)->first);
       if (!key) return tl::unexpected(key.error());

@@ -233,6 +233,10 @@ class Txn {
       size_t limit) = 0;
   // Calls fn for every object of every device in key order; stops early if fn returns false.
   virtual Status ForEachObject(const std::function<bool(const ObjectKey&, const ObjectRecord&)>& fn) = 0;
+  // The same, starting strictly after `start_after` (null: from the start); for paged walks.
+  virtual Status ForEachObjectAfter(
+      const ObjectKey* start_after,
+      const std::function<bool(const ObjectKey&, const ObjectRecord&)>& fn) = 0;
   virtual Result<std::optional<ExtentRecord>> GetExtent(uint16_t disk, uint32_t extent) = 0;
   virtual Status ForEachExtent(const std::function<bool(uint16_t disk, uint32_t extent, const ExtentRecord&)>& fn) = 0;
   virtual Result<std::optional<DeviceRecord>> GetDevice(const Id& id) = 0;

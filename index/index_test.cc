@@ -200,6 +200,24 @@ TEST_F(IndexTest, ListObjectsOrdersByDeviceTypeNameWithStartAfterAndLimit) {
   ASSERT_TRUE(
       txn->ForEachObject([&](const ObjectKey&, const ObjectRecord&) { return ++visited < 5; }));
   EXPECT_EQ(visited, 5u);
+  // Paged: after each key the rest, in order; after a key that is absent, from the next one.
+  for (size_t from : {size_t{0}, size_t{17}, size_t{18}, size_t{35}}) {
+    std::vector<ObjectKey> rest;
+    ASSERT_TRUE(txn->ForEachObjectAfter(&seen[from], [&](const ObjectKey& key, const ObjectRecord&) {
+      rest.push_back(key);
+      return true;
+    }));
+    EXPECT_EQ(rest, std::vector<ObjectKey>(seen.begin() + from + 1, seen.end())) << from;
+  }
+  ObjectKey absent{kDevA, ObjectType::kData, "zz"};
+  std::vector<ObjectKey> rest;
+  ASSERT_TRUE(txn->ForEachObjectAfter(&absent, [&](const ObjectKey& key, const ObjectRecord&) {
+    rest.push_back(key);
+    return true;
+  }));
+  ASSERT_FALSE(rest.empty());
+  EXPECT_FALSE(std::tie(rest.front().device, rest.front().type, rest.front().name) <
+               std::tie(absent.device, absent.type, absent.name));
 }
 
 TEST_F(IndexTest, RecordsRoundTripAndDeletesReportMisses) {

@@ -122,7 +122,7 @@ Status ApplyToml(const std::string& file, Config* c) {
   TableReader top(&root, "");
   top.String("root", &c->root);
   top.String("log_level", &c->log_level);
-  for (auto t : {"server", "tls", "storage", "jobs", "auth"}) top.Table(t);
+  for (auto t : {"server", "tls", "storage", "jobs", "scrub", "auth"}) top.Table(t);
   collect(top);
 
   TableReader s(SubTable(root, "server", &errors), "server.");
@@ -168,6 +168,13 @@ Status ApplyToml(const std::string& file, Config* c) {
   j.Int("compact_live_percent", &c->compact_live_percent, 0, 99);
   j.Int("compact_mib_per_s", &c->compact_mib_per_s, 0, 1 << 20);
   collect(j);
+
+  TableReader sc(SubTable(root, "scrub", &errors), "scrub.");
+  sc.Int("interval_s", &c->scrub_interval_s, 0, 10 * 366 * 86400);
+  sc.Int("min_mib_per_s", &c->scrub_min_mib_per_s, 1, 1 << 20);
+  sc.Int("max_mib_per_s", &c->scrub_max_mib_per_s, 1, 1 << 20);
+  sc.Bool("auto_repair", &c->auto_repair);
+  collect(sc);
 
   TableReader a(SubTable(root, "auth", &errors), "auth.");
   a.Int("free_failures", &c->free_failures, 0, kMaxInt);

@@ -57,6 +57,12 @@ struct Config {
   uint32_t compact_live_percent = 50;    // extents at most this % live are rewritten
   uint32_t compact_mib_per_s = 64;       // throttle for copying live records; 0 = none
 
+  // [scrub]
+  uint32_t scrub_interval_s = 30 * 86400;  // a background pass when the last is older; 0 = off
+  uint32_t scrub_min_mib_per_s = 1;        // its read rate: disks' used bytes / (interval / 2),
+  uint32_t scrub_max_mib_per_s = 50;       // within these bounds
+  bool auto_repair = true;                 // repair scrub findings and failed disks' shards
+
   // [auth]
   uint32_t free_failures = 5;            // wrong credentials from one address answered at once
   uint32_t failure_delay_ms = 250;       // then each 401 waits this long, doubling per failure...

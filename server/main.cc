@@ -113,6 +113,10 @@ int Main(int argc, char** argv) {
   ao.compact_interval_ns = int64_t{c.compact_interval_s} * kNs;
   ao.compact.max_live_ratio = c.compact_live_percent / 100.0;
   ao.compact.max_bytes_per_sec = uint64_t{c.compact_mib_per_s} << 20;
+  ao.scrub_interval_ns = int64_t{c.scrub_interval_s} * kNs;
+  ao.scrub_min_bytes_per_sec = uint64_t{c.scrub_min_mib_per_s} << 20;
+  ao.scrub_max_bytes_per_sec = uint64_t{c.scrub_max_mib_per_s} << 20;
+  ao.auto_repair = c.auto_repair;
   auto admin = admin::AdminApi::Open(**store, ao);
   if (!admin) return Fail("admin key", admin.error());
 

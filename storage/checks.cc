@@ -1,6 +1,8 @@
 // Checks over the whole store: Fsck (index consistency), Scrub (read and verify every
 // shard record) and Repair (rebuild damaged or lost shards onto healthy disks).
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "storage/store_impl.h"
 
@@ -70,55 +72,80 @@ Result<FsckReport> StoreImpl::Fsck() {
   return rep;
 }
 
-Result<ScrubReport> StoreImpl::Scrub() {
-  std::vector<std::pair<ObjectKey, ObjectRecord>> objects;
-  {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    CV_TRY((*txn)->ForEachObject([&](const ObjectKey& k, const ObjectRecord& r) {
-      objects.emplace_back(k, r);
-      return true;
-    }));
-  }
+Result<ScrubReport> StoreImpl::Scrub(const ScrubOptions& options) {
+  constexpr size_t kBatch = 256;  // objects per read snapshot (keeps read txns short)
   ScrubReport rep;
   AlignedBuffer buf;
   uint64_t buf_len = 0;
-  for (const auto& [key, r] : objects) {
-    ++rep.objects;
-    const size_t width = r.layout == Layout::kReplicated ? r.shards.size() : size_t{r.k} + r.m;
-    const size_t need = r.layout == Layout::kReplicated ? 1 : r.k;
-    const uint64_t max_record = RecordBytes(key, r.layout == Layout::kReplicated
-                                                     ? static_cast<uint32_t>(r.size)
-                                                     : r.shard_unit);
-    if (max_record > buf_len) {
-      buf = AllocateAligned(max_record);
-      buf_len = max_record;
+  std::optional<ObjectKey> last = options.start_after;
+  const auto started = std::chrono::steady_clock::now();
+  constexpr auto kReportEvery = std::chrono::seconds(1);
+  auto reported = started;
+  while (true) {
+    std::vector<std::pair<ObjectKey, ObjectRecord>> objects;
+    {
+      auto txn = index_->BeginRead();
+      if (!txn) return tl::unexpected(txn.error());
+      CV_TRY((*txn)->ForEachObjectAfter(last ? &*last : nullptr,
+                                        [&](const ObjectKey& k, const ObjectRecord& r) {
+                                          objects.emplace_back(k, r);
+                                          return objects.size() < kBatch;
+                                        }));
     }
-    for (size_t st = 0; st * width < r.shards.size(); ++st) {
-      size_t good = 0;
-      bool damaged = false;
-      for (size_t i = 0; i < width; ++i) {
-        const size_t at = st * width + i;
-        const uint32_t len = PayloadLen(r, at);
-        uint8_t* target = buf.get();
-        const uint8_t shard = r.layout == Layout::kReplicated ? 0 : static_cast<uint8_t>(i);
-        auto p = ReadShard(key, r, r.shards[at], static_cast<uint32_t>(st), shard, len, target);
-        ++rep.shards_checked;
-        rep.bytes_checked += len;
-        if (p) {
-          ++good;
-          continue;
+    if (objects.empty()) break;
+    for (const auto& [key, r] : objects) {
+      ++rep.objects;
+      const size_t width = r.layout == Layout::kReplicated ? r.shards.size() : size_t{r.k} + r.m;
+      const size_t need = r.layout == Layout::kReplicated ? 1 : r.k;
+      const uint64_t max_record = RecordBytes(
+          key, r.layout == Layout::kReplicated ? static_cast<uint32_t>(r.size) : r.shard_unit);
+      if (max_record > buf_len) {
+        buf = AllocateAligned(max_record);
+        buf_len = max_record;
+      }
+      for (size_t st = 0; st * width < r.shards.size(); ++st) {
+        size_t good = 0;
+        bool damaged = false;
+        for (size_t i = 0; i < width; ++i) {
+          const size_t at = st * width + i;
+          const uint32_t len = PayloadLen(r, at);
+          uint8_t* target = buf.get();
+          const uint8_t shard = r.layout == Layout::kReplicated ? 0 : static_cast<uint8_t>(i);
+          auto p = ReadShard(key, r, r.shards[at], static_cast<uint32_t>(st), shard, len, target);
+          ++rep.shards_checked;
+          rep.bytes_checked += len;
+          if (p) {
+            ++good;
+            continue;
+          }
+          damaged = true;
+          ++rep.damaged_shards;
+          if (rep.damaged.size() < 1000) {
+            rep.damaged.push_back(Describe(key) + " stripe " + std::to_string(st) + " shard " +
+                                  std::to_string(i) + ": " + p.error().ToString());
+          }
         }
-        damaged = true;
-        ++rep.damaged_shards;
-        if (rep.damaged.size() < 1000) {
-          rep.damaged.push_back(Describe(key) + " stripe " + std::to_string(st) + " shard " +
-                                std::to_string(i) + ": " + p.error().ToString());
+        if (good < need) ++rep.lost_stripes;
+        if (damaged) QueueRepair(key, static_cast<uint32_t>(st));
+      }
+      if (options.max_bytes_per_sec > 0) {  // stay under the share of the disks we were given
+        const auto due =
+            started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                          std::chrono::duration<double>(double(rep.bytes_checked) /
+                                                        double(options.max_bytes_per_sec)));
+        std::this_thread::sleep_until(due);
+      }
+      // Progress at every batch's end, and at least every second within a slow batch.
+      const auto now = std::chrono::steady_clock::now();
+      if (options.progress && (&key == &objects.back().first || now - reported >= kReportEvery)) {
+        reported = now;
+        if (!options.progress(rep, key)) {
+          rep.complete = false;
+          return rep;
         }
       }
-      if (good < need) ++rep.lost_stripes;
-      if (damaged) QueueRepair(key, static_cast<uint32_t>(st));
     }
+    last = objects.back().first;
   }
   return rep;
 }

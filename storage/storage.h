@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -91,6 +92,16 @@ struct FsckReport {
   bool clean() const { return problems.empty(); }
 };
 
+// How Scrub walks: throttled, resumable, observable, stoppable.
+struct ScrubOptions {
+  uint64_t max_bytes_per_sec = 0;                // shard bytes read per second; 0 = unthrottled
+  std::optional<index::ObjectKey> start_after;   // resume a pass after this object
+  // Called after every batch of objects and at least every second with the report so far
+  // and the last object done; returning false stops the walk there (the report is then
+  // partial, complete = false).
+  std::function<bool(const struct ScrubReport&, const index::ObjectKey& last)> progress;
+};
+
 // What Scrub found reading every shard record of every object (parity and every copy too).
 struct ScrubReport {
   uint64_t objects = 0;
@@ -99,6 +110,7 @@ struct ScrubReport {
   uint64_t damaged_shards = 0;  // unreadable, missing or failing their checksum
   uint64_t lost_stripes = 0;    // fewer than k good shards (or no good copy): data loss
   std::vector<std::string> damaged;  // "device/type/name stripe S shard I: why", at most 1000
+  bool complete = true;              // false when progress() stopped the walk early
 };
 
 struct RepairReport {
@@ -193,7 +205,8 @@ class ObjectStore {
   // index references in it, and every referenced extent file exists.
   virtual Result<FsckReport> Fsck() = 0;
   // Reads and verifies every shard record; damaged stripes are queued for repair.
-  virtual Result<ScrubReport> Scrub() = 0;
+  virtual Result<ScrubReport> Scrub(const ScrubOptions& options) = 0;
+  Result<ScrubReport> Scrub() { return Scrub(ScrubOptions{}); }
   // Rebuilds damaged stripes from their survivors onto healthy disks (never two shards of a
   // stripe on one disk): the stripes queued by reads and Scrub and, with
   // `include_failed_disks`, every stripe with a shard on a failed disk. Stripes with the

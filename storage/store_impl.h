@@ -183,7 +183,8 @@ class StoreImpl final : public ObjectStore {
     return batch;
   }
   Result<FsckReport> Fsck() override;
-  Result<ScrubReport> Scrub() override;
+  using ObjectStore::Scrub;
+  Result<ScrubReport> Scrub(const ScrubOptions& options) override;
   Result<RepairReport> Repair(bool include_failed_disks) override;
   Result<CompactReport> Compact(const CompactOptions& options) override;
   // Copies the live records of one extent to its disk's active extent; see compaction.cc.

@@ -10,6 +10,8 @@
 #include <functional>
 #include <optional>
 #include <sstream>
+#include <thread>
+#include <unistd.h>
 
 #include "admin/cvctl/client.h"
 #include "admin/cvctl/cvctl.h"
@@ -134,21 +136,29 @@ std::string Query(std::initializer_list<std::pair<const char*, std::string>> par
   return q;
 }
 
-// Sends one request and shows the answer: unchanged with --json, else through `show`.
-// `problems` decides exit code 4 from the answer.
-int Request(const Global& g, std::string_view method, std::string path, std::string body,
-            int default_timeout_s, const std::function<void(const json::object&)>& show,
-            const std::function<bool(const json::object&)>& problems = nullptr) {
+std::string Str(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
+int FollowJob(const Global& g, const std::string& id,
+              const std::function<void(const json::object&)>& show,
+              const std::function<bool(const json::object&)>& problems);
+
+// Sends one request; the answer object, or the exit code after saying why on stderr.
+tl::expected<json::object, int> Fetch(const Global& g, std::string_view method,
+                                      const std::string& path, const std::string& body,
+                                      int default_timeout_s) {
   auto ep = FindNode(g);
   if (!ep) {
     std::fprintf(stderr, "cvctl: %s\n", ep.error().message.c_str());
-    return ep.error().code;
+    return tl::unexpected(ep.error().code);
   }
   AdminClient client(*ep, std::chrono::seconds(g.timeout_s > 0 ? g.timeout_s : default_timeout_s));
   auto answer = client.Call(method, path, body);
   if (!answer) {
     std::fprintf(stderr, "cvctl: %s\n", answer.error().c_str());
-    return kExitUnreachable;
+    return tl::unexpected(kExitUnreachable);
   }
   boost::system::error_code ec;
   json::value doc = json::parse(answer->body, ec);
@@ -165,20 +175,86 @@ int Request(const Global& g, std::string_view method, std::string path, std::str
                  std::string(method).c_str(), path.c_str(), answer->status, code.c_str(),
                  message.c_str());
     if (g.json) std::printf("%s\n", answer->body.c_str());
-    return kExitRefused;
+    return tl::unexpected(kExitRefused);
   }
   if (ec || !doc.is_object()) {
     std::fprintf(stderr, "cvctl: the node's answer is not a JSON object: %.200s\n",
                  answer->body.c_str());
-    return kExitRefused;
+    return tl::unexpected(kExitRefused);
   }
+  return std::move(doc.as_object());
+}
+
+// Sends one request and shows the answer: unchanged with --json, else through `show`.
+// `problems` decides exit code 4 from the answer.
+int Request(const Global& g, std::string_view method, std::string path, std::string body,
+            int default_timeout_s, const std::function<void(const json::object&)>& show,
+            const std::function<bool(const json::object&)>& problems = nullptr) {
+  auto doc = Fetch(g, method, path, body, default_timeout_s);
+  if (!doc) return doc.error();
   if (g.json) {
-    std::printf("%s\n", answer->body.c_str());
+    std::printf("%s\n", json::serialize(*doc).c_str());
   } else if (show) {
-    show(doc.as_object());
+    show(*doc);
   }
   std::fflush(stdout);
-  return problems && problems(doc.as_object()) ? kExitProblems : kExitOk;
+  return problems && problems(*doc) ? kExitProblems : kExitOk;
+}
+
+// Starts a job (the request answers 202 with it) and, unless `wait` is false, follows it to
+// its end with a progress line on stderr (a terminal only), then shows its result like a
+// synchronous answer: `show`/`problems` see the job's result; failed or cancelled -> exit 1.
+int StartJob(const Global& g, std::string_view method, const std::string& path,
+             const std::string& body, bool wait,
+             const std::function<void(const json::object&)>& show,
+             const std::function<bool(const json::object&)>& problems) {
+  auto job = Fetch(g, method, path, body, 30);
+  if (!job) return job.error();
+  const std::string id = Str(*job, "id");
+  if (!wait) {
+    if (g.json) {
+      std::printf("%s\n", json::serialize(*job).c_str());
+    } else {
+      std::printf("job %s (%s) %s\n", id.c_str(), Str(*job, "kind").c_str(),
+                  Str(*job, "state").c_str());
+    }
+    return kExitOk;
+  }
+  return FollowJob(g, id, show, problems);
+}
+
+int FollowJob(const Global& g, const std::string& id,
+              const std::function<void(const json::object&)>& show,
+              const std::function<bool(const json::object&)>& problems) {
+  ProgressLine line(::isatty(2) != 0 && !g.json);
+  while (true) {
+    auto job = Fetch(g, "GET", "jobs/" + id, "", 30);
+    if (!job) {
+      line.Clear();
+      return job.error();
+    }
+    const std::string state = Str(*job, "state");
+    if (state == "done" || state == "failed" || state == "cancelled") {
+      line.Clear();
+      const json::value* r = job->if_contains("result");
+      const json::object result = r && r->is_object() ? r->as_object() : json::object();
+      if (state != "done") {
+        std::fprintf(stderr, "cvctl: job %s %s%s%s\n", id.c_str(), state.c_str(),
+                     result.contains("error") ? ": " : "", Str(result, "error").c_str());
+        if (g.json) std::printf("%s\n", json::serialize(*job).c_str());
+        return kExitRefused;
+      }
+      if (g.json) {
+        std::printf("%s\n", json::serialize(result).c_str());
+      } else if (show) {
+        show(result);
+      }
+      std::fflush(stdout);
+      return problems && problems(result) ? kExitProblems : kExitOk;
+    }
+    line.Show(*job);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
 }
 
 int Main(int argc, char** argv) {
@@ -212,12 +288,38 @@ int Main(int argc, char** argv) {
   on(app.add_subcommand("fsck", "index <-> extents <-> usage counters (exit 4 if not clean)"),
      [&] { return Request(g, "GET", "fsck", "", kLong, ShowFsck, FsckHasProblems); });
 
+  bool no_wait = false;
   auto* scrub = app.add_subcommand(
-      "scrub", "read and verify every shard record now; damage is queued for repair (exit 4 if "
-               "damage was found)");
+      "scrub", "read and verify every shard record (a job; cvctl follows it with a progress "
+               "line); damage is queued for repair (exit 4 if damage was found)");
   scrub->require_subcommand(0, 1);
-  scrub->add_subcommand("start", "the same as plain 'scrub'");
-  on(scrub, [&] { return Request(g, "POST", "scrub", "{}", kLong, ShowScrub, ScrubHasProblems); });
+  scrub->add_flag("--no-wait", no_wait, "start the job and print its id; do not follow it");
+  auto* scrub_start = scrub->add_subcommand("start", "the same as plain 'scrub'");
+  scrub_start->add_flag("--no-wait", no_wait, "start the job and print its id");
+  auto* scrub_status = scrub->add_subcommand("status", "the scrub running now, if any, and the last full one");
+  auto* scrub_stop = scrub->add_subcommand("stop", "stop the running scrub (the next one starts over)");
+  // CLI11 runs the parent's callback after its subcommand's: plain 'scrub' only.
+  scrub->callback([&] {
+    if (!scrub->get_subcommands().empty()) return;
+    run = [&] { return StartJob(g, "POST", "scrub", "{}", !no_wait, ShowScrub, ScrubHasProblems); };
+  });
+  on(scrub_start, [&] {
+    return StartJob(g, "POST", "scrub", "{}", !no_wait, ShowScrub, ScrubHasProblems);
+  });
+  on(scrub_status, [&] {
+    return Request(g, "GET", "jobs?kind=scrub&state=running", "", kShort, ShowJobs);
+  });
+  on(scrub_stop, [&] {
+    auto page = Fetch(g, "GET", "jobs?kind=scrub&state=running", "", kShort);
+    if (!page) return page.error();
+    const json::value* items = page->if_contains("items");
+    if (!items || !items->is_array() || items->as_array().empty()) {
+      std::fprintf(stderr, "cvctl: no scrub is running\n");
+      return kExitRefused;
+    }
+    const std::string id = Str(items->as_array()[0].as_object(), "id");
+    return Request(g, "POST", "jobs/" + id + "/cancel", "{}", kShort, ShowRecord);
+  });
 
   bool include_failed = false;
   auto* repair = app.add_subcommand(
@@ -225,11 +327,12 @@ int Main(int argc, char** argv) {
                 "if stripes are lost or left queued)");
   repair->add_flag("--include-failed-disks", include_failed,
                    "also rebuild every shard that sits on a failed disk");
+  repair->add_flag("--no-wait", no_wait, "start the job and print its id; do not follow it");
   on(repair, [&] {
     json::object body;
     body["include_failed_disks"] = include_failed;
-    return Request(g, "POST", "repair", json::serialize(body), kLong, ShowRepair,
-                   RepairHasProblems);
+    return StartJob(g, "POST", "repair", json::serialize(body), !no_wait, ShowRepair,
+                    RepairHasProblems);
   });
 
   auto* index = app.add_subcommand("index", "back up or rebuild the LMDB index");
@@ -337,12 +440,15 @@ int Main(int argc, char** argv) {
   jobs->require_subcommand(1);
   std::string job_id, job_state;
   auto* jlist = jobs->add_subcommand("list", "jobs, a page at a time");
+  std::string job_kind;
   jlist->add_option("--state", job_state, "only jobs in this state");
+  jlist->add_option("--kind", job_kind, "only jobs of this kind (device.purge, scrub, repair)");
   jlist->add_option("--cursor", cursor, "next page: the cursor the previous page printed");
   jlist->add_option("--limit", limit, "jobs per page");
   on(jlist, [&] {
     return Request(g, "GET",
                    "jobs" + Query({{"state", job_state},
+                                   {"kind", job_kind},
                                    {"cursor", cursor},
                                    {"limit", limit ? std::to_string(limit) : ""}}),
                    "", kShort, ShowJobs);
@@ -350,6 +456,9 @@ int Main(int argc, char** argv) {
   auto* jshow = jobs->add_subcommand("show", "one job: state, progress, result");
   jshow->add_option("ID", job_id, "job id")->required();
   on(jshow, [&] { return Request(g, "GET", "jobs/" + job_id, "", kShort, ShowRecord); });
+  auto* jwait = jobs->add_subcommand("wait", "follow a job to its end with a progress line");
+  jwait->add_option("ID", job_id, "job id")->required();
+  on(jwait, [&] { return FollowJob(g, job_id, ShowRecord, nullptr); });
   auto* jcancel = jobs->add_subcommand("cancel", "cancel a job that has not finished");
   jcancel->add_option("ID", job_id, "job id")->required();
   on(jcancel,

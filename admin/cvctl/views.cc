@@ -1,5 +1,8 @@
 #include "admin/cvctl/views.h"
 
+#include <chrono>
+#include <cstdio>
+
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <cstdio>
@@ -240,6 +243,79 @@ void ShowRecord(const json::object& record) {
     std::printf("%-*s  %s\n", static_cast<int>(width), std::string(kv.key()).c_str(),
                 Text(&kv.value()).c_str());
   }
+}
+
+std::string HumanDuration(double seconds) {
+  if (!(seconds >= 0) || seconds > 1e9) return "?";
+  const uint64_t t = static_cast<uint64_t>(seconds + 0.5);
+  char buf[32];
+  if (t >= 3600) {
+    std::snprintf(buf, sizeof buf, "%llu:%02llu:%02llu", (unsigned long long)(t / 3600),
+                  (unsigned long long)(t / 60 % 60), (unsigned long long)(t % 60));
+  } else {
+    std::snprintf(buf, sizeof buf, "%llu:%02llu", (unsigned long long)(t / 60),
+                  (unsigned long long)(t % 60));
+  }
+  return buf;
+}
+
+void ProgressLine::Show(const json::object& job) {
+  if (!enabled_) return;
+  const json::value* pv = job.if_contains("progress");
+  const json::object progress = pv && pv->is_object() ? pv->as_object() : json::object();
+  auto num = [&](std::initializer_list<const char*> keys) -> double {
+    for (const char* k : keys) {
+      const json::value* v = progress.if_contains(k);
+      if (v && v->is_number()) return v->to_number<double>();
+    }
+    return -1;
+  };
+  // Bytes when the job counts bytes against a total, else objects.
+  double done = num({"bytes_written", "bytes_done"});
+  double total = num({"bytes_total"});
+  bool bytes = done >= 0 && total > 0;
+  if (!bytes) {
+    done = num({"objects_done"});
+    total = num({"objects_total"});
+  }
+  const double now = std::chrono::duration<double>(
+                         std::chrono::steady_clock::now().time_since_epoch())
+                         .count();
+  if (done >= 0 && last_done_ >= 0 && now > last_time_ && done >= last_done_) {
+    const double r = (done - last_done_) / (now - last_time_);
+    rate_ = rate_ > 0 ? 0.7 * rate_ + 0.3 * r : r;
+  }
+  if (done >= 0) {
+    last_done_ = done;
+    last_time_ = now;
+  }
+  const json::value* kind = job.if_contains("kind");
+  const json::value* state = job.if_contains("state");
+  std::string text = std::string(kind && kind->is_string() ? kind->as_string().c_str() : "job") +
+                     " " + (state && state->is_string() ? state->as_string().c_str() : "");
+  if (done >= 0 && total > 0) {
+    char pct[16];
+    std::snprintf(pct, sizeof pct, " %5.1f%% ", 100.0 * std::min(done, total) / total);
+    text += pct;
+    text += bytes ? HumanBytes(uint64_t(done)) + "/" + HumanBytes(uint64_t(total))
+                  : std::to_string(uint64_t(done)) + "/" + std::to_string(uint64_t(total)) +
+                        " objects";
+    if (rate_ > 0) {
+      text += "  " + (bytes ? HumanBytes(uint64_t(rate_)) : std::to_string(uint64_t(rate_)) +
+                                                                " objects") +
+              "/s  ETA " + HumanDuration((total - done) / rate_);
+    }
+  }
+  std::fprintf(stderr, "\r%-100s", text.c_str());
+  std::fflush(stderr);
+  shown_ = true;
+}
+
+void ProgressLine::Clear() {
+  if (!shown_) return;
+  std::fprintf(stderr, "\r%-100s\r", "");
+  std::fflush(stderr);
+  shown_ = false;
 }
 
 }  // namespace cv::cvctl

@@ -36,4 +36,23 @@ void ShowJobs(const json::object& page);
 // One record as "key: value" lines.
 void ShowRecord(const json::object& record);
 
+// The progress line of a job being followed (on a terminal only): kind, state, percent,
+// done/total (bytes when the job reports bytes, else objects), rate and ETA from the
+// change between two calls. Rewrites itself in place on stderr.
+class ProgressLine {
+ public:
+  explicit ProgressLine(bool enabled) : enabled_(enabled) {}
+  void Show(const json::object& job);
+  void Clear();
+
+ private:
+  bool enabled_;
+  bool shown_ = false;
+  double last_done_ = -1;
+  double last_time_ = 0;
+  double rate_ = 0;
+};
+// "1:02:03" / "2:03" for a number of seconds.
+std::string HumanDuration(double seconds);
+
 }  // namespace cv::cvctl

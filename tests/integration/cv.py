@@ -34,6 +34,9 @@ watch_interval_s = 0
 free_failures = 50
 [storage]
 extent_bytes = 67108864
+[scrub]
+interval_s = 0
+auto_repair = false
 """
 
 

@@ -153,6 +153,7 @@ def test_crash_under_load_loses_no_acknowledged_object(fresh_node):
     dev = node.new_device()
     rng = random.Random(SEED)
     acked, attempted = {}, {}  # name -> size
+    completed_unacked = 0  # cut off after the commit, before the answer: complete, listed
     started = time.monotonic()
     for rnd in range(ROUNDS):
         uploaders = [Uploader(dev, rng.getrandbits(64)) for _ in range(4)]
@@ -179,14 +180,15 @@ def test_crash_under_load_loses_no_acknowledged_object(fresh_node):
         for name in listed:
             if name not in acked:
                 acked[name] = attempted.pop(name)
+                completed_unacked += 1
         assert_all_read_back(dev, {n: n for n in listed})
         usage = dev.usage()
         assert usage["objects"] == len(listed) and usage["bytes"] == sum(listed.values()), usage
         assert_fsck_clean(node)
     elapsed = time.monotonic() - started
     print(f"\ncrash under load: {ROUNDS} rounds, {len(acked)} objects stored "
-          f"({sum(acked.values())} bytes), {len(attempted)} cut-off uploads left nothing, "
-          f"{elapsed:.1f} s")
+          f"({sum(acked.values())} bytes, {completed_unacked} of them complete although their "
+          f"answer was cut off), {len(attempted)} cut-off uploads left nothing, {elapsed:.1f} s")
     assert len(acked) > ROUNDS  # the clients did upload between the kills
     r = cvctl("scrub", root=node.root)
     assert r.returncode == 0, r

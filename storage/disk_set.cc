@@ -1,6 +1,7 @@
 #include "storage/disk_set.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -57,6 +58,7 @@ void DiskSet::Open(const std::string& node_id, bool create) {
     Disk& disk = *disks_[d];
     const std::string id_path = disk.path + "/" + kIdentityFile;
     const std::string want = IdentityText(node_id, d);
+    disk.identity = want;
     if (create) {
       Status s = env_->CreateDirs(disk.path + "/extents");
       if (s) s = WriteSmallFile(env_, id_path, want);
@@ -110,6 +112,26 @@ void DiskSet::ReportError(size_t d, const Error& e) {
   if (disk.consecutive_errors.fetch_add(1) + 1 >= kDiskFailAfter) {
     MarkFailed(d, "repeated I/O errors: " + e.ToString());
   }
+}
+
+Status DiskSet::CheckPresent(size_t d) {
+  Disk& disk = *disks_[d];
+  if (disk.failed) return Err(ErrorKind::kIOError, "disk failed: " + disk.path);
+  auto have = ReadSmallFile(env_, disk.path + "/" + kIdentityFile);
+  if (!have) {
+    const int e = have.error().sys_errno;
+    if (e == ENOENT || e == ENOTDIR) {
+      MarkFailed(d, "disk directory gone while serving: " + have.error().ToString());
+    } else {
+      ReportError(d, have.error());
+    }
+    return Err(ErrorKind::kIOError, "disk " + disk.path + ": " + have.error().ToString());
+  }
+  if (*have != disk.identity) {
+    MarkFailed(d, "identity changed while serving");
+    return Err(ErrorKind::kIOError, "disk " + disk.path + ": identity changed");
+  }
+  return {};
 }
 
 void DiskSet::ReportSuccess(size_t d) { disks_[d]->consecutive_errors.store(0); }
@@ -238,7 +260,16 @@ Status DiskSet::Sync(std::span<const std::pair<std::shared_ptr<Extent>, uint64_t
       ReportSuccess(e->disk);
     }
   }
-  return s;
+  if (!s) return s;
+  // A synced write is durable only if its extent is still where the index will say it is:
+  // after a disk directory vanished, writes still succeed through the open descriptor, into
+  // a file nobody will find again. Check each disk once per group (regression: uploads were
+  // acknowledged with shards on a removed disk, silently short of full redundancy).
+  std::vector<uint16_t> disks;
+  for (auto& [e, seq] : todo) disks.push_back(e->disk);
+  disks.erase(std::unique(disks.begin(), disks.end()), disks.end());  // todo is sorted by disk
+  for (uint16_t d : disks) CV_TRY(CheckPresent(d));
+  return {};
 }
 
 }  // namespace cv::storage

@@ -82,6 +82,11 @@ class DiskSet {
   void ReportError(size_t d, const Error& e);
   void ReportSuccess(size_t d);
   void MarkFailed(size_t d, const std::string& why);
+  // Re-reads disk d's identity file. A directory that vanished or changed while the node
+  // serves (removed, renamed, unmounted) keeps working through the descriptors already open,
+  // so only this notices it: the disk is marked failed and kIOError returned. Other I/O
+  // errors count like any I/O error. OK for a healthy disk whose identity still matches.
+  Status CheckPresent(size_t d);
 
   uint64_t extent_bytes() const { return extent_bytes_; }
   bool direct_io() const { return try_direct_; }
@@ -91,6 +96,7 @@ class DiskSet {
  private:
   struct Disk {
     std::string path;
+    std::string identity;  // expected content of the identity file, set by Open
     std::atomic<bool> failed{false};
     std::atomic<uint64_t> errors{0};
     std::atomic<int> consecutive_errors{0};

@@ -582,6 +582,49 @@ TEST_F(StoreTest, RepairAfterDiskLossRestoresFullRedundancy) {
   for (const auto& [k, b] : objs) ExpectReads(k, b);
 }
 
+// Regression (fault suite, disk loss): a disk directory removed while the node serves kept
+// taking writes through the extent already open, so uploads were acknowledged with shards in
+// an unlinked file. Now the sync before the index commit notices it: that upload fails and
+// nothing is indexed, the disk is failed, and uploads go on with full redundancy elsewhere.
+TEST_F(StoreTest, DiskDirectoryRemovedWhileServingFailsTheDiskBeforeAnyAcknowledgement) {
+  auto opts = Options();
+  opts.disks.push_back((root_ / "d6").string());  // 7 disks: 4+2 still fits after one is lost
+  auto s = ObjectStore::Open(opts);
+  ASSERT_TRUE(s.has_value()) << s.error().ToString();
+  store_ = std::move(*s);
+  std::vector<std::pair<ObjectKey, std::string>> objs;
+  for (int i = 0; i < 7; ++i) {  // every disk gets an active extent
+    std::string b = Body(700 + i, 200000);
+    objs.emplace_back(PutBody(b), b);
+  }
+  fs::remove_all(opts.disks[3]);
+  int refused = 0;
+  for (int i = 0; i < 7; ++i) {
+    std::string b = Body(800 + i, 200000);
+    ObjectKey key = DataKey(device_, b);
+    auto r = store_->Put(key, b);
+    if (!r.has_value()) {
+      ++refused;
+      EXPECT_FALSE(store_->Head(key)->has_value());
+      continue;
+    }
+    objs.emplace_back(key, b);
+    ASSERT_TRUE((*store_->Index().BeginRead())->ForEachObject(
+        [&](const ObjectKey& k, const index::ObjectRecord& rec) {
+          if (k.name == key.name) {
+            for (const auto& loc : rec.shards) EXPECT_NE(loc.disk, 3) << "acknowledged on a removed disk";
+          }
+          return true;
+        }));
+  }
+  EXPECT_EQ(refused, 1);  // the one upload that found the disk gone
+  EXPECT_TRUE(store_->Stats().disks[3].failed);
+  // Stats (cvctl status) notices a removal with no upload at all.
+  fs::rename(opts.disks[5], opts.disks[5] + ".gone");
+  EXPECT_TRUE(store_->Stats().disks[5].failed);
+  for (const auto& [k, b] : objs) ExpectReads(k, b);
+}
+
 // Bytes the extent files of every disk occupy on the file system.
 uint64_t ExtentBytesOnDisk(const std::vector<std::string>& disks) {
   uint64_t total = 0;

@@ -236,6 +236,7 @@ class StoreImpl final : public ObjectStore {
     for (size_t d = 0; d < disks_.size(); ++d) {
       DiskStatus ds;
       ds.path = disks_.path(d);
+      if (disks_.healthy(d)) (void)disks_.CheckPresent(d);  // notices a vanished directory
       ds.failed = !disks_.healthy(d);
       ds.errors = disks_.errors(d);
       if (auto st = env_->StatFs(ds.path)) {

@@ -51,6 +51,7 @@ int RebuildIndex(const RebuildArgs& args) {
   so.shard_unit = cfg->shard_unit_bytes;
   so.extent_bytes = cfg->extent_bytes;
   so.try_direct = cfg->try_direct;
+  so.index_initial_map_bytes = cfg->index_initial_map_bytes;
   auto rep = storage::ObjectStore::RebuildIndex(so, args.without_backup ? "" : args.backup_dir);
   if (!rep) {
     std::fprintf(stderr, "cvctl: index rebuild failed: %s\n", rep.error().ToString().c_str());

@@ -214,5 +214,27 @@ TEST(AdminErrorTest, StatusMappingAndBody) {
             std::string::npos);
 }
 
+// Found by fuzz_admin_json: an unknown query parameter is named in the error, and a name that
+// is not UTF-8 (raw bytes, or percent-decoded ones) made the answer invalid JSON.
+TEST_F(AdminTest, ErrorNamingANonUtf8ParameterIsStillValidJson) {
+  auto api = AdminApi::Open(*store_, Options{key_file_, false});
+  ASSERT_TRUE(api) << api.error().ToString();
+  const std::string key = ReadKey();
+  for (std::string target : {"/admin/v1/devices?min\xca\xca=1", "/admin/v1/devices?%CA%ED%A0%80=1",
+                             "/admin/v1/status?\xf4\x90\x80\x80"}) {
+    Response r = Call(**api, "GET", target, "", key);
+    EXPECT_EQ(r.status, 400) << target;
+    boost::json::error_code ec;
+    boost::json::value v = boost::json::parse(r.body, ec);
+    ASSERT_FALSE(ec) << target << ": " << r.body;
+    EXPECT_NE(std::string(v.at("error").at("message").as_string()).find("\xef\xbf\xbd"),
+              std::string::npos)
+        << r.body;
+  }
+  // Valid UTF-8 is kept as it is.
+  Response r = Call(**api, "GET", "/admin/v1/devices?gr\xc3\xb6\xc3\x9f" "e=1", "", key);
+  EXPECT_NE(r.body.find("gr\xc3\xb6\xc3\x9f" "e"), std::string::npos) << r.body;
+}
+
 }  // namespace
 }  // namespace cv::admin

@@ -9,7 +9,7 @@ PKGS=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libssl-dev openssl libgtest-dev libgmock-dev libexpected-dev libtomlplusplus-dev
   libcli11-dev prometheus-cpp-dev
-  clang libclang-rt-14-dev
+  clang clang-14 libclang-rt-14-dev  # clang-14 + its runtime: libFuzzer (tests/fuzz)
   restic curl python3 python3-pytest procps
   exfatprogs exfat-fuse fdisk util-linux
 )

@@ -2,13 +2,21 @@
 # Installs what is missing, builds, and runs every test:
 #   1. Release build (with assertions): unit tests, integration tests against a real
 #      chunkvaultd over HTTPS, and real-client (restic) tests;
-#   2. ASan+UBSan build: the unit tests again.
-# Usage: ./deploy/test.sh [--no-asan] [ctest -R filter]
+#   2. ASan+UBSan build: the unit tests again;
+#   3. libFuzzer build (clang, tests/fuzz): every fuzz target for CV_FUZZ_SECONDS (default 15)
+#      on its corpus in tests/fuzz/corpus/.
+# Usage: ./deploy/test.sh [--no-asan] [--no-fuzz] [ctest -R filter]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-asan=1
-if [ "${1:-}" = "--no-asan" ]; then asan=0; shift; fi
+asan=1 fuzz=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-asan) asan=0; shift ;;
+    --no-fuzz) fuzz=0; shift ;;
+    *) break ;;
+  esac
+done
 filter=("$@")
 [ ${#filter[@]} -gt 0 ] && filter=(-R "${filter[0]}")
 
@@ -16,7 +24,8 @@ filter=("$@")
 jobs=$(nproc)
 unit_log=$(mktemp)
 integration_log=$(mktemp)
-trap 'rm -f "$unit_log" "$integration_log"' EXIT
+fuzz_log=$(mktemp)
+trap 'rm -f "$unit_log" "$integration_log" "$fuzz_log"' EXIT
 
 run_ctest() {  # log, dir, extra ctest args...
   local log=$1 dir=$2; shift 2
@@ -48,8 +57,17 @@ if [ "$asan" = 1 ]; then
     run_ctest "$unit_log" build-asan -L unit -j"$jobs" || status=1
 fi
 
+if [ "$fuzz" = 1 ]; then
+  fuzz_seconds=${CV_FUZZ_SECONDS:-15}
+  echo "== build (libFuzzer targets, clang, ASan+UBSan)"
+  cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 -DCV_FUZZ=ON >/dev/null
+  ninja -C build-fuzz -j"$jobs"
+  echo "== fuzzing (${fuzz_seconds} s per target)"
+  ./tests/fuzz/run.sh build-fuzz "$fuzz_seconds" | tee -a "$fuzz_log" || status=1
+fi
+
 # One closing line over every run above: the unit tests by ctest's counts, the integration
-# tests by the pytest cases they ran (ctest sees them as one test).
+# tests by the pytest cases they ran (ctest sees them as one test), each fuzz target as one.
 passed=0; failed=0
 while read -r line; do
   if [[ $line =~ tests\ passed,\ ([0-9]+)\ tests?\ failed\ out\ of\ ([0-9]+) ]]; then
@@ -60,5 +78,7 @@ pytest_line=$(grep -E '^[0-9]+: .*[0-9]+ (passed|failed).* in [0-9.]+s' "$integr
 if [[ $pytest_line =~ ([0-9]+)\ passed ]]; then passed=$((passed + BASH_REMATCH[1])); fi
 if [[ $pytest_line =~ ([0-9]+)\ failed ]]; then failed=$((failed + BASH_REMATCH[1])); fi
 if [[ $pytest_line =~ ([0-9]+)\ error ]]; then failed=$((failed + BASH_REMATCH[1])); fi
+passed=$((passed + $(grep -c '^fuzz passed: ' "$fuzz_log" || true)))
+failed=$((failed + $(grep -c '^fuzz failed: ' "$fuzz_log" || true)))
 echo "all suites: $passed passed, $failed failed"
 exit $status

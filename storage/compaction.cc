@@ -36,6 +36,12 @@ Result<std::vector<ScannedRecord>> ScanExtent(Env* env, Extent& ext) {
         continue;
       }
       const uint64_t len = RecordBytes(h->key, h->payload_len);
+      if (off + at + len > ext.capacity) {
+        // Writers never reserve past the capacity: this is garbage that happens to checksum,
+        // and a reader trusting it would allocate and read up to 4 GiB (payload_len).
+        at += kRecordAlign;
+        continue;
+      }
       out.push_back(ScannedRecord{h->key, off + at, len, h->tombstone(), *h});
       at += len;  // may run past this chunk: the next read starts after the record
     }
@@ -248,7 +254,10 @@ Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
   }
   // Records of extents whose files are gone (a crash between removing the file and this
   // record) carry no live bytes: drop them.
-  for (const auto& [de, e] : recorded) {
+  for (const auto& entry : recorded) {
+    // Not a structured binding: clang 14 cannot capture one in the lambda below.
+    const auto& de = entry.first;
+    const auto& e = entry.second;
     if (e.live_bytes != 0 || !disks_.healthy(de.first)) continue;
     auto ids = disks_.ExtentIds(de.first);
     if (!ids || std::find(ids->begin(), ids->end(), de.second) != ids->end()) continue;

@@ -1,9 +1,14 @@
 #include "storage/record.h"
 
+#include <unistd.h>
+
 #include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "storage/io.h"
+#include "storage/store_impl.h"
 
 namespace cv::storage {
 namespace {
@@ -74,6 +79,39 @@ TEST(RecordTest, TruncatedAndRandomBytesAreRejectedWithoutOverread) {
     }
     (void)DecodeHeader(junk);
   }
+}
+
+// Found by fuzz_scan_extent: a valid header whose payload runs past the end of the extent was
+// reported as a record, and index rebuild then allocated and read its whole claimed length
+// (payload_len is 32 bits: up to 4 GiB). Writers never reserve past an extent's capacity, so
+// such a header is garbage that happens to checksum, and the scan skips it.
+TEST(ScanExtentTest, RecordRunningPastTheExtentEndIsNotReported) {
+  std::string path = ::testing::TempDir() + "/scan_extent_test.XXXXXX";
+  const int fd = mkstemp(path.data());
+  ASSERT_GE(fd, 0);
+  std::vector<uint8_t> file(3 * kRecordAlign, 0);
+  RecordHeader h = Sample();
+  h.payload_len = 1000;
+  EncodeHeader(h, std::span(file).subspan(0));
+  EncodeHeader(h, std::span(file).subspan(kRecordAlign));  // ends at 8192: fits
+  h.payload_len = 1u << 30;
+  EncodeHeader(h, std::span(file).subspan(2 * kRecordAlign));  // claims 1 GiB of a 12 KiB file
+  ASSERT_EQ(::write(fd, file.data(), file.size()), static_cast<ssize_t>(file.size()));
+  ::close(fd);
+
+  auto env = NewPosixEnv();
+  auto f = env->Open(path, /*create=*/false, /*want_direct=*/false);
+  ASSERT_TRUE(f) << f.error().ToString();
+  Extent ext;
+  ext.capacity = file.size();
+  ext.file = std::move(*f);
+  auto recs = internal::ScanExtent(env.get(), ext);
+  ASSERT_TRUE(recs) << recs.error().ToString();
+  ASSERT_EQ(recs->size(), 2u);
+  EXPECT_EQ((*recs)[0].offset, 0u);
+  EXPECT_EQ((*recs)[1].offset, kRecordAlign);
+  for (const auto& r : *recs) EXPECT_LE(r.offset + r.bytes, ext.capacity);
+  ::unlink(path.c_str());
 }
 
 }  // namespace

@@ -74,7 +74,8 @@ struct ScannedRecord {
   RecordHeader header;
 };
 // Finds every valid record header in an extent, in 4096-byte steps (a record skips its
-// length). Defined in compaction.cc.
+// length); a header whose record would end past ext.capacity is not one. Defined in
+// compaction.cc.
 Result<std::vector<ScannedRecord>> ScanExtent(Env* env, Extent& ext);
 
 class StoreImpl final : public ObjectStore {

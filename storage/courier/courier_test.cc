@@ -1,0 +1,707 @@
+// Courier images checked by the real tools: fsck.exfat (exfatprogs), sfdisk (fdisk),
+// losetup + mount.exfat-fuse, and our own reader. No mocks.
+#include <malloc.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <new>
+
+#include <gtest/gtest.h>
+
+#include "storage/courier/courier.h"
+
+// ---- allocation accounting: live heap bytes and their peak, for the streaming test ----
+namespace {
+std::atomic<int64_t> g_live{0}, g_peak{0};
+void Account(int64_t d) {
+  int64_t now = g_live.fetch_add(d) + d;
+  int64_t peak = g_peak.load();
+  while (now > peak && !g_peak.compare_exchange_weak(peak, now)) {}
+}
+}  // namespace
+void* operator new(size_t n) {
+  void* p = malloc(n ? n : 1);
+  if (!p) throw std::bad_alloc();
+  Account(int64_t(malloc_usable_size(p)));
+  return p;
+}
+void* operator new[](size_t n) { return operator new(n); }
+void operator delete(void* p) noexcept {
+  if (!p) return;
+  Account(-int64_t(malloc_usable_size(p)));
+  free(p);
+}
+void operator delete[](void* p) noexcept { operator delete(p); }
+void operator delete(void* p, size_t) noexcept { operator delete(p); }
+void operator delete[](void* p, size_t) noexcept { operator delete(p); }
+
+namespace cv::courier {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr int64_t kTime = 1764000000;  // 2025-11-24
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string t = (fs::temp_directory_path() / "courier_test.XXXXXX").string();
+    path_ = mkdtemp(t.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+struct RunResult {
+  int code = -1;
+  std::string out;
+};
+// Runs a shell command with a time bound; stdout and stderr together.
+RunResult Shell(const std::string& cmd, int timeout_s = 120) {
+  RunResult r;
+  std::string quoted;
+  for (char c : cmd) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  std::string full = "timeout -k 5 " + std::to_string(timeout_s) + " sh -c '" + quoted + "' 2>&1";
+  FILE* p = popen(full.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+// Deterministic file content: a function of (file index, byte offset).
+uint8_t ContentByte(size_t file, uint64_t off) {
+  uint64_t x = (uint64_t(file) << 40) ^ (off >> 3) ^ 0x9E3779B97F4A7C15ull;
+  x ^= x >> 31;
+  x *= 0xBF58476D1CE4E5B9ull;
+  x ^= x >> 29;
+  return uint8_t(x >> (8 * (off & 7)));
+}
+Status GenFill(size_t file, uint64_t off, std::span<uint8_t> out) {
+  for (size_t i = 0; i < out.size(); ++i) out[i] = ContentByte(file, off + i);
+  return {};
+}
+std::string Expected(size_t file, uint64_t size) {
+  std::string s(size, '\0');
+  for (uint64_t i = 0; i < size; ++i) s[i] = char(ContentByte(file, i));
+  return s;
+}
+
+Result<Layout> WriteTo(const std::string& path, std::vector<FileSpec> files, LayoutOptions opts) {
+  auto layout = Layout::Plan(std::move(files), std::move(opts));
+  if (!layout) return layout;
+  auto sink = FdSink::Open(path, false);
+  if (!sink) return tl::unexpected(sink.error());
+  CV_TRY(WriteImage(*layout, GenFill, **sink));
+  return layout;
+}
+
+// A loop device over a byte range of a file, detached when it goes out of scope.
+class Loop {
+ public:
+  Loop(const std::string& file, uint64_t offset, uint64_t size) {
+    auto r = Shell("losetup -o " + std::to_string(offset) + " --sizelimit " + std::to_string(size) +
+                 " --find --show " + file);
+    if (r.code == 0 && r.out.rfind("/dev/loop", 0) == 0) dev_ = r.out.substr(0, r.out.find('\n'));
+    else error_ = r.out;
+  }
+  ~Loop() {
+    if (!dev_.empty()) Shell("losetup -d " + dev_);
+  }
+  const std::string& dev() const { return dev_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string dev_, error_;
+};
+
+bool HaveLoop() { return access("/dev/loop-control", R_OK | W_OK) == 0 && geteuid() == 0; }
+
+// fsck.exfat -n on the partition: through a loop device if there is one, else on a copy.
+void ExpectFsckClean(const std::string& image, const Layout& layout, const TempDir& tmp) {
+  std::string target;
+  std::unique_ptr<Loop> loop;
+  if (HaveLoop()) {
+    loop = std::make_unique<Loop>(image, layout.partition_offset(), layout.partition_bytes());
+    if (!loop->dev().empty()) target = loop->dev();
+  }
+  if (target.empty()) {
+    target = tmp / "partition.img";
+    auto r = Shell("dd if=" + image + " of=" + target + " bs=1M iflag=skip_bytes,count_bytes skip=" +
+                 std::to_string(layout.partition_offset()) + " count=" + std::to_string(layout.partition_bytes()) +
+                 " conv=sparse status=none");
+    ASSERT_EQ(r.code, 0) << r.out;
+  }
+  auto r = Shell("fsck.exfat -n " + target);
+  EXPECT_EQ(r.code, 0) << "fsck.exfat -n " << target << ":\n" << r.out;
+  EXPECT_NE(r.out.find(": clean."), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("ERROR"), std::string::npos) << r.out;
+  if (getenv("COURIER_TEST_VERBOSE")) std::cerr << "fsck.exfat -n " << target << ": " << r.out;
+  EXPECT_EQ(r.out.find("corrupt"), std::string::npos) << r.out;
+}
+
+void ExpectGptValid(const std::string& image, const Layout& layout) {
+  auto v = Shell("sfdisk --verify " + image);
+  EXPECT_EQ(v.code, 0) << v.out;
+  EXPECT_NE(v.out.find("No errors detected"), std::string::npos) << v.out;
+  EXPECT_EQ(v.out.find("arning"), std::string::npos) << v.out;
+  auto j = Shell("sfdisk -J " + image);
+  ASSERT_EQ(j.code, 0) << j.out;
+  EXPECT_NE(j.out.find("\"label\": \"gpt\""), std::string::npos) << j.out;
+  EXPECT_NE(j.out.find("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"), std::string::npos) << j.out;
+  EXPECT_NE(j.out.find("\"start\": " + std::to_string(layout.partition_offset() / 512)), std::string::npos) << j.out;
+  EXPECT_NE(j.out.find("\"size\": " + std::to_string(layout.partition_bytes() / 512)), std::string::npos) << j.out;
+}
+
+// Our reader returns exactly the files (and directories) written, with their bytes.
+void ExpectReaderMatches(const std::string& image, const Layout& layout,
+                         const std::vector<std::string>& dirs) {
+  auto img = Image::Open(image);
+  ASSERT_TRUE(img.has_value()) << img.error().ToString();
+  std::map<std::string, size_t> want;
+  for (size_t i = 0; i < layout.files().size(); ++i) want[layout.files()[i].path] = i;
+  std::set<std::string> want_dirs(dirs.begin(), dirs.end());
+  size_t nfiles = 0;
+  for (const auto& e : img->entries()) {
+    if (e.is_dir) {
+      EXPECT_TRUE(want_dirs.erase(e.path)) << "unexpected directory " << e.path;
+      continue;
+    }
+    ++nfiles;
+    auto it = want.find(e.path);
+    ASSERT_NE(it, want.end()) << "unexpected file " << e.path;
+    ASSERT_EQ(e.size, layout.files()[it->second].size) << e.path;
+    EXPECT_EQ(e.offset, layout.file_offset(it->second)) << e.path;
+    if (e.size <= (8 << 20)) {
+      auto bytes = img->ReadAll(e);
+      ASSERT_TRUE(bytes.has_value()) << bytes.error().ToString();
+      EXPECT_TRUE(*bytes == Expected(it->second, e.size)) << "content differs: " << e.path;
+    }
+  }
+  EXPECT_EQ(nfiles, want.size());
+  EXPECT_TRUE(want_dirs.empty()) << "missing directory " << (want_dirs.empty() ? "" : *want_dirs.begin());
+}
+
+// Every directory implied by the files and the empty dirs.
+std::vector<std::string> DirsOf(const std::vector<FileSpec>& files, const std::vector<std::string>& empty = {}) {
+  std::set<std::string> d(empty.begin(), empty.end());
+  for (const auto& f : files) {
+    for (size_t p = f.path.find('/'); p != std::string::npos; p = f.path.find('/', p + 1)) d.insert(f.path.substr(0, p));
+  }
+  for (const auto& e : empty) {
+    for (size_t p = e.find('/'); p != std::string::npos; p = e.find('/', p + 1)) d.insert(e.substr(0, p));
+  }
+  return {d.begin(), d.end()};
+}
+
+void CheckImage(std::vector<FileSpec> files, LayoutOptions opts = {}) {
+  TempDir tmp;
+  std::string image = tmp / "drive.img";
+  opts.unix_time = kTime;
+  auto dirs = DirsOf(files, opts.empty_dirs);
+  auto layout = WriteTo(image, files, opts);
+  ASSERT_TRUE(layout.has_value()) << layout.error().ToString();
+  struct stat st;
+  ASSERT_EQ(stat(image.c_str(), &st), 0);
+  EXPECT_EQ(uint64_t(st.st_size), layout->image_bytes());
+  ExpectGptValid(image, *layout);
+  ExpectFsckClean(image, *layout, tmp);
+  ExpectReaderMatches(image, *layout, dirs);
+}
+
+std::string Hex64(int i) {
+  char b[17];
+  snprintf(b, sizeof b, "%016x", i * 2654435761u);
+  return std::string(b) + b + b + b;
+}
+
+// ---- images checked by fsck, sfdisk and the reader ----
+TEST(ImageTest, NoFiles) { CheckImage({}); }
+
+TEST(ImageTest, OneTinyFile) { CheckImage({{"config", 5}}); }
+
+TEST(ImageTest, ZeroLengthFiles) {
+  CheckImage({{"a", 0}, {"dir/b", 0}, {"dir/c", 1}, {"z", 0}});
+}
+
+TEST(ImageTest, EmptyDirectory) {
+  LayoutOptions o;
+  o.empty_dirs = {"repo/locks", "empty"};
+  CheckImage({{"repo/config", 100}}, o);
+}
+
+TEST(ImageTest, ThreeThousandFilesSpanManyDirectoryClusters) {
+  std::vector<FileSpec> files;
+  for (int i = 0; i < 3000; ++i) files.push_back({"data/" + Hex64(i), uint64_t(i % 7) * 100});
+  auto layout = Layout::Plan(files, {});
+  ASSERT_TRUE(layout.has_value());
+  // 3000 entry sets of 7 entries: the directory spans well over one cluster.
+  ASSERT_GT(3000u * 7 * 32, 10u * layout->cluster_bytes());
+  CheckImage(files);
+}
+
+TEST(ImageTest, NamesAtThe255CharacterLimit) {
+  std::string n255(255, 'n'), m255(254, 'm');
+  m255 += "\xC3\xA9";  // 255 UTF-16 units with a non-ASCII one
+  CheckImage({{n255, 10}, {"d/" + m255, 20}, {std::string(255, 'd') + "/" + n255, 3}});
+  EXPECT_FALSE(Layout::Plan({{std::string(256, 'x'), 1}}, {}).has_value());
+}
+
+TEST(ImageTest, MultiClusterFileWithPartialLastCluster) {
+  LayoutOptions o;
+  o.cluster_bytes = 4096;
+  CheckImage({{"big", 5 * 4096 + 123}, {"exact", 3 * 4096}, {"one", 1}}, o);
+}
+
+std::vector<FileSpec> ResticTree(int per_dir) {
+  std::vector<FileSpec> files = {{"README.txt", 700}, {"repo/config", 155}, {"repo/keys/" + Hex64(1), 460},
+                                 {"repo/index/" + Hex64(2), 9000}, {"repo/snapshots/" + Hex64(3), 400}};
+  for (int d = 0; d < 256; ++d) {
+    char sub[3];
+    snprintf(sub, sizeof sub, "%02x", d);
+    for (int k = 0; k < per_dir; ++k) {
+      files.push_back({std::string("repo/data/") + sub + "/" + Hex64(d * 16 + k), uint64_t(1000 + d * 37 + k * 4099)});
+    }
+  }
+  return files;
+}
+
+TEST(ImageTest, ResticLikeTree) {
+  LayoutOptions o;
+  o.label = "CV-RESTORE";
+  o.empty_dirs = {"repo/locks"};
+  CheckImage(ResticTree(2), o);
+}
+
+TEST(ImageTest, FixedSizeImageAndTooSmall) {
+  LayoutOptions o;
+  o.image_bytes = 300ull << 20;  // 32 KiB clusters by default
+  CheckImage({{"a", 1 << 20}, {"b/c", 12345}}, o);
+  auto l = Layout::Plan({{"a", 1}}, o);
+  ASSERT_TRUE(l.has_value());
+  EXPECT_EQ(l->image_bytes(), 300ull << 20);
+  EXPECT_EQ(l->cluster_bytes(), 32768u);
+  o.image_bytes = 8 << 20;
+  auto too_big = Layout::Plan({{"a", 9 << 20}}, o);
+  ASSERT_FALSE(too_big.has_value());
+  EXPECT_EQ(too_big.error().kind, ErrorKind::kNoSpace);
+}
+
+TEST(LayoutTest, RejectsBadNamesAndCollisions) {
+  for (std::string bad : {"", "/abs", "a//b", "a/", "a:b", "a/./b", "..", "x\x01y", "bad\xff"}) {
+    auto l = Layout::Plan({{bad, 1}}, {});
+    ASSERT_FALSE(l.has_value()) << bad;
+    EXPECT_EQ(l.error().kind, ErrorKind::kInvalidArgument);
+  }
+  EXPECT_FALSE(Layout::Plan({{"Readme", 1}, {"README", 2}}, {}).has_value());  // case-insensitive
+  EXPECT_FALSE(Layout::Plan({{"a", 1}, {"a/b", 2}}, {}).has_value());
+  LayoutOptions o;
+  o.label = "TWELVE CHARS";
+  EXPECT_FALSE(Layout::Plan({}, o).has_value());
+}
+
+TEST(LayoutTest, SameInputGivesTheSameBytesAndHolesReadAsZeros) {
+  // A sink that hashes every byte, zeros included, the way a block device or HTTP body gets it.
+  struct HashSink : Sink {
+    Sha256 h;
+    uint64_t n = 0;
+    Status Write(std::span<const uint8_t> d) override {
+      h.Update(d);
+      n += d.size();
+      return {};
+    }
+  };
+  auto files = ResticTree(1);
+  LayoutOptions o;
+  o.unix_time = kTime;
+  auto layout = Layout::Plan(files, o);
+  ASSERT_TRUE(layout.has_value());
+  HashSink a, b;
+  ASSERT_TRUE(WriteImage(*layout, GenFill, a).has_value());
+  ASSERT_TRUE(WriteImage(*Layout::Plan(files, o), GenFill, b).has_value());
+  EXPECT_EQ(a.n, layout->image_bytes());
+  auto da = a.h.Final();
+  EXPECT_EQ(da, b.h.Final());
+  TempDir tmp;
+  ASSERT_TRUE(WriteTo(tmp / "img", files, o).has_value());
+  auto r = Shell("sha256sum " + (tmp / "img"));
+  EXPECT_EQ(r.out.substr(0, 64), ToHex(da));
+}
+
+// ---- mounted through the kernel loop driver and FUSE ----
+class Mount {
+ public:
+  Mount(const std::string& dev, const std::string& dir) : dir_(dir) {
+    auto r = Shell("mount.exfat-fuse -o ro " + dev + " " + dir, 60);
+    if (r.code == 0) mounted_ = true;
+    else error_ = r.out;
+  }
+  ~Mount() {
+    if (!mounted_) return;
+    for (int i = 0; i < 50; ++i) {
+      if (Shell("umount " + dir_, 30).code == 0) return;
+      usleep(100000);
+    }
+    Shell("umount -l " + dir_, 30);
+  }
+  bool ok() const { return mounted_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string dir_, error_;
+  bool mounted_ = false;
+};
+
+TEST(MountTest, FuseMountShowsTheSameTreeAndBytes) {
+  if (!HaveLoop()) GTEST_SKIP() << "no loop device control (/dev/loop-control) or not root";
+  if (access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
+  if (Shell("command -v mount.exfat-fuse").code != 0) GTEST_SKIP() << "mount.exfat-fuse not installed";
+  TempDir tmp;
+  std::string image = tmp / "drive.img";
+  auto files = ResticTree(1);
+  files.push_back({"repo/data/00/" + std::string(200, 'l'), 3 * 131072 + 5});
+  files.push_back({"empty-file", 0});
+  LayoutOptions o;
+  o.unix_time = kTime;
+  o.empty_dirs = {"repo/locks"};
+  auto layout = WriteTo(image, files, o);
+  ASSERT_TRUE(layout.has_value()) << layout.error().ToString();
+  Loop loop(image, layout->partition_offset(), layout->partition_bytes());
+  if (loop.dev().empty()) GTEST_SKIP() << "losetup failed: " << loop.error();
+  std::string mnt = tmp / "mnt";
+  fs::create_directory(mnt);
+  {
+    Mount m(loop.dev(), mnt);
+    ASSERT_TRUE(m.ok()) << m.error();
+    std::set<std::string> seen_files, seen_dirs;
+    for (auto& e : fs::recursive_directory_iterator(mnt)) {
+      std::string rel = fs::relative(e.path(), mnt).string();
+      if (e.is_directory()) {
+        seen_dirs.insert(rel);
+        continue;
+      }
+      seen_files.insert(rel);
+    }
+    std::set<std::string> want_files, want_dirs;
+    for (const auto& f : files) want_files.insert(f.path);
+    for (const auto& d : DirsOf(files, o.empty_dirs)) want_dirs.insert(d);
+    EXPECT_EQ(seen_files, want_files);
+    EXPECT_EQ(seen_dirs, want_dirs);
+    for (size_t i = 0; i < files.size(); ++i) {
+      std::ifstream in(mnt + "/" + files[i].path, std::ios::binary);
+      std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      EXPECT_TRUE(got == Expected(i, files[i].size)) << files[i].path;
+    }
+  }
+  // The volume label is what we set.
+  auto r = Shell("blkid -s LABEL -o value " + loop.dev());
+  EXPECT_NE(r.out.find("CHUNKVAULT"), std::string::npos) << r.out;
+}
+
+// ---- the reader names what is wrong ----
+class TamperTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    image_ = tmp_ / "drive.img";
+    LayoutOptions o;
+    o.unix_time = kTime;
+    auto l = WriteTo(image_, {{"repo/config", 155}, {"repo/keys/k", 400}}, o);
+    ASSERT_TRUE(l.has_value());
+    layout_ = std::make_unique<Layout>(*l);
+  }
+  void Flip(uint64_t offset) {
+    FILE* f = fopen(image_.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    fseek(f, long(offset), SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, long(offset), SEEK_SET);
+    fputc(c ^ 0x01, f);
+    fclose(f);
+  }
+  std::string OpenError() {
+    auto img = Image::Open(image_);
+    if (img) return "opened fine";
+    EXPECT_EQ(img.error().kind, ErrorKind::kCorruption);
+    return img.error().context;
+  }
+  TempDir tmp_;
+  std::string image_;
+  std::unique_ptr<Layout> layout_;
+};
+
+TEST_F(TamperTest, UntouchedImageOpens) { EXPECT_EQ(OpenError(), "opened fine"); }
+
+TEST_F(TamperTest, GptPrimaryHeaderByte) {
+  Flip(512 + 40);  // FirstUsableLBA
+  EXPECT_NE(OpenError().find("GPT primary header at LBA 1: header CRC32 mismatch"), std::string::npos) << OpenError();
+}
+
+TEST_F(TamperTest, GptBackupEntryArrayByte) {
+  Flip(layout_->image_bytes() - 512 - 16384 + 60);  // the partition name
+  EXPECT_NE(OpenError().find("GPT backup partition entry array"), std::string::npos) << OpenError();
+}
+
+TEST_F(TamperTest, BootRegionByte) {
+  Flip(layout_->partition_offset() + 100);  // VolumeSerialNumber
+  EXPECT_NE(OpenError().find("main boot region at 0x100000: boot checksum mismatch"), std::string::npos) << OpenError();
+}
+
+TEST_F(TamperTest, BackupBootRegionByte) {
+  Flip(layout_->partition_offset() + 12 * 512 + 300);
+  EXPECT_NE(OpenError().find("backup boot region"), std::string::npos) << OpenError();
+}
+
+TEST_F(TamperTest, DirectoryEntrySetByte) {
+  // The entry set of "keys" inside "repo": flip a byte of its name.
+  auto img = Image::Open(image_);
+  ASSERT_TRUE(img.has_value());
+  uint64_t file0 = layout_->file_offset(0);  // file data starts right after the directories
+  // Directories precede the files: root, repo, repo/keys, one cluster each.
+  uint64_t repo_dir = file0 - 2 * layout_->cluster_bytes();
+  Flip(repo_dir + 64 + 2);  // repo/config: first name entry, first character
+  std::string e = OpenError();
+  EXPECT_NE(e.find("directory 'repo' entry at"), std::string::npos) << e;
+  EXPECT_NE(e.find("entry set checksum mismatch"), std::string::npos) << e;
+}
+
+TEST_F(TamperTest, AllocationBitmapByte) {
+  uint64_t heap = layout_->file_offset(0) - 5 * uint64_t(layout_->cluster_bytes());  // bitmap, upcase, 3 dirs
+  Flip(heap + 1);  // clusters 10..17: marked used, nothing there
+  EXPECT_NE(OpenError().find("is marked used but nothing uses it"), std::string::npos) << OpenError();
+}
+
+TEST_F(TamperTest, ReadPastEndIsRefused) {
+  auto img = Image::Open(image_);
+  ASSERT_TRUE(img.has_value());
+  const ImageEntry* cfg = nullptr;
+  for (const auto& e : img->entries()) if (e.path == "repo/config") cfg = &e;
+  ASSERT_NE(cfg, nullptr);
+  uint8_t b[2];
+  EXPECT_FALSE(img->Read(*cfg, 154, b).has_value());
+  EXPECT_TRUE(img->Read(*cfg, 153, b).has_value());
+}
+
+// ---- split ----
+TEST(SplitTest, EveryDriveIsValidAndTheUnionIsEverything) {
+  std::vector<FileSpec> common = {{"README.txt", 2000}, {"repo/config", 155}, {"repo/keys/" + Hex64(1), 460},
+                                  {"repo/index/" + Hex64(2), 50000}, {"SHA256SUMS.sig", 64}};
+  std::vector<FileSpec> data;
+  for (int i = 0; i < 60; ++i) {
+    char sub[3];
+    snprintf(sub, sizeof sub, "%02x", i % 5);
+    data.push_back({std::string("repo/data/") + sub + "/" + Hex64(i), uint64_t(300000 + (i * 7919) % 900000)});
+  }
+  LayoutOptions o;
+  o.unix_time = kTime;
+  o.image_bytes = 16 << 20;
+  o.empty_dirs = {"repo/locks"};
+  auto plans = PlanSplit(common, data, o, "SHA256SUMS");
+  ASSERT_TRUE(plans.has_value()) << plans.error().ToString();
+  ASSERT_GE(plans->size(), 3u);
+  std::set<size_t> all;
+  for (size_t k = 0; k < plans->size(); ++k) {
+    const DrivePlan& p = (*plans)[k];
+    std::vector<FileSpec> files = common;
+    for (size_t i : p.data_files) {
+      EXPECT_TRUE(all.insert(i).second);
+      files.push_back(data[i]);
+    }
+    uint64_t mbytes = 0;
+    for (const auto& f : files) if (f.path != "SHA256SUMS.sig") mbytes += Sha256SumsLineBytes(f.path);
+    EXPECT_EQ(p.manifest_bytes, mbytes);
+    files.push_back({"SHA256SUMS", p.manifest_bytes});
+    SCOPED_TRACE("drive " + std::to_string(k + 1));
+    CheckImage(files, o);
+  }
+  EXPECT_EQ(all.size(), data.size());
+}
+
+TEST(SplitTest, ClearErrorsWhenNothingFits) {
+  LayoutOptions o;
+  o.image_bytes = 8 << 20;
+  auto big_common = PlanSplit({{"repo/index/i", 9 << 20}}, {{"repo/data/00/x", 10}}, o, "SHA256SUMS");
+  ASSERT_FALSE(big_common.has_value());
+  EXPECT_EQ(big_common.error().kind, ErrorKind::kNoSpace);
+  EXPECT_NE(big_common.error().context.find("every drive needs"), std::string::npos);
+  auto big_file = PlanSplit({{"repo/config", 10}}, {{"repo/data/00/x", 10}, {"repo/data/01/huge", 7 << 20}}, o, "");
+  ASSERT_FALSE(big_file.has_value());
+  EXPECT_NE(big_file.error().context.find("'repo/data/01/huge'"), std::string::npos) << big_file.error().context;
+}
+
+// ---- SHA256SUMS ----
+TEST(ManifestTest, RoundTripAndSha256sumAcceptsIt) {
+  TempDir tmp;
+  std::vector<ManifestEntry> entries;
+  for (std::string name : {"a", "dir/b c"}) {
+    std::string content = "content of " + name;
+    fs::create_directories(fs::path(tmp / name).parent_path());
+    std::ofstream(tmp / name) << content;
+    entries.push_back({name, Sha256::Of(content)});
+  }
+  std::string text = FormatSha256Sums(entries);
+  std::ofstream(tmp / "SHA256SUMS") << text;
+  auto r = Shell("cd " + tmp.path() + " && sha256sum --strict -c SHA256SUMS");
+  EXPECT_EQ(r.code, 0) << r.out;
+  auto parsed = ParseSha256Sums(text);
+  ASSERT_TRUE(parsed.has_value()) << parsed.error().ToString();
+  ASSERT_EQ(parsed->size(), 2u);
+  EXPECT_EQ((*parsed)[1].path, "dir/b c");
+  EXPECT_EQ((*parsed)[1].digest, entries[1].digest);
+  EXPECT_EQ(text.size(), Sha256SumsLineBytes("a") + Sha256SumsLineBytes("dir/b c"));
+  // Like sha256sum, the last newline may be missing.
+  EXPECT_TRUE(ParseSha256Sums(text.substr(0, text.size() - 1)).has_value());
+}
+
+TEST(ManifestTest, StrictParserNamesTheFault) {
+  std::string h(64, 'a');
+  struct Case {
+    std::string text, error;
+  } cases[] = {
+      {"", "no lines"},
+      {std::string(63, 'a') + "g  x\n", "line 1: does not start with 64 lowercase hex"},
+      {std::string(64, 'A') + "  x\n", "lowercase hex"},
+      {h + " x\n", "line 1: the digest is not followed by two spaces"},
+      {h + " *x\n", "two spaces"},
+      {h + "  \n", "line 1: empty path"},
+      {h + "  a\n" + h + "  a\n", "line 2: duplicate path 'a'"},
+      {h + "  a\n\n", "line 2:"},
+      {h + "  a\r\n", "control character"},
+      {h + "  /etc/passwd\n", "absolute path"},
+      {h + "  a/../b\n", "'..'"},
+      {h + "  a//b\n", "empty"},
+      {h + "  a\\nb\n", "backslash"},
+  };
+  for (const auto& c : cases) {
+    auto r = ParseSha256Sums(c.text);
+    ASSERT_FALSE(r.has_value()) << c.text;
+    EXPECT_EQ(r.error().kind, ErrorKind::kCorruption);
+    EXPECT_NE(r.error().context.find(c.error), std::string::npos) << c.text << " -> " << r.error().context;
+  }
+}
+
+// ---- Ed25519 ----
+TEST(SigningTest, SignVerifyTamperAndKeyFiles) {
+  TempDir tmp;
+  auto priv = GenerateEd25519PrivateKeyPem();
+  ASSERT_TRUE(priv.has_value());
+  std::string key_path = tmp / "courier.key";
+  ASSERT_TRUE(SavePrivateKeyPem(key_path, *priv).has_value());
+  struct stat st;
+  ASSERT_EQ(stat(key_path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto loaded = LoadPem(key_path);
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_EQ(*loaded, *priv);
+  auto pub = Ed25519PublicKeyPem(*loaded);
+  ASSERT_TRUE(pub.has_value());
+  EXPECT_NE(pub->find("BEGIN PUBLIC KEY"), std::string::npos);
+
+  std::string msg = FormatSha256Sums({{"repo/config", Sha256::Of("x")}});
+  std::span<const uint8_t> m(reinterpret_cast<const uint8_t*>(msg.data()), msg.size());
+  auto sig = Ed25519Sign(*loaded, m);
+  ASSERT_TRUE(sig.has_value());
+  EXPECT_TRUE(Ed25519Verify(*pub, m, *sig).has_value());
+  std::string tampered = msg;
+  tampered[3] ^= 1;
+  auto bad = Ed25519Verify(*pub, {reinterpret_cast<const uint8_t*>(tampered.data()), tampered.size()}, *sig);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().kind, ErrorKind::kCorruption);
+  auto bad_sig = *sig;
+  bad_sig[10] ^= 1;
+  EXPECT_FALSE(Ed25519Verify(*pub, m, bad_sig).has_value());
+  auto other = GenerateEd25519PrivateKeyPem();
+  EXPECT_FALSE(Ed25519Verify(*Ed25519PublicKeyPem(*other), m, *sig).has_value());
+  EXPECT_FALSE(Ed25519Verify("not a key", m, *sig).has_value());
+
+  // openssl(1) agrees: what a customer could run by hand.
+  std::ofstream(tmp / "pub.pem") << *pub;
+  std::ofstream(tmp / "msg", std::ios::binary) << msg;
+  std::ofstream(tmp / "msg.sig", std::ios::binary).write(reinterpret_cast<const char*>(sig->data()), 64);
+  auto r = Shell("openssl pkeyutl -verify -pubin -inkey " + (tmp / "pub.pem") + " -rawin -in " + (tmp / "msg") +
+               " -sigfile " + (tmp / "msg.sig"));
+  EXPECT_EQ(r.code, 0) << r.out;
+}
+
+// ---- streaming: a 2 GiB file through a fixed buffer ----
+TEST(StreamTest, TwoGiBFileWithBoundedMemory) {
+  TempDir tmp;
+  std::string image = tmp / "big.img";
+  const uint64_t kBig = (2ull << 30) + 12345;
+  LayoutOptions o;
+  o.unix_time = kTime;
+  auto layout = Layout::Plan({{"repo/data/ab/big", kBig}, {"repo/config", 10}}, o);
+  ASSERT_TRUE(layout.has_value());
+  EXPECT_EQ(layout->cluster_bytes(), 32768u);
+  auto sink = FdSink::Open(image, false);
+  ASSERT_TRUE(sink.has_value());
+  // Cheap generated data: byte p is byte p%8 of a word made from p/8, whatever the call
+  // boundaries, so the test measures the writer, not the generator.
+  size_t max_call = 0;
+  uint64_t expected_next = 0;
+  bool in_order = true;
+  auto word = [](uint64_t w) { return w * 0x9E3779B97F4A7C15ull + 1; };
+  auto pattern = [&](uint64_t off, std::span<uint8_t> out) {
+    size_t i = 0;
+    for (; i < out.size() && ((off + i) & 7); ++i) out[i] = uint8_t(word((off + i) >> 3) >> (8 * ((off + i) & 7)));
+    for (; i + 8 <= out.size(); i += 8) {
+      uint64_t w = word((off + i) >> 3);
+      memcpy(out.data() + i, &w, 8);
+    }
+    for (; i < out.size(); ++i) out[i] = uint8_t(word((off + i) >> 3) >> (8 * ((off + i) & 7)));
+  };
+  FillFn fill = [&](size_t file, uint64_t off, std::span<uint8_t> out) -> Status {
+    max_call = std::max(max_call, out.size());
+    if (file == 0) {
+      in_order &= off == expected_next;
+      expected_next = off + out.size();
+    }
+    pattern(off, out);
+    return {};
+  };
+  int64_t base = g_live.load();
+  g_peak.store(base);
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WriteImage(*layout, fill, **sink).has_value());
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  int64_t peak = g_peak.load() - base;
+  EXPECT_LE(max_call, kWriteBufferBytes);
+  EXPECT_TRUE(in_order);
+  EXPECT_LT(peak, int64_t(kWriteBufferBytes + (1 << 20))) << "peak heap growth while writing";
+  RecordProperty("write_seconds", std::to_string(secs));
+  std::cerr << "2 GiB image written in " << secs << " s, peak heap growth " << peak << " bytes\n";
+
+  auto img = Image::Open(image);
+  ASSERT_TRUE(img.has_value()) << img.error().ToString();
+  const ImageEntry* big = nullptr;
+  for (const auto& e : img->entries()) if (e.path == "repo/data/ab/big") big = &e;
+  ASSERT_NE(big, nullptr);
+  ASSERT_EQ(big->size, kBig);
+  // Spot-check the bytes across the file, including its unaligned end.
+  std::vector<uint8_t> got(4096), want(4096);
+  for (uint64_t off : {uint64_t(0), uint64_t(1) << 20, uint64_t(1 << 30) + 7, kBig - 4096}) {
+    ASSERT_TRUE(img->Read(*big, off, got).has_value());
+    pattern(off, want);
+    EXPECT_EQ(got, want) << off;
+  }
+  TempDir tmp2;
+  ExpectFsckClean(image, *layout, tmp2);
+}
+
+}  // namespace
+}  // namespace cv::courier

@@ -55,9 +55,9 @@ class Layout {
   uint64_t free_bytes() const;
 
   struct Impl;
-  const Impl& impl() const { return *impl_; }
 
  private:
+  friend struct LayoutAccess;  // the writer and the split planner (format.h)
   std::shared_ptr<const Impl> impl_;
 };
 

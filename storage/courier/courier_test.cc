@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -134,10 +135,11 @@ class Loop {
 bool HaveLoop() { return access("/dev/loop-control", R_OK | W_OK) == 0 && geteuid() == 0; }
 
 // fsck.exfat -n on the partition: through a loop device if there is one, else on a copy.
-void ExpectFsckClean(const std::string& image, const Layout& layout, const TempDir& tmp) {
+void ExpectFsckClean(const std::string& image, const Layout& layout, const TempDir& tmp,
+                     bool force_copy = false) {
   std::string target;
   std::unique_ptr<Loop> loop;
-  if (HaveLoop()) {
+  if (HaveLoop() && !force_copy) {
     loop = std::make_unique<Loop>(image, layout.partition_offset(), layout.partition_bytes());
     if (!loop->dev().empty()) target = loop->dev();
   }
@@ -235,6 +237,37 @@ std::string Hex64(int i) {
 TEST(ImageTest, NoFiles) { CheckImage({}); }
 
 TEST(ImageTest, OneTinyFile) { CheckImage({{"config", 5}}); }
+
+TEST(ImageTest, FsckOnACopyOfThePartition) {  // the path taken where there is no loop device
+  TempDir tmp;
+  auto layout = WriteTo(tmp / "drive.img", {{"repo/config", 155}, {"big", 300000}}, {});
+  ASSERT_TRUE(layout.has_value());
+  ExpectFsckClean(tmp / "drive.img", *layout, tmp, /*force_copy=*/true);
+}
+
+TEST(ImageTest, NoVolumeLabel) {
+  LayoutOptions o;
+  o.label = "";
+  CheckImage({{"config", 5}}, o);
+}
+
+TEST(ImageTest, LargeMostlyEmptyDriveIsSparseAndFast) {
+  LayoutOptions o;
+  o.image_bytes = 256ull << 30;
+  auto start = std::chrono::steady_clock::now();
+  CheckImage({{"repo/config", 155}, {"repo/data/00/x", 5 << 20}}, o);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(secs, 60.0);
+  auto l = Layout::Plan({{"a", 1}}, o);
+  ASSERT_TRUE(l.has_value());
+  EXPECT_EQ(l->cluster_bytes(), 128u << 10);  // the spec's guidance for large volumes
+  TempDir tmp;
+  ASSERT_TRUE(WriteTo(tmp / "big.img", {{"a", 1}}, o).has_value());
+  struct stat st;
+  ASSERT_EQ(stat((tmp / "big.img").c_str(), &st), 0);
+  EXPECT_EQ(uint64_t(st.st_size), 256ull << 30);
+  EXPECT_LT(uint64_t(st.st_blocks) * 512, 16ull << 20) << "holes were written as data";
+}
 
 TEST(ImageTest, ZeroLengthFiles) {
   CheckImage({{"a", 0}, {"dir/b", 0}, {"dir/c", 1}, {"z", 0}});
@@ -478,6 +511,37 @@ TEST_F(TamperTest, DirectoryEntrySetByte) {
   std::string e = OpenError();
   EXPECT_NE(e.find("directory 'repo' entry at"), std::string::npos) << e;
   EXPECT_NE(e.find("entry set checksum mismatch"), std::string::npos) << e;
+}
+
+TEST_F(TamperTest, UpcaseTableByte) {
+  uint64_t upcase = layout_->file_offset(0) - 4 * uint64_t(layout_->cluster_bytes());  // upcase, 3 dirs
+  Flip(upcase + 10);
+  EXPECT_NE(OpenError().find("up-case table at"), std::string::npos) << OpenError();
+  EXPECT_NE(OpenError().find("checksum mismatch"), std::string::npos) << OpenError();
+}
+
+TEST_F(TamperTest, RenamedEntryWithFixedChecksumFailsNameHash) {
+  // A forger who recomputes SetChecksum after renaming still trips over NameHash.
+  uint64_t repo_dir = layout_->file_offset(0) - 2 * uint64_t(layout_->cluster_bytes());
+  std::fstream f(image_, std::ios::in | std::ios::out | std::ios::binary);
+  uint8_t set[96];
+  f.seekg(long(repo_dir));
+  f.read(reinterpret_cast<char*>(set), sizeof set);
+  ASSERT_EQ(set[0], 0x85);
+  set[64 + 2] = 'C';  // "config" -> "Cxnfig": the upcased name, so the hash, changes
+  set[64 + 4] = 'x';
+  uint16_t sum = 0;
+  for (int i = 0; i < 96; ++i) {
+    if (i == 2 || i == 3) continue;
+    sum = uint16_t(((sum & 1) ? 0x8000 : 0) + (sum >> 1) + set[i]);
+  }
+  set[2] = uint8_t(sum), set[3] = uint8_t(sum >> 8);
+  f.seekp(long(repo_dir));
+  f.write(reinterpret_cast<const char*>(set), sizeof set);
+  f.close();
+  std::string e = OpenError();
+  EXPECT_NE(e.find("'repo/Cxnfig'"), std::string::npos) << e;
+  EXPECT_NE(e.find("NameHash mismatch"), std::string::npos) << e;
 }
 
 TEST_F(TamperTest, AllocationBitmapByte) {

@@ -131,4 +131,8 @@ struct Layout::Impl {
   }
 };
 
+struct LayoutAccess {
+  static const Layout::Impl& Get(const Layout& l) { return *l.impl_; }
+};
+
 }  // namespace cv::courier

@@ -142,6 +142,14 @@ Status SavePrivateKeyPem(const std::string& path, std::string_view pem) {
     unlink(tmp.c_str());
     return ErrnoError(e, "rename to " + path);
   }
+  // The rename is durable only once the directory is synced.
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/') + 1);
+  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return ErrnoError(errno, "open " + dir);
+  int rc = fsync(dfd);
+  int e = errno;
+  close(dfd);
+  if (rc != 0) return ErrnoError(e, "fsync " + dir);
   return {};
 }
 

@@ -137,7 +137,7 @@ Result<std::vector<DrivePlan>> PlanSplit(const std::vector<FileSpec>& common,
       }
       return tl::unexpected(layout.error());
     }
-    const Layout::Impl& L = layout->impl();
+    const Layout::Impl& L = LayoutAccess::Get(*layout);
     Drive d(L.geo.cluster_bytes(), L.label.empty() ? 2 * kEntry : 3 * kEntry, std::string(manifest_path));
     for (const auto& f : common) CV_TRY(d.Add(f.path, f.size, false));
     for (const auto& dir : options.empty_dirs) CV_TRY(d.Add(dir, 0, true));

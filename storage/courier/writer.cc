@@ -230,7 +230,7 @@ Status EmitFile(const Layout::Impl& L, const Node& n, const FillFn& fill, Emitte
 }  // namespace
 
 Status WriteImage(const Layout& layout, const FillFn& fill, Sink& sink) {
-  const Layout::Impl& L = layout.impl();
+  const Layout::Impl& L = LayoutAccess::Get(layout);
   Emitter out(sink);
   auto array = GptEntryArray(L);
   uint32_t array_crc = Crc32(array);

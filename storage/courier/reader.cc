@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <set>
+#include <tuple>
 
 #include "storage/courier/format.h"
 
@@ -73,9 +74,15 @@ class Parser {
     CV_TRY(ReadGptHeader(1, "primary", &alternate, &primary_array));
     uint64_t back_alternate;
     std::vector<uint8_t> backup_array;
-    if (alternate >= image_sectors_) return Corrupt("GPT primary header: backup LBA " + std::to_string(alternate) + " is past the end of the image");
+    if (alternate >= image_sectors_ || alternate < 2) {
+      return Corrupt("GPT primary header: backup LBA " + std::to_string(alternate) + " is outside the image");
+    }
+    auto primary_fields = std::make_tuple(first_usable_, last_usable_, entry_size_);
     CV_TRY(ReadGptHeader(alternate, "backup", &back_alternate, &backup_array));
     if (back_alternate != 1) return Corrupt("GPT backup header: alternate LBA is not 1");
+    if (primary_fields != std::make_tuple(first_usable_, last_usable_, entry_size_)) {
+      return Corrupt("GPT backup header disagrees with the primary (usable LBAs or entry size)");
+    }
     if (primary_array != backup_array) return Corrupt("GPT backup partition entry array differs from the primary");
     // The partition: exactly one basic data partition.
     int found = 0;
@@ -121,7 +128,9 @@ class Parser {
       return Corrupt(where + ": bad partition entry count/size " + std::to_string(count) + "/" + std::to_string(entry_size_));
     }
     uint64_t bytes = uint64_t(count) * entry_size_;
-    if (entries_lba + DivUp(bytes, kSector) > image_sectors_) return Corrupt(where + ": entry array past the end");
+    if (entries_lba >= image_sectors_ || DivUp(bytes, kSector) > image_sectors_ - entries_lba) {
+      return Corrupt(where + ": entry array past the end");
+    }
     array->resize(bytes);
     CV_TRY(ReadAt(entries_lba * kSector, *array));
     uint32_t acrc = Crc32(*array);
@@ -155,7 +164,7 @@ class Parser {
     root_ = Get32(&b[96]);
     uint8_t nfats = b[110];
     if (Get16(&b[104]) >> 8 != 1) return Corrupt(where + ": unsupported revision " + Hex(Get16(&b[104])));
-    if (vol_len * ss_ > part_sectors_ * kSector || vol_len < kMiB / ss_) {
+    if (vol_len > part_sectors_ * kSector / ss_ || vol_len < kMiB / ss_) {
       return Corrupt(where + ": VolumeLength " + std::to_string(vol_len) + " does not fit the partition");
     }
     if (nfats != 1 && nfats != 2) return Corrupt(where + ": NumberOfFats " + std::to_string(nfats));
@@ -320,7 +329,12 @@ class Parser {
       for (size_t i = 0; i < d.size();) {
         uint8_t type = d[i];
         std::string at = what + " entry at " + Hex(image_offset(i));
-        if (type == 0) break;  // end of directory
+        if (type == 0) {  // end of directory: every later entry must say so too (spec 6.2)
+          for (size_t k = i + kEntry; k < d.size(); k += kEntry) {
+            if (d[k] != 0) return Corrupt(what + " entry at " + Hex(image_offset(k)) + ": entry after the end-of-directory marker");
+          }
+          break;
+        }
         if (!(type & 0x80)) { i += kEntry; continue; }  // unused or deleted
         const uint8_t* e = &d[i];
         if (type == kTypeBitmap || type == kTypeUpcase || type == kTypeLabel) {

@@ -35,6 +35,14 @@ void* operator new(size_t n) {
   return p;
 }
 void* operator new[](size_t n) { return operator new(n); }
+void* operator new(size_t n, const std::nothrow_t&) noexcept {
+  void* p = malloc(n ? n : 1);
+  if (p) Account(int64_t(malloc_usable_size(p)));
+  return p;
+}
+void* operator new[](size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { operator delete(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { operator delete(p); }
 void operator delete(void* p) noexcept {
   if (!p) return;
   Account(-int64_t(malloc_usable_size(p)));
@@ -376,6 +384,65 @@ TEST(LayoutTest, SameInputGivesTheSameBytesAndHolesReadAsZeros) {
   ASSERT_TRUE(WriteTo(tmp / "img", files, o).has_value());
   auto r = Shell("sha256sum " + (tmp / "img"));
   EXPECT_EQ(r.out.substr(0, 64), ToHex(da));
+}
+
+TEST(WriterTest, OverAUsedDriveTheStaleBytesDoNotMatter) {
+  // A block device keeps old data where the writer only skips (free clusters, gaps):
+  // simulate one with a file full of 0xA5 written through a non-regular FdSink.
+  TempDir tmp;
+  std::string image = tmp / "used-drive.img";
+  LayoutOptions o;
+  o.unix_time = kTime;
+  o.empty_dirs = {"repo/locks"};
+  std::vector<FileSpec> files = {{"repo/config", 155}, {"repo/data/00/a", 70000}, {"z", 0}};
+  auto layout = Layout::Plan(files, o);
+  ASSERT_TRUE(layout.has_value());
+  {
+    std::ofstream out(image, std::ios::binary);
+    std::string junk(1 << 20, char(0xA5));
+    for (uint64_t n = 0; n < layout->image_bytes(); n += junk.size()) out.write(junk.data(), long(junk.size()));
+  }
+  int fd = open(image.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  FdSink sink(fd, /*regular_file=*/false, /*sync=*/false);
+  ASSERT_TRUE(WriteImage(*layout, GenFill, sink).has_value());
+  EXPECT_EQ(sink.position(), layout->image_bytes());
+  close(fd);
+  ExpectGptValid(image, *layout);
+  ExpectFsckClean(image, *layout, tmp);
+  ExpectReaderMatches(image, *layout, DirsOf(files, o.empty_dirs));
+}
+
+TEST(WriterTest, EveryFailingSinkWriteOrFillIsReturned) {
+  struct FailingSink : Sink {
+    int fail_at, calls = 0;
+    explicit FailingSink(int n) : fail_at(n) {}
+    Status Count() { return calls++ == fail_at ? Err(ErrorKind::kIOError, "injected", EIO) : Status{}; }
+    Status Write(std::span<const uint8_t>) override { return Count(); }
+    Status WriteZeros(uint64_t) override { return Count(); }
+    Status Skip(uint64_t) override { return Count(); }
+    Status Finish() override { return Count(); }
+  };
+  auto layout = Layout::Plan({{"a", 3 << 20}, {"b/c", 10}}, {});
+  ASSERT_TRUE(layout.has_value());
+  int n = 0;
+  for (;; ++n) {  // fail the Nth sink call, N = 0, 1, 2, ... until a run gets through
+    FailingSink sink(n);
+    auto st = WriteImage(*layout, GenFill, sink);
+    if (st) break;
+    EXPECT_EQ(st.error().context, "injected");
+    ASSERT_LT(n, 1000);
+  }
+  EXPECT_GT(n, 5);
+  for (size_t bad_file : {0, 1}) {
+    FailingSink sink(-1);
+    auto st = WriteImage(*layout, [&](size_t f, uint64_t off, std::span<uint8_t> out) -> Status {
+      if (f == bad_file) return Err(ErrorKind::kCorruption, "object unreadable: b/c");
+      return GenFill(f, off, out);
+    }, sink);
+    ASSERT_FALSE(st.has_value());
+    EXPECT_EQ(st.error().context, "object unreadable: b/c");
+  }
 }
 
 // ---- mounted through the kernel loop driver and FUSE ----

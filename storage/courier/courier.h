@@ -34,6 +34,10 @@ struct LayoutOptions {
   uint64_t image_bytes = 0;          // 0: what the content needs plus slack; else exact
   uint32_t cluster_bytes = 0;        // 0: by volume size (4 KiB / 32 KiB / 128 KiB)
   std::vector<std::string> empty_dirs;  // directories to create even if they hold no file
+  // The volume's up-case table as stored (compressed or not). Empty: a minimal table (ASCII
+  // mappings only) -- valid per spec, but Windows may mount such a volume read-only;
+  // Microsoft's recommended table (spec 7.2.5.1) avoids that (see FORMAT.md).
+  std::vector<uint8_t> upcase_table;
 };
 
 // Where everything goes. Files are placed contiguously in path order (component-wise byte
@@ -126,6 +130,7 @@ class Image {
   ~Image();
   const std::vector<ImageEntry>& entries() const { return entries_; }  // path order
   std::string label() const { return label_; }
+  const std::vector<uint8_t>& upcase_table() const { return upcase_table_; }  // as stored
   // Reads `out.size()` bytes of a file entry at `offset`; kInvalidArgument past its end.
   Status Read(const ImageEntry& file, uint64_t offset, std::span<uint8_t> out) const;
   Result<std::string> ReadAll(const ImageEntry& file) const;  // for small files
@@ -135,6 +140,7 @@ class Image {
   int fd_ = -1;
   std::vector<ImageEntry> entries_;
   std::string label_;
+  std::vector<uint8_t> upcase_table_;
 };
 
 // ---- splitting a backup over several drives ----

@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "storage/courier/courier.h"
+#include "storage/courier/format.h"
 
 // ---- allocation accounting: live heap bytes and their peak, for the streaming test ----
 namespace {
@@ -254,6 +255,38 @@ TEST(ImageTest, FsckOnACopyOfThePartition) {  // the path taken where there is n
   ExpectFsckClean(tmp / "drive.img", *layout, tmp, /*force_copy=*/true);
 }
 
+// Microsoft's recommended up-case table, taken from a volume that mkfs.exfat made (nothing
+// of it is in our sources). Also shows our reader accepting a volume it did not write.
+Result<std::vector<uint8_t>> RecommendedUpcaseFromMkfs(const TempDir& tmp) {
+  std::string disk = tmp / "mkfs-disk.img", part = tmp / "mkfs-part.img";
+  std::string script = tmp / "gpt.sfdisk";
+  std::ofstream(script) << "label: gpt\nstart=2048, size=12288, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n";
+  for (std::string cmd : {"truncate -s 8M " + disk, "sfdisk -q " + disk + " < " + script, "truncate -s 6M " + part,
+                          "mkfs.exfat " + part,
+                          "dd if=" + part + " of=" + disk + " bs=1M seek=1 conv=notrunc status=none"}) {
+    auto r = Shell(cmd);
+    if (r.code != 0) return Err(ErrorKind::kIOError, cmd + ": " + r.out);
+  }
+  auto img = Image::Open(disk);
+  if (!img) return tl::unexpected(img.error());
+  EXPECT_TRUE(img->entries().empty());
+  return img->upcase_table();
+}
+
+TEST(ImageTest, RecommendedUpcaseTableFromMkfsExfat) {
+  if (Shell("command -v mkfs.exfat").code != 0) GTEST_SKIP() << "mkfs.exfat not installed";
+  TempDir tmp;
+  auto table = RecommendedUpcaseFromMkfs(tmp);
+  ASSERT_TRUE(table.has_value()) << table.error().ToString();
+  EXPECT_EQ(fmt::UpcaseChecksum(*table), 0xE619D30Du);  // the spec's value for it
+  LayoutOptions o;
+  o.upcase_table = *table;
+  // Non-ASCII names are hashed with the full table: "caf\u00e9" upcases to "CAF\u00c9".
+  CheckImage({{"repo/config", 155}, {"caf\xC3\xA9/na\xC3\xAFve", 10}}, o);
+  EXPECT_FALSE(Layout::Plan({{"\xC3\xA9", 1}, {"\xC3\x89", 1}}, o).has_value());  // e-acute vs E-acute collide
+  EXPECT_TRUE(Layout::Plan({{"\xC3\xA9", 1}, {"\xC3\x89", 1}}, {}).has_value());  // ASCII-only table: distinct
+}
+
 TEST(ImageTest, NoVolumeLabel) {
   LayoutOptions o;
   o.label = "";
@@ -469,22 +502,26 @@ class Mount {
   bool mounted_ = false;
 };
 
-TEST(MountTest, FuseMountShowsTheSameTreeAndBytes) {
-  if (!HaveLoop()) GTEST_SKIP() << "no loop device control (/dev/loop-control) or not root";
-  if (access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
-  if (Shell("command -v mount.exfat-fuse").code != 0) GTEST_SKIP() << "mount.exfat-fuse not installed";
+std::string MountSkipReason() {
+  if (!HaveLoop()) return "no loop device control (/dev/loop-control) or not root";
+  if (access("/dev/fuse", R_OK | W_OK) != 0) return "no /dev/fuse";
+  if (Shell("command -v mount.exfat-fuse").code != 0) return "mount.exfat-fuse not installed";
+  return "";
+}
+
+// Writes the image, mounts it read-only through a loop device and FUSE, compares the tree
+// and every byte. Sets *skip if the machine cannot attach it.
+void MountAndCompare(std::vector<FileSpec> files, LayoutOptions o, std::string* skip) {
   TempDir tmp;
   std::string image = tmp / "drive.img";
-  auto files = ResticTree(1);
-  files.push_back({"repo/data/00/" + std::string(200, 'l'), 3 * 131072 + 5});
-  files.push_back({"empty-file", 0});
-  LayoutOptions o;
   o.unix_time = kTime;
-  o.empty_dirs = {"repo/locks"};
   auto layout = WriteTo(image, files, o);
   ASSERT_TRUE(layout.has_value()) << layout.error().ToString();
   Loop loop(image, layout->partition_offset(), layout->partition_bytes());
-  if (loop.dev().empty()) GTEST_SKIP() << "losetup failed: " << loop.error();
+  if (loop.dev().empty()) {
+    *skip = "losetup failed: " + loop.error();
+    return;
+  }
   std::string mnt = tmp / "mnt";
   fs::create_directory(mnt);
   {
@@ -493,11 +530,7 @@ TEST(MountTest, FuseMountShowsTheSameTreeAndBytes) {
     std::set<std::string> seen_files, seen_dirs;
     for (auto& e : fs::recursive_directory_iterator(mnt)) {
       std::string rel = fs::relative(e.path(), mnt).string();
-      if (e.is_directory()) {
-        seen_dirs.insert(rel);
-        continue;
-      }
-      seen_files.insert(rel);
+      (e.is_directory() ? seen_dirs : seen_files).insert(rel);
     }
     std::set<std::string> want_files, want_dirs;
     for (const auto& f : files) want_files.insert(f.path);
@@ -510,9 +543,34 @@ TEST(MountTest, FuseMountShowsTheSameTreeAndBytes) {
       EXPECT_TRUE(got == Expected(i, files[i].size)) << files[i].path;
     }
   }
-  // The volume label is what we set.
-  auto r = Shell("blkid -s LABEL -o value " + loop.dev());
-  EXPECT_NE(r.out.find("CHUNKVAULT"), std::string::npos) << r.out;
+  auto r = Shell("blkid -p -s LABEL -o value " + loop.dev());
+  EXPECT_EQ(r.out, o.label + "\n");
+}
+
+TEST(MountTest, FuseMountShowsTheSameTreeAndBytes) {
+  if (auto why = MountSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  auto files = ResticTree(1);
+  files.push_back({"repo/data/00/" + std::string(200, 'l'), 3 * 131072 + 5});
+  files.push_back({"empty-file", 0});
+  LayoutOptions o;
+  o.empty_dirs = {"repo/locks"};
+  std::string skip;
+  MountAndCompare(files, o, &skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
+}
+
+TEST(MountTest, RecommendedUpcaseTableAndNonAsciiNames) {
+  if (auto why = MountSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  if (Shell("command -v mkfs.exfat").code != 0) GTEST_SKIP() << "mkfs.exfat not installed";
+  TempDir tmp;
+  auto table = RecommendedUpcaseFromMkfs(tmp);
+  ASSERT_TRUE(table.has_value()) << table.error().ToString();
+  LayoutOptions o;
+  o.upcase_table = *table;
+  o.label = "R\xC3\xA9" "cup";
+  std::string skip;
+  MountAndCompare({{"caf\xC3\xA9/na\xC3\xAFve", 10}, {"README.txt", 100}, {"\xE2\x82\xAC", 3}}, o, &skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
 }
 
 // ---- the reader names what is wrong ----

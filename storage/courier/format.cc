@@ -53,23 +53,43 @@ uint16_t NameHash(std::u16string_view upcased) {
   return hash;
 }
 
-const std::vector<uint8_t>& UpcaseTable() {
-  static const std::vector<uint8_t> table = [] {
+const UpcaseMap& MinimalUpcase() {
+  static const UpcaseMap table = [] {
     std::vector<uint16_t> t = {0xFFFF, 0x0061};  // 0000h..0060h map to themselves
     for (uint16_t c = 'a'; c <= 'z'; ++c) t.push_back(uint16_t(c - 32));
     t.push_back(0xFFFF);  // 007Bh..FFFFh map to themselves
     t.push_back(uint16_t(0x10000 - 0x7B));
     std::vector<uint8_t> bytes(t.size() * 2);
     for (size_t i = 0; i < t.size(); ++i) Put16(&bytes[2 * i], t[i]);
-    return bytes;
+    return *LoadUpcaseTable(bytes);
   }();
   return table;
 }
 
-std::u16string Upcased(std::u16string_view s) {
-  std::u16string out(s);
-  for (auto& c : out) c = Upcase(c);
-  return out;
+Result<UpcaseMap> LoadUpcaseTable(std::span<const uint8_t> t) {
+  if (t.empty() || t.size() % 2 || t.size() > 2 * 0x20000) {
+    return Err(ErrorKind::kCorruption, "up-case table: bad length " + std::to_string(t.size()));
+  }
+  UpcaseMap m;
+  m.bytes.assign(t.begin(), t.end());
+  m.map.resize(0x10000);
+  for (uint32_t i = 0; i < 0x10000; ++i) m.map[i] = char16_t(i);
+  uint32_t idx = 0;
+  for (size_t i = 0; i + 1 < t.size() && idx < 0x10000; i += 2) {
+    uint16_t v = Get16(&t[i]);
+    if (v == 0xFFFF && i + 3 < t.size()) {
+      idx += Get16(&t[i + 2]);  // a run of identity mappings
+      i += 2;
+    } else {
+      m.map[idx++] = v;
+    }
+  }
+  for (uint32_t c = 0; c < 128; ++c) {
+    if (m.map[c] != AsciiUpcase(char16_t(c))) {
+      return Err(ErrorKind::kCorruption, "up-case table: wrong mandatory mapping for character " + std::to_string(c));
+    }
+  }
+  return m;
 }
 
 bool Utf8ToUtf16(std::string_view in, std::u16string* out) {
@@ -181,7 +201,7 @@ uint32_t DosTimestamp(int64_t unix_time) {
          uint32_t(tm.tm_hour) << 11 | uint32_t(tm.tm_min) << 5 | uint32_t(tm.tm_sec / 2);
 }
 
-void EncodeEntrySet(std::u16string_view name, bool is_dir, uint32_t first_cluster,
+void EncodeEntrySet(std::u16string_view name, uint16_t name_hash, bool is_dir, uint32_t first_cluster,
                     uint64_t data_length, bool no_fat_chain, uint32_t timestamp, uint8_t* out) {
   size_t name_entries = DivUp(name.size(), 15);
   size_t bytes = (2 + name_entries) * kEntry;
@@ -198,7 +218,7 @@ void EncodeEntrySet(std::u16string_view name, bool is_dir, uint32_t first_cluste
   s[0] = kTypeStream;
   s[1] = kFlagAllocPossible | (no_fat_chain && first_cluster != 0 ? kFlagNoFatChain : 0);
   s[3] = uint8_t(name.size());
-  Put16(s + 4, NameHash(Upcased(name)));
+  Put16(s + 4, name_hash);
   Put64(s + 8, data_length);  // ValidDataLength
   Put32(s + 20, first_cluster);
   Put64(s + 24, data_length);

@@ -55,11 +55,23 @@ uint32_t UpcaseChecksum(std::span<const uint8_t> table);
 uint16_t EntrySetChecksum(std::span<const uint8_t> entries);
 uint16_t NameHash(std::u16string_view upcased);
 
-// Our up-case table: the spec's mandatory ASCII mappings, identity for everything else up
-// to FFFFh, in the compressed form (spec 7.2.5).
-const std::vector<uint8_t>& UpcaseTable();
-inline char16_t Upcase(char16_t c) { return c >= u'a' && c <= u'z' ? char16_t(c - 32) : c; }
-std::u16string Upcased(std::u16string_view s);
+// An up-case table as the volume stores it (compressed or not) and as a lookup.
+struct UpcaseMap {
+  std::vector<uint8_t> bytes;
+  std::vector<char16_t> map;  // 65536 entries
+  std::u16string Apply(std::u16string_view s) const {
+    std::u16string out(s);
+    for (auto& c : out) c = map[c];
+    return out;
+  }
+};
+// Expands a stored table (spec 7.2.5: FFFFh + count = a run of identity mappings) and checks
+// the mandatory mappings of the first 128 characters; the error says which.
+Result<UpcaseMap> LoadUpcaseTable(std::span<const uint8_t> bytes);
+// Ours unless the caller gives one: the spec's mandatory ASCII mappings, identity for every
+// other character up to FFFFh, compressed (60 bytes).
+const UpcaseMap& MinimalUpcase();
+inline char16_t AsciiUpcase(char16_t c) { return c >= u'a' && c <= u'z' ? char16_t(c - 32) : c; }
 
 // Strict UTF-8 to UTF-16; false on malformed input.
 bool Utf8ToUtf16(std::string_view in, std::u16string* out);
@@ -89,7 +101,7 @@ inline constexpr uint64_t kRootFixedBytes = 3 * kEntry;
 uint32_t DosTimestamp(int64_t unix_time);
 
 // Encodes one entry set into `out` (EntrySetBytes(name.size()) bytes).
-void EncodeEntrySet(std::u16string_view name, bool is_dir, uint32_t first_cluster,
+void EncodeEntrySet(std::u16string_view name, uint16_t name_hash, bool is_dir, uint32_t first_cluster,
                     uint64_t data_length, bool no_fat_chain, uint32_t timestamp, uint8_t* out);
 
 }  // namespace cv::courier::fmt
@@ -99,6 +111,7 @@ namespace cv::courier {
 // A node of the directory tree: id 0 is the root.
 struct Node {
   std::u16string name;
+  uint16_t name_hash = 0;
   bool is_dir = false;
   size_t file_index = 0;       // files: index into Layout::files()
   uint32_t parent = 0;
@@ -117,6 +130,7 @@ struct Layout::Impl {
   std::vector<uint32_t> files_in_order;  // preorder
   std::vector<uint32_t> node_of_file;    // file index -> node
   std::u16string label;
+  fmt::UpcaseMap upcase;
   uint64_t image_sectors = 0, part_first_lba = 0, part_sectors = 0;
   fmt::Geometry geo;
   uint32_t bitmap_cluster = 0, upcase_cluster = 0, upcase_clusters = 0;

@@ -30,7 +30,8 @@ Status BuildTree(Layout::Impl& L) {
         return Err(ErrorKind::kInvalidArgument, "path '" + path + "': " + why);
       }
       bool want_dir = !last || is_dir;
-      auto key = std::make_pair(parent, Upcased(name));
+      std::u16string upcased = L.upcase.Apply(name);
+      auto key = std::make_pair(parent, upcased);
       auto it = by_name.find(key);
       if (it != by_name.end()) {
         Node& n = L.nodes[it->second];
@@ -43,6 +44,7 @@ Status BuildTree(Layout::Impl& L) {
       } else {
         Node n;
         n.name = name;
+        n.name_hash = NameHash(upcased);
         n.is_dir = want_dir;
         n.parent = parent;
         n.file_index = file_index;
@@ -86,7 +88,7 @@ Status BuildTree(Layout::Impl& L) {
 
 // Clusters for everything but the allocation bitmap.
 uint64_t ContentClusters(const Layout::Impl& L, uint32_t cluster_bytes) {
-  uint64_t n = DivUp(UpcaseTable().size(), cluster_bytes);
+  uint64_t n = DivUp(L.upcase.bytes.size(), cluster_bytes);
   for (uint32_t d : L.dirs_in_order) {
     n += std::max<uint64_t>(1, DivUp(L.nodes[d].entry_bytes, cluster_bytes));
   }
@@ -126,6 +128,13 @@ Result<Layout> Layout::Plan(std::vector<FileSpec> files, LayoutOptions options) 
   uint32_t cb = L.options.cluster_bytes;
   if (cb != 0 && (cb < kSector || cb > (32u << 20) || (cb & (cb - 1)) != 0)) {
     return Err(ErrorKind::kInvalidArgument, "cluster size must be a power of two, 512 B to 32 MiB");
+  }
+  if (L.options.upcase_table.empty()) {
+    L.upcase = MinimalUpcase();
+  } else {
+    auto t = LoadUpcaseTable(L.options.upcase_table);
+    if (!t) return Err(ErrorKind::kInvalidArgument, t.error().context);
+    L.upcase = std::move(*t);
   }
   CV_TRY(BuildTree(L));
 
@@ -179,7 +188,7 @@ Result<Layout> Layout::Plan(std::vector<FileSpec> files, LayoutOptions options) 
   L.bitmap_cluster = next;
   next += L.geo.bitmap_clusters();
   L.upcase_cluster = next;
-  L.upcase_clusters = uint32_t(DivUp(UpcaseTable().size(), cbytes));
+  L.upcase_clusters = uint32_t(DivUp(L.upcase.bytes.size(), cbytes));
   next += L.upcase_clusters;
   for (uint32_t d : L.dirs_in_order) {
     Node& n = L.nodes[d];

@@ -46,11 +46,11 @@ class Parser {
     return {};
   }
 
-  Status Run(std::vector<ImageEntry>* entries, std::string* label) {
+  Status Run(std::vector<ImageEntry>* entries, std::string* label, std::vector<uint8_t>* upcase_bytes) {
     CV_TRY(ReadGpt());
     CV_TRY(ReadBootRegions());
     CV_TRY(CheckFatHead());
-    CV_TRY(WalkDirectories(entries, label));
+    CV_TRY(WalkDirectories(entries, label, upcase_bytes));
     CV_TRY(CheckBitmap());
     return {};
   }
@@ -290,10 +290,8 @@ class Parser {
     bool no_fat_chain;
   };
 
-  Status WalkDirectories(std::vector<ImageEntry>* entries, std::string* label) {
+  Status WalkDirectories(std::vector<ImageEntry>* entries, std::string* label, std::vector<uint8_t>* upcase_bytes) {
     used_.assign(DivUp(cc_, 8), 0);
-    upcase_.resize(0x10000);
-    for (uint32_t i = 0; i < 0x10000; ++i) upcase_[i] = char16_t(i);
     // The root's length comes from its FAT chain.
     uint64_t root_len = 0;
     for (uint32_t c = root_, i = 0;; ++i) {
@@ -353,7 +351,7 @@ class Parser {
             if (saw_upcase) return Corrupt(at + ": second up-case table");
             saw_upcase = true;
             uint64_t len = Get64(e + 24);
-            if (len == 0 || len > 2 * 0x10000 * 2 || len % 2) return Corrupt(at + ": bad up-case table length");
+            if (len == 0 || len > 2 * 0x20000 || len % 2) return Corrupt(at + ": bad up-case table length");
             std::vector<std::pair<uint32_t, uint32_t>> uruns;
             CV_TRY(Allocate("up-case table", Get32(e + 20), len, false, &uruns));
             auto t = ReadRuns(uruns, len);
@@ -363,7 +361,10 @@ class Parser {
               return Corrupt("up-case table at " + Hex(ClusterOffset(uruns[0].first)) + ": checksum mismatch (stored " +
                              Hex(Get32(e + 4)) + ", computed " + Hex(sum) + ")");
             }
-            CV_TRY(LoadUpcase(*t));
+            auto map = LoadUpcaseTable(*t);
+            if (!map) return Corrupt(map.error().context);
+            upcase_ = std::move(*map);
+            *upcase_bytes = upcase_.bytes;
           } else {
             if (e[1] > 11) return Corrupt(at + ": volume label longer than 11 characters");
             std::u16string l;
@@ -406,8 +407,7 @@ class Parser {
         std::string path = dir.path.empty() ? name8 : dir.path + "/" + name8;
         std::string fwhat = "'" + path + "' (entry set at " + Hex(image_offset(i)) + ")";
         if (auto why = NameProblem(name); !why.empty()) return Corrupt(fwhat + ": " + why);
-        std::u16string up = name;
-        for (auto& c : up) c = upcase_[c];
+        std::u16string up = upcase_.Apply(name);
         if (NameHash(up) != Get16(s + 4)) {
           return Corrupt(fwhat + ": NameHash mismatch (stored " + Hex(Get16(s + 4)) + ", computed " + Hex(NameHash(up)) + ")");
         }
@@ -443,23 +443,6 @@ class Parser {
     return {};
   }
 
-  Status LoadUpcase(const std::vector<uint8_t>& t) {
-    uint32_t idx = 0;
-    for (size_t i = 0; i + 1 < t.size() && idx < 0x10000; i += 2) {
-      uint16_t v = Get16(&t[i]);
-      if (v == 0xFFFF && i + 3 < t.size()) {
-        idx += Get16(&t[i + 2]);  // a run of identity mappings
-        i += 2;
-      } else {
-        upcase_[idx++] = v;
-      }
-    }
-    for (uint32_t c = 0; c < 128; ++c) {
-      if (upcase_[c] != Upcase(char16_t(c))) return Corrupt("up-case table: wrong mandatory mapping for " + Hex(c));
-    }
-    return {};
-  }
-
   Status CheckBitmap() {
     for (uint32_t c = 0; c < cc_; ++c) {
       bool stored = bitmap_[c / 8] >> (c % 8) & 1;
@@ -482,7 +465,7 @@ class Parser {
   uint64_t fat_block_at_ = 0;
   std::vector<uint8_t> used_, bitmap_;
   uint64_t bitmap_at_ = 0;
-  std::vector<char16_t> upcase_;
+  UpcaseMap upcase_;
 };
 
 }  // namespace
@@ -493,11 +476,14 @@ Result<Image> Image::Open(const std::string& path) {
   Image img;
   img.fd_ = fd;
   Parser p(fd);
-  CV_TRY(p.Run(&img.entries_, &img.label_));
+  CV_TRY(p.Run(&img.entries_, &img.label_, &img.upcase_table_));
   return img;
 }
 
-Image::Image(Image&& o) noexcept : fd_(o.fd_), entries_(std::move(o.entries_)), label_(std::move(o.label_)) { o.fd_ = -1; }
+Image::Image(Image&& o) noexcept
+    : fd_(o.fd_), entries_(std::move(o.entries_)), label_(std::move(o.label_)), upcase_table_(std::move(o.upcase_table_)) {
+  o.fd_ = -1;
+}
 Image& Image::operator=(Image&& o) noexcept {
   if (this != &o) {
     if (fd_ >= 0) close(fd_);
@@ -505,6 +491,7 @@ Image& Image::operator=(Image&& o) noexcept {
     o.fd_ = -1;
     entries_ = std::move(o.entries_);
     label_ = std::move(o.label_);
+    upcase_table_ = std::move(o.upcase_table_);
   }
   return *this;
 }

@@ -192,9 +192,9 @@ Status EmitDirectory(const Layout::Impl& L, const Node& dir, Emitter& out) {
     CV_TRY(out.Emit({e, kEntry}));
     memset(e, 0, kEntry);
     e[0] = kTypeUpcase;
-    Put32(e + 4, UpcaseChecksum(UpcaseTable()));
+    Put32(e + 4, UpcaseChecksum(L.upcase.bytes));
     Put32(e + 20, L.upcase_cluster);
-    Put64(e + 24, UpcaseTable().size());
+    Put64(e + 24, L.upcase.bytes.size());
     CV_TRY(out.Emit({e, kEntry}));
     if (!L.label.empty()) {
       memset(e, 0, kEntry);
@@ -206,7 +206,7 @@ Status EmitDirectory(const Layout::Impl& L, const Node& dir, Emitter& out) {
   }
   for (uint32_t c : dir.children) {
     const Node& n = L.nodes[c];
-    EncodeEntrySet(n.name, n.is_dir, n.first_cluster, n.data_length, !n.is_dir, L.timestamp, e);
+    EncodeEntrySet(n.name, n.name_hash, n.is_dir, n.first_cluster, n.data_length, !n.is_dir, L.timestamp, e);
     CV_TRY(out.Emit({e, EntrySetBytes(n.name.size())}));
   }
   // Unused entries must read as end-of-directory (type 0).
@@ -247,7 +247,7 @@ Status WriteImage(const Layout& layout, const FillFn& fill, Sink& sink) {
   CV_TRY(EmitFat(L, out));
   CV_TRY(out.ZerosTo(L.cluster_offset(L.bitmap_cluster), false));
   CV_TRY(EmitBitmap(L, out));
-  CV_TRY(out.Emit(UpcaseTable()));
+  CV_TRY(out.Emit(L.upcase.bytes));
   CV_TRY(out.ZerosTo(L.cluster_offset(L.upcase_cluster + L.upcase_clusters), true));
   for (uint32_t d : L.dirs_in_order) CV_TRY(EmitDirectory(L, L.nodes[d], out));
   for (uint32_t f : L.files_in_order) {

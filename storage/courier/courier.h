@@ -122,6 +122,7 @@ struct ImageEntry {
 // checksum, and every directory entry set (SetChecksum, NameHash, cluster ranges, overlaps).
 // Errors: kCorruption with the structure and byte offset at fault, kInvalidArgument for a
 // valid image this reader does not handle (fragmented file), kIOError / kNotFound.
+// Read may be called from several threads at once.
 class Image {
  public:
   static Result<Image> Open(const std::string& path);

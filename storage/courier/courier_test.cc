@@ -785,6 +785,40 @@ TEST(SplitTest, EveryDriveIsValidAndTheUnionIsEverything) {
   EXPECT_EQ(all.size(), data.size());
 }
 
+TEST(SplitTest, PlansAreTightAndAlwaysFitForManySeeds) {
+  // Directory growth across cluster boundaries, the manifest growing with every file: the
+  // cluster accounting must agree with the real layout (PlanSplit re-plans every drive and
+  // would return kInternal otherwise).
+  for (uint64_t seed = 1; seed <= 12; ++seed) {
+    uint64_t x = seed;
+    auto next = [&] { return x = x * 6364136223846793005ull + 1442695040888963407ull, x >> 33; };
+    std::vector<FileSpec> data;
+    uint64_t total = 0;
+    int n = 200 + int(next() % 400);
+    for (int i = 0; i < n; ++i) {
+      char sub[3];
+      snprintf(sub, sizeof sub, "%02x", int(next() % 256));
+      uint64_t size = next() % 4 == 0 ? next() % 100 : next() % (3 << 20);
+      data.push_back({std::string("repo/data/") + sub + "/" + Hex64(i), size});
+      total += size;
+    }
+    LayoutOptions o;
+    o.image_bytes = (16ull + 8 * (seed % 4)) << 20;
+    o.cluster_bytes = seed % 2 ? 4096 : 0;
+    o.empty_dirs = {"repo/locks"};
+    auto plans = PlanSplit({{"repo/config", 155}, {"README.txt", 3000}, {"SHA256SUMS.sig", 64}}, data, o, "SHA256SUMS");
+    ASSERT_TRUE(plans.has_value()) << "seed " << seed << ": " << plans.error().ToString();
+    size_t placed = 0;
+    for (const auto& p : *plans) placed += p.data_files.size();
+    EXPECT_EQ(placed, data.size());
+    // Close to the bound from the free space of a drive with only the common files.
+    auto empty = Layout::Plan({{"repo/config", 155}, {"README.txt", 3000}, {"SHA256SUMS.sig", 64}}, o);
+    ASSERT_TRUE(empty.has_value());
+    double bound = double(total) / double(empty->free_bytes());
+    EXPECT_LE(double(plans->size()), bound * 1.1 + 1) << "seed " << seed;
+  }
+}
+
 TEST(SplitTest, ClearErrorsWhenNothingFits) {
   LayoutOptions o;
   o.image_bytes = 8 << 20;

@@ -26,7 +26,6 @@ class Drive {
   // Clusters that adding the file (or, with is_dir, the directory) would take.
   Result<uint64_t> Cost(const std::string& path, uint64_t size, bool is_dir) const {
     std::map<std::string, uint64_t> grown;  // dir -> new entry bytes
-    uint64_t new_dirs = 0;
     std::string parent;
     size_t pos = 0;
     while (true) {
@@ -40,7 +39,6 @@ class Drive {
       if (!exists && (!last || is_dir)) {
         grown[parent] = Bytes(grown, parent) + EntrySetBytes(name.size());
         grown[here] = 0;
-        ++new_dirs;
       } else if (last && !is_dir) {
         grown[parent] = Bytes(grown, parent) + EntrySetBytes(name.size());
       }
@@ -54,7 +52,6 @@ class Drive {
       uint64_t before = it == dirs_.end() ? 0 : Clusters(it->second);
       cost += Clusters(bytes) - before;
     }
-    (void)new_dirs;
     if (!manifest_path_.empty() && !is_dir && path != manifest_path_ && path != manifest_path_ + ".sig") {
       cost += DivUp(manifest_bytes_ + Sha256SumsLineBytes(path), cb_) - DivUp(manifest_bytes_, cb_);
     }
@@ -121,76 +118,73 @@ Result<std::vector<DrivePlan>> PlanSplit(const std::vector<FileSpec>& common,
                                          std::string_view manifest_path) {
   if (options.image_bytes == 0) return Err(ErrorKind::kInvalidArgument, "split needs a drive size");
   // The common files alone, planned for real: checks them and gives the geometry.
-  Drive base(0, 0, std::string(manifest_path));
-  {
-    DrivePlan empty;
-    uint64_t mbytes = 0;
-    for (const auto& f : common) {
-      if (f.path != manifest_path && f.path != std::string(manifest_path) + ".sig") mbytes += Sha256SumsLineBytes(f.path);
+  DrivePlan empty;
+  for (const auto& f : common) {
+    if (!manifest_path.empty() && f.path != manifest_path && f.path != std::string(manifest_path) + ".sig") {
+      empty.manifest_bytes += Sha256SumsLineBytes(f.path);
     }
-    empty.manifest_bytes = manifest_path.empty() ? 0 : mbytes;
-    auto layout = Layout::Plan(DriveFiles(common, data, empty, manifest_path), options);
-    if (!layout) {
-      if (layout.error().kind == ErrorKind::kNoSpace) {
-        return Err(ErrorKind::kNoSpace, "the files every drive needs do not fit a drive of " +
-                                            std::to_string(options.image_bytes) + " bytes: " + layout.error().context);
-      }
-      return tl::unexpected(layout.error());
-    }
-    const Layout::Impl& L = LayoutAccess::Get(*layout);
-    Drive d(L.geo.cluster_bytes(), L.label.empty() ? 2 * kEntry : 3 * kEntry, std::string(manifest_path));
-    for (const auto& f : common) CV_TRY(d.Add(f.path, f.size, false));
-    for (const auto& dir : options.empty_dirs) CV_TRY(d.Add(dir, 0, true));
-    base = d;
-    // The manifest's entry; its clusters grow with every file added (Drive::Cost).
-    if (!manifest_path.empty()) CV_TRY(base.Add(std::string(manifest_path), 0, false));
-    uint64_t capacity = L.geo.cluster_count - L.geo.bitmap_clusters() - L.upcase_clusters;
-    std::vector<size_t> order(data.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return data[a].size > data[b].size; });
-    std::vector<Drive> drives;
-    std::vector<DrivePlan> plans;
-    for (size_t i : order) {
-      const FileSpec& f = data[i];
-      bool placed = false;
-      for (size_t k = 0; k < drives.size() && !placed; ++k) {
-        if (drives[k].used() + DivUp(f.size, L.geo.cluster_bytes()) > capacity) continue;
-        auto c = drives[k].Cost(f.path, f.size, false);
-        if (!c) return tl::unexpected(c.error());
-        if (drives[k].used() + *c <= capacity) {
-          CV_TRY(drives[k].Add(f.path, f.size, false));
-          plans[k].data_files.push_back(i);
-          placed = true;
-        }
-      }
-      if (placed) continue;
-      Drive fresh = base;
-      auto c = fresh.Cost(f.path, f.size, false);
-      if (!c) return tl::unexpected(c.error());
-      if (fresh.used() + *c > capacity) {
-        return Err(ErrorKind::kNoSpace, "file '" + f.path + "' (" + std::to_string(f.size) +
-                                            " bytes) does not fit on a drive of " +
-                                            std::to_string(options.image_bytes) + " bytes next to the common files");
-      }
-      CV_TRY(fresh.Add(f.path, f.size, false));
-      drives.push_back(std::move(fresh));
-      plans.push_back({{i}, 0});
-    }
-    if (drives.empty()) {
-      drives.push_back(base);
-      plans.push_back({});
-    }
-    for (size_t k = 0; k < plans.size(); ++k) {
-      plans[k].manifest_bytes = manifest_path.empty() ? 0 : drives[k].manifest_bytes();
-      std::sort(plans[k].data_files.begin(), plans[k].data_files.end());
-      auto check = Layout::Plan(DriveFiles(common, data, plans[k], manifest_path), options);
-      if (!check) {
-        return Err(ErrorKind::kInternal, "split plan for drive " + std::to_string(k + 1) +
-                                             " does not fit after all: " + check.error().context);
-      }
-    }
-    return plans;
   }
+  auto layout = Layout::Plan(DriveFiles(common, data, empty, manifest_path), options);
+  if (!layout) {
+    if (layout.error().kind == ErrorKind::kNoSpace) {
+      return Err(ErrorKind::kNoSpace, "the files every drive needs do not fit a drive of " +
+                                          std::to_string(options.image_bytes) + " bytes: " + layout.error().context);
+    }
+    return tl::unexpected(layout.error());
+  }
+  const Layout::Impl& L = LayoutAccess::Get(*layout);
+  const uint32_t cb = L.geo.cluster_bytes();
+  Drive base(cb, L.label.empty() ? 2 * kEntry : 3 * kEntry, std::string(manifest_path));
+  for (const auto& f : common) CV_TRY(base.Add(f.path, f.size, false));
+  for (const auto& dir : options.empty_dirs) CV_TRY(base.Add(dir, 0, true));
+  // The manifest's entry; its clusters grow with every file added (Drive::Cost).
+  if (!manifest_path.empty()) CV_TRY(base.Add(std::string(manifest_path), 0, false));
+  const uint64_t capacity = L.geo.cluster_count - L.geo.bitmap_clusters() - L.upcase_clusters;
+  std::vector<size_t> order(data.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return data[a].size > data[b].size; });
+  std::vector<Drive> drives;
+  std::vector<DrivePlan> plans;
+  for (size_t i : order) {
+    const FileSpec& f = data[i];
+    bool placed = false;
+    for (size_t k = 0; k < drives.size() && !placed; ++k) {
+      if (drives[k].used() + DivUp(f.size, cb) > capacity) continue;
+      auto c = drives[k].Cost(f.path, f.size, false);
+      if (!c) return tl::unexpected(c.error());
+      if (drives[k].used() + *c <= capacity) {
+        CV_TRY(drives[k].Add(f.path, f.size, false));
+        plans[k].data_files.push_back(i);
+        placed = true;
+      }
+    }
+    if (placed) continue;
+    Drive fresh = base;
+    auto c = fresh.Cost(f.path, f.size, false);
+    if (!c) return tl::unexpected(c.error());
+    if (fresh.used() + *c > capacity) {
+      return Err(ErrorKind::kNoSpace, "file '" + f.path + "' (" + std::to_string(f.size) +
+                                          " bytes) does not fit on a drive of " +
+                                          std::to_string(options.image_bytes) + " bytes next to the common files");
+    }
+    CV_TRY(fresh.Add(f.path, f.size, false));
+    drives.push_back(std::move(fresh));
+    plans.push_back({{i}, 0});
+  }
+  if (drives.empty()) {
+    drives.push_back(base);
+    plans.push_back({});
+  }
+  for (size_t k = 0; k < plans.size(); ++k) {
+    plans[k].manifest_bytes = manifest_path.empty() ? 0 : drives[k].manifest_bytes();
+    std::sort(plans[k].data_files.begin(), plans[k].data_files.end());
+    auto check = Layout::Plan(DriveFiles(common, data, plans[k], manifest_path), options);
+    if (!check) {
+      return Err(ErrorKind::kInternal, "split plan for drive " + std::to_string(k + 1) +
+                                           " does not fit after all: " + check.error().context);
+    }
+  }
+  return plans;
 }
 
 }  // namespace cv::courier

@@ -100,6 +100,24 @@ class FdSink : public Sink {
   uint64_t pos_;
 };
 
+// Overlaps the image's production (reading the files) with its consumption: Write copies
+// into one of `depth` buffers of kWriteBufferBytes and returns; a thread of its own calls
+// `inner` in order. An error of `inner` is returned by a later call (at the latest Finish).
+// `inner` must outlive this and is called from that thread only.
+class PipelinedSink : public Sink {
+ public:
+  explicit PipelinedSink(Sink& inner, size_t depth = 4);
+  ~PipelinedSink() override;
+  Status Write(std::span<const uint8_t> data) override;
+  Status WriteZeros(uint64_t n) override;
+  Status Skip(uint64_t n) override;
+  Status Finish() override;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
 // Supplies file bytes: fill all of `out` with the bytes of file `file_index` at `offset`.
 // Called in write order, offsets increasing, each call at most kWriteBufferBytes.
 using FillFn = std::function<Status(size_t file_index, uint64_t offset, std::span<uint8_t> out)>;

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <new>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -391,17 +392,20 @@ TEST(LayoutTest, RejectsBadNamesAndCollisions) {
   EXPECT_FALSE(Layout::Plan({}, o).has_value());
 }
 
+// A sink that hashes every byte, zeros included, the way a block device or HTTP body gets it.
+struct HashSink : Sink {
+  Sha256 h;
+  uint64_t n = 0;
+  int delay_ms = 0;
+  Status Write(std::span<const uint8_t> d) override {
+    if (delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    h.Update(d);
+    n += d.size();
+    return {};
+  }
+};
+
 TEST(LayoutTest, SameInputGivesTheSameBytesAndHolesReadAsZeros) {
-  // A sink that hashes every byte, zeros included, the way a block device or HTTP body gets it.
-  struct HashSink : Sink {
-    Sha256 h;
-    uint64_t n = 0;
-    Status Write(std::span<const uint8_t> d) override {
-      h.Update(d);
-      n += d.size();
-      return {};
-    }
-  };
   auto files = ResticTree(1);
   LayoutOptions o;
   o.unix_time = kTime;
@@ -476,6 +480,61 @@ TEST(WriterTest, EveryFailingSinkWriteOrFillIsReturned) {
     ASSERT_FALSE(st.has_value());
     EXPECT_EQ(st.error().context, "object unreadable: b/c");
   }
+}
+
+TEST(PipelinedSinkTest, SameBytesInOrderAndOverlapsFillWithWrite) {
+  LayoutOptions o;
+  o.unix_time = kTime;
+  auto layout = Layout::Plan({{"a", 30 << 20}, {"b/c", 12345}}, o);
+  ASSERT_TRUE(layout.has_value());
+  auto slow_fill = [](size_t f, uint64_t off, std::span<uint8_t> out) -> Status {
+    std::this_thread::sleep_for(std::chrono::milliseconds(8));  // a storage read
+    memset(out.data(), int(f + off / kWriteBufferBytes), out.size());
+    return Status{};
+  };
+  auto timed = [&](bool pipelined, Sha256Digest* digest) {
+    HashSink inner;
+    inner.delay_ms = 8;  // a device write
+    auto start = std::chrono::steady_clock::now();
+    if (pipelined) {
+      PipelinedSink p(inner, 4);
+      EXPECT_TRUE(WriteImage(*layout, slow_fill, p).has_value());
+    } else {
+      EXPECT_TRUE(WriteImage(*layout, slow_fill, inner).has_value());
+    }
+    EXPECT_EQ(inner.n, layout->image_bytes());
+    *digest = inner.h.Final();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  Sha256Digest direct, piped;
+  double t_direct = timed(false, &direct), t_piped = timed(true, &piped);
+  EXPECT_EQ(direct, piped);
+  std::cerr << "serial " << t_direct << " s, pipelined " << t_piped << " s\n";
+  EXPECT_LT(t_piped, 0.8 * t_direct);
+}
+
+TEST(PipelinedSinkTest, AnInnerFailureIsReturned) {
+  struct FailingSink : Sink {
+    int fail_at, calls = 0;
+    explicit FailingSink(int n) : fail_at(n) {}
+    Status Count() { return calls++ == fail_at ? Err(ErrorKind::kIOError, "injected", EIO) : Status{}; }
+    Status Write(std::span<const uint8_t>) override { return Count(); }
+    Status WriteZeros(uint64_t) override { return Count(); }
+    Status Skip(uint64_t) override { return Count(); }
+    Status Finish() override { return Count(); }
+  };
+  auto layout = Layout::Plan({{"a", 5 << 20}, {"b/c", 10}}, {});
+  ASSERT_TRUE(layout.has_value());
+  int n = 0;
+  for (;; ++n) {
+    FailingSink inner(n);
+    PipelinedSink p(inner, 2);
+    auto st = WriteImage(*layout, GenFill, p);
+    if (st) break;
+    EXPECT_EQ(st.error().context, "injected") << n;
+    ASSERT_LT(n, 1000);
+  }
+  EXPECT_GT(n, 5);
 }
 
 // ---- mounted through the kernel loop driver and FUSE ----

@@ -29,10 +29,10 @@ struct FileSpec {
 };
 
 struct LayoutOptions {
-  std::string label = "CHUNKVAULT";  // exFAT volume label, at most 11 UTF-16 units
-  int64_t unix_time = 0;             // every timestamp in the file system (UTC)
-  uint64_t image_bytes = 0;          // 0: what the content needs plus slack; else exact
-  uint32_t cluster_bytes = 0;        // 0: by volume size (4 KiB / 32 KiB / 128 KiB)
+  std::string label = "CHUNKVAULT";     // exFAT volume label, at most 11 UTF-16 units
+  int64_t unix_time = 0;                // every timestamp in the file system (UTC)
+  uint64_t image_bytes = 0;             // 0: what the content needs plus slack; else exact
+  uint32_t cluster_bytes = 0;           // 0: by volume size (4 KiB / 32 KiB / 128 KiB)
   std::vector<std::string> empty_dirs;  // directories to create even if they hold no file
   // The volume's up-case table as stored (compressed or not). Empty: a minimal table (ASCII
   // mappings only) -- valid per spec, but Windows may mount such a volume read-only;
@@ -52,7 +52,7 @@ class Layout {
   uint64_t partition_offset() const;  // bytes from the image start (1 MiB aligned)
   uint64_t partition_bytes() const;
   uint32_t cluster_bytes() const;
-  const std::vector<FileSpec>& files() const;  // as given to Plan, same indexes
+  const std::vector<FileSpec>& files() const;     // as given to Plan, same indexes
   uint64_t file_offset(size_t file_index) const;  // image byte offset of the file's data
   std::vector<size_t> write_order() const;        // file indexes in image order
   // Bytes of clusters left free (what a split plan may still use).
@@ -128,10 +128,10 @@ Status WriteImage(const Layout& layout, const FillFn& fill, Sink& sink);
 
 // ---- reading and verifying an image ----
 struct ImageEntry {
-  std::string path;      // relative, '/'-separated
+  std::string path;  // relative, '/'-separated
   bool is_dir = false;
-  uint64_t size = 0;     // files only
-  uint64_t offset = 0;   // image byte offset of a file's first byte (0 if empty)
+  uint64_t size = 0;    // files only
+  uint64_t offset = 0;  // image byte offset of a file's first byte (0 if empty)
 };
 
 // Parses and checks every structure: protective MBR, both GPT headers and entry arrays

@@ -1,6 +1,9 @@
 // Courier images checked by the real tools: fsck.exfat (exfatprogs), sfdisk (fdisk),
 // losetup + mount.exfat-fuse, and our own reader. No mocks.
+#include "storage/courier/courier.h"
+
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <malloc.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -16,9 +19,6 @@
 #include <new>
 #include <thread>
 
-#include <gtest/gtest.h>
-
-#include "storage/courier/courier.h"
 #include "storage/courier/format.h"
 
 // ---- allocation accounting: live heap bytes and their peak, for the streaming test ----
@@ -27,7 +27,8 @@ std::atomic<int64_t> g_live{0}, g_peak{0};
 void Account(int64_t d) {
   int64_t now = g_live.fetch_add(d) + d;
   int64_t peak = g_peak.load();
-  while (now > peak && !g_peak.compare_exchange_weak(peak, now)) {}
+  while (now > peak && !g_peak.compare_exchange_weak(peak, now)) {
+  }
 }
 }  // namespace
 void* operator new(size_t n) {
@@ -129,9 +130,11 @@ class Loop {
  public:
   Loop(const std::string& file, uint64_t offset, uint64_t size) {
     auto r = Shell("losetup -o " + std::to_string(offset) + " --sizelimit " + std::to_string(size) +
-                 " --find --show " + file);
-    if (r.code == 0 && r.out.rfind("/dev/loop", 0) == 0) dev_ = r.out.substr(0, r.out.find('\n'));
-    else error_ = r.out;
+                   " --find --show " + file);
+    if (r.code == 0 && r.out.rfind("/dev/loop", 0) == 0)
+      dev_ = r.out.substr(0, r.out.find('\n'));
+    else
+      error_ = r.out;
   }
   ~Loop() {
     if (!dev_.empty()) Shell("losetup -d " + dev_);
@@ -156,9 +159,10 @@ void ExpectFsckClean(const std::string& image, const Layout& layout, const TempD
   }
   if (target.empty()) {
     target = tmp / "partition.img";
-    auto r = Shell("dd if=" + image + " of=" + target + " bs=1M iflag=skip_bytes,count_bytes skip=" +
-                 std::to_string(layout.partition_offset()) + " count=" + std::to_string(layout.partition_bytes()) +
-                 " conv=sparse status=none");
+    auto r =
+        Shell("dd if=" + image + " of=" + target + " bs=1M iflag=skip_bytes,count_bytes skip=" +
+              std::to_string(layout.partition_offset()) +
+              " count=" + std::to_string(layout.partition_bytes()) + " conv=sparse status=none");
     ASSERT_EQ(r.code, 0) << r.out;
   }
   auto r = Shell("fsck.exfat -n " + target);
@@ -178,8 +182,12 @@ void ExpectGptValid(const std::string& image, const Layout& layout) {
   ASSERT_EQ(j.code, 0) << j.out;
   EXPECT_NE(j.out.find("\"label\": \"gpt\""), std::string::npos) << j.out;
   EXPECT_NE(j.out.find("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"), std::string::npos) << j.out;
-  EXPECT_NE(j.out.find("\"start\": " + std::to_string(layout.partition_offset() / 512)), std::string::npos) << j.out;
-  EXPECT_NE(j.out.find("\"size\": " + std::to_string(layout.partition_bytes() / 512)), std::string::npos) << j.out;
+  EXPECT_NE(j.out.find("\"start\": " + std::to_string(layout.partition_offset() / 512)),
+            std::string::npos)
+      << j.out;
+  EXPECT_NE(j.out.find("\"size\": " + std::to_string(layout.partition_bytes() / 512)),
+            std::string::npos)
+      << j.out;
 }
 
 // Our reader returns exactly the files (and directories) written, with their bytes.
@@ -208,17 +216,21 @@ void ExpectReaderMatches(const std::string& image, const Layout& layout,
     }
   }
   EXPECT_EQ(nfiles, want.size());
-  EXPECT_TRUE(want_dirs.empty()) << "missing directory " << (want_dirs.empty() ? "" : *want_dirs.begin());
+  EXPECT_TRUE(want_dirs.empty()) << "missing directory "
+                                 << (want_dirs.empty() ? "" : *want_dirs.begin());
 }
 
 // Every directory implied by the files and the empty dirs.
-std::vector<std::string> DirsOf(const std::vector<FileSpec>& files, const std::vector<std::string>& empty = {}) {
+std::vector<std::string> DirsOf(const std::vector<FileSpec>& files,
+                                const std::vector<std::string>& empty = {}) {
   std::set<std::string> d(empty.begin(), empty.end());
   for (const auto& f : files) {
-    for (size_t p = f.path.find('/'); p != std::string::npos; p = f.path.find('/', p + 1)) d.insert(f.path.substr(0, p));
+    for (size_t p = f.path.find('/'); p != std::string::npos; p = f.path.find('/', p + 1))
+      d.insert(f.path.substr(0, p));
   }
   for (const auto& e : empty) {
-    for (size_t p = e.find('/'); p != std::string::npos; p = e.find('/', p + 1)) d.insert(e.substr(0, p));
+    for (size_t p = e.find('/'); p != std::string::npos; p = e.find('/', p + 1))
+      d.insert(e.substr(0, p));
   }
   return {d.begin(), d.end()};
 }
@@ -261,10 +273,12 @@ TEST(ImageTest, FsckOnACopyOfThePartition) {  // the path taken where there is n
 Result<std::vector<uint8_t>> RecommendedUpcaseFromMkfs(const TempDir& tmp) {
   std::string disk = tmp / "mkfs-disk.img", part = tmp / "mkfs-part.img";
   std::string script = tmp / "gpt.sfdisk";
-  std::ofstream(script) << "label: gpt\nstart=2048, size=12288, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n";
-  for (std::string cmd : {"truncate -s 8M " + disk, "sfdisk -q " + disk + " < " + script, "truncate -s 6M " + part,
-                          "mkfs.exfat " + part,
-                          "dd if=" + part + " of=" + disk + " bs=1M seek=1 conv=notrunc status=none"}) {
+  std::ofstream(script)
+      << "label: gpt\nstart=2048, size=12288, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n";
+  for (std::string cmd :
+       {"truncate -s 8M " + disk, "sfdisk -q " + disk + " < " + script, "truncate -s 6M " + part,
+        "mkfs.exfat " + part,
+        "dd if=" + part + " of=" + disk + " bs=1M seek=1 conv=notrunc status=none"}) {
     auto r = Shell(cmd);
     if (r.code != 0) return Err(ErrorKind::kIOError, cmd + ": " + r.out);
   }
@@ -284,8 +298,10 @@ TEST(ImageTest, RecommendedUpcaseTableFromMkfsExfat) {
   o.upcase_table = *table;
   // Non-ASCII names are hashed with the full table: "caf\u00e9" upcases to "CAF\u00c9".
   CheckImage({{"repo/config", 155}, {"caf\xC3\xA9/na\xC3\xAFve", 10}}, o);
-  EXPECT_FALSE(Layout::Plan({{"\xC3\xA9", 1}, {"\xC3\x89", 1}}, o).has_value());  // e-acute vs E-acute collide
-  EXPECT_TRUE(Layout::Plan({{"\xC3\xA9", 1}, {"\xC3\x89", 1}}, {}).has_value());  // ASCII-only table: distinct
+  EXPECT_FALSE(Layout::Plan({{"\xC3\xA9", 1}, {"\xC3\x89", 1}}, o)
+                   .has_value());  // e-acute vs E-acute collide
+  EXPECT_TRUE(Layout::Plan({{"\xC3\xA9", 1}, {"\xC3\x89", 1}}, {})
+                  .has_value());  // ASCII-only table: distinct
 }
 
 TEST(ImageTest, NoVolumeLabel) {
@@ -312,9 +328,7 @@ TEST(ImageTest, LargeMostlyEmptyDriveIsSparseAndFast) {
   EXPECT_LT(uint64_t(st.st_blocks) * 512, 16ull << 20) << "holes were written as data";
 }
 
-TEST(ImageTest, ZeroLengthFiles) {
-  CheckImage({{"a", 0}, {"dir/b", 0}, {"dir/c", 1}, {"z", 0}});
-}
+TEST(ImageTest, ZeroLengthFiles) { CheckImage({{"a", 0}, {"dir/b", 0}, {"dir/c", 1}, {"z", 0}}); }
 
 TEST(ImageTest, EmptyDirectory) {
   LayoutOptions o;
@@ -346,13 +360,17 @@ TEST(ImageTest, MultiClusterFileWithPartialLastCluster) {
 }
 
 std::vector<FileSpec> ResticTree(int per_dir) {
-  std::vector<FileSpec> files = {{"README.txt", 700}, {"repo/config", 155}, {"repo/keys/" + Hex64(1), 460},
-                                 {"repo/index/" + Hex64(2), 9000}, {"repo/snapshots/" + Hex64(3), 400}};
+  std::vector<FileSpec> files = {{"README.txt", 700},
+                                 {"repo/config", 155},
+                                 {"repo/keys/" + Hex64(1), 460},
+                                 {"repo/index/" + Hex64(2), 9000},
+                                 {"repo/snapshots/" + Hex64(3), 400}};
   for (int d = 0; d < 256; ++d) {
     char sub[3];
     snprintf(sub, sizeof sub, "%02x", d);
     for (int k = 0; k < per_dir; ++k) {
-      files.push_back({std::string("repo/data/") + sub + "/" + Hex64(d * 16 + k), uint64_t(1000 + d * 37 + k * 4099)});
+      files.push_back({std::string("repo/data/") + sub + "/" + Hex64(d * 16 + k),
+                       uint64_t(1000 + d * 37 + k * 4099)});
     }
   }
   return files;
@@ -437,7 +455,8 @@ TEST(WriterTest, OverAUsedDriveTheStaleBytesDoNotMatter) {
   {
     std::ofstream out(image, std::ios::binary);
     std::string junk(1 << 20, char(0xA5));
-    for (uint64_t n = 0; n < layout->image_bytes(); n += junk.size()) out.write(junk.data(), long(junk.size()));
+    for (uint64_t n = 0; n < layout->image_bytes(); n += junk.size())
+      out.write(junk.data(), long(junk.size()));
   }
   int fd = open(image.c_str(), O_WRONLY);
   ASSERT_GE(fd, 0);
@@ -454,7 +473,9 @@ TEST(WriterTest, EveryFailingSinkWriteOrFillIsReturned) {
   struct FailingSink : Sink {
     int fail_at, calls = 0;
     explicit FailingSink(int n) : fail_at(n) {}
-    Status Count() { return calls++ == fail_at ? Err(ErrorKind::kIOError, "injected", EIO) : Status{}; }
+    Status Count() {
+      return calls++ == fail_at ? Err(ErrorKind::kIOError, "injected", EIO) : Status{};
+    }
     Status Write(std::span<const uint8_t>) override { return Count(); }
     Status WriteZeros(uint64_t) override { return Count(); }
     Status Skip(uint64_t) override { return Count(); }
@@ -473,10 +494,13 @@ TEST(WriterTest, EveryFailingSinkWriteOrFillIsReturned) {
   EXPECT_GT(n, 5);
   for (size_t bad_file : {0, 1}) {
     FailingSink sink(-1);
-    auto st = WriteImage(*layout, [&](size_t f, uint64_t off, std::span<uint8_t> out) -> Status {
-      if (f == bad_file) return Err(ErrorKind::kCorruption, "object unreadable: b/c");
-      return GenFill(f, off, out);
-    }, sink);
+    auto st = WriteImage(
+        *layout,
+        [&](size_t f, uint64_t off, std::span<uint8_t> out) -> Status {
+          if (f == bad_file) return Err(ErrorKind::kCorruption, "object unreadable: b/c");
+          return GenFill(f, off, out);
+        },
+        sink);
     ASSERT_FALSE(st.has_value());
     EXPECT_EQ(st.error().context, "object unreadable: b/c");
   }
@@ -517,7 +541,9 @@ TEST(PipelinedSinkTest, AnInnerFailureIsReturned) {
   struct FailingSink : Sink {
     int fail_at, calls = 0;
     explicit FailingSink(int n) : fail_at(n) {}
-    Status Count() { return calls++ == fail_at ? Err(ErrorKind::kIOError, "injected", EIO) : Status{}; }
+    Status Count() {
+      return calls++ == fail_at ? Err(ErrorKind::kIOError, "injected", EIO) : Status{};
+    }
     Status Write(std::span<const uint8_t>) override { return Count(); }
     Status WriteZeros(uint64_t) override { return Count(); }
     Status Skip(uint64_t) override { return Count(); }
@@ -542,8 +568,10 @@ class Mount {
  public:
   Mount(const std::string& dev, const std::string& dir) : dir_(dir) {
     auto r = Shell("mount.exfat-fuse -o ro " + dev + " " + dir, 60);
-    if (r.code == 0) mounted_ = true;
-    else error_ = r.out;
+    if (r.code == 0)
+      mounted_ = true;
+    else
+      error_ = r.out;
   }
   ~Mount() {
     if (!mounted_) return;
@@ -626,9 +654,12 @@ TEST(MountTest, RecommendedUpcaseTableAndNonAsciiNames) {
   ASSERT_TRUE(table.has_value()) << table.error().ToString();
   LayoutOptions o;
   o.upcase_table = *table;
-  o.label = "R\xC3\xA9" "cup";
+  o.label =
+      "R\xC3\xA9"
+      "cup";
   std::string skip;
-  MountAndCompare({{"caf\xC3\xA9/na\xC3\xAFve", 10}, {"README.txt", 100}, {"\xE2\x82\xAC", 3}}, o, &skip);
+  MountAndCompare({{"caf\xC3\xA9/na\xC3\xAFve", 10}, {"README.txt", 100}, {"\xE2\x82\xAC", 3}}, o,
+                  &skip);
   if (!skip.empty()) GTEST_SKIP() << skip;
 }
 
@@ -667,7 +698,9 @@ TEST_F(TamperTest, UntouchedImageOpens) { EXPECT_EQ(OpenError(), "opened fine");
 
 TEST_F(TamperTest, GptPrimaryHeaderByte) {
   Flip(512 + 40);  // FirstUsableLBA
-  EXPECT_NE(OpenError().find("GPT primary header at LBA 1: header CRC32 mismatch"), std::string::npos) << OpenError();
+  EXPECT_NE(OpenError().find("GPT primary header at LBA 1: header CRC32 mismatch"),
+            std::string::npos)
+      << OpenError();
 }
 
 TEST_F(TamperTest, GptBackupEntryArrayByte) {
@@ -677,7 +710,9 @@ TEST_F(TamperTest, GptBackupEntryArrayByte) {
 
 TEST_F(TamperTest, BootRegionByte) {
   Flip(layout_->partition_offset() + 100);  // VolumeSerialNumber
-  EXPECT_NE(OpenError().find("main boot region at 0x100000: boot checksum mismatch"), std::string::npos) << OpenError();
+  EXPECT_NE(OpenError().find("main boot region at 0x100000: boot checksum mismatch"),
+            std::string::npos)
+      << OpenError();
 }
 
 TEST_F(TamperTest, BackupBootRegionByte) {
@@ -699,7 +734,8 @@ TEST_F(TamperTest, DirectoryEntrySetByte) {
 }
 
 TEST_F(TamperTest, UpcaseTableByte) {
-  uint64_t upcase = layout_->file_offset(0) - 4 * uint64_t(layout_->cluster_bytes());  // upcase, 3 dirs
+  uint64_t upcase =
+      layout_->file_offset(0) - 4 * uint64_t(layout_->cluster_bytes());  // upcase, 3 dirs
   Flip(upcase + 10);
   EXPECT_NE(OpenError().find("up-case table at"), std::string::npos) << OpenError();
   EXPECT_NE(OpenError().find("checksum mismatch"), std::string::npos) << OpenError();
@@ -730,9 +766,11 @@ TEST_F(TamperTest, RenamedEntryWithFixedChecksumFailsNameHash) {
 }
 
 TEST_F(TamperTest, AllocationBitmapByte) {
-  uint64_t heap = layout_->file_offset(0) - 5 * uint64_t(layout_->cluster_bytes());  // bitmap, upcase, 3 dirs
+  uint64_t heap =
+      layout_->file_offset(0) - 5 * uint64_t(layout_->cluster_bytes());  // bitmap, upcase, 3 dirs
   Flip(heap + 1);  // clusters 10..17: marked used, nothing there
-  EXPECT_NE(OpenError().find("is marked used but nothing uses it"), std::string::npos) << OpenError();
+  EXPECT_NE(OpenError().find("is marked used but nothing uses it"), std::string::npos)
+      << OpenError();
 }
 
 TEST_F(TamperTest, RandomBitFlipsInMetadataNeverCrashTheReader) {
@@ -740,9 +778,11 @@ TEST_F(TamperTest, RandomBitFlipsInMetadataNeverCrashTheReader) {
   // consistent result, never a crash or a hang (run under CV_SANITIZE for the full value).
   uint64_t part = layout_->partition_offset(), cb = layout_->cluster_bytes();
   uint64_t heap = layout_->file_offset(0) - 5 * cb;
-  std::pair<uint64_t, uint64_t> regions[] = {
-      {0, 17408}, {part, 12 * 512 * 2}, {part + (1 << 20), 64}, {heap, 5 * cb},
-      {layout_->image_bytes() - 16896, 16896}};
+  std::pair<uint64_t, uint64_t> regions[] = {{0, 17408},
+                                             {part, 12 * 512 * 2},
+                                             {part + (1 << 20), 64},
+                                             {heap, 5 * cb},
+                                             {layout_->image_bytes() - 16896, 16896}};
   uint64_t x = 42;  // a fixed seed: reproducible
   int failures = 0;
   for (int i = 0; i < 4000; ++i) {
@@ -762,9 +802,11 @@ TEST_F(TamperTest, RandomBitFlipsInMetadataNeverCrashTheReader) {
 }
 
 TEST_F(TamperTest, EveryCoveredByteIsChecked) {
-  uint64_t part = layout_->partition_offset(), cb = layout_->cluster_bytes(), end = layout_->image_bytes();
+  uint64_t part = layout_->partition_offset(), cb = layout_->cluster_bytes(),
+           end = layout_->image_bytes();
   uint64_t heap = layout_->file_offset(0) - 5 * cb;  // bitmap, up-case, root, repo, repo/keys
-  uint64_t clusters = (layout_->partition_bytes() - 2 * (1 << 20)) / cb;  // at least ClusterCount / 8
+  uint64_t clusters =
+      (layout_->partition_bytes() - 2 * (1 << 20)) / cb;  // at least ClusterCount / 8
   struct Range {
     const char* what;
     uint64_t start, len, stride;
@@ -787,7 +829,9 @@ TEST_F(TamperTest, EveryCoveredByteIsChecked) {
   for (const auto& r : ranges) {
     for (uint64_t off = r.start; off < r.start + r.len; off += r.stride) {
       if (off - part == 106 || off - part == 107 || off - part == 112) continue;  // flags, % in use
-      if (off - part - 12 * 512 == 106 || off - part - 12 * 512 == 107 || off - part - 12 * 512 == 112) continue;
+      if (off - part - 12 * 512 == 106 || off - part - 12 * 512 == 107 ||
+          off - part - 12 * 512 == 112)
+        continue;
       uint8_t mask = uint8_t(1 << (off % 8));
       Flip(off, mask);
       auto img = Image::Open(image_);
@@ -802,7 +846,8 @@ TEST_F(TamperTest, ReadPastEndIsRefused) {
   auto img = Image::Open(image_);
   ASSERT_TRUE(img.has_value());
   const ImageEntry* cfg = nullptr;
-  for (const auto& e : img->entries()) if (e.path == "repo/config") cfg = &e;
+  for (const auto& e : img->entries())
+    if (e.path == "repo/config") cfg = &e;
   ASSERT_NE(cfg, nullptr);
   uint8_t b[2];
   EXPECT_FALSE(img->Read(*cfg, 154, b).has_value());
@@ -811,13 +856,17 @@ TEST_F(TamperTest, ReadPastEndIsRefused) {
 
 // ---- split ----
 TEST(SplitTest, EveryDriveIsValidAndTheUnionIsEverything) {
-  std::vector<FileSpec> common = {{"README.txt", 2000}, {"repo/config", 155}, {"repo/keys/" + Hex64(1), 460},
-                                  {"repo/index/" + Hex64(2), 50000}, {"SHA256SUMS.sig", 64}};
+  std::vector<FileSpec> common = {{"README.txt", 2000},
+                                  {"repo/config", 155},
+                                  {"repo/keys/" + Hex64(1), 460},
+                                  {"repo/index/" + Hex64(2), 50000},
+                                  {"SHA256SUMS.sig", 64}};
   std::vector<FileSpec> data;
   for (int i = 0; i < 60; ++i) {
     char sub[3];
     snprintf(sub, sizeof sub, "%02x", i % 5);
-    data.push_back({std::string("repo/data/") + sub + "/" + Hex64(i), uint64_t(300000 + (i * 7919) % 900000)});
+    data.push_back(
+        {std::string("repo/data/") + sub + "/" + Hex64(i), uint64_t(300000 + (i * 7919) % 900000)});
   }
   LayoutOptions o;
   o.unix_time = kTime;
@@ -835,7 +884,8 @@ TEST(SplitTest, EveryDriveIsValidAndTheUnionIsEverything) {
       files.push_back(data[i]);
     }
     uint64_t mbytes = 0;
-    for (const auto& f : files) if (f.path != "SHA256SUMS.sig") mbytes += Sha256SumsLineBytes(f.path);
+    for (const auto& f : files)
+      if (f.path != "SHA256SUMS.sig") mbytes += Sha256SumsLineBytes(f.path);
     EXPECT_EQ(p.manifest_bytes, mbytes);
     files.push_back({"SHA256SUMS", p.manifest_bytes});
     SCOPED_TRACE("drive " + std::to_string(k + 1));
@@ -865,13 +915,15 @@ TEST(SplitTest, PlansAreTightAndAlwaysFitForManySeeds) {
     o.image_bytes = (16ull + 8 * (seed % 4)) << 20;
     o.cluster_bytes = seed % 2 ? 4096 : 0;
     o.empty_dirs = {"repo/locks"};
-    auto plans = PlanSplit({{"repo/config", 155}, {"README.txt", 3000}, {"SHA256SUMS.sig", 64}}, data, o, "SHA256SUMS");
+    auto plans = PlanSplit({{"repo/config", 155}, {"README.txt", 3000}, {"SHA256SUMS.sig", 64}},
+                           data, o, "SHA256SUMS");
     ASSERT_TRUE(plans.has_value()) << "seed " << seed << ": " << plans.error().ToString();
     size_t placed = 0;
     for (const auto& p : *plans) placed += p.data_files.size();
     EXPECT_EQ(placed, data.size());
     // Close to the bound from the free space of a drive with only the common files.
-    auto empty = Layout::Plan({{"repo/config", 155}, {"README.txt", 3000}, {"SHA256SUMS.sig", 64}}, o);
+    auto empty =
+        Layout::Plan({{"repo/config", 155}, {"README.txt", 3000}, {"SHA256SUMS.sig", 64}}, o);
     ASSERT_TRUE(empty.has_value());
     double bound = double(total) / double(empty->free_bytes());
     EXPECT_LE(double(plans->size()), bound * 1.1 + 1) << "seed " << seed;
@@ -881,13 +933,16 @@ TEST(SplitTest, PlansAreTightAndAlwaysFitForManySeeds) {
 TEST(SplitTest, ClearErrorsWhenNothingFits) {
   LayoutOptions o;
   o.image_bytes = 8 << 20;
-  auto big_common = PlanSplit({{"repo/index/i", 9 << 20}}, {{"repo/data/00/x", 10}}, o, "SHA256SUMS");
+  auto big_common =
+      PlanSplit({{"repo/index/i", 9 << 20}}, {{"repo/data/00/x", 10}}, o, "SHA256SUMS");
   ASSERT_FALSE(big_common.has_value());
   EXPECT_EQ(big_common.error().kind, ErrorKind::kNoSpace);
   EXPECT_NE(big_common.error().context.find("every drive needs"), std::string::npos);
-  auto big_file = PlanSplit({{"repo/config", 10}}, {{"repo/data/00/x", 10}, {"repo/data/01/huge", 7 << 20}}, o, "");
+  auto big_file = PlanSplit({{"repo/config", 10}},
+                            {{"repo/data/00/x", 10}, {"repo/data/01/huge", 7 << 20}}, o, "");
   ASSERT_FALSE(big_file.has_value());
-  EXPECT_NE(big_file.error().context.find("'repo/data/01/huge'"), std::string::npos) << big_file.error().context;
+  EXPECT_NE(big_file.error().context.find("'repo/data/01/huge'"), std::string::npos)
+      << big_file.error().context;
 }
 
 // ---- SHA256SUMS ----
@@ -937,7 +992,8 @@ TEST(ManifestTest, StrictParserNamesTheFault) {
     auto r = ParseSha256Sums(c.text);
     ASSERT_FALSE(r.has_value()) << c.text;
     EXPECT_EQ(r.error().kind, ErrorKind::kCorruption);
-    EXPECT_NE(r.error().context.find(c.error), std::string::npos) << c.text << " -> " << r.error().context;
+    EXPECT_NE(r.error().context.find(c.error), std::string::npos)
+        << c.text << " -> " << r.error().context;
   }
 }
 
@@ -965,7 +1021,8 @@ TEST(SigningTest, SignVerifyTamperAndKeyFiles) {
   EXPECT_TRUE(Ed25519Verify(*pub, m, *sig).has_value());
   std::string tampered = msg;
   tampered[3] ^= 1;
-  auto bad = Ed25519Verify(*pub, {reinterpret_cast<const uint8_t*>(tampered.data()), tampered.size()}, *sig);
+  auto bad = Ed25519Verify(
+      *pub, {reinterpret_cast<const uint8_t*>(tampered.data()), tampered.size()}, *sig);
   ASSERT_FALSE(bad.has_value());
   EXPECT_EQ(bad.error().kind, ErrorKind::kCorruption);
   auto bad_sig = *sig;
@@ -978,9 +1035,10 @@ TEST(SigningTest, SignVerifyTamperAndKeyFiles) {
   // openssl(1) agrees: what a customer could run by hand.
   std::ofstream(tmp / "pub.pem") << *pub;
   std::ofstream(tmp / "msg", std::ios::binary) << msg;
-  std::ofstream(tmp / "msg.sig", std::ios::binary).write(reinterpret_cast<const char*>(sig->data()), 64);
-  auto r = Shell("openssl pkeyutl -verify -pubin -inkey " + (tmp / "pub.pem") + " -rawin -in " + (tmp / "msg") +
-               " -sigfile " + (tmp / "msg.sig"));
+  std::ofstream(tmp / "msg.sig", std::ios::binary)
+      .write(reinterpret_cast<const char*>(sig->data()), 64);
+  auto r = Shell("openssl pkeyutl -verify -pubin -inkey " + (tmp / "pub.pem") + " -rawin -in " +
+                 (tmp / "msg") + " -sigfile " + (tmp / "msg.sig"));
   EXPECT_EQ(r.code, 0) << r.out;
 }
 
@@ -1004,7 +1062,8 @@ TEST(StreamTest, TwoGiBFileWithBoundedMemory) {
   auto word = [](uint64_t w) { return w * 0x9E3779B97F4A7C15ull + 1; };
   auto pattern = [&](uint64_t off, std::span<uint8_t> out) {
     size_t i = 0;
-    for (; i < out.size() && ((off + i) & 7); ++i) out[i] = uint8_t(word((off + i) >> 3) >> (8 * ((off + i) & 7)));
+    for (; i < out.size() && ((off + i) & 7); ++i)
+      out[i] = uint8_t(word((off + i) >> 3) >> (8 * ((off + i) & 7)));
     for (; i + 8 <= out.size(); i += 8) {
       uint64_t w = word((off + i) >> 3);
       memcpy(out.data() + i, &w, 8);
@@ -1035,7 +1094,8 @@ TEST(StreamTest, TwoGiBFileWithBoundedMemory) {
   auto img = Image::Open(image);
   ASSERT_TRUE(img.has_value()) << img.error().ToString();
   const ImageEntry* big = nullptr;
-  for (const auto& e : img->entries()) if (e.path == "repo/data/ab/big") big = &e;
+  for (const auto& e : img->entries())
+    if (e.path == "repo/data/ab/big") big = &e;
   ASSERT_NE(big, nullptr);
   ASSERT_EQ(big->size, kBig);
   // Spot-check the bytes across the file, including its unaligned end.

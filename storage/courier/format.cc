@@ -86,7 +86,8 @@ Result<UpcaseMap> LoadUpcaseTable(std::span<const uint8_t> t) {
   }
   for (uint32_t c = 0; c < 128; ++c) {
     if (m.map[c] != AsciiUpcase(char16_t(c))) {
-      return Err(ErrorKind::kCorruption, "up-case table: wrong mandatory mapping for character " + std::to_string(c));
+      return Err(ErrorKind::kCorruption,
+                 "up-case table: wrong mandatory mapping for character " + std::to_string(c));
     }
   }
   return m;
@@ -98,11 +99,20 @@ bool Utf8ToUtf16(std::string_view in, std::u16string* out) {
     uint8_t b = in[i];
     uint32_t cp;
     size_t n;
-    if (b < 0x80) { cp = b; n = 1; }
-    else if ((b & 0xE0) == 0xC0) { cp = b & 0x1F; n = 2; }
-    else if ((b & 0xF0) == 0xE0) { cp = b & 0x0F; n = 3; }
-    else if ((b & 0xF8) == 0xF0) { cp = b & 0x07; n = 4; }
-    else return false;
+    if (b < 0x80) {
+      cp = b;
+      n = 1;
+    } else if ((b & 0xE0) == 0xC0) {
+      cp = b & 0x1F;
+      n = 2;
+    } else if ((b & 0xF0) == 0xE0) {
+      cp = b & 0x0F;
+      n = 3;
+    } else if ((b & 0xF8) == 0xF0) {
+      cp = b & 0x07;
+      n = 4;
+    } else
+      return false;
     if (i + n > in.size()) return false;
     for (size_t k = 1; k < n; ++k) {
       uint8_t c = in[i + k];
@@ -170,7 +180,8 @@ Result<Geometry> ComputeGeometry(uint64_t volume_sectors, uint32_t spc_shift) {
   g.fat_offset = kAlignSectors;
   uint64_t spc = uint64_t(1) << spc_shift;
   uint64_t upper = volume_sectors / spc;  // more than fits: sizes the FAT generously
-  if (upper > 0xFFFFFFF5ull) return Err(ErrorKind::kInvalidArgument, "volume has too many clusters");
+  if (upper > 0xFFFFFFF5ull)
+    return Err(ErrorKind::kInvalidArgument, "volume has too many clusters");
   uint64_t fat_length = DivUp((upper + 2) * 4, kSector);
   uint64_t heap = RoundUp(g.fat_offset + fat_length, kAlignSectors);
   if (heap + spc > volume_sectors) {
@@ -201,8 +212,9 @@ uint32_t DosTimestamp(int64_t unix_time) {
          uint32_t(tm.tm_hour) << 11 | uint32_t(tm.tm_min) << 5 | uint32_t(tm.tm_sec / 2);
 }
 
-void EncodeEntrySet(std::u16string_view name, uint16_t name_hash, bool is_dir, uint32_t first_cluster,
-                    uint64_t data_length, bool no_fat_chain, uint32_t timestamp, uint8_t* out) {
+void EncodeEntrySet(std::u16string_view name, uint16_t name_hash, bool is_dir,
+                    uint32_t first_cluster, uint64_t data_length, bool no_fat_chain,
+                    uint32_t timestamp, uint8_t* out) {
   size_t name_entries = DivUp(name.size(), 15);
   size_t bytes = (2 + name_entries) * kEntry;
   memset(out, 0, bytes);

@@ -27,8 +27,7 @@ inline constexpr size_t kMaxNameUnits = 255;
 inline constexpr uint64_t kMaxDirBytes = 256ull << 20;
 // EBD0A0A2-B9E5-4433-87C0-68B6B72699C7 in GPT's mixed-endian byte order.
 inline constexpr std::array<uint8_t, 16> kBasicDataType = {
-    0xA2, 0xA0, 0xD0, 0xEB, 0xE5, 0xB9, 0x33, 0x44,
-    0x87, 0xC0, 0x68, 0xB6, 0xB7, 0x26, 0x99, 0xC7};
+    0xA2, 0xA0, 0xD0, 0xEB, 0xE5, 0xB9, 0x33, 0x44, 0x87, 0xC0, 0x68, 0xB6, 0xB7, 0x26, 0x99, 0xC7};
 
 // Directory entry types (InUse bit set).
 inline constexpr uint8_t kTypeBitmap = 0x81, kTypeUpcase = 0x82, kTypeLabel = 0x83,
@@ -37,9 +36,16 @@ inline constexpr uint16_t kAttrDirectory = 0x10, kAttrArchive = 0x20;
 inline constexpr uint8_t kFlagAllocPossible = 0x01, kFlagNoFatChain = 0x02;
 inline constexpr uint32_t kFatEnd = 0xFFFFFFFF, kFatMedia = 0xFFFFFFF8, kFatBad = 0xFFFFFFF7;
 
-inline void Put16(uint8_t* p, uint16_t v) { p[0] = v; p[1] = v >> 8; }
-inline void Put32(uint8_t* p, uint32_t v) { for (int i = 0; i < 4; ++i) p[i] = v >> (8 * i); }
-inline void Put64(uint8_t* p, uint64_t v) { for (int i = 0; i < 8; ++i) p[i] = v >> (8 * i); }
+inline void Put16(uint8_t* p, uint16_t v) {
+  p[0] = v;
+  p[1] = v >> 8;
+}
+inline void Put32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = v >> (8 * i);
+}
+inline void Put64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = v >> (8 * i);
+}
 inline uint16_t Get16(const uint8_t* p) { return uint16_t(p[0] | p[1] << 8); }
 inline uint32_t Get32(const uint8_t* p) {
   return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
@@ -101,8 +107,9 @@ inline constexpr uint64_t kRootFixedBytes = 3 * kEntry;
 uint32_t DosTimestamp(int64_t unix_time);
 
 // Encodes one entry set into `out` (EntrySetBytes(name.size()) bytes).
-void EncodeEntrySet(std::u16string_view name, uint16_t name_hash, bool is_dir, uint32_t first_cluster,
-                    uint64_t data_length, bool no_fat_chain, uint32_t timestamp, uint8_t* out);
+void EncodeEntrySet(std::u16string_view name, uint16_t name_hash, bool is_dir,
+                    uint32_t first_cluster, uint64_t data_length, bool no_fat_chain,
+                    uint32_t timestamp, uint8_t* out);
 
 }  // namespace cv::courier::fmt
 
@@ -113,12 +120,12 @@ struct Node {
   std::u16string name;
   uint16_t name_hash = 0;
   bool is_dir = false;
-  size_t file_index = 0;       // files: index into Layout::files()
+  size_t file_index = 0;  // files: index into Layout::files()
   uint32_t parent = 0;
   std::vector<uint32_t> children;  // sorted by name bytes
-  uint64_t entry_bytes = 0;    // dirs: bytes of entries inside
-  uint64_t data_length = 0;    // files: size; dirs: clusters * cluster size
-  uint32_t first_cluster = 0;  // 0 = no clusters
+  uint64_t entry_bytes = 0;        // dirs: bytes of entries inside
+  uint64_t data_length = 0;        // files: size; dirs: clusters * cluster size
+  uint32_t first_cluster = 0;      // 0 = no clusters
   uint32_t clusters = 0;
 };
 

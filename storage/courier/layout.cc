@@ -21,7 +21,8 @@ Status BuildTree(Layout::Impl& L) {
     while (true) {
       size_t slash = path.find('/', pos);
       bool last = slash == std::string::npos;
-      std::string_view comp = std::string_view(path).substr(pos, last ? std::string::npos : slash - pos);
+      std::string_view comp =
+          std::string_view(path).substr(pos, last ? std::string::npos : slash - pos);
       std::u16string name;
       if (!Utf8ToUtf16(comp, &name)) {
         return Err(ErrorKind::kInvalidArgument, "path '" + path + "': not valid UTF-8");
@@ -36,9 +37,9 @@ Status BuildTree(Layout::Impl& L) {
       if (it != by_name.end()) {
         Node& n = L.nodes[it->second];
         if (!want_dir || !n.is_dir) {
-          return Err(ErrorKind::kInvalidArgument,
-                     "path '" + path + "' collides with another file or directory "
-                     "(exFAT names are case-insensitive)");
+          return Err(ErrorKind::kInvalidArgument, "path '" + path +
+                                                      "' collides with another file or directory "
+                                                      "(exFAT names are case-insensitive)");
         }
         parent = it->second;
       } else {
@@ -120,7 +121,8 @@ Result<Layout> Layout::Plan(std::vector<FileSpec> files, LayoutOptions options) 
   L.files = std::move(files);
   L.options = std::move(options);
   if (!Utf8ToUtf16(L.options.label, &L.label) || L.label.size() > 11) {
-    return Err(ErrorKind::kInvalidArgument, "volume label must be UTF-8 of at most 11 UTF-16 units");
+    return Err(ErrorKind::kInvalidArgument,
+               "volume label must be UTF-8 of at most 11 UTF-16 units");
   }
   for (char16_t c : L.label) {
     if (c < 0x20) return Err(ErrorKind::kInvalidArgument, "control character in volume label");
@@ -147,8 +149,8 @@ Result<Layout> Layout::Plan(std::vector<FileSpec> files, LayoutOptions options) 
     if (L.image_sectors < overhead_sectors + 2 * kAlignSectors) {
       return Err(ErrorKind::kNoSpace, "image size below the 4 MiB minimum");
     }
-    uint64_t part = (L.image_sectors - kAlignSectors - kGptArraySectors - 1) / kAlignSectors *
-                    kAlignSectors;
+    uint64_t part =
+        (L.image_sectors - kAlignSectors - kGptArraySectors - 1) / kAlignSectors * kAlignSectors;
     uint32_t shift = cb ? std::countr_zero(cb / kSector) : DefaultSpcShift(part * kSector);
     auto g = ComputeGeometry(part, shift);
     if (!g) return tl::unexpected(g.error());
@@ -156,14 +158,16 @@ Result<Layout> Layout::Plan(std::vector<FileSpec> files, LayoutOptions options) 
   } else {
     uint64_t estimate = 0;
     for (const auto& f : L.files) estimate += f.size;
-    uint32_t shift = cb ? std::countr_zero(cb / kSector) : DefaultSpcShift(estimate + estimate / 50);
+    uint32_t shift =
+        cb ? std::countr_zero(cb / kSector) : DefaultSpcShift(estimate + estimate / 50);
     uint32_t cbytes = kSector << shift;
     uint64_t need = ContentClusters(L, cbytes);
     // Slack: 1% plus 1 MiB, so the customer can add a note without the drive being full.
     uint64_t want = need + need / 100 + DivUp(kMiB, cbytes) + 1;
     uint64_t spc = uint64_t(1) << shift;
-    uint64_t vol = RoundUp(kAlignSectors + DivUp((want + 2) * 4, kSector) + want * spc,
-                           kAlignSectors) + kAlignSectors;
+    uint64_t vol =
+        RoundUp(kAlignSectors + DivUp((want + 2) * 4, kSector) + want * spc, kAlignSectors) +
+        kAlignSectors;
     while (true) {
       auto g = ComputeGeometry(vol, shift);
       if (g && g->cluster_count >= need + g->bitmap_clusters()) {
@@ -180,9 +184,9 @@ Result<Layout> Layout::Plan(std::vector<FileSpec> files, LayoutOptions options) 
   uint32_t cbytes = L.geo.cluster_bytes();
   uint64_t need = ContentClusters(L, cbytes) + L.geo.bitmap_clusters();
   if (need > L.geo.cluster_count) {
-    return Err(ErrorKind::kNoSpace,
-               "content needs " + std::to_string(need * cbytes) + " bytes of clusters, the image has " +
-                   std::to_string(uint64_t(L.geo.cluster_count) * cbytes));
+    return Err(ErrorKind::kNoSpace, "content needs " + std::to_string(need * cbytes) +
+                                        " bytes of clusters, the image has " +
+                                        std::to_string(uint64_t(L.geo.cluster_count) * cbytes));
   }
   uint32_t next = kFirstCluster;
   L.bitmap_cluster = next;

@@ -53,8 +53,10 @@ Result<std::vector<ManifestEntry>> ParseSha256Sums(std::string_view text) {
     if (path.front() == '/') return bad("absolute path");
     for (size_t pos = 0;;) {
       size_t slash = path.find('/', pos);
-      std::string_view comp = path.substr(pos, slash == std::string_view::npos ? slash : slash - pos);
-      if (comp.empty() || comp == "." || comp == "..") return bad("empty, '.' or '..' path component");
+      std::string_view comp =
+          path.substr(pos, slash == std::string_view::npos ? slash : slash - pos);
+      if (comp.empty() || comp == "." || comp == "..")
+        return bad("empty, '.' or '..' path component");
       if (slash == std::string_view::npos) break;
       pos = slash + 1;
     }
@@ -87,16 +89,20 @@ Result<Pkey> ParseKey(std::string_view pem, bool is_private) {
   if (!bio) return Err(ErrorKind::kInternal, "BIO_new_mem_buf");
   EVP_PKEY* k = is_private ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr)
                            : PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr);
-  if (!k) return Err(ErrorKind::kInvalidArgument, is_private ? "not a PEM private key" : "not a PEM public key");
+  if (!k)
+    return Err(ErrorKind::kInvalidArgument,
+               is_private ? "not a PEM private key" : "not a PEM public key");
   Pkey key(k);
-  if (EVP_PKEY_get_id(k) != EVP_PKEY_ED25519) return Err(ErrorKind::kInvalidArgument, "key is not Ed25519");
+  if (EVP_PKEY_get_id(k) != EVP_PKEY_ED25519)
+    return Err(ErrorKind::kInvalidArgument, "key is not Ed25519");
   return key;
 }
 
 Result<std::string> ToPem(EVP_PKEY* k, bool is_private) {
   std::unique_ptr<BIO, BioFree> bio(BIO_new(BIO_s_mem()));
-  int ok = is_private ? PEM_write_bio_PrivateKey(bio.get(), k, nullptr, nullptr, 0, nullptr, nullptr)
-                      : PEM_write_bio_PUBKEY(bio.get(), k);
+  int ok = is_private
+               ? PEM_write_bio_PrivateKey(bio.get(), k, nullptr, nullptr, 0, nullptr, nullptr)
+               : PEM_write_bio_PUBKEY(bio.get(), k);
   if (!ok) return Err(ErrorKind::kInternal, "PEM write");
   char* data;
   long n = BIO_get_mem_data(bio.get(), &data);
@@ -184,7 +190,8 @@ Result<Ed25519Signature> Ed25519Sign(std::string_view private_pem, std::span<con
   Ed25519Signature sig;
   size_t len = sig.size();
   if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key->get()) != 1 ||
-      EVP_DigestSign(ctx.get(), sig.data(), &len, msg.data(), msg.size()) != 1 || len != sig.size()) {
+      EVP_DigestSign(ctx.get(), sig.data(), &len, msg.data(), msg.size()) != 1 ||
+      len != sig.size()) {
     return Err(ErrorKind::kInternal, "Ed25519 signing failed");
   }
   return sig;
@@ -194,12 +201,14 @@ Status Ed25519Verify(std::string_view public_pem, std::span<const uint8_t> msg,
                      std::span<const uint8_t> signature) {
   auto key = ParseKey(public_pem, false);
   if (!key) return tl::unexpected(key.error());
-  if (signature.size() != 64) return Err(ErrorKind::kCorruption, "Ed25519 signature is not 64 bytes");
+  if (signature.size() != 64)
+    return Err(ErrorKind::kCorruption, "Ed25519 signature is not 64 bytes");
   std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
   if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key->get()) != 1) {
     return Err(ErrorKind::kInternal, "Ed25519 verify init failed");
   }
-  if (EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), msg.data(), msg.size()) != 1) {
+  if (EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), msg.data(), msg.size()) !=
+      1) {
     return Err(ErrorKind::kCorruption, "Ed25519 signature does not match");
   }
   return {};

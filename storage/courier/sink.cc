@@ -104,9 +104,15 @@ struct PipelinedSink::State {
       Status st;
       if (!failed) {
         switch (op.kind) {
-          case Kind::kWrite: st = inner.Write({op.buf.get(), op.n}); break;
-          case Kind::kZeros: st = inner.WriteZeros(op.n); break;
-          case Kind::kSkip: st = inner.Skip(op.n); break;
+          case Kind::kWrite:
+            st = inner.Write({op.buf.get(), op.n});
+            break;
+          case Kind::kZeros:
+            st = inner.WriteZeros(op.n);
+            break;
+          case Kind::kSkip:
+            st = inner.Skip(op.n);
+            break;
         }
       }
       lock.lock();
@@ -136,7 +142,8 @@ struct PipelinedSink::State {
 };
 
 PipelinedSink::PipelinedSink(Sink& inner, size_t depth) : state_(new State(inner)) {
-  for (size_t i = 0; i < std::max<size_t>(depth, 1); ++i) state_->free.emplace_back(new uint8_t[kWriteBufferBytes]);
+  for (size_t i = 0; i < std::max<size_t>(depth, 1); ++i)
+    state_->free.emplace_back(new uint8_t[kWriteBufferBytes]);
   state_->thread = std::thread([s = state_.get()] { s->Loop(); });
 }
 
@@ -168,7 +175,9 @@ Status PipelinedSink::Write(std::span<const uint8_t> data) {
   return {};
 }
 
-Status PipelinedSink::WriteZeros(uint64_t n) { return state_->Push({State::Kind::kZeros, n, nullptr}); }
+Status PipelinedSink::WriteZeros(uint64_t n) {
+  return state_->Push({State::Kind::kZeros, n, nullptr});
+}
 Status PipelinedSink::Skip(uint64_t n) { return state_->Push({State::Kind::kSkip, n, nullptr}); }
 
 Status PipelinedSink::Finish() {

@@ -34,7 +34,8 @@ class Drive {
       std::string comp = path.substr(pos, last ? std::string::npos : slash - pos);
       std::string here = parent.empty() ? comp : parent + "/" + comp;
       std::u16string name;
-      if (!Utf8ToUtf16(comp, &name)) return Err(ErrorKind::kInvalidArgument, "path '" + path + "' is not UTF-8");
+      if (!Utf8ToUtf16(comp, &name))
+        return Err(ErrorKind::kInvalidArgument, "path '" + path + "' is not UTF-8");
       bool exists = dirs_.count(here) || grown.count(here);
       if (!exists && (!last || is_dir)) {
         grown[parent] = Bytes(grown, parent) + EntrySetBytes(name.size());
@@ -52,7 +53,8 @@ class Drive {
       uint64_t before = it == dirs_.end() ? 0 : Clusters(it->second);
       cost += Clusters(bytes) - before;
     }
-    if (!manifest_path_.empty() && !is_dir && path != manifest_path_ && path != manifest_path_ + ".sig") {
+    if (!manifest_path_.empty() && !is_dir && path != manifest_path_ &&
+        path != manifest_path_ + ".sig") {
       cost += DivUp(manifest_bytes_ + Sha256SumsLineBytes(path), cb_) - DivUp(manifest_bytes_, cb_);
     }
     return cost;
@@ -81,14 +83,17 @@ class Drive {
       parent = here;
       pos = slash + 1;
     }
-    if (!manifest_path_.empty() && !is_dir && path != manifest_path_ && path != manifest_path_ + ".sig") {
+    if (!manifest_path_.empty() && !is_dir && path != manifest_path_ &&
+        path != manifest_path_ + ".sig") {
       manifest_bytes_ += Sha256SumsLineBytes(path);
     }
     return {};
   }
 
  private:
-  uint64_t Clusters(uint64_t dir_bytes) const { return std::max<uint64_t>(1, DivUp(dir_bytes, cb_)); }
+  uint64_t Clusters(uint64_t dir_bytes) const {
+    return std::max<uint64_t>(1, DivUp(dir_bytes, cb_));
+  }
   uint64_t Bytes(const std::map<std::string, uint64_t>& grown, const std::string& dir) const {
     if (auto it = grown.find(dir); it != grown.end()) return it->second;
     auto it = dirs_.find(dir);
@@ -102,8 +107,9 @@ class Drive {
   uint64_t manifest_bytes_ = 0;
 };
 
-std::vector<FileSpec> DriveFiles(const std::vector<FileSpec>& common, const std::vector<FileSpec>& data,
-                                 const DrivePlan& plan, std::string_view manifest_path) {
+std::vector<FileSpec> DriveFiles(const std::vector<FileSpec>& common,
+                                 const std::vector<FileSpec>& data, const DrivePlan& plan,
+                                 std::string_view manifest_path) {
   std::vector<FileSpec> files = common;
   for (size_t i : plan.data_files) files.push_back(data[i]);
   if (!manifest_path.empty()) files.push_back({std::string(manifest_path), plan.manifest_bytes});
@@ -120,7 +126,8 @@ Result<std::vector<DrivePlan>> PlanSplit(const std::vector<FileSpec>& common,
   // The common files alone, planned for real: checks them and gives the geometry.
   DrivePlan empty;
   for (const auto& f : common) {
-    if (!manifest_path.empty() && f.path != manifest_path && f.path != std::string(manifest_path) + ".sig") {
+    if (!manifest_path.empty() && f.path != manifest_path &&
+        f.path != std::string(manifest_path) + ".sig") {
       empty.manifest_bytes += Sha256SumsLineBytes(f.path);
     }
   }
@@ -128,7 +135,8 @@ Result<std::vector<DrivePlan>> PlanSplit(const std::vector<FileSpec>& common,
   if (!layout) {
     if (layout.error().kind == ErrorKind::kNoSpace) {
       return Err(ErrorKind::kNoSpace, "the files every drive needs do not fit a drive of " +
-                                          std::to_string(options.image_bytes) + " bytes: " + layout.error().context);
+                                          std::to_string(options.image_bytes) +
+                                          " bytes: " + layout.error().context);
     }
     return tl::unexpected(layout.error());
   }
@@ -142,7 +150,8 @@ Result<std::vector<DrivePlan>> PlanSplit(const std::vector<FileSpec>& common,
   const uint64_t capacity = L.geo.cluster_count - L.geo.bitmap_clusters() - L.upcase_clusters;
   std::vector<size_t> order(data.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return data[a].size > data[b].size; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return data[a].size > data[b].size; });
   std::vector<Drive> drives;
   std::vector<DrivePlan> plans;
   for (size_t i : order) {
@@ -165,7 +174,8 @@ Result<std::vector<DrivePlan>> PlanSplit(const std::vector<FileSpec>& common,
     if (fresh.used() + *c > capacity) {
       return Err(ErrorKind::kNoSpace, "file '" + f.path + "' (" + std::to_string(f.size) +
                                           " bytes) does not fit on a drive of " +
-                                          std::to_string(options.image_bytes) + " bytes next to the common files");
+                                          std::to_string(options.image_bytes) +
+                                          " bytes next to the common files");
     }
     CV_TRY(fresh.Add(f.path, f.size, false));
     drives.push_back(std::move(fresh));

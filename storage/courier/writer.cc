@@ -137,7 +137,7 @@ std::vector<uint8_t> BootRegion(const Layout::Impl& L) {
   Put16(b + 106, 0);       // VolumeFlags: clean, first FAT active
   b[108] = 9;              // 512-byte sectors
   b[109] = uint8_t(L.geo.spc_shift);
-  b[110] = 1;              // one FAT
+  b[110] = 1;  // one FAT
   b[111] = 0x80;
   b[112] = uint8_t((uint64_t(L.used_end_cluster - kFirstCluster) * 100) / L.geo.cluster_count);
   memset(b + 120, 0xF4, 390);  // no boot code: hlt
@@ -152,11 +152,15 @@ std::vector<uint8_t> BootRegion(const Layout::Impl& L) {
 
 Status EmitFat(const Layout::Impl& L, Emitter& out) {
   uint8_t e[4];
-  auto put = [&](uint32_t v) { Put32(e, v); return out.Emit(e); };
+  auto put = [&](uint32_t v) {
+    Put32(e, v);
+    return out.Emit(e);
+  };
   CV_TRY(put(kFatMedia));
   CV_TRY(put(kFatEnd));
   auto chain = [&](uint32_t first, uint32_t count) -> Status {
-    for (uint32_t c = first; c < first + count; ++c) CV_TRY(put(c + 1 == first + count ? kFatEnd : c + 1));
+    for (uint32_t c = first; c < first + count; ++c)
+      CV_TRY(put(c + 1 == first + count ? kFatEnd : c + 1));
     return {};
   };
   CV_TRY(chain(L.bitmap_cluster, L.geo.bitmap_clusters()));
@@ -206,7 +210,8 @@ Status EmitDirectory(const Layout::Impl& L, const Node& dir, Emitter& out) {
   }
   for (uint32_t c : dir.children) {
     const Node& n = L.nodes[c];
-    EncodeEntrySet(n.name, n.name_hash, n.is_dir, n.first_cluster, n.data_length, !n.is_dir, L.timestamp, e);
+    EncodeEntrySet(n.name, n.name_hash, n.is_dir, n.first_cluster, n.data_length, !n.is_dir,
+                   L.timestamp, e);
     CV_TRY(out.Emit({e, EntrySetBytes(n.name.size())}));
   }
   // Unused entries must read as end-of-directory (type 0).
@@ -223,8 +228,8 @@ Status EmitFile(const Layout::Impl& L, const Node& n, const FillFn& fill, Emitte
     off += k;
   }
   // The rest of the last cluster lies past ValidDataLength: zeros, but never read.
-  return out.ZerosTo(L.cluster_offset(n.first_cluster) + uint64_t(n.clusters) * L.geo.cluster_bytes(),
-                     false);
+  return out.ZerosTo(
+      L.cluster_offset(n.first_cluster) + uint64_t(n.clusters) * L.geo.cluster_bytes(), false);
 }
 
 }  // namespace

@@ -4,8 +4,9 @@
 // an HTTP response with no staging copy. Also: the reader/verifier for such images, the
 // planner that splits a backup over several drives, SHA256SUMS and Ed25519 signatures.
 //
-// Thread-safety: a Layout is immutable and may be shared; everything else is a value or a
-// function. Nothing here keeps global state.
+// Thread-safety: a Layout is immutable and may be shared; a Sink is used by one thread at a
+// time (PipelinedSink hands its inner sink to a thread of its own); Image::Read may be
+// called concurrently. Nothing here keeps global state.
 #pragma once
 
 #include <array>
@@ -81,7 +82,7 @@ class Sink {
 // Writes to a file descriptor at increasing offsets from `start`. On a regular file zeros
 // and skips become holes (REQUIRES: the file holds no data past `start`); on a block device
 // zeros are written and skips only seek. Finish sets a regular file's size and, if `sync`,
-// fsyncs. Does not own the fd.
+// fsyncs. The constructor borrows `fd`; a sink made by Open owns (closes) its fd.
 class FdSink : public Sink {
  public:
   FdSink(int fd, bool regular_file, bool sync, uint64_t start = 0);
@@ -140,7 +141,6 @@ struct ImageEntry {
 // checksum, and every directory entry set (SetChecksum, NameHash, cluster ranges, overlaps).
 // Errors: kCorruption with the structure and byte offset at fault, kInvalidArgument for a
 // valid image this reader does not handle (fragmented file), kIOError / kNotFound.
-// Read may be called from several threads at once.
 class Image {
  public:
   static Result<Image> Open(const std::string& path);

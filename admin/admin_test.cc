@@ -54,7 +54,7 @@ class AdminTest : public ::testing::Test {
 };
 
 TEST_F(AdminTest, OperatorKeyIsCreatedOnceStoredHashedAndReplaceable) {
-  auto api = AdminApi::Open(*store_, Options{key_file_, false});
+  auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
   ASSERT_TRUE(api) << api.error().ToString();
   std::string key = ReadKey();
   ASSERT_EQ(key.size(), 64u);
@@ -71,13 +71,13 @@ TEST_F(AdminTest, OperatorKeyIsCreatedOnceStoredHashedAndReplaceable) {
 
   // Reopening keeps the key; the file is not rewritten.
   std::filesystem::remove(key_file_);
-  auto again = AdminApi::Open(*store_, Options{key_file_, false});
+  auto again = AdminApi::Open(*store_, Options{key_file_, false, false});
   ASSERT_TRUE(again);
   EXPECT_FALSE(std::filesystem::exists(key_file_));
   EXPECT_EQ(Call(**again, "GET", "/admin/v1/accounts", "", key).status, 200);
 
   // A new key replaces the old one.
-  auto renewed = AdminApi::Open(*store_, Options{key_file_, true});
+  auto renewed = AdminApi::Open(*store_, Options{key_file_, true, false});
   ASSERT_TRUE(renewed);
   std::string key2 = ReadKey();
   EXPECT_NE(key2, key);
@@ -86,7 +86,7 @@ TEST_F(AdminTest, OperatorKeyIsCreatedOnceStoredHashedAndReplaceable) {
 }
 
 TEST_F(AdminTest, DevicesAreCreatedWithAHashedTokenAndPatchedStrictly) {
-  auto api = AdminApi::Open(*store_, Options{key_file_, false});
+  auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
   ASSERT_TRUE(api);
   std::string key = ReadKey();
   auto r = Call(**api, "POST", "/admin/v1/accounts",
@@ -132,7 +132,7 @@ int64_t g_fake_now = 0;
 int64_t FakeNow() { return g_fake_now; }
 
 TEST_F(AdminTest, PartnerKeysSeeOnlyTheirOwnAccountsAndEveryChangeIsAudited) {
-  auto api = AdminApi::Open(*store_, Options{key_file_, false});
+  auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
   ASSERT_TRUE(api);
   const std::string op = ReadKey();
   auto field = [](const Response& r, const char* name) {
@@ -217,7 +217,7 @@ TEST(AdminErrorTest, StatusMappingAndBody) {
 // Found by fuzz_admin_json: an unknown query parameter is named in the error, and a name that
 // is not UTF-8 (raw bytes, or percent-decoded ones) made the answer invalid JSON.
 TEST_F(AdminTest, ErrorNamingANonUtf8ParameterIsStillValidJson) {
-  auto api = AdminApi::Open(*store_, Options{key_file_, false});
+  auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
   ASSERT_TRUE(api) << api.error().ToString();
   const std::string key = ReadKey();
   for (std::string target : {"/admin/v1/devices?min\xca\xca=1", "/admin/v1/devices?%CA%ED%A0%80=1",

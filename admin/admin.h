@@ -155,6 +155,10 @@ class AdminApi {
   virtual Response Handle(const Request& request) = 0;
 };
 
+// The index meta key holding the start (ns) of the last complete scrub pass (GET /status,
+// and chunkvault_last_full_scrub_timestamp_seconds in server/'s metrics).
+inline constexpr std::string_view kLastFullScrubMeta = "ops/last_full_scrub_ns";
+
 // ---- device credentials (shared with the agent API in server/) ----
 // A new device token: 32 random bytes as 64 lowercase hex digits.
 std::string NewToken();

@@ -16,7 +16,6 @@ namespace cv::admin::internal {
 
 namespace {
 
-constexpr std::string_view kLastFullScrubMeta = "ops/last_full_scrub_ns";
 // The stripe census walks every object: answers within this age come from the cache.
 constexpr auto kCensusMaxAge = std::chrono::seconds(5);
 

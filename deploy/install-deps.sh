@@ -10,7 +10,7 @@ PKGS=(
   libssl-dev openssl libgtest-dev libgmock-dev libexpected-dev libtomlplusplus-dev
   libcli11-dev prometheus-cpp-dev
   clang clang-14 libclang-rt-14-dev  # clang-14 + its runtime: libFuzzer (tests/fuzz)
-  restic curl python3 python3-pytest procps
+  restic curl python3 python3-pytest python3-yaml procps
   exfatprogs exfat-fuse fdisk util-linux
 )
 

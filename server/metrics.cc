@@ -1,5 +1,7 @@
 #include "server/metrics.h"
 
+#include "admin/admin.h"
+
 #include <prometheus/text_serializer.h>
 
 #include <sstream>
@@ -84,6 +86,16 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                          .Help("Objects of all devices")
                          .Register(r)
                          .Add({});
+  last_full_scrub_ = &BuildGauge()
+                          .Name("chunkvault_last_full_scrub_timestamp_seconds")
+                          .Help("Start of the last complete scrub pass (0: never)")
+                          .Register(r)
+                          .Add({});
+  cert_not_after_ = &BuildGauge()
+                         .Name("chunkvault_tls_certificate_not_after_timestamp_seconds")
+                         .Help("Expiry of the serving TLS certificate")
+                         .Register(r)
+                         .Add({});
 }
 
 void Metrics::Request(std::string_view listener, std::string_view route, std::string_view method,
@@ -117,7 +129,8 @@ void Metrics::Request(std::string_view listener, std::string_view route, std::st
   histogram->Observe(seconds);
 }
 
-std::string Metrics::Render(storage::ObjectStore& store) {
+std::string Metrics::Render(storage::ObjectStore& store, int64_t cert_not_after_s) {
+  if (cert_not_after_s > 0) cert_not_after_->Set(static_cast<double>(cert_not_after_s));
   storage::StoreStats stats = store.Stats();
   uint64_t failed = 0;
   for (const auto& d : stats.disks) failed += d.failed ? 1 : 0;
@@ -134,6 +147,12 @@ std::string Metrics::Render(storage::ObjectStore& store) {
     if (st) {
       stored_bytes_->Set(static_cast<double>(bytes));
       stored_objects_->Set(static_cast<double>(objects));
+    }
+    if (auto v = (*txn)->GetMeta(admin::kLastFullScrubMeta); v && *v) {
+      try {
+        last_full_scrub_->Set(static_cast<double>(std::stoll(**v) / 1000000000));
+      } catch (...) {
+      }
     }
   }
   {

@@ -37,8 +37,9 @@ class Metrics {
   void TlsReloaded(bool ok) { (ok ? tls_reloads_ok_ : tls_reloads_failed_)->Increment(); }
 
   // Refreshes the gauges that come from the store (disks, reconstructed reads, stored bytes and
-  // objects), then renders everything in the Prometheus text format.
-  std::string Render(storage::ObjectStore& store);
+  // objects, last full scrub) and the serving certificate's expiry (unix seconds; 0 =
+  // unknown), then renders everything in the Prometheus text format.
+  std::string Render(storage::ObjectStore& store, int64_t cert_not_after_s = 0);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -59,6 +60,8 @@ class Metrics {
   prometheus::Gauge* pending_repairs_;
   prometheus::Gauge* stored_bytes_;
   prometheus::Gauge* stored_objects_;
+  prometheus::Gauge* last_full_scrub_;
+  prometheus::Gauge* cert_not_after_;
 
   std::mutex mu_;
   // Series already created, so that the hot path does not build label maps.

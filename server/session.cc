@@ -291,7 +291,7 @@ std::optional<Reply> Session::OperationalReply(Exchange& x) {
     if (ctx_.store.Ready()) return JsonReply(200, "{\"ready\":true}");
     return ErrorReply(503, "unavailable", "too few healthy disks or the index is unusable");
   }
-  Reply r = JsonReply(200, ctx_.metrics.Render(ctx_.store));
+  Reply r = JsonReply(200, ctx_.metrics.Render(ctx_.store, ctx_.tls.CertNotAfter()));
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";
   return r;
 }

@@ -223,6 +223,16 @@ bool TlsContexts::Reload(std::string_view why) {
   return true;
 }
 
+int64_t TlsContexts::CertNotAfter() {
+  std::shared_ptr<boost::asio::ssl::context> ctx = Current();
+  if (!ctx) return 0;
+  X509* cert = SSL_CTX_get0_certificate(ctx->native_handle());
+  if (!cert) return 0;
+  struct tm t {};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &t) != 1) return 0;
+  return static_cast<int64_t>(timegm(&t));
+}
+
 void TlsContexts::ReloadIfChanged() {
   std::string sig = FilesSignature();
   {

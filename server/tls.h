@@ -40,6 +40,8 @@ class TlsContexts {
   bool Reload(std::string_view why);
   // Reloads when the files' inode, size or modification time changed since the last attempt.
   void ReloadIfChanged();
+  // notAfter of the certificate in use, unix seconds (0 if unknown).
+  int64_t CertNotAfter();
 
  private:
   explicit TlsContexts(const TlsPaths& paths) : paths_(paths) {}

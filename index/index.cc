@@ -465,6 +465,32 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
     return writes_.WriteDevice(d, *device);  // and so the account's counters
   }
 
+  Result<uint64_t> DeleteDeviceObjects(
+      const Id& device, size_t limit,
+      const std::function<Status(const ObjectKey&, const ObjectRecord&)>& each) override {
+    auto rows = ListObjects(device, std::nullopt, "", limit);
+    if (!rows) return tl::unexpected(rows.error());
+    if (rows->empty()) return uint64_t{0};
+    auto dev = GetDevice(device);
+    if (!dev) return tl::unexpected(dev.error());
+    uint64_t bytes = 0;
+    for (const auto& [key, rec] : *rows) {
+      auto k = schema::EncodeObjectKey(key);
+      if (!k) return tl::unexpected(k.error());
+      auto del = txn_.Del(dbis_.objects, *k);
+      if (!del) return Prefixed(del.error(), "delete object " + KeyText(key));
+      bytes += rec.size;
+      CV_TRY(each(key, rec));
+    }
+    if (*dev) {  // the device's (and so its account's) counters, once for the batch
+      DeviceRecord d = **dev;
+      d.bytes -= std::min(d.bytes, bytes);
+      d.objects -= std::min<uint64_t>(d.objects, rows->size());
+      CV_TRY(writes_.WriteDevice(d, *dev));
+    }
+    return static_cast<uint64_t>(rows->size());
+  }
+
   Status PutExtent(uint16_t disk, uint32_t extent, const ExtentRecord& rec) override {
     auto put =
         txn_.Put(dbis_.extents, schema::EncodeExtentKey(disk, extent), schema::EncodeExtent(rec));

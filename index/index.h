@@ -271,6 +271,12 @@ class WriteTxn : public Txn {
   virtual Status PutObject(const ObjectKey& key, const ObjectRecord& rec) = 0;
   // Removes the object (kNotFound if absent) and takes its size off its device's counters.
   virtual Status DeleteObject(const ObjectKey& key) = 0;
+  // Removes up to `limit` objects of `device` (in key order), calling `each` for every one
+  // removed, and takes them off the device's (and account's) counters once; returns how many
+  // (0: the device has none left). For purges: one pass, no per-object counter writes.
+  virtual Result<uint64_t> DeleteDeviceObjects(
+      const Id& device, size_t limit,
+      const std::function<Status(const ObjectKey&, const ObjectRecord&)>& each) = 0;
   virtual Status PutExtent(uint16_t disk, uint32_t extent, const ExtentRecord& rec) = 0;
   virtual Status DeleteExtent(uint16_t disk, uint32_t extent) = 0;  // kNotFound if absent
   virtual Status PutDevice(const DeviceRecord& rec) = 0;  // as given, counters included

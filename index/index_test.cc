@@ -220,6 +220,57 @@ TEST_F(IndexTest, ListObjectsOrdersByDeviceTypeNameWithStartAfterAndLimit) {
                std::tie(absent.device, absent.type, absent.name));
 }
 
+TEST_F(IndexTest, DeleteDeviceObjectsRemovesABatchAndCountsItOnce) {
+  auto index = OpenIndex();
+  ASSERT_TRUE(index->Update([&](WriteTxn& txn) -> Status {
+    Account acct;
+    acct.id = Id{0xac};
+    CV_TRY(txn.PutAccount(acct));
+    CV_TRY(txn.PutDevice(Device(kDevA)));
+    CV_TRY(txn.PutDevice(Device(kDevB)));
+    for (int i = 0; i < 10; ++i) {
+      CV_TRY(txn.PutObject(ObjectKey{kDevA, ObjectType::kData, "a" + std::to_string(i)}, Obj(100 + i)));
+    }
+    return txn.PutObject(ObjectKey{kDevB, ObjectType::kData, "b"}, Obj(7));
+  }));
+  std::vector<std::string> seen;
+  uint64_t seen_bytes = 0;
+  auto batch = [&](size_t limit) {
+    Result<uint64_t> n = 0;
+    EXPECT_TRUE(index->Update([&](WriteTxn& txn) -> Status {
+      seen.clear();
+      seen_bytes = 0;
+      n = txn.DeleteDeviceObjects(kDevA, limit, [&](const ObjectKey& k, const ObjectRecord& r) -> Status {
+        EXPECT_EQ(k.device, kDevA);
+        seen.push_back(k.name);
+        seen_bytes += r.size;
+        return {};
+      });
+      return n ? Status{} : tl::unexpected(n.error());
+    }));
+    return n.value_or(999);
+  };
+  EXPECT_EQ(batch(4), 4u);
+  EXPECT_EQ(seen, (std::vector<std::string>{"a0", "a1", "a2", "a3"}));
+  auto txn = *index->BeginRead();
+  auto a = **txn->GetDevice(kDevA);
+  EXPECT_EQ(a.objects, 6u);
+  EXPECT_EQ(a.bytes, 1045u - seen_bytes);
+  auto acct = **txn->GetAccount(Id{0xac});
+  EXPECT_EQ(acct.objects, 7u);  // the account follows its devices
+  txn.reset();
+  EXPECT_EQ(batch(100), 6u);
+  EXPECT_EQ(batch(100), 0u);
+  txn = *index->BeginRead();
+  EXPECT_EQ((**txn->GetDevice(kDevA)).objects, 0u);
+  EXPECT_EQ((**txn->GetDevice(kDevA)).bytes, 0u);
+  EXPECT_EQ((**txn->GetDevice(kDevB)).objects, 1u);  // another device: untouched
+  EXPECT_TRUE(txn->GetObject(ObjectKey{kDevB, ObjectType::kData, "b"})->has_value());
+  auto problems = CheckAccounts(*txn);
+  ASSERT_TRUE(problems.has_value());
+  EXPECT_TRUE(problems->empty());
+}
+
 TEST_F(IndexTest, RecordsRoundTripAndDeletesReportMisses) {
   auto index = OpenIndex();
   const ObjectKey key{kDevA, ObjectType::kSnapshots, std::string(kMaxNameBytes, 'f')};

@@ -170,13 +170,23 @@ class StoreImpl final : public ObjectStore {
     PurgeBatch batch;
     Status s = index_->Update([&](index::WriteTxn& txn) -> Status {
       batch = PurgeBatch{};
-      auto rows = txn.ListObjects(device, std::nullopt, "", limit);
-      if (!rows) return tl::unexpected(rows.error());
-      for (const auto& [key, rec] : *rows) {
-        CV_TRY(txn.DeleteObject(key));
-        CV_TRY(AccountRecords(txn, key, rec, /*live=*/false));
-        ++batch.objects;
-        batch.bytes += rec.size;
+      // Extent accounting summed per extent: a batch touches few extents.
+      std::map<std::pair<uint16_t, uint32_t>, int64_t> dead;
+      auto n = txn.DeleteDeviceObjects(
+          device, limit, [&](const ObjectKey& key, const ObjectRecord& rec) -> Status {
+            for (size_t i = 0; i < rec.shards.size(); ++i) {
+              if (rec.shards[i].disk == UINT16_MAX) continue;  // lost in a rebuild: no extent
+              dead[{rec.shards[i].disk, rec.shards[i].extent}] +=
+                  static_cast<int64_t>(RecordBytes(key, PayloadLen(rec, i)));
+            }
+            batch.bytes += rec.size;
+            return {};
+          });
+      if (!n) return tl::unexpected(n.error());
+      batch.objects = *n;
+      for (const auto& [de, bytes] : dead) {
+        CV_TRY(AddExtentBytes(txn, ShardLoc{de.first, de.second, 0}, opts_.extent_bytes, -bytes,
+                              bytes));
       }
       return also(txn, batch);
     });

@@ -197,6 +197,7 @@ constexpr Route kRoutes[] = {
     {"GET", "accounts", false, internal::ListAccounts},
     {"GET", "accounts/{account}", false, internal::GetAccount},
     {"PATCH", "accounts/{account}", false, internal::PatchAccount},
+    {"DELETE", "accounts/{account}", true, internal::DeleteAccount},
     {"POST", "accounts/{account}/release", false, internal::ReleaseAccount},
     {"POST", "accounts/{account}/addons", false, internal::CreateAddOn},
     {"GET", "accounts/{account}/addons", false, internal::ListAddOns},
@@ -222,7 +223,8 @@ constexpr Route kRoutes[] = {
 // Routes whose handler reads the query string; the others refuse any parameter.
 bool TakesQuery(Response (*h)(Call&)) {
   return h == internal::ListPartners || h == internal::ListAccounts || h == internal::ListDevices ||
-         h == internal::ListAudit || h == internal::DeleteDevice || h == internal::ListJobs;
+         h == internal::ListAudit || h == internal::DeleteDevice || h == internal::ListJobs ||
+         h == internal::DeleteAccount;
 }
 
 std::optional<index::Id> Call::*IdSlot(std::string_view name) {

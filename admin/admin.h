@@ -28,6 +28,10 @@
 //   PATCH  /accounts/{a}                          {plan_quota_bytes?, device_limit?,
 //                                                  status? trial|active|expired|suspended,
 //                                                  expires_at? (null = never)}
+//   DELETE /accounts/{a}                      op  ?grace=DURATION -> 202 job "account.purge":
+//                                                  every device closed (410) at once, then
+//                                                  purged one by one, then the account and its
+//                                                  add-ons; cancel while scheduled reopens them
 //   POST   /accounts/{a}/release                  unlink from its partner; data stays
 //   POST   /accounts/{a}/addons                   {bytes, expires_at?} -> 201 add-on
 //   GET    /accounts/{a}/addons

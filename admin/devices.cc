@@ -72,6 +72,14 @@ Response CreateDevice(Call& c) {
     auto a = VisibleAccount(txn, c.caller, d.account);
     if (!a) return tl::unexpected(a.error());
     if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
+    auto pending = PendingAccountPurge(txn, d.account);
+    if (!pending) return tl::unexpected(pending.error());
+    if (*pending) {
+      return Outcome(tl::unexpected(ApiError{
+          409, "account_deleted",
+          "the account is being deleted (job " + index::IdToHex(**pending) + "); cancel it first",
+          {}}));
+    }
     auto devices = txn.ListDevices(d.account);
     if (!devices) return tl::unexpected(devices.error());
     if (devices->size() >= (*a)->device_limit) {
@@ -150,24 +158,9 @@ Response DeleteDevice(Call& c) {
   if (!c.request.body.empty()) {
     return FromApiError(ApiError{400, "unexpected_body", "DELETE takes no body", {}});
   }
-  auto q = Query::Parse(c.query, {"grace"});
-  if (!q) return FromApiError(q.error());
-  int64_t grace = c.options->purge_grace_ns;
-  if (auto g = q->Get("grace")) {
-    auto d = ParseDuration(*g);
-    if (!d) {
-      return FromApiError(ApiError{
-          400, "invalid_query",
-          "query parameter 'grace' must be a duration such as 7d, 24h or 0s", "grace"});
-    }
-    if (*d < grace && !c.caller.is_operator) {
-      return FromApiError(ApiError{403, "operator_only",
-                                   "only the operator may shorten the grace period below " +
-                                       std::to_string(grace / 1000000000) + " s",
-                                   "grace"});
-    }
-    grace = *d;
-  }
+  auto parsed = PurgeGrace(c);
+  if (!parsed) return FromApiError(parsed.error());
+  const int64_t grace = *parsed;
   Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
     auto f = FindDevice(txn, c.caller, *c.account, *c.device);
     if (!f) return tl::unexpected(f.error());

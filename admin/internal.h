@@ -102,6 +102,12 @@ Status AppendSystemAudit(index::WriteTxn& txn, int64_t now_ns, std::string_view 
 // ---- jobs (jobs.cc) ----
 // Job kinds.
 inline constexpr std::string_view kPurgeDeviceJob = "device.purge";
+inline constexpr std::string_view kPurgeAccountJob = "account.purge";
+// ?grace= of a DELETE that schedules a purge: the configured default, longer for anyone,
+// shorter (0 included) only for the operator.
+ApiResult<int64_t> PurgeGrace(const Call& c);
+// The scheduled or running account.purge job of the account, if any.
+Result<std::optional<index::Id>> PendingAccountPurge(index::Txn& txn, const index::Id& account);
 inline constexpr std::string_view kScrubJob = "scrub";
 inline constexpr std::string_view kRepairJob = "repair";
 
@@ -183,6 +189,7 @@ Response RotateDeviceToken(Call& c);
 Response ListDevices(Call& c);  // GET /devices?stale_for=
 
 Response DeleteDevice(Call& c);  // -> 202 purge job
+Response DeleteAccount(Call& c);  // operator only -> 202 account purge job
 
 Response ListJobs(Call& c);
 Response GetJob(Call& c);

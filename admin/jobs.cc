@@ -91,6 +91,84 @@ json::object JobJson(const index::Job& j) {
 
 // ---- routes ----
 
+ApiResult<int64_t> PurgeGrace(const Call& c) {
+  auto q = Query::Parse(c.query, {"grace"});
+  if (!q) return tl::unexpected(q.error());
+  int64_t grace = c.options->purge_grace_ns;
+  if (auto g = q->Get("grace")) {
+    auto d = ParseDuration(*g);
+    if (!d) {
+      return tl::unexpected(ApiError{
+          400, "invalid_query",
+          "query parameter 'grace' must be a duration such as 7d, 24h or 0s", "grace"});
+    }
+    if (*d < grace && !c.caller.is_operator) {
+      return tl::unexpected(ApiError{403, "operator_only",
+                                     "only the operator may shorten the grace period below " +
+                                         std::to_string(grace / 1000000000) + " s",
+                                     "grace"});
+    }
+    grace = *d;
+  }
+  return grace;
+}
+
+Result<std::optional<index::Id>> PendingAccountPurge(index::Txn& txn, const index::Id& account) {
+  index::JobQuery q;
+  q.account = account;
+  q.limit = 1000;
+  auto jobs = txn.ListJobs(q);
+  if (!jobs) return tl::unexpected(jobs.error());
+  for (const auto& j : *jobs) {
+    if (j.kind == kPurgeAccountJob && (j.state == "scheduled" || j.state == "running")) {
+      return std::optional<index::Id>(j.id);
+    }
+  }
+  return std::optional<index::Id>();
+}
+
+Response DeleteAccount(Call& c) {
+  if (!c.request.body.empty()) {
+    return FromApiError(ApiError{400, "unexpected_body", "DELETE takes no body", {}});
+  }
+  auto grace = PurgeGrace(c);
+  if (!grace) return FromApiError(grace.error());
+  Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+    auto a = VisibleAccount(txn, c.caller, *c.account);
+    if (!a) return tl::unexpected(a.error());
+    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
+    auto pending = PendingAccountPurge(txn, *c.account);
+    if (!pending) return tl::unexpected(pending.error());
+    if (*pending) {
+      return Outcome(tl::unexpected(ApiError{
+          409, "already_deleted", "the account is already deleted by job " + index::IdToHex(**pending),
+          {}}));
+    }
+    auto devices = txn.ListDevices(*c.account);
+    if (!devices) return tl::unexpected(devices.error());
+    json::object params;
+    params["grace_seconds"] = *grace / 1000000000;
+    params["devices"] = devices->size();
+    index::Job job = NewJob(kPurgeAccountJob, *c.account, std::nullopt, params, c.now_ns,
+                            c.now_ns + *grace);
+    for (index::DeviceRecord d : *devices) {
+      if (d.closed_ns != 0) continue;  // already closed by a device purge of its own
+      d.closed_ns = c.now_ns;
+      d.purge_job = job.id;
+      CV_TRY(txn.PutDevice(d));
+    }
+    CV_TRY(txn.PutJob(job));
+    json::object after = JobJson(job);
+    CV_TRY(AppendAudit(txn, c, "account.delete", "account/" + index::IdToHex(*c.account),
+                       *c.account, (*a)->partner, AccountSettingsJson(**a), after));
+    Response ok = Reply(202, after);
+    ok.headers.emplace_back("Location", "/admin/v1/jobs/" + index::IdToHex(job.id));
+    return Outcome(std::move(ok));
+  });
+  if (r.status == 202 && *grace == 0 && c.runner) c.runner->Wake();
+  return r;
+}
+
 Response ListJobs(Call& c) {
   auto q = Query::Parse(c.query, {"account", "state", "kind", "cursor", "limit"});
   if (!q) return FromApiError(q.error());
@@ -175,12 +253,20 @@ Response CancelJob(Call& c) {
     }
     const json::object before = JobJson(j);
     std::optional<index::Id> partner;
-    if (j.kind == kPurgeDeviceJob && j.device) {
-      // The device comes back exactly as it was: same token, same data.
-      auto d = txn.GetDevice(*j.device);
-      if (!d) return tl::unexpected(d.error());
-      if (*d && (*d)->purge_job == j.id) {
-        index::DeviceRecord dev = **d;
+    if (j.kind == kPurgeDeviceJob || j.kind == kPurgeAccountJob) {
+      // The devices come back exactly as they were: same token, same data.
+      std::vector<index::DeviceRecord> closed;
+      if (j.kind == kPurgeDeviceJob && j.device) {
+        auto d = txn.GetDevice(*j.device);
+        if (!d) return tl::unexpected(d.error());
+        if (*d) closed.push_back(**d);
+      } else if (j.account) {
+        auto all = txn.ListDevices(*j.account);
+        if (!all) return tl::unexpected(all.error());
+        closed = std::move(*all);
+      }
+      for (index::DeviceRecord dev : closed) {
+        if (dev.purge_job != j.id) continue;  // closed by a purge of its own, or open
         dev.closed_ns = 0;
         dev.purge_job = index::Id{};
         CV_TRY(txn.PutDevice(dev));
@@ -234,6 +320,7 @@ struct KindInfo {
 };
 constexpr KindInfo kKinds[] = {
     {kPurgeDeviceJob, Lane::kMain, "device.purge", RunPurgeJob},
+    {kPurgeAccountJob, Lane::kMain, "account.purge", RunPurgeJob},
     {kScrubJob, Lane::kMaintenance, "node.scrub", RunScrubJob},
     {kRepairJob, Lane::kMaintenance, "node.repair", RunRepairJob},
 };
@@ -458,32 +545,79 @@ struct JobRunner::State {
   }
 };
 
-// device.purge: progress {"phase": "delete" | "compact", objects_done, bytes_done,
-// objects_total, bytes_total}. Each batch's progress commits with the batch, so a resumed
-// purge removes nothing twice and its counts stay exact.
+// device.purge and account.purge: progress {"phase": "delete" | "compact" | "done",
+// devices [ids], device_index, objects_done, bytes_done, objects_total, bytes_total}. A
+// device purge has one device; an account purge every device the account had when it
+// started, one after the other, and then the account itself. Each batch's progress commits
+// with the batch, so a resumed purge removes nothing twice and its counts stay exact.
 JobResult RunPurgeJob(JobContext& ctx) {
   index::Job& job = ctx.job;
-  if (!job.device) return Err(ErrorKind::kInvalidArgument, "purge job without a device");
-  const index::Id device = *job.device;
+  const bool whole_account = job.kind == kPurgeAccountJob;
+  if (!whole_account && !job.device) {
+    return Err(ErrorKind::kInvalidArgument, "purge job without a device");
+  }
+  if (whole_account && !job.account) {
+    return Err(ErrorKind::kInvalidArgument, "account purge job without an account");
+  }
   json::object progress = ParsedObjectOrEmpty(job.progress_json);
   if (Str(progress, "phase").empty()) {
     auto txn = ctx.store.Index().BeginRead();
     if (!txn) return tl::unexpected(txn.error());
-    auto d = (*txn)->GetDevice(device);
-    if (!d) return tl::unexpected(d.error());
+    std::vector<index::DeviceRecord> devices;
+    if (whole_account) {
+      auto all = (*txn)->ListDevices(*job.account);
+      if (!all) return tl::unexpected(all.error());
+      devices = std::move(*all);
+    } else {
+      auto d = (*txn)->GetDevice(*job.device);
+      if (!d) return tl::unexpected(d.error());
+      devices.push_back(d->value_or(index::DeviceRecord{*job.device}));
+    }
     txn->reset();
+    json::array ids;
+    uint64_t objects = 0, bytes = 0;
+    for (const auto& d : devices) {
+      ids.push_back(json::value(index::IdToHex(d.id)));
+      objects += d.objects;
+      bytes += d.bytes;
+    }
     progress["phase"] = "delete";
+    progress["devices"] = std::move(ids);
+    progress["device_index"] = uint64_t{0};
     progress["objects_done"] = uint64_t{0};
     progress["bytes_done"] = uint64_t{0};
-    progress["objects_total"] = *d ? (*d)->objects : 0;
-    progress["bytes_total"] = *d ? (*d)->bytes : 0;
+    progress["objects_total"] = objects;
+    progress["bytes_total"] = bytes;
   }
-  if (Str(progress, "phase") == "delete") {
-    // Once per run: the deletion must survive an index rebuild before anything is removed.
+  std::vector<index::Id> devices;
+  if (const json::value* v = progress.if_contains("devices"); v && v->is_array()) {
+    for (const auto& e : v->as_array()) {
+      auto id = e.is_string() ? index::IdFromHex(e.as_string()) : std::nullopt;
+      if (!id) return Err(ErrorKind::kCorruption, "purge job progress names a bad device id");
+      devices.push_back(*id);
+    }
+  }
+  while (Str(progress, "phase") == "delete") {
+    const size_t at = U64(progress, "device_index");
+    const bool last = at + 1 >= devices.size();
+    json::object next;
+    if (at >= devices.size()) {  // an account without devices
+      next = progress;
+      next["phase"] = "compact";
+      auto saved = ctx.SaveProgress(next, [&](index::WriteTxn& txn) -> Status {
+        return whole_account ? txn.DeleteAccount(*job.account) : Status{};
+      });
+      if (!saved) return tl::unexpected(saved.error());
+      if (!*saved) return std::optional<json::object>();
+      progress = std::move(next);
+      break;
+    }
+    const index::Id device = devices[at];
+    // Once per device and run: the deletion must survive an index rebuild before anything
+    // of the device is removed.
     CV_TRY(ctx.store.WriteDeviceTombstone(device));
     while (true) {
       if (ctx.stopping()) return std::optional<json::object>();
-      json::object next;
       auto batch = ctx.store.PurgeObjects(
           device, ctx.options.purge_batch_objects,
           [&](index::WriteTxn& txn, const storage::PurgeBatch& b) -> Status {
@@ -496,7 +630,15 @@ JobResult RunPurgeJob(JobContext& ctx) {
               if (!d) return tl::unexpected(d.error());
               if (*d) CV_TRY(txn.DeleteDevice(device));
               CV_TRY(txn.PutMeta(index::PurgedDeviceMetaKey(device), index::IdToHex(job.id)));
-              next["phase"] = "compact";
+              next["device_index"] = uint64_t{at + 1};
+              if (last) {
+                next["phase"] = "compact";
+                if (whole_account) {
+                  auto a = txn.GetAccount(*job.account);
+                  if (!a) return tl::unexpected(a.error());
+                  if (*a) CV_TRY(txn.DeleteAccount(*job.account));  // and its add-ons
+                }
+              }
             }
             index::Job j = job;
             j.progress_json = json::serialize(next);
@@ -514,6 +656,7 @@ JobResult RunPurgeJob(JobContext& ctx) {
   if (!rep) return tl::unexpected(rep.error());
   const int64_t now = NowNanos();
   json::object receipt;
+  if (whole_account) receipt["devices_removed"] = devices.size();
   receipt["objects_removed"] = U64(progress, "objects_done");
   receipt["bytes_removed"] = U64(progress, "bytes_done");
   receipt["disk_bytes_reclaimed"] = rep->bytes_reclaimed;

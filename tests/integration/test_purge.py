@@ -324,3 +324,49 @@ def test_purge_on_full_disk(fresh_node, tmp_root):
         node.stop()
     finally:
         subprocess.run(["umount", "-l", mnt], capture_output=True)
+
+
+def test_account_delete_purges_every_device_then_the_account(fresh_node):
+    node = fresh_node(PURGE_CONFIG)
+    pid, pkey = node.new_partner("p")
+    account = node.new_account(key=pkey)
+    devs = [node.new_device(account=account, name=f"d{i}", key=pkey, append_only=False)
+            for i in range(2)]
+    other = node.new_device(name="elsewhere")
+    keep = put_objects(other, 3, 50_000, seed=31)
+    total = 0
+    for i, d in enumerate(devs):
+        total += sum(len(b) for b in put_objects(d, 5, 100_000, seed=40 + i).values())
+    r = node.admin("POST", f"/accounts/{account}/addons", {"bytes": 1 << 30})
+    assert r.status == 201, r
+
+    # Operator only; a partner's attempt changes nothing.
+    r = node.admin("DELETE", f"/accounts/{account}", key=pkey)
+    assert r.status == 403, r
+    # With a grace period: every device closed at once, no new device, cancel reopens all.
+    r = node.admin("DELETE", f"/accounts/{account}?grace=1h")
+    assert r.status == 202 and r.json()["kind"] == "account.purge", r
+    waiting = r.json()
+    for d in devs:
+        assert d.request("GET", "/data/").status == 410
+    r = node.admin("POST", f"/accounts/{account}/devices", {"name": "new"})
+    assert r.status == 409 and r.error_code() == "account_deleted", r
+    assert node.admin("DELETE", f"/accounts/{account}").status == 409
+    assert node.admin("POST", f"/jobs/{waiting['id']}/cancel").status == 200
+    for d in devs:
+        assert d.request("GET", "/data/").status == 200
+
+    r = node.admin("DELETE", f"/accounts/{account}?grace=0s")
+    assert r.status == 202, r
+    done = wait_job(node, r.json()["id"])
+    assert done["result"]["devices_removed"] == 2, done
+    assert done["result"]["objects_removed"] == 10, done
+    assert done["result"]["bytes_removed"] == total, done
+    assert node.admin("GET", f"/accounts/{account}").status == 404
+    for d in devs:
+        assert d.request("GET", "/data/").status == 401
+    assert_reads_back(other, keep)
+    assert node.fsck()["clean"], node.fsck()
+    r = node.admin("GET", "/audit")
+    actions = [a["action"] for a in r.json()["items"]]
+    assert "account.delete" in actions and "account.purge" in actions, actions

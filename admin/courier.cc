@@ -22,6 +22,9 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <chrono>
+#include <condition_variable>
+#include <map>
+#include <optional>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -387,6 +390,130 @@ class HashingSink : public courier::Sink {
   Sha256 sha_;
 };
 
+// Reads a drive's objects ahead of the writer, in write order, on threads of its own: the
+// store's reader serves one request at a time, and several in flight keep every disk busy.
+// An object of up to kWholeBytes is one piece, read and checked against its SHA-256 by the
+// thread that reads it; larger ones are cut into pieces of kPieceBytes that the writer checks
+// as they go by. Pieces ahead of the writer (read, being read, or waiting) hold at most
+// kWindowBytes, or one piece: bounded memory.
+class Prefetcher {
+ public:
+  struct Piece {
+    const SnapObject* object;
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    bool whole() const { return offset == 0 && length == object->size; }
+  };
+  static constexpr uint64_t kWholeBytes = 32 << 20;
+  static constexpr uint64_t kPieceBytes = 8 << 20;
+  static constexpr uint64_t kWindowBytes = 96 << 20;
+  static constexpr int kThreads = 4;
+
+  Prefetcher(storage::ObjectStore& store, const index::Id& device, std::vector<Piece> pieces)
+      : store_(store), device_(device), pieces_(std::move(pieces)) {
+    for (int i = 0; i < kThreads; ++i) threads_.emplace_back([this] { Work(); });
+  }
+  ~Prefetcher() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  const std::vector<Piece>& pieces() const { return pieces_; }
+
+  // The bytes of piece i, waiting for them if need be; pieces before i are dropped. REQUIRES:
+  // i does not decrease from call to call.
+  Result<const std::vector<uint8_t>*> Get(size_t i) {
+    std::unique_lock lock(mu_);
+    if (i != consumed_) {
+      for (auto it = slots_.begin(); it != slots_.end() && it->first < i;) it = slots_.erase(it);
+      for (; consumed_ < i; ++consumed_) {
+        if (consumed_ < next_) ahead_bytes_ -= pieces_[consumed_].length;
+      }
+      next_ = std::max(next_, consumed_);
+      cv_.notify_all();
+    }
+    cv_.wait(lock, [&] { return slots_.count(i) > 0; });
+    Slot& s = slots_[i];
+    if (s.error) return tl::unexpected(*s.error);
+    return &s.bytes;
+  }
+
+ private:
+  struct Slot {
+    std::vector<uint8_t> bytes;
+    std::optional<Error> error;
+  };
+
+  void Work() {
+    while (true) {
+      size_t i;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] {
+          return stop_ ||
+                 (next_ < pieces_.size() &&
+                  (next_ == consumed_ || ahead_bytes_ + pieces_[next_].length <= kWindowBytes));
+        });
+        if (stop_) return;
+        i = next_++;
+        ahead_bytes_ += pieces_[i].length;
+      }
+      Slot s = Read(pieces_[i]);
+      {
+        std::lock_guard lock(mu_);
+        slots_[i] = std::move(s);
+      }
+      cv_.notify_all();
+    }
+  }
+
+  Slot Read(const Piece& p) {
+    Slot s;
+    const SnapObject& obj = *p.object;
+    auto r = store_.Open(index::ObjectKey{device_, obj.type, obj.name}, p.offset, p.length);
+    if (!r) {
+      s.error = r.error();
+      return s;
+    }
+    s.bytes.resize(p.length);
+    size_t got = 0;
+    while (got < p.length) {
+      auto k = (*r)->Read(std::span<uint8_t>(s.bytes.data() + got, p.length - got));
+      if (!k) {
+        s.error = k.error();
+        return s;
+      }
+      if (*k == 0) {
+        s.error = Error{ErrorKind::kCorruption, 0,
+                        "the store returned " + std::to_string(p.offset + got) + " of " +
+                            std::to_string(obj.size) + " bytes"};
+        return s;
+      }
+      got += *k;
+    }
+    if (p.whole() && Sha256::Of(std::string_view(reinterpret_cast<const char*>(s.bytes.data()),
+                                                 s.bytes.size())) != obj.sha256) {
+      s.error = Error{ErrorKind::kCorruption, 0, "SHA-256 differs from the index"};
+    }
+    return s;
+  }
+
+  storage::ObjectStore& store_;
+  const index::Id device_;
+  const std::vector<Piece> pieces_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<size_t, Slot> slots_;
+  size_t next_ = 0;      // the next piece a thread reads
+  size_t consumed_ = 0;  // the piece the writer is on
+  uint64_t ahead_bytes_ = 0;  // bytes of pieces [consumed_, next_)
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
 // The job stopped on purpose (node stopping, job no longer running): not an error.
 constexpr std::string_view kStopped = "courier job stopped";
 
@@ -593,10 +720,21 @@ JobResult RunCourierJob(JobContext& ctx) {
     HashingSink hashing(**fd_sink, written);
     courier::PipelinedSink pipelined(hashing);
 
-    // The object being streamed, read through the store (which verifies every shard and
-    // rebuilds degraded stripes), and checked against its snapshotted SHA-256.
-    size_t cur = SIZE_MAX;
-    std::unique_ptr<storage::Reader> reader;
+    // The objects, read ahead through the store (which verifies every shard and rebuilds
+    // degraded stripes), each checked against its snapshotted SHA-256 as it goes by.
+    std::vector<Prefetcher::Piece> pieces;
+    for (size_t fi : layouts[d].write_order()) {
+      const SnapObject* obj = df.sources[fi].object;
+      if (!obj) continue;
+      const uint64_t step =
+          obj->size <= Prefetcher::kWholeBytes ? obj->size : Prefetcher::kPieceBytes;
+      for (uint64_t off = 0; off < obj->size; off += step) {
+        pieces.push_back({obj, off, std::min(step, obj->size - off)});
+      }
+    }
+    Prefetcher prefetch(ctx.store, *job.device, std::move(pieces));
+    size_t piece = 0;
+    const SnapObject* cur = nullptr;
     std::optional<Sha256> object_sha;
     auto fill = [&](size_t fi, uint64_t offset, std::span<uint8_t> out) -> Status {
       const Source& src = df.sources[fi];
@@ -606,34 +744,42 @@ JobResult RunCourierJob(JobContext& ctx) {
       }
       const SnapObject& obj = *src.object;
       const std::string what = RepoPath(obj);
-      if (fi != cur) {
-        cur = fi;
-        reader.reset();
-        auto r = ctx.store.Open(index::ObjectKey{*job.device, obj.type, obj.name}, 0, obj.size);
-        if (!r && r.error().kind == ErrorKind::kNotFound) {
+      // Objects of one piece were checked by the thread that read them.
+      const bool check_here = obj.size > Prefetcher::kWholeBytes;
+      if (cur != &obj) {
+        cur = &obj;
+        if (check_here) object_sha.emplace();
+      }
+      size_t got = 0;
+      while (got < out.size()) {
+        const auto& ps = prefetch.pieces();
+        const uint64_t at = offset + got;
+        while (piece < ps.size() &&
+               (ps[piece].object != &obj || ps[piece].offset + ps[piece].length <= at)) {
+          ++piece;
+        }
+        if (piece == ps.size() || ps[piece].offset > at) {
+          return Err(ErrorKind::kInternal, what + ": the writer asked for bytes out of order");
+        }
+        auto bytes = prefetch.Get(piece);
+        if (!bytes && bytes.error().kind == ErrorKind::kNotFound) {
           // Deleted after the snapshot: the next attempt starts over with a new one.
           ::unlink(snap_file.c_str());
           return Err(ErrorKind::kNotFound,
                      what + " was deleted after the job's snapshot; the job starts over");
         }
-        if (!r) return Err(r.error().kind, what + ": " + r.error().ToString());
-        reader = std::move(*r);
-        object_sha.emplace();
+        if (!bytes) return Err(bytes.error().kind, what + " unreadable: " + bytes.error().ToString());
+        const uint64_t in_piece = at - ps[piece].offset;
+        const size_t n = static_cast<size_t>(
+            std::min<uint64_t>(out.size() - got, ps[piece].length - in_piece));
+        std::memcpy(out.data() + got, (*bytes)->data() + in_piece, n);
+        got += n;
       }
-      size_t got = 0;
-      while (got < out.size()) {
-        auto k = reader->Read(out.subspan(got));
-        if (!k) return Err(k.error().kind, what + " unreadable: " + k.error().ToString());
-        if (*k == 0) {
-          return Err(ErrorKind::kCorruption, what + ": the store returned " +
-                                                 std::to_string(offset + got) + " of " +
-                                                 std::to_string(obj.size) + " bytes");
+      if (check_here) {
+        object_sha->Update(std::span<const uint8_t>(out.data(), out.size()));
+        if (offset + out.size() == obj.size && object_sha->Final() != obj.sha256) {
+          return Err(ErrorKind::kCorruption, what + ": SHA-256 differs from the index");
         }
-        got += *k;
-      }
-      object_sha->Update(std::span<const uint8_t>(out.data(), out.size()));
-      if (offset + out.size() == obj.size && object_sha->Final() != obj.sha256) {
-        return Err(ErrorKind::kCorruption, what + ": SHA-256 differs from the index");
       }
       read_bytes += out.size();
       if (o.courier_bytes_per_sec > 0) {

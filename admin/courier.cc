@@ -409,8 +409,10 @@ class Prefetcher {
   static constexpr uint64_t kWindowBytes = 96 << 20;
   static constexpr int kThreads = 4;
 
-  Prefetcher(storage::ObjectStore& store, const index::Id& device, std::vector<Piece> pieces)
-      : store_(store), device_(device), pieces_(std::move(pieces)) {
+  // bytes_per_sec: pieces start no faster than that (0 = unthrottled).
+  Prefetcher(storage::ObjectStore& store, const index::Id& device, std::vector<Piece> pieces,
+             uint64_t bytes_per_sec)
+      : store_(store), device_(device), pieces_(std::move(pieces)), rate_(bytes_per_sec) {
     for (int i = 0; i < kThreads; ++i) threads_.emplace_back([this] { Work(); });
   }
   ~Prefetcher() {
@@ -424,8 +426,9 @@ class Prefetcher {
   const std::vector<Piece>& pieces() const { return pieces_; }
 
   // The bytes of piece i, waiting for them if need be; pieces before i are dropped. REQUIRES:
-  // i does not decrease from call to call.
-  Result<const std::vector<uint8_t>*> Get(size_t i) {
+  // i does not decrease from call to call. While it waits it calls `idle` every 100 ms;
+  // nullptr when that returned true (stop).
+  Result<const std::vector<uint8_t>*> Get(size_t i, const std::function<bool()>& idle) {
     std::unique_lock lock(mu_);
     if (i != consumed_) {
       for (auto it = slots_.begin(); it != slots_.end() && it->first < i;) it = slots_.erase(it);
@@ -435,7 +438,13 @@ class Prefetcher {
       next_ = std::max(next_, consumed_);
       cv_.notify_all();
     }
-    cv_.wait(lock, [&] { return slots_.count(i) > 0; });
+    while (!cv_.wait_for(lock, std::chrono::milliseconds(100),
+                         [&] { return slots_.count(i) > 0; })) {
+      lock.unlock();
+      const bool stop = idle();
+      lock.lock();
+      if (stop) return nullptr;
+    }
     Slot& s = slots_[i];
     if (s.error) return tl::unexpected(*s.error);
     return &s.bytes;
@@ -450,6 +459,7 @@ class Prefetcher {
   void Work() {
     while (true) {
       size_t i;
+      uint64_t before;
       {
         std::unique_lock lock(mu_);
         cv_.wait(lock, [&] {
@@ -460,6 +470,13 @@ class Prefetcher {
         if (stop_) return;
         i = next_++;
         ahead_bytes_ += pieces_[i].length;
+        before = started_bytes_;
+        started_bytes_ += pieces_[i].length;
+      }
+      if (rate_ > 0) {  // the throttle: this piece starts when the bytes before it are due
+        const auto due = start_ + std::chrono::microseconds(before * 1000000 / rate_);
+        std::unique_lock lock(mu_);
+        if (cv_.wait_until(lock, due, [&] { return stop_; })) return;
       }
       Slot s = Read(pieces_[i]);
       {
@@ -504,12 +521,15 @@ class Prefetcher {
   storage::ObjectStore& store_;
   const index::Id device_;
   const std::vector<Piece> pieces_;
+  const uint64_t rate_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<size_t, Slot> slots_;
   size_t next_ = 0;      // the next piece a thread reads
   size_t consumed_ = 0;  // the piece the writer is on
   uint64_t ahead_bytes_ = 0;  // bytes of pieces [consumed_, next_)
+  uint64_t started_bytes_ = 0;  // bytes of pieces [0, next_)
   bool stop_ = false;
   std::vector<std::thread> threads_;
 };
@@ -687,8 +707,6 @@ JobResult RunCourierJob(JobContext& ctx) {
   std::atomic<uint64_t> written{0};
   uint64_t written_before = 0;  // bytes of the images before the current one
   auto last_save = std::chrono::steady_clock::now();
-  const auto throttle_start = std::chrono::steady_clock::now();
-  uint64_t read_bytes = 0;
   bool stop = false;
 
   auto save = [&](size_t drive) -> Status {
@@ -732,9 +750,21 @@ JobResult RunCourierJob(JobContext& ctx) {
         pieces.push_back({obj, off, std::min(step, obj->size - off)});
       }
     }
-    Prefetcher prefetch(ctx.store, *job.device, std::move(pieces));
+    Prefetcher prefetch(ctx.store, *job.device, std::move(pieces), o.courier_bytes_per_sec);
     size_t piece = 0;
     const SnapObject* cur = nullptr;
+    // While the writer waits for the store (or the throttle): progress every second, and
+    // the node may stop.
+    auto idle = [&]() -> bool {
+      if (ctx.stopping()) stop = true;
+      if (!stop && std::chrono::steady_clock::now() - last_save >= std::chrono::seconds(1)) {
+        if (Status st = save(d + 1); !st) {
+          Log(LogLevel::kWarn, "courier_progress_failed",
+              {{"job", index::IdToHex(job.id)}, {"error", st.error().ToString()}});
+        }
+      }
+      return stop;
+    };
     std::optional<Sha256> object_sha;
     auto fill = [&](size_t fi, uint64_t offset, std::span<uint8_t> out) -> Status {
       const Source& src = df.sources[fi];
@@ -761,7 +791,11 @@ JobResult RunCourierJob(JobContext& ctx) {
         if (piece == ps.size() || ps[piece].offset > at) {
           return Err(ErrorKind::kInternal, what + ": the writer asked for bytes out of order");
         }
-        auto bytes = prefetch.Get(piece);
+        auto bytes = prefetch.Get(piece, idle);
+        if (bytes && !*bytes) {
+          stop = true;
+          return Err(ErrorKind::kInternal, std::string(kStopped));
+        }
         if (!bytes && bytes.error().kind == ErrorKind::kNotFound) {
           // Deleted after the snapshot: the next attempt starts over with a new one.
           ::unlink(snap_file.c_str());
@@ -779,15 +813,6 @@ JobResult RunCourierJob(JobContext& ctx) {
         object_sha->Update(std::span<const uint8_t>(out.data(), out.size()));
         if (offset + out.size() == obj.size && object_sha->Final() != obj.sha256) {
           return Err(ErrorKind::kCorruption, what + ": SHA-256 differs from the index");
-        }
-      }
-      read_bytes += out.size();
-      if (o.courier_bytes_per_sec > 0) {
-        const auto due = throttle_start + std::chrono::microseconds(
-                                              read_bytes * 1000000 / o.courier_bytes_per_sec);
-        while (std::chrono::steady_clock::now() < due && !ctx.stopping()) {
-          std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
-              due - std::chrono::steady_clock::now(), std::chrono::milliseconds(100)));
         }
       }
       if (ctx.stopping()) stop = true;

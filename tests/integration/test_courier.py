@@ -318,11 +318,11 @@ def test_tampered_file_and_tampered_manifest_are_named(fresh_node, tmp_root):
 
 
 def test_crash_mid_job_restarts_and_result_verifies(fresh_node, tmp_root):
-    """A throttled job (2 MiB/s) is killed with SIGKILL mid-way: after the restart the job
+    """A throttled job (2 MiB/s, 24 MiB) is killed with SIGKILL mid-way: after the restart the job
     completes and its image verifies and restores."""
     node = fresh_node("[jobs]\ncourier_mib_per_s = 2\njob_poll_ms = 100\n")
     work = tempfile.mkdtemp(prefix="courier-crash-", dir=tmp_root)
-    dev, src = backed_up(node, work, 16, seed=65)
+    dev, src = backed_up(node, work, 24, seed=65)
     key = save_pubkey(node, os.path.join(work, "courier.pub"))
     r = node.admin("POST", f"/accounts/{dev.account}/devices/{dev.id}/courier", {})
     assert r.status == 202, r
@@ -381,3 +381,35 @@ def test_partner_isolation(fresh_node, tmp_root):
                       {"size": 1}).status == 400
     # Any admin key may read the public key.
     assert node.admin("GET", "/courier/pubkey", key=key_b).status == 200
+
+
+def test_object_deleted_mid_job_fails_loudly_naming_it(fresh_node, tmp_root):
+    """The job reads objects by key from its snapshot; one deleted meanwhile (here: by the
+    agent, as restic prune would) cannot be copied: the attempt fails with the object's name
+    in progress.last_error and the job will start over with a new snapshot (never a short or
+    silently incomplete image)."""
+    node = fresh_node("[jobs]\ncourier_mib_per_s = 1\njob_poll_ms = 100\n")
+    work = tempfile.mkdtemp(prefix="courier-delete-", dir=tmp_root)
+    dev, _ = backed_up(node, work, 12, seed=66)
+    last = max(o["name"] for o in dev.listing("data"))  # written last (path order)
+    r = node.admin("POST", f"/accounts/{dev.account}/devices/{dev.id}/courier", {})
+    assert r.status == 202, r
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while node.admin("GET", f"/jobs/{job_id}").json()["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert dev.request("DELETE", f"/data/{last}").status == 200
+    deadline = time.monotonic() + 120
+    while True:
+        j = node.admin("GET", f"/jobs/{job_id}").json()
+        err = (j.get("progress") or {}).get("last_error")
+        if err:
+            break
+        assert j["state"] == "running", j
+        assert time.monotonic() < deadline, j
+        time.sleep(0.2)
+    assert f"repo/data/{last[:2]}/{last} was deleted after the job's snapshot" in err, err
+    assert not os.path.exists(os.path.join(node.root, "courier", job_id, "snapshot.json"))
+    assert not [f for f in os.listdir(os.path.join(node.root, "courier", job_id))
+                if f.endswith(".img")]

@@ -28,7 +28,7 @@ constexpr char kExitCodes[] =
     "  2  usage error (bad arguments, unreadable key file)\n"
     "  3  the node cannot be reached (no endpoints.json, connection refused, timeout, TLS)\n"
     "  4  problems found: fsck not clean, scrub found damage, repair incomplete, status shows\n"
-    "     degraded or lost stripes or repairs pending\n";
+    "     degraded or lost stripes or repairs pending, courier verify found a problem\n";
 
 // How to reach the node, as given on the command line or in the environment.
 struct Global {
@@ -442,7 +442,7 @@ int Main(int argc, char** argv) {
   auto* jlist = jobs->add_subcommand("list", "jobs, a page at a time");
   std::string job_kind;
   jlist->add_option("--state", job_state, "only jobs in this state");
-  jlist->add_option("--kind", job_kind, "only jobs of this kind (device.purge, scrub, repair)");
+  jlist->add_option("--kind", job_kind, "only jobs of this kind (device.purge, scrub, repair, courier)");
   jlist->add_option("--cursor", cursor, "next page: the cursor the previous page printed");
   jlist->add_option("--limit", limit, "jobs per page");
   on(jlist, [&] {

@@ -204,6 +204,23 @@ def test_image_restores_after_fsck_mount_and_checks(fresh_node, tmp_root):
     assert v.returncode == 0, v.stdout + v.stderr
     assert "clean" in v.stdout
 
+    # Straight onto a block device (a loop device standing in for a USB drive).
+    if not mount_unavailable():
+        usb = os.path.join(work, "usb.bin")
+        with open(usb, "wb") as f:
+            f.truncate(img["bytes"])
+        loop = subprocess.run(["losetup", "-f", "--show", usb], capture_output=True, text=True,
+                              timeout=60)
+        if loop.returncode == 0:
+            dev_path = loop.stdout.strip()
+            try:
+                p = create(node, dev, dev_path)
+                assert dev_path in p.stdout
+                v = verify(dev_path, key)
+                assert v.returncode == 0, v.stdout + v.stderr
+            finally:
+                subprocess.run(["losetup", "-d", dev_path], capture_output=True, timeout=60)
+
     with mounted(image, os.path.join(work, "mnt")) as mnt:
         names = sorted(os.listdir(mnt))
         assert names == ["README.txt", "SHA256SUMS", "SHA256SUMS.sig", "repo"], names

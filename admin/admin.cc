@@ -219,6 +219,9 @@ constexpr Route kRoutes[] = {
     {"POST", "scrub", true, internal::Scrub},
     {"POST", "repair", true, internal::Repair},
     {"POST", "index/backup", true, internal::BackupIndex},
+    {"GET", "courier/pubkey", false, internal::CourierPubkey},
+    {"POST", "accounts/{account}/devices/{device}/courier", false, internal::CreateCourier},
+    {"GET", "jobs/{job}/images/{drive}", false, internal::CourierImage},
 };
 // Routes whose handler reads the query string; the others refuse any parameter.
 bool TakesQuery(Response (*h)(Call&)) {
@@ -248,7 +251,7 @@ bool Matches(std::string_view pattern, const std::vector<std::string_view>& part
 
 Response Error(int status, std::string_view code, std::string_view message,
                std::string_view field = {}) {
-  return Response{status, ErrorJson(code, message, field), {}};
+  return Response{status, ErrorJson(code, message, field), {}, {}};
 }
 
 class AdminApiImpl : public AdminApi {
@@ -295,11 +298,22 @@ class AdminApiImpl : public AdminApi {
     if (route->operator_only && !(*caller)->is_operator) {
       return Error(403, "operator_only", "this route needs the operator key");
     }
-    Call call{store_, **caller, req, now, query, {}, {}, {}, {}, {}, {}, &options_, runner_.get()};
+    Call call{store_, **caller, req, now, query, {}, {}, {}, {}, {}, {}, 0, &options_, runner_.get()};
     auto pattern = SplitPath(route->path);
     for (size_t i = 0; i < pattern.size(); ++i) {
       if (!pattern[i].starts_with('{')) continue;
       std::string_view name = pattern[i].substr(1, pattern[i].size() - 2);
+      if (name == "drive") {  // a number, 1..n
+        uint32_t n = 0;
+        bool ok = !parts[i].empty() && parts[i].size() <= 6 && parts[i][0] != '0';
+        for (char ch : parts[i]) {
+          ok = ok && ch >= '0' && ch <= '9';
+          if (ok) n = n * 10 + static_cast<uint32_t>(ch - '0');
+        }
+        if (!ok) return Error(400, "invalid_drive", "the drive in the path must be 1, 2, ...", name);
+        call.drive = n;
+        continue;
+      }
       auto id = index::IdFromHex(parts[i]);
       if (!id) {
         return Error(400, "invalid_id",

@@ -76,6 +76,13 @@
 //                                                  survivors first; result {"complete",...}
 //   POST   /index/backup                      op  {path: absolute, must not exist} hot copy of
 //                                                  the index into the new directory path -> 201
+//   GET    /courier/pubkey                        the node's courier key (Ed25519, made on
+//                                                  first use): {"algorithm","public_key_pem"}
+//   POST   /accounts/{a}/devices/{d}/courier      {drive_bytes?} -> 202 job "courier": drive
+//                                                  images of the device's repository as of the
+//                                                  job's start (admin/courier.cc)
+//   GET    /jobs/{j}/images/{i}                   drive image i (1..n) of a done courier job,
+//                                                  application/octet-stream with Range (206/416)
 //
 // Account status as answered ("status") is the effective one: a trial whose expires_at has
 // passed is "expired" ("stored_status" says what was set). Expired = read-only for agents,
@@ -121,6 +128,9 @@ struct Response {
   int status = 200;
   std::string body;                                          // JSON
   std::vector<std::pair<std::string, std::string>> headers;  // extra header fields
+  // Not empty: instead of `body`, the server streams this file (application/octet-stream)
+  // and answers the request's Range header itself (206, 416). For multi-GB courier images.
+  std::string file;
 };
 
 struct Options {
@@ -146,6 +156,12 @@ struct Options {
   // Repair at once what a scrub found, what reads queued, and (every 10 minutes while it
   // lasts) the shards of failed disks.
   bool auto_repair = true;
+  // Courier images (admin/courier.cc): written to courier_dir/<job>/, signed with the Ed25519
+  // key in courier_key_file (made on first use, mode 0600), at most courier_bytes_per_sec
+  // read from the store (0 = unthrottled).
+  std::string courier_dir;
+  std::string courier_key_file;
+  uint64_t courier_bytes_per_sec = 0;
 };
 
 class AdminApi {

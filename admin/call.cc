@@ -6,16 +6,16 @@
 namespace cv::admin::internal {
 
 Response Reply(int status, const json::value& body) {
-  return Response{status, json::serialize(body), {}};
+  return Response{status, json::serialize(body), {}, {}};
 }
 
 Response FromApiError(const ApiError& e) {
-  return Response{e.status, ErrorJson(e.code, e.message, e.field), {}};
+  return Response{e.status, ErrorJson(e.code, e.message, e.field), {}, {}};
 }
 
 Response FromError(const Error& e) {
   if (HttpStatus(e.kind) >= 500) Log(LogLevel::kError, "admin_error", {{"error", e.ToString()}});
-  return Response{HttpStatus(e.kind), ErrorJson(e), {}};
+  return Response{HttpStatus(e.kind), ErrorJson(e), {}, {}};
 }
 
 ApiError NoSuch(std::string_view what) {

@@ -46,6 +46,7 @@ struct Call {
   std::string_view query;  // after '?', raw
   // The ids named in the path, by the route's placeholders.
   std::optional<index::Id> partner, account, addon, device, key, job;
+  uint32_t drive = 0;  // the {drive} placeholder (1..n) of courier image routes
   const Options* options = nullptr;
   JobRunner* runner = nullptr;  // null when the API runs no jobs
 };
@@ -110,6 +111,7 @@ ApiResult<int64_t> PurgeGrace(const Call& c);
 Result<std::optional<index::Id>> PendingAccountPurge(index::Txn& txn, const index::Id& account);
 inline constexpr std::string_view kScrubJob = "scrub";
 inline constexpr std::string_view kRepairJob = "repair";
+inline constexpr std::string_view kCourierJob = "courier";
 
 // What a running job sees.
 struct JobContext {
@@ -128,6 +130,7 @@ using JobResult = Result<std::optional<json::object>>;
 JobResult RunPurgeJob(JobContext& ctx);   // jobs.cc
 JobResult RunScrubJob(JobContext& ctx);   // ops.cc
 JobResult RunRepairJob(JobContext& ctx);  // ops.cc
+JobResult RunCourierJob(JobContext& ctx);  // courier.cc
 // The scrub/repair job due now by the node's own policy ([scrub] in the config): a background
 // scrub pass when the last full one is older than scrub_interval_ns, a repair when disks have
 // failed or damage is queued and auto_repair is on. nullopt: nothing due (ops.cc).
@@ -203,5 +206,10 @@ Response NodeStatus(Call& c);   // GET /status
 Response Scrub(Call& c);        // POST /scrub
 Response Repair(Call& c);       // POST /repair
 Response BackupIndex(Call& c);  // POST /index/backup
+
+// courier.cc: drive images for courier recovery
+Response CourierPubkey(Call& c);   // GET /courier/pubkey
+Response CreateCourier(Call& c);   // POST /accounts/{a}/devices/{d}/courier -> 202 job
+Response CourierImage(Call& c);    // GET /jobs/{j}/images/{drive}: Response::file
 
 }  // namespace cv::admin::internal

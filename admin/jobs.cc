@@ -323,6 +323,7 @@ constexpr KindInfo kKinds[] = {
     {kPurgeAccountJob, Lane::kMain, "account.purge", RunPurgeJob},
     {kScrubJob, Lane::kMaintenance, "node.scrub", RunScrubJob},
     {kRepairJob, Lane::kMaintenance, "node.repair", RunRepairJob},
+    {kCourierJob, Lane::kMain, "device.courier", RunCourierJob},
 };
 const KindInfo* FindKind(std::string_view kind) {
   for (const auto& k : kKinds) {

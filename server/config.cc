@@ -168,6 +168,7 @@ Status ApplyToml(const std::string& file, Config* c) {
   j.Int("compact_interval_s", &c->compact_interval_s, 0, 365 * 86400);
   j.Int("compact_live_percent", &c->compact_live_percent, 0, 99);
   j.Int("compact_mib_per_s", &c->compact_mib_per_s, 0, 1 << 20);
+  j.Int("courier_mib_per_s", &c->courier_mib_per_s, 0, 1 << 20);
   collect(j);
 
   TableReader sc(SubTable(root, "scrub", &errors), "scrub.");

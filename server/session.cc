@@ -9,6 +9,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <chrono>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace cv::server {
 
@@ -306,6 +309,7 @@ net::awaitable<bool> Session::ServeAdmin(Exchange& x) {
   admin::Request ar{std::string(req.method_string()), std::string(req.target()),
                     std::string(req[http::field::authorization]), std::move(*body)};
   admin::Response resp = ctx_.admin.Handle(ar);
+  if (!resp.file.empty() && resp.status == 200) co_return co_await SendFile(x, resp.file);
   Reply r;
   r.status = resp.status;
   r.body = std::move(resp.body);
@@ -502,6 +506,89 @@ net::awaitable<bool> Session::Download(Exchange& x, const index::ObjectKey& key)
     x.out += n;
     ctx_.metrics.BytesOut(n);
     n = 0;
+  }
+  res.body().data = nullptr;
+  res.body().size = 0;
+  res.body().more = false;
+  Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
+  auto [ec3, w3] = co_await http::async_write(stream_, sr, kTuple);
+  if (ec3) co_return false;
+  co_return keep;
+}
+
+net::awaitable<bool> Session::SendFile(Exchange& x, const std::string& path) {
+  auto& req = parser_->get();
+  // NOTE: blocking preads on the worker thread, as for object downloads (see Upload).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) co_return co_await Send(x, ErrorReply(ErrnoError(errno, "open " + path).value()));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    co_return co_await Send(x, ErrorReply(ErrnoError(errno, "stat " + path).value()));
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  ByteRange range{0, size};
+  RangeParse rp = ParseRange(req[http::field::range], size, &range);
+  if (rp == RangeParse::kMalformed) {
+    co_return co_await Send(
+        x, ErrorReply(400, "invalid_range",
+                      "Range must be one of bytes=FIRST-LAST, bytes=FIRST-, bytes=-SUFFIX"));
+  }
+  if (rp == RangeParse::kUnsatisfiable) {
+    Reply r = ErrorReply(416, "range_not_satisfiable",
+                         "the range starts at or past the end of the file (" +
+                             std::to_string(size) + " bytes)");
+    r.headers.emplace_back("Content-Range", "bytes */" + std::to_string(size));
+    co_return co_await Send(x, std::move(r));
+  }
+  const bool partial = rp == RangeParse::kPartial;
+  if (!partial) range = ByteRange{0, size};
+  bool keep = req.keep_alive() && !worker_.draining;
+  if (keep && !parser_->is_done()) keep = co_await DiscardBody(x);
+  http::response<http::buffer_body> res{partial ? http::status::partial_content : http::status::ok,
+                                        req.version()};
+  res.set(http::field::server, "chunkvault");
+  res.set(http::field::content_type, "application/octet-stream");
+  res.set(http::field::accept_ranges, "bytes");
+  if (partial) {
+    res.set(http::field::content_range, "bytes " + std::to_string(range.offset) + "-" +
+                                            std::to_string(range.offset + range.length - 1) +
+                                            "/" + std::to_string(size));
+  }
+  res.content_length(range.length);
+  res.keep_alive(keep);
+  res.body().data = nullptr;
+  res.body().more = true;
+  http::response_serializer<http::buffer_body> sr{res};
+  x.status = res.result_int();
+  Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
+  auto [ec, w] = co_await http::async_write_header(stream_, sr, kTuple);
+  if (ec) co_return false;
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunk]);
+  uint64_t sent = 0;
+  while (sent < range.length) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, range.length - sent));
+    const ssize_t n = ::pread(fd, buf.get(), want, static_cast<off_t>(range.offset + sent));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      // The status line is gone: cut the body short so that the client notices.
+      Log(LogLevel::kError, "file_send_failed",
+          {{"file", path}, {"sent", std::to_string(sent)}, {"errno", std::to_string(errno)}});
+      co_return false;
+    }
+    res.body().data = buf.get();
+    res.body().size = static_cast<size_t>(n);
+    res.body().more = true;
+    Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
+    auto [ec2, w2] = co_await http::async_write(stream_, sr, kTuple);
+    if (ec2 == http::error::need_buffer) ec2 = {};
+    if (ec2) co_return false;
+    sent += static_cast<uint64_t>(n);
+    x.out += static_cast<uint64_t>(n);
+    ctx_.metrics.BytesOut(static_cast<uint64_t>(n));
   }
   res.body().data = nullptr;
   res.body().size = 0;

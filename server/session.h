@@ -105,6 +105,8 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> Upload(Exchange& x, const index::ObjectKey& key,
                                       const std::optional<index::Account>& account);
   boost::asio::awaitable<bool> Download(Exchange& x, const index::ObjectKey& key);
+  // An admin answer that is a file (courier images): streamed with Range support.
+  boost::asio::awaitable<bool> SendFile(Exchange& x, const std::string& path);
   // Reads a small body completely (JSON APIs). nullopt: *error holds the answer to send.
   boost::asio::awaitable<std::optional<std::string>> ReadSmallBody(Exchange& x, size_t limit,
                                                                    Reply* error);

@@ -13,6 +13,10 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <optional>
+#include <cerrno>
+#include <cstring>
+#include <unistd.h>
+#include <vector>
 
 namespace cv::cvctl {
 
@@ -85,6 +89,17 @@ tl::expected<Endpoint, std::string> ParseAdminUrl(std::string_view url) {
 tl::expected<Answer, std::string> AdminClient::Call(std::string_view method,
                                                     std::string_view path,
                                                     std::string_view body) {
+  return Exchange(method, path, body, 0, -1, nullptr);
+}
+
+tl::expected<Answer, std::string> AdminClient::Download(
+    std::string_view path, int fd, uint64_t offset, const std::function<void(uint64_t)>& on_bytes) {
+  return Exchange("GET", path, {}, offset, fd, &on_bytes);
+}
+
+tl::expected<Answer, std::string> AdminClient::Exchange(
+    std::string_view method, std::string_view path, std::string_view body, uint64_t range_from,
+    int fd, const std::function<void(uint64_t)>* on_bytes) {
   const std::string where = endpoint_.host + ":" + endpoint_.port;
   net::io_context ioc;
   ssl::context ctx(ssl::context::tls_client);
@@ -148,6 +163,7 @@ tl::expected<Answer, std::string> AdminClient::Call(std::string_view method,
     req.set(http::field::content_type, "application/json");
     req.body() = std::string(body);
   }
+  if (range_from > 0) req.set(http::field::range, "bytes=" + std::to_string(range_from) + "-");
   req.prepare_payload();
 
   tcp_layer.expires_after(timeout_);
@@ -155,15 +171,49 @@ tl::expected<Answer, std::string> AdminClient::Call(std::string_view method,
   if (ec) return tl::unexpected("sending the request to " + where + " failed: " + Describe(ec));
 
   beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(kMaxAnswerBytes);
-  tcp_layer.expires_after(timeout_);
-  ec = RunOne(ioc, [&](auto handler) { http::async_read(stream, buffer, parser, std::move(handler)); });
-  if (ec) return tl::unexpected("reading the answer from " + where + " failed: " + Describe(ec));
-
   Answer a;
-  a.status = static_cast<int>(parser.get().result_int());
-  a.body = std::move(parser.get().body());
+  if (fd >= 0) {
+    // A file: the header first; a 2xx body goes to fd a chunk at a time.
+    http::response_parser<http::buffer_body> fp;
+    fp.body_limit(boost::none);
+    tcp_layer.expires_after(timeout_);
+    ec = RunOne(ioc, [&](auto handler) { http::async_read_header(stream, buffer, fp, std::move(handler)); });
+    if (ec) return tl::unexpected("reading the answer from " + where + " failed: " + Describe(ec));
+    a.status = static_cast<int>(fp.get().result_int());
+    const bool ok = a.status / 100 == 2;
+    std::vector<char> chunk(1 << 20);
+    uint64_t pos = range_from;
+    while (!fp.is_done()) {
+      fp.get().body().data = chunk.data();
+      fp.get().body().size = chunk.size();
+      tcp_layer.expires_after(timeout_);
+      ec = RunOne(ioc, [&](auto handler) { http::async_read(stream, buffer, fp, std::move(handler)); });
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) return tl::unexpected("reading the file from " + where + " failed: " + Describe(ec));
+      const size_t got = chunk.size() - fp.get().body().size;
+      if (!ok) {
+        if (a.body.size() < (1 << 20)) a.body.append(chunk.data(), got);
+        continue;
+      }
+      size_t done = 0;
+      while (done < got) {
+        ssize_t w = ::pwrite(fd, chunk.data() + done, got - done, static_cast<off_t>(pos));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return tl::unexpected(std::string("writing the download failed: ") + std::strerror(errno));
+        done += static_cast<size_t>(w);
+        pos += static_cast<uint64_t>(w);
+      }
+      if (got > 0 && on_bytes && *on_bytes) (*on_bytes)(got);
+    }
+  } else {
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(kMaxAnswerBytes);
+    tcp_layer.expires_after(timeout_);
+    ec = RunOne(ioc, [&](auto handler) { http::async_read(stream, buffer, parser, std::move(handler)); });
+    if (ec) return tl::unexpected("reading the answer from " + where + " failed: " + Describe(ec));
+    a.status = static_cast<int>(parser.get().result_int());
+    a.body = std::move(parser.get().body());
+  }
 
   // A polite close; the answer is complete whatever happens here.
   tcp_layer.expires_after(std::chrono::seconds(2));

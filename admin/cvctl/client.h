@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <tl/expected.hpp>
@@ -40,9 +41,21 @@ class AdminClient {
   tl::expected<Answer, std::string> Call(std::string_view method, std::string_view path,
                                          std::string_view body = {});
 
+  // GET /admin/v1/<path>, a file answer, written to `fd` at offsets from `offset` on (the
+  // request asks for "Range: bytes=OFFSET-" when offset > 0). `on_bytes` sees each chunk as
+  // written. A 2xx answer is streamed and returns its status; any other is read into
+  // Answer.body and nothing is written.
+  tl::expected<Answer, std::string> Download(std::string_view path, int fd, uint64_t offset,
+                                             const std::function<void(uint64_t)>& on_bytes);
+
   const Endpoint& endpoint() const { return endpoint_; }
 
  private:
+  // Connects and runs `exchange` on the TLS stream.
+  tl::expected<Answer, std::string> Exchange(
+      std::string_view method, std::string_view path, std::string_view body, uint64_t range_from,
+      int fd, const std::function<void(uint64_t)>* on_bytes);
+
   Endpoint endpoint_;
   std::chrono::seconds timeout_;
 };

@@ -28,7 +28,7 @@ constexpr char kExitCodes[] =
     "  2  usage error (bad arguments, unreadable key file)\n"
     "  3  the node cannot be reached (no endpoints.json, connection refused, timeout, TLS)\n"
     "  4  problems found: fsck not clean, scrub found damage, repair incomplete, status shows\n"
-    "     degraded or lost stripes or repairs pending\n";
+    "     degraded or lost stripes or repairs pending, courier verify found a problem\n";
 
 // How to reach the node, as given on the command line or in the environment.
 struct Global {
@@ -442,7 +442,7 @@ int Main(int argc, char** argv) {
   auto* jlist = jobs->add_subcommand("list", "jobs, a page at a time");
   std::string job_kind;
   jlist->add_option("--state", job_state, "only jobs in this state");
-  jlist->add_option("--kind", job_kind, "only jobs of this kind (device.purge, scrub, repair)");
+  jlist->add_option("--kind", job_kind, "only jobs of this kind (device.purge, scrub, repair, courier)");
   jlist->add_option("--cursor", cursor, "next page: the cursor the previous page printed");
   jlist->add_option("--limit", limit, "jobs per page");
   on(jlist, [&] {
@@ -463,6 +463,87 @@ int Main(int argc, char** argv) {
   jcancel->add_option("ID", job_id, "job id")->required();
   on(jcancel,
      [&] { return Request(g, "POST", "jobs/" + job_id + "/cancel", "{}", kShort, ShowRecord); });
+
+  auto* courier = app.add_subcommand(
+      "courier", "courier recovery: write a device's backup as drive images, check an image");
+  courier->require_subcommand(1);
+  std::string c_account, c_device, c_out;
+  uint64_t drive_size = 0;
+  bool c_no_download = false;
+  auto* ccreate = courier->add_subcommand(
+      "create", "start a courier job for one device, follow it, then download its image(s) to "
+                "--out (a file, or a block device such as /dev/sdX; several drives: OUT-1-of-N, ...)");
+  ccreate->add_option("--account", c_account, "account id")->required();
+  ccreate->add_option("--device", c_device, "device id")->required();
+  ccreate->add_option("--drive-size", drive_size,
+                      "split over drives of this size (bytes, or 500GB, 64MiB, ...)")
+      ->transform(CLI::AsSizeValue(true));
+  auto* out_opt = ccreate->add_option("--out", c_out, "where the image goes");
+  ccreate->add_flag("--no-download", c_no_download,
+                    "leave the images on the node (GET /admin/v1/jobs/JOB/images/I)")
+      ->excludes(out_opt);
+  on(ccreate, [&] {
+    if (c_out.empty() && !c_no_download) {
+      std::fprintf(stderr, "cvctl: give --out PATH (or --no-download)\n");
+      return kExitUsage;
+    }
+    json::object body;
+    if (drive_size) body["drive_bytes"] = drive_size;
+    auto job = Fetch(g, "POST", "accounts/" + c_account + "/devices/" + c_device + "/courier",
+                     json::serialize(body), kShort);
+    if (!job) return job.error();
+    const std::string id = Str(*job, "id");
+    int rc = FollowJob(g, id, [](const json::object&) {}, nullptr);
+    if (rc != kExitOk) return rc;
+    auto done = Fetch(g, "GET", "jobs/" + id, "", kShort);
+    if (!done) return done.error();
+    const json::value* rv = done->if_contains("result");
+    const json::object result = rv && rv->is_object() ? rv->as_object() : json::object();
+    std::vector<CourierImageInfo> images;
+    if (const json::value* v = result.if_contains("images"); v && v->is_array()) {
+      for (const json::value& i : v->as_array()) {
+        if (!i.is_object()) continue;
+        const json::object& io = i.as_object();
+        CourierImageInfo info;
+        if (auto d = io.if_contains("drive"); d && d->is_number()) info.drive = d->to_number<int>();
+        if (auto b = io.if_contains("bytes"); b && b->is_number()) {
+          info.bytes = b->to_number<uint64_t>();
+        }
+        info.sha256 = Str(io, "sha256");
+        images.push_back(info);
+      }
+    }
+    if (!g.json) {
+      std::printf("job %s done: %zu image(s)\n", id.c_str(), images.size());
+    }
+    if (c_no_download) return kExitOk;
+    auto ep = FindNode(g);
+    if (!ep) {
+      std::fprintf(stderr, "cvctl: %s\n", ep.error().message.c_str());
+      return ep.error().code;
+    }
+    AdminClient client(*ep, std::chrono::seconds(g.timeout_s > 0 ? g.timeout_s : kShort));
+    return DownloadCourierImages(client, id, images, c_out, !g.json);
+  });
+  std::string c_image, c_pubkey;
+  auto* cverify = courier->add_subcommand(
+      "verify", "OFFLINE: check an image: file system structures, signature of SHA256SUMS, "
+                "every file's SHA-256 (exit 4 on problems; the first bad file is named first)");
+  cverify->add_option("IMAGE", c_image, "image file or block device")->required();
+  cverify->add_option("--pubkey", c_pubkey, "the node's courier public key (PEM; cvctl courier pubkey)")
+      ->required();
+  on(cverify, [&] { return VerifyCourierImage(c_image, c_pubkey, g.json); });
+  auto* cpub = courier->add_subcommand("pubkey", "print the node's courier public key (PEM)");
+  on(cpub, [&] {
+    auto doc = Fetch(g, "GET", "courier/pubkey", "", kShort);
+    if (!doc) return doc.error();
+    if (g.json) {
+      std::printf("%s\n", json::serialize(*doc).c_str());
+    } else {
+      std::printf("%s", Str(*doc, "public_key_pem").c_str());
+    }
+    return kExitOk;
+  });
 
   try {
     app.parse(argc, argv);

@@ -96,9 +96,11 @@ class FdSink : public Sink {
   uint64_t position() const { return pos_; }
 
  private:
+  static constexpr uint64_t kFlushBytes = 8 << 20;  // with sync: write back every 8 MiB
   int fd_;
   bool owned_ = false, regular_, sync_;
   uint64_t pos_;
+  uint64_t flushed_ = 0;  // write-back started up to here
 };
 
 // Overlaps the image's production (reading the files) with its consumption: Write copies

@@ -122,8 +122,21 @@ def scan_extent():
     write("scan_extent", "garbage", b"\x00" + bytes(range(256)) * 20)
 
 
+def courier_manifest():
+    a, b = "ab" * 32, "0f" * 32
+    write("courier_manifest", "drive",
+          f"{a}  README.txt\n{b}  repo/config\n{a}  repo/data/5a/{SHA}\n{b}  repo/keys/{SHA}\n")
+    write("courier_manifest", "no-final-newline", f"{a}  README.txt")
+    write("courier_manifest", "utf8-name", f"{a}  repo/caf\u00e9 \u65e5\u672c.txt\n")
+    write("courier_manifest", "dotdot", f"{a}  repo/../etc/passwd\n")
+    write("courier_manifest", "duplicate", f"{a}  x\n{b}  x\n")
+    write("courier_manifest", "upper-hex", f"{a.upper()}  x\n")
+    write("courier_manifest", "binary-mode", f"{a} *x\n")
+    write("courier_manifest", "empty", "")
+
+
 def main():
-    for gen in (http_head, names_ranges, admin_json, record_header, scan_extent):
+    for gen in (http_head, names_ranges, admin_json, record_header, scan_extent, courier_manifest):
         gen()
     return 0
 

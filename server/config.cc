@@ -169,6 +169,7 @@ Status ApplyToml(const std::string& file, Config* c) {
   j.Int("compact_live_percent", &c->compact_live_percent, 0, 99);
   j.Int("compact_mib_per_s", &c->compact_mib_per_s, 0, 1 << 20);
   j.Int("courier_mib_per_s", &c->courier_mib_per_s, 0, 1 << 20);
+  j.String("courier_dir", &c->courier_dir);
   collect(j);
 
   TableReader sc(SubTable(root, "scrub", &errors), "scrub.");
@@ -243,6 +244,7 @@ Result<Config> LoadConfig(const Flags& flags) {
   if (c.key_file.empty()) c.key_file = c.tls_dir + "/server.key";
   if (c.ca_file.empty()) c.ca_file = c.tls_dir + "/ca.pem";
   if (c.index_dir.empty()) c.index_dir = c.root + "/index";
+  if (c.courier_dir.empty()) c.courier_dir = c.root + "/courier";
   if (c.disks.empty()) {
     for (int i = 0; i < 6; ++i) c.disks.push_back(c.root + "/disks/d" + std::to_string(i));
   }

@@ -58,6 +58,7 @@ struct Config {
   uint32_t compact_live_percent = 50;    // extents at most this % live are rewritten
   uint32_t compact_mib_per_s = 64;       // throttle for copying live records; 0 = none
   uint32_t courier_mib_per_s = 0;        // throttle for reading objects into courier images
+  std::string courier_dir;               // courier images; default ROOT/courier
 
   // [scrub]
   uint32_t scrub_interval_s = 30 * 86400;  // a background pass when the last is older; 0 = off

@@ -118,7 +118,7 @@ int Main(int argc, char** argv) {
   ao.scrub_min_bytes_per_sec = uint64_t{c.scrub_min_mib_per_s} << 20;
   ao.scrub_max_bytes_per_sec = uint64_t{c.scrub_max_mib_per_s} << 20;
   ao.auto_repair = c.auto_repair;
-  ao.courier_dir = c.root + "/courier";
+  ao.courier_dir = c.courier_dir;
   ao.courier_key_file = c.run_dir + "/courier.key";
   ao.courier_bytes_per_sec = uint64_t{c.courier_mib_per_s} << 20;
   auto admin = admin::AdminApi::Open(**store, ao);

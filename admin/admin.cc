@@ -219,6 +219,10 @@ constexpr Route kRoutes[] = {
     {"POST", "scrub", true, internal::Scrub},
     {"POST", "repair", true, internal::Repair},
     {"POST", "index/backup", true, internal::BackupIndex},
+    {"GET", "disks", true, internal::ListDisks},
+    {"POST", "disks", true, internal::AddDisk},
+    {"POST", "disks/{disk}/drain", true, internal::DrainDisk},
+    {"POST", "disks/{disk}/remove", true, internal::RemoveDisk},
     {"GET", "courier/pubkey", false, internal::CourierPubkey},
     {"POST", "accounts/{account}/devices/{device}/courier", false, internal::CreateCourier},
     {"GET", "jobs/{job}/images/{drive}", false, internal::CourierImage},
@@ -228,6 +232,19 @@ bool TakesQuery(Response (*h)(Call&)) {
   return h == internal::ListPartners || h == internal::ListAccounts || h == internal::ListDevices ||
          h == internal::ListAudit || h == internal::DeleteDevice || h == internal::ListJobs ||
          h == internal::DeleteAccount;
+}
+
+// A decimal number path segment without leading zeros (at most 6 digits); zero only if
+// `zero_ok`.
+std::optional<size_t> PathNumber(std::string_view part, bool zero_ok) {
+  if (part.empty() || part.size() > 6) return std::nullopt;
+  if (part[0] == '0' && (part.size() > 1 || !zero_ok)) return std::nullopt;
+  size_t n = 0;
+  for (char ch : part) {
+    if (ch < '0' || ch > '9') return std::nullopt;
+    n = n * 10 + static_cast<size_t>(ch - '0');
+  }
+  return n;
 }
 
 std::optional<index::Id> Call::*IdSlot(std::string_view name) {
@@ -298,20 +315,24 @@ class AdminApiImpl : public AdminApi {
     if (route->operator_only && !(*caller)->is_operator) {
       return Error(403, "operator_only", "this route needs the operator key");
     }
-    Call call{store_, **caller, req, now, query, {}, {}, {}, {}, {}, {}, 0, &options_, runner_.get()};
+    Call call{store_, **caller, req, now, query, {}, {}, {}, {}, {}, {}, 0, 0, &options_, runner_.get()};
     auto pattern = SplitPath(route->path);
     for (size_t i = 0; i < pattern.size(); ++i) {
       if (!pattern[i].starts_with('{')) continue;
       std::string_view name = pattern[i].substr(1, pattern[i].size() - 2);
-      if (name == "drive") {  // a number, 1..n
-        uint32_t n = 0;
-        bool ok = !parts[i].empty() && parts[i].size() <= 6 && parts[i][0] != '0';
-        for (char ch : parts[i]) {
-          ok = ok && ch >= '0' && ch <= '9';
-          if (ok) n = n * 10 + static_cast<uint32_t>(ch - '0');
+      if (name == "drive" || name == "disk") {  // drives count from 1, disk positions from 0
+        auto n = PathNumber(parts[i], name == "disk");
+        if (!n) {
+          return Error(400, "invalid_" + std::string(name),
+                       name == "disk" ? "the disk in the path must be its position: 0, 1, ..."
+                                      : "the drive in the path must be 1, 2, ...",
+                       name);
         }
-        if (!ok) return Error(400, "invalid_drive", "the drive in the path must be 1, 2, ...", name);
-        call.drive = n;
+        if (name == "disk") {
+          call.disk = *n;
+        } else {
+          call.drive = static_cast<uint32_t>(*n);
+        }
         continue;
       }
       auto id = index::IdFromHex(parts[i]);

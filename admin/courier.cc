@@ -73,13 +73,6 @@ std::string ImageName(size_t drive, size_t drives) {
   return "drive-" + std::to_string(drive) + "-of-" + std::to_string(drives) + ".img";
 }
 
-uint64_t U64(const json::object& o, std::string_view key) {
-  const json::value* v = o.if_contains(key);
-  if (!v) return 0;
-  if (v->is_uint64()) return v->as_uint64();
-  if (v->is_int64() && v->as_int64() >= 0) return static_cast<uint64_t>(v->as_int64());
-  return 0;
-}
 
 std::string Str(const json::object& o, std::string_view key) {
   const json::value* v = o.if_contains(key);

@@ -11,6 +11,7 @@
 
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -47,6 +48,7 @@ struct Call {
   // The ids named in the path, by the route's placeholders.
   std::optional<index::Id> partner, account, addon, device, key, job;
   uint32_t drive = 0;  // the {drive} placeholder (1..n) of courier image routes
+  size_t disk = 0;     // the {disk} placeholder (a position, 0..) of disk routes
   const Options* options = nullptr;
   JobRunner* runner = nullptr;  // null when the API runs no jobs
 };
@@ -112,6 +114,7 @@ Result<std::optional<index::Id>> PendingAccountPurge(index::Txn& txn, const inde
 inline constexpr std::string_view kScrubJob = "scrub";
 inline constexpr std::string_view kRepairJob = "repair";
 inline constexpr std::string_view kCourierJob = "courier";
+inline constexpr std::string_view kDrainJob = "disk.drain";
 
 // What a running job sees.
 struct JobContext {
@@ -127,10 +130,34 @@ struct JobContext {
 // A job kind's work: its result when done, nullopt when it stopped early (the node stops, or
 // the job was cancelled). The runner then records "done" with the result and an audit record.
 using JobResult = Result<std::optional<json::object>>;
+// The progress callback of a long walk (scrub, drain): saves what `make()` builds at most
+// once a second; false means stop now: the node stops, the job was cancelled (cancelled())
+// or saving failed (error()).
+class ProgressSaver {
+ public:
+  explicit ProgressSaver(JobContext& ctx) : ctx_(ctx) {}
+  bool Tick(const std::function<json::object()>& make);
+  bool cancelled() const { return cancelled_; }
+  // The save error, if one stopped the walk.
+  std::optional<Error> error() const { return error_; }
+
+ private:
+  JobContext& ctx_;
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+  bool cancelled_ = false;
+  std::optional<Error> error_;
+};
+// The objects in the index now: a long job's total.
+Result<uint64_t> CountObjects(storage::ObjectStore& store);
+// `base` (an array in a progress object, or none) with `lines` appended, at most `cap` items.
+json::array AppendCapped(const json::value* base, const std::vector<std::string>& lines, size_t cap);
+// A non-negative integer field of a progress/params object; 0 if absent or not one.
+uint64_t U64(const json::object& o, std::string_view key);
 JobResult RunPurgeJob(JobContext& ctx);   // jobs.cc
 JobResult RunScrubJob(JobContext& ctx);   // ops.cc
 JobResult RunRepairJob(JobContext& ctx);  // ops.cc
 JobResult RunCourierJob(JobContext& ctx);  // courier.cc
+JobResult RunDrainJob(JobContext& ctx);    // disks.cc
 // The scrub/repair job due now by the node's own policy ([scrub] in the config): a background
 // scrub pass when the last full one is older than scrub_interval_ns, a repair when disks have
 // failed or damage is queued and auto_repair is on. nullopt: nothing due (ops.cc).
@@ -206,6 +233,31 @@ Response NodeStatus(Call& c);   // GET /status
 Response Scrub(Call& c);        // POST /scrub
 Response Repair(Call& c);       // POST /repair
 Response BackupIndex(Call& c);  // POST /index/backup
+// ops.cc, shared with disks.cc:
+// A node-level job asked for by the operator: 202 with the job, or 409 naming the one of that
+// kind already scheduled or running.
+Response ScheduleOpsJob(Call& c, std::string_view kind, const json::object& params);
+// Records an operator action on the node (not on an account) in the audit log.
+Status AuditNodeAction(Call& c, std::string_view action, std::string target,
+                       const json::value& after,
+                       const std::function<Status(index::WriteTxn&)>& also = nullptr);
+// A body that must be a JSON object with no fields (or empty); the refusal otherwise.
+std::optional<Response> RefuseFields(const Call& c);
+// "4+2" -> {4, 2}.
+std::optional<std::pair<int, int>> ParseProfile(std::string_view s);
+// An object key in job progress, and back (nullopt if malformed).
+json::object KeyJson(const index::ObjectKey& k);
+std::optional<index::ObjectKey> KeyFromJson(const json::value* v);
+// The stripe census of GET /status is cached for a few seconds; work that changes where
+// shards are drops it.
+void ForgetCensus();
+
+// disks.cc
+json::object DiskJson(const storage::DiskStatus& d);
+Response ListDisks(Call& c);   // GET /disks
+Response AddDisk(Call& c);     // POST /disks {"path"}
+Response DrainDisk(Call& c);   // POST /disks/{disk}/drain -> 202 disk.drain job
+Response RemoveDisk(Call& c);  // POST /disks/{disk}/remove {"force"?}
 
 // courier.cc: drive images for courier recovery
 Response CourierPubkey(Call& c);   // GET /courier/pubkey

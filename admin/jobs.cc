@@ -21,13 +21,6 @@ json::value ParsedOrNull(const std::string& text) {
 }
 
 
-uint64_t U64(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end()) return 0;
-  if (it->value().is_uint64()) return it->value().as_uint64();
-  if (it->value().is_int64() && it->value().as_int64() >= 0) return it->value().as_int64();
-  return 0;
-}
 
 std::string Str(const json::object& o, std::string_view key) {
   auto it = o.find(key);
@@ -49,6 +42,49 @@ Result<std::optional<index::Job>> VisibleJob(index::Txn& txn, const Caller& call
 }
 
 }  // namespace
+
+uint64_t U64(const json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  if (it == o.end()) return 0;
+  if (it->value().is_uint64()) return it->value().as_uint64();
+  if (it->value().is_int64() && it->value().as_int64() >= 0) return it->value().as_int64();
+  return 0;
+}
+
+bool ProgressSaver::Tick(const std::function<json::object()>& make) {
+  if (ctx_.stopping()) return false;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_ < std::chrono::seconds(1)) return true;
+  last_ = now;
+  auto saved = ctx_.SaveProgress(make());
+  if (!saved) {
+    error_ = saved.error();
+    return false;
+  }
+  cancelled_ = !*saved;
+  return *saved;
+}
+
+Result<uint64_t> CountObjects(storage::ObjectStore& store) {
+  uint64_t total = 0;
+  auto txn = store.Index().BeginRead();
+  if (!txn) return tl::unexpected(txn.error());
+  CV_TRY((*txn)->ForEachObject([&](const index::ObjectKey&, const index::ObjectRecord&) {
+    ++total;
+    return true;
+  }));
+  return total;
+}
+
+json::array AppendCapped(const json::value* base, const std::vector<std::string>& lines,
+                         size_t cap) {
+  json::array out = base && base->is_array() ? base->as_array() : json::array{};
+  for (const auto& line : lines) {
+    if (out.size() >= cap) break;
+    out.push_back(json::value(line));
+  }
+  return out;
+}
 
 json::object ParsedObjectOrEmpty(const std::string& text) {
   json::value v = ParsedOrNull(text);
@@ -233,22 +269,43 @@ Response GetJob(Call& c) {
   });
 }
 
+namespace {
+
+// What a cancelled job leaves to undo outside the index transaction: a cancelled drain puts
+// its disk back into service (the shards it moved already stay where they are).
+Status AfterCancel(Call& c, const Response& r) {
+  auto job = json::parse(r.body).as_object();
+  if (!job.contains("kind") || job.at("kind") != json::value(kDrainJob)) return {};
+  json::object params = job.contains("params") && job.at("params").is_object()
+                            ? job.at("params").as_object()
+                            : json::object{};
+  const json::value* d = params.if_contains("disk");
+  if (!d || !d->is_number()) return {};
+  const size_t disk = d->to_number<size_t>();
+  Status s = c.store.SetDiskState(disk, storage::DiskState::kActive);
+  if (!s && s.error().kind == ErrorKind::kConflict) return {};  // removed meanwhile
+  return s;
+}
+
+}  // namespace
+
 Response CancelJob(Call& c) {
   auto body = JsonBody::Parse(c.request.body.empty() ? "{}" : c.request.body);
   if (!body) return FromApiError(body.error());
   if (auto ok = body->OnlyKnown({}); !ok) return FromApiError(ok.error());
-  return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+  Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
     auto found = VisibleJob(txn, c.caller, *c.job);
     if (!found) return tl::unexpected(found.error());
     if (!*found) return Outcome(tl::unexpected(NoSuch("job")));
     index::Job j = **found;
-    // A scrub stops at its next batch; other kinds only before they start (a purge that has
-    // begun removing objects cannot be undone).
-    const bool stoppable = j.state == "running" && j.kind == kScrubJob;
+    // A scrub or a drain stops at its next batch; other kinds only before they start (a purge
+    // that has begun removing objects cannot be undone).
+    const bool stoppable = j.state == "running" && (j.kind == kScrubJob || j.kind == kDrainJob);
     if (j.state != "scheduled" && !stoppable) {
       return Outcome(tl::unexpected(ApiError{
           409, "not_cancellable",
-          "the job is " + j.state + ": only a scheduled job (or a running scrub) can be cancelled",
+          "the job is " + j.state +
+              ": only a scheduled job (or a running scrub or drain) can be cancelled",
           {}}));
     }
     const json::object before = JobJson(j);
@@ -284,6 +341,10 @@ Response CancelJob(Call& c) {
     CV_TRY(AppendAudit(txn, c, "job.cancel", JobTarget(j.id), j.account, partner, before, after));
     return Outcome(Reply(200, after));
   });
+  if (r.status == 200) {
+    if (Status st = AfterCancel(c, r); !st) return FromError(st.error());
+  }
+  return r;
 }
 
 // ---- the runner ----
@@ -324,6 +385,7 @@ constexpr KindInfo kKinds[] = {
     {kScrubJob, Lane::kMaintenance, "node.scrub", RunScrubJob},
     {kRepairJob, Lane::kMaintenance, "node.repair", RunRepairJob},
     {kCourierJob, Lane::kMain, "device.courier", RunCourierJob},
+    {kDrainJob, Lane::kMaintenance, "disk.drain", RunDrainJob},
 };
 const KindInfo* FindKind(std::string_view kind) {
   for (const auto& k : kKinds) {

@@ -78,6 +78,8 @@ struct CachedCensus {
 };
 std::optional<CachedCensus> census_cache;
 
+}  // namespace
+
 void ForgetCensus() {
   std::lock_guard lock(census_mu);
   census_cache.reset();
@@ -97,7 +99,6 @@ Result<Census> CurrentCensus(storage::ObjectStore& store, const std::vector<bool
   return c;
 }
 
-// "4+2" -> {4, 2}.
 std::optional<std::pair<int, int>> ParseProfile(std::string_view s) {
   const size_t plus = s.find('+');
   if (plus == std::string_view::npos) return std::nullopt;
@@ -115,10 +116,9 @@ json::array Strings(const std::vector<std::string>& v) {
   return a;
 }
 
-// Records an operator action on the node (not on an account) in the audit log.
 Status AuditNodeAction(Call& c, std::string_view action, std::string target,
                        const json::value& after,
-                       const std::function<Status(index::WriteTxn&)>& also = nullptr) {
+                       const std::function<Status(index::WriteTxn&)>& also) {
   return c.store.Index().Update([&](index::WriteTxn& txn) -> Status {
     if (also) CV_TRY(also(txn));
     return AppendAudit(txn, c, action, std::move(target), std::nullopt, std::nullopt, nullptr,
@@ -126,15 +126,12 @@ Status AuditNodeAction(Call& c, std::string_view action, std::string target,
   });
 }
 
-// A body that must be a JSON object with no fields (or empty).
 std::optional<Response> RefuseFields(const Call& c) {
   auto body = JsonBody::Parse(c.request.body);
   if (!body) return FromApiError(body.error());
   if (auto ok = body->OnlyKnown({}); !ok) return FromApiError(ok.error());
   return std::nullopt;
 }
-
-}  // namespace
 
 Response NodeStatus(Call& c) {
   std::string node_id;
@@ -178,14 +175,7 @@ Response NodeStatus(Call& c) {
   json::array disks;
   for (const auto& d : stats.disks) {
     failed.push_back(d.failed);
-    json::object o;
-    o["path"] = d.path;
-    o["state"] = d.failed ? "failed" : "ok";
-    o["capacity_bytes"] = d.total_bytes;
-    o["used_bytes"] = d.total_bytes - std::min(d.free_bytes, d.total_bytes);
-    o["free_bytes"] = d.free_bytes;
-    o["errors"] = d.errors;
-    disks.push_back(std::move(o));
+    disks.push_back(DiskJson(d));
   }
   auto census = CurrentCensus(c.store, failed, m, c.now_ns);
   if (!census) return FromError(census.error());
@@ -224,8 +214,6 @@ Response NodeStatus(Call& c) {
   return Reply(200, o);
 }
 
-namespace {
-
 json::object KeyJson(const index::ObjectKey& k) {
   return json::object{{"device", index::IdToHex(k.device)},
                       {"type", index::ObjectTypeName(k.type)},
@@ -248,13 +236,7 @@ std::optional<index::ObjectKey> KeyFromJson(const json::value* v) {
   return index::ObjectKey{*id, *t, *name};
 }
 
-uint64_t Num(const json::object& o, std::string_view key) {
-  const json::value* v = o.if_contains(key);
-  if (!v) return 0;
-  if (v->is_uint64()) return v->as_uint64();
-  if (v->is_int64() && v->as_int64() >= 0) return static_cast<uint64_t>(v->as_int64());
-  return 0;
-}
+namespace {
 
 json::object RepairJson(const storage::RepairReport& rep, bool include_failed) {
   json::object o;
@@ -269,8 +251,8 @@ json::object RepairJson(const storage::RepairReport& rep, bool include_failed) {
   return o;
 }
 
-// A scrub or repair job asked for by the operator: 202 with the job, or 409 naming the one of
-// that kind already scheduled or running.
+}  // namespace
+
 Response ScheduleOpsJob(Call& c, std::string_view kind, const json::object& params) {
   Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
     for (const char* state : {"scheduled", "running"}) {
@@ -300,6 +282,8 @@ Response ScheduleOpsJob(Call& c, std::string_view kind, const json::object& para
   if (r.status == 202 && c.runner) c.runner->Wake();
   return r;
 }
+
+namespace {
 
 constexpr std::string_view kLastAutoRepairMeta = "ops/last_auto_repair_ns";
 constexpr int64_t kAutoRepairEveryNs = int64_t{600} * 1000000000;  // when disks stay failed
@@ -333,61 +317,37 @@ JobResult RunScrubJob(JobContext& ctx) {
   json::object params = ParsedObjectOrEmpty(ctx.job.params_json);
   json::object progress = ParsedObjectOrEmpty(ctx.job.progress_json);
   if (!progress.contains("objects_total")) {
-    uint64_t total = 0;
-    auto txn = ctx.store.Index().BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    CV_TRY((*txn)->ForEachObject([&](const index::ObjectKey&, const index::ObjectRecord&) {
-      ++total;
-      return true;
-    }));
-    progress["objects_total"] = total;
+    auto total = CountObjects(ctx.store);
+    if (!total) return tl::unexpected(total.error());
+    progress["objects_total"] = *total;
   }
   storage::ScrubOptions so;
-  so.max_bytes_per_sec = Num(params, "max_bytes_per_sec");
+  so.max_bytes_per_sec = U64(params, "max_bytes_per_sec");
   so.start_after = KeyFromJson(progress.if_contains("last"));
   const json::object base = progress;
-  json::array damaged;
-  if (const json::value* d = base.if_contains("damaged"); d && d->is_array()) damaged = d->as_array();
-  bool cancelled = false;
-  Error save_error;
-  auto last_save = std::chrono::steady_clock::now();
   auto merged = [&](const storage::ScrubReport& rep, const index::ObjectKey& last) {
     json::object p = base;
-    p["objects_done"] = Num(base, "objects_done") + rep.objects;
-    p["shards_checked"] = Num(base, "shards_checked") + rep.shards_checked;
-    p["bytes_checked"] = Num(base, "bytes_checked") + rep.bytes_checked;
-    p["damaged_shards"] = Num(base, "damaged_shards") + rep.damaged_shards;
-    p["lost_stripes"] = Num(base, "lost_stripes") + rep.lost_stripes;
-    json::array d = damaged;
-    for (const auto& line : rep.damaged) {
-      if (d.size() >= 200) break;
-      d.push_back(json::value(line));
-    }
-    p["damaged"] = std::move(d);
+    p["objects_done"] = U64(base, "objects_done") + rep.objects;
+    p["shards_checked"] = U64(base, "shards_checked") + rep.shards_checked;
+    p["bytes_checked"] = U64(base, "bytes_checked") + rep.bytes_checked;
+    p["damaged_shards"] = U64(base, "damaged_shards") + rep.damaged_shards;
+    p["lost_stripes"] = U64(base, "lost_stripes") + rep.lost_stripes;
+    p["damaged"] = AppendCapped(base.if_contains("damaged"), rep.damaged, 200);
     p["last"] = KeyJson(last);
     return p;
   };
+  ProgressSaver saver(ctx);
   so.progress = [&](const storage::ScrubReport& rep, const index::ObjectKey& last) {
-    if (ctx.stopping()) return false;
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_save < std::chrono::seconds(1)) return true;
-    last_save = now;
-    auto saved = ctx.SaveProgress(merged(rep, last));
-    if (!saved) {
-      save_error = saved.error();
-      return false;
-    }
-    if (!*saved) cancelled = true;
-    return *saved;
+    return saver.Tick([&] { return merged(rep, last); });
   };
   auto rep = ctx.store.Scrub(so);
   if (!rep) return tl::unexpected(rep.error());
-  if (!save_error.context.empty()) return tl::unexpected(save_error);
-  if (!rep->complete || cancelled) return std::optional<json::object>();
+  if (saver.error()) return tl::unexpected(*saver.error());
+  if (!rep->complete || saver.cancelled()) return std::optional<json::object>();
   const index::ObjectKey last = so.start_after.value_or(index::ObjectKey{});
   json::object p = rep->objects > 0 || so.start_after ? merged(*rep, last) : base;
-  const uint64_t damaged_shards = Num(p, "damaged_shards");
-  const uint64_t lost = Num(p, "lost_stripes");
+  const uint64_t damaged_shards = U64(p, "damaged_shards");
+  const uint64_t lost = U64(p, "lost_stripes");
   const int64_t pass_started = ctx.job.started_ns;
   auto saved = ctx.SaveProgress(p, [&](index::WriteTxn& txn) {
     return txn.PutMeta(kLastFullScrubMeta, std::to_string(pass_started));
@@ -399,9 +359,9 @@ JobResult RunScrubJob(JobContext& ctx) {
   o["clean"] = damaged_shards == 0 && lost == 0;
   o["background"] = params.contains("background") && params.at("background").is_bool() &&
                     params.at("background").as_bool();
-  o["objects"] = Num(p, "objects_done");
-  o["shards_checked"] = Num(p, "shards_checked");
-  o["bytes_checked"] = Num(p, "bytes_checked");
+  o["objects"] = U64(p, "objects_done");
+  o["shards_checked"] = U64(p, "shards_checked");
+  o["bytes_checked"] = U64(p, "bytes_checked");
   o["damaged_shards"] = damaged_shards;
   o["lost_stripes"] = lost;
   o["damaged"] = p["damaged"];
@@ -441,7 +401,9 @@ Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
     auto jobs = (*txn)->ListJobs(q);
     if (!jobs) return tl::unexpected(jobs.error());
     for (const auto& j : *jobs) {
-      if (j.kind == kScrubJob || j.kind == kRepairJob) return std::optional<index::Job>();
+      if (j.kind == kScrubJob || j.kind == kRepairJob || j.kind == kDrainJob) {
+        return std::optional<index::Job>();
+      }
     }
   }
   auto meta_ns = [&](std::string_view key) -> Result<int64_t> {
@@ -461,7 +423,9 @@ Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
   bool failed_disk = false;
   uint64_t used = 0;
   for (const auto& d : stats.disks) {
-    failed_disk = failed_disk || d.failed;
+    // A removed disk needs repair only while the index still references shards on it.
+    failed_disk = failed_disk ||
+                  (d.failed && (d.state != storage::DiskState::kRemoved || d.live_bytes > 0));
     used += d.total_bytes - std::min(d.total_bytes, d.free_bytes);
   }
   if (options.auto_repair && (failed_disk || stats.pending_repairs > 0)) {

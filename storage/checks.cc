@@ -72,15 +72,14 @@ Result<FsckReport> StoreImpl::Fsck() {
   return rep;
 }
 
-Result<ScrubReport> StoreImpl::Scrub(const ScrubOptions& options) {
-  constexpr size_t kBatch = 256;  // objects per read snapshot (keeps read txns short)
-  ScrubReport rep;
-  AlignedBuffer buf;
-  uint64_t buf_len = 0;
-  std::optional<ObjectKey> last = options.start_after;
-  const auto started = std::chrono::steady_clock::now();
+Result<bool> StoreImpl::WalkObjects(
+    const std::optional<ObjectKey>& start,
+    const std::function<bool(const ObjectKey&, const ObjectRecord&)>& visit,
+    const std::function<bool(const ObjectKey&)>& report) {
+  constexpr size_t kBatch = 256;  // objects per read snapshot
   constexpr auto kReportEvery = std::chrono::seconds(1);
-  auto reported = started;
+  std::optional<ObjectKey> last = start;
+  auto reported = std::chrono::steady_clock::now();
   while (true) {
     std::vector<std::pair<ObjectKey, ObjectRecord>> objects;
     {
@@ -92,61 +91,73 @@ Result<ScrubReport> StoreImpl::Scrub(const ScrubOptions& options) {
                                           return objects.size() < kBatch;
                                         }));
     }
-    if (objects.empty()) break;
+    if (objects.empty()) return true;
     for (const auto& [key, r] : objects) {
-      ++rep.objects;
-      const size_t width = r.layout == Layout::kReplicated ? r.shards.size() : size_t{r.k} + r.m;
-      const size_t need = r.layout == Layout::kReplicated ? 1 : r.k;
-      const uint64_t max_record = RecordBytes(
-          key, r.layout == Layout::kReplicated ? static_cast<uint32_t>(r.size) : r.shard_unit);
-      if (max_record > buf_len) {
-        buf = AllocateAligned(max_record);
-        buf_len = max_record;
-      }
-      for (size_t st = 0; st * width < r.shards.size(); ++st) {
-        size_t good = 0;
-        bool damaged = false;
-        for (size_t i = 0; i < width; ++i) {
-          const size_t at = st * width + i;
-          const uint32_t len = PayloadLen(r, at);
-          uint8_t* target = buf.get();
-          const uint8_t shard = r.layout == Layout::kReplicated ? 0 : static_cast<uint8_t>(i);
-          auto p = ReadShard(key, r, r.shards[at], static_cast<uint32_t>(st), shard, len, target);
-          ++rep.shards_checked;
-          rep.bytes_checked += len;
-          if (p) {
-            ++good;
-            continue;
-          }
-          damaged = true;
-          ++rep.damaged_shards;
-          if (rep.damaged.size() < 1000) {
-            rep.damaged.push_back(Describe(key) + " stripe " + std::to_string(st) + " shard " +
-                                  std::to_string(i) + ": " + p.error().ToString());
-          }
-        }
-        if (good < need) ++rep.lost_stripes;
-        if (damaged) QueueRepair(key, static_cast<uint32_t>(st));
-      }
-      if (options.max_bytes_per_sec > 0) {  // stay under the share of the disks we were given
-        const auto due =
-            started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                          std::chrono::duration<double>(double(rep.bytes_checked) /
-                                                        double(options.max_bytes_per_sec)));
-        std::this_thread::sleep_until(due);
-      }
-      // Progress at every batch's end, and at least every second within a slow batch.
+      if (!visit(key, r)) return false;
       const auto now = std::chrono::steady_clock::now();
-      if (options.progress && (&key == &objects.back().first || now - reported >= kReportEvery)) {
+      if (report && (&key == &objects.back().first || now - reported >= kReportEvery)) {
         reported = now;
-        if (!options.progress(rep, key)) {
-          rep.complete = false;
-          return rep;
-        }
+        if (!report(key)) return false;
       }
     }
     last = objects.back().first;
   }
+}
+
+Result<ScrubReport> StoreImpl::Scrub(const ScrubOptions& options) {
+  ScrubReport rep;
+  AlignedBuffer buf;
+  uint64_t buf_len = 0;
+  const auto started = std::chrono::steady_clock::now();
+  auto visit = [&](const ObjectKey& key, const ObjectRecord& r) {
+    ++rep.objects;
+    const size_t width = r.layout == Layout::kReplicated ? r.shards.size() : size_t{r.k} + r.m;
+    const size_t need = r.layout == Layout::kReplicated ? 1 : r.k;
+    const uint64_t max_record = RecordBytes(
+        key, r.layout == Layout::kReplicated ? static_cast<uint32_t>(r.size) : r.shard_unit);
+    if (max_record > buf_len) {
+      buf = AllocateAligned(max_record);
+      buf_len = max_record;
+    }
+    for (size_t st = 0; st * width < r.shards.size(); ++st) {
+      size_t good = 0;
+      bool damaged = false;
+      for (size_t i = 0; i < width; ++i) {
+        const size_t at = st * width + i;
+        const uint32_t len = PayloadLen(r, at);
+        uint8_t* target = buf.get();
+        const uint8_t shard = r.layout == Layout::kReplicated ? 0 : static_cast<uint8_t>(i);
+        auto p = ReadShard(key, r, r.shards[at], static_cast<uint32_t>(st), shard, len, target);
+        ++rep.shards_checked;
+        rep.bytes_checked += len;
+        if (p) {
+          ++good;
+          continue;
+        }
+        damaged = true;
+        ++rep.damaged_shards;
+        if (rep.damaged.size() < 1000) {
+          rep.damaged.push_back(Describe(key) + " stripe " + std::to_string(st) + " shard " +
+                                std::to_string(i) + ": " + p.error().ToString());
+        }
+      }
+      if (good < need) ++rep.lost_stripes;
+      if (damaged) QueueRepair(key, static_cast<uint32_t>(st));
+    }
+    if (options.max_bytes_per_sec > 0) {  // stay under the share of the disks we were given
+      const auto due =
+          started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                        std::chrono::duration<double>(double(rep.bytes_checked) /
+                                                      double(options.max_bytes_per_sec)));
+      std::this_thread::sleep_until(due);
+    }
+    return true;
+  };
+  std::function<bool(const ObjectKey&)> report;
+  if (options.progress) report = [&](const ObjectKey& key) { return options.progress(rep, key); };
+  auto walked = WalkObjects(options.start_after, visit, report);
+  if (!walked) return tl::unexpected(walked.error());
+  rep.complete = *walked;
   return rep;
 }
 
@@ -184,7 +195,8 @@ Status StoreImpl::WriteTombstone(const ObjectKey& key, int64_t when_ns) {
   return disks_.Sync(to_sync);
 }
 
-Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, RepairReport& rep) {
+Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, RepairReport& rep,
+                                     std::optional<size_t> evacuate) {
   auto cur = Lookup(key);
   if (!cur) return tl::unexpected(cur.error());
   if (!cur->has_value()) return false;  // deleted meanwhile: nothing to repair
@@ -212,7 +224,17 @@ Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, Repa
       first_good = std::min(first_good, i);
     }
   }
-  if (ngood == width) return false;
+  // To write: the shards that are not good (rebuilt), then the good ones to move off the
+  // evacuated disk (their buffers hold their verified records already).
+  std::vector<size_t> bad;
+  for (size_t i = 0; i < width; ++i) {
+    if (!good[i]) bad.push_back(i);
+  }
+  const size_t rebuilt = bad.size();
+  for (size_t i = 0; i < width && evacuate; ++i) {
+    if (good[i] && r.shards[size_t{stripe} * width + i].disk == *evacuate) bad.push_back(i);
+  }
+  if (bad.empty()) return false;
   if (ngood < need) {
     ++rep.stripes_lost;
     if (rep.lost.size() < 1000) {
@@ -223,14 +245,11 @@ Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, Repa
     return false;
   }
 
-  // Rebuild the bad shards' records in their buffers.
-  std::vector<size_t> bad;
-  for (size_t i = 0; i < width; ++i) {
-    if (!good[i]) bad.push_back(i);
-  }
+  // Rebuild the missing shards' records in their buffers.
+  const std::span<const size_t> missing(bad.data(), rebuilt);
   if (replicated) {
-    for (size_t i : bad) std::memcpy(bufs[i].get(), bufs[first_good].get(), rb);
-  } else {
+    for (size_t i : missing) std::memcpy(bufs[i].get(), bufs[first_good].get(), rb);
+  } else if (!missing.empty()) {
     uint8_t* shards[erasure::kMaxShards];
     bool present[erasure::kMaxShards];
     for (size_t i = 0; i < width; ++i) {
@@ -241,7 +260,7 @@ Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, Repa
                                std::span<const bool>(present, width)));
     auto model = DecodeHeader(std::span<const uint8_t>(bufs[first_good].get(), rb));
     if (!model) return Err(ErrorKind::kInternal, "verified shard lost its header");
-    for (size_t i : bad) {
+    for (size_t i : missing) {
       RecordHeader h = *model;
       h.shard = static_cast<uint8_t>(i);
       h.payload_xxh3 = PayloadChecksum(std::span<const uint8_t>(shards[i], L));
@@ -310,6 +329,7 @@ Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, Repa
   if (switched) {
     ++rep.stripes_repaired;
     rep.shards_rewritten += bad.size();
+    rep.bytes_rewritten += bad.size() * rb;
   }
   return switched;
 }

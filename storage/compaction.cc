@@ -208,7 +208,9 @@ Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
     return e->has_value() ? (*e)->live_bytes : 0;
   };
   for (size_t d = 0; d < disks_.size(); ++d) {
-    if (!disks_.healthy(d)) continue;
+    // A draining disk takes no new records, so nothing can be carried forward on it: its
+    // drain deletes its extents once they hold nothing live.
+    if (!disks_.placeable(d)) continue;
     auto ids = disks_.ExtentIds(d);
     if (!ids) {
       rep.problems.push_back(disks_.path(d) + ": " + ids.error().ToString());

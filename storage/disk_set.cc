@@ -5,9 +5,12 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 namespace cv::storage {
 namespace {
+
+namespace fs = std::filesystem;
 
 constexpr char kIdentityFile[] = "chunkvault-disk";
 
@@ -40,11 +43,16 @@ Result<std::string> ReadSmallFile(Env* env, const std::string& path) {
 
 DiskSet::DiskSet(Env* env, std::vector<std::string> paths, uint64_t extent_bytes, bool try_direct)
     : env_(env), extent_bytes_(extent_bytes), try_direct_(try_direct) {
-  for (auto& p : paths) {
-    auto disk = std::make_unique<Disk>();
-    disk->path = std::move(p);
-    disks_.push_back(std::move(disk));
-  }
+  for (auto& p : paths) Extend(p);
+}
+
+void DiskSet::Extend(const std::string& path) {
+  const size_t d = count_.load();
+  if (d >= kMaxDisks) return;  // the store refuses more disks before this
+  auto disk = std::make_unique<Disk>();
+  disk->path = path;
+  disks_[d] = std::move(disk);
+  count_.store(d + 1, std::memory_order_release);
 }
 
 std::string DiskSet::ExtentPath(size_t d, uint32_t id) const {
@@ -54,47 +62,119 @@ std::string DiskSet::ExtentPath(size_t d, uint32_t id) const {
 }
 
 void DiskSet::Open(const std::string& node_id, bool create) {
-  for (size_t d = 0; d < disks_.size(); ++d) {
-    Disk& disk = *disks_[d];
-    const std::string id_path = disk.path + "/" + kIdentityFile;
-    const std::string want = IdentityText(node_id, d);
-    disk.identity = want;
-    if (create) {
-      Status s = env_->CreateDirs(disk.path + "/extents");
-      if (s) s = WriteSmallFile(env_, id_path, want);
-      if (s) s = env_->SyncDir(disk.path);
-      if (!s) {
-        MarkFailed(d, "cannot initialise: " + s.error().ToString());
-        continue;
-      }
-    }
-    auto have = ReadSmallFile(env_, id_path);
-    if (!have) {
-      MarkFailed(d, "identity unreadable: " + have.error().ToString());
+  for (size_t d = 0; d < size(); ++d) {
+    if (state(d) == DiskState::kRemoved) {
+      disks_[d]->failed = true;  // for good: not even its identity is read
       continue;
     }
-    if (*have != want) {
-      MarkFailed(d, "identity does not match this node and position");
-      continue;
+    (void)OpenOne(d, node_id, create);
+  }
+}
+
+std::string DiskSet::OpenOne(size_t d, const std::string& node_id, bool create) {
+  Disk& disk = *disks_[d];
+  const std::string id_path = disk.path + "/" + kIdentityFile;
+  const std::string want = IdentityText(node_id, d);
+  disk.identity = want;
+  auto fail = [&](const std::string& why) {
+    MarkFailed(d, why);
+    return why;
+  };
+  if (create) {
+    Status s = env_->CreateDirs(disk.path + "/extents");
+    if (s) s = WriteSmallFile(env_, id_path, want);
+    if (s) s = env_->SyncDir(disk.path);
+    if (!s) return fail("cannot initialise: " + s.error().ToString());
+  }
+  auto have = ReadSmallFile(env_, id_path);
+  if (!have) return fail("identity unreadable: " + have.error().ToString());
+  if (*have != want) return fail("identity does not match this node and position");
+  auto names = env_->ListDir(disk.path + "/extents");
+  if (!names) return fail("extents unreadable: " + names.error().ToString());
+  uint32_t max_id = 0;
+  for (const auto& n : *names) {
+    unsigned id = 0;
+    if (std::sscanf(n.c_str(), "%8x.ext", &id) == 1) max_id = std::max<uint32_t>(max_id, id);
+  }
+  // Never append to an extent from an earlier run: its tail may hold torn records.
+  std::lock_guard lock(disk.mu);
+  disk.next_id = max_id + 1;
+  return "";
+}
+
+Result<size_t> DiskSet::Add(const std::string& path, const std::string& node_id,
+                            const std::function<Status(size_t)>& persist) {
+  std::lock_guard lock(add_mu_);
+  const size_t d = size();
+  if (d >= kMaxDisks) {
+    return Err(ErrorKind::kInvalidArgument,
+               "a node has at most " + std::to_string(kMaxDisks) + " disk positions");
+  }
+  if (path.empty() || path[0] != '/' || path.find_first_of(std::string("\0\n\t", 3)) != std::string::npos) {
+    return Err(ErrorKind::kInvalidArgument, "a disk is an absolute directory path");
+  }
+  std::error_code ec;
+  const auto canon = fs::weakly_canonical(path, ec);
+  if (ec) return Err(ErrorKind::kInvalidArgument, "cannot resolve " + path + ": " + ec.message());
+  for (size_t i = 0; i < d; ++i) {
+    std::error_code ec2;
+    if (fs::weakly_canonical(disks_[i]->path, ec2) == canon) {
+      return Err(ErrorKind::kConflict, path + " is already disk " + std::to_string(i) +
+                                           " of this node (" + DiskStateName(state(i)) + ")");
     }
-    auto names = env_->ListDir(disk.path + "/extents");
-    if (!names) {
-      MarkFailed(d, "extents unreadable: " + names.error().ToString());
-      continue;
+  }
+  if (!fs::is_directory(canon.parent_path(), ec)) {
+    return Err(ErrorKind::kInvalidArgument,
+               "the parent directory " + canon.parent_path().string() + " does not exist");
+  }
+  if (fs::exists(canon, ec)) {
+    if (!fs::is_directory(canon, ec)) {
+      return Err(ErrorKind::kInvalidArgument, path + " exists and is not a directory");
     }
-    uint32_t max_id = 0;
-    for (const auto& n : *names) {
-      unsigned id = 0;
-      if (std::sscanf(n.c_str(), "%8x.ext", &id) == 1) max_id = std::max<uint32_t>(max_id, id);
+    if (fs::exists(canon / kIdentityFile, ec)) {
+      return Err(ErrorKind::kConflict, path + " holds a chunkvault disk already (" +
+                                           std::string(kIdentityFile) +
+                                           "); wipe it first if it is really free");
     }
-    // Never append to an extent from an earlier run: its tail may hold torn records.
-    disk.next_id = max_id + 1;
+    if (fs::exists(canon / "extents", ec) && !fs::is_empty(canon / "extents", ec)) {
+      return Err(ErrorKind::kConflict, path + "/extents is not empty");
+    }
+  }
+  auto disk = std::make_unique<Disk>();
+  disk->path = path;
+  disks_[d] = std::move(disk);
+  // Not visible (count_) until its layout exists: a failed add leaves no position behind.
+  const std::string why = OpenOne(d, node_id, /*create=*/true);
+  if (!why.empty()) {
+    disks_[d].reset();
+    return Err(ErrorKind::kIOError, "disk " + path + ": " + why);
+  }
+  if (Status s = persist(d); !s) {
+    disks_[d].reset();
+    return tl::unexpected(s.error());
+  }
+  count_.store(d + 1, std::memory_order_release);
+  Log(LogLevel::kInfo, "disk_added", {{"disk", path}, {"position", std::to_string(d)}});
+  return d;
+}
+
+void DiskSet::SetState(size_t d, DiskState s) {
+  Disk& disk = *disks_[d];
+  const DiskState before = disk.state.exchange(s);
+  if (s == DiskState::kRemoved) MarkFailed(d, "removed by the operator");
+  if (s != DiskState::kActive) {  // no more appends: its last extent may be retired too
+    std::lock_guard lock(disk.mu);
+    disk.active.reset();
+  }
+  if (before != s) {
+    Log(LogLevel::kInfo, "disk_state", {{"disk", disk.path}, {"position", std::to_string(d)},
+                                        {"state", DiskStateName(s)}});
   }
 }
 
 size_t DiskSet::HealthyCount() const {
   size_t n = 0;
-  for (size_t d = 0; d < disks_.size(); ++d) n += healthy(d) ? 1 : 0;
+  for (size_t d = 0; d < size(); ++d) n += healthy(d) ? 1 : 0;
   return n;
 }
 
@@ -166,6 +246,10 @@ Result<std::shared_ptr<Extent>> DiskSet::OpenExtentLocked(Disk& disk, size_t d, 
 Result<Placement> DiskSet::Reserve(size_t d, uint64_t len) {
   Disk& disk = *disks_[d];
   if (disk.failed) return Err(ErrorKind::kIOError, "disk failed: " + disk.path);
+  if (disk.state != DiskState::kActive) {
+    return Err(ErrorKind::kUnavailable, std::string("disk ") + DiskStateName(disk.state) + ": " +
+                                            disk.path);
+  }
   if (len > extent_bytes_) return Err(ErrorKind::kInvalidArgument, "record larger than an extent");
   std::lock_guard lock(disk.mu);
   if (!disk.active || disk.active->poisoned || disk.active_used + len > disk.active->capacity) {
@@ -220,7 +304,7 @@ Result<bool> DiskSet::Retire(size_t d, uint32_t id) {
 }
 
 Result<std::shared_ptr<Extent>> DiskSet::Get(size_t d, uint32_t extent_id) {
-  if (d >= disks_.size()) return Err(ErrorKind::kCorruption, "shard on unknown disk");
+  if (d >= size()) return Err(ErrorKind::kCorruption, "shard on unknown disk");
   Disk& disk = *disks_[d];
   if (disk.failed) return Err(ErrorKind::kIOError, "disk failed: " + disk.path);
   std::lock_guard lock(disk.mu);

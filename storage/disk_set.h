@@ -9,17 +9,22 @@
 // Thread-safety: all methods are safe to call concurrently.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/common.h"
 #include "storage/io.h"
+#include "storage/storage.h"
 
 namespace cv::storage {
 
@@ -50,10 +55,30 @@ class DiskSet {
   // Checks every disk's identity file against `node_id`. With `create` (a new node) it
   // creates the layout. A disk that is missing, unreadable or belongs to another node or
   // position is marked failed (logged); the rest keep serving.
+  // Disks that are kRemoved are not opened: they are marked failed at once.
   void Open(const std::string& node_id, bool create);
 
-  size_t size() const { return disks_.size(); }
+  // Before Open: one more disk at the next position (a disk added while an earlier run
+  // served, known from the index), and the state the index recorded for a disk.
+  void Extend(const std::string& path);
+  void SetInitialState(size_t d, DiskState s) { disks_[d]->state.store(s); }
+
+  // While serving: adds the directory `path` as a disk at position size() and creates its
+  // layout and identity. The directory must be empty or absent (its parent must exist), must
+  // not be one of the node's disks, and must not hold another chunkvault disk. Positions are
+  // never reused. `persist(d)` records the new disk durably (the index's disk table) after
+  // its layout exists and before it becomes visible. kInvalidArgument / kConflict /
+  // kIOError, or persist's error; on error nothing was added.
+  Result<size_t> Add(const std::string& path, const std::string& node_id,
+                     const std::function<Status(size_t)>& persist);
+  // Sets disk d's state. kRemoved also marks it failed (for good).
+  void SetState(size_t d, DiskState s);
+  DiskState state(size_t d) const { return disks_[d]->state.load(); }
+
+  size_t size() const { return count_.load(std::memory_order_acquire); }
   bool healthy(size_t d) const { return !disks_[d]->failed.load(); }
+  // Healthy and kActive: may receive new shards.
+  bool placeable(size_t d) const { return healthy(d) && state(d) == DiskState::kActive; }
   size_t HealthyCount() const;
   const std::string& path(size_t d) const { return disks_[d]->path; }
   uint64_t errors(size_t d) const { return disks_[d]->errors.load(); }
@@ -92,12 +117,15 @@ class DiskSet {
   bool direct_io() const { return try_direct_; }
 
   static constexpr int kDiskFailAfter = 3;
+  // Positions are uint16_t in shard locations; UINT16_MAX marks a lost shard.
+  static constexpr size_t kMaxDisks = 256;
 
  private:
   struct Disk {
     std::string path;
     std::string identity;  // expected content of the identity file, set by Open
     std::atomic<bool> failed{false};
+    std::atomic<DiskState> state{DiskState::kActive};
     std::atomic<uint64_t> errors{0};
     std::atomic<int> consecutive_errors{0};
     std::mutex mu;  // guards everything below
@@ -108,11 +136,18 @@ class DiskSet {
   };
   std::string ExtentPath(size_t d, uint32_t id) const;
   Result<std::shared_ptr<Extent>> OpenExtentLocked(Disk& disk, size_t d, uint32_t id, bool create);
+  // Checks (or with `create`, creates) disk d's layout and identity; marks it failed if wrong.
+  // Returns why it failed, empty when the disk is fine.
+  std::string OpenOne(size_t d, const std::string& node_id, bool create);
 
   Env* env_;
   uint64_t extent_bytes_;
   bool try_direct_;
-  std::vector<std::unique_ptr<Disk>> disks_;
+  // Fixed slots so that Add never moves a Disk under a concurrent reader: a slot below
+  // count_ is set before count_ grows past it and never changes after.
+  std::array<std::unique_ptr<Disk>, kMaxDisks> disks_;
+  std::atomic<size_t> count_{0};
+  std::mutex add_mu_;  // one Add at a time
 };
 
 }  // namespace cv::storage

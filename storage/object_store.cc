@@ -339,7 +339,7 @@ Result<std::unique_ptr<Writer>> StoreImpl::BeginPut(const ObjectKey& key, uint64
     if (rep <= ec) layout = Layout::kReplicated;
   }
   const size_t need = layout == Layout::kErasure ? size_t(k + m) : size_t(m + 1);
-  if (disks_.HealthyCount() < need) {
+  if (PlaceableCount() < need) {
     return Err(ErrorKind::kUnavailable, "not enough healthy data disks to store with full redundancy");
   }
   return std::unique_ptr<Writer>(new WriterImpl(this, key, size, layout));

@@ -582,6 +582,77 @@ TEST_F(StoreTest, RepairAfterDiskLossRestoresFullRedundancy) {
   for (const auto& [k, b] : objs) ExpectReads(k, b);
 }
 
+// Disk replacement in the engine: a disk added while serving takes shards and is in the
+// node's disk table after a reopen (the options still list 6 disks); a drained disk holds
+// nothing and no extent file; a removed disk is never opened again; the config must list
+// the node's disks in order.
+TEST_F(StoreTest, AddDrainRemoveDisksAndTheTableSurvivesReopen) {
+  OpenStore();
+  std::vector<std::pair<ObjectKey, std::string>> objs;
+  for (size_t size : kSizes) {
+    std::string b = Body(size + 77, size);
+    objs.emplace_back(PutBody(b), b);
+  }
+  const std::string added = (root_ / "d6").string();
+  EXPECT_EQ(store_->AddDisk("relative").error().kind, ErrorKind::kInvalidArgument);
+  EXPECT_EQ(store_->AddDisk(Options().disks[1]).error().kind, ErrorKind::kConflict);
+  auto pos = store_->AddDisk(added);
+  ASSERT_TRUE(pos.has_value()) << pos.error().ToString();
+  EXPECT_EQ(*pos, 6u);
+  EXPECT_EQ(store_->AddDisk(added).error().kind, ErrorKind::kConflict);
+  for (int i = 0; i < 20; ++i) {
+    std::string b = Body(70000 + i, 900 + i);
+    objs.emplace_back(PutBody(b), b);
+  }
+  EXPECT_GT(store_->Stats().disks.at(6).live_bytes, 0u);
+
+  // Drain disk 0: only a draining disk can be drained.
+  EXPECT_EQ(store_->Drain(0, {}).error().kind, ErrorKind::kConflict);
+  ASSERT_TRUE(store_->SetDiskState(0, DiskState::kDraining).has_value());
+  auto rep = store_->Drain(0, {});
+  ASSERT_TRUE(rep.has_value()) << rep.error().ToString();
+  EXPECT_TRUE(rep->complete);
+  EXPECT_GT(rep->stripes_moved, 0u);
+  EXPECT_EQ(rep->stripes_failed, 0u);
+  EXPECT_EQ(rep->remaining_bytes, 0u);
+  EXPECT_TRUE(fs::is_empty(Options().disks[0] + "/extents"));
+  ExpectFsckClean();
+  for (const auto& [k, b] : objs) ExpectReads(k, b);
+  std::string late = Body(30000, 5);
+  objs.emplace_back(PutBody(late), late);  // goes elsewhere
+  EXPECT_TRUE(fs::is_empty(Options().disks[0] + "/extents"));
+
+  ASSERT_TRUE(store_->SetDiskState(0, DiskState::kRemoved).has_value());
+  EXPECT_EQ(store_->SetDiskState(0, DiskState::kActive).error().kind, ErrorKind::kConflict);
+  store_.reset();
+
+  // Reopen with the original 6 disks listed: the table brings back the 7th and the states.
+  OpenStore();
+  auto st = store_->Stats();
+  ASSERT_EQ(st.disks.size(), 7u);
+  EXPECT_EQ(st.disks[6].path, added);
+  EXPECT_EQ(st.disks[0].state, DiskState::kRemoved);
+  EXPECT_TRUE(st.disks[0].failed);
+  EXPECT_FALSE(st.disks[6].failed);
+  for (const auto& [k, b] : objs) ExpectReads(k, b);
+  ExpectFsckClean();
+  store_.reset();
+
+  auto swapped = Options();
+  std::swap(swapped.disks[1], swapped.disks[2]);
+  auto refused = ObjectStore::Open(swapped);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_NE(refused.error().context.find("order of disks"), std::string::npos)
+      << refused.error().ToString();
+  auto more = Options();
+  more.disks.push_back(added);
+  more.disks.push_back((root_ / "d7").string());
+  EXPECT_FALSE(ObjectStore::Open(more).has_value());
+  more.disks.pop_back();  // the config may list the added disk too
+  auto same = ObjectStore::Open(more);
+  ASSERT_TRUE(same.has_value()) << same.error().ToString();
+}
+
 // Regression (fault suite, disk loss): a disk directory removed while the node serves kept
 // taking writes through the extent already open, so uploads were acknowledged with shards in
 // an unlinked file. Now the sync before the index commit notices it: that upload fails and

@@ -15,6 +15,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/common.h"
@@ -23,6 +24,13 @@
 namespace cv::storage {
 
 class Env;
+
+// What the operator made of a disk. Only kActive disks receive new shards; a kDraining disk
+// is read while its shards move elsewhere; a kRemoved disk is gone for good (its shards are
+// rebuilt elsewhere) and is never opened again, even if its directory comes back.
+enum class DiskState : uint8_t { kActive = 0, kDraining = 1, kRemoved = 2 };
+const char* DiskStateName(DiskState s);
+std::optional<DiskState> ParseDiskState(std::string_view name);
 
 struct StoreOptions {
   std::vector<std::string> disks;  // data directories; order is fixed once the node exists
@@ -68,8 +76,11 @@ class Reader {
 };
 
 struct DiskStatus {
+  size_t position = 0;
   std::string path;
-  bool failed = false;
+  DiskState state = DiskState::kActive;
+  bool failed = false;  // failed or removed: not read
+  uint64_t live_bytes = 0;  // shard record bytes the index references on this disk
   uint64_t total_bytes = 0;
   uint64_t free_bytes = 0;
   uint64_t errors = 0;
@@ -117,9 +128,29 @@ struct RepairReport {
   uint64_t stripes_examined = 0;
   uint64_t stripes_repaired = 0;
   uint64_t shards_rewritten = 0;
+  uint64_t bytes_rewritten = 0;  // record bytes written
   uint64_t stripes_lost = 0;   // fewer than k good shards: cannot be rebuilt
   uint64_t still_queued = 0;   // could not be repaired now (no room, disks busy): retried later
   std::vector<std::string> lost;  // at most 1000
+};
+
+// How Drain walks: like Scrub, resumable and stoppable.
+struct DrainOptions {
+  std::optional<index::ObjectKey> start_after;
+  // Called after every batch of objects and at least every second; false stops the walk.
+  std::function<bool(const struct DrainReport&, const index::ObjectKey& last)> progress;
+};
+
+struct DrainReport {
+  uint64_t objects = 0;         // objects examined
+  uint64_t stripes_moved = 0;   // stripes with a shard moved off the disk
+  uint64_t shards_moved = 0;
+  uint64_t bytes_moved = 0;     // record bytes written elsewhere
+  uint64_t stripes_failed = 0;  // could not be moved now (no room, conflicts): drain again
+  uint64_t extents_removed = 0; // extent files deleted from the disk once nothing referenced them
+  uint64_t remaining_bytes = 0; // record bytes the index still references on the disk
+  std::vector<std::string> problems;  // at most 1000
+  bool complete = true;               // false when progress() stopped the walk early
 };
 
 struct CompactOptions {
@@ -219,6 +250,22 @@ class ObjectStore {
   // then the extent file removed. Extents with no live bytes need no free space at all, so
   // compaction after a large delete works on a full disk.
   virtual Result<CompactReport> Compact(const CompactOptions& options) = 0;
+
+  // Disk replacement (cvctl disk add|drain|remove). The node's disks and their states are
+  // kept in the index (meta "disk_table"); the config's `disks` must be a prefix of them.
+  // AddDisk: a new, empty directory becomes the disk at the next position and receives
+  // shards at once (see DiskSet::Add for what is refused).
+  virtual Result<size_t> AddDisk(const std::string& path) = 0;
+  // Records disk d's new state durably, then applies it. kNotFound for no such disk,
+  // kConflict for a removed disk (removal is final).
+  virtual Status SetDiskState(size_t d, DiskState state) = 0;
+  // Moves every shard off disk d (which must be kDraining) onto active disks that hold no
+  // shard of the same stripe, reading it there or, if that fails, rebuilding it from the
+  // other shards; the index switches to each new shard only once it is durable. When a
+  // complete pass leaves nothing referenced on d, its extent files are deleted. Shard
+  // records a crash left unindexed and tombstone copies are not moved: the other m
+  // tombstone copies stay on other disks.
+  virtual Result<DrainReport> Drain(size_t d, const DrainOptions& options) = 0;
 
   virtual index::Index& Index() = 0;
   virtual StoreStats Stats() = 0;

@@ -95,8 +95,10 @@ class StoreImpl final : public ObjectStore {
     auto node = (*txn)->GetMeta("node_id");
     auto profile = (*txn)->GetMeta("erasure_profile");
     auto ndisks = (*txn)->GetMeta("disk_count");
+    auto table = (*txn)->GetMeta(kDiskTableMeta);
     txn->reset();
     if (!node) return tl::unexpected(node.error());
+    if (!table) return tl::unexpected(table.error());
     const std::string want_profile = std::to_string(opts_.k) + "+" + std::to_string(opts_.m);
     if (!node->has_value()) {
       node_id_ = RandomHex(16);
@@ -104,7 +106,7 @@ class StoreImpl final : public ObjectStore {
       CV_TRY(index_->Update([&](index::WriteTxn& w) -> Status {
         CV_TRY(w.PutMeta("node_id", node_id_));
         CV_TRY(w.PutMeta("erasure_profile", want_profile));
-        return w.PutMeta("disk_count", std::to_string(opts_.disks.size()));
+        return SaveDiskTable(w, std::nullopt);
       }));
       Log(LogLevel::kInfo, "node_created", {{"node_id", node_id_}, {"profile", want_profile}});
     } else {
@@ -114,7 +116,10 @@ class StoreImpl final : public ObjectStore {
                    "erasure profile " + want_profile + " differs from the node's " +
                        (profile ? profile->value_or("?") : "?"));
       }
-      if (!ndisks || ndisks->value_or("") != std::to_string(opts_.disks.size())) {
+      if (table->has_value()) {
+        CV_TRY(ApplyDiskTable(**table));
+      } else if (!ndisks || ndisks->value_or("") != std::to_string(opts_.disks.size())) {
+        // A node from before the disk table: its disks are exactly the config's.
         return Err(ErrorKind::kInvalidArgument, "number of disks differs from the node's");
       }
       disks_.Open(node_id_, /*create=*/false);
@@ -126,6 +131,18 @@ class StoreImpl final : public ObjectStore {
          {"io", env_->Name()}});
     return {};
   }
+  // The node's disks in the index: meta "disk_table", one line per position,
+  // "<state>\t<path>\n", and "disk_count". `extra` is a disk about to be added. (disks.cc)
+  static constexpr std::string_view kDiskTableMeta = "disk_table";
+  Status SaveDiskTable(index::WriteTxn& w, std::optional<std::string> extra);
+  // At open: checks the config's disks against the table, adds the disks added while an
+  // earlier run served and sets every disk's state.
+  Status ApplyDiskTable(const std::string& table);
+  Result<size_t> AddDisk(const std::string& path) override;
+  Status SetDiskState(size_t d, DiskState state) override;
+  Result<DrainReport> Drain(size_t d, const DrainOptions& options) override;
+  // Deletes the extent files of disk d that the index references nothing in (drain's end).
+  void RetireUnreferenced(size_t d, DrainReport& rep);
 
   Result<std::unique_ptr<Writer>> BeginPut(const ObjectKey& key, uint64_t size) override;
   Result<std::optional<ObjectInfo>> Head(const ObjectKey& key) override {
@@ -198,14 +215,23 @@ class StoreImpl final : public ObjectStore {
   Result<ScrubReport> Scrub(const ScrubOptions& options) override;
   Result<RepairReport> Repair(bool include_failed_disks) override;
   Result<CompactReport> Compact(const CompactOptions& options) override;
+  // Walks the objects after `start` in key order, a batch per read snapshot (short read
+  // transactions: map growth is never held up). visit() does the work (false: stop); then, at
+  // each batch's end and at least every second, report(last key done) (false: stop). True
+  // when the walk reached the end. (checks.cc)
+  Result<bool> WalkObjects(const std::optional<ObjectKey>& start,
+                           const std::function<bool(const ObjectKey&, const ObjectRecord&)>& visit,
+                           const std::function<bool(const ObjectKey&)>& report);
   // Copies the live records of one extent to its disk's active extent; see compaction.cc.
   Status MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& options, CompactReport& rep);
   // Replaces every object and extent record of the index with what the extents hold.
   Status RebuildObjects(RebuildReport& rep);
   // Writes and syncs m+1 copies of a tombstone for `key` (see FORMAT.md).
   Status WriteTombstone(const ObjectKey& key, int64_t when_ns);
-  // Repairs one stripe; false when there was nothing to do or the object is gone.
-  Result<bool> RepairStripe(const ObjectKey& key, uint32_t stripe, RepairReport& rep);
+  // Repairs one stripe; false when there was nothing to do or the object is gone. With
+  // `evacuate`, a good shard on that disk counts as one to rewrite elsewhere (drain).
+  Result<bool> RepairStripe(const ObjectKey& key, uint32_t stripe, RepairReport& rep,
+                            std::optional<size_t> evacuate = std::nullopt);
 
   // Picks `count` distinct healthy disks, rotating the start so that load spreads and
   // skipping `avoid`, and reserves `len` bytes on each.
@@ -217,7 +243,7 @@ class StoreImpl final : public ObjectStore {
     bool saw_full = false;
     for (size_t i = 0; i < n && out.size() < count; ++i) {
       const size_t d = (start + i) % n;
-      if (!disks_.healthy(d) || avoid.count(d)) continue;
+      if (!disks_.placeable(d) || avoid.count(d)) continue;
       auto p = disks_.Reserve(d, len);
       if (!p) {
         if (p.error().kind == ErrorKind::kNoSpace) saw_full = true;
@@ -230,10 +256,15 @@ class StoreImpl final : public ObjectStore {
     if (out.size() < count) {
       if (saw_full) return Err(ErrorKind::kNoSpace, "not enough data disks with free space");
       return Err(ErrorKind::kUnavailable,
-                 "not enough healthy data disks (" + std::to_string(disks_.HealthyCount()) +
-                     " healthy, " + std::to_string(count) + " needed)");
+                 "not enough healthy data disks (" + std::to_string(PlaceableCount()) +
+                     " healthy and active, " + std::to_string(count) + " needed)");
     }
     return out;
+  }
+  size_t PlaceableCount() const {
+    size_t n = 0;
+    for (size_t d = 0; d < disks_.size(); ++d) n += disks_.placeable(d) ? 1 : 0;
+    return n;
   }
   index::Index& Index() override { return *index_; }
   StoreStats Stats() override {
@@ -244,9 +275,19 @@ class StoreImpl final : public ObjectStore {
       std::lock_guard lock(repair_mu_);
       s.pending_repairs = repair_queue_.size();
     }
+    std::vector<uint64_t> live(disks_.size(), 0);
+    if (auto txn = index_->BeginRead()) {
+      (void)(*txn)->ForEachExtent([&](uint16_t disk, uint32_t, const index::ExtentRecord& e) {
+        if (disk < live.size()) live[disk] += e.live_bytes;
+        return true;
+      });
+    }
     for (size_t d = 0; d < disks_.size(); ++d) {
       DiskStatus ds;
+      ds.position = d;
       ds.path = disks_.path(d);
+      ds.state = disks_.state(d);
+      ds.live_bytes = live[d];
       if (disks_.healthy(d)) (void)disks_.CheckPresent(d);  // notices a vanished directory
       ds.failed = !disks_.healthy(d);
       ds.errors = disks_.errors(d);
@@ -260,7 +301,7 @@ class StoreImpl final : public ObjectStore {
     return s;
   }
   bool Ready() override {
-    if (disks_.HealthyCount() < static_cast<size_t>(opts_.k + opts_.m)) return false;
+    if (PlaceableCount() < static_cast<size_t>(opts_.k + opts_.m)) return false;
     return index_->BeginRead().has_value();
   }
 
@@ -334,6 +375,7 @@ class StoreImpl final : public ObjectStore {
   std::atomic<uint64_t> placement_cursor_{0};
   std::mutex repair_mu_;
   std::set<RepairItem> repair_queue_;
+  std::mutex disk_admin_mu_;  // one AddDisk / SetDiskState at a time
 };
 
 }  // namespace cv::storage::internal

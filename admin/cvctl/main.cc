@@ -185,6 +185,28 @@ tl::expected<json::object, int> Fetch(const Global& g, std::string_view method,
   return std::move(doc.as_object());
 }
 
+// A disk named by its position or its path (as the node lists it): the position, or the exit
+// code after saying why.
+tl::expected<std::string, int> DiskPosition(const Global& g, const std::string& arg) {
+  if (!arg.empty() && arg.find_first_not_of("0123456789") == std::string::npos) return arg;
+  auto page = Fetch(g, "GET", "disks", "", 30);
+  if (!page) return tl::unexpected(page.error());
+  auto bare = [](std::string p) {
+    while (p.size() > 1 && p.back() == '/') p.pop_back();
+    return p;
+  };
+  const json::value* items = page->if_contains("items");
+  if (items && items->is_array()) {
+    for (const auto& d : items->as_array()) {
+      if (!d.is_object() || bare(Str(d.as_object(), "path")) != bare(arg)) continue;
+      const json::value* pos = d.as_object().if_contains("position");
+      if (pos && pos->is_number()) return std::to_string(pos->to_number<uint64_t>());
+    }
+  }
+  std::fprintf(stderr, "cvctl: %s is not one of the node's disks (cvctl disk list)\n", arg.c_str());
+  return tl::unexpected(kExitRefused);
+}
+
 // Sends one request and shows the answer: unchanged with --json, else through `show`.
 // `problems` decides exit code 4 from the answer.
 int Request(const Global& g, std::string_view method, std::string path, std::string body,
@@ -333,6 +355,68 @@ int Main(int argc, char** argv) {
     body["include_failed_disks"] = include_failed;
     return StartJob(g, "POST", "repair", json::serialize(body), !no_wait, ShowRepair,
                     RepairHasProblems);
+  });
+
+  auto* disk = app.add_subcommand(
+      "disk", "replace disks: list them, add one while serving, drain one (move its shards off), "
+              "remove one (declare it gone; repair rebuilds its shards)");
+  disk->require_subcommand(1);
+  std::string disk_arg;
+  bool force = false;
+  on(disk->add_subcommand("list", "the node's disks: position, path, state, shard bytes"),
+     [&] { return Request(g, "GET", "disks", "", kShort, ShowDisks); });
+  auto* dadd = disk->add_subcommand(
+      "add", "add an empty directory (a new disk's mount point) as a disk; it takes new shards "
+             "at once. List it in the config's `disks` too");
+  dadd->add_option("PATH", disk_arg, "absolute path on the node's machine")->required();
+  on(dadd, [&] {
+    json::object body;
+    body["path"] = disk_arg;
+    return Request(g, "POST", "disks", json::serialize(body), kShort, ShowRecord);
+  });
+  auto* ddrain = disk->add_subcommand(
+      "drain", "move every shard off a disk that is still readable (a job; exit 4 if shards "
+               "are left on it); cancel it with 'cvctl jobs cancel ID' to put the disk back");
+  ddrain->add_option("DISK", disk_arg, "the disk's path or position")->required();
+  ddrain->add_flag("--no-wait", no_wait, "start the job and print its id; do not follow it");
+  on(ddrain, [&] {
+    auto pos = DiskPosition(g, disk_arg);
+    if (!pos) return pos.error();
+    return StartJob(g, "POST", "disks/" + *pos + "/drain", "{}", !no_wait, ShowDrain,
+                    DrainHasProblems);
+  });
+  auto* dremove = disk->add_subcommand(
+      "remove", "declare a disk gone for good (dead, or drained): a repair job rebuilds its "
+                "shards on the other disks (exit 4 if that repair is incomplete)");
+  dremove->add_option("DISK", disk_arg, "the disk's path or position")->required();
+  dremove->add_flag("--force", force,
+                    "remove a healthy disk that still holds shards (leaves them short of full "
+                    "redundancy until repair is done; prefer drain)");
+  dremove->add_flag("--no-wait", no_wait, "do not follow the repair job");
+  on(dremove, [&] {
+    auto pos = DiskPosition(g, disk_arg);
+    if (!pos) return pos.error();
+    json::object body;
+    if (force) body["force"] = true;
+    auto doc = Fetch(g, "POST", "disks/" + *pos + "/remove", json::serialize(body), kShort);
+    if (!doc) return doc.error();
+    const json::value* repair = doc->if_contains("repair");
+    const bool follow = !no_wait && repair && repair->is_object();
+    if (g.json && !follow) {
+      std::printf("%s\n", json::serialize(*doc).c_str());
+      return kExitOk;
+    }
+    if (!g.json) {
+      const json::value* d = doc->if_contains("disk");
+      if (d && d->is_object()) ShowRecord(d->as_object());
+      if (!Str(*doc, "message").empty()) std::printf("%s\n", Str(*doc, "message").c_str());
+      if (repair && repair->is_object()) {
+        std::printf("repair job %s rebuilds its shards\n", Str(repair->as_object(), "id").c_str());
+      }
+      std::fflush(stdout);
+    }
+    if (!follow) return kExitOk;
+    return FollowJob(g, Str(repair->as_object(), "id"), ShowRepair, RepairHasProblems);
   });
 
   auto* index = app.add_subcommand("index", "back up or rebuild the LMDB index");

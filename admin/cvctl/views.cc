@@ -147,15 +147,36 @@ void ShowStatus(const json::object& s) {
                                        : "DEGRADED: run cvctl repair (--include-failed-disks "
                                          "for failed disks)")
                   : "ok: every stripe has all its shards");
+  std::printf("\n");
+  ShowDisks(s);
+}
+
+void ShowDisks(const json::object& s) {
   std::vector<std::vector<std::string>> rows;
-  for (const auto& d : Arr(s, "disks")) {
+  for (const auto& d : Arr(s, s.contains("disks") ? "disks" : "items")) {
     if (!d.is_object()) continue;
     const json::object& o = d.as_object();
-    rows.push_back({S(o, "path"), S(o, "state"), HumanBytes(U(o, "used_bytes")),
+    rows.push_back({std::to_string(U(o, "position")), S(o, "path"), S(o, "state"),
+                    HumanBytes(U(o, "live_bytes")), HumanBytes(U(o, "used_bytes")),
                     HumanBytes(U(o, "capacity_bytes")), std::to_string(U(o, "errors"))});
   }
-  std::printf("\n");
-  PrintTable({"DISK", "STATE", "USED", "CAPACITY", "ERRORS"}, rows);
+  PrintTable({"#", "DISK", "STATE", "SHARDS", "USED", "CAPACITY", "ERRORS"}, rows);
+}
+
+bool DrainHasProblems(const json::object& drain) { return !B(drain, "complete"); }
+
+void ShowDrain(const json::object& r) {
+  std::printf("drain of %s: %llu stripes moved (%llu shards, %s), %llu could not be moved, %llu "
+              "extent files deleted, %s still referenced on the disk%s\n",
+              S(r, "path").c_str(), static_cast<unsigned long long>(U(r, "stripes_moved")),
+              static_cast<unsigned long long>(U(r, "shards_moved")),
+              HumanBytes(U(r, "bytes_moved")).c_str(),
+              static_cast<unsigned long long>(U(r, "stripes_failed")),
+              static_cast<unsigned long long>(U(r, "extents_removed")),
+              HumanBytes(U(r, "remaining_bytes")).c_str(),
+              B(r, "complete") ? ": complete" : "");
+  PrintList("problems:", Arr(r, "problems"));
+  if (!S(r, "next").empty() && S(r, "next") != "-") std::printf("next: %s\n", S(r, "next").c_str());
 }
 
 void ShowFsck(const json::object& f) {

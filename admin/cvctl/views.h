@@ -23,12 +23,16 @@ bool StatusHasProblems(const json::object& status);  // degraded or lost stripes
 bool FsckHasProblems(const json::object& fsck);      // not clean
 bool ScrubHasProblems(const json::object& scrub);    // damaged shards or lost stripes
 bool RepairHasProblems(const json::object& repair);  // lost stripes or work left queued
+bool DrainHasProblems(const json::object& drain);    // shards left on the disk
 
 void ShowStatus(const json::object& status);
 void ShowFsck(const json::object& fsck);
 void ShowScrub(const json::object& scrub);
 void ShowRepair(const json::object& repair);
 void ShowIndexBackup(const json::object& backup);
+// The disks of GET /status or GET /disks, as a table.
+void ShowDisks(const json::object& status_or_page);
+void ShowDrain(const json::object& drain);
 // Pages {"items":[...],"next_cursor"} as tables.
 void ShowAccounts(const json::object& page);
 void ShowDevices(const json::object& page);

@@ -3,6 +3,8 @@
 // now; they become jobs once the job framework lands.
 #include <boost/json/array.hpp>
 #include <chrono>
+#include <cinttypes>
+#include <cstdio>
 #include <filesystem>
 #include <mutex>
 
@@ -19,6 +21,12 @@ namespace {
 // The stripe census walks every object: answers within this age come from the cache.
 constexpr auto kCensusMaxAge = std::chrono::seconds(5);
 
+// The rate repair jobs rebuild at, measured by the last one that rewrote at least
+// kRateMinBytes ("<bytes per second> <when ns>"); before any, kAssumedRepairRate.
+constexpr std::string_view kRepairRateMeta = "ops/repair_rate";
+constexpr uint64_t kRateMinBytes = 16ull << 20;
+constexpr uint64_t kAssumedRepairRate = 100ull << 20;
+
 // Steady time of the process start (static initialisation of the node binary).
 const auto kProcessStart = std::chrono::steady_clock::now();
 
@@ -31,6 +39,7 @@ struct Census {
   uint64_t stripes = 0;
   std::vector<uint64_t> by_missing;  // [0..m]
   uint64_t lost = 0;
+  uint64_t missing_bytes = 0;  // payload of the missing shards of degraded stripes (estimate)
   int64_t computed_ns = 0;
 };
 
@@ -61,6 +70,9 @@ Result<Census> TakeCensus(storage::ObjectStore& store, const std::vector<bool>& 
         ++c.lost;
       } else {
         c.by_missing[std::min<size_t>(miss, m)]++;
+        // A full shard (or copy) each: the tail stripe's are smaller, so this errs long.
+        const uint64_t shard = r.layout == index::Layout::kReplicated ? r.size : r.shard_unit;
+        c.missing_bytes += miss * shard;
       }
     }
     return true;
@@ -137,6 +149,8 @@ Response NodeStatus(Call& c) {
   std::string node_id;
   std::optional<std::pair<int, int>> profile;
   int64_t last_scrub_ns = 0;
+  uint64_t repair_rate = 0;
+  int64_t repair_rate_ns = 0;
   {
     auto txn = c.store.Index().BeginRead();
     if (!txn) return FromError(txn.error());
@@ -149,6 +163,12 @@ Response NodeStatus(Call& c) {
     auto s = (*txn)->GetMeta(kLastFullScrubMeta);
     if (!s) return FromError(s.error());
     if (*s) last_scrub_ns = std::strtoll((*s)->c_str(), nullptr, 10);
+    auto rate = (*txn)->GetMeta(kRepairRateMeta);
+    if (!rate) return FromError(rate.error());
+    if (*rate && std::sscanf((*rate)->c_str(), "%" SCNu64 " %" SCNd64, &repair_rate,
+                             &repair_rate_ns) != 2) {
+      repair_rate = 0;
+    }
   }
   if (!profile) return FromError(Error{ErrorKind::kCorruption, 0, "erasure_profile meta missing"});
   const auto [k, m] = *profile;
@@ -194,6 +214,20 @@ Response NodeStatus(Call& c) {
   stripes["pending_repairs"] = stats.pending_repairs;
   stripes["counted_at"] = TimeOrNull(census->computed_ns);
 
+  // Time to full redundancy: the missing shards' bytes at the rate repair last achieved. Null
+  // when stripes are lost (never), 0 when nothing is degraded.
+  json::object redundancy;
+  const uint64_t rate = repair_rate > 0 ? repair_rate : kAssumedRepairRate;
+  redundancy["missing_bytes"] = census->missing_bytes;
+  redundancy["repair_rate_bytes_per_s"] = rate;
+  redundancy["rate_measured_at"] = repair_rate > 0 ? TimeOrNull(repair_rate_ns) : json::value(nullptr);
+  if (census->lost > 0) {
+    redundancy["time_to_full_s"] = nullptr;
+  } else {
+    redundancy["time_to_full_s"] =
+        degraded == 0 ? uint64_t{0} : std::max<uint64_t>(1, (census->missing_bytes + rate - 1) / rate);
+  }
+
   json::object o;
   o["node_id"] = node_id;
   o["version"] = CV_VERSION;
@@ -207,6 +241,7 @@ Response NodeStatus(Call& c) {
   o["objects"] = census->objects;
   o["bytes"] = census->bytes;
   o["stripes"] = std::move(stripes);
+  o["redundancy"] = std::move(redundancy);
   o["reconstructed_reads"] = stats.reconstructed_reads;
   o["corrupt_shards"] = stats.corrupt_shards;
   o["last_full_scrub_at"] = TimeOrNull(last_scrub_ns);
@@ -243,6 +278,7 @@ json::object RepairJson(const storage::RepairReport& rep, bool include_failed) {
   o["complete"] = rep.stripes_lost == 0 && rep.still_queued == 0;
   o["include_failed_disks"] = include_failed;
   o["stripes_examined"] = rep.stripes_examined;
+  o["bytes_rewritten"] = rep.bytes_rewritten;
   o["stripes_repaired"] = rep.stripes_repaired;
   o["shards_rewritten"] = rep.shards_rewritten;
   o["stripes_lost"] = rep.stripes_lost;
@@ -384,6 +420,14 @@ JobResult RunRepairJob(JobContext& ctx) {
   auto rep = ctx.store.Repair(include_failed);
   if (!rep) return tl::unexpected(rep.error());
   ForgetCensus();
+  const int64_t finished = NowNanos();
+  if (rep->bytes_rewritten >= kRateMinBytes && finished > started) {
+    const uint64_t rate = static_cast<uint64_t>(double(rep->bytes_rewritten) * 1e9 /
+                                                double(finished - started));
+    CV_TRY(ctx.store.Index().Update([&](index::WriteTxn& txn) {
+      return txn.PutMeta(kRepairRateMeta, std::to_string(rate) + " " + std::to_string(finished));
+    }));
+  }
   json::object o = RepairJson(*rep, include_failed);
   o["started_at"] = TimeOrNull(started);
   o["finished_at"] = TimeOrNull(NowNanos());

@@ -138,6 +138,19 @@ void ShowStatus(const json::object& s) {
               static_cast<unsigned long long>(U(st, "total")), missing.c_str(),
               static_cast<unsigned long long>(U(st, "lost")),
               static_cast<unsigned long long>(U(st, "pending_repairs")));
+  const json::object& red = Obj(s, "redundancy");
+  if (const json::value* t = red.if_contains("time_to_full_s"); t && t->is_null()) {
+    std::printf("repair    never back to full redundancy: stripes are lost\n");
+  } else if (U(red, "time_to_full_s") > 0) {
+    std::printf("repair    about %s to full redundancy once repair runs (%s to rebuild at %s/s, "
+                "%s)\n",
+                HumanDuration(double(U(red, "time_to_full_s"))).c_str(),
+                HumanBytes(U(red, "missing_bytes")).c_str(),
+                HumanBytes(U(red, "repair_rate_bytes_per_s")).c_str(),
+                S(red, "rate_measured_at") == "-"
+                    ? "an assumed rate: no repair measured yet"
+                    : ("the rate of the repair of " + S(red, "rate_measured_at")).c_str());
+  }
   std::printf("scrub     last full pass %s\n",
               S(s, "last_full_scrub_at") == "-" ? "never" : S(s, "last_full_scrub_at").c_str());
   std::printf("jobs      %llu running\n", static_cast<unsigned long long>(U(s, "jobs_running")));

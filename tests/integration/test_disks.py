@@ -59,12 +59,20 @@ def test_replace_a_dead_disk(fresh_node, tmp_root):
     dead = 2
     remove_disk(disks[dead])
     assert_all_read_back(dev, {n: n for n in objects})  # served from parity meanwhile
+    rc, st = status_json(node)  # status notices the vanished directory
+    assert rc == 4 and st["disks"][dead]["state"] == "failed", st
+    red = st["redundancy"]
+    assert red["missing_bytes"] > 0 and red["time_to_full_s"] >= 1, red
+    assert red["time_to_full_s"] == -(-red["missing_bytes"] // red["repair_rate_bytes_per_s"]), red
+    r = cvctl("status", root=node.root)
+    assert "to full redundancy" in r.stdout, r.stdout
     r = cvctl("disk", "remove", disks[dead], root=node.root)
     assert r.returncode == 0, r
     assert "repair" in r.stdout, r.stdout
     rc, st = status_json(node)
     assert rc == 0, st
     assert st["stripes"]["degraded"] == 0 and st["stripes"]["lost"] == 0, st
+    assert st["redundancy"]["time_to_full_s"] == 0 and st["redundancy"]["missing_bytes"] == 0, st
     states = [d["state"] for d in st["disks"]]
     assert states == ["ok", "ok", "removed", "ok", "ok", "ok", "ok"], states
     assert st["disks"][dead]["live_bytes"] == 0, st["disks"][dead]

@@ -215,6 +215,7 @@ constexpr Route kRoutes[] = {
     {"POST", "jobs/{job}/cancel", false, internal::CancelJob},
     {"GET", "audit", false, internal::ListAudit},
     {"GET", "fsck", true, internal::Fsck},
+    {"POST", "fsck", true, internal::FixFsck},
     {"GET", "status", true, internal::NodeStatus},
     {"POST", "scrub", true, internal::Scrub},
     {"POST", "repair", true, internal::Repair},

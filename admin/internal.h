@@ -227,6 +227,7 @@ Response CancelJob(Call& c);
 
 Response ListAudit(Call& c);
 Response Fsck(Call& c);
+Response FixFsck(Call& c);  // POST /fsck {"fix": true}
 
 // ops.cc: the operator's view and upkeep of the node (cvctl)
 Response NodeStatus(Call& c);   // GET /status

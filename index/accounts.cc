@@ -425,6 +425,16 @@ Status AccountWrites::WriteAccount(const Account& rec) {
   return Put(dbis_.accounts, schema::EncodeIdKey(rec.id), *v, "account " + IdToHex(rec.id));
 }
 
+Status AccountWrites::SetAccountUsage(const Id& account, uint64_t bytes, uint64_t objects) {
+  auto a = GetAccount(account);
+  if (!a) return tl::unexpected(a.error());
+  if (!*a) return Err(ErrorKind::kNotFound, "account " + IdToHex(account));
+  Account rec = **a;
+  rec.bytes = bytes;
+  rec.objects = objects;
+  return WriteAccount(rec);
+}
+
 Status AccountWrites::PutAccount(const Account& rec) {
   auto old = GetAccount(rec.id);
   if (!old) return tl::unexpected(old.error());

@@ -111,6 +111,7 @@ class AccountWrites : public AccountReads {
   Status DeleteJob(const Id& id);
   Result<QuotaDecision> Reserve(const Id& account, uint64_t bytes, int64_t now_ns);
   Status Release(const Id& account, uint64_t bytes);
+  Status SetAccountUsage(const Id& account, uint64_t bytes, uint64_t objects);
   Status ClearReservations();
 
   // Stores `rec`, which replaces `old` (nullopt: a new device), and follows the change in

@@ -534,6 +534,9 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
   Status PutPartner(const Partner& rec) override { return writes_.PutPartner(rec); }
   Status DeletePartner(const Id& id) override { return writes_.DeletePartner(id); }
   Status PutAccount(const Account& rec) override { return writes_.PutAccount(rec); }
+  Status SetAccountUsage(const Id& account, uint64_t bytes, uint64_t objects) override {
+    return writes_.SetAccountUsage(account, bytes, objects);
+  }
   Status DeleteAccount(const Id& id) override { return writes_.DeleteAccount(id); }
   Status PutAddOn(const AddOn& rec) override { return writes_.PutAddOn(rec); }
   Status DeleteAddOn(const Id& account, const Id& addon) override {

@@ -323,6 +323,9 @@ class WriteTxn : public Txn {
   // adds bytes to reserved_bytes; a refusal is a decision, not an error. Ignores the
   // account's status (the caller checks EffectiveStatus). kNotFound without an account record.
   virtual Result<QuotaDecision> Reserve(const Id& account, uint64_t bytes, int64_t now_ns) = 0;
+  // Sets an account's bytes/objects as given (fsck --fix, after recomputing them from the
+  // objects). kNotFound if the account has no record.
+  virtual Status SetAccountUsage(const Id& account, uint64_t bytes, uint64_t objects) = 0;
   // Takes back a reservation (reserved_bytes never goes below 0). kNotFound as Reserve.
   virtual Status Release(const Id& account, uint64_t bytes) = 0;
   virtual Status ClearReservations() = 0;  // every account's reserved_bytes = 0

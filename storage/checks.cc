@@ -9,16 +9,39 @@
 namespace cv::storage::internal {
 
 
-Result<FsckReport> StoreImpl::Fsck() {
-  auto txn = index_->BeginRead();
-  if (!txn) return tl::unexpected(txn.error());
+Result<FsckReport> StoreImpl::Fsck(bool fix) {
   FsckReport rep;
+  if (!fix) {
+    auto txn = index_->BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    CV_TRY(FsckIn(**txn, nullptr, rep));
+    return rep;
+  }
+  CV_TRY(index_->Update([&](index::WriteTxn& w) -> Status {
+    rep = FsckReport{};
+    return FsckIn(w, &w, rep);
+  }));
+  for (const auto& f : rep.fixed) Log(LogLevel::kWarn, "fsck_fixed", {{"what", f}});
+  return rep;
+}
+
+Status StoreImpl::FsckIn(index::Txn& txn, index::WriteTxn* fix, FsckReport& rep) {
   struct Usage {
     uint64_t bytes = 0, objects = 0;
   };
+  // A difference found: fixed (through `fix`, when given) or left as a problem.
+  auto found = [&](std::string what, const std::function<Status()>& correct) -> Status {
+    if (!fix || !correct) {
+      rep.problems.push_back(std::move(what));
+      return {};
+    }
+    CV_TRY(correct());
+    rep.fixed.push_back(std::move(what));
+    return {};
+  };
   std::map<index::Id, Usage> usage;
   std::map<std::pair<uint16_t, uint32_t>, uint64_t> live;
-  CV_TRY((*txn)->ForEachObject([&](const ObjectKey& key, const ObjectRecord& r) {
+  CV_TRY(txn.ForEachObject([&](const ObjectKey& key, const ObjectRecord& r) {
     ++rep.objects;
     rep.bytes += r.size;
     usage[key.device].bytes += r.size;
@@ -35,41 +58,74 @@ Result<FsckReport> StoreImpl::Fsck() {
     }
     return true;
   }));
-  CV_TRY((*txn)->ForEachDevice([&](const index::DeviceRecord& d) {
+  std::vector<index::DeviceRecord> devices;
+  CV_TRY(txn.ForEachDevice([&](const index::DeviceRecord& d) {
+    devices.push_back(d);
+    return true;
+  }));
+  std::map<index::Id, Usage> by_account;  // what each account's devices' objects sum to
+  for (index::DeviceRecord d : devices) {
     const Usage u = usage.count(d.id) ? usage[d.id] : Usage{};
-    if (u.bytes != d.bytes || u.objects != d.objects) {
-      rep.problems.push_back("device " + index::IdToHex(d.id) + ": counters say " +
-                             std::to_string(d.bytes) + " bytes in " + std::to_string(d.objects) +
-                             " objects, objects sum to " + std::to_string(u.bytes) + " in " +
-                             std::to_string(u.objects));
+    by_account[d.account].bytes += u.bytes;
+    by_account[d.account].objects += u.objects;
+    if (u.bytes == d.bytes && u.objects == d.objects) continue;
+    CV_TRY(found("device " + index::IdToHex(d.id) + ": counters say " + std::to_string(d.bytes) +
+                     " bytes in " + std::to_string(d.objects) + " objects, objects sum to " +
+                     std::to_string(u.bytes) + " in " + std::to_string(u.objects),
+                 [&]() -> Status {
+                   d.bytes = u.bytes;
+                   d.objects = u.objects;
+                   return fix->PutDevice(d);
+                 }));
+  }
+  if (fix) {  // accounts' counters (CheckAccounts reports them when not fixing)
+    for (const auto& [account, u] : by_account) {
+      auto a = txn.GetAccount(account);
+      if (!a) return tl::unexpected(a.error());
+      if (!*a || ((*a)->bytes == u.bytes && (*a)->objects == u.objects)) continue;
+      CV_TRY(found("account " + index::IdToHex(account) + ": counters said " +
+                       std::to_string((*a)->bytes) + " bytes in " + std::to_string((*a)->objects) +
+                       " objects, its devices' objects sum to " + std::to_string(u.bytes) + " in " +
+                       std::to_string(u.objects),
+                   [&] { return fix->SetAccountUsage(account, u.bytes, u.objects); }));
     }
+  }
+  std::map<std::pair<uint16_t, uint32_t>, index::ExtentRecord> recorded;
+  CV_TRY(txn.ForEachExtent([&](uint16_t disk, uint32_t ext, const index::ExtentRecord& e) {
+    recorded[{disk, ext}] = e;
     return true;
   }));
-  std::map<std::pair<uint16_t, uint32_t>, uint64_t> recorded;
-  CV_TRY((*txn)->ForEachExtent([&](uint16_t disk, uint32_t ext, const index::ExtentRecord& e) {
-    recorded[{disk, ext}] = e.live_bytes;
-    return true;
-  }));
+  auto set_live = [&](std::pair<uint16_t, uint32_t> de, uint64_t bytes) -> Status {
+    index::ExtentRecord e;
+    e.capacity = opts_.extent_bytes;
+    if (auto it = recorded.find(de); it != recorded.end()) e = it->second;
+    // What the record counted live beyond the references is dead: compaction may take it.
+    if (e.live_bytes > bytes) e.dead_bytes += e.live_bytes - bytes;
+    e.live_bytes = bytes;
+    return fix->PutExtent(de.first, de.second, e);
+  };
   for (const auto& [de, bytes] : live) {
     auto it = recorded.find(de);
-    const uint64_t have = it == recorded.end() ? 0 : it->second;
+    const uint64_t have = it == recorded.end() ? 0 : it->second.live_bytes;
     if (have != bytes) {
-      rep.problems.push_back("extent " + std::to_string(de.first) + "/" + std::to_string(de.second) +
-                             ": live bytes recorded " + std::to_string(have) + ", referenced " +
-                             std::to_string(bytes));
+      CV_TRY(found("extent " + std::to_string(de.first) + "/" + std::to_string(de.second) +
+                       ": live bytes recorded " + std::to_string(have) + ", referenced " +
+                       std::to_string(bytes),
+                   [&, de = de, bytes = bytes] { return set_live(de, bytes); }));
     }
     if (disks_.healthy(de.first) && !disks_.Get(de.first, de.second)) {
       rep.problems.push_back("extent " + std::to_string(de.first) + "/" +
                              std::to_string(de.second) + " is referenced but cannot be opened");
     }
   }
-  for (const auto& [de, bytes] : recorded) {
-    if (bytes != 0 && !live.count(de)) {
-      rep.problems.push_back("extent " + std::to_string(de.first) + "/" + std::to_string(de.second) +
-                             ": " + std::to_string(bytes) + " live bytes recorded, none referenced");
+  for (const auto& [de, e] : recorded) {
+    if (e.live_bytes != 0 && !live.count(de)) {
+      CV_TRY(found("extent " + std::to_string(de.first) + "/" + std::to_string(de.second) + ": " +
+                       std::to_string(e.live_bytes) + " live bytes recorded, none referenced",
+                   [&, de = de] { return set_live(de, 0); }));
     }
   }
-  return rep;
+  return {};
 }
 
 Result<bool> StoreImpl::WalkObjects(

@@ -277,6 +277,59 @@ TEST_F(StoreTest, FsckReportsUsageCountersThatDisagreeWithObjects) {
   ASSERT_TRUE(rep.has_value());
   ASSERT_EQ(rep->problems.size(), 1u);
   EXPECT_NE(rep->problems[0].find("counters"), std::string::npos) << rep->problems[0];
+  EXPECT_TRUE(rep->fixed.empty());
+}
+
+// fsck --fix: device counters and extent live bytes that drifted are set to what the objects
+// sum to; what it cannot fix stays a problem; a second pass finds nothing.
+TEST_F(StoreTest, FsckFixSetsCountersAndExtentAccountingToWhatTheObjectsSumTo) {
+  OpenStore();
+  index::DeviceRecord d;
+  d.id = device_;
+  ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& t) { return t.PutDevice(d); }));
+  for (size_t size : {100, 70000, 300000}) PutBody(Body(size, size + 3));
+  ExpectFsckClean();
+  uint16_t disk = 0;
+  uint32_t ext = 0;
+  ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& t) -> Status {
+    auto cur = t.GetDevice(device_);
+    index::DeviceRecord bad = **cur;
+    bad.bytes += 7;
+    bad.objects += 2;
+    CV_TRY(t.PutDevice(bad));
+    index::ExtentRecord e;
+    bool first = true;
+    CV_TRY(t.ForEachExtent([&](uint16_t dd, uint32_t id, const index::ExtentRecord& r) {
+      if (!first) return false;
+      first = false;
+      disk = dd;
+      ext = id;
+      e = r;
+      return true;
+    }));
+    e.live_bytes += 4096;
+    CV_TRY(t.PutExtent(disk, ext, e));
+    return t.PutExtent(disk, 999, index::ExtentRecord{1 << 20, 8192, 0});  // nothing in it
+  }));
+  auto found = store_->Fsck();
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->problems.size(), 3u);
+  auto fixed = store_->Fsck(true);
+  ASSERT_TRUE(fixed.has_value()) << fixed.error().ToString();
+  EXPECT_TRUE(fixed->problems.empty());
+  ASSERT_EQ(fixed->fixed.size(), 3u);
+  ExpectFsckClean();
+  auto txn = store_->Index().BeginRead();
+  auto dev = (*txn)->GetDevice(device_);
+  EXPECT_EQ((*dev)->objects, 3u);
+  auto dead = (*txn)->GetExtent(disk, 999);
+  ASSERT_TRUE(dead.has_value() && dead->has_value());
+  EXPECT_EQ((*dead)->live_bytes, 0u);
+  EXPECT_EQ((*dead)->dead_bytes, 8192u);  // compaction may drop it
+  txn->reset();
+  auto again = store_->Fsck(true);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_TRUE(again->fixed.empty());
 }
 
 // Rule 2 under every single I/O failure: for N = 0, 1, 2, ... the Nth I/O of a Put fails;

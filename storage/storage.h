@@ -99,7 +99,8 @@ struct StoreStats {
 struct FsckReport {
   uint64_t objects = 0;
   uint64_t bytes = 0;
-  std::vector<std::string> problems;
+  std::vector<std::string> problems;  // with fix: those that remain (could not be fixed)
+  std::vector<std::string> fixed;     // with fix: what was found and corrected
   bool clean() const { return problems.empty(); }
 };
 
@@ -234,7 +235,12 @@ class ObjectStore {
   // Consistency check over one index snapshot: every device's bytes/objects equal the sum
   // over its objects (durability rule 4), every extent's live bytes equal the records the
   // index references in it, and every referenced extent file exists.
-  virtual Result<FsckReport> Fsck() = 0;
+  // With `fix`, in one write transaction (uploads wait for it): usage counters of devices and
+  // accounts and extents' live bytes are set to what the objects sum to; what cannot be fixed
+  // this way (a wrong number of shard locations, an extent file that cannot be opened:
+  // scrub and repair's work) stays in `problems`.
+  virtual Result<FsckReport> Fsck(bool fix) = 0;
+  Result<FsckReport> Fsck() { return Fsck(false); }
   // Reads and verifies every shard record; damaged stripes are queued for repair.
   virtual Result<ScrubReport> Scrub(const ScrubOptions& options) = 0;
   Result<ScrubReport> Scrub() { return Scrub(ScrubOptions{}); }

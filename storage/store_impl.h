@@ -210,7 +210,10 @@ class StoreImpl final : public ObjectStore {
     if (!s) return tl::unexpected(s.error());
     return batch;
   }
-  Result<FsckReport> Fsck() override;
+  using ObjectStore::Fsck;
+  Result<FsckReport> Fsck(bool fix) override;
+  // Fsck's walk over one snapshot; with `fix`, corrects through it (checks.cc).
+  Status FsckIn(index::Txn& txn, index::WriteTxn* fix, FsckReport& rep);
   using ObjectStore::Scrub;
   Result<ScrubReport> Scrub(const ScrubOptions& options) override;
   Result<RepairReport> Repair(bool include_failed_disks) override;

@@ -307,8 +307,17 @@ int Main(int argc, char** argv) {
 
   on(app.add_subcommand("status", "node health at a glance (exit 4 if stripes are degraded)"),
      [&] { return Request(g, "GET", "status", "", kShort, ShowStatus, StatusHasProblems); });
-  on(app.add_subcommand("fsck", "index <-> extents <-> usage counters (exit 4 if not clean)"),
-     [&] { return Request(g, "GET", "fsck", "", kLong, ShowFsck, FsckHasProblems); });
+  bool fsck_fix = false;
+  auto* fsck = app.add_subcommand(
+      "fsck", "index <-> extents <-> usage counters (exit 4 if not clean, after --fix: if "
+              "problems remain)");
+  fsck->add_flag("--fix", fsck_fix,
+                 "set usage counters and extent accounting to what the objects sum to (one "
+                 "index transaction: uploads wait for it); prints what it fixed");
+  on(fsck, [&] {
+    if (!fsck_fix) return Request(g, "GET", "fsck", "", kLong, ShowFsck, FsckHasProblems);
+    return Request(g, "POST", "fsck", "{\"fix\":true}", kLong, ShowFsck, FsckHasProblems);
+  });
 
   bool no_wait = false;
   auto* scrub = app.add_subcommand(

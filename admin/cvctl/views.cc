@@ -198,6 +198,7 @@ void ShowFsck(const json::object& f) {
               HumanBytes(U(f, "bytes")).c_str(),
               problems.empty() ? "clean" : (std::to_string(problems.size()) + " problem(s)").c_str());
   PrintList("problems:", problems);
+  if (f.contains("fixed")) PrintList("fixed:", Arr(f, "fixed"));
 }
 
 void ShowScrub(const json::object& s) {

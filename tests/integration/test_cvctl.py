@@ -265,6 +265,19 @@ def test_lost_extent_file_fails_fsck_until_repaired(fresh_node):
     r = cvctl("fsck", root=n.root)
     assert r.returncode == 4, r
     assert "extent 2/1 is referenced but cannot be opened" in r.stdout, r.stdout
+    # --fix corrects counters only: a lost extent stays a problem (repair's work), nothing
+    # is "fixed" and nothing is audited.
+    r = cvctl("fsck", "--fix", "--json", root=n.root)
+    assert r.returncode == 4, r
+    doc = json.loads(r.stdout)
+    assert doc["fixed"] == [] and not doc["clean"], doc
+    assert any("cannot be opened" in p for p in doc["problems"]), doc
+    for body, code in (({}, "missing_field"), ({"fix": "yes"}, "invalid_field"),
+                       ({"fix": True, "dry": 1}, "unknown_field")):
+        bad = n.admin("POST", "/fsck", body)
+        assert bad.status == 400 and bad.error_code() == code, (body, bad)
+    audit = n.admin("GET", "/audit?limit=1000").json()["items"]
+    assert not [e for e in audit if e["action"] == "node.fsck_fix"], audit
     r = cvctl("scrub", "--json", root=n.root)
     assert r.returncode == 4, r
     assert json.loads(r.stdout)["damaged_shards"] > 0
@@ -274,6 +287,8 @@ def test_lost_extent_file_fails_fsck_until_repaired(fresh_node):
     assert r.returncode == 0, r
     r = cvctl("fsck", root=n.root)
     assert r.returncode == 0, r
+    r = cvctl("fsck", "--fix", root=n.root)
+    assert r.returncode == 0 and "clean" in r.stdout and "fixed:" not in r.stdout, r
     assert cvctl("scrub", root=n.root).returncode == 0
     assert_reads_back(dev, objects)
 

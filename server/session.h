@@ -21,6 +21,7 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <memory>
 #include <optional>
@@ -107,6 +108,12 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> Download(Exchange& x, const index::ObjectKey& key);
   // An admin answer that is a file (courier images): streamed with Range support.
   boost::asio::awaitable<bool> SendFile(Exchange& x, const std::string& path);
+  using BodyResponse = boost::beast::http::response<boost::beast::http::buffer_body>;
+  using BodySerializer = boost::beast::http::response_serializer<boost::beast::http::buffer_body>;
+  // Writes `n` bytes at `data` of the body of `res` (its head is written), or the body's end
+  // when n == 0. false: the client is gone or too slow.
+  boost::asio::awaitable<bool> WriteBodyPiece(Exchange& x, BodyResponse& res, BodySerializer& sr,
+                                              uint8_t* data, size_t n);
   // Reads a small body completely (JSON APIs). nullopt: *error holds the answer to send.
   boost::asio::awaitable<std::optional<std::string>> ReadSmallBody(Exchange& x, size_t limit,
                                                                    Reply* error);

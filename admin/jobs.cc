@@ -362,6 +362,7 @@ struct JobRunner::State {
 
   void Loop(Lane lane) {
     int64_t last_idle_work = NowNanos();
+    std::optional<SteadyTime> last_disk_check;  // by DueMaintenanceJob
     while (true) {
       uint64_t seen;
       {
@@ -380,7 +381,7 @@ struct JobRunner::State {
         last_idle_work = NowNanos();
         Compact("background");
       } else if (lane == Lane::kMaintenance) {
-        auto due = DueMaintenanceJob(store, options, NowNanos());
+        auto due = DueMaintenanceJob(store, options, NowNanos(), last_disk_check);
         if (!due) {
           Log(LogLevel::kError, "maintenance_check_failed", {{"error", due.error().ToString()}});
         } else if (*due) {

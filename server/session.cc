@@ -414,13 +414,7 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   std::optional<Error> failed;
   uint64_t received = 0;
   while (!parser_->is_done()) {
-    auto& body = req.body();
-    body.data = buf.get();
-    body.size = kChunk;
-    Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
-    auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
-    if (ec == http::error::need_buffer) ec = {};
-    size_t got = kChunk - body.size;
+    auto [ec, got] = co_await ReadBodySome(buf.get(), kChunk);
     received += got;
     x.in += got;
     ctx_.metrics.BytesIn(got);
@@ -595,13 +589,7 @@ net::awaitable<std::optional<std::string>> Session::ReadSmallBody(Exchange& x, s
   std::string out;
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kDiscardChunk]);
   while (!parser_->is_done()) {
-    auto& body = parser_->get().body();
-    body.data = buf.get();
-    body.size = kDiscardChunk;
-    Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
-    auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
-    if (ec == http::error::need_buffer) ec = {};
-    size_t got = kDiscardChunk - body.size;
+    auto [ec, got] = co_await ReadBodySome(buf.get(), kDiscardChunk);
     x.in += got;
     if (ec) {
       error->status = 0;  // nobody to answer
@@ -629,17 +617,23 @@ net::awaitable<bool> Session::DiscardBody(Exchange& x) {
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kDiscardChunk]);
   uint64_t dropped = 0;
   while (!parser_->is_done()) {
-    auto& body = parser_->get().body();
-    body.data = buf.get();
-    body.size = kDiscardChunk;
-    Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
-    auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
-    if (ec == http::error::need_buffer) ec = {};
-    dropped += kDiscardChunk - body.size;
+    auto [ec, got] = co_await ReadBodySome(buf.get(), kDiscardChunk);
+    dropped += got;
     if (ec || dropped > limit) co_return false;  // chunked bodies announce no size
   }
   x.in += dropped;
   co_return true;
+}
+
+net::awaitable<std::pair<beast::error_code, size_t>> Session::ReadBodySome(uint8_t* buf,
+                                                                          size_t size) {
+  auto& body = parser_->get().body();
+  body.data = buf;
+  body.size = size;
+  Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
+  auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
+  if (ec == http::error::need_buffer) ec = {};  // `buf` is full: not an error
+  co_return std::pair{ec, size - body.size};
 }
 
 net::awaitable<bool> Session::SendContinue() {

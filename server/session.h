@@ -27,6 +27,7 @@
 #include <optional>
 #include <string>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "admin/admin.h"
@@ -119,6 +120,11 @@ class Session : public std::enable_shared_from_this<Session> {
                                                                    Reply* error);
   // Reads and drops what is left of the request body, when small enough; false = must close.
   boost::asio::awaitable<bool> DiscardBody(Exchange& x);
+  // Reads what comes next of the request's body into `buf` (up to `size` bytes), within the
+  // body timeout: an error (the client went away, timed out or sent a bad body) and how many
+  // bytes arrived, either way.
+  boost::asio::awaitable<std::pair<boost::beast::error_code, size_t>> ReadBodySome(uint8_t* buf,
+                                                                                 size_t size);
   boost::asio::awaitable<bool> SendContinue();
   boost::asio::awaitable<bool> Send(Exchange& x, Reply reply);
   // Waits for the failure delay of this client's address, then answers 401.

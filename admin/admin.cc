@@ -1,8 +1,6 @@
 #include "admin/admin.h"
 
-#include <fcntl.h>
 #include <openssl/crypto.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
@@ -127,44 +125,6 @@ using internal::Caller;
 constexpr std::string_view kOperatorKeyMeta = "admin/operator_key_sha256";
 // The operator key's id in audit records; a new operator key gets a new id.
 constexpr std::string_view kOperatorKeyIdMeta = "admin/operator_key_id";
-
-// Writes `data` to `path` atomically (tmp + fsync + rename + fsync dir), mode 0600.
-Status WriteSecretFile(const std::string& path, std::string_view data) {
-  std::filesystem::path p(path);
-  std::error_code ec;
-  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
-  if (ec)
-    return Err(ErrorKind::kIOError, "create " + p.parent_path().string() + ": " + ec.message());
-  std::string tmp = path + ".tmp";
-  ::unlink(tmp.c_str());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoError(errno, "open " + tmp);
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      return ErrnoError(e, "write " + tmp);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    int e = errno;
-    ::close(fd);
-    return ErrnoError(e, "fsync " + tmp);
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError(errno, "rename " + tmp);
-  std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return {};
-}
 
 std::vector<std::string_view> SplitPath(std::string_view path) {
   std::vector<std::string_view> parts;
@@ -409,7 +369,11 @@ Result<std::unique_ptr<AdminApi>> AdminApi::Open(storage::ObjectStore& store,
     // The file first, then the hash: a crash in between leaves no key stored, and the next
     // start simply makes another one.
     std::string key = NewToken();
-    CV_TRY(WriteSecretFile(options.key_file, key + "\n"));
+    const std::filesystem::path dir = std::filesystem::path(options.key_file).parent_path();
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    if (ec) return Err(ErrorKind::kIOError, "create " + dir.string() + ": " + ec.message());
+    CV_TRY(WriteFileDurably(options.key_file, key + "\n", 0600));
     Sha256Digest d = HashToken(key);
     index::Id new_id = index::NewId();
     CV_TRY(store.Index().Update([&](index::WriteTxn& txn) -> Status {

@@ -1,7 +1,6 @@
 #include "admin/admin.h"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 #include <sys/stat.h>
 
 #include <boost/json.hpp>
@@ -11,32 +10,14 @@
 
 #include "admin/json_util.h"
 #include "index/index.h"
+#include "storage/test_store.h"
 
 namespace cv::admin {
 namespace {
 
 class AdminTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/admin_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-    storage::StoreOptions o;
-    for (int i = 0; i < 3; ++i) o.disks.push_back(dir_ + "/d" + std::to_string(i));
-    o.index_dir = dir_ + "/index";
-    o.k = 2;
-    o.m = 1;
-    o.extent_bytes = 8 << 20;
-    o.index_initial_map_bytes = 16 << 20;
-    auto s = storage::ObjectStore::Open(o);
-    ASSERT_TRUE(s) << s.error().ToString();
-    store_ = std::move(*s);
-    key_file_ = dir_ + "/run/admin.key";
-  }
-  void TearDown() override {
-    store_.reset();
-    std::filesystem::remove_all(dir_);
-  }
+  void SetUp() override { ASSERT_TRUE(store_.ok()); }
   std::string ReadKey() {
     std::ifstream f(key_file_);
     std::string k;
@@ -49,8 +30,8 @@ class AdminTest : public ::testing::Test {
         Request{std::move(method), std::move(target), "Bearer " + key, std::move(body)});
   }
 
-  std::string dir_, key_file_;
-  std::unique_ptr<storage::ObjectStore> store_;
+  storage::TempStore store_{"admin_test"};
+  const std::string key_file_ = store_.dir() / "run/admin.key";
 };
 
 TEST_F(AdminTest, OperatorKeyIsCreatedOnceStoredHashedAndReplaceable) {

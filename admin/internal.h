@@ -161,8 +161,14 @@ JobResult RunDrainJob(JobContext& ctx);    // disks.cc
 // The scrub/repair job due now by the node's own policy ([scrub] in the config): a background
 // scrub pass when the last full one is older than scrub_interval_ns, a repair when disks have
 // failed or damage is queued and auto_repair is on. nullopt: nothing due (ops.cc).
+// The disks' state comes from store.Stats(), which reads every disk's identity file (and so
+// notices a vanished disk): read when a scrub is due, else only if `last_disk_check` is unset
+// or kDiskCheckInterval old; it is then set to now.
+using SteadyTime = std::chrono::steady_clock::time_point;
+inline constexpr std::chrono::seconds kDiskCheckInterval{10};
 Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
-                                                    const Options& options, int64_t now_ns);
+                                                    const Options& options, int64_t now_ns,
+                                                    std::optional<SteadyTime>& last_disk_check);
 json::object JobJson(const index::Job& j);
 // A job's params/progress/result text as a JSON object ({} if empty or not an object).
 json::object ParsedObjectOrEmpty(const std::string& text);

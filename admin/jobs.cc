@@ -424,6 +424,7 @@ struct JobRunner::State {
 
   void Loop(Lane lane) {
     int64_t last_idle_work = NowNanos();
+    std::optional<SteadyTime> last_disk_check;  // by DueMaintenanceJob
     while (true) {
       uint64_t seen;
       {
@@ -442,7 +443,7 @@ struct JobRunner::State {
         last_idle_work = NowNanos();
         Compact("background");
       } else if (lane == Lane::kMaintenance) {
-        auto due = DueMaintenanceJob(store, options, NowNanos());
+        auto due = DueMaintenanceJob(store, options, NowNanos(), last_disk_check);
         if (!due) {
           Log(LogLevel::kError, "maintenance_check_failed", {{"error", due.error().ToString()}});
         } else if (*due) {
@@ -485,42 +486,67 @@ struct JobRunner::State {
   }
 
   // The next job of this lane to run, marked "running": a running one first (a crash
-  // interrupted it), then the scheduled one due first.
+  // interrupted it), then the scheduled one due first. Looked for in a read transaction, so
+  // that an idle poll costs no commit; only a scheduled job found is claimed in a write
+  // transaction, which checks that it is still scheduled (it may have been cancelled since).
   Result<std::optional<index::Job>> Claim(Lane lane) {
-    std::optional<index::Job> claimed;
     const int64_t now = NowNanos();
-    Status s = store.Index().Update([&](index::WriteTxn& txn) -> Status {
-      claimed.reset();
-      for (const char* state : {"running", "scheduled"}) {
-        std::optional<index::Id> after;
-        while (true) {
-          index::JobQuery q;
-          q.state = state;
-          q.start_after = after;
-          q.limit = 100;
-          auto jobs = txn.ListJobs(q);
-          if (!jobs) return tl::unexpected(jobs.error());
-          for (const auto& j : *jobs) {
-            if (LaneOf(j.kind) == lane && j.run_after_ns <= now &&
-                (!claimed || j.run_after_ns < claimed->run_after_ns)) {
-              claimed = j;
-            }
+    // Each retry follows a change made meanwhile by another thread; a poll that gives up
+    // leaves the job to the next one.
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      std::optional<index::Job> found;
+      {
+        auto txn = store.Index().BeginRead();
+        if (!txn) return tl::unexpected(txn.error());
+        auto due = NextDue(**txn, lane, now);
+        if (!due) return tl::unexpected(due.error());
+        found = std::move(*due);
+      }
+      if (!found || found->state == "running") return found;
+      bool claimed = false;
+      Status s = store.Index().Update([&](index::WriteTxn& txn) -> Status {
+        claimed = false;
+        auto cur = txn.GetJob(found->id);
+        if (!cur) return tl::unexpected(cur.error());
+        if (!*cur || (*cur)->state != "scheduled" || (*cur)->run_after_ns > now) return {};
+        index::Job j = std::move(**cur);
+        j.state = "running";
+        j.started_ns = now;
+        CV_TRY(txn.PutJob(j));
+        *found = std::move(j);
+        claimed = true;
+        return {};
+      });
+      if (!s) return tl::unexpected(s.error());
+      if (claimed) return found;
+    }
+    return std::optional<index::Job>();
+  }
+
+  // The job of this lane that Claim should take at `now`, as stored, or nullopt.
+  static Result<std::optional<index::Job>> NextDue(index::Txn& txn, Lane lane, int64_t now) {
+    std::optional<index::Job> next;
+    for (const char* state : {"running", "scheduled"}) {
+      std::optional<index::Id> after;
+      while (true) {
+        index::JobQuery q;
+        q.state = state;
+        q.start_after = after;
+        q.limit = 100;
+        auto jobs = txn.ListJobs(q);
+        if (!jobs) return tl::unexpected(jobs.error());
+        for (const auto& j : *jobs) {
+          if (LaneOf(j.kind) == lane && j.run_after_ns <= now &&
+              (!next || j.run_after_ns < next->run_after_ns)) {
+            next = j;
           }
-          if (jobs->size() < q.limit) break;
-          after = jobs->back().id;
         }
-        if (claimed) break;
+        if (jobs->size() < q.limit) break;
+        after = jobs->back().id;
       }
-      if (!claimed) return {};
-      if (claimed->state == "scheduled") {
-        claimed->state = "running";
-        claimed->started_ns = now;
-        CV_TRY(txn.PutJob(*claimed));
-      }
-      return {};
-    });
-    if (!s) return tl::unexpected(s.error());
-    return claimed;
+      if (next) break;
+    }
+    return next;
   }
 
   void Run(index::Job job) {

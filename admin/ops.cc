@@ -435,7 +435,8 @@ JobResult RunRepairJob(JobContext& ctx) {
 }
 
 Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
-                                                    const Options& options, int64_t now_ns) {
+                                                    const Options& options, int64_t now_ns,
+                                                    std::optional<SteadyTime>& last_disk_check) {
   auto txn = store.Index().BeginRead();
   if (!txn) return tl::unexpected(txn.error());
   for (const char* state : {"scheduled", "running"}) {
@@ -463,6 +464,17 @@ Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
     }
     return ns;
   };
+  bool scrub_due = false;
+  if (options.scrub_interval_ns > 0) {
+    auto last = meta_ns(kLastFullScrubMeta);
+    if (!last) return tl::unexpected(last.error());
+    scrub_due = now_ns - *last >= options.scrub_interval_ns;
+  }
+  const SteadyTime now_steady = std::chrono::steady_clock::now();
+  if (!scrub_due && last_disk_check && now_steady - *last_disk_check < kDiskCheckInterval) {
+    return std::optional<index::Job>();
+  }
+  last_disk_check = now_steady;
   const storage::StoreStats stats = store.Stats();
   bool failed_disk = false;
   uint64_t used = 0;
@@ -487,22 +499,18 @@ Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
           NewJob(kRepairJob, std::nullopt, std::nullopt, params, now_ns, now_ns));
     }
   }
-  if (options.scrub_interval_ns > 0) {
-    auto last = meta_ns(kLastFullScrubMeta);
-    if (!last) return tl::unexpected(last.error());
-    if (now_ns - *last >= options.scrub_interval_ns) {
-      // A pass over what the disks hold in half the interval, within the bounds.
-      const double secs = double(options.scrub_interval_ns) / 2e9;
-      uint64_t rate = static_cast<uint64_t>(double(used) / secs);
-      rate = std::clamp<uint64_t>(rate, options.scrub_min_bytes_per_sec,
-                                  std::max(options.scrub_min_bytes_per_sec,
-                                           options.scrub_max_bytes_per_sec));
-      json::object params;
-      params["background"] = true;
-      params["max_bytes_per_sec"] = rate;
-      return std::optional<index::Job>(
-          NewJob(kScrubJob, std::nullopt, std::nullopt, params, now_ns, now_ns));
-    }
+  if (scrub_due) {
+    // A pass over what the disks hold in half the interval, within the bounds.
+    const double secs = double(options.scrub_interval_ns) / 2e9;
+    uint64_t rate = static_cast<uint64_t>(double(used) / secs);
+    rate = std::clamp<uint64_t>(rate, options.scrub_min_bytes_per_sec,
+                                std::max(options.scrub_min_bytes_per_sec,
+                                         options.scrub_max_bytes_per_sec));
+    json::object params;
+    params["background"] = true;
+    params["max_bytes_per_sec"] = rate;
+    return std::optional<index::Job>(
+        NewJob(kScrubJob, std::nullopt, std::nullopt, params, now_ns, now_ns));
   }
   return std::optional<index::Job>();
 }

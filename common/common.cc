@@ -1,7 +1,9 @@
 #include "common/common.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -9,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 
 namespace cv {
@@ -175,6 +178,45 @@ Sha256Digest Sha256::Of(std::string_view data) {
   Sha256 h;
   h.Update(data);
   return h.Final();
+}
+
+// ---- files ----
+Status WriteFileDurably(const std::string& path, std::string_view data, unsigned mode) {
+  const std::string tmp = path + ".tmp";
+  // Removed first so that O_EXCL creates it with `mode`: O_TRUNC would keep the mode of a
+  // temporary file that a crash left behind.
+  ::unlink(tmp.c_str());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return ErrnoError(errno, "open " + tmp);
+  auto fail = [&](const char* what) {
+    const int e = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return ErrnoError(e, std::string(what) + " " + tmp);
+  };
+  for (size_t done = 0; done < data.size();) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail("write");
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) return fail("fsync");
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    return ErrnoError(e, "rename " + tmp);
+  }
+  // The rename is durable only once the directory is.
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return ErrnoError(errno, "open " + dir);
+  const int rc = ::fsync(dfd);
+  const int e = errno;
+  ::close(dfd);
+  if (rc != 0) return ErrnoError(e, "fsync " + dir);
+  return {};
 }
 
 // ---- time ----

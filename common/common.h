@@ -1,5 +1,5 @@
 // common: what every module shares. Error values instead of exceptions, JSON-line logging,
-// hex and SHA-256 helpers, and an injectable clock.
+// hex and SHA-256 helpers, durable file replacement, and an injectable clock.
 //
 // Thread-safety: everything here is safe to call from any thread.
 #pragma once
@@ -96,6 +96,13 @@ class Sha256 {
  private:
   void* ctx_;
 };
+
+// ---- files ----
+// Replaces the file `path` with `data` so that a crash leaves the old file or the new one,
+// never a mix: writes `path`.tmp in the same directory (created with `mode`, less the umask),
+// fsyncs it, renames it over `path` and fsyncs the directory. The directory must exist
+// (kNotFound otherwise). On failure the temporary file is removed. One writer per path.
+Status WriteFileDurably(const std::string& path, std::string_view data, unsigned mode = 0644);
 
 // ---- time ----
 // Nanoseconds since the Unix epoch. Tests may replace the clock (SetClockForTesting) to make

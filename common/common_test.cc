@@ -1,8 +1,18 @@
 #include "common/common.h"
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
+
+#include "common/test_temp_dir.h"
 
 namespace cv {
 namespace {
@@ -38,6 +48,69 @@ TEST(CommonTest, Sha256OfKnownVector) {
 
 TEST(CommonTest, JsonEscapeControlCharacters) {
   EXPECT_EQ(JsonEscape("a\"b\\c\n\x01"), "a\\\"b\\\\c\\n\\u0001");
+}
+
+class WriteFileDurablyTest : public ::testing::Test {
+ protected:
+  static std::string Read(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }
+  std::vector<std::string> Names() const {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir_.path()))
+      names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+  TempDir dir_{"common_test"};
+};
+
+TEST_F(WriteFileDurablyTest, ReplacesContentAndLeavesNoTemporaryFile) {
+  const std::string path = dir_ / "f.json";
+  ASSERT_TRUE(WriteFileDurably(path, "first, and longer\n"));
+  EXPECT_EQ(Read(path), "first, and longer\n");
+  ASSERT_TRUE(WriteFileDurably(path, std::string("se\0cond", 7)));
+  EXPECT_EQ(Read(path), std::string("se\0cond", 7));
+  ASSERT_TRUE(WriteFileDurably(path, ""));
+  EXPECT_EQ(Read(path), "");
+  EXPECT_EQ(Names(), std::vector<std::string>{"f.json"});
+}
+
+TEST_F(WriteFileDurablyTest, SecretFileGetsItsModeEvenOverALeftoverTemporaryFile) {
+  const std::string path = dir_ / "secret.key";
+  {
+    // What a crash between create and rename leaves behind, readable by everyone.
+    std::ofstream(path + ".tmp") << "stale";
+    ASSERT_EQ(::chmod((path + ".tmp").c_str(), 0644), 0);
+  }
+  ASSERT_TRUE(WriteFileDurably(path, "k\n", 0600));
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(Read(path), "k\n");
+  EXPECT_EQ(Names(), std::vector<std::string>{"secret.key"});
+}
+
+TEST_F(WriteFileDurablyTest, MissingDirectoryIsNotFoundAndCreatesNothing) {
+  auto st = WriteFileDurably(dir_ / "no/such/dir/f", "x");
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().kind, ErrorKind::kNotFound);
+  EXPECT_EQ(st.error().sys_errno, ENOENT);
+  EXPECT_TRUE(Names().empty());
+}
+
+TEST_F(WriteFileDurablyTest, FailedRenameRemovesTheTemporaryFile) {
+  // A directory stands where the file should go: the rename fails after the write.
+  ASSERT_TRUE(std::filesystem::create_directory(dir_ / "taken"));
+  std::ofstream(dir_ / "taken/inside") << "keep";
+  auto st = WriteFileDurably(dir_ / "taken", "x");
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().kind, ErrorKind::kIOError);
+  EXPECT_EQ(Names(), std::vector<std::string>{"taken"});
+  EXPECT_EQ(Read(dir_ / "taken/inside"), "keep");
 }
 
 int64_t FixedClock() { return 42; }

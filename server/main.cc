@@ -132,7 +132,7 @@ int Main(int argc, char** argv) {
                           JsonEscape((*server)->AdminUrl()) + "\",\"ca\":\"" +
                           JsonEscape(c.ca_file) + "\",\"admin_key_file\":\"" +
                           JsonEscape(key_file) + "\",\"pid\":" + std::to_string(::getpid()) + "}\n";
-  if (auto st = WriteFileAtomic(endpoints_file, endpoints); !st)
+  if (auto st = WriteFileDurably(endpoints_file, endpoints); !st)
     return Fail("endpoints.json", st.error());
   Log(LogLevel::kInfo, "started",
       {{"agent", (*server)->AgentUrl()},

@@ -1,11 +1,9 @@
 #include "server/quota.h"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
-
-#include <filesystem>
 
 #include "storage/storage.h"
+#include "storage/test_store.h"
 
 namespace cv::server {
 namespace {
@@ -48,34 +46,17 @@ TEST(AccountRefusalTest, StatusDecidesWhatAgentsMayDo) {
 class ReservationTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/quota_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-    storage::StoreOptions o;
-    for (int i = 0; i < 3; ++i) o.disks.push_back(dir_ + "/d" + std::to_string(i));
-    o.index_dir = dir_ + "/index";
-    o.k = 2;
-    o.m = 1;
-    o.extent_bytes = 8 << 20;
-    o.index_initial_map_bytes = 16 << 20;
-    auto s = storage::ObjectStore::Open(o);
-    ASSERT_TRUE(s) << s.error().ToString();
-    store_ = std::move(*s);
+    ASSERT_TRUE(store_.ok());
     account_.id = index::NewId();
     account_.status = index::AccountStatus::kActive;
     account_.plan_quota_bytes = 1000;
     ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& t) { return t.PutAccount(account_); }));
   }
-  void TearDown() override {
-    store_.reset();
-    std::filesystem::remove_all(dir_);
-  }
   uint64_t Reserved() {
     auto txn = store_->Index().BeginRead();
     return (*(*txn)->GetAccount(account_.id))->reserved_bytes;
   }
-  std::string dir_;
-  std::unique_ptr<storage::ObjectStore> store_;
+  storage::TempStore store_{"quota_test"};
   index::Account account_;
 };
 

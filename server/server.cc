@@ -1,8 +1,6 @@
 #include "server/server.h"
 
-#include <fcntl.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -123,26 +121,6 @@ std::string UrlFor(const tcp::endpoint& ep, uint16_t port) {
 }
 
 }  // namespace
-
-Status WriteFileAtomic(const std::string& path, std::string_view content, unsigned mode) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return ErrnoError(errno, "open " + tmp);
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
-            ::fsync(fd) == 0;
-  int e = errno;
-  ::close(fd);
-  if (!ok) {
-    ::unlink(tmp.c_str());
-    return ErrnoError(e, "write " + tmp);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    e = errno;
-    ::unlink(tmp.c_str());
-    return ErrnoError(e, "rename " + tmp);
-  }
-  return {};
-}
 
 Result<std::unique_ptr<Server>> Server::Bind(const Config& config, storage::ObjectStore& store,
                                              admin::AdminApi& admin, TlsContexts& tls,

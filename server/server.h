@@ -46,7 +46,4 @@ class Server {
   std::string agent_url_, admin_url_;
 };
 
-// Writes `content` to `path` atomically: a temporary file, fsync, rename.
-Status WriteFileAtomic(const std::string& path, std::string_view content, unsigned mode = 0644);
-
 }  // namespace cv::server

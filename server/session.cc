@@ -55,6 +55,50 @@ Reply MethodNotAllowed(std::string_view allow) {
   return r;
 }
 
+// A GET's Range header against `size` bytes of `what` ("object", "file").
+struct RangeRequest {
+  std::optional<Reply> refusal;  // 400 or 416: answer this instead
+  bool partial = false;          // 206 with `range`, else 200 with the whole
+  ByteRange range;
+};
+RangeRequest ParseRangeRequest(std::string_view header, uint64_t size, std::string_view what) {
+  RangeRequest out;
+  const RangeParse rp = ParseRange(header, size, &out.range);
+  if (rp == RangeParse::kMalformed) {
+    out.refusal = ErrorReply(400, "invalid_range",
+                             "Range must be one of bytes=FIRST-LAST, bytes=FIRST-, bytes=-SUFFIX");
+  } else if (rp == RangeParse::kUnsatisfiable) {
+    out.refusal = ErrorReply(416, "range_not_satisfiable",
+                             "the range starts at or past the end of the " + std::string(what) +
+                                 " (" + std::to_string(size) + " bytes)");
+    out.refusal->headers.emplace_back("Content-Range", "bytes */" + std::to_string(size));
+  }
+  out.partial = rp == RangeParse::kPartial;
+  if (!out.partial) out.range = ByteRange{0, size};
+  return out;
+}
+
+// The head of a 200 (all `size` bytes) or 206 (`range` of them) answer whose body is written
+// afterwards in pieces (WriteBodyPiece).
+http::response<http::buffer_body> RangedResponse(unsigned version, bool partial, ByteRange range,
+                                                 uint64_t size, bool keep) {
+  http::response<http::buffer_body> res{partial ? http::status::partial_content : http::status::ok,
+                                        version};
+  res.set(http::field::server, "chunkvault");
+  res.set(http::field::content_type, "application/octet-stream");
+  res.set(http::field::accept_ranges, "bytes");
+  if (partial) {
+    res.set(http::field::content_range, "bytes " + std::to_string(range.offset) + "-" +
+                                            std::to_string(range.offset + range.length - 1) +
+                                            "/" + std::to_string(size));
+  }
+  res.content_length(range.length);
+  res.keep_alive(keep);
+  res.body().data = nullptr;
+  res.body().more = true;
+  return res;
+}
+
 }  // namespace
 
 struct Session::Exchange {
@@ -370,13 +414,7 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   std::optional<Error> failed;
   uint64_t received = 0;
   while (!parser_->is_done()) {
-    auto& body = req.body();
-    body.data = buf.get();
-    body.size = kChunk;
-    Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
-    auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
-    if (ec == http::error::need_buffer) ec = {};
-    size_t got = kChunk - body.size;
+    auto [ec, got] = co_await ReadBodySome(buf.get(), kChunk);
     received += got;
     x.in += got;
     ctx_.metrics.BytesIn(got);
@@ -425,23 +463,9 @@ net::awaitable<bool> Session::Download(Exchange& x, const index::ObjectKey& key)
   if (!head) co_return co_await Send(x, ErrorReply(head.error()));
   if (!*head) co_return co_await Send(x, ErrorReply(404, "not_found", "no such object"));
   const uint64_t size = (*head)->size;
-  ByteRange range{0, size};
-  RangeParse rp = ParseRange(req[http::field::range], size, &range);
-  if (rp == RangeParse::kMalformed) {
-    co_return co_await Send(
-        x, ErrorReply(400, "invalid_range",
-                      "Range must be one of bytes=FIRST-LAST, bytes=FIRST-, bytes=-SUFFIX"));
-  }
-  if (rp == RangeParse::kUnsatisfiable) {
-    Reply r = ErrorReply(
-        416, "range_not_satisfiable",
-        "the range starts at or past the end of the object (" + std::to_string(size) + " bytes)");
-    r.headers.emplace_back("Content-Range", "bytes */" + std::to_string(size));
-    co_return co_await Send(x, std::move(r));
-  }
-  const bool partial = rp == RangeParse::kPartial;
-  if (!partial) range = ByteRange{0, size};
-  auto reader = ctx_.store.Open(key, range.offset, range.length);
+  RangeRequest rr = ParseRangeRequest(req[http::field::range], size, "object");
+  if (rr.refusal) co_return co_await Send(x, std::move(*rr.refusal));
+  auto reader = ctx_.store.Open(key, rr.range.offset, rr.range.length);
   if (!reader) co_return co_await Send(x, ErrorReply(reader.error()));
   const uint64_t length = (*reader)->length();
 
@@ -459,21 +483,9 @@ net::awaitable<bool> Session::Download(Exchange& x, const index::ObjectKey& key)
   bool keep = req.keep_alive() && !worker_.draining;
   if (keep && !parser_->is_done()) keep = co_await DiscardBody(x);
 
-  http::response<http::buffer_body> res{partial ? http::status::partial_content : http::status::ok,
-                                        req.version()};
-  res.set(http::field::server, "chunkvault");
-  res.set(http::field::content_type, "application/octet-stream");
-  res.set(http::field::accept_ranges, "bytes");
-  if (partial) {
-    res.set(http::field::content_range, "bytes " + std::to_string(range.offset) + "-" +
-                                            std::to_string(range.offset + length - 1) + "/" +
-                                            std::to_string(size));
-  }
-  res.content_length(length);
-  res.keep_alive(keep);
-  res.body().data = nullptr;
-  res.body().more = true;
-  http::response_serializer<http::buffer_body> sr{res};
+  auto res =
+      RangedResponse(req.version(), rr.partial, ByteRange{rr.range.offset, length}, size, keep);
+  BodySerializer sr{res};
   x.status = res.result_int();
   Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
   auto [ec, w] = co_await http::async_write_header(stream_, sr, kTuple);
@@ -495,24 +507,11 @@ net::awaitable<bool> Session::Download(Exchange& x, const index::ObjectKey& key)
       }
       n = *r;
     }
-    res.body().data = buf.get();
-    res.body().size = n;
-    res.body().more = true;
-    Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
-    auto [ec2, w2] = co_await http::async_write(stream_, sr, kTuple);
-    if (ec2 == http::error::need_buffer) ec2 = {};
-    if (ec2) co_return false;
+    if (!co_await WriteBodyPiece(x, res, sr, buf.get(), n)) co_return false;
     sent += n;
-    x.out += n;
-    ctx_.metrics.BytesOut(n);
     n = 0;
   }
-  res.body().data = nullptr;
-  res.body().size = 0;
-  res.body().more = false;
-  Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
-  auto [ec3, w3] = co_await http::async_write(stream_, sr, kTuple);
-  if (ec3) co_return false;
+  if (!co_await WriteBodyPiece(x, res, sr, nullptr, 0)) co_return false;
   co_return keep;
 }
 
@@ -530,39 +529,13 @@ net::awaitable<bool> Session::SendFile(Exchange& x, const std::string& path) {
     co_return co_await Send(x, ErrorReply(ErrnoError(errno, "stat " + path).value()));
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  ByteRange range{0, size};
-  RangeParse rp = ParseRange(req[http::field::range], size, &range);
-  if (rp == RangeParse::kMalformed) {
-    co_return co_await Send(
-        x, ErrorReply(400, "invalid_range",
-                      "Range must be one of bytes=FIRST-LAST, bytes=FIRST-, bytes=-SUFFIX"));
-  }
-  if (rp == RangeParse::kUnsatisfiable) {
-    Reply r = ErrorReply(416, "range_not_satisfiable",
-                         "the range starts at or past the end of the file (" +
-                             std::to_string(size) + " bytes)");
-    r.headers.emplace_back("Content-Range", "bytes */" + std::to_string(size));
-    co_return co_await Send(x, std::move(r));
-  }
-  const bool partial = rp == RangeParse::kPartial;
-  if (!partial) range = ByteRange{0, size};
+  RangeRequest rr = ParseRangeRequest(req[http::field::range], size, "file");
+  if (rr.refusal) co_return co_await Send(x, std::move(*rr.refusal));
+  const ByteRange range = rr.range;
   bool keep = req.keep_alive() && !worker_.draining;
   if (keep && !parser_->is_done()) keep = co_await DiscardBody(x);
-  http::response<http::buffer_body> res{partial ? http::status::partial_content : http::status::ok,
-                                        req.version()};
-  res.set(http::field::server, "chunkvault");
-  res.set(http::field::content_type, "application/octet-stream");
-  res.set(http::field::accept_ranges, "bytes");
-  if (partial) {
-    res.set(http::field::content_range, "bytes " + std::to_string(range.offset) + "-" +
-                                            std::to_string(range.offset + range.length - 1) +
-                                            "/" + std::to_string(size));
-  }
-  res.content_length(range.length);
-  res.keep_alive(keep);
-  res.body().data = nullptr;
-  res.body().more = true;
-  http::response_serializer<http::buffer_body> sr{res};
+  auto res = RangedResponse(req.version(), rr.partial, range, size, keep);
+  BodySerializer sr{res};
   x.status = res.result_int();
   Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
   auto [ec, w] = co_await http::async_write_header(stream_, sr, kTuple);
@@ -579,24 +552,26 @@ net::awaitable<bool> Session::SendFile(Exchange& x, const std::string& path) {
           {{"file", path}, {"sent", std::to_string(sent)}, {"errno", std::to_string(errno)}});
       co_return false;
     }
-    res.body().data = buf.get();
-    res.body().size = static_cast<size_t>(n);
-    res.body().more = true;
-    Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
-    auto [ec2, w2] = co_await http::async_write(stream_, sr, kTuple);
-    if (ec2 == http::error::need_buffer) ec2 = {};
-    if (ec2) co_return false;
+    if (!co_await WriteBodyPiece(x, res, sr, buf.get(), static_cast<size_t>(n))) co_return false;
     sent += static_cast<uint64_t>(n);
-    x.out += static_cast<uint64_t>(n);
-    ctx_.metrics.BytesOut(static_cast<uint64_t>(n));
   }
-  res.body().data = nullptr;
-  res.body().size = 0;
-  res.body().more = false;
-  Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
-  auto [ec3, w3] = co_await http::async_write(stream_, sr, kTuple);
-  if (ec3) co_return false;
+  if (!co_await WriteBodyPiece(x, res, sr, nullptr, 0)) co_return false;
   co_return keep;
+}
+
+net::awaitable<bool> Session::WriteBodyPiece(Exchange& x, BodyResponse& res, BodySerializer& sr,
+                                             uint8_t* data, size_t n) {
+  auto& body = res.body();
+  body.data = data;
+  body.size = n;
+  body.more = n > 0;
+  Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
+  auto [ec, w] = co_await http::async_write(stream_, sr, kTuple);
+  if (ec == http::error::need_buffer) ec = {};  // the piece is written; the serializer wants more
+  if (ec) co_return false;
+  x.out += n;
+  if (n > 0) ctx_.metrics.BytesOut(n);
+  co_return true;
 }
 
 net::awaitable<std::optional<std::string>> Session::ReadSmallBody(Exchange& x, size_t limit,
@@ -614,13 +589,7 @@ net::awaitable<std::optional<std::string>> Session::ReadSmallBody(Exchange& x, s
   std::string out;
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kDiscardChunk]);
   while (!parser_->is_done()) {
-    auto& body = parser_->get().body();
-    body.data = buf.get();
-    body.size = kDiscardChunk;
-    Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
-    auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
-    if (ec == http::error::need_buffer) ec = {};
-    size_t got = kDiscardChunk - body.size;
+    auto [ec, got] = co_await ReadBodySome(buf.get(), kDiscardChunk);
     x.in += got;
     if (ec) {
       error->status = 0;  // nobody to answer
@@ -648,17 +617,23 @@ net::awaitable<bool> Session::DiscardBody(Exchange& x) {
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kDiscardChunk]);
   uint64_t dropped = 0;
   while (!parser_->is_done()) {
-    auto& body = parser_->get().body();
-    body.data = buf.get();
-    body.size = kDiscardChunk;
-    Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
-    auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
-    if (ec == http::error::need_buffer) ec = {};
-    dropped += kDiscardChunk - body.size;
+    auto [ec, got] = co_await ReadBodySome(buf.get(), kDiscardChunk);
+    dropped += got;
     if (ec || dropped > limit) co_return false;  // chunked bodies announce no size
   }
   x.in += dropped;
   co_return true;
+}
+
+net::awaitable<std::pair<beast::error_code, size_t>> Session::ReadBodySome(uint8_t* buf,
+                                                                          size_t size) {
+  auto& body = parser_->get().body();
+  body.data = buf;
+  body.size = size;
+  Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
+  auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
+  if (ec == http::error::need_buffer) ec = {};  // `buf` is full: not an error
+  co_return std::pair{ec, size - body.size};
 }
 
 net::awaitable<bool> Session::SendContinue() {

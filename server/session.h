@@ -21,11 +21,13 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <memory>
 #include <optional>
 #include <string>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "admin/admin.h"
@@ -107,11 +109,22 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> Download(Exchange& x, const index::ObjectKey& key);
   // An admin answer that is a file (courier images): streamed with Range support.
   boost::asio::awaitable<bool> SendFile(Exchange& x, const std::string& path);
+  using BodyResponse = boost::beast::http::response<boost::beast::http::buffer_body>;
+  using BodySerializer = boost::beast::http::response_serializer<boost::beast::http::buffer_body>;
+  // Writes `n` bytes at `data` of the body of `res` (its head is written), or the body's end
+  // when n == 0. false: the client is gone or too slow.
+  boost::asio::awaitable<bool> WriteBodyPiece(Exchange& x, BodyResponse& res, BodySerializer& sr,
+                                              uint8_t* data, size_t n);
   // Reads a small body completely (JSON APIs). nullopt: *error holds the answer to send.
   boost::asio::awaitable<std::optional<std::string>> ReadSmallBody(Exchange& x, size_t limit,
                                                                    Reply* error);
   // Reads and drops what is left of the request body, when small enough; false = must close.
   boost::asio::awaitable<bool> DiscardBody(Exchange& x);
+  // Reads what comes next of the request's body into `buf` (up to `size` bytes), within the
+  // body timeout: an error (the client went away, timed out or sent a bad body) and how many
+  // bytes arrived, either way.
+  boost::asio::awaitable<std::pair<boost::beast::error_code, size_t>> ReadBodySome(uint8_t* buf,
+                                                                                 size_t size);
   boost::asio::awaitable<bool> SendContinue();
   boost::asio::awaitable<bool> Send(Exchange& x, Reply reply);
   // Waits for the failure delay of this client's address, then answers 401.

@@ -12,33 +12,13 @@
 #include <fstream>
 #include <thread>
 
+#include "common/test_temp_dir.h"
+
 namespace cv::storage {
 namespace {
 
 using Op = IoRequest::Op;
 constexpr long kTmpfsMagic = 0x01021994;
-
-// A fresh directory, removed with everything in it at the end of the test.
-class TempDir {
- public:
-  explicit TempDir(std::string under = ::testing::TempDir()) {
-    if (!under.ends_with('/')) under += '/';
-    std::string tmpl = under + "io_test.XXXXXX";
-    if (mkdtemp(tmpl.data()) == nullptr) {
-      ADD_FAILURE() << "mkdtemp under " << under << ": " << std::strerror(errno);
-    }
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -95,7 +75,7 @@ class EnvTest : public ::testing::TestWithParam<EnvKind> {
     env_ = std::move(*env);
   }
 
-  TempDir dir_;
+  TempDir dir_{"io_test"};
   std::unique_ptr<Env> env_;
 };
 
@@ -330,7 +310,7 @@ TEST(OpenDirectTest, FallsBackToBufferedWhereODirectIsRefusedAndWarnsOncePerEnv)
   std::string path = "/dev/null";
   std::unique_ptr<TempDir> shm;
   if (IsTmpfs("/dev/shm")) {
-    shm = std::make_unique<TempDir>("/dev/shm");
+    shm = std::make_unique<TempDir>("io_test", "/dev/shm");
     auto env = NewPosixEnv();
     auto probe = env->Open(*shm / "probe", true, true);
     ASSERT_TRUE(probe);
@@ -360,7 +340,7 @@ TEST(OpenDirectTest, FallsBackToBufferedWhereODirectIsRefusedAndWarnsOncePerEnv)
 
 TEST(OpenDirectTest, FileOnTmpfsWorksWithOrWithoutODirect) {
   if (!IsTmpfs("/dev/shm")) GTEST_SKIP() << "no tmpfs at /dev/shm";
-  TempDir dir("/dev/shm");
+  TempDir dir("io_test", "/dev/shm");
   auto env = NewPosixEnv();
   auto file = MustOpen(*env, dir / "f", /*direct=*/true);
   RecordProperty("tmpfs_o_direct", file->direct() ? "yes" : "no (fell back)");
@@ -380,7 +360,7 @@ TEST(DefaultEnvTest, PicksAWorkingEnvAndSaysWhich) {
   if (NewUringEnv()) {
     EXPECT_EQ(name, "uring");
   }
-  TempDir dir;
+  TempDir dir{"io_test"};
   auto file = MustOpen(*env, dir / "f");
   std::string data = Pattern(100, 8), back(100, '\0');
   IoRequest w = Write(file.get(), 0, data.data(), data.size());
@@ -410,7 +390,7 @@ class FaultEnvTest : public ::testing::Test {
     return MustOpen(env, dir_ / name, direct);
   }
 
-  TempDir dir_;
+  TempDir dir_{"io_test"};
   std::unique_ptr<Env> base_ = NewPosixEnv();
 };
 
@@ -496,7 +476,7 @@ TEST_F(FaultEnvTest, TornWriteKeepsThePrefixAndGarblesTheRestOfTheRange) {
   EXPECT_EQ(got.substr(2 * kBlockSize), std::string(kBlockSize, '\xEE'));  // past the range
 
   // The same seed and operation number give the same garbage.
-  TempDir other;
+  TempDir other{"io_test"};
   WriteFile(other / "f", std::string(3 * kBlockSize, '\xEE'));
   FaultEnv again(base_.get(), 42);
   auto file2 = MustOpen(again, other / "f", true);
@@ -664,7 +644,7 @@ TEST_F(FaultEnvTest, DropUnsyncedReplacesExactlyTheUnsyncedRanges) {
 
 TEST_F(FaultEnvTest, DropUnsyncedGarbageDependsOnlyOnTheSeed) {
   auto contents = [&](uint64_t seed) {
-    TempDir dir;
+    TempDir dir{"io_test"};
     FaultEnv env(base_.get(), seed);
     WriteMixAndDrop(env, dir);
     return ReadFile(dir / "a") + ReadFile(dir / "b") + ReadFile(dir / "c");

@@ -19,6 +19,7 @@
 #include <new>
 #include <thread>
 
+#include "common/test_temp_dir.h"
 #include "storage/courier/format.h"
 
 // ---- allocation accounting: live heap bytes and their peak, for the streaming test ----
@@ -60,23 +61,6 @@ namespace {
 
 namespace fs = std::filesystem;
 constexpr int64_t kTime = 1764000000;  // 2025-11-24
-
-class TempDir {
- public:
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "courier_test.XXXXXX").string();
-    path_ = mkdtemp(t.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 struct RunResult {
   int code = -1;
@@ -236,7 +220,7 @@ std::vector<std::string> DirsOf(const std::vector<FileSpec>& files,
 }
 
 void CheckImage(std::vector<FileSpec> files, LayoutOptions opts = {}) {
-  TempDir tmp;
+  TempDir tmp{"courier_test"};
   std::string image = tmp / "drive.img";
   opts.unix_time = kTime;
   auto dirs = DirsOf(files, opts.empty_dirs);
@@ -262,7 +246,7 @@ TEST(ImageTest, NoFiles) { CheckImage({}); }
 TEST(ImageTest, OneTinyFile) { CheckImage({{"config", 5}}); }
 
 TEST(ImageTest, FsckOnACopyOfThePartition) {  // the path taken where there is no loop device
-  TempDir tmp;
+  TempDir tmp{"courier_test"};
   auto layout = WriteTo(tmp / "drive.img", {{"repo/config", 155}, {"big", 300000}}, {});
   ASSERT_TRUE(layout.has_value());
   ExpectFsckClean(tmp / "drive.img", *layout, tmp, /*force_copy=*/true);
@@ -290,7 +274,7 @@ Result<std::vector<uint8_t>> RecommendedUpcaseFromMkfs(const TempDir& tmp) {
 
 TEST(ImageTest, RecommendedUpcaseTableFromMkfsExfat) {
   if (Shell("command -v mkfs.exfat").code != 0) GTEST_SKIP() << "mkfs.exfat not installed";
-  TempDir tmp;
+  TempDir tmp{"courier_test"};
   auto table = RecommendedUpcaseFromMkfs(tmp);
   ASSERT_TRUE(table.has_value()) << table.error().ToString();
   EXPECT_EQ(fmt::UpcaseChecksum(*table), 0xE619D30Du);  // the spec's value for it
@@ -320,7 +304,7 @@ TEST(ImageTest, LargeMostlyEmptyDriveIsSparseAndFast) {
   auto l = Layout::Plan({{"a", 1}}, o);
   ASSERT_TRUE(l.has_value());
   EXPECT_EQ(l->cluster_bytes(), 128u << 10);  // the spec's guidance for large volumes
-  TempDir tmp;
+  TempDir tmp{"courier_test"};
   ASSERT_TRUE(WriteTo(tmp / "big.img", {{"a", 1}}, o).has_value());
   struct stat st;
   ASSERT_EQ(stat((tmp / "big.img").c_str(), &st), 0);
@@ -435,7 +419,7 @@ TEST(LayoutTest, SameInputGivesTheSameBytesAndHolesReadAsZeros) {
   EXPECT_EQ(a.n, layout->image_bytes());
   auto da = a.h.Final();
   EXPECT_EQ(da, b.h.Final());
-  TempDir tmp;
+  TempDir tmp{"courier_test"};
   ASSERT_TRUE(WriteTo(tmp / "img", files, o).has_value());
   auto r = Shell("sha256sum " + (tmp / "img"));
   EXPECT_EQ(r.out.substr(0, 64), ToHex(da));
@@ -444,7 +428,7 @@ TEST(LayoutTest, SameInputGivesTheSameBytesAndHolesReadAsZeros) {
 TEST(WriterTest, OverAUsedDriveTheStaleBytesDoNotMatter) {
   // A block device keeps old data where the writer only skips (free clusters, gaps):
   // simulate one with a file full of 0xA5 written through a non-regular FdSink.
-  TempDir tmp;
+  TempDir tmp{"courier_test"};
   std::string image = tmp / "used-drive.img";
   LayoutOptions o;
   o.unix_time = kTime;
@@ -599,7 +583,7 @@ std::string MountSkipReason() {
 // Writes the image, mounts it read-only through a loop device and FUSE, compares the tree
 // and every byte. Sets *skip if the machine cannot attach it.
 void MountAndCompare(std::vector<FileSpec> files, LayoutOptions o, std::string* skip) {
-  TempDir tmp;
+  TempDir tmp{"courier_test"};
   std::string image = tmp / "drive.img";
   o.unix_time = kTime;
   auto layout = WriteTo(image, files, o);
@@ -649,7 +633,7 @@ TEST(MountTest, FuseMountShowsTheSameTreeAndBytes) {
 TEST(MountTest, RecommendedUpcaseTableAndNonAsciiNames) {
   if (auto why = MountSkipReason(); !why.empty()) GTEST_SKIP() << why;
   if (Shell("command -v mkfs.exfat").code != 0) GTEST_SKIP() << "mkfs.exfat not installed";
-  TempDir tmp;
+  TempDir tmp{"courier_test"};
   auto table = RecommendedUpcaseFromMkfs(tmp);
   ASSERT_TRUE(table.has_value()) << table.error().ToString();
   LayoutOptions o;
@@ -689,7 +673,7 @@ class TamperTest : public ::testing::Test {
     EXPECT_EQ(img.error().kind, ErrorKind::kCorruption);
     return img.error().context;
   }
-  TempDir tmp_;
+  TempDir tmp_{"courier_test"};
   std::string image_;
   std::unique_ptr<Layout> layout_;
 };
@@ -947,7 +931,7 @@ TEST(SplitTest, ClearErrorsWhenNothingFits) {
 
 // ---- SHA256SUMS ----
 TEST(ManifestTest, RoundTripAndSha256sumAcceptsIt) {
-  TempDir tmp;
+  TempDir tmp{"courier_test"};
   std::vector<ManifestEntry> entries;
   for (std::string name : {"a", "dir/b c"}) {
     std::string content = "content of " + name;
@@ -999,7 +983,7 @@ TEST(ManifestTest, StrictParserNamesTheFault) {
 
 // ---- Ed25519 ----
 TEST(SigningTest, SignVerifyTamperAndKeyFiles) {
-  TempDir tmp;
+  TempDir tmp{"courier_test"};
   auto priv = GenerateEd25519PrivateKeyPem();
   ASSERT_TRUE(priv.has_value());
   std::string key_path = tmp / "courier.key";
@@ -1044,7 +1028,7 @@ TEST(SigningTest, SignVerifyTamperAndKeyFiles) {
 
 // ---- streaming: a 2 GiB file through a fixed buffer ----
 TEST(StreamTest, TwoGiBFileWithBoundedMemory) {
-  TempDir tmp;
+  TempDir tmp{"courier_test"};
   std::string image = tmp / "big.img";
   const uint64_t kBig = (2ull << 30) + 12345;
   LayoutOptions o;

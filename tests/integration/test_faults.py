@@ -227,8 +227,8 @@ def test_disk_loss_repair_and_second_loss(fresh_node, tmp_root):
     """8 disks, 4+2. Two random disk directories are removed while the node serves: every
     object still reads back byte-exact and cvctl status reports the degraded stripes (exit
     4). cvctl repair --include-failed-disks rebuilds their shards onto the 6 healthy disks
-    (8 rather than 6 disks: a stripe needs k+m distinct healthy disks, and the engine has no
-    disk replacement yet), after which status is clean. Then two other disks are lost:
+    (8 rather than 6 disks: a stripe needs k+m distinct healthy disks; test_disks.py shows
+    the other way, replacing the dead disk), after which status is clean. Then two other disks are lost:
     everything still reads back."""
     rng = random.Random(SEED + 2)
     base = os.path.join(tmp_root, "faults-8disks")

@@ -129,7 +129,6 @@ Status ApplyToml(const std::string& file, Config* c) {
   s.String("listen", &c->listen);
   s.String("admin_listen", &c->admin_listen);
   s.Int("threads", &c->threads, 1, 256);
-  s.Int("storage_threads", &c->storage_threads, 1, 1024);
   s.Int("max_connections", &c->max_connections, 1, 1000000);
   s.Int("header_limit_bytes", &c->header_limit_bytes, 1024, 1 << 20);
   s.Int("max_header_fields", &c->max_header_fields, 8, 1000);

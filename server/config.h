@@ -19,9 +19,6 @@ struct Config {
   std::string listen = "127.0.0.1:8443";
   std::string admin_listen = "127.0.0.1:9443";
   int threads = 2;
-  // Threads that run storage and index calls (disk I/O, fdatasync, LMDB commits), so that a
-  // worker's event loop never waits for a disk.
-  int storage_threads = 8;
   int max_connections = 1024;
   uint32_t header_limit_bytes = 16 * 1024;
   uint32_t max_header_fields = 64;

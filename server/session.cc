@@ -151,22 +151,6 @@ void Session::Drain() {
   if (phase_ != Phase::kBusy) Tcp().cancel();
 }
 
-namespace {
-
-// The body of Session::Blocking: `call` is copied into this coroutine's frame.
-template <class F>
-net::awaitable<std::invoke_result_t<F&>> CallOnPool(F call) {
-  co_return call();
-}
-
-}  // namespace
-
-template <class F>
-net::awaitable<std::invoke_result_t<F&>> Session::Blocking(F call) {
-  co_return co_await net::co_spawn(ctx_.storage_pool.get_executor(), CallOnPool(std::move(call)),
-                                   net::use_awaitable);
-}
-
 net::awaitable<void> Session::Run(std::shared_ptr<Session> self) {
   Tcp().expires_after(Seconds(ctx_.config.handshake_timeout_s));
   auto [ec] = co_await stream_.async_handshake(ssl::stream_base::server, kTuple);
@@ -248,7 +232,7 @@ net::awaitable<bool> Session::ServeAgent(Exchange& x) {
   }
   // Authenticate before saying anything about the path: strangers learn nothing.
   Credentials cred = ParseAuthorization(req[http::field::authorization]);
-  auto auth = co_await Blocking([&] { return AuthenticateDevice(ctx_.store.Index(), cred, t.device); });
+  auto auth = AuthenticateDevice(ctx_.store.Index(), cred, t.device);
   if (!auth) co_return co_await Send(x, ErrorReply(auth.error()));
   switch (auth->outcome) {
     case AuthOutcome::kMissing:
@@ -297,27 +281,20 @@ net::awaitable<bool> Session::ServeAgent(Exchange& x) {
     case K::kList:
       x.route = "list";
       if (!get) co_return co_await Send(x, MethodNotAllowed("GET, HEAD"));
-      {
-        Reply listing = co_await Blocking(
-            [&] { return ctx_.agent.List(dev.id, t.type, WantsV2(req[http::field::accept])); });
-        co_return co_await Send(x, std::move(listing));
-      }
+      co_return co_await Send(x,
+                              ctx_.agent.List(dev.id, t.type, WantsV2(req[http::field::accept])));
     case K::kExists: {
       x.route = "exists";
       if (m != http::verb::post) co_return co_await Send(x, MethodNotAllowed("POST"));
       Reply err;
       auto body = co_await ReadSmallBody(x, ctx_.config.max_json_body_bytes, &err);
       if (!body) co_return err.status ? co_await Send(x, std::move(err)) : false;
-      Reply exists = co_await Blocking([&] { return ctx_.agent.Exists(dev.id, *body); });
-      co_return co_await Send(x, std::move(exists));
+      co_return co_await Send(x, ctx_.agent.Exists(dev.id, *body));
     }
     case K::kUsage:
       x.route = "usage";
       if (!get) co_return co_await Send(x, MethodNotAllowed("GET, HEAD"));
-      {
-        Reply usage = co_await Blocking([&] { return ctx_.agent.Usage(dev, account); });
-        co_return co_await Send(x, std::move(usage));
-      }
+      co_return co_await Send(x, ctx_.agent.Usage(dev, account));
     case K::kConfig:
       x.route = "config";
       key = index::ObjectKey{dev.id, index::ObjectType::kConfig, ""};
@@ -333,10 +310,8 @@ net::awaitable<bool> Session::ServeAgent(Exchange& x) {
     }
   }
   switch (m) {
-    case http::verb::head: {
-      Reply head = co_await Blocking([&] { return ctx_.agent.Head(key); });
-      co_return co_await Send(x, std::move(head));
-    }
+    case http::verb::head:
+      co_return co_await Send(x, ctx_.agent.Head(key));
     case http::verb::get:
       co_return co_await Download(x, key);
     case http::verb::post:
@@ -346,10 +321,7 @@ net::awaitable<bool> Session::ServeAgent(Exchange& x) {
                                   key.type == index::ObjectType::kLocks)) {
         co_return co_await Send(x, std::move(*r));
       }
-      {
-        Reply deleted = co_await Blocking([&] { return ctx_.agent.Delete(dev, key); });
-        co_return co_await Send(x, std::move(deleted));
-      }
+      co_return co_await Send(x, ctx_.agent.Delete(dev, key));
     default:
       co_return co_await Send(x, MethodNotAllowed("GET, HEAD, POST, DELETE"));
   }
@@ -380,7 +352,7 @@ net::awaitable<bool> Session::ServeAdmin(Exchange& x) {
   if (!body) co_return err.status ? co_await Send(x, std::move(err)) : false;
   admin::Request ar{std::string(req.method_string()), std::string(req.target()),
                     std::string(req[http::field::authorization]), std::move(*body)};
-  admin::Response resp = co_await Blocking([&] { return ctx_.admin.Handle(ar); });
+  admin::Response resp = ctx_.admin.Handle(ar);
   if (!resp.file.empty() && resp.status == 200) co_return co_await SendFile(x, resp.file);
   Reply r;
   r.status = resp.status;
@@ -399,11 +371,14 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
         x, ErrorReply(411, "length_required", "uploads need a Content-Length header"));
   }
   const uint64_t size = *parser_->content_length();
-  // Storage and index calls block on disk I/O: they run on the storage pool (Blocking).
+  // NOTE: storage and index calls (List, Head, Reserve, BeginPut/Append/Commit, Release)
+  // block on disk I/O and run on this worker's thread for now, which stalls the other
+  // connections of this io_context meanwhile. A worker pool, or the io_uring engine's eventfd
+  // on this io_context, will take them off it.
   const int64_t now = NowNanos();
   bool small_lock = false;  // restic's locks keep restores working (server/quota.h)
   if (account) {
-    auto exempt = co_await Blocking([&] { return LockExempt(ctx_.store, key, size); });
+    auto exempt = LockExempt(ctx_.store, key, size);
     if (!exempt) co_return co_await Send(x, ErrorReply(exempt.error()));
     small_lock = *exempt;
   }
@@ -415,10 +390,10 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   // re-upload reserves nothing.
   Reservation reservation;
   if (account && !small_lock) {
-    auto head = co_await Blocking([&] { return ctx_.store.Head(key); });
+    auto head = ctx_.store.Head(key);
     if (!head) co_return co_await Send(x, ErrorReply(head.error()));
     if (!*head) {
-      auto got = co_await Blocking([&] { return Reserve(ctx_.store.Index(), account->id, size, now); });
+      auto got = Reserve(ctx_.store.Index(), account->id, size, now);
       if (!got) co_return co_await Send(x, ErrorReply(got.error()));
       if (!got->decision.granted) {
         co_return co_await Send(x, QuotaExceededReply(got->decision, size));
@@ -426,9 +401,9 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
       reservation = std::move(got->reservation);
     }
   }
-  auto writer = co_await Blocking([&] { return ctx_.store.BeginPut(key, size); });
+  auto writer = ctx_.store.BeginPut(key, size);
   if (!writer) {
-    co_await Blocking([&] { reservation.Release(); });
+    reservation.Release();
     co_return co_await Send(x, ErrorReply(writer.error()));
   }
   // From here on, a client that goes away (co_return false) releases the reservation through
@@ -457,8 +432,7 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
       co_return false;
     }
     if (got > 0) {
-      auto st = co_await Blocking(
-          [&] { return (*writer)->Append(std::span<const uint8_t>(buf.get(), got)); });
+      auto st = (*writer)->Append(std::span<const uint8_t>(buf.get(), got));
       if (!st) {
         failed = st.error();
         break;
@@ -467,36 +441,31 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   }
   buf.reset();
   if (failed) {
-    co_await Blocking([&] {
-      writer->reset();
-      reservation.Release();
-    });
+    writer->reset();
+    reservation.Release();
     co_return co_await Send(x, ErrorReply(*failed));  // Send drops the rest or closes
   }
-  auto info = co_await Blocking([&] {
-    auto committed = (*writer)->Commit();
-    writer->reset();  // free its stripe buffers before answering
-    // Committed or not, the bytes are now in usage or nowhere: give the reservation back
-    // before answering, so that the client's next upload sees it free.
-    reservation.Release();
-    return committed;
-  });
+  auto info = (*writer)->Commit();
+  writer->reset();  // free its stripe buffers before answering
+  // Committed or not, the bytes are now in usage or nowhere: give the reservation back before
+  // answering, so that the client's next upload sees it free.
+  reservation.Release();
   if (!info) co_return co_await Send(x, ErrorReply(info.error()));
-  auto st = co_await Blocking([&] { return ctx_.agent.UploadCommitted(key); });
+  auto st = ctx_.agent.UploadCommitted(key);
   if (!st) co_return co_await Send(x, ErrorReply(st.error()));
   co_return co_await Send(x, Empty200());
 }
 
 net::awaitable<bool> Session::Download(Exchange& x, const index::ObjectKey& key) {
   auto& req = parser_->get();
-  auto head = co_await Blocking([&] { return ctx_.store.Head(key); });
+  // NOTE: blocking storage reads on the worker thread, as for uploads (see Upload).
+  auto head = ctx_.store.Head(key);
   if (!head) co_return co_await Send(x, ErrorReply(head.error()));
   if (!*head) co_return co_await Send(x, ErrorReply(404, "not_found", "no such object"));
   const uint64_t size = (*head)->size;
   RangeRequest rr = ParseRangeRequest(req[http::field::range], size, "object");
   if (rr.refusal) co_return co_await Send(x, std::move(*rr.refusal));
-  auto reader =
-      co_await Blocking([&] { return ctx_.store.Open(key, rr.range.offset, rr.range.length); });
+  auto reader = ctx_.store.Open(key, rr.range.offset, rr.range.length);
   if (!reader) co_return co_await Send(x, ErrorReply(reader.error()));
   const uint64_t length = (*reader)->length();
 
@@ -505,9 +474,7 @@ net::awaitable<bool> Session::Download(Exchange& x, const index::ObjectKey& key)
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunk]);
   size_t n = 0;
   if (length > 0) {
-    auto r = co_await Blocking([&] {
-      return (*reader)->Read(std::span<uint8_t>(buf.get(), std::min<uint64_t>(kChunk, length)));
-    });
+    auto r = (*reader)->Read(std::span<uint8_t>(buf.get(), std::min<uint64_t>(kChunk, length)));
     if (!r) co_return co_await Send(x, ErrorReply(r.error()));
     if (*r == 0)
       co_return co_await Send(x, ErrorReply(Error{ErrorKind::kInternal, 0, "empty read"}));
@@ -527,10 +494,8 @@ net::awaitable<bool> Session::Download(Exchange& x, const index::ObjectKey& key)
   uint64_t sent = 0;
   while (sent < length) {
     if (n == 0) {
-      auto r = co_await Blocking([&] {
-        return (*reader)->Read(
-            std::span<uint8_t>(buf.get(), std::min<uint64_t>(kChunk, length - sent)));
-      });
+      auto r =
+          (*reader)->Read(std::span<uint8_t>(buf.get(), std::min<uint64_t>(kChunk, length - sent)));
       if (!r || *r == 0) {
         // The status line is gone: all we can do is cut the body short so the client notices.
         Log(LogLevel::kError, "download_failed",

@@ -17,7 +17,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -56,8 +55,7 @@ struct ServerContext {
         agent(s),
         throttle(c.free_failures, std::chrono::milliseconds(c.failure_delay_ms),
                  std::chrono::milliseconds(c.max_failure_delay_ms),
-                 std::chrono::seconds(c.failure_window_s)),
-        storage_pool(static_cast<size_t>(c.storage_threads)) {}
+                 std::chrono::seconds(c.failure_window_s)) {}
   const Config& config;
   storage::ObjectStore& store;
   admin::AdminApi& admin;
@@ -66,8 +64,6 @@ struct ServerContext {
   AgentApi agent;
   FailureThrottle throttle;
   std::atomic<int> connections{0};  // both listeners, all workers
-  // Runs the blocking storage, index and admin calls of requests (Session::Blocking).
-  boost::asio::thread_pool storage_pool;
 };
 
 // One worker thread: its io_context, its acceptors and the sessions running on it. Members
@@ -135,10 +131,6 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> SendUnauthorized(Exchange& x, Reply reply, bool count_failure);
   boost::asio::awaitable<void> Shutdown();
   void Finish(Exchange& x);
-  // Runs `call` (a blocking storage, index or admin call) on the storage pool and resumes on
-  // this session's worker when it returns: the worker serves its other connections meanwhile.
-  template <class F>
-  boost::asio::awaitable<std::invoke_result_t<F&>> Blocking(F call);
 
   boost::beast::tcp_stream& Tcp();
 

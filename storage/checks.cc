@@ -79,7 +79,9 @@ Status StoreImpl::FsckIn(index::Txn& txn, index::WriteTxn* fix, FsckReport& rep)
                  }));
   }
   if (fix) {  // accounts' counters (CheckAccounts reports them when not fixing)
-    for (const auto& [account, u] : by_account) {
+    for (const auto& entry : by_account) {  // not a binding: clang 14 cannot capture one
+      const index::Id& account = entry.first;
+      const Usage& u = entry.second;
       auto a = txn.GetAccount(account);
       if (!a) return tl::unexpected(a.error());
       if (!*a || ((*a)->bytes == u.bytes && (*a)->objects == u.objects)) continue;

@@ -12,13 +12,15 @@
 // step, `lookups` random stored keys are looked up one at a time, each in its own read
 // transaction, and timed. One line per step for bench/run.sh:
 //   RESULT index objects=N insert_per_s=... lookup_p50_us=... lookup_p99_us=... bytes_per_object=...
-// (bytes_per_object: data.mdb's size on disk / N). DIR is removed first and at the end.
+// (bytes_per_object: data.mdb's size on disk / N). DIR is created afresh unless --start says
+// that an earlier call stored S objects there (a run continues where the last one stopped, so
+// that a caller can check its time budget between steps); it is kept at the end.
 //
 // With --device, DIR is the index of a stopped chunkvaultd and every object goes to that
-// existing device (created through the admin API), which then serves them: DIR is kept, S
-// objects are already there from an earlier call, and FILE gets `lookups` random stored names,
-// one a line, for `loadgen --head-names` (the end-to-end HEAD latency of bench/run.sh). The
-// records point at shards that do not exist: such a node is only good for HEAD and listing.
+// existing device (created through the admin API), which then serves them. --names FILE gets
+// `lookups` random stored names, one a line, for `loadgen --head-names` (the end-to-end HEAD
+// latency of bench/run.sh). The records point at shards that do not exist: such a node is only
+// good for HEAD and listing.
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -42,6 +44,14 @@ using cv::index::ObjectKey;
 using cv::index::ObjectRecord;
 
 constexpr int kDevices = 16;
+
+// The same ids in every call, so that a later call (--start) continues the same devices.
+Id DeviceId(int d) {
+  std::mt19937_64 g(0xDE71CE + d);
+  Id id{};
+  for (auto& b : id) b = static_cast<uint8_t>(g());
+  return id;
+}
 
 // Object i's key: a name derived from i (so lookups can rebuild it), the device i % kDevices.
 ObjectKey KeyOf(const std::vector<Id>& devices, uint64_t i) {
@@ -119,13 +129,14 @@ int main(int argc, char** argv) {
     if (!id) return Fail("--device: not a device id: " + device_hex);
     devices.assign(kDevices, *id);
   } else {
-    fs::remove_all(dir);
-    for (int d = 0; d < kDevices; ++d) devices.push_back(cv::index::NewId());
+    if (stored == 0) fs::remove_all(dir);
+    for (int d = 0; d < kDevices; ++d) devices.push_back(DeviceId(d));
   }
   auto index = cv::index::Index::Open({.dir = dir});
   if (!index) return Fail("open: " + index.error().ToString());
   const Id account = cv::index::NewId();
-  cv::Status s = !device_hex.empty() ? cv::Status{} : (*index)->Update([&](cv::index::WriteTxn& txn) -> cv::Status {
+  const bool new_devices = device_hex.empty() && stored == 0;
+  cv::Status s = !new_devices ? cv::Status{} : (*index)->Update([&](cv::index::WriteTxn& txn) -> cv::Status {
     for (const Id& id : devices) {
       cv::index::DeviceRecord dev;
       dev.id = id;
@@ -184,6 +195,5 @@ int main(int argc, char** argv) {
     }
     std::fclose(f);
   }
-  if (device_hex.empty()) fs::remove_all(dir);
   return 0;
 }

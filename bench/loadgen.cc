@@ -820,7 +820,8 @@ int Main(int argc, char** argv) {
   std::printf("loadgen: %s %s%s, %" PRIu64 " objects of %" PRIu64
               " bytes, %u connections, "
               "seed %" PRIu64 "\n",
-              o.restic ? "POST" : "PUT", o.url.c_str(), o.restic ? "data/<sha256>" : "<sha256>",
+              !o.head_names.empty() ? "HEAD" : o.restic ? "POST" : "PUT", o.url.c_str(),
+              o.restic ? "data/<sha256>" : "<sha256>",
               o.objects, o.size, o.conns, o.seed);
 
   // Connections are open before the clock starts.

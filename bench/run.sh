@@ -10,7 +10,8 @@
 #   --budget:  time budget in seconds (default 270 with --quick, 2400 in full mode); a curve
 #              that would not fit in what is left is skipped and the report says so, and a
 #              watchdog stops the run 120 s past the budget (the report is still written)
-#   --curves:  a subset, comma-separated, of: micro,size,conns,rss,degraded,restic,index,ec
+#   --curves:  a subset, comma-separated, in this order by default: micro,size,ec,rss,conns,
+#              degraded,index,restic
 #   --keep:    keep the temporary folder (logs, loader outputs)
 #
 # Servers (chunkvaultd, nginx, rclone serve restic) run on 127.0.0.1 over TLS, one at a time,
@@ -24,7 +25,7 @@ BENCH_NAME=run
 
 usage() { sed -n '2,21p' "$BENCH_SELF" | sed 's/^# \{0,1\}//'; exit 2; }
 
-QUICK=0 KEEP=0 BUDGET_ARG="" CURVES="micro,size,conns,rss,degraded,restic,index,ec"
+QUICK=0 KEEP=0 BUDGET_ARG="" CURVES="micro,size,ec,rss,conns,degraded,index,restic"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -41,13 +42,14 @@ OUT=${CV_BENCH_RESULTS:-$SRC/bench/results}
 MIB=$((1 << 20))
 if [ "$QUICK" = 1 ]; then
   MODE=quick
-  RUNS=2                          # runs of each server curve (servers started afresh each run)
-  POINT_BYTES=$((32 * MIB))       # client bytes per point of the size and connection curves
+  RUNS=2                          # runs of the size and connection curves (servers started afresh)
+  SMALL_RUNS=1                    # runs of the RSS, degraded-read and restic curves
+  POINT_BYTES=$((24 * MIB))       # client bytes per point of the size and connection curves
   SIZES="64K 1M 4M 16M 64M"
   CONNS_LIST="1 2 4 8 16 64"
   RSS_CONNS="1 4 16 64"
   DEGRADED_OBJECTS=8              # x 16 MiB
-  RESTIC_MIB=48
+  RESTIC_MIB=32
   INDEX_STEPS="100000,300000"
   INDEX_LOOKUPS=5000
   EC_SECONDS=0.2 INGEST_OBJECTS=6 INGEST_ROUNDS=1
@@ -57,6 +59,7 @@ if [ "$QUICK" = 1 ]; then
 else
   MODE=full
   RUNS=3
+  SMALL_RUNS=3
   POINT_BYTES=$((256 * MIB))
   SIZES="64K 1M 4M 16M 64M"
   CONNS_LIST="1 2 4 8 16 64"
@@ -88,7 +91,7 @@ note() { printf '%s\t%s\n' "$1" "$2" >>"$NOTES"; }          # curve text (comman
 # The report is written whatever happens (budget exceeded, a failed curve).
 bench_exit_hook() {
   note meta "elapsed_s=$(elapsed_s)"
-  python3 bench/report/report.py --results "$OUT" --mode "$MODE" --runs "$RUNS" \
+  python3 bench/report/report.py --results "$OUT" --mode "$MODE" \
     --budget "$BUDGET_S" --machine "$(machine_line)" --pinning "$PINNING" \
     --commit "$(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)"
 }

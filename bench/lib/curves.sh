@@ -29,7 +29,7 @@ load_point() {
   local curve=$1 peer=$2 x=$3 run=$4 n=$5 size=$6 conns=$7 out op line
   shift 7
   out=$TMP/$curve-$peer-$x-run$run.out
-  log "$curve: $peer, $n x $size, $conns connections (run $run of $RUNS)"
+  log "$curve: $peer, $n x $size, $conns connections (run $run)"
   run_loader "$out" "$n" "$size" "$conns" "$@" ||
     { log "$curve: $peer: loader errors"; note "$curve" "$peer: loader errors at $x, run $run"; FAILED=1; }
   for op in upload restore; do
@@ -76,10 +76,10 @@ curve_conns() {
 
 # ---- 4. peak RSS of chunkvaultd vs concurrent 16 MiB uploads (a fresh process per point)
 curve_rss() {
-  has_time rss $((RUNS * 60)) || return 0
+  has_time rss $((SMALL_RUNS * 40)) || return 0
   note rss "command: chunkvaultd started afresh per point; loadgen --objects C --size 16M --conns C (uploads only); peak RSS = VmHWM of /proc/PID/status after the uploads"
   local run c hwm idle
-  for run in $(seq "$RUNS"); do
+  for run in $(seq "$SMALL_RUNS"); do
     for c in $RSS_CONNS; do
       start_server cv
       idle=$(awk '/^VmHWM/{print $2}' "/proc/$SRV_PID/status")
@@ -94,10 +94,10 @@ curve_rss() {
 
 # ---- 6. degraded reads: restore MiB/s with 0, 1, m disk directories removed while serving
 curve_degraded() {
-  has_time degraded $((RUNS * 60)) || return 0
+  has_time degraded $((SMALL_RUNS * 30)) || return 0
   local m=2 run f n=$DEGRADED_OBJECTS
   note degraded "command: chunkvaultd (default: 6 disk folders, 4+2); loadgen --objects $n --size 16M --conns 4 --get; then for each further failed disk: mv DISK away && rm -rf it while the node serves, and loadgen ... --restore-only (same objects)"
-  for run in $(seq "$RUNS"); do
+  for run in $(seq "$SMALL_RUNS"); do
     start_server cv
     load_point degraded cv 0 "$run" "$n" 16M 4 --get
     for f in $(seq "$m"); do
@@ -145,7 +145,7 @@ restic_server_point() {
 }
 curve_restic() {
   command -v restic >/dev/null || { note restic "Skipped: restic is not installed."; return 0; }
-  has_time restic $((RUNS * 40 + RESTIC_MIB / 2)) || return 0
+  has_time restic $((SMALL_RUNS * (30 + RESTIC_MIB / 4))) || return 0
   log "restic: generating a $RESTIC_MIB MiB data set"
   python3 - "$TMP/restic-data" "$RESTIC_MIB" <<'EOF'
 import os, random, sys
@@ -166,8 +166,8 @@ print(i, "files")
 EOF
   note restic "data set: $RESTIC_MIB MiB of random bytes in $(find "$TMP/restic-data" -type f | wc -l) files (80% 1-64 KiB, 20% 1-8 MiB); restic $(restic version | awk '{print $2}') --no-cache on the loader core: init, backup DIR, restore latest --target T (timed: backup and restore; the restored tree is compared with diff -r)"
   local run
-  PEERS="cv rclone" each_server_run restic restic_server_point
-  for run in $(seq "$RUNS"); do
+  PEERS="cv rclone" RUNS=$SMALL_RUNS each_server_run restic restic_server_point
+  for run in $(seq "$SMALL_RUNS"); do
     restic_point local "$run" "$TMP/restic-local-$run"
     rm -rf "$TMP/restic-local-$run"
   done
@@ -175,46 +175,53 @@ EOF
 }
 
 # ---- 3. the index alone: insert rate, lookup p50/p99 and data.mdb bytes per object vs objects
+# index_step SERIES DIR PREV N [index_bench flags]: PREV -> N objects if the budget allows
+# (at the insert rate of the last step); its RESULT line -> INDEX_LINE
+INDEX_RATE=20000  # objects/s assumed before the first step
+index_step() {
+  local series=$1 dir=$2 prev=$3 n=$4 batch=$5 out
+  shift 5
+  has_time "index ($series, $n objects)" $(( (n - prev) / INDEX_RATE + 10 )) || return 1
+  out=$TMP/index-$series-$n.out
+  log "index: $series, $prev -> $n objects"
+  "${PIN_SERVER[@]}" "$BIN/index_bench" "$dir" "$n" "$INDEX_LOOKUPS" "$batch" --start "$prev" "$@" \
+    >"$out" 2>&1 || { cat "$out" >&2; return 1; }
+  INDEX_LINE=$(grep '^RESULT index' "$out")
+  INDEX_RATE=$(awk -v r="$(field insert_per_s "$INDEX_LINE")" 'BEGIN{r = int(r); print (r > 1000 ? r : 1000)}')
+}
+
 curve_index() {
-  local steps=$INDEX_STEPS last
+  local steps=$INDEX_STEPS last avail n prev=0 metric
   last=${steps##*,}
-  # data.mdb takes ~600 bytes per object: scale the largest step to the free space (half of it)
-  local avail
+  # data.mdb takes ~1.1 KB per object, twice (alone, then end to end): scale the steps to a
+  # third of the free space
   avail=$(df -B1 --output=avail "$TMP" | tail -1)
-  if [ $((last * 600)) -gt $((avail / 2)) ]; then
-    note index "The ${last}-object step needs about $((last * 600 >> 30)) GiB; only $((avail >> 30)) GiB are free: steps above $((avail / 1200)) objects left out."
-    steps=$(tr ',' '\n' <<<"$steps" | awk -v max=$((avail / 1200)) '$1 <= max' | paste -sd,)
+  if [ $((last * 2200)) -gt $((avail / 3)) ]; then
+    steps=$(tr ',' '\n' <<<"$steps" | awk -v max=$((avail / 6600)) '$1 <= max' | paste -sd,)
+    note index "Scaled to the disk: ${last} objects need about $((last * 2200 >> 30)) GiB and $((avail >> 30)) GiB are free; steps kept: ${steps:-none}."
   fi
-  has_time index $((last / 20000 + 20)) || return 0
-  note index "command: index_bench DIR $steps $INDEX_LOOKUPS (batches of 1000 objects per durable commit; each lookup its own read transaction; one run, pinned to core 0)"
-  local out=$TMP/index.out line
-  "${PIN_SERVER[@]}" "$BIN/index_bench" "$TMP/index-bench" "$steps" "$INDEX_LOOKUPS" >"$out" 2>&1 ||
-    { cat "$out" >&2; return 1; }
-  while read -r line; do
-    local n
-    n=$(field objects "$line")
+  note index "command: index_bench DIR N $INDEX_LOOKUPS 1000 --start PREV for each step N of $steps (batches of 1000 objects per durable commit; each lookup its own read transaction; pinned to core 0; one run)"
+  for n in ${steps//,/ }; do
+    index_step lmdb "$TMP/index-bench" "$prev" "$n" 1000 || break
     for metric in insert_per_s lookup_p50_us lookup_p99_us bytes_per_object; do
-      rec index lmdb "$n" 1 "$metric" "$(field "$metric" "$line")"
+      rec index lmdb "$n" 1 "$metric" "$(field "$metric" "$INDEX_LINE")"
     done
-  done < <(grep '^RESULT index' "$out")
+    prev=$n
+  done
+  rm -rf "$TMP/index-bench"
   index_head "$steps"
 }
 
 # The same steps end to end: a device of chunkvaultd filled by index_bench --device while the
 # node is stopped, then HEAD of random stored names through HTTPS (loadgen --head-names).
 index_head() {
-  local steps=$1 prev=0 n out line
+  local steps=$1 prev=0 n line
   printf '[scrub]\ninterval_s = 0\n[jobs]\ncompact_interval_s = 0\n' >"$TMP/cv-head.toml"
-  note index "end to end: chunkvaultd (scrub and compaction off: the records point at no shards) with one device filled by index_bench \$CV_ROOT/index N $INDEX_LOOKUPS --device DEV --names FILE while stopped, then loadgen --conns 4 --head-names FILE ($INDEX_LOOKUPS HEADs of random stored names)"
+  note index "end to end: chunkvaultd (scrub and compaction off: the records point at no shards) with one device filled by index_bench \$CV_ROOT/index N $INDEX_LOOKUPS 20000 --start PREV --device DEV --names FILE while stopped, then loadgen --conns 4 --head-names FILE ($INDEX_LOOKUPS HEADs of random stored names)"
   start_server cv "$TMP/cv-head.toml"
   for n in ${steps//,/ }; do
-    has_time index-head $(( (n - prev) / 15000 + 15 )) || break
     stop_pid "$SRV_PID"
-    out=$TMP/index-head-$n.out
-    "${PIN_SERVER[@]}" "$BIN/index_bench" "$CV_ROOT/index" "$n" "$INDEX_LOOKUPS" 1000 \
-      --device "$SRV_USER" --start "$prev" --names "$TMP/names" >"$out" 2>&1 || { cat "$out" >&2; break; }
-    line=$(grep '^RESULT index' "$out")
-    rec index http-insert "$n" 1 insert_per_s "$(field insert_per_s "$line")"
+    index_step http "$CV_ROOT/index" "$prev" "$n" 20000 --device "$SRV_USER" --names "$TMP/names" || break
     prev=$n
     restart_cv
     load_point index cv "$n" 1 0 0 4 --head-names "$TMP/names"
@@ -223,52 +230,4 @@ index_head() {
     rec index cv "$n" 1 head_p99_ms "$(field p99_ms "$line")"
   done
   stop_server
-}
-
-# ---- 5. erasure profiles: codec vs bare ISA-L, engine ingest and bytes written per client byte
-curve_ec() {
-  local profiles="4+2 6+3 8+3 10+4" p out line k m
-  has_time ec $((4 * (INGEST_OBJECTS * INGEST_ROUNDS * 2 + 10))) || return 0
-  note ec "command: ec_bench $EC_SECONDS K+M (1 MiB shards, 3 alternated runs) and ingest_bench DIR $INGEST_OBJECTS $INGEST_ROUNDS direct 4 K+M (16 MiB objects, 4 concurrent durable Puts, K+M disk folders on one file system vs a plain sequential write of the same expanded bytes); not pinned (both cores)"
-  for p in $profiles; do
-    k=${p%+*} m=${p#*+}
-    out=$TMP/ec-$k-$m.out
-    log "ec: $p"
-    "$BIN/ec_bench" "$EC_SECONDS" "$p" >"$out" 2>&1 || { cat "$out" >&2; return 1; }
-    while read -r line; do
-      rec ec "$p" "$k" "$(field run "$line")" codec_mib_s "$(field codec_mib_s "$line")"
-      rec ec "$p" "$k" "$(field run "$line")" bare_mib_s "$(field bare_mib_s "$line")"
-    done < <(grep '^RESULT ec' "$out")
-    out=$TMP/ingest-$k-$m.out
-    "$BIN/ingest_bench" "$TMP/ingest" "$INGEST_OBJECTS" "$INGEST_ROUNDS" direct 4 "$p" >"$out" 2>&1 ||
-      { cat "$out" >&2; return 1; }
-    while read -r line; do
-      for metric in engine_mb_s raw_mb_s written_per_byte; do
-        rec ingest "$p" "$k" "$(field round "$line")" "$metric" "$(field "$metric" "$line")"
-      done
-    done < <(grep '^RESULT ingest' "$out")
-  done
-}
-
-# ---- micro-benchmarks for the headline: device purge and courier images
-curve_micro() {
-  has_time micro 90 || return 0
-  local out=$TMP/purge.out line
-  note micro "purge: purge_bench DIR $PURGE_ARGS; courier: courier_bench DIR $COURIER_ARGS ${COURIER_TARGET:-/dev/shm} (not pinned)"
-  log "micro: purge_bench $PURGE_ARGS"
-  # shellcheck disable=SC2086
-  "$BIN/purge_bench" "$TMP/purge" $PURGE_ARGS >"$out" 2>&1 || { cat "$out" >&2; return 1; }
-  rec micro purge 0 1 objects_per_s "$(sed -n 's/^purge small: .* = \([0-9.]*\) objects\/s/\1/p' "$out")"
-  rec micro purge 0 1 p99_ratio "$(sed -n 's/^ratio p99 during\/without: \([0-9.]*\).*/\1/p' "$out")"
-  out=$TMP/courier.out
-  log "micro: courier_bench $COURIER_ARGS"
-  # shellcheck disable=SC2086
-  "$BIN/courier_bench" "$TMP/courier" $COURIER_ARGS "${COURIER_TARGET:-/dev/shm}" >"$out" 2>&1 ||
-    { cat "$out" >&2; return 1; }
-  # round lines: round, image bytes, courier MB/s, read MB/s, ratio, write MB/s, ratio
-  awk '$1 ~ /^[0-9]+$/ && NF == 7 {print $1, $3, $4, $5}' "$out" | while read -r r c rd ratio; do
-    rec micro courier 0 "$r" courier_mb_s "$c"
-    rec micro courier 0 "$r" read_mb_s "$rd"
-    rec micro courier 0 "$r" ratio "$ratio"
-  done
 }

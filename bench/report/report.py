@@ -62,6 +62,9 @@ class Report:
         found = {k[1] for k in self.data if k[0] == curve and k[3] == metric}
         return sorted(found, key=lambda s: (order.index(s) if s in order else 9, sort_key(s)))
 
+    def nruns(self, curve):
+        return max((len(v) for k, v in self.data.items() if k[0] == curve), default=0)
+
     def has(self, curve):
         return any(k[0] == curve for k in self.data)
 
@@ -99,7 +102,7 @@ class Report:
     def plot(self, name, title, command, panels, runs=None):
         """panels: list of (ylabel, xlabel, logx, [(column index in .dat, label)], style).
         One PNG, side-by-side panels, the machine/command/runs stated in the title."""
-        runs = runs or f"median of {self.a.runs} run(s)"
+        runs = runs or f"median of {self.nruns(name)} run(s)"
         head = (f"{title}: {self.a.mode} run, {runs}, bars = min..max\\n"
                 f"machine: {self.a.machine}\\n{self.a.pinning}; {command}")
         script = [f'set terminal pngcairo size {max(460 * len(panels), 760)},450 font ",8" noenhanced',
@@ -191,7 +194,6 @@ def headline(R):
         met = "**no**" if "**no**" in mets else (mets[0] or "—")
         what = f"{op} MiB/s, chunkvaultd / {NAMES[peer]}, 4 conns"
         rows.append((what, ", ".join(vals), f">= {goal}" if goal else "none set", met, "size"))
-    runs = R.a.runs
     ec = [c / b for c, b in zip(R.values("ec", "4+2", 4, "codec_mib_s"), R.values("ec", "4+2", 4, "bare_mib_s"))]
     v, met = fmt_ratio(statistics.median(ec) if ec else None, 0.9)
     rows.append(("EC stage (`Codec::Encode`) / bare ISA-L `ec_encode_data`, 4+2", v, ">= 0.9", met, "ec"))
@@ -222,8 +224,8 @@ def headline(R):
         if r:
             rows.append((f"restic {phase} wall time, through chunkvaultd / through rclone", f"{r:.2f}",
                          "none set (lower is better)", "—", "restic"))
-    out = [f"Measured in one `bench/run.sh{' --quick' if R.a.mode == 'quick' else ''}` run, runs = {runs} "
-           "for the server curves; every ratio compares two figures measured in that run with the "
+    out = [f"Measured in one `bench/run.sh{' --quick' if R.a.mode == 'quick' else ''}` run "
+           f"({R.nruns('size')} run(s) of each server per point); every ratio compares two figures measured in that run with the "
            "same loader and the same CPU pinning. Medians.", "",
            "| figure | measured | goal | met |", "|---|---:|---|---|"]
     for what, v, goal, met, curve in rows:
@@ -247,7 +249,6 @@ def main():
     ap = argparse.ArgumentParser()
     for opt in ("results", "mode", "machine", "pinning", "commit"):
         ap.add_argument("--" + opt, required=True)
-    ap.add_argument("--runs", type=int, required=True)
     ap.add_argument("--budget", type=int, required=True)
     a = ap.parse_args()
     data, notes = load(a.results)
@@ -292,16 +293,21 @@ def main():
     body = ""
     if R.has("index"):
         cols = [("lmdb", m) for m in ("insert_per_s", "lookup_p50_us", "lookup_p99_us", "bytes_per_object")]
+        cols += [("cv", "head_p50_ms"), ("cv", "head_p99_ms")]
         R.datfile = R.dat("index", "index", cols, xmap=lambda x: float(x) / 1e6)
-        body = R.plot("index", "Index alone (LMDB)", "index_bench, one run",
-                      [("objects inserted per second", "stored objects (millions)", 0, [(0, "insert rate")], ""),
-                       ("lookup latency (µs)", "stored objects (millions)", 0, [(1, "p50"), (2, "p99")], ""),
-                       ("data.mdb bytes per object", "stored objects (millions)", 0, [(3, "bytes/object")], "")],
+        xl = "stored objects (millions)"
+        body = R.plot("index", "Index: LMDB alone and HEAD through chunkvaultd", "index_bench; loadgen --head-names, 4 connections",
+                      [("objects inserted per second", xl, 0, [(0, "durable batches of 1000")], ""),
+                       ("lookup latency, index alone (µs)", xl, 0, [(1, "p50"), (2, "p99")], ""),
+                       ("HEAD latency through chunkvaultd (ms)", xl, 0, [(4, "p50"), (5, "p99")], ""),
+                       ("data.mdb bytes per object", xl, 0, [(3, "bytes/object")], "")],
                       runs="one run")
         body += "\n\n" + R.table("index", [("inserts/s", "lmdb", "insert_per_s", "{:,.0f}"),
                                            ("lookup p50 µs", "lmdb", "lookup_p50_us", "{:.1f}"),
                                            ("lookup p99 µs", "lmdb", "lookup_p99_us", "{:.1f}"),
-                                           ("data.mdb bytes/object", "lmdb", "bytes_per_object", "{:.0f}")],
+                                           ("data.mdb bytes/object", "lmdb", "bytes_per_object", "{:.0f}"),
+                                           ("HEAD p50 ms", "cv", "head_p50_ms", "{:.2f}"),
+                                           ("HEAD p99 ms", "cv", "head_p99_ms", "{:.2f}")],
                                  "stored objects", lambda x: f"{int(float(x)):,}")
     md.append(R.section("index", "3. Index: insert rate, lookup latency and size vs stored objects", body))
 

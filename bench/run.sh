@@ -52,7 +52,7 @@ if [ "$QUICK" = 1 ]; then
   RESTIC_MIB=32
   INDEX_STEPS="100000,300000"
   INDEX_LOOKUPS=5000
-  EC_SECONDS=0.2 INGEST_OBJECTS=6 INGEST_ROUNDS=1
+  EC_SECONDS=0.5 INGEST_OBJECTS=6 INGEST_ROUNDS=1
   PURGE_ARGS="5000 4 3 4"         # small objects, 16 MiB objects, seconds of load, writers
   COURIER_ARGS="6 1"              # 16 MiB objects, rounds
   BUDGET_S=${BUDGET_ARG:-270}

@@ -231,3 +231,51 @@ index_head() {
   done
   stop_server
 }
+
+# ---- 5. erasure profiles: codec vs bare ISA-L, engine ingest and bytes written per client byte
+curve_ec() {
+  local profiles="4+2 6+3 8+3 10+4" p out line k m
+  has_time ec $((4 * (INGEST_OBJECTS * INGEST_ROUNDS * 2 + 10))) || return 0
+  note ec "command: ec_bench $EC_SECONDS K+M (1 MiB shards, 3 alternated runs) and ingest_bench DIR $INGEST_OBJECTS $INGEST_ROUNDS direct 4 K+M (16 MiB objects, 4 concurrent durable Puts, K+M disk folders on one file system vs a plain sequential write of the same expanded bytes); not pinned (both cores)"
+  for p in $profiles; do
+    k=${p%+*} m=${p#*+}
+    out=$TMP/ec-$k-$m.out
+    log "ec: $p"
+    "$BIN/ec_bench" "$EC_SECONDS" "$p" >"$out" 2>&1 || { cat "$out" >&2; return 1; }
+    while read -r line; do
+      rec ec "$p" "$k" "$(field run "$line")" codec_mib_s "$(field codec_mib_s "$line")"
+      rec ec "$p" "$k" "$(field run "$line")" bare_mib_s "$(field bare_mib_s "$line")"
+    done < <(grep '^RESULT ec' "$out")
+    out=$TMP/ingest-$k-$m.out
+    "$BIN/ingest_bench" "$TMP/ingest" "$INGEST_OBJECTS" "$INGEST_ROUNDS" direct 4 "$p" >"$out" 2>&1 ||
+      { cat "$out" >&2; return 1; }
+    while read -r line; do
+      for metric in engine_mb_s raw_mb_s written_per_byte; do
+        rec ingest "$p" "$k" "$(field round "$line")" "$metric" "$(field "$metric" "$line")"
+      done
+    done < <(grep '^RESULT ingest' "$out")
+  done
+}
+
+# ---- micro-benchmarks for the headline: device purge and courier images
+curve_micro() {
+  has_time micro 90 || return 0
+  local out=$TMP/purge.out line
+  note micro "purge: purge_bench DIR $PURGE_ARGS; courier: courier_bench DIR $COURIER_ARGS ${COURIER_TARGET:-/dev/shm} (not pinned)"
+  log "micro: purge_bench $PURGE_ARGS"
+  # shellcheck disable=SC2086
+  "$BIN/purge_bench" "$TMP/purge" $PURGE_ARGS >"$out" 2>&1 || { cat "$out" >&2; return 1; }
+  rec micro purge 0 1 objects_per_s "$(sed -n 's/^purge small: .* = \([0-9.]*\) objects\/s/\1/p' "$out")"
+  rec micro purge 0 1 p99_ratio "$(sed -n 's/^ratio p99 during\/without: \([0-9.]*\).*/\1/p' "$out")"
+  out=$TMP/courier.out
+  log "micro: courier_bench $COURIER_ARGS"
+  # shellcheck disable=SC2086
+  "$BIN/courier_bench" "$TMP/courier" $COURIER_ARGS "${COURIER_TARGET:-/dev/shm}" >"$out" 2>&1 ||
+    { cat "$out" >&2; return 1; }
+  # round lines: round, image bytes, courier MB/s, read MB/s, ratio, write MB/s, ratio
+  awk '$1 ~ /^[0-9]+$/ && NF == 7 {print $1, $3, $4, $5}' "$out" | while read -r r c rd ratio; do
+    rec micro courier 0 "$r" courier_mb_s "$c"
+    rec micro courier 0 "$r" read_mb_s "$rd"
+    rec micro courier 0 "$r" ratio "$ratio"
+  done
+}

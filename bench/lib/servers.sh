@@ -88,16 +88,16 @@ bench_cleanup() {
   exit "$rc"
 }
 
-bench_init() {
-  BUDGET_S=$1
+bench_init() {  # bench_init SECONDS: the watchdog stops the run after SECONDS
+  local watchdog_s=$1
   BENCH_START=$(date +%s)
   mkdir -p "${CV_BENCH_TMP:-/var/tmp}"
   TMP=$(mktemp -d "${CV_BENCH_TMP:-/var/tmp}/cv-${BENCH_NAME:-bench}.XXXXXX")
   trap bench_cleanup EXIT
   trap 'log "interrupted"; exit 130' INT
-  trap 'log "time budget of ${BUDGET_S}s exceeded (or SIGTERM): stopping"; exit 124' TERM
+  trap 'log "the watchdog stopped the run after '"$watchdog_s"' s (or SIGTERM)"; exit 124' TERM
   ( trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-    sleep "$BUDGET_S" & sp=$!
+    sleep "$watchdog_s" & sp=$!
     wait "$sp" && kill -TERM $$ 2>/dev/null ) &
   WATCHDOG_PID=$!
   # One TLS certificate for nginx and rclone: self-signed P-256 (the key type chunkvaultd generates).

@@ -108,7 +108,8 @@ class Report:
         script = [f'set terminal pngcairo size {max(460 * len(panels), 760)},450 font ",8" noenhanced',
                   f'set output "{os.path.join(self.a.results, name + ".png")}"',
                   f'set multiplot layout 1,{len(panels)} title "{esc(head)}" font ",8"',
-                  "set key below", "set grid", "set yrange [0:*]", "set tmargin 5", "set bmargin 5"]
+                  "set key below", "set grid", "set yrange [0:*]", "set tmargin 5",
+                  "set offsets graph 0.04, graph 0.04, 0, 0"]
         for ylabel, xlabel, logx, cols, style in panels:
             script += ["unset logscale x", "set xtics auto", 'set format x "%g"']
             if logx:

@@ -11,7 +11,7 @@
 #              that would not fit in what is left is skipped and the report says so, and a
 #              watchdog stops the run 120 s past the budget (the report is still written)
 #   --curves:  a subset, comma-separated, in this order by default: micro,size,ec,rss,conns,
-#              degraded,index,restic
+#              degraded,restic,index (the index curve last: its steps stop where the budget ends)
 #   --keep:    keep the temporary folder (logs, loader outputs)
 #
 # Servers (chunkvaultd, nginx, rclone serve restic) run on 127.0.0.1 over TLS, one at a time,
@@ -25,7 +25,7 @@ BENCH_NAME=run
 
 usage() { sed -n '2,21p' "$BENCH_SELF" | sed 's/^# \{0,1\}//'; exit 2; }
 
-QUICK=0 KEEP=0 BUDGET_ARG="" CURVES="micro,size,ec,rss,conns,degraded,index,restic"
+QUICK=0 KEEP=0 BUDGET_ARG="" CURVES="micro,size,ec,rss,conns,degraded,restic,index"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -42,9 +42,10 @@ OUT=${CV_BENCH_RESULTS:-$SRC/bench/results}
 MIB=$((1 << 20))
 if [ "$QUICK" = 1 ]; then
   MODE=quick
-  RUNS=2                          # runs of the size and connection curves (servers started afresh)
-  SMALL_RUNS=1                    # runs of the RSS, degraded-read and restic curves
+  RUNS=2                          # runs of the size curve (servers started afresh each run)
+  SMALL_RUNS=1                    # runs of the other server curves
   POINT_BYTES=$((24 * MIB))       # client bytes per point of the size and connection curves
+  MIN_OBJECTS=2                   # objects per point of the size curve, at least
   SIZES="64K 1M 4M 16M 64M"
   CONNS_LIST="1 2 4 8 16 64"
   RSS_CONNS="1 4 16 64"
@@ -52,7 +53,7 @@ if [ "$QUICK" = 1 ]; then
   RESTIC_MIB=32
   INDEX_STEPS="100000,300000"
   INDEX_LOOKUPS=5000
-  EC_SECONDS=0.5 INGEST_OBJECTS=6 INGEST_ROUNDS=1
+  EC_SECONDS=0.3 INGEST_OBJECTS=6 INGEST_ROUNDS=1
   PURGE_ARGS="5000 4 3 4"         # small objects, 16 MiB objects, seconds of load, writers
   COURIER_ARGS="6 1"              # 16 MiB objects, rounds
   BUDGET_S=${BUDGET_ARG:-270}
@@ -61,6 +62,7 @@ else
   RUNS=3
   SMALL_RUNS=3
   POINT_BYTES=$((256 * MIB))
+  MIN_OBJECTS=4
   SIZES="64K 1M 4M 16M 64M"
   CONNS_LIST="1 2 4 8 16 64"
   RSS_CONNS="1 2 4 8 16 32 64"

@@ -52,12 +52,12 @@ objects_for() {  # objects of SIZE that make POINT_BYTES, at least $2
 size_point() {
   local peer=$1 run=$2 size
   for size in $SIZES; do
-    load_point size "$peer" "$(bytes_of "$size")" "$run" "$(objects_for "$size" 4)" "$size" 4 --get
+    load_point size "$peer" "$(bytes_of "$size")" "$run" "$(objects_for "$size" "$MIN_OBJECTS")" "$size" 4 --get
   done
 }
 curve_size() {
   has_time size $((RUNS * 60)) || return 0
-  note size "command: loadgen --objects N --size SIZE --conns 4 --get (N x SIZE = $((POINT_BYTES / MIB)) MiB, at least 4 objects), each server started afresh for each run"
+  note size "command: loadgen --objects N --size SIZE --conns 4 --get (N x SIZE = $((POINT_BYTES / MIB)) MiB, at least $MIN_OBJECTS objects), each server started afresh for each run"
   each_server_run size size_point
 }
 
@@ -69,9 +69,9 @@ conns_point() {
   done
 }
 curve_conns() {
-  has_time conns $((RUNS * 45)) || return 0
+  has_time conns $((SMALL_RUNS * 45)) || return 0
   note conns "command: loadgen --objects N --size 1M --conns C (N = max($((POINT_BYTES / MIB)), 2C), uploads only, new names for every C)"
-  each_server_run conns conns_point
+  RUNS=$SMALL_RUNS each_server_run conns conns_point
 }
 
 # ---- 4. peak RSS of chunkvaultd vs concurrent 16 MiB uploads (a fresh process per point)

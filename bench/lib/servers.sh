@@ -277,5 +277,5 @@ run_loader() {
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
 machine_line() {  # cores, CPU, kernel, file system of $TMP
-  echo "$NCPU CPU ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), kernel $(uname -r), temp data on $(df -T "$TMP" | awk 'NR==2{print $2, $1}')"
+  echo "$NCPU CPU ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), kernel $(uname -r), temp data on $(df -hT "$TMP" | awk 'NR==2{print $2, $1, "(" $3 ")"}')"
 }

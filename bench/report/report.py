@@ -14,6 +14,7 @@ import datetime
 import os
 import statistics
 import subprocess
+import textwrap
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NAMES = {"cv": "chunkvaultd", "nginx": "nginx (no fsync)", "rclone": "rclone serve restic (no fsync)",
@@ -103,12 +104,18 @@ class Report:
         """panels: list of (ylabel, xlabel, logx, [(column index in .dat, label)], style).
         One PNG, side-by-side panels, the machine/command/runs stated in the title."""
         runs = runs or f"median of {self.nruns(name)} run(s)"
-        head = (f"{title}: {self.a.mode} run, {runs}, bars = min..max\\n"
-                f"machine: {self.a.machine}\\n{self.a.pinning}; {command}")
-        script = [f'set terminal pngcairo size {max(460 * len(panels), 760)},450 font ",8" noenhanced',
+        cmds = [n for n in self.notes.get(name, []) if n.startswith(("command:", "end to end:", "purge:"))]
+        px = max(460 * len(panels), 760)
+        width = int(px / 6.5)  # characters of the title font that fit in the image
+        lines = [f"{title}: {self.a.mode} run, {runs}, bars = min..max",
+                 f"machine: {self.a.machine}; {self.a.pinning}"]
+        for c in cmds or [command]:
+            lines += textwrap.wrap(c, width)
+        head = "\\n".join(lines)
+        script = [f'set terminal pngcairo size {px},{400 + 13 * len(lines)} font ",8" noenhanced',
                   f'set output "{os.path.join(self.a.results, name + ".png")}"',
                   f'set multiplot layout 1,{len(panels)} title "{esc(head)}" font ",8"',
-                  "set key below", "set grid", "set yrange [0:*]", "set tmargin 5",
+                  "set key below", "set grid", "set yrange [0:*]", f"set tmargin {len(lines) + 2}",
                   "set offsets graph 0.04, graph 0.04, 0, 0"]
         for ylabel, xlabel, logx, cols, style in panels:
             script += ["unset logscale x", "set xtics auto", 'set format x "%g"']
@@ -116,6 +123,8 @@ class Report:
                 script.append(f"set logscale x {logx}")
             if style == "profiles":
                 script.append("set xrange [3:11]")
+            elif style == "int":
+                script += ["set xrange [*:*]", "set xtics 1"]
             elif style == "bars":  # column 1 is a label
                 script += ["set xrange [*:*]", "set style data histograms",
                            "set style histogram errorbars gap 2 lw 1", "set style fill solid 0.6 border -1"]
@@ -139,6 +148,17 @@ class Report:
         if r.returncode != 0:
             return f"(gnuplot failed: {r.stderr.strip()[:300]})"
         return f"![{title}]({name}.png)"
+
+    def loader_busy(self, curve):
+        """One sentence: the loader core's highest busy share per server (CPU time / wall time)."""
+        busy = []
+        for s in self.series(curve, "upload_mib_s"):
+            v = [x for k, vals in self.data.items() if k[0] == curve and k[1] == s
+                 and k[3].endswith("_loader_busy") for x in vals]
+            if v:
+                busy.append(f"{NAMES.get(s, s)} {100 * max(v):.0f}%")
+        return ("Loader core busy at most (CPU time / wall time of a phase): " + ", ".join(busy) +
+                "; near 100% a figure is the loader's limit (TLS, SHA-256), not the server's.") if busy else ""
 
     def section(self, curve, title, body):
         out = [f"## {title}", ""]
@@ -274,7 +294,7 @@ def main():
         body = fig + "\n\n" + R.table("size", [(f"{op} {NAMES[p]}", p, f"{op}_mib_s", "{:.1f}")
                                                 for op in ("upload", "restore") for p in peers3],
                                        "object size", size_name)
-        body += "\n\n" + NGINX_NOTE
+        body += "\n\n" + NGINX_NOTE + " " + R.loader_busy("size")
     else:
         body = ""
     md.append(R.section("size", "1. Upload and restore vs object size", body))
@@ -289,6 +309,7 @@ def main():
                        ("upload p99 latency (ms)", "connections", 2, [(n + i, NAMES[p]) for i, p in enumerate(peers)], "")])
         body += "\n\n" + R.table("conns", [(f"{NAMES[p]} MiB/s", p, "upload_mib_s", "{:.1f}") for p in peers] +
                                  [(f"{NAMES[p]} p99 ms", p, "upload_p99_ms", "{:.1f}") for p in peers], "connections")
+        body += "\n\n" + R.loader_busy("conns")
     md.append(R.section("conns", "2. Uploads vs concurrent connections", body))
 
     body = ""
@@ -355,7 +376,7 @@ def main():
     if R.has("degraded"):
         R.datfile = R.dat("degraded", "degraded", [("cv", "restore_mib_s")])
         body = R.plot("degraded", "Degraded reads (4+2)", "loadgen 16 MiB objects, 4 connections; disk folders removed while serving",
-                      [("restore MiB/s", "failed disks", 0, [(0, "chunkvaultd restore")], "")])
+                      [("restore MiB/s", "failed disks", 0, [(0, "chunkvaultd restore")], "int")])
         body += "\n\n" + R.table("degraded", [("restore MiB/s", "cv", "restore_mib_s", "{:.1f}"),
                                               ("restore p99 ms", "cv", "restore_p99_ms", "{:.1f}"),
                                               ("disks marked failed in the log", "cv", "disks_marked_failed", "{:.0f}")],

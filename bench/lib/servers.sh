@@ -11,6 +11,8 @@
 #   start_server PEER [ARGS]     PEER = cv | nginx | rclone; on success sets SRV_PID, SRV_URL,
 #                                SRV_CA, SRV_MODE, SRV_USER, SRV_PASS (and CV_ROOT for cv);
 #                                on failure returns 1 with the reason in SRV_NOTE
+#                                (start_server cv CONFIG.toml runs chunkvaultd with that config)
+#   restart_cv                   chunkvaultd again on the same root, device and credentials
 #   stop_server                  stops the server started last and removes its data
 #   run_loader OUT N SIZE CONNS [loadgen args]   against the current server (pinned)
 # A function bench_exit_hook, if the caller defines one, runs on exit before the cleanup.

@@ -98,12 +98,13 @@ bench_exit_hook() {
     --commit "$(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)"
 }
 
-# has_time CURVE SECONDS: whether the curve's estimated duration fits in what the budget has left
+# has_time CURVE SECONDS [WHAT]: whether the curve (or WHAT of it) fits, by its estimated
+# duration, in what the budget has left
 has_time() {
-  local left=$((BUDGET_S - $(elapsed_s)))
+  local left=$((BUDGET_S - $(elapsed_s))) what=${3:-this curve}
   if [ "$left" -lt "$2" ]; then
-    log "$1: skipped, ${left}s of the budget left and it needs about $2 s"
-    note "$1" "Skipped: ${left} s of the ${BUDGET_S} s budget were left and this curve needs about $2 s."
+    log "$1: $what skipped, ${left}s of the budget left and it needs about $2 s"
+    note "$1" "Skipped $what: ${left} s of the ${BUDGET_S} s budget were left and it needs about $2 s."
     return 1
   fi
 }

@@ -181,7 +181,7 @@ INDEX_RATE=20000  # objects/s assumed before the first step
 index_step() {
   local series=$1 dir=$2 prev=$3 n=$4 batch=$5 out
   shift 5
-  has_time "index ($series, $n objects)" $(( (n - prev) / INDEX_RATE + 10 )) || return 1
+  has_time index $(( (n - prev) / INDEX_RATE + 10 )) "the $n-object step ($series)" || return 1
   out=$TMP/index-$series-$n.out
   log "index: $series, $prev -> $n objects"
   "${PIN_SERVER[@]}" "$BIN/index_bench" "$dir" "$n" "$INDEX_LOOKUPS" "$batch" --start "$prev" "$@" \

@@ -1,13 +1,15 @@
 // ec_bench: is cv::erasure::Codec::Encode as fast as a bare ISA-L loop, and how much does
 // xxHash's runtime CPU dispatch buy for shard checksums?
 //
-//   ec_bench [seconds-per-measurement]   (default 2)
+//   ec_bench [seconds-per-measurement] [K+M]   (defaults 2 and 4+2)
 //
 // (a) bare ec_encode_data and (b) Codec::Encode run in the same process on the same
-// 32-byte-aligned 4+2 stripe of 1 MiB shards, alternated three times so that frequency
+// 32-byte-aligned K+M stripe of 1 MiB shards, alternated three times so that frequency
 // drift and noisy neighbours hit both alike. Throughput counts data bytes (k * 1 MiB per
 // stripe). Then XXH3_64bits (the library's default build) against XXH3_64bits_dispatch
-// (picks SSE2/AVX2/AVX-512 at run time) on a 1 MiB buffer.
+// (picks SSE2/AVX2/AVX-512 at run time) on a 1 MiB buffer. Each encode run also prints a line
+//   RESULT ec k=K m=M run=R bare_mib_s=... codec_mib_s=...
+// for bench/run.sh.
 #include <isa-l/erasure_code.h>
 
 #include <algorithm>
@@ -29,8 +31,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr int kK = 4;
-constexpr int kM = 2;
 constexpr size_t kShard = size_t{1} << 20;
 constexpr int kRepeats = 3;
 constexpr double kMiB = 1024.0 * 1024.0;
@@ -83,9 +83,11 @@ std::string CpuModel() {
 
 int main(int argc, char** argv) {
   double seconds = 2.0;
+  int kK = 4, kM = 2;
   if (argc > 1) seconds = std::atof(argv[1]);
-  if (!(seconds > 0)) {
-    std::fprintf(stderr, "usage: %s [seconds-per-measurement]\n", argv[0]);
+  if (!(seconds > 0) || (argc > 2 && std::sscanf(argv[2], "%d+%d", &kK, &kM) != 2) ||
+      kK < 1 || kM < 1 || kK + kM > 32) {
+    std::fprintf(stderr, "usage: %s [seconds-per-measurement] [K+M]\n", argv[0]);
     return 2;
   }
   std::string cmdline;
@@ -95,17 +97,15 @@ int main(int argc, char** argv) {
   // ---- erasure coding: bare ISA-L vs Codec, same buffers ----
   std::vector<uint8_t*> shards;
   for (int i = 0; i < kK + kM; ++i) shards.push_back(AlignedBuffer(kShard, i + 1));
-  unsigned char* srcs[kK];
-  unsigned char* dests[kM];
-  const uint8_t* data[kK];
-  uint8_t* parity[kM];
+  std::vector<unsigned char*> srcs(kK), dests(kM);
+  std::vector<const uint8_t*> data(kK);
+  std::vector<uint8_t*> parity(kM);
   for (int i = 0; i < kK; ++i) srcs[i] = shards[i], data[i] = shards[i];
   for (int i = 0; i < kM; ++i) dests[i] = shards[kK + i], parity[i] = shards[kK + i];
 
-  unsigned char matrix[(kK + kM) * kK];
-  unsigned char tables[32 * kK * kM];
-  gf_gen_cauchy1_matrix(matrix, kK + kM, kK);
-  ec_init_tables(kK, kM, &matrix[kK * kK], tables);
+  std::vector<unsigned char> matrix((kK + kM) * kK), tables(32 * kK * kM);
+  gf_gen_cauchy1_matrix(matrix.data(), kK + kM, kK);
+  ec_init_tables(kK, kM, &matrix[kK * kK], tables.data());
 
   auto codec = cv::erasure::Codec::Create(kK, kM);
   if (!codec) {
@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
 
   // Both must compute the same parity, or the comparison means nothing.
   std::vector<uint8_t> bare_parity(kM * kShard);
-  ec_encode_data(static_cast<int>(kShard), kK, kM, tables, srcs, dests);
+  ec_encode_data(static_cast<int>(kShard), kK, kM, tables.data(), srcs.data(), dests.data());
   for (int i = 0; i < kM; ++i) std::memcpy(&bare_parity[i * kShard], dests[i], kShard);
   (*codec)->Encode(kShard, data, parity);
   for (int i = 0; i < kM; ++i) {
@@ -132,13 +132,15 @@ int main(int argc, char** argv) {
   std::vector<double> bare_rates, codec_rates;
   for (int r = 0; r < kRepeats; ++r) {
     const double bare = stripe_mib * Rate(seconds, [&] {
-                          ec_encode_data(static_cast<int>(kShard), kK, kM, tables, srcs, dests);
+                          ec_encode_data(static_cast<int>(kShard), kK, kM, tables.data(), srcs.data(), dests.data());
                         });
     const double wrapped =
         stripe_mib * Rate(seconds, [&] { (*codec)->Encode(kShard, data, parity); });
     bare_rates.push_back(bare);
     codec_rates.push_back(wrapped);
     std::printf("%-6d %14.0f %14.0f %12.3f\n", r + 1, bare, wrapped, wrapped / bare);
+    std::printf("RESULT ec k=%d m=%d run=%d bare_mib_s=%.0f codec_mib_s=%.0f\n", kK, kM, r + 1,
+                bare, wrapped);
   }
   std::printf("%-6s %14.0f %14.0f %12.3f\n", "median", Median(bare_rates), Median(codec_rates),
               Median(codec_rates) / Median(bare_rates));

@@ -1,8 +1,13 @@
-// Engine ingest benchmark: 16 MiB objects into an ObjectStore on 6 disk directories (4+2,
-// durable), against a plain sequential write + fdatasync of the same number of expanded
-// bytes (what the store writes to disk) on the same file system, in the same run.
+// Engine ingest benchmark: 16 MiB objects into an ObjectStore on K+M disk directories (default
+// 4+2, durable), against a plain sequential write + fdatasync of the same number of expanded
+// bytes (what the store writes to disk) on the same file system, in the same run. It also
+// reports the bytes the engine made the kernel write (/proc/self/io write_bytes: shard records,
+// LMDB) per client byte.
 //
-//   ingest_bench [DIR] [objects] [rounds] [direct|buffered]
+//   ingest_bench [DIR] [objects] [rounds] [direct|buffered] [threads] [K+M]
+//
+// Each round also prints a line for bench/run.sh:
+//   RESULT ingest k=K m=M round=R engine_mb_s=... raw_mb_s=... written_per_byte=...
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -13,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -26,12 +32,31 @@ static double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+// Bytes this process has caused to be sent to the storage layer (all its threads, io_uring
+// workers included); 0 if the kernel does not account I/O.
+static uint64_t WriteBytes() {
+  std::ifstream in("/proc/self/io");
+  std::string key;
+  uint64_t value = 0;
+  while (in >> key >> value) {
+    if (key == "write_bytes:") return value;
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const std::string base = argc > 1 ? argv[1] : "/tmp/cv-ingest-bench";
   const int objects = argc > 2 ? std::atoi(argv[2]) : 32;
   const int rounds = argc > 3 ? std::atoi(argv[3]) : 3;
   const bool direct = !(argc > 4 && std::string(argv[4]) == "buffered");
   const int threads = argc > 5 ? std::atoi(argv[5]) : 4;  // concurrent uploads
+  int k = 4, m = 2;
+  if (argc > 6 && (std::sscanf(argv[6], "%d+%d", &k, &m) != 2 || k < 1 || m < 1)) {
+    std::fprintf(stderr, "usage: %s [DIR] [objects] [rounds] [direct|buffered] [threads] [K+M]\n",
+                 argv[0]);
+    return 2;
+  }
+  const int disks = k + m;
   const size_t size = 16 << 20;
 
   std::vector<std::string> bodies;
@@ -44,14 +69,16 @@ int main(int argc, char** argv) {
     }
     bodies.push_back(std::move(b));
   }
-  std::printf("command: %s %s %d %d %s %d\n", argv[0], base.c_str(), objects, rounds,
-              direct ? "direct" : "buffered", threads);
+  std::printf("command: %s %s %d %d %s %d %d+%d\n", argv[0], base.c_str(), objects, rounds,
+              direct ? "direct" : "buffered", threads, k, m);
   std::printf("%-6s %12s %12s %8s\n", "round", "engine MB/s", "raw MB/s", "ratio");
   std::vector<double> ratios;
   for (int r = 0; r < rounds; ++r) {
     fs::remove_all(base);
     cv::storage::StoreOptions o;
-    for (int d = 0; d < 6; ++d) o.disks.push_back(base + "/d" + std::to_string(d));
+    for (int d = 0; d < disks; ++d) o.disks.push_back(base + "/d" + std::to_string(d));
+    o.k = k;
+    o.m = m;
     o.index_dir = base + "/index";
     o.try_direct = direct;
     auto store = cv::storage::ObjectStore::Open(o);
@@ -60,6 +87,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     const cv::index::Id dev = cv::index::NewId();
+    const uint64_t written0 = WriteBytes();
     auto t0 = Clock::now();
     std::atomic<int> next{0};
     std::atomic<bool> failed{false};
@@ -82,14 +110,15 @@ int main(int argc, char** argv) {
     if (failed) return 1;
     auto t1 = Clock::now();
     store->reset();
+    const double written_per_byte = double(WriteBytes() - written0) / (double(size) * objects);
     const double engine = double(size) * objects / Seconds(t0, t1) / 1e6;
 
     // Baseline: the expanded bytes (x (k+m)/k), one file per disk dir, sequential, synced.
-    const size_t expanded = size_t(double(size) * objects * 6 / 4);
-    const size_t per_file = expanded / 6;
+    const size_t expanded = size_t(double(size) * objects * disks / k);
+    const size_t per_file = expanded / disks;
     std::vector<char> chunk(1 << 20, 'x');
     auto t2 = Clock::now();
-    for (int d = 0; d < 6; ++d) {
+    for (int d = 0; d < disks; ++d) {
       const std::string p = base + "/raw" + std::to_string(d);
       int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       for (size_t done = 0; done < per_file; done += chunk.size()) {
@@ -102,6 +131,8 @@ int main(int argc, char** argv) {
     const double raw = double(size) * objects / Seconds(t2, t3) / 1e6;  // client-byte equivalent
     ratios.push_back(engine / raw);
     std::printf("%-6d %12.1f %12.1f %8.3f\n", r + 1, engine, raw, engine / raw);
+    std::printf("RESULT ingest k=%d m=%d round=%d engine_mb_s=%.1f raw_mb_s=%.1f "
+                "written_per_byte=%.3f\n", k, m, r + 1, engine, raw, written_per_byte);
   }
   std::sort(ratios.begin(), ratios.end());
   std::printf("median ratio engine/raw: %.3f (goal >= 0.8)\n", ratios[ratios.size() / 2]);

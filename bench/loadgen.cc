@@ -20,6 +20,10 @@
 // latency but inside the phase's wall time. Connections are opened before the clock starts.
 // MiB/s = object bytes of the successful requests / wall time of the phase.
 // With --get every object is read back and its SHA-256 checked against its name.
+// --head-names FILE sends only HEAD URL/data/<name> for each name (64 hex digits a line) of FILE
+// and expects 200 (the end-to-end index lookup of bench/run.sh); --objects and --size are unused.
+// --restore-only skips the uploads: it reads back what an earlier run with the same --objects,
+// --size and --seed stored (e.g. again after disks failed: bench/run.sh's degraded reads).
 //
 // The last lines are machine-readable, one per phase:
 //   RESULT op=upload objects=N size=S conns=C mib_s=... p50_ms=... p99_ms=... errors=0 ...
@@ -81,6 +85,8 @@ struct Options {
   unsigned conns = 4;
   bool restic = true;
   bool get = false;
+  bool restore_only = false;  // implies get
+  std::string head_names;     // file of names to HEAD (and nothing else)
   uint64_t seed = 1;
   unsigned timeout_s = 300;
   std::string before_get;  // shell command run between the phases (e.g. drop the page cache)
@@ -96,11 +102,14 @@ struct Options {
       stderr,
       "usage: loadgen --url https://HOST:PORT/PREFIX/ --cacert CA.pem [--user U --password P]\n"
       "               --objects N --size BYTES[K|M|G] --conns C [--mode restic|put] [--get]\n"
-      "               [--seed X] [--timeout SECONDS] [--before-get CMD]\n"
+      "               [--seed X] [--timeout SECONDS] [--before-get CMD] [--restore-only]\n"
+      "       loadgen --url ... --cacert CA.pem [--user U --password P] --conns C --head-names FILE\n"
       "  restic mode: POST URL/data/<sha256>; put mode: PUT URL/<sha256>.\n"
       "  --get: then GET every object back and verify its SHA-256.\n"
       "  --timeout: seconds allowed for any one socket operation (default 300).\n"
-      "  --before-get: shell command run (untimed) between uploads and restores.\n");
+      "  --before-get: shell command run (untimed) between uploads and restores.\n"
+      "  --restore-only: no uploads; GET what an earlier run (same objects, size, seed) stored.\n"
+      "  --head-names: only HEAD URL/data/<name> for every name (64 hex digits a line) of FILE.\n");
   std::exit(2);
 }
 
@@ -156,6 +165,10 @@ Options ParseArgs(int argc, char** argv) {
       o.timeout_s = static_cast<unsigned>(ParseSize(value()));
     else if (a == "--get")
       o.get = true;
+    else if (a == "--restore-only")
+      o.restore_only = o.get = true;
+    else if (a == "--head-names")
+      o.head_names = value();
     else if (a == "--before-get")
       o.before_get = value();
     else if (a == "--mode") {
@@ -172,8 +185,8 @@ Options ParseArgs(int argc, char** argv) {
       Usage(("unknown argument: " + a).c_str());
   }
   if (o.url.empty()) Usage("--url is required");
-  if (o.objects == 0) Usage("--objects must be > 0");
-  if (o.size == 0) Usage("--size must be > 0");
+  if (o.objects == 0 && o.head_names.empty()) Usage("--objects must be > 0");
+  if (o.size == 0 && o.head_names.empty()) Usage("--size must be > 0");
   if (o.conns == 0 || o.conns > 1024) Usage("--conns must be 1..1024 (one thread each)");
   if (o.timeout_s == 0) Usage("--timeout must be > 0");
   if (o.user.empty() != o.password.empty()) Usage("--user and --password go together");
@@ -510,16 +523,20 @@ bool Upload(Run& run, Conn& c, const std::string& body, const Digest& name) {
   return ok;
 }
 
-// One GET, hashed as it streams in; true when the answer is 200 with the right length and hash.
-bool Restore(Run& run, Conn& c, std::vector<char>& chunk, Sha256& sha, const Digest& name,
-             uint64_t* bytes) {
-  http::request<http::empty_body> req{http::verb::get, run.Target(name), 11};
+// A request without a body for one object, on a kept-alive connection.
+http::request<http::empty_body> BodilessRequest(const Run& run, http::verb verb, const Digest& name) {
+  http::request<http::empty_body> req{verb, run.Target(name), 11};
   req.set(http::field::host, run.opt.host);
   if (!run.auth.empty()) req.set(http::field::authorization, run.auth);
   req.keep_alive(true);
+  return req;
+}
 
+// One GET, hashed as it streams in; true when the answer is 200 with the right length and hash.
+bool Restore(Run& run, Conn& c, std::vector<char>& chunk, Sha256& sha, const Digest& name,
+             uint64_t* bytes) {
   beast::error_code ec;
-  http::write(c.tls, req, ec);
+  http::write(c.tls, BodilessRequest(run, http::verb::get, name), ec);
   if (ec) {
     run.Error("restore " + Hex(name) + ": write: " + ec.message());
     Drop(c);
@@ -620,9 +637,10 @@ void UploadWorker(Run& run, Conn& c, Phase& phase) {
   phase.latencies_ms.insert(phase.latencies_ms.end(), lat.begin(), lat.end());
 }
 
-void RestoreWorker(Run& run, Conn& c, Phase& phase) {
-  std::vector<char> chunk(1 << 18);
-  Sha256 sha;
+// Runs `op(i, &bytes)` (true on success) for every uploaded object the phase has left, on the
+// worker's connection (reopened as needed), timing each success.
+template <class Op>
+void EachUploaded(Run& run, Conn& c, Phase& phase, Op&& op) {
   std::vector<double> lat;
   for (uint64_t i; (i = phase.next.fetch_add(1)) < run.opt.objects;) {
     if (!run.uploaded[i]) continue;  // already counted as an upload error
@@ -633,10 +651,8 @@ void RestoreWorker(Run& run, Conn& c, Phase& phase) {
     }
     uint64_t bytes = 0;
     auto t0 = Clock::now();
-    bool ok = Restore(run, c, chunk, sha, run.names[i], &bytes);
-    auto t1 = Clock::now();
-    if (ok) {
-      lat.push_back(Ms(t1 - t0));
+    if (op(i, &bytes)) {
+      lat.push_back(Ms(Clock::now() - t0));
       phase.ok_bytes += bytes;
     } else {
       phase.errors++;
@@ -644,6 +660,57 @@ void RestoreWorker(Run& run, Conn& c, Phase& phase) {
   }
   std::lock_guard lock(phase.mu);
   phase.latencies_ms.insert(phase.latencies_ms.end(), lat.begin(), lat.end());
+}
+
+void RestoreWorker(Run& run, Conn& c, Phase& phase) {
+  std::vector<char> chunk(1 << 18);
+  Sha256 sha;
+  EachUploaded(run, c, phase, [&](uint64_t i, uint64_t* bytes) {
+    return Restore(run, c, chunk, sha, run.names[i], bytes);
+  });
+}
+
+// One HEAD; true on a 200 answer.
+bool Head(Run& run, Conn& c, const Digest& name) {
+  beast::error_code ec;
+  http::write(c.tls, BodilessRequest(run, http::verb::head, name), ec);
+  http::response_parser<http::empty_body> parser;
+  parser.skip(true);  // a HEAD answer has no body, whatever its Content-Length says
+  if (!ec) http::read(c.tls, c.buf, parser, ec);
+  if (ec) {
+    run.Error("head " + Hex(name) + ": " + ec.message());
+    Drop(c);
+    return false;
+  }
+  if (parser.get().result_int() != 200) {
+    run.Error("head " + Hex(name) + ": HTTP " + std::to_string(parser.get().result_int()));
+  }
+  if (!parser.get().keep_alive()) Drop(c);
+  return parser.get().result_int() == 200;
+}
+
+void HeadWorker(Run& run, Conn& c, Phase& phase) {
+  EachUploaded(run, c, phase, [&](uint64_t i, uint64_t*) { return Head(run, c, run.names[i]); });
+}
+
+// Reads 64-hex-digit names, one a line; exits on a malformed line.
+std::vector<Digest> ReadNames(const std::string& path) {
+  std::vector<Digest> names;
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) Usage(("cannot open " + path).c_str());
+  char line[128];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    Digest d{};
+    for (size_t i = 0; i < d.size(); ++i) {
+      unsigned v = 0;
+      if (std::sscanf(line + 2 * i, "%2x", &v) != 1) Usage(("bad name in " + path).c_str());
+      d[i] = static_cast<uint8_t>(v);
+    }
+    names.push_back(d);
+  }
+  std::fclose(f);
+  if (names.empty()) Usage(("no names in " + path).c_str());
+  return names;
 }
 
 void CloseWorker(Run&, Conn& c, Phase&) { c.tls.Close(true); }
@@ -712,7 +779,12 @@ int Main(int argc, char** argv) {
   run.opt = ParseArgs(argc, argv);
   const Options& o = run.opt;
   if (!o.user.empty()) run.auth = "Basic " + Base64(o.user + ":" + o.password);
-  run.names.assign(o.objects, Digest{});
+  if (!o.head_names.empty()) {
+    run.names = ReadNames(o.head_names);
+    run.opt.objects = run.names.size();
+  } else {
+    run.names.assign(o.objects, Digest{});
+  }
   run.uploaded.assign(o.objects, 0);
 
   run.ctx = SSL_CTX_new(TLS_client_method());
@@ -748,7 +820,8 @@ int Main(int argc, char** argv) {
   std::printf("loadgen: %s %s%s, %" PRIu64 " objects of %" PRIu64
               " bytes, %u connections, "
               "seed %" PRIu64 "\n",
-              o.restic ? "POST" : "PUT", o.url.c_str(), o.restic ? "data/<sha256>" : "<sha256>",
+              !o.head_names.empty() ? "HEAD" : o.restic ? "POST" : "PUT", o.url.c_str(),
+              o.restic ? "data/<sha256>" : "<sha256>",
               o.objects, o.size, o.conns, o.seed);
 
   // Connections are open before the clock starts.
@@ -762,6 +835,19 @@ int Main(int argc, char** argv) {
   std::printf("loadgen: %s %s\n", conns[0].tls.Version(), conns[0].tls.Cipher());
   std::fflush(stdout);
 
+  if (!o.head_names.empty()) {
+    run.uploaded.assign(o.objects, 1);  // HEAD objects stored by others
+    Phase head;
+    PhaseResult head_r = RunPhase(run, conns, head, &HeadWorker);
+    Report(run, "head", head, head_r);
+    Phase close;
+    RunPhase(run, conns, close, &CloseWorker);
+    freeaddrinfo(run.addrs);
+    SSL_CTX_free(run.ctx);
+    PrintResult(run, "head", head, head_r);
+    return head.errors == 0 ? 0 : 1;
+  }
+
   Phase naming;
   PhaseResult naming_r = RunPhase(run, conns, naming, &NameWorker);
   std::printf("loadgen: named %" PRIu64 " objects (SHA-256) in %.2f s, before the clock starts\n",
@@ -769,8 +855,13 @@ int Main(int argc, char** argv) {
   std::fflush(stdout);
 
   Phase up;
-  PhaseResult up_r = RunPhase(run, conns, up, &UploadWorker);
-  Report(run, "upload", up, up_r);
+  PhaseResult up_r;
+  if (o.restore_only) {
+    run.uploaded.assign(o.objects, 1);
+  } else {
+    up_r = RunPhase(run, conns, up, &UploadWorker);
+    Report(run, "upload", up, up_r);
+  }
   uint64_t errors = up.errors.load();
 
   Phase down;
@@ -797,7 +888,7 @@ int Main(int argc, char** argv) {
   freeaddrinfo(run.addrs);
   SSL_CTX_free(run.ctx);
 
-  PrintResult(run, "upload", up, up_r);
+  if (!o.restore_only) PrintResult(run, "upload", up, up_r);
   if (o.get) PrintResult(run, "restore", down, down_r);
   std::fflush(stdout);
   return errors == 0 ? 0 : 1;

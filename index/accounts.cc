@@ -85,6 +85,12 @@ std::string_view HashKey(const Sha256Digest& hash) {
   return std::string_view(reinterpret_cast<const char*>(hash.data()), hash.size());
 }
 
+// devices_by_token: token hash | device id, so that even equal hashes (devices stored
+// without a token have all zeros) never collide.
+std::string TokenKey(const DeviceRecord& rec) {
+  return std::string(HashKey(rec.token_hash)) + schema::EncodeIdKey(rec.id);
+}
+
 // Looks up and decodes one value. `what` names it in errors ("account <hex>").
 template <class T>
 Result<std::optional<T>> GetValue(MDB_txn* txn, MDB_dbi dbi, std::string_view key,
@@ -279,6 +285,24 @@ Result<std::optional<AdminKey>> AccountReads::GetAdminKeyBySecretHash(const Sha2
                    (*rec ? "has another secret" : "has no record"));
   }
   return rec;
+}
+
+Result<std::optional<DeviceRecord>> AccountReads::GetDeviceByTokenHash(const Sha256Digest& hash) {
+  std::optional<DeviceRecord> found;
+  CV_TRY(Scan(txn_, dbis_.devices_by_token, HashKey(hash), "",
+              [&](std::string_view k, std::string_view) -> Result<bool> {
+                auto id = schema::DecodeIdKey(k.substr(hash.size()));
+                if (!id) return Prefixed(id.error(), "devices_by_token");
+                auto rec = GetDevice(*id);
+                if (!rec) return tl::unexpected(rec.error());
+                if (!*rec || (*rec)->token_hash != hash) {
+                  return Corrupt("devices_by_token points at device " + IdToHex(*id) +
+                                 ", which " + (*rec ? "has another token" : "has no record"));
+                }
+                found = std::move(*rec);
+                return false;
+              }));
+  return found;
 }
 
 Result<std::optional<AuditRecord>> AccountReads::GetAudit(uint64_t seq) {
@@ -683,6 +707,13 @@ Status AccountWrites::WriteDevice(const DeviceRecord& rec, const std::optional<D
   auto v = schema::EncodeDevice(rec);
   if (!v) return tl::unexpected(v.error());
   CV_TRY(Put(dbis_.devices, schema::EncodeDeviceKey(rec.id), *v, "device " + IdToHex(rec.id)));
+  if (!old || old->token_hash != rec.token_hash) {
+    if (old) {
+      auto del = Del(dbis_.devices_by_token, TokenKey(*old), "devices_by_token");
+      if (!del) return tl::unexpected(del.error());
+    }
+    CV_TRY(Put(dbis_.devices_by_token, TokenKey(rec), "", "devices_by_token"));
+  }
   if (old && old->account == rec.account) {
     return AdjustAccount(rec.account, rec.bytes, rec.objects, old->bytes, old->objects);
   }
@@ -704,22 +735,30 @@ Status AccountWrites::RemoveDevice(const DeviceRecord& old) {
   auto del_index = Del(dbis_.devices_by_account, schema::EncodePairKey(old.account, old.id),
                        "devices_by_account");
   if (!del_index) return tl::unexpected(del_index.error());
+  auto del_token = Del(dbis_.devices_by_token, TokenKey(old), "devices_by_token");
+  if (!del_token) return tl::unexpected(del_token.error());
   return AdjustAccount(old.account, 0, 0, old.bytes, old.objects);
 }
 
-Status AccountWrites::IndexAllDevices() {
-  std::vector<std::string> keys;  // collected first: no writes under an open cursor
+Status AccountWrites::IndexAllDevices(uint64_t from_format) {
+  std::vector<DeviceRecord> devices;  // collected first: no writes under an open cursor
   CV_TRY(Scan(txn_, dbis_.devices, "", "",
               [&](std::string_view k, std::string_view v) -> Result<bool> {
                 auto id = schema::DecodeDeviceKey(k);
                 if (!id) return tl::unexpected(id.error());
                 auto rec = schema::DecodeDevice(v);
                 if (!rec) return Prefixed(rec.error(), "device " + IdToHex(*id));
-                keys.push_back(schema::EncodePairKey(rec->account, *id));
+                CV_TRY(CheckId(*rec, *id, "device"));
+                devices.push_back(std::move(*rec));
                 return true;
               }));
-  for (const std::string& k : keys)
-    CV_TRY(Put(dbis_.devices_by_account, k, "", "devices_by_account"));
+  for (const DeviceRecord& d : devices) {
+    if (from_format < 2) {
+      CV_TRY(Put(dbis_.devices_by_account, schema::EncodePairKey(d.account, d.id), "",
+                 "devices_by_account"));
+    }
+    if (from_format < 4) CV_TRY(Put(dbis_.devices_by_token, TokenKey(d), "", "devices_by_token"));
+  }
   return {};
 }
 

@@ -6,6 +6,8 @@
 //
 //   accounts_by_partner  partner | account   PutAccount, DeleteAccount
 //   devices_by_account   account | device    WriteDevice, RemoveDevice (PutDevice, PutObject)
+//   devices_by_token     sha256 | device     WriteDevice, RemoveDevice (only when the token
+//                                            changes: not on every object's counter update)
 //   admin_keys_by_hash   sha256 -> key id    PutAdminKey, DeleteAdminKey
 //   audit_by_account     account | seq       AppendAudit
 //   audit_by_partner     partner | seq       AppendAudit
@@ -43,6 +45,7 @@ struct Dbis {
   MDB_dbi audit_by_partner = 0;
   MDB_dbi jobs = 0;
   MDB_dbi jobs_by_account = 0;
+  MDB_dbi devices_by_token = 0;
 };
 
 // Every named database and where its handle goes; Index::Open opens (creates) them all.
@@ -63,6 +66,7 @@ inline constexpr std::pair<const char*, MDB_dbi Dbis::*> kDatabases[] = {
     {"audit_by_partner", &Dbis::audit_by_partner},
     {"jobs", &Dbis::jobs},
     {"jobs_by_account", &Dbis::jobs_by_account},
+    {"devices_by_token", &Dbis::devices_by_token},
 };
 
 // The read methods of Txn for the account model, over a read or a write transaction.
@@ -79,6 +83,7 @@ class AccountReads {
   Result<std::vector<DeviceRecord>> ListDevices(const Id& account);
   Result<std::optional<AdminKey>> GetAdminKey(const Id& id);
   Result<std::optional<AdminKey>> GetAdminKeyBySecretHash(const Sha256Digest& hash);
+  Result<std::optional<DeviceRecord>> GetDeviceByTokenHash(const Sha256Digest& hash);
   Result<std::vector<AuditRecord>> ListAudit(const AuditQuery& query);
   Result<std::optional<Job>> GetJob(const Id& id);
   Result<std::vector<Job>> ListJobs(const JobQuery& query);
@@ -119,8 +124,9 @@ class AccountWrites : public AccountReads {
   Status WriteDevice(const DeviceRecord& rec, const std::optional<DeviceRecord>& old);
   // Removes the device `old` likewise.
   Status RemoveDevice(const DeviceRecord& old);
-  // Builds devices_by_account from the devices (upgrade from index format 1).
-  Status IndexAllDevices();
+  // Upgrades from an older index format: builds devices_by_account (format 1 had none)
+  // and devices_by_token (formats before 4) from the devices.
+  Status IndexAllDevices(uint64_t from_format);
 
  private:
   Status WriteAccount(const Account& rec);  // as given, counters included; no index changes

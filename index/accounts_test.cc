@@ -834,7 +834,70 @@ TEST_F(AccountsTest, OpenUpgradesFormatOneByIndexingExistingDevices) {
   Open();
   auto txn = Read();
   EXPECT_EQ(Ids(*txn->ListDevices(Id{1})), (std::vector<Id>{Id{0xd1}, Id{0xd2}}));
-  EXPECT_EQ(*txn->GetMeta("index_format"), "3");
+  EXPECT_EQ(*txn->GetMeta("index_format"), "4");
+}
+
+Sha256Digest TokenHash(uint8_t b) {
+  Sha256Digest h{};
+  h.fill(b);
+  return h;
+}
+
+TEST_F(AccountsTest, DeviceFoundByTokenHashFollowsTokenChangesAndRemoval) {
+  DeviceRecord a = Device(Id{0xd1}, Id{1}), b = Device(Id{0xd2}, Id{1});
+  a.token_hash = TokenHash(0xa1);
+  b.token_hash = TokenHash(0xb1);
+  Do([&](WriteTxn& txn) -> Status {
+    CV_TRY(txn.PutDevice(a));
+    return txn.PutDevice(b);
+  });
+  {
+    auto txn = Read();
+    EXPECT_EQ((*txn->GetDeviceByTokenHash(TokenHash(0xa1)))->id, Id{0xd1});
+    EXPECT_EQ((*txn->GetDeviceByTokenHash(TokenHash(0xb1)))->id, Id{0xd2});
+    EXPECT_FALSE(*txn->GetDeviceByTokenHash(TokenHash(0xc1)));
+  }
+  // A counter update keeps the entry; a rotated token moves it; a removal drops it.
+  Do([&](WriteTxn& txn) -> Status {
+    a.bytes = 10;
+    CV_TRY(txn.PutDevice(a));
+    a.token_hash = TokenHash(0xa2);
+    CV_TRY(txn.PutDevice(a));
+    return txn.DeleteDevice(b.id);
+  });
+  auto txn = Read();
+  EXPECT_FALSE(*txn->GetDeviceByTokenHash(TokenHash(0xa1)));
+  EXPECT_EQ((*txn->GetDeviceByTokenHash(TokenHash(0xa2)))->id, Id{0xd1});
+  EXPECT_FALSE(*txn->GetDeviceByTokenHash(TokenHash(0xb1)));
+}
+
+TEST_F(AccountsTest, OpenUpgradesFormatThreeByIndexingTokens) {
+  DeviceRecord a = Device(Id{0xd1}, Id{1});
+  a.token_hash = TokenHash(0xa1);
+  Do([&](WriteTxn& txn) { return txn.PutDevice(a); });
+  Close();
+  {  // What a format-3 index looks like: no devices_by_token.
+    RawEnv raw(dir_);
+    std::string key(32, char(0xa1));
+    key += schema::EncodeIdKey(Id{0xd1});
+    raw.Edit("devices_by_token", key, [](auto) { return std::optional<std::string>(); });
+    raw.Edit("meta", "index_format", [](auto) { return schema::EncodeMeta("3"); });
+  }
+  {
+    Open();
+    auto txn = Read();
+    EXPECT_EQ((*txn->GetDeviceByTokenHash(TokenHash(0xa1)))->id, Id{0xd1});
+    EXPECT_EQ(*txn->GetMeta("index_format"), "4");
+  }
+  Close();
+  {  // An entry that points at a device with another token is corruption, not a login.
+    RawEnv raw(dir_);
+    std::string key(32, char(0xee));
+    key += schema::EncodeIdKey(Id{0xd1});
+    raw.Edit("devices_by_token", key, [](auto) { return std::optional<std::string>(""); });
+  }
+  Open();
+  EXPECT_EQ(Read()->GetDeviceByTokenHash(TokenHash(0xee)).error().kind, ErrorKind::kCorruption);
 }
 
 }  // namespace

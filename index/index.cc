@@ -95,7 +95,8 @@ constexpr const char* kFormatKey = "index_format";
 // Open upgrades it by building devices_by_account).
 // 3: device values may end with closed_ns and purge_job (format 2 values, without them, still
 // decode: the upgrade only records the new number, so that an older build refuses the index).
-constexpr uint64_t kFormatVersion = 3;
+// 4: devices_by_token, so that a Bearer token names its device (Open builds it).
+constexpr uint64_t kFormatVersion = 4;
 constexpr unsigned kMaxDbs = 32;  // named databases: internal::kDatabases, with room to grow
 constexpr unsigned kMaxReaders = 512;
 // Bounds the dirty pages of one LMDB transaction (MDB_TXN_FULL) and the work lost to a
@@ -376,6 +377,9 @@ class TxnReads : public Interface {
   Result<std::optional<AdminKey>> GetAdminKeyBySecretHash(const Sha256Digest& hash) final {
     return accounts_.GetAdminKeyBySecretHash(hash);
   }
+  Result<std::optional<DeviceRecord>> GetDeviceByTokenHash(const Sha256Digest& hash) final {
+    return accounts_.GetDeviceByTokenHash(hash);
+  }
   Result<std::vector<AuditRecord>> ListAudit(const AuditQuery& query) final {
     return accounts_.ListAudit(query);
   }
@@ -557,8 +561,8 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
   }
   Status ClearReservations() override { return writes_.ClearReservations(); }
 
-  // Upgrades format 1: its devices were not indexed by account.
-  Status IndexAllDevices() { return writes_.IndexAllDevices(); }
+  // Upgrades an older format: builds the device indexes it lacked.
+  Status IndexAllDevices(uint64_t from_format) { return writes_.IndexAllDevices(from_format); }
 
  private:
   mdb::WriteTxn& txn_;
@@ -656,8 +660,9 @@ Status IndexImpl::CheckFormat() {
   if (version == kFormatVersion) return {};
   // 1 -> 2: the new databases exist (OpenDatabases created them) and are empty but for
   // devices_by_account, which must list the existing devices. 2 -> 3: nothing to convert.
+  // 3 -> 4: devices_by_token must list the existing devices.
   CV_TRY(Update([version](WriteTxn& txn) -> Status {
-    if (version < 2) CV_TRY(static_cast<WriteTxnImpl&>(txn).IndexAllDevices());
+    if (version < 4) CV_TRY(static_cast<WriteTxnImpl&>(txn).IndexAllDevices(version));
     return txn.PutMeta(kFormatKey, std::to_string(kFormatVersion));
   }));
   Log(LogLevel::kInfo, "index_format_upgraded",

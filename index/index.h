@@ -257,6 +257,8 @@ class Txn {
   virtual Result<std::vector<DeviceRecord>> ListDevices(const Id& account) = 0;  // by id
   virtual Result<std::optional<AdminKey>> GetAdminKey(const Id& id) = 0;
   virtual Result<std::optional<AdminKey>> GetAdminKeyBySecretHash(const Sha256Digest& hash) = 0;
+  // The device whose token has this SHA-256 (devices_by_token), for Bearer authentication.
+  virtual Result<std::optional<DeviceRecord>> GetDeviceByTokenHash(const Sha256Digest& hash) = 0;
   virtual Result<std::vector<AuditRecord>> ListAudit(const AuditQuery& query) = 0;
   virtual Result<std::optional<Job>> GetJob(const Id& id) = 0;
   virtual Result<std::vector<Job>> ListJobs(const JobQuery& query) = 0;

@@ -68,29 +68,35 @@ Result<AuthResult> AuthenticateDevice(index::Index& idx, const Credentials& cred
   AuthResult r;
   if (cred.scheme == Credentials::Scheme::kNone) return r;  // kMissing
   r.outcome = AuthOutcome::kWrong;
-  std::optional<index::Id> claimed;
-  if (cred.scheme == Credentials::Scheme::kBasic) claimed = index::IdFromHex(cred.user);
-  if (cred.scheme == Credentials::Scheme::kBearer) claimed = index::IdFromHex(path_device);
-
+  if (cred.scheme != Credentials::Scheme::kBasic && cred.scheme != Credentials::Scheme::kBearer) {
+    return r;
+  }
+  const Sha256Digest hash = admin::HashToken(cred.secret);
   std::optional<index::DeviceRecord> device;
   std::optional<index::Account> account;
-  if (claimed) {
+  {
     auto txn = idx.BeginRead();
     if (!txn) return tl::unexpected(txn.error());
-    auto d = (*txn)->GetDevice(*claimed);
-    if (!d) return tl::unexpected(d.error());
-    device = std::move(*d);
+    if (cred.scheme == Credentials::Scheme::kBearer) {
+      // The token names its device: looked up by its hash, as admin keys are.
+      auto d = (*txn)->GetDeviceByTokenHash(hash);
+      if (!d) return tl::unexpected(d.error());
+      device = std::move(*d);
+    } else if (auto claimed = index::IdFromHex(cred.user)) {
+      auto d = (*txn)->GetDevice(*claimed);
+      if (!d) return tl::unexpected(d.error());
+      device = std::move(*d);
+    }
     if (device) {
       auto a = (*txn)->GetAccount(device->account);
       if (!a) return tl::unexpected(a.error());
       account = std::move(*a);
     }
   }
-  // Hash and compare in every case, against a dummy when there is no device, so that the
-  // time taken does not tell whether the device exists.
+  // Compare in every case, against a dummy when there is no device, so that the time taken
+  // does not tell whether a Basic user's device exists.
   static const Sha256Digest kNoDevice = admin::HashToken("no such device");
-  bool match =
-      admin::DigestEqual(admin::HashToken(cred.secret), device ? device->token_hash : kNoDevice);
+  bool match = admin::DigestEqual(hash, device ? device->token_hash : kNoDevice);
   if (!device || !match || cred.secret.empty()) return r;  // kWrong
 
   auto path_id = index::IdFromHex(path_device);

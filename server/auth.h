@@ -7,8 +7,8 @@
 //   valid credentials of device A on B's path -> kOtherDevice (404 as if B did not exist)
 //   valid credentials for the path's device   -> kOk
 //
-// A Bearer token names no device, so it is only ever checked against the path's device: a
-// token of device A on B's path is simply wrong (401). Neither answer tells whether B exists.
+// A Bearer token is found by its SHA-256 (index devices_by_token), so a token of device A on
+// B's path is kOtherDevice (404) too. Neither answer tells whether B exists.
 #pragma once
 
 #include <chrono>

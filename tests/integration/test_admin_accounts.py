@@ -298,7 +298,12 @@ def test_device_limit_and_token_rotation(clock_node):
     assert d1.token != old and len(d1.token) == 64
     r = d1.request("GET", f"/data/{sha256_hex(data)}", headers={"Authorization": d1.basic(token=old)})
     assert r.status == 401
+    # The old token as a Bearer token names no device any more: 401, not 404.
+    r = d1.request("GET", f"/data/{sha256_hex(data)}", headers={"Authorization": f"Bearer {old}"})
+    assert r.status == 401
     assert d1.request("GET", f"/data/{sha256_hex(data)}").body == data
+    r = d1.request("GET", f"/data/{sha256_hex(data)}", headers={"Authorization": f"Bearer {d1.token}"})
+    assert r.status == 200 and r.body == data
     # The audit record of a rotation holds no secret.
     rec = n.admin("GET", f"/audit?account={acct}", key=key).json()["items"][-1]
     assert rec["action"] == "device.token_rotate" and d1.token not in json.dumps(rec)

@@ -250,9 +250,21 @@ def test_other_devices_credentials_get_404(node, dev):
     # ...exactly like a repository that does not exist.
     r2 = node.request("GET", f"/{'0' * 32}/data/", None, other.headers())
     assert (r2.status, r2.body) == (r.status, r.body)
-    # A Bearer token of B on A's path is just wrong.
-    r = node.request("GET", f"/{dev.id}/data/", None, {"Authorization": f"Bearer {other.token}"})
+    # B's Bearer token on A's path: the same 404 (the token names B), and on a path that
+    # exists nowhere too; only a token that is nobody's is 401.
+    bearer = {"Authorization": f"Bearer {other.token}"}
+    for method, body in [("GET", None), ("HEAD", None), ("DELETE", None), ("POST", b"other")]:
+        r = node.request(method, f"/{dev.id}/data/{name}", body, bearer)
+        assert r.status == 404, (method, r)
+    r = node.request("GET", f"/{dev.id}/data/", None, bearer)
+    assert (r.status, r.body) == (r2.status, r2.body)
+    r3 = node.request("GET", f"/{'0' * 32}/data/", None, bearer)
+    assert (r3.status, r3.body) == (r2.status, r2.body)
+    r = node.request("GET", f"/{dev.id}/data/", None, {"Authorization": f"Bearer {other.token}x"})
     assert r.status == 401
+    # And B's Bearer token still opens B.
+    r = node.request("GET", f"/{other.id}/data/", None, bearer)
+    assert r.status == 200
     assert snapshot_state(dev) == before
 
 

@@ -164,8 +164,9 @@ Result<bool> StoreImpl::WalkObjects(
 
 Result<ScrubReport> StoreImpl::Scrub(const ScrubOptions& options) {
   ScrubReport rep;
-  AlignedBuffer buf;
+  std::vector<AlignedBuffer> bufs;  // one per shard of a stripe: its records read in one batch
   uint64_t buf_len = 0;
+  std::vector<ShardRead> reads;
   const auto started = std::chrono::steady_clock::now();
   auto visit = [&](const ObjectKey& key, const ObjectRecord& r) {
     ++rep.objects;
@@ -173,21 +174,26 @@ Result<ScrubReport> StoreImpl::Scrub(const ScrubOptions& options) {
     const size_t need = r.layout == Layout::kReplicated ? 1 : r.k;
     const uint64_t max_record = RecordBytes(
         key, r.layout == Layout::kReplicated ? static_cast<uint32_t>(r.size) : r.shard_unit);
-    if (max_record > buf_len) {
-      buf = AllocateAligned(max_record);
-      buf_len = max_record;
+    if (max_record > buf_len || bufs.size() < width) {
+      buf_len = std::max(buf_len, max_record);
+      bufs.clear();
+      for (size_t i = 0; i < width; ++i) bufs.push_back(AllocateAligned(buf_len));
     }
     for (size_t st = 0; st * width < r.shards.size(); ++st) {
+      reads.clear();
+      for (size_t i = 0; i < width; ++i) {
+        const size_t at = st * width + i;
+        const uint8_t shard = r.layout == Layout::kReplicated ? 0 : static_cast<uint8_t>(i);
+        reads.push_back(ShardRead{&r.shards[at], static_cast<uint32_t>(st), shard,
+                                  PayloadLen(r, at), bufs[i].get()});
+      }
+      ReadShards(key, r, reads);
       size_t good = 0;
       bool damaged = false;
       for (size_t i = 0; i < width; ++i) {
-        const size_t at = st * width + i;
-        const uint32_t len = PayloadLen(r, at);
-        uint8_t* target = buf.get();
-        const uint8_t shard = r.layout == Layout::kReplicated ? 0 : static_cast<uint8_t>(i);
-        auto p = ReadShard(key, r, r.shards[at], static_cast<uint32_t>(st), shard, len, target);
+        const auto& p = reads[i].payload;
         ++rep.shards_checked;
-        rep.bytes_checked += len;
+        rep.bytes_checked += reads[i].payload_len;
         if (p) {
           ++good;
           continue;
@@ -271,16 +277,21 @@ Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, Repa
   std::vector<AlignedBuffer> bufs;
   std::vector<bool> good(width, false);
   size_t ngood = 0, first_good = width;
+  std::vector<ShardRead> reads;  // the shards on healthy disks, read in one batch
   for (size_t i = 0; i < width; ++i) {
     bufs.push_back(AllocateAligned(rb));
     const ShardLoc& loc = r.shards[size_t{stripe} * width + i];
     if (loc.disk >= disks_.size() || !disks_.healthy(loc.disk)) continue;
     const uint8_t shard = replicated ? 0 : static_cast<uint8_t>(i);
-    if (ReadShard(key, r, loc, stripe, shard, L, bufs[i].get())) {
-      good[i] = true;
-      ++ngood;
-      first_good = std::min(first_good, i);
-    }
+    reads.push_back(ShardRead{&loc, stripe, shard, L, bufs[i].get()});
+  }
+  ReadShards(key, r, reads);
+  for (const ShardRead& read : reads) {
+    if (!read.payload) continue;
+    const size_t i = static_cast<size_t>(read.loc - &r.shards[size_t{stripe} * width]);
+    good[i] = true;
+    ++ngood;
+    first_good = std::min(first_good, i);
   }
   // To write: the shards that are not good (rebuilt), then the good ones to move off the
   // evacuated disk (their buffers hold their verified records already).

@@ -427,17 +427,12 @@ class ReaderImpl final : public Reader {
   Status LoadShards(uint32_t stripe, uint32_t L, size_t first, size_t last) {
     const size_t k = rec_.k, n = rec_.k + rec_.m;
     EnsureBuffers(n, RecordBytes(key_, rec_.shard_unit));
-    bool missing = false;
-    for (size_t i = first; i <= last; ++i) {
-      if (have_[i]) continue;
-      if (!ReadOne(stripe, L, i)) missing = true;
-    }
-    if (!missing) return {};
+    if (ReadBatch(stripe, L, first, last)) return {};
     store_->QueueRepair(key_, stripe);
+    ReadBatch(stripe, L, 0, n - 1);  // the shards not tried yet: parity and the rest
     std::vector<bool> present(n, false);
     size_t count = 0;
     for (size_t i = 0; i < n; ++i) {
-      if (!have_[i] && !tried_[i]) ReadOne(stripe, L, i);
       present[i] = have_[i];
       count += have_[i];
     }
@@ -461,18 +456,33 @@ class ReaderImpl final : public Reader {
     return {};
   }
 
-  bool ReadOne(uint32_t stripe, uint32_t L, size_t i) {
+  // Reads shards [first, last] of the stripe that are neither loaded nor tried yet, in one
+  // I/O batch (one request per disk, concurrently). True if every one of them is good.
+  bool ReadBatch(uint32_t stripe, uint32_t L, size_t first, size_t last) {
     if (tried_.size() != have_.size() || tried_stripe_ != stripe) {
       tried_.assign(have_.size(), false);
       tried_stripe_ = stripe;
     }
-    tried_[i] = true;
-    const auto& loc = rec_.shards[size_t{stripe} * (rec_.k + rec_.m) + i];
-    auto p = store_->ReadShard(key_, rec_, loc, stripe, static_cast<uint8_t>(i), L, bufs_[i].get());
-    if (!p) return false;
-    payload_[i] = bufs_[i].get() + hb_;
-    have_[i] = true;
-    return true;
+    StoreImpl::ShardRead reads[erasure::kMaxShards];
+    size_t count = 0;
+    for (size_t i = first; i <= last; ++i) {
+      if (have_[i] || tried_[i]) continue;
+      tried_[i] = true;
+      reads[count++] = StoreImpl::ShardRead{&rec_.shards[size_t{stripe} * (rec_.k + rec_.m) + i],
+                                            stripe, static_cast<uint8_t>(i), L, bufs_[i].get()};
+    }
+    store_->ReadShards(key_, rec_, std::span(reads, count));
+    bool all = true;
+    for (size_t j = 0; j < count; ++j) {
+      const size_t i = reads[j].shard;
+      if (!reads[j].payload) {
+        all = false;
+        continue;
+      }
+      payload_[i] = bufs_[i].get() + hb_;
+      have_[i] = true;
+    }
+    return all;
   }
 
   StoreImpl* store_;

@@ -334,39 +334,87 @@ class StoreImpl final : public ObjectStore {
     }
   }
 
+  // One shard record to read into `buf` (RecordBytes(key, payload_len) bytes, aligned);
+  // after ReadShards, `payload` is its verified payload inside buf, or why not.
+  struct ShardRead {
+    const ShardLoc* loc = nullptr;
+    uint32_t stripe = 0;
+    uint8_t shard = 0;
+    uint32_t payload_len = 0;
+    uint8_t* buf = nullptr;
+    Result<std::span<const uint8_t>> payload = std::span<const uint8_t>();
+  };
+  // Reads the records in one I/O batch (concurrently, one request per record) and verifies
+  // each: header, then XXH3. I/O errors count against the record's disk.
+  void ReadShards(const ObjectKey& key, const ObjectRecord& r, std::span<ShardRead> reads) {
+    std::vector<IoRequest> reqs;
+    std::vector<size_t> of;  // reqs[j] reads reads[of[j]]
+    std::vector<std::shared_ptr<Extent>> held;  // open until the batch is done (compaction)
+    reqs.reserve(reads.size());
+    of.reserve(reads.size());
+    held.reserve(reads.size());
+    for (size_t i = 0; i < reads.size(); ++i) {
+      ShardRead& s = reads[i];
+      auto ext = disks_.Get(s.loc->disk, s.loc->extent);
+      if (!ext) {
+        s.payload = tl::unexpected(ext.error());
+        continue;
+      }
+      reqs.push_back(IoRequest{IoRequest::Op::kRead, (*ext)->file.get(), s.loc->offset, s.buf,
+                               RecordBytes(key, s.payload_len)});
+      of.push_back(i);
+      held.push_back(std::move(*ext));
+    }
+    if (reqs.empty()) return;
+    (void)env_->Execute(reqs);  // every request has its own result
+    for (size_t j = 0; j < reqs.size(); ++j) {
+      ShardRead& s = reads[of[j]];
+      const IoRequest& req = reqs[j];
+      if (req.result < 0) {
+        Status failed = detail::BatchStatus(std::span(&req, 1));
+        disks_.ReportError(s.loc->disk, failed.error());
+        s.payload = tl::unexpected(failed.error());
+        continue;
+      }
+      disks_.ReportSuccess(s.loc->disk);
+      s.payload = VerifyShard(key, r, s, static_cast<uint64_t>(req.result));
+    }
+  }
+
   // Reads one shard record and verifies it. On success `payload` points into buf.
   Result<std::span<const uint8_t>> ReadShard(const ObjectKey& key, const ObjectRecord& r,
                                              const ShardLoc& loc, uint32_t stripe, uint8_t shard,
                                              uint32_t payload_len, uint8_t* buf) {
-    auto ext = disks_.Get(loc.disk, loc.extent);
-    if (!ext) return tl::unexpected(ext.error());
-    const uint64_t len = RecordBytes(key, payload_len);
-    IoRequest req{IoRequest::Op::kRead, (*ext)->file.get(), loc.offset, buf, len};
-    Status s = env_->Execute(std::span(&req, 1));
-    if (!s) {
-      disks_.ReportError(loc.disk, s.error());
-      return tl::unexpected(s.error());
-    }
-    disks_.ReportSuccess(loc.disk);
+    ShardRead one{&loc, stripe, shard, payload_len, buf};
+    ReadShards(key, r, std::span(&one, 1));
+    return std::move(one.payload);
+  }
+
+ private:
+  // Checks a record read into s.buf (`got` bytes of it) against what the index expects.
+  Result<std::span<const uint8_t>> VerifyShard(const ObjectKey& key, const ObjectRecord& r,
+                                               const ShardRead& s, uint64_t got) {
     auto bad = [&](const char* why) {
       corrupt_.fetch_add(1);
       Log(LogLevel::kWarn, "shard_corrupt",
-          {{"object", key.name}, {"stripe", std::to_string(stripe)}, {"shard", std::to_string(shard)},
-           {"disk", disks_.path(loc.disk)}, {"why", why}});
+          {{"object", key.name}, {"stripe", std::to_string(s.stripe)},
+           {"shard", std::to_string(s.shard)}, {"disk", disks_.path(s.loc->disk)}, {"why", why}});
       return Err(ErrorKind::kCorruption, why);
     };
-    if (static_cast<uint64_t>(req.result) < len) return bad("short record");
-    auto h = DecodeHeader(std::span<const uint8_t>(buf, len));
+    const uint64_t len = RecordBytes(key, s.payload_len);
+    if (got < len) return bad("short record");
+    auto h = DecodeHeader(std::span<const uint8_t>(s.buf, len));
     if (!h) return bad("bad header");
-    if (!(h->key == key) || h->stripe != stripe || h->payload_len != payload_len ||
-        h->object_size != r.size || (r.layout == Layout::kErasure && h->shard != shard)) {
+    if (!(h->key == key) || h->stripe != s.stripe || h->payload_len != s.payload_len ||
+        h->object_size != r.size || (r.layout == Layout::kErasure && h->shard != s.shard)) {
       return bad("header names another shard");
     }
-    std::span<const uint8_t> payload(buf + HeaderBytes(key), payload_len);
+    std::span<const uint8_t> payload(s.buf + HeaderBytes(key), s.payload_len);
     if (PayloadChecksum(payload) != h->payload_xxh3) return bad("payload checksum mismatch");
     return payload;
   }
 
+ public:
   StoreOptions opts_;
   std::unique_ptr<Env> owned_env_;
   Env* env_;

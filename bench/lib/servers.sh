@@ -37,7 +37,7 @@ bench_build() {
   fi
   ninja -C "$BUILD" -j"${CV_BUILD_JOBS:-2}" chunkvaultd loadgen "$@" >&2
   BIN=$SRC/$BUILD/bin
-  CVD=$BIN/chunkvaultd
+  CVD=${CV_BENCH_CVD:-$BIN/chunkvaultd}  # CV_BENCH_CVD: another build of it, for before/after runs
   LOADGEN=$BIN/loadgen
   [ -x "$CVD" ] && [ -x "$LOADGEN" ] || die "build did not produce $CVD and $LOADGEN"
   local tool

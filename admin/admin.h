@@ -59,7 +59,9 @@
 //   GET    /jobs/{j}                              state, progress, result (receipt when done)
 //   POST   /jobs/{j}/cancel                       while "scheduled" (a device purge reopens
 //                                                  the device as it was: same token, same
-//                                                  data), or a running scrub; 409 otherwise
+//                                                  data), or a running scrub, drain or courier
+//                                                  job (its image files are removed); 409
+//                                                  otherwise
 //   GET    /audit                                 ?account&partner&cursor&limit
 //   GET    /fsck                              op  store Fsck + account usage recomputation:
 //                                                  {"clean","objects","bytes","problems":[...]}
@@ -90,10 +92,11 @@
 // plan is PATCH {"status":"expired"}.
 //
 // Jobs: long work with an id, kind, state (scheduled -> running -> done | failed, or
-// cancelled while scheduled), progress and result, stored in the index so that they survive
-// restarts; a job that a crash interrupted resumes where its progress says (progress commits
-// in the same index transaction as the work it counts). A device purge writes a device
-// tombstone (storage/FORMAT.md), removes the objects in batches of purge_batch_objects (one
+// cancelled while scheduled, and scrub, drain and courier jobs while running too), progress
+// and result, stored in the index so that they survive restarts; a job that a crash
+// interrupted resumes where its progress says (progress commits in the same index
+// transaction as the work it counts). A device purge writes a device tombstone
+// (storage/FORMAT.md), removes the objects in batches of purge_batch_objects (one
 // short index transaction each, so other writers are not stalled), removes the device, then
 // compacts; its receipt (objects, bytes, disk bytes reclaimed, start, end) is the job's result
 // and an audit record ("device.purge", role "system").

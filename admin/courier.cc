@@ -13,6 +13,8 @@
 //
 //   courier_dir/<job>/snapshot.json        the objects, as taken
 //   courier_dir/<job>/drive-1-of-2.img     finished images (renamed from .tmp when complete)
+//
+// The folder goes when the job is cancelled (POST /jobs/{j}/cancel, also while it runs).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -560,16 +562,13 @@ Response CreateCourier(Call& c) {
 Response CourierImage(Call& c) {
   std::string path;
   Response r = InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto j = txn.GetJob(*c.job);
+    auto j = VisibleJob(txn, c.caller, *c.job);
     if (!j) return tl::unexpected(j.error());
     if (!*j) return Outcome(tl::unexpected(NoSuch("job")));
-    if (!c.caller.is_operator) {
-      if (!(*j)->account) return Outcome(tl::unexpected(NoSuch("job")));
-      auto a = VisibleAccount(txn, c.caller, *(*j)->account);
-      if (!a) return tl::unexpected(a.error());
-      if (!*a) return Outcome(tl::unexpected(NoSuch("job")));
+    // A cancelled job's images were removed with it; a failed one has none.
+    if ((*j)->kind != kCourierJob || (*j)->state == "cancelled" || (*j)->state == "failed") {
+      return Outcome(tl::unexpected(NoSuch("image")));
     }
-    if ((*j)->kind != kCourierJob) return Outcome(tl::unexpected(NoSuch("image")));
     if ((*j)->state != "done") {
       return Outcome(tl::unexpected(
           ApiError{409, "not_ready", "the courier job is " + (*j)->state + ", not done", {}}));
@@ -594,12 +593,35 @@ Response CourierImage(Call& c) {
   return f;
 }
 
+Status RemoveCourierFiles(const Options& o, const index::Id& job) {
+  if (o.courier_dir.empty()) return {};
+  const std::string dir = JobDir(o, job);
+  std::error_code ec;
+  // A writer that has not yet seen a cancel may add a file while the folder is emptied (then
+  // rmdir fails): try again.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    fs::remove_all(dir, ec);
+    if (!ec) return {};
+  }
+  return Err(ErrorKind::kIOError, "remove " + dir + ": " + ec.message());
+}
+
 // ---- the job ----
+
+namespace {
+
+Result<bool> JobIsCancelled(storage::ObjectStore& store, const index::Id& id) {
+  auto txn = store.Index().BeginRead();
+  if (!txn) return tl::unexpected(txn.error());
+  auto j = (*txn)->GetJob(id);
+  if (!j) return tl::unexpected(j.error());
+  return *j && (*j)->state == "cancelled";
+}
 
 // courier: progress {"phase": "writing", snapshot_sha256, objects, bytes_written, bytes_total,
 // drive, drives, images (finished ones)}; result {"images": [{drive, file, bytes, sha256}],
 // objects, object_bytes, snapshot_at, drives}.
-JobResult RunCourierJob(JobContext& ctx) {
+JobResult WriteImages(JobContext& ctx) {
   index::Job& job = ctx.job;
   const Options& o = ctx.options;
   if (!job.device || !job.account) {
@@ -830,6 +852,28 @@ JobResult RunCourierJob(JobContext& ctx) {
   result["started_at"] = TimeOrNull(job.started_ns);
   result["finished_at"] = TimeOrNull(NowNanos());
   return std::optional<json::object>(std::move(result));
+}
+
+}  // namespace
+
+JobResult RunCourierJob(JobContext& ctx) {
+  JobResult r = WriteImages(ctx);
+  if (r && *r) return r;
+  // Stopped or failed. A cancelled job is never resumed: its files go. The cancel route
+  // removed them already, but this thread may have written more before it stopped.
+  bool cancelled = ctx.cancelled();
+  if (!cancelled) {
+    auto c = JobIsCancelled(ctx.store, ctx.job.id);
+    cancelled = c && *c;
+  }
+  if (cancelled) {
+    if (Status s = RemoveCourierFiles(ctx.options, ctx.job.id); !s) {
+      Log(LogLevel::kWarn, "courier_cleanup_failed",
+          {{"job", index::IdToHex(ctx.job.id)}, {"error", s.error().ToString()}});
+    }
+    return std::optional<json::object>();
+  }
+  return r;
 }
 
 }  // namespace cv::admin::internal

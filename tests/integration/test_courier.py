@@ -26,9 +26,10 @@ PASSWORD = "integration-test-password"
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-def backed_up(node, workdir, mib, seed):
-    """A device whose repository holds one restic backup of a generated tree: (dev, src)."""
-    dev = node.new_device(append_only=False)
+def backed_up(node, workdir, mib, seed, **device):
+    """A device whose repository holds one restic backup of a generated tree: (dev, src).
+    `device`: new_device's account and key (a partner's account)."""
+    dev = node.new_device(append_only=False, **device)
     src = os.path.join(workdir, "src")
     make_tree(src, mib, seed=seed)
     restic = Restic(dev, workdir)
@@ -430,3 +431,67 @@ def test_object_deleted_mid_job_fails_loudly_naming_it(fresh_node, tmp_root):
     assert not os.path.exists(os.path.join(node.root, "courier", job_id, "snapshot.json"))
     assert not [f for f in os.listdir(os.path.join(node.root, "courier", job_id))
                 if f.endswith(".img")]
+
+
+def start_courier(node, dev, key=None):
+    r = node.admin("POST", f"/accounts/{dev.account}/devices/{dev.id}/courier", {}, key=key)
+    assert r.status == 202, r
+    return r.json()["id"]
+
+
+def partner_courier_job(node, work, mib, seed):
+    """Partners A and B; a courier job started by A for a backed-up device of A's:
+    (key_a, key_b, account, dev, job id)."""
+    _, key_a = node.new_partner("a")
+    _, key_b = node.new_partner("b")
+    acc = node.new_account(key=key_a)
+    dev, _ = backed_up(node, work, mib, seed, account=acc, key=key_a)
+    return key_a, key_b, acc, dev, start_courier(node, dev, key=key_a)
+
+
+def audit_actions(node, account):
+    return [a["action"] for a in node.admin("GET", f"/audit?account={account}").json()["items"]]
+
+
+def test_cancel_running_job_stops_it_and_removes_its_images(fresh_node, tmp_root):
+    """A courier job throttled to 1 MiB/s is cancelled mid-way by its partner: 200, the job
+    ends cancelled (audited), its folder (partial image, snapshot) is gone from disk at once and
+    stays gone, its image is 404. Another partner cannot cancel it."""
+    node = fresh_node("[jobs]\ncourier_mib_per_s = 1\njob_poll_ms = 100\n")
+    work = tempfile.mkdtemp(prefix="courier-cancel-", dir=tmp_root)
+    key_a, key_b, acc, dev, job_id = partner_courier_job(node, work, 16, seed=67)
+    job_dir = os.path.join(node.root, "courier", job_id)
+    deadline = time.monotonic() + 60
+    while True:
+        j = node.admin("GET", f"/jobs/{job_id}", key=key_a).json()
+        if j["state"] == "running" and (j.get("progress") or {}).get("bytes_written", 0) > (1 << 20):
+            break
+        assert j["state"] in ("scheduled", "running"), j
+        assert time.monotonic() < deadline, j
+        time.sleep(0.1)
+    assert any(f.endswith(".img.tmp") for f in os.listdir(job_dir)), os.listdir(job_dir)
+
+    r = node.admin("POST", f"/jobs/{job_id}/cancel", {}, key=key_b)
+    assert r.status == 404, r
+    assert node.admin("GET", f"/jobs/{job_id}", key=key_a).json()["state"] == "running"
+
+    started = time.monotonic()
+    r = node.admin("POST", f"/jobs/{job_id}/cancel", {}, key=key_a)
+    assert r.status == 200, r
+    assert r.json()["state"] == "cancelled", r.json()
+    assert time.monotonic() - started < 5
+    assert not os.path.exists(job_dir), os.listdir(job_dir)
+    assert node.admin("GET", f"/jobs/{job_id}/images/1", key=key_a).status == 404
+    assert node.admin("GET", f"/jobs/{job_id}/images/1").status == 404
+    # The writer has stopped and wrote nothing more; the job stays cancelled.
+    time.sleep(1.5)
+    assert not os.path.exists(job_dir)
+    j = node.admin("GET", f"/jobs/{job_id}").json()
+    assert j["state"] == "cancelled" and j["result"] is None, j
+    assert '"job_error"' not in node.log()
+    assert "job.cancel" in audit_actions(node, acc)
+    # Cancelled stays cancelled.
+    assert node.admin("POST", f"/jobs/{job_id}/cancel", {}, key=key_a).status == 409
+    # The node still writes courier images afterwards.
+    again = start_courier(node, dev, key=key_a)
+    assert wait_job(node, again, timeout=120)["state"] == "done"

@@ -85,6 +85,11 @@
 //                                                  job's start (admin/courier.cc)
 //   GET    /jobs/{j}/images/{i}                   drive image i (1..n) of a done courier job,
 //                                                  application/octet-stream with Range (206/416)
+//   DELETE /jobs/{j}/images                       remove a done courier job's image files; the
+//                                                  job stays, its result gets images_deleted_at
+//                                                  (then GET image is 404); a second DELETE is
+//                                                  200 and changes nothing; 409 not_done for
+//                                                  any other job
 //
 // Account status as answered ("status") is the effective one: a trial whose expires_at has
 // passed is "expired" ("stored_status" says what was set). Expired = read-only for agents,

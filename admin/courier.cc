@@ -14,7 +14,8 @@
 //   courier_dir/<job>/snapshot.json        the objects, as taken
 //   courier_dir/<job>/drive-1-of-2.img     finished images (renamed from .tmp when complete)
 //
-// The folder goes when the job is cancelled (POST /jobs/{j}/cancel, also while it runs).
+// The folder goes when the job is cancelled (POST /jobs/{j}/cancel, also while it runs) or
+// its images are deleted (DELETE /jobs/{j}/images, once they have been shipped).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -574,6 +575,13 @@ Response CourierImage(Call& c) {
           ApiError{409, "not_ready", "the courier job is " + (*j)->state + ", not done", {}}));
     }
     json::object result = ParsedObjectOrEmpty((*j)->result_json);
+    if (const json::value* at = result.if_contains("images_deleted_at")) {
+      return Outcome(tl::unexpected(ApiError{
+          404, "not_found",
+          "the images of this job were deleted" +
+              (at->is_string() ? " at " + std::string(at->as_string()) : std::string()),
+          {}}));
+    }
     const json::value* images = result.if_contains("images");
     if (!images || !images->is_array() || c.drive == 0 ||
         c.drive > images->as_array().size()) {
@@ -606,6 +614,43 @@ Status RemoveCourierFiles(const Options& o, const index::Id& job) {
   return Err(ErrorKind::kIOError, "remove " + dir + ": " + ec.message());
 }
 
+Response DeleteCourierImages(Call& c) {
+  if (!c.request.body.empty()) {
+    return FromApiError(ApiError{400, "unexpected_body", "DELETE takes no body", {}});
+  }
+  Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+    auto found = VisibleJob(txn, c.caller, *c.job);
+    if (!found) return tl::unexpected(found.error());
+    if (!*found) return Outcome(tl::unexpected(NoSuch("job")));
+    index::Job j = **found;
+    if (j.kind != kCourierJob || j.state != "done") {
+      return Outcome(tl::unexpected(ApiError{
+          409, "not_done",
+          "only the images of a done courier job can be deleted; this is a " + j.kind +
+              " job, " + j.state,
+          {}}));
+    }
+    json::object result = ParsedObjectOrEmpty(j.result_json);
+    // Again: nothing changes (the files are removed again below, should a first try have
+    // failed half-way).
+    if (result.contains("images_deleted_at")) return Outcome(Reply(200, JobJson(j)));
+    const json::object before = JobJson(j);
+    result["images_deleted_at"] = TimeOrNull(c.now_ns);
+    j.result_json = json::serialize(result);
+    CV_TRY(txn.PutJob(j));
+    auto partner = JobPartner(txn, j);
+    if (!partner) return tl::unexpected(partner.error());
+    json::object after = JobJson(j);
+    CV_TRY(AppendAudit(txn, c, "courier.images_delete", JobTarget(j.id), j.account, *partner,
+                       before, after));
+    return Outcome(Reply(200, after));
+  });
+  if (r.status == 200) {
+    if (Status s = RemoveCourierFiles(*c.options, *c.job); !s) return FromError(s.error());
+  }
+  return r;
+}
+
 // ---- the job ----
 
 namespace {
@@ -620,7 +665,7 @@ Result<bool> JobIsCancelled(storage::ObjectStore& store, const index::Id& id) {
 
 // courier: progress {"phase": "writing", snapshot_sha256, objects, bytes_written, bytes_total,
 // drive, drives, images (finished ones)}; result {"images": [{drive, file, bytes, sha256}],
-// objects, object_bytes, snapshot_at, drives}.
+// objects, object_bytes, snapshot_at, drives}, and images_deleted_at once DELETE removed them.
 JobResult WriteImages(JobContext& ctx) {
   index::Job& job = ctx.job;
   const Options& o = ctx.options;

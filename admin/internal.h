@@ -282,6 +282,7 @@ Response RemoveDisk(Call& c);  // POST /disks/{disk}/remove {"force"?}
 Response CourierPubkey(Call& c);   // GET /courier/pubkey
 Response CreateCourier(Call& c);   // POST /accounts/{a}/devices/{d}/courier -> 202 job
 Response CourierImage(Call& c);    // GET /jobs/{j}/images/{drive}: Response::file
+Response DeleteCourierImages(Call& c);  // DELETE /jobs/{j}/images
 // Removes courier_dir/<job> and everything in it (images, partial images, the snapshot);
 // nothing there is fine.
 Status RemoveCourierFiles(const Options& o, const index::Id& job);

@@ -187,6 +187,7 @@ constexpr Route kRoutes[] = {
     {"GET", "courier/pubkey", false, internal::CourierPubkey},
     {"POST", "accounts/{account}/devices/{device}/courier", false, internal::CreateCourier},
     {"GET", "jobs/{job}/images/{drive}", false, internal::CourierImage},
+    {"DELETE", "jobs/{job}/images", false, internal::DeleteCourierImages},
 };
 // Routes whose handler reads the query string; the others refuse any parameter.
 bool TakesQuery(Response (*h)(Call&)) {

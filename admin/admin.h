@@ -59,7 +59,9 @@
 //   GET    /jobs/{j}                              state, progress, result (receipt when done)
 //   POST   /jobs/{j}/cancel                       while "scheduled" (a device purge reopens
 //                                                  the device as it was: same token, same
-//                                                  data), or a running scrub; 409 otherwise
+//                                                  data), or a running scrub, drain or courier
+//                                                  job (its image files are removed); 409
+//                                                  otherwise
 //   GET    /audit                                 ?account&partner&cursor&limit
 //   GET    /fsck                              op  store Fsck + account usage recomputation:
 //                                                  {"clean","objects","bytes","problems":[...]}
@@ -83,6 +85,11 @@
 //                                                  job's start (admin/courier.cc)
 //   GET    /jobs/{j}/images/{i}                   drive image i (1..n) of a done courier job,
 //                                                  application/octet-stream with Range (206/416)
+//   DELETE /jobs/{j}/images                       remove a done courier job's image files; the
+//                                                  job stays, its result gets images_deleted_at
+//                                                  (then GET image is 404); a second DELETE is
+//                                                  200 and changes nothing; 409 not_done for
+//                                                  any other job
 //
 // Account status as answered ("status") is the effective one: a trial whose expires_at has
 // passed is "expired" ("stored_status" says what was set). Expired = read-only for agents,
@@ -90,10 +97,11 @@
 // plan is PATCH {"status":"expired"}.
 //
 // Jobs: long work with an id, kind, state (scheduled -> running -> done | failed, or
-// cancelled while scheduled), progress and result, stored in the index so that they survive
-// restarts; a job that a crash interrupted resumes where its progress says (progress commits
-// in the same index transaction as the work it counts). A device purge writes a device
-// tombstone (storage/FORMAT.md), removes the objects in batches of purge_batch_objects (one
+// cancelled while scheduled, and scrub, drain and courier jobs while running too), progress
+// and result, stored in the index so that they survive restarts; a job that a crash
+// interrupted resumes where its progress says (progress commits in the same index
+// transaction as the work it counts). A device purge writes a device tombstone
+// (storage/FORMAT.md), removes the objects in batches of purge_batch_objects (one
 // short index transaction each, so other writers are not stalled), removes the device, then
 // compacts; its receipt (objects, bytes, disk bytes reclaimed, start, end) is the job's result
 // and an audit record ("device.purge", role "system").

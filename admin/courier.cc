@@ -13,6 +13,9 @@
 //
 //   courier_dir/<job>/snapshot.json        the objects, as taken
 //   courier_dir/<job>/drive-1-of-2.img     finished images (renamed from .tmp when complete)
+//
+// The folder goes when the job is cancelled (POST /jobs/{j}/cancel, also while it runs) or
+// its images are deleted (DELETE /jobs/{j}/images, once they have been shipped).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -560,21 +563,25 @@ Response CreateCourier(Call& c) {
 Response CourierImage(Call& c) {
   std::string path;
   Response r = InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto j = txn.GetJob(*c.job);
+    auto j = VisibleJob(txn, c.caller, *c.job);
     if (!j) return tl::unexpected(j.error());
     if (!*j) return Outcome(tl::unexpected(NoSuch("job")));
-    if (!c.caller.is_operator) {
-      if (!(*j)->account) return Outcome(tl::unexpected(NoSuch("job")));
-      auto a = VisibleAccount(txn, c.caller, *(*j)->account);
-      if (!a) return tl::unexpected(a.error());
-      if (!*a) return Outcome(tl::unexpected(NoSuch("job")));
+    // A cancelled job's images were removed with it; a failed one has none.
+    if ((*j)->kind != kCourierJob || (*j)->state == "cancelled" || (*j)->state == "failed") {
+      return Outcome(tl::unexpected(NoSuch("image")));
     }
-    if ((*j)->kind != kCourierJob) return Outcome(tl::unexpected(NoSuch("image")));
     if ((*j)->state != "done") {
       return Outcome(tl::unexpected(
           ApiError{409, "not_ready", "the courier job is " + (*j)->state + ", not done", {}}));
     }
     json::object result = ParsedObjectOrEmpty((*j)->result_json);
+    if (const json::value* at = result.if_contains("images_deleted_at")) {
+      return Outcome(tl::unexpected(ApiError{
+          404, "not_found",
+          "the images of this job were deleted" +
+              (at->is_string() ? " at " + std::string(at->as_string()) : std::string()),
+          {}}));
+    }
     const json::value* images = result.if_contains("images");
     if (!images || !images->is_array() || c.drive == 0 ||
         c.drive > images->as_array().size()) {
@@ -594,12 +601,72 @@ Response CourierImage(Call& c) {
   return f;
 }
 
+Status RemoveCourierFiles(const Options& o, const index::Id& job) {
+  if (o.courier_dir.empty()) return {};
+  const std::string dir = JobDir(o, job);
+  std::error_code ec;
+  // A writer that has not yet seen a cancel may add a file while the folder is emptied (then
+  // rmdir fails): try again.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    fs::remove_all(dir, ec);
+    if (!ec) return {};
+  }
+  return Err(ErrorKind::kIOError, "remove " + dir + ": " + ec.message());
+}
+
+Response DeleteCourierImages(Call& c) {
+  if (!c.request.body.empty()) {
+    return FromApiError(ApiError{400, "unexpected_body", "DELETE takes no body", {}});
+  }
+  Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+    auto found = VisibleJob(txn, c.caller, *c.job);
+    if (!found) return tl::unexpected(found.error());
+    if (!*found) return Outcome(tl::unexpected(NoSuch("job")));
+    index::Job j = **found;
+    if (j.kind != kCourierJob || j.state != "done") {
+      return Outcome(tl::unexpected(ApiError{
+          409, "not_done",
+          "only the images of a done courier job can be deleted; this is a " + j.kind +
+              " job, " + j.state,
+          {}}));
+    }
+    json::object result = ParsedObjectOrEmpty(j.result_json);
+    // Again: nothing changes (the files are removed again below, should a first try have
+    // failed half-way).
+    if (result.contains("images_deleted_at")) return Outcome(Reply(200, JobJson(j)));
+    const json::object before = JobJson(j);
+    result["images_deleted_at"] = TimeOrNull(c.now_ns);
+    j.result_json = json::serialize(result);
+    CV_TRY(txn.PutJob(j));
+    auto partner = JobPartner(txn, j);
+    if (!partner) return tl::unexpected(partner.error());
+    json::object after = JobJson(j);
+    CV_TRY(AppendAudit(txn, c, "courier.images_delete", JobTarget(j.id), j.account, *partner,
+                       before, after));
+    return Outcome(Reply(200, after));
+  });
+  if (r.status == 200) {
+    if (Status s = RemoveCourierFiles(*c.options, *c.job); !s) return FromError(s.error());
+  }
+  return r;
+}
+
 // ---- the job ----
+
+namespace {
+
+Result<bool> JobIsCancelled(storage::ObjectStore& store, const index::Id& id) {
+  auto txn = store.Index().BeginRead();
+  if (!txn) return tl::unexpected(txn.error());
+  auto j = (*txn)->GetJob(id);
+  if (!j) return tl::unexpected(j.error());
+  return *j && (*j)->state == "cancelled";
+}
 
 // courier: progress {"phase": "writing", snapshot_sha256, objects, bytes_written, bytes_total,
 // drive, drives, images (finished ones)}; result {"images": [{drive, file, bytes, sha256}],
-// objects, object_bytes, snapshot_at, drives}.
-JobResult RunCourierJob(JobContext& ctx) {
+// objects, object_bytes, snapshot_at, drives}, and images_deleted_at once DELETE removed them.
+JobResult WriteImages(JobContext& ctx) {
   index::Job& job = ctx.job;
   const Options& o = ctx.options;
   if (!job.device || !job.account) {
@@ -830,6 +897,28 @@ JobResult RunCourierJob(JobContext& ctx) {
   result["started_at"] = TimeOrNull(job.started_ns);
   result["finished_at"] = TimeOrNull(NowNanos());
   return std::optional<json::object>(std::move(result));
+}
+
+}  // namespace
+
+JobResult RunCourierJob(JobContext& ctx) {
+  JobResult r = WriteImages(ctx);
+  if (r && *r) return r;
+  // Stopped or failed. A cancelled job is never resumed: its files go. The cancel route
+  // removed them already, but this thread may have written more before it stopped.
+  bool cancelled = ctx.cancelled();
+  if (!cancelled) {
+    auto c = JobIsCancelled(ctx.store, ctx.job.id);
+    cancelled = c && *c;
+  }
+  if (cancelled) {
+    if (Status s = RemoveCourierFiles(ctx.options, ctx.job.id); !s) {
+      Log(LogLevel::kWarn, "courier_cleanup_failed",
+          {{"job", index::IdToHex(ctx.job.id)}, {"error", s.error().ToString()}});
+    }
+    return std::optional<json::object>();
+  }
+  return r;
 }
 
 }  // namespace cv::admin::internal

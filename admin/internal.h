@@ -121,7 +121,10 @@ struct JobContext {
   storage::ObjectStore& store;
   const Options& options;
   index::Job& job;                // as stored; SaveProgress keeps progress_json current
-  std::function<bool()> stopping;  // the node is stopping: return nullopt, resumed at next start
+  // The node is stopping (resumed at next start) or the job was cancelled (cancelled() is then
+  // true too): return nullopt. Cheap: check it between chunks of work.
+  std::function<bool()> stopping;
+  std::function<bool()> cancelled;  // POST /jobs/{j}/cancel stopped it: nothing resumes it
   // Commits `progress` as the job's progress, with `also` in the same transaction. false
   // (not an error) when the job is no longer "running" (cancelled): the job should stop.
   Result<bool> SaveProgress(const json::object& progress,
@@ -177,6 +180,12 @@ index::Job NewJob(std::string_view kind, std::optional<index::Id> account,
                   std::optional<index::Id> device, const json::object& params, int64_t now_ns,
                   int64_t run_after_ns);
 std::string JobTarget(const index::Id& job);
+// The job if it exists and the caller may see it: the operator sees every job, a partner the
+// jobs of its accounts.
+Result<std::optional<index::Job>> VisibleJob(index::Txn& txn, const Caller& caller,
+                                             const index::Id& id);
+// The partner of the job's account (for its audit records), if it has one.
+Result<std::optional<index::Id>> JobPartner(index::Txn& txn, const index::Job& j);
 
 // Runs due jobs on two threads ("lanes"): maintenance (scrub, repair) and everything else
 // (purges, courier images), so that a slow background scrub never holds up a purge. Each lane
@@ -192,6 +201,9 @@ class JobRunner {
   JobRunner(const JobRunner&) = delete;
   JobRunner& operator=(const JobRunner&) = delete;
   void Wake();  // look for due jobs now
+  // The job's state is now "cancelled": if a lane is running it, its stopping() and
+  // cancelled() turn true at once, so it stops at its next check rather than its next save.
+  void Cancelled(const index::Id& job);
 
  private:
   struct State;
@@ -270,5 +282,9 @@ Response RemoveDisk(Call& c);  // POST /disks/{disk}/remove {"force"?}
 Response CourierPubkey(Call& c);   // GET /courier/pubkey
 Response CreateCourier(Call& c);   // POST /accounts/{a}/devices/{d}/courier -> 202 job
 Response CourierImage(Call& c);    // GET /jobs/{j}/images/{drive}: Response::file
+Response DeleteCourierImages(Call& c);  // DELETE /jobs/{j}/images
+// Removes courier_dir/<job> and everything in it (images, partial images, the snapshot);
+// nothing there is fine.
+Status RemoveCourierFiles(const Options& o, const index::Id& job);
 
 }  // namespace cv::admin::internal

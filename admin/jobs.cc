@@ -27,8 +27,8 @@ std::string Str(const json::object& o, std::string_view key) {
   return it != o.end() && it->value().is_string() ? std::string(it->value().as_string()) : "";
 }
 
-// The job if it exists and the caller may see it: the operator sees every job, a partner the
-// jobs of its accounts.
+}  // namespace
+
 Result<std::optional<index::Job>> VisibleJob(index::Txn& txn, const Caller& caller,
                                              const index::Id& id) {
   auto j = txn.GetJob(id);
@@ -41,7 +41,12 @@ Result<std::optional<index::Job>> VisibleJob(index::Txn& txn, const Caller& call
   return j;
 }
 
-}  // namespace
+Result<std::optional<index::Id>> JobPartner(index::Txn& txn, const index::Job& j) {
+  if (!j.account) return std::optional<index::Id>();
+  auto a = txn.GetAccount(*j.account);
+  if (!a) return tl::unexpected(a.error());
+  return *a ? (*a)->partner : std::optional<index::Id>();
+}
 
 uint64_t U64(const json::object& o, std::string_view key) {
   auto it = o.find(key);
@@ -52,7 +57,10 @@ uint64_t U64(const json::object& o, std::string_view key) {
 }
 
 bool ProgressSaver::Tick(const std::function<json::object()>& make) {
-  if (ctx_.stopping()) return false;
+  if (ctx_.stopping()) {
+    cancelled_ = ctx_.cancelled();
+    return false;
+  }
   const auto now = std::chrono::steady_clock::now();
   if (now - last_ < std::chrono::seconds(1)) return true;
   last_ = now;
@@ -271,10 +279,16 @@ Response GetJob(Call& c) {
 
 namespace {
 
-// What a cancelled job leaves to undo outside the index transaction: a cancelled drain puts
-// its disk back into service (the shards it moved already stay where they are).
+// What a cancelled job leaves to undo outside the index transaction: a running job is told
+// to stop now; a cancelled courier job's files go (partial images included: the writer,
+// which stops at its next chunk, removes anything it wrote meanwhile too); a cancelled drain
+// puts its disk back into service (the shards it moved already stay where they are).
 Status AfterCancel(Call& c, const Response& r) {
+  if (c.runner) c.runner->Cancelled(*c.job);
   auto job = json::parse(r.body).as_object();
+  if (job.contains("kind") && job.at("kind") == json::value(kCourierJob)) {
+    return RemoveCourierFiles(*c.options, *c.job);
+  }
   if (!job.contains("kind") || job.at("kind") != json::value(kDrainJob)) return {};
   json::object params = job.contains("params") && job.at("params").is_object()
                             ? job.at("params").as_object()
@@ -298,18 +312,19 @@ Response CancelJob(Call& c) {
     if (!found) return tl::unexpected(found.error());
     if (!*found) return Outcome(tl::unexpected(NoSuch("job")));
     index::Job j = **found;
-    // A scrub or a drain stops at its next batch; other kinds only before they start (a purge
-    // that has begun removing objects cannot be undone).
-    const bool stoppable = j.state == "running" && (j.kind == kScrubJob || j.kind == kDrainJob);
+    // A scrub, a drain or a courier job stops at its next batch or chunk; other kinds only
+    // before they start (a purge that has begun removing objects cannot be undone).
+    const bool stoppable = j.state == "running" &&
+                           (j.kind == kScrubJob || j.kind == kDrainJob || j.kind == kCourierJob);
     if (j.state != "scheduled" && !stoppable) {
       return Outcome(tl::unexpected(ApiError{
           409, "not_cancellable",
           "the job is " + j.state +
-              ": only a scheduled job (or a running scrub or drain) can be cancelled",
+              ": only a scheduled job (or a running scrub, drain or courier job) can be "
+              "cancelled",
           {}}));
     }
     const json::object before = JobJson(j);
-    std::optional<index::Id> partner;
     if (j.kind == kPurgeDeviceJob || j.kind == kPurgeAccountJob) {
       // The devices come back exactly as they were: same token, same data.
       std::vector<index::DeviceRecord> closed;
@@ -329,16 +344,13 @@ Response CancelJob(Call& c) {
         CV_TRY(txn.PutDevice(dev));
       }
     }
-    if (j.account) {
-      auto a = txn.GetAccount(*j.account);
-      if (!a) return tl::unexpected(a.error());
-      if (*a) partner = (*a)->partner;
-    }
+    auto partner = JobPartner(txn, j);
+    if (!partner) return tl::unexpected(partner.error());
     j.state = "cancelled";
     j.finished_ns = c.now_ns;
     CV_TRY(txn.PutJob(j));
     json::object after = JobJson(j);
-    CV_TRY(AppendAudit(txn, c, "job.cancel", JobTarget(j.id), j.account, partner, before, after));
+    CV_TRY(AppendAudit(txn, c, "job.cancel", JobTarget(j.id), j.account, *partner, before, after));
     return Outcome(Reply(200, after));
   });
   if (r.status == 200) {
@@ -413,6 +425,9 @@ struct JobRunner::State {
   std::condition_variable cv;
   bool stop = false;
   uint64_t wakes = 0;
+  // The job each lane runs now, and whether it was cancelled meanwhile.
+  std::optional<index::Id> running[2];
+  bool cancelled[2] = {false, false};
   std::thread main_lane, maintenance_lane;
 
   State(storage::ObjectStore& s, const Options& o) : store(s), options(o) {}
@@ -420,6 +435,10 @@ struct JobRunner::State {
   bool Stopping() {
     std::lock_guard lock(mu);
     return stop;
+  }
+  bool Cancelled(Lane lane) {
+    std::lock_guard lock(mu);
+    return cancelled[int(lane)];
   }
 
   void Loop(Lane lane) {
@@ -436,7 +455,7 @@ struct JobRunner::State {
       if (!job) {
         Log(LogLevel::kError, "job_claim_failed", {{"error", job.error().ToString()}});
       } else if (*job) {
-        Run(**job);
+        Run(**job, lane);
         continue;  // there may be more due
       } else if (lane == Lane::kMain && options.compact_interval_ns > 0 &&
                  NowNanos() - last_idle_work >= options.compact_interval_ns) {
@@ -549,13 +568,23 @@ struct JobRunner::State {
     return next;
   }
 
-  void Run(index::Job job) {
+  void Run(index::Job job, Lane lane) {
     Log(LogLevel::kInfo, "job_run",
         {{"job", index::IdToHex(job.id)}, {"kind", job.kind}, {"progress", job.progress_json}});
     const KindInfo* kind = FindKind(job.kind);
-    JobContext ctx{store, options, job, [this] { return Stopping(); }};
+    {
+      std::lock_guard lock(mu);
+      running[int(lane)] = job.id;
+      cancelled[int(lane)] = false;
+    }
+    JobContext ctx{store, options, job, [this, lane] { return Stopping() || Cancelled(lane); },
+                   [this, lane] { return Cancelled(lane); }};
     JobResult r = kind ? kind->run(ctx)
                        : Err(ErrorKind::kInvalidArgument, "unknown job kind '" + job.kind + "'");
+    {
+      std::lock_guard lock(mu);
+      running[int(lane)].reset();
+    }
     if (r && !*r) return;  // stopped early: resumed at next start, or cancelled
     if (r) {
       Finish(job, *kind, **r);
@@ -577,15 +606,11 @@ struct JobRunner::State {
       j.finished_ns = now;
       j.result_json = json::serialize(result);
       CV_TRY(txn.PutJob(j));
-      std::optional<index::Id> partner;
-      if (j.account) {
-        auto a = txn.GetAccount(*j.account);
-        if (!a) return tl::unexpected(a.error());
-        if (*a) partner = (*a)->partner;
-      }
+      auto partner = JobPartner(txn, j);
+      if (!partner) return tl::unexpected(partner.error());
       json::object receipt = result;
       receipt["job"] = index::IdToHex(j.id);
-      return AppendSystemAudit(txn, now, kind.audit_action, AuditTarget(j), j.account, partner,
+      return AppendSystemAudit(txn, now, kind.audit_action, AuditTarget(j), j.account, *partner,
                                nullptr, receipt);
     });
     if (!s) {
@@ -771,6 +796,13 @@ JobRunner::~JobRunner() {
   s_->cv.notify_all();
   if (s_->main_lane.joinable()) s_->main_lane.join();
   if (s_->maintenance_lane.joinable()) s_->maintenance_lane.join();
+}
+
+void JobRunner::Cancelled(const index::Id& job) {
+  std::lock_guard lock(s_->mu);
+  for (int lane = 0; lane < 2; ++lane) {
+    if (s_->running[lane] == job) s_->cancelled[lane] = true;
+  }
 }
 
 void JobRunner::Wake() {

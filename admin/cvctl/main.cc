@@ -626,6 +626,13 @@ int Main(int argc, char** argv) {
   cverify->add_option("--pubkey", c_pubkey, "the node's courier public key (PEM; cvctl courier pubkey)")
       ->required();
   on(cverify, [&] { return VerifyCourierImage(c_image, c_pubkey, g.json); });
+  std::string c_job;
+  auto* cdelete = courier->add_subcommand(
+      "delete", "remove a done courier job's image files from the node once shipped (the job "
+                "and its result stay, marked images_deleted_at)");
+  cdelete->add_option("JOB", c_job, "courier job id")->required();
+  on(cdelete,
+     [&] { return Request(g, "DELETE", "jobs/" + c_job + "/images", "", kShort, ShowRecord); });
   auto* cpub = courier->add_subcommand("pubkey", "print the node's courier public key (PEM)");
   on(cpub, [&] {
     auto doc = Fetch(g, "GET", "courier/pubkey", "", kShort);

@@ -35,9 +35,8 @@ struct LayoutOptions {
   uint64_t image_bytes = 0;             // 0: what the content needs plus slack; else exact
   uint32_t cluster_bytes = 0;           // 0: by volume size (4 KiB / 32 KiB / 128 KiB)
   std::vector<std::string> empty_dirs;  // directories to create even if they hold no file
-  // The volume's up-case table as stored (compressed or not). Empty: a minimal table (ASCII
-  // mappings only) -- valid per spec, but Windows may mount such a volume read-only;
-  // Microsoft's recommended table (spec 7.2.5.1) avoids that (see FORMAT.md).
+  // The volume's up-case table as stored (compressed or not). Empty: Microsoft's recommended
+  // table (spec 7.2.5.1), which Windows expects; see FORMAT.md.
   std::vector<uint8_t> upcase_table;
 };
 

@@ -252,8 +252,9 @@ TEST(ImageTest, FsckOnACopyOfThePartition) {  // the path taken where there is n
   ExpectFsckClean(tmp / "drive.img", *layout, tmp, /*force_copy=*/true);
 }
 
-// Microsoft's recommended up-case table, taken from a volume that mkfs.exfat made (nothing
-// of it is in our sources). Also shows our reader accepting a volume it did not write.
+// Microsoft's recommended up-case table as mkfs.exfat writes it: the reference for ours
+// (gen_upcase.py derives it from Unicode data). Also shows our reader accepting a volume it
+// did not write.
 Result<std::vector<uint8_t>> RecommendedUpcaseFromMkfs(const TempDir& tmp) {
   std::string disk = tmp / "mkfs-disk.img", part = tmp / "mkfs-part.img";
   std::string script = tmp / "gpt.sfdisk";
@@ -272,20 +273,82 @@ Result<std::vector<uint8_t>> RecommendedUpcaseFromMkfs(const TempDir& tmp) {
   return img->upcase_table();
 }
 
-TEST(ImageTest, RecommendedUpcaseTableFromMkfsExfat) {
+// An up-case table with only the spec's mandatory ASCII mappings: valid exFAT, but not
+// what Windows expects; here to show that a caller's table is honoured.
+std::vector<uint8_t> AsciiOnlyUpcase() {
+  std::vector<char16_t> map(0x10000);
+  for (uint32_t c = 0; c < map.size(); ++c) map[c] = fmt::AsciiUpcase(char16_t(c));
+  return fmt::CompressUpcase(map, 1);
+}
+
+TEST(UpcaseTest, BuiltInTableIsTheSpecsRecommendedOne) {
+  const auto& t = fmt::RecommendedUpcase();
+  EXPECT_EQ(t.bytes.size(), 5836u);                      // spec 7.2.5.1
+  EXPECT_EQ(fmt::UpcaseChecksum(t.bytes), 0xE619D30Du);  // the spec's value for it
+  EXPECT_EQ(t.map[u'a'], u'A');
+  EXPECT_EQ(t.map[u'\u00e9'], u'\u00c9');  // e acute
+  EXPECT_EQ(t.map[u'\u00ff'], u'\u0178');  // y diaeresis, upper case outside Latin-1
+  EXPECT_EQ(t.map[u'\u03c2'], u'\u03a3');  // final sigma
+  EXPECT_EQ(t.map[u'\u0436'], u'\u0416');  // Cyrillic zhe
+  EXPECT_EQ(t.map[u'\uff41'], u'\uff21');  // fullwidth a
+  EXPECT_EQ(t.map[u'\u00b5'], u'\u00b5');  // micro sign: no round trip, left alone
+  EXPECT_EQ(t.map[u'\u0131'], u'\u0131');  // dotless i likewise
+  EXPECT_EQ(t.map[u'\u023a'], u'\u2c65');  // one of the table's four reversed pairs
+  EXPECT_EQ(t.map[u'\u13f8'], u'\u13f8');  // Cherokee small ye: newer than the table
+  EXPECT_EQ(fmt::CompressUpcase(t.map, 512), t.bytes);
+}
+
+TEST(UpcaseTest, CompressedTablesExpandToTheSameMapping) {
+  auto ascii = AsciiOnlyUpcase();
+  EXPECT_EQ(ascii.size(), 60u);  // FFFFh 61h, A..Z, FFFFh FF85h
+  auto loaded = fmt::LoadUpcaseTable(ascii);
+  ASSERT_TRUE(loaded.has_value()) << loaded.error().ToString();
+  const auto& rec = fmt::RecommendedUpcase();
+  for (uint32_t min_run : {1u, 2u, 100u, 70000u}) {  // 70000: nothing compressed
+    auto bytes = fmt::CompressUpcase(rec.map, min_run);
+    auto back = fmt::LoadUpcaseTable(bytes);
+    ASSERT_TRUE(back.has_value()) << back.error().ToString();
+    EXPECT_TRUE(back->map == rec.map) << "min_run " << min_run;
+  }
+  EXPECT_EQ(fmt::CompressUpcase(rec.map, 70000).size(), 2u * 0x10000);
+}
+
+TEST(ImageTest, RecommendedUpcaseTableIsMkfsExfatsByteForByte) {
   if (Shell("command -v mkfs.exfat").code != 0) GTEST_SKIP() << "mkfs.exfat not installed";
   TempDir tmp{"courier_test"};
   auto table = RecommendedUpcaseFromMkfs(tmp);
   ASSERT_TRUE(table.has_value()) << table.error().ToString();
   EXPECT_EQ(fmt::UpcaseChecksum(*table), 0xE619D30Du);  // the spec's value for it
-  LayoutOptions o;
-  o.upcase_table = *table;
-  // Non-ASCII names are hashed with the full table: "caf\u00e9" upcases to "CAF\u00c9".
-  CheckImage({{"repo/config", 155}, {"caf\xC3\xA9/na\xC3\xAFve", 10}}, o);
-  EXPECT_FALSE(Layout::Plan({{"\xC3\xA9", 1}, {"\xC3\x89", 1}}, o)
+  EXPECT_TRUE(*table == fmt::RecommendedUpcase().bytes)
+      << "mkfs.exfat's table: " << table->size() << " bytes, ours "
+      << fmt::RecommendedUpcase().bytes.size();
+}
+
+TEST(ImageTest, DefaultImagesCarryTheRecommendedTable) {
+  TempDir tmp{"courier_test"};
+  // Non-ASCII names are hashed with the full table: "caf\u00e9" upcases to "CAF\u00c9";
+  // fsck.exfat and our reader recompute every NameHash.
+  CheckImage({{"repo/config", 155}, {"caf\xC3\xA9/na\xC3\xAFve", 10}, {"\xD0\xB6", 1}});
+  auto layout = WriteTo(tmp / "drive.img", {{"config", 5}}, {});
+  ASSERT_TRUE(layout.has_value());
+  auto img = Image::Open(tmp / "drive.img");
+  ASSERT_TRUE(img.has_value()) << img.error().ToString();
+  EXPECT_TRUE(img->upcase_table() == fmt::RecommendedUpcase().bytes);
+  EXPECT_FALSE(Layout::Plan({{"\xC3\xA9", 1}, {"\xC3\x89", 1}}, {})
                    .has_value());  // e-acute vs E-acute collide
-  EXPECT_TRUE(Layout::Plan({{"\xC3\xA9", 1}, {"\xC3\x89", 1}}, {})
+}
+
+TEST(ImageTest, CallersUpcaseTableIsUsed) {
+  LayoutOptions o;
+  o.upcase_table = AsciiOnlyUpcase();
+  CheckImage({{"repo/config", 155}, {"caf\xC3\xA9/na\xC3\xAFve", 10}}, o);
+  EXPECT_TRUE(Layout::Plan({{"\xC3\xA9", 1}, {"\xC3\x89", 1}}, o)
                   .has_value());  // ASCII-only table: distinct
+  TempDir tmp{"courier_test"};
+  ASSERT_TRUE(WriteTo(tmp / "drive.img", {{"config", 5}}, o).has_value());
+  auto img = Image::Open(tmp / "drive.img");
+  ASSERT_TRUE(img.has_value()) << img.error().ToString();
+  EXPECT_TRUE(img->upcase_table() == o.upcase_table);
 }
 
 TEST(ImageTest, NoVolumeLabel) {
@@ -632,12 +695,7 @@ TEST(MountTest, FuseMountShowsTheSameTreeAndBytes) {
 
 TEST(MountTest, RecommendedUpcaseTableAndNonAsciiNames) {
   if (auto why = MountSkipReason(); !why.empty()) GTEST_SKIP() << why;
-  if (Shell("command -v mkfs.exfat").code != 0) GTEST_SKIP() << "mkfs.exfat not installed";
-  TempDir tmp{"courier_test"};
-  auto table = RecommendedUpcaseFromMkfs(tmp);
-  ASSERT_TRUE(table.has_value()) << table.error().ToString();
-  LayoutOptions o;
-  o.upcase_table = *table;
+  LayoutOptions o;  // the default table is the recommended one
   o.label =
       "R\xC3\xA9"
       "cup";
@@ -667,6 +725,18 @@ class TamperTest : public ::testing::Test {
     ASSERT_EQ(pwrite(fd, &c, 1, off_t(offset)), 1);
     close(fd);
   }
+  // Where the system structures are: bitmap, up-case table, then the directories root,
+  // repo, repo/keys, one cluster each, then the files.
+  uint64_t Bitmap() const {
+    const auto& L = LayoutAccess::Get(*layout_);
+    return L.cluster_offset(L.bitmap_cluster);
+  }
+  uint64_t Upcase() const {
+    const auto& L = LayoutAccess::Get(*layout_);
+    return L.cluster_offset(L.upcase_cluster);
+  }
+  uint32_t UpcaseClusters() const { return LayoutAccess::Get(*layout_).upcase_clusters; }
+  uint64_t RootDir() const { return layout_->file_offset(0) - 3 * layout_->cluster_bytes(); }
   std::string OpenError() {
     auto img = Image::Open(image_);
     if (img) return "opened fine";
@@ -718,9 +788,8 @@ TEST_F(TamperTest, DirectoryEntrySetByte) {
 }
 
 TEST_F(TamperTest, UpcaseTableByte) {
-  uint64_t upcase =
-      layout_->file_offset(0) - 4 * uint64_t(layout_->cluster_bytes());  // upcase, 3 dirs
-  Flip(upcase + 10);
+  EXPECT_EQ(Upcase() + UpcaseClusters() * layout_->cluster_bytes(), RootDir());
+  Flip(Upcase() + 10);
   EXPECT_NE(OpenError().find("up-case table at"), std::string::npos) << OpenError();
   EXPECT_NE(OpenError().find("checksum mismatch"), std::string::npos) << OpenError();
 }
@@ -750,9 +819,8 @@ TEST_F(TamperTest, RenamedEntryWithFixedChecksumFailsNameHash) {
 }
 
 TEST_F(TamperTest, AllocationBitmapByte) {
-  uint64_t heap =
-      layout_->file_offset(0) - 5 * uint64_t(layout_->cluster_bytes());  // bitmap, upcase, 3 dirs
-  Flip(heap + 1);  // clusters 10..17: marked used, nothing there
+  EXPECT_EQ(Bitmap() + layout_->cluster_bytes(), Upcase());
+  Flip(Bitmap() + 1);  // clusters 10..17: marked used, nothing there
   EXPECT_NE(OpenError().find("is marked used but nothing uses it"), std::string::npos)
       << OpenError();
 }
@@ -760,12 +828,12 @@ TEST_F(TamperTest, AllocationBitmapByte) {
 TEST_F(TamperTest, RandomBitFlipsInMetadataNeverCrashTheReader) {
   // The reader faces shipped drives: any flipped bit in any structure gives an error or a
   // consistent result, never a crash or a hang (run under CV_SANITIZE for the full value).
-  uint64_t part = layout_->partition_offset(), cb = layout_->cluster_bytes();
-  uint64_t heap = layout_->file_offset(0) - 5 * cb;
+  uint64_t part = layout_->partition_offset();
+  uint64_t heap = Bitmap();
   std::pair<uint64_t, uint64_t> regions[] = {{0, 17408},
                                              {part, 12 * 512 * 2},
                                              {part + (1 << 20), 64},
-                                             {heap, 5 * cb},
+                                             {heap, layout_->file_offset(0) - heap},
                                              {layout_->image_bytes() - 16896, 16896}};
   uint64_t x = 42;  // a fixed seed: reproducible
   int failures = 0;
@@ -788,7 +856,8 @@ TEST_F(TamperTest, RandomBitFlipsInMetadataNeverCrashTheReader) {
 TEST_F(TamperTest, EveryCoveredByteIsChecked) {
   uint64_t part = layout_->partition_offset(), cb = layout_->cluster_bytes(),
            end = layout_->image_bytes();
-  uint64_t heap = layout_->file_offset(0) - 5 * cb;  // bitmap, up-case, root, repo, repo/keys
+  uint64_t heap = Bitmap(), root = RootDir();
+  uint64_t upcase_bytes = fmt::RecommendedUpcase().bytes.size();
   uint64_t clusters =
       (layout_->partition_bytes() - 2 * (1 << 20)) / cb;  // at least ClusterCount / 8
   struct Range {
@@ -801,14 +870,14 @@ TEST_F(TamperTest, EveryCoveredByteIsChecked) {
       {"GPT backup entries", end - 512 - 16384, 16384, 61},
       {"main boot region", part, 12 * 512, 5},
       {"backup boot region", part + 12 * 512, 12 * 512, 5},
-      {"FAT", part + (1 << 20), 7 * 4, 1},
+      {"FAT", part + (1 << 20), (2 + 1 + UpcaseClusters() + 3) * 4, 1},
       {"allocation bitmap", heap, clusters / 8 - 8, 1},
-      {"up-case table", heap + cb, 60, 1},
-      {"root entry sets", heap + 2 * cb + 96, 96, 1},
-      {"repo entry sets", heap + 3 * cb, 192, 1},
-      {"repo/keys entry sets", heap + 4 * cb, 96, 1},
+      {"up-case table", Upcase(), upcase_bytes, 7},
+      {"root entry sets", root + 96, 96, 1},
+      {"repo entry sets", root + cb, 192, 1},
+      {"repo/keys entry sets", root + 2 * cb, 96, 1},
       // (the first end marker may become a deleted entry, 01h: still a valid directory)
-      {"end-of-directory entries", heap + 4 * cb + 128, cb - 128, 32},
+      {"end-of-directory entries", root + 2 * cb + 128, cb - 128, 32},
   };
   for (const auto& r : ranges) {
     for (uint64_t off = r.start; off < r.start + r.len; off += r.stride) {

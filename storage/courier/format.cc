@@ -53,15 +53,39 @@ uint16_t NameHash(std::u16string_view upcased) {
   return hash;
 }
 
-const UpcaseMap& MinimalUpcase() {
+std::vector<uint8_t> CompressUpcase(std::span<const char16_t> map, uint32_t min_run) {
+  std::vector<uint8_t> out;
+  auto put = [&out](uint16_t v) {
+    out.push_back(uint8_t(v));
+    out.push_back(uint8_t(v >> 8));
+  };
+  for (uint32_t c = 0; c < map.size();) {
+    uint32_t end = c;  // [c, end): characters that map to themselves
+    while (end < map.size() && map[end] == end && end - c < 0xFFFF) ++end;
+    if (end == c) {
+      put(map[c++]);
+    } else if (end - c >= min_run) {
+      put(0xFFFF);
+      put(uint16_t(end - c));
+      c = end;
+    } else {
+      for (; c < end; ++c) put(uint16_t(c));
+    }
+  }
+  return out;
+}
+
+const UpcaseMap& RecommendedUpcase() {
   static const UpcaseMap table = [] {
-    std::vector<uint16_t> t = {0xFFFF, 0x0061};  // 0000h..0060h map to themselves
-    for (uint16_t c = 'a'; c <= 'z'; ++c) t.push_back(uint16_t(c - 32));
-    t.push_back(0xFFFF);  // 007Bh..FFFFh map to themselves
-    t.push_back(uint16_t(0x10000 - 0x7B));
-    std::vector<uint8_t> bytes(t.size() * 2);
-    for (size_t i = 0; i < t.size(); ++i) Put16(&bytes[2 * i], t[i]);
-    return *LoadUpcaseTable(bytes);
+    static constexpr char16_t kPairs[][2] = {
+#include "storage/courier/upcase_recommended.inc"
+    };
+    std::vector<char16_t> map(0x10000);
+    for (uint32_t i = 0; i < map.size(); ++i) map[i] = char16_t(i);
+    for (const auto& p : kPairs) map[p[0]] = p[1];
+    // The spec's table writes identity stretches of up to 337 characters out in full and
+    // compresses the four longer ones (843 characters and more).
+    return *LoadUpcaseTable(CompressUpcase(map, 512));
   }();
   return table;
 }

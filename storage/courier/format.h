@@ -74,9 +74,14 @@ struct UpcaseMap {
 // Expands a stored table (spec 7.2.5: FFFFh + count = a run of identity mappings) and checks
 // the mandatory mappings of the first 128 characters; the error says which.
 Result<UpcaseMap> LoadUpcaseTable(std::span<const uint8_t> bytes);
-// Ours unless the caller gives one: the spec's mandatory ASCII mappings, identity for every
-// other character up to FFFFh, compressed (60 bytes).
-const UpcaseMap& MinimalUpcase();
+// Stores a 65536-entry mapping compressed: each stretch of at least `min_run` characters that
+// map to themselves becomes FFFFh + its length, everything else one 16-bit value each.
+// REQUIRES: map.size() == 65536; no character but FFFFh itself maps to FFFFh.
+std::vector<uint8_t> CompressUpcase(std::span<const char16_t> map, uint32_t min_run);
+// Microsoft's recommended table (spec 7.2.5.1, mappings in upcase_recommended.inc), stored
+// as the spec gives it: 5836 bytes, checksum E619D30Dh. Every image uses it unless
+// LayoutOptions::upcase_table says otherwise.
+const UpcaseMap& RecommendedUpcase();
 inline char16_t AsciiUpcase(char16_t c) { return c >= u'a' && c <= u'z' ? char16_t(c - 32) : c; }
 
 // Strict UTF-8 to UTF-16; false on malformed input.

@@ -132,7 +132,7 @@ Result<Layout> Layout::Plan(std::vector<FileSpec> files, LayoutOptions options) 
     return Err(ErrorKind::kInvalidArgument, "cluster size must be a power of two, 512 B to 32 MiB");
   }
   if (L.options.upcase_table.empty()) {
-    L.upcase = MinimalUpcase();
+    L.upcase = RecommendedUpcase();
   } else {
     auto t = LoadUpcaseTable(L.options.upcase_table);
     if (!t) return Err(ErrorKind::kInvalidArgument, t.error().context);

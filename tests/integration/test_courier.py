@@ -26,9 +26,10 @@ PASSWORD = "integration-test-password"
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-def backed_up(node, workdir, mib, seed):
-    """A device whose repository holds one restic backup of a generated tree: (dev, src)."""
-    dev = node.new_device(append_only=False)
+def backed_up(node, workdir, mib, seed, **device):
+    """A device whose repository holds one restic backup of a generated tree: (dev, src).
+    `device`: new_device's account and key (a partner's account)."""
+    dev = node.new_device(append_only=False, **device)
     src = os.path.join(workdir, "src")
     make_tree(src, mib, seed=seed)
     restic = Restic(dev, workdir)
@@ -430,3 +431,128 @@ def test_object_deleted_mid_job_fails_loudly_naming_it(fresh_node, tmp_root):
     assert not os.path.exists(os.path.join(node.root, "courier", job_id, "snapshot.json"))
     assert not [f for f in os.listdir(os.path.join(node.root, "courier", job_id))
                 if f.endswith(".img")]
+
+
+def start_courier(node, dev, key=None):
+    r = node.admin("POST", f"/accounts/{dev.account}/devices/{dev.id}/courier", {}, key=key)
+    assert r.status == 202, r
+    return r.json()["id"]
+
+
+def partner_courier_job(node, work, mib, seed):
+    """Partners A and B; a courier job started by A for a backed-up device of A's:
+    (key_a, key_b, account, dev, job id)."""
+    _, key_a = node.new_partner("a")
+    _, key_b = node.new_partner("b")
+    acc = node.new_account(key=key_a)
+    dev, _ = backed_up(node, work, mib, seed, account=acc, key=key_a)
+    return key_a, key_b, acc, dev, start_courier(node, dev, key=key_a)
+
+
+def audit_actions(node, account):
+    return [a["action"] for a in node.admin("GET", f"/audit?account={account}").json()["items"]]
+
+
+def test_cancel_running_job_stops_it_and_removes_its_images(fresh_node, tmp_root):
+    """A courier job throttled to 1 MiB/s is cancelled mid-way by its partner: 200, the job
+    ends cancelled (audited), its folder (partial image, snapshot) is gone from disk at once and
+    stays gone, its image is 404. Another partner cannot cancel it."""
+    node = fresh_node("[jobs]\ncourier_mib_per_s = 1\njob_poll_ms = 100\n")
+    work = tempfile.mkdtemp(prefix="courier-cancel-", dir=tmp_root)
+    key_a, key_b, acc, dev, job_id = partner_courier_job(node, work, 16, seed=67)
+    job_dir = os.path.join(node.root, "courier", job_id)
+    deadline = time.monotonic() + 60
+    while True:
+        j = node.admin("GET", f"/jobs/{job_id}", key=key_a).json()
+        if j["state"] == "running" and (j.get("progress") or {}).get("bytes_written", 0) > (1 << 20):
+            break
+        assert j["state"] in ("scheduled", "running"), j
+        assert time.monotonic() < deadline, j
+        time.sleep(0.1)
+    assert any(f.endswith(".img.tmp") for f in os.listdir(job_dir)), os.listdir(job_dir)
+
+    r = node.admin("POST", f"/jobs/{job_id}/cancel", {}, key=key_b)
+    assert r.status == 404, r
+    assert node.admin("GET", f"/jobs/{job_id}", key=key_a).json()["state"] == "running"
+
+    started = time.monotonic()
+    r = node.admin("POST", f"/jobs/{job_id}/cancel", {}, key=key_a)
+    assert r.status == 200, r
+    assert r.json()["state"] == "cancelled", r.json()
+    assert time.monotonic() - started < 5
+    assert not os.path.exists(job_dir), os.listdir(job_dir)
+    assert node.admin("GET", f"/jobs/{job_id}/images/1", key=key_a).status == 404
+    assert node.admin("GET", f"/jobs/{job_id}/images/1").status == 404
+    # The writer has stopped and wrote nothing more; the job stays cancelled.
+    time.sleep(1.5)
+    assert not os.path.exists(job_dir)
+    j = node.admin("GET", f"/jobs/{job_id}").json()
+    assert j["state"] == "cancelled" and j["result"] is None, j
+    assert '"job_error"' not in node.log()
+    assert "job.cancel" in audit_actions(node, acc)
+    # Cancelled: neither cancellable again nor a source of images to delete.
+    assert node.admin("POST", f"/jobs/{job_id}/cancel", {}, key=key_a).status == 409
+    r = node.admin("DELETE", f"/jobs/{job_id}/images", key=key_a)
+    assert r.status == 409 and r.error_code() == "not_done", r
+    # The node still writes courier images afterwards.
+    again = start_courier(node, dev, key=key_a)
+    assert wait_job(node, again, timeout=120)["state"] == "done"
+
+
+def test_delete_images_keeps_the_job_and_is_partner_scoped(fresh_node, tmp_root):
+    """DELETE /jobs/{j}/images removes a done courier job's image files: another partner gets
+    404 and nothing is deleted; the owner gets 200, the files are gone, the image is 404, the
+    job and its result stay (images_deleted_at), audited; a second DELETE is 200 and changes
+    nothing. A job that is not a done courier job is 409. cvctl courier delete does the same."""
+    node = fresh_node()
+    work = tempfile.mkdtemp(prefix="courier-delete-images-", dir=tmp_root)
+    key_a, key_b, acc, dev, job_id = partner_courier_job(node, work, 2, seed=68)
+    assert wait_job(node, job_id)["state"] == "done"
+    job_dir = os.path.join(node.root, "courier", job_id)
+    image = os.path.join(job_dir, "drive-1-of-1.img")
+    assert os.path.exists(image)
+
+    # Isolation: another partner sees no such job and deletes nothing.
+    r = node.admin("DELETE", f"/jobs/{job_id}/images", key=key_b)
+    assert r.status == 404, r
+    assert os.path.exists(image)
+    assert node.admin("GET", f"/jobs/{job_id}/images/1", key=key_a).status == 200
+    assert node.admin("DELETE", "/jobs/" + "0" * 32 + "/images", key=key_a).status == 404
+    assert node.admin("DELETE", f"/jobs/{job_id}/images", raw_body="{}", key=key_a).status == 400
+    assert os.path.exists(image)
+
+    r = node.admin("DELETE", f"/jobs/{job_id}/images", key=key_a)
+    assert r.status == 200, r
+    deleted_at = r.json()["result"]["images_deleted_at"]
+    assert deleted_at, r.json()
+    assert not os.path.exists(job_dir)
+    r = node.admin("GET", f"/jobs/{job_id}/images/1", key=key_a)
+    assert r.status == 404 and "deleted" in r.json()["error"]["message"], r
+    j = node.admin("GET", f"/jobs/{job_id}", key=key_a).json()
+    assert j["state"] == "done" and len(j["result"]["images"]) == 1, j
+    assert j["result"]["images_deleted_at"] == deleted_at
+    assert audit_actions(node, acc).count("courier.images_delete") == 1
+    # Again: 200, the same job, no second audit record.
+    r = node.admin("DELETE", f"/jobs/{job_id}/images", key=key_a)
+    assert r.status == 200 and r.json()["result"]["images_deleted_at"] == deleted_at, r
+    assert audit_actions(node, acc).count("courier.images_delete") == 1
+
+    # Not a courier job: a scheduled device purge of the same partner.
+    r = node.admin("DELETE", f"/accounts/{acc}/devices/{dev.id}?grace=30d", key=key_a)
+    assert r.status == 202, r
+    r = node.admin("DELETE", f"/jobs/{r.json()['id']}/images", key=key_a)
+    assert r.status == 409 and r.error_code() == "not_done", r
+
+    # cvctl courier delete (operator key).
+    work2 = os.path.join(work, "two")
+    os.makedirs(work2)
+    dev2, _ = backed_up(node, work2, 1, seed=69)
+    job2 = start_courier(node, dev2)
+    assert wait_job(node, job2)["state"] == "done"
+    assert os.path.exists(os.path.join(node.root, "courier", job2))
+    p = cvctl("courier", "delete", job2, root=node.root)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not os.path.exists(os.path.join(node.root, "courier", job2))
+    assert node.admin("GET", f"/jobs/{job2}/images/1").status == 404
+    p = cvctl("courier", "delete", "0" * 32, root=node.root)
+    assert p.returncode == 1, p.stdout + p.stderr

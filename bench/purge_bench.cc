@@ -7,7 +7,9 @@
 //      recording each upload's latency;
 //   3. the same load again while S is purged (device tombstone + batches of 1000, exactly
 //      what the purge job does), then L, stopped when the purges end; then compaction; purge
-//      rate, space returned and the p99 during the purge vs the baseline p99.
+//      rate, space returned, the time from the purges' start until it is back, and the p99
+//      during the purge vs the baseline p99 (with the load average of each phase: the
+//      machine may be shared).
 //
 //   purge_bench [DIR] [small] [large] [seconds] [writers]
 #include <sys/statvfs.h>
@@ -55,6 +57,16 @@ uint64_t UsedBytes(const std::string& path) {
   struct statvfs s {};
   if (::statvfs(path.c_str(), &s) != 0) return 0;
   return (s.f_blocks - s.f_bfree) * s.f_frsize;
+}
+
+// The 1-minute load average: the machine is shared, so each figure says how busy it was.
+double LoadAverage() {
+  double one = 0;
+  if (std::FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &one) != 1) one = 0;
+    std::fclose(f);
+  }
+  return one;
 }
 
 // Puts `count` objects of `size` bytes to `dev` from `threads` threads; false on any error.
@@ -173,6 +185,7 @@ int main(int argc, char** argv) {
   // Baseline: the load alone.
   std::atomic<bool> stop{false};
   std::vector<double> base_lat;
+  const double base_load = LoadAverage();
   {
     std::thread loader([&] { base_lat = Load(store, writers, stop, 1); });
     std::this_thread::sleep_for(std::chrono::seconds(seconds));
@@ -184,6 +197,7 @@ int main(int argc, char** argv) {
   std::vector<double> during_lat;
   Purged ps, pl;
   const uint64_t used_before = UsedBytes(base);
+  const double purge_load = LoadAverage();
   std::thread loader([&] { during_lat = Load(store, writers, stop, 2); });
   const auto load_start = Clock::now();
   ps = Purge(store, small_dev);
@@ -196,6 +210,7 @@ int main(int argc, char** argv) {
   cv::storage::CompactOptions co;
   auto rep = store.Compact(co);
   const double compact_s = Seconds(t0, Clock::now());
+  const double space_back_s = Seconds(load_start, Clock::now());
   const uint64_t used_after = UsedBytes(base);
   if (!rep) {
     std::fprintf(stderr, "compact: %s\n", rep.error().ToString().c_str());
@@ -211,10 +226,13 @@ int main(int argc, char** argv) {
               "reclaimed (statvfs used %.2f -> %.2f GB, includes the load's uploads)\n",
               purge_done, compact_s, (unsigned long long)rep->extents_removed,
               rep->bytes_reclaimed / 1e9, used_before / 1e9, used_after / 1e9);
-  std::printf("upload p50/p99 without purge: %.1f / %.1f ms (%zu uploads)\n",
-              1e3 * Pct(base_lat, 0.5), 1e3 * Pct(base_lat, 0.99), base_lat.size());
-  std::printf("upload p50/p99 during purge:  %.1f / %.1f ms (%zu uploads)\n",
-              1e3 * Pct(during_lat, 0.5), 1e3 * Pct(during_lat, 0.99), during_lat.size());
+  std::printf("space back %.2f s after the purges started (purges, then compaction)\n",
+              space_back_s);
+  std::printf("upload p50/p99 without purge: %.1f / %.1f ms (%zu uploads, load %.2f)\n",
+              1e3 * Pct(base_lat, 0.5), 1e3 * Pct(base_lat, 0.99), base_lat.size(), base_load);
+  std::printf("upload p50/p99 during purge:  %.1f / %.1f ms (%zu uploads, load %.2f)\n",
+              1e3 * Pct(during_lat, 0.5), 1e3 * Pct(during_lat, 0.99), during_lat.size(),
+              purge_load);
   std::printf("ratio p99 during/without: %.2f (goal <= 1.5)\n",
               Pct(during_lat, 0.99) / std::max(Pct(base_lat, 0.99), 1e-9));
   opened->reset();

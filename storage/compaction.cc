@@ -189,8 +189,25 @@ Status StoreImpl::MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& o
   return flush(true);
 }
 
+// The most bytes any one shard record can take: an erasure shard (shard_unit) or a whole
+// one-stripe object stored as m+1 copies, which BeginPut picks only when the copies cost no
+// more than the k+m shards: (m+1)*RecordBytes(size) <= (k+m)*RecordBytes(size/k), and
+// size/k <= shard_unit.
+uint64_t StoreImpl::MaxRecordBytes() const {
+  const ObjectKey longest{index::Id{}, index::ObjectType::kData, std::string(64, '0')};
+  const uint64_t shard = RecordBytes(longest, opts_.shard_unit);
+  const uint64_t copy = uint64_t(opts_.k + opts_.m) * shard / uint64_t(opts_.m + 1);
+  return std::max(shard, copy);
+}
+
 Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
   CompactReport rep;
+  // An extent stops taking records when the next one does not fit, so every extent but the
+  // active one ends in unused space of up to one record; copies of live records leave such a
+  // tail behind them too. Rewriting an extent whose non-live space is no more than that frees
+  // nothing, and with a live threshold near 1 or small extents it would rewrite the same
+  // records at every pass: such an extent is left alone, whatever max_live_ratio says.
+  const uint64_t max_record = MaxRecordBytes();
   std::map<std::pair<uint16_t, uint32_t>, index::ExtentRecord> recorded;
   {
     auto txn = index_->BeginRead();
@@ -223,6 +240,7 @@ Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
       const uint64_t live = it == recorded.end() ? 0 : it->second.live_bytes;
       const uint64_t capacity = it == recorded.end() ? opts_.extent_bytes : it->second.capacity;
       if (double(live) > options.max_live_ratio * double(capacity)) continue;
+      if (live > 0 && capacity - std::min(capacity, live) < max_record) continue;
       {  // even with nothing live: tombstones in it are carried forward
         if (Status s = MoveLiveRecords(d, id, options, rep); !s) {
           rep.problems.push_back(disks_.path(d) + " extent " + std::to_string(id) + ": " +

@@ -803,6 +803,48 @@ TEST_F(StoreTest, DeleteThenCompactReturnsTheSpace) {
   ExpectFsckClean();
 }
 
+// Regression: an extent stops taking records when the next one does not fit, so with records
+// of a quarter of an extent, an extent full of live records is only ~76% live. Compaction with
+// max_live_ratio 0.9 rewrote every such extent at every pass, forever, freeing nothing.
+TEST_F(StoreTest, CompactionLeavesExtentsFullOfLiveRecordsAlone) {
+  StoreOptions o = Options();
+  o.shard_unit = 256 * 1024;  // 260 KiB records: three fit in a 1 MiB extent
+  auto opened = ObjectStore::Open(o);
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  store_ = std::move(*opened);
+  std::vector<std::pair<ObjectKey, std::string>> objects;
+  for (int i = 0; i < 12; ++i) {
+    std::string b = Body(9000 + i, 1 << 20);
+    objects.emplace_back(DataKey(device_, b), b);
+    ASSERT_TRUE(store_->Put(objects.back().first, b).has_value());
+  }
+  CompactOptions co;
+  co.max_live_ratio = 0.9;
+  for (int pass = 0; pass < 2; ++pass) {
+    auto rep = store_->Compact(co);
+    ASSERT_TRUE(rep.has_value()) << rep.error().ToString();
+    EXPECT_EQ(rep->records_moved, 0u) << "pass " << pass;
+    EXPECT_EQ(rep->extents_removed, 0u) << "pass " << pass;
+  }
+  // Dead space still comes back, and the passes come to rest: the extents the copies filled
+  // are not rewritten again.
+  for (size_t i = 0; i < objects.size(); ++i) {
+    if (i % 3 != 0) ASSERT_TRUE(store_->Delete(objects[i].first));
+  }
+  uint64_t removed = 0;
+  bool rest = false;
+  for (int pass = 0; pass < 5 && !rest; ++pass) {
+    auto rep = store_->Compact(co);
+    ASSERT_TRUE(rep.has_value()) << rep.error().ToString();
+    removed += rep->extents_removed;
+    rest = rep->records_moved == 0 && rep->extents_removed == 0;
+  }
+  EXPECT_GT(removed, 0u);
+  EXPECT_TRUE(rest) << "compaction still rewriting after 5 passes";
+  for (size_t i = 0; i < objects.size(); i += 3) ExpectReads(objects[i].first, objects[i].second);
+  ExpectFsckClean();
+}
+
 // Records of uploads that never committed (aborted, or cut by a crash) are reclaimed too.
 TEST_F(StoreTest, CompactionReclaimsAbortedUploads) {
   OpenStore();

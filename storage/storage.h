@@ -155,7 +155,8 @@ struct DrainReport {
 };
 
 struct CompactOptions {
-  // Extents whose live bytes are at most this share of their size are rewritten.
+  // Extents whose live bytes are at most this share of their size are rewritten (if what is
+  // not live in them exceeds the largest record: less is the tail every full extent has).
   double max_live_ratio = 0.5;
   // Throttle for copying live records, so that client traffic keeps the disks (0 = none).
   uint64_t max_bytes_per_sec = 0;

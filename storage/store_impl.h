@@ -227,6 +227,8 @@ class StoreImpl final : public ObjectStore {
                            const std::function<bool(const ObjectKey&)>& report);
   // Copies the live records of one extent to its disk's active extent; see compaction.cc.
   Status MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& options, CompactReport& rep);
+  // The largest shard record this store can write (compaction.cc).
+  uint64_t MaxRecordBytes() const;
   // Replaces every object and extent record of the index with what the extents hold.
   Status RebuildObjects(RebuildReport& rep);
   // Writes and syncs m+1 copies of a tombstone for `key` (see FORMAT.md).

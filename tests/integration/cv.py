@@ -8,6 +8,7 @@ import hashlib
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -374,3 +375,69 @@ def cvctl(*args, root=None, timeout=300):
     assert os.access(CVCTL, os.X_OK), f"build cvctl first: {CVCTL} missing"
     cmd = [CVCTL] + (["--root", str(root)] if root is not None else []) + [str(a) for a in args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+# --- objects, jobs and disk space (purge and compaction tests) ---
+def disk_bytes(node):
+    """Bytes allocated on the file system by the node's data disks (what statvfs would see if
+    the node had the file system to itself; /var/tmp is shared with other processes)."""
+    total = 0
+    for dirpath, _, files in os.walk(os.path.join(node.root, "disks")):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def wait_job(node, job_id, states=("done",), timeout=120, key=None):
+    """Polls GET /jobs/{id} until the job is in one of `states`; fails on failed/cancelled."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = node.admin("GET", f"/jobs/{job_id}", key=key)
+        assert r.status == 200, r
+        job = r.json()
+        if job["state"] in states:
+            return job
+        assert job["state"] not in ("failed", "cancelled"), job
+        assert time.monotonic() < deadline, f"job still {job['state']}: {job}"
+        time.sleep(0.05)
+
+
+def put_objects(dev, count, size, seed):
+    """Uploads `count` random data objects of `size` bytes (seeded); returns {name: body}."""
+    rng = random.Random(seed)
+    bodies = {}
+    for _ in range(count):
+        body = rng.randbytes(size)
+        r = dev.put("data", body)
+        assert r.status == 200, r
+        bodies[sha256_hex(body)] = body
+    return bodies
+
+
+def assert_reads_back(dev, bodies):
+    """Every {name: body} of `bodies` reads back from `dev` byte for byte."""
+    for name, body in bodies.items():
+        r = dev.request("GET", f"/data/{name}")
+        assert r.status == 200, r
+        assert r.body == body, name
+
+
+def log_events(node, event):
+    """The node's JSON log lines whose "event" is `event`, oldest first (the whole log file,
+    over every start of the node)."""
+    out = []
+    try:
+        with open(node.log_path, "rb") as f:
+            for line in f:
+                if f'"event":"{event}"'.encode() not in line:
+                    continue
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass  # a line cut short by kill -9
+    except FileNotFoundError:
+        pass
+    return out

@@ -12,6 +12,8 @@ import time
 import pytest
 
 import cv
+# test_scrub_jobs.py imports these from here.
+from cv import assert_reads_back, put_objects, wait_job  # noqa: F401
 from test_restic import Restic, make_tree, tree_digest
 
 # Small extents so that a device's data fills whole extents that compaction can remove, and a
@@ -24,50 +26,6 @@ job_poll_ms = 50
 compact_interval_s = 0
 compact_mib_per_s = 0
 """
-
-
-def disk_bytes(node):
-    """Bytes allocated on the file system by the node's data disks (what statvfs would see if
-    the node had the file system to itself; /var/tmp is shared with other processes)."""
-    total = 0
-    for dirpath, _, files in os.walk(os.path.join(node.root, "disks")):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
-            except FileNotFoundError:
-                pass
-    return total
-
-
-def wait_job(node, job_id, states=("done",), timeout=120, key=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        r = node.admin("GET", f"/jobs/{job_id}", key=key)
-        assert r.status == 200, r
-        job = r.json()
-        if job["state"] in states:
-            return job
-        assert job["state"] not in ("failed", "cancelled"), job
-        assert time.monotonic() < deadline, f"job still {job['state']}: {job}"
-        time.sleep(0.05)
-
-
-def put_objects(dev, count, size, seed):
-    rng = random.Random(seed)
-    bodies = {}
-    for _ in range(count):
-        body = rng.randbytes(size)
-        r = dev.put("data", body)
-        assert r.status == 200, r
-        bodies[cv.sha256_hex(body)] = body
-    return bodies
-
-
-def assert_reads_back(dev, bodies):
-    for name, body in bodies.items():
-        r = dev.request("GET", f"/data/{name}")
-        assert r.status == 200, r
-        assert r.body == body, name
 
 
 def delete_device(node, dev, grace="0s", key=None):
@@ -86,13 +44,13 @@ def test_purge_frees_usage_and_disk(fresh_node):
     sibling = node.new_device(account=account, name="sibling")
     stranger = node.new_device(name="other-account")
 
-    keep_sibling = put_objects(sibling, 4, 300_000, seed=1)
-    keep_stranger = put_objects(stranger, 4, 300_000, seed=2)
-    victim_bodies = put_objects(victim, 48, 1 << 20, seed=3)
+    keep_sibling = cv.put_objects(sibling, 4, 300_000, seed=1)
+    keep_stranger = cv.put_objects(stranger, 4, 300_000, seed=2)
+    victim_bodies = cv.put_objects(victim, 48, 1 << 20, seed=3)
     victim_bytes = sum(len(b) for b in victim_bodies.values())
     before_usage = node.account_usage(account)
     assert before_usage["used_bytes"] >= victim_bytes
-    before_disk = disk_bytes(node)
+    before_disk = cv.disk_bytes(node)
 
     # Closed to its agent at once, whatever the request (seen during a grace period: with
     # grace 0 the purge may be over before the agent asks, and then the device is gone: 401).
@@ -106,7 +64,7 @@ def test_purge_frees_usage_and_disk(fresh_node):
 
     job = delete_device(node, victim)
 
-    done = wait_job(node, job["id"])
+    done = cv.wait_job(node, job["id"])
     receipt = done["result"]
     assert receipt["objects_removed"] == len(victim_bodies), done
     assert receipt["bytes_removed"] == victim_bytes, done
@@ -120,10 +78,10 @@ def test_purge_frees_usage_and_disk(fresh_node):
     after_usage = node.account_usage(account)
     assert after_usage["used_bytes"] == before_usage["used_bytes"] - victim_bytes, after_usage
     assert victim.request("GET", "/config").status == 401
-    assert_reads_back(sibling, keep_sibling)
-    assert_reads_back(stranger, keep_stranger)
+    cv.assert_reads_back(sibling, keep_sibling)
+    cv.assert_reads_back(stranger, keep_stranger)
 
-    freed = before_disk - disk_bytes(node)
+    freed = before_disk - cv.disk_bytes(node)
     assert freed >= 0.9 * victim_bytes, (freed, victim_bytes)
 
     # The receipt is in the audit log too.
@@ -241,10 +199,10 @@ def test_purge_survives_kill9(fresh_node):
     victim = node.new_device(account=account, name="victim", append_only=False)
     keeper = node.new_device(account=account, name="keeper")
     rng = random.Random(20261126)
-    keep = put_objects(keeper, 20, 40_000, seed=11)
+    keep = cv.put_objects(keeper, 20, 40_000, seed=11)
     # Many small objects (many batches) and some large ones (extents for compaction).
-    victim_small = put_objects(victim, 400, 2_000, seed=12)
-    victim_large = put_objects(victim, 12, 1 << 20, seed=13)
+    victim_small = cv.put_objects(victim, 400, 2_000, seed=12)
+    victim_large = cv.put_objects(victim, 12, 1 << 20, seed=13)
     total = len(victim_small) + len(victim_large)
     job = delete_device(node, victim)
 
@@ -258,10 +216,10 @@ def test_purge_survives_kill9(fresh_node):
         assert state["state"] in ("running", "scheduled", "done"), state
         if state["state"] == "done":
             break
-    done = wait_job(node, job["id"])
+    done = cv.wait_job(node, job["id"])
     assert kills >= 10 or done["state"] == "done"
     assert done["result"]["objects_removed"] == total, done
-    assert_reads_back(keeper, keep)
+    cv.assert_reads_back(keeper, keep)
     fsck = node.fsck()
     assert fsck["clean"], fsck
     usage = node.account_usage(account)
@@ -286,7 +244,7 @@ def test_purge_on_full_disk(fresh_node, tmp_root):
         account = node.new_account()
         victim = node.new_device(account=account, name="victim", append_only=False)
         keeper = node.new_device(account=account, name="keeper")
-        keep = put_objects(keeper, 3, 100_000, seed=21)
+        keep = cv.put_objects(keeper, 3, 100_000, seed=21)
         # Fill with the victim's data until the node says the disks are full.
         rng = random.Random(22)
         stored = 0
@@ -312,11 +270,11 @@ def test_purge_on_full_disk(fresh_node, tmp_root):
         assert free_before < 1 << 20, free_before
 
         job = delete_device(node, victim)
-        done = wait_job(node, job["id"], timeout=120)
+        done = cv.wait_job(node, job["id"], timeout=120)
         assert done["result"]["objects_removed"] > 0
         free_after = shutil.disk_usage(mnt).free
         assert free_after - free_before >= 0.9 * stored, (free_before, free_after, stored)
-        assert_reads_back(keeper, keep)
+        cv.assert_reads_back(keeper, keep)
         os.unlink(filler)
         # And the node takes uploads again.
         assert keeper.put("data", b"after the purge").status == 200
@@ -333,10 +291,10 @@ def test_account_delete_purges_every_device_then_the_account(fresh_node):
     devs = [node.new_device(account=account, name=f"d{i}", key=pkey, append_only=False)
             for i in range(2)]
     other = node.new_device(name="elsewhere")
-    keep = put_objects(other, 3, 50_000, seed=31)
+    keep = cv.put_objects(other, 3, 50_000, seed=31)
     total = 0
     for i, d in enumerate(devs):
-        total += sum(len(b) for b in put_objects(d, 5, 100_000, seed=40 + i).values())
+        total += sum(len(b) for b in cv.put_objects(d, 5, 100_000, seed=40 + i).values())
     r = node.admin("POST", f"/accounts/{account}/addons", {"bytes": 1 << 30})
     assert r.status == 201, r
 
@@ -358,14 +316,14 @@ def test_account_delete_purges_every_device_then_the_account(fresh_node):
 
     r = node.admin("DELETE", f"/accounts/{account}?grace=0s")
     assert r.status == 202, r
-    done = wait_job(node, r.json()["id"])
+    done = cv.wait_job(node, r.json()["id"])
     assert done["result"]["devices_removed"] == 2, done
     assert done["result"]["objects_removed"] == 10, done
     assert done["result"]["bytes_removed"] == total, done
     assert node.admin("GET", f"/accounts/{account}").status == 404
     for d in devs:
         assert d.request("GET", "/data/").status == 401
-    assert_reads_back(other, keep)
+    cv.assert_reads_back(other, keep)
     assert node.fsck()["clean"], node.fsck()
     r = node.admin("GET", "/audit")
     actions = [a["action"] for a in r.json()["items"]]

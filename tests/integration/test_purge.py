@@ -12,8 +12,6 @@ import time
 import pytest
 
 import cv
-# test_scrub_jobs.py imports these from here.
-from cv import assert_reads_back, put_objects, wait_job  # noqa: F401
 from test_restic import Restic, make_tree, tree_digest
 
 # Small extents so that a device's data fills whole extents that compaction can remove, and a

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import cv
-from test_purge import put_objects, assert_reads_back, wait_job
+from cv import put_objects, assert_reads_back, wait_job
 
 CVCTL = os.path.join(cv.BUILD_DIR, "bin", "cvctl")
 

@@ -783,6 +783,7 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
   }));
   std::map<Id, Usage> by_account;
   std::map<Id, std::set<Id>> devices_of;
+  std::vector<std::pair<Id, Sha256Digest>> tokens;
   CV_TRY(txn.ForEachDevice([&](const DeviceRecord& d) {
     auto it = by_device.find(d.id);
     Usage& u = by_account[d.account];
@@ -791,8 +792,18 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
       u.objects += it->second.objects;
     }
     devices_of[d.account].insert(d.id);
+    if (d.token_hash != Sha256Digest{}) tokens.emplace_back(d.id, d.token_hash);
     return true;
   }));
+  // Every device with a token is found by it (Bearer logins).
+  for (const auto& [id, hash] : tokens) {
+    auto found = txn.GetDeviceByTokenHash(hash);
+    if (!found) {
+      problems.push_back("device " + IdToHex(id) + ": token index: " + found.error().ToString());
+    } else if (!*found || (*found)->id != id) {
+      problems.push_back("device " + IdToHex(id) + ": its token is not in devices_by_token");
+    }
+  }
 
   // The partner index, as its listings see it. A listing that fails is one problem.
   std::set<Id> partners;

@@ -865,10 +865,25 @@ TEST_F(AccountsTest, DeviceFoundByTokenHashFollowsTokenChangesAndRemoval) {
     CV_TRY(txn.PutDevice(a));
     return txn.DeleteDevice(b.id);
   });
-  auto txn = Read();
-  EXPECT_FALSE(*txn->GetDeviceByTokenHash(TokenHash(0xa1)));
-  EXPECT_EQ((*txn->GetDeviceByTokenHash(TokenHash(0xa2)))->id, Id{0xd1});
-  EXPECT_FALSE(*txn->GetDeviceByTokenHash(TokenHash(0xb1)));
+  {
+    auto txn = Read();
+    EXPECT_FALSE(*txn->GetDeviceByTokenHash(TokenHash(0xa1)));
+    EXPECT_EQ((*txn->GetDeviceByTokenHash(TokenHash(0xa2)))->id, Id{0xd1});
+    EXPECT_FALSE(*txn->GetDeviceByTokenHash(TokenHash(0xb1)));
+  }
+  EXPECT_EQ(Check(), std::vector<std::string>{});
+  // fsck notices a device whose token entry is gone.
+  Close();
+  {
+    RawEnv raw(dir_);
+    std::string key(32, char(0xa2));
+    key += schema::EncodeIdKey(Id{0xd1});
+    raw.Edit("devices_by_token", key, [](auto) { return std::optional<std::string>(); });
+  }
+  Open();
+  auto problems = Check();
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("devices_by_token"), std::string::npos) << problems[0];
 }
 
 TEST_F(AccountsTest, OpenUpgradesFormatThreeByIndexingTokens) {

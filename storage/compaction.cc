@@ -241,6 +241,11 @@ Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
       const uint64_t capacity = it == recorded.end() ? opts_.extent_bytes : it->second.capacity;
       if (double(live) > options.max_live_ratio * double(capacity)) continue;
       if (live > 0 && capacity - std::min(capacity, live) < max_record) continue;
+      if (live > 0) {  // one line per extent rewritten (a pass with nothing to do says nothing)
+        Log(LogLevel::kInfo, "compaction_extent",
+            {{"disk", disks_.path(d)}, {"extent", std::to_string(id)},
+             {"live_bytes", std::to_string(live)}, {"capacity", std::to_string(capacity)}});
+      }
       {  // even with nothing live: tombstones in it are carried forward
         if (Status s = MoveLiveRecords(d, id, options, rep); !s) {
           rep.problems.push_back(disks_.path(d) + " extent " + std::to_string(id) + ": " +

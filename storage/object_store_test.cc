@@ -553,6 +553,31 @@ TEST_F(StoreTest, FlippedPayloadBytesAreDetectedAndRebuilt) {
   EXPECT_GT(st.pending_repairs, 0u);
 }
 
+// A stripe's data shards are read in one batch: a damaged one is counted once, the stripe is
+// rebuilt from parity once, and ranges that start or stop mid-stripe read exactly their bytes.
+TEST_F(StoreTest, BatchedStripeReadsRebuildEachDamagedStripeOnce) {
+  OpenStore();
+  const uint64_t sb = 4 * 16 * 1024;  // stripe bytes: k = 4 shards of 16 KiB
+  const std::string body = Body(77, 5 * sb + 1234);
+  ObjectKey key = PutBody(body);
+  auto rec = **(*store_->Index().BeginRead())->GetObject(key);
+  ASSERT_EQ(rec.shards.size(), 6u * 6);
+  FlipPayloadByte(key, rec.shards[1 * 6 + 2], 10, 0x40);  // stripe 1, data shard 2
+  FlipPayloadByte(key, rec.shards[3 * 6 + 0], 99, 0x40);  // stripe 3, data shard 0
+  store_.reset();
+  OpenStore();
+  ExpectReads(key, body);
+  auto st = store_->Stats();
+  EXPECT_EQ(st.corrupt_shards, 2u);
+  EXPECT_EQ(st.reconstructed_reads, 2u);
+  for (auto [off, len] : {std::pair<uint64_t, uint64_t>{sb - 5, 10}, {sb / 2, sb},
+                          {3 * sb - 1, 2}, {sb + 1, 3 * sb}, {4 * sb, sb + 1234}}) {
+    auto part = store_->Get(key, off, len);
+    ASSERT_TRUE(part.has_value()) << part.error().ToString();
+    EXPECT_TRUE(*part == body.substr(off, len)) << off << " " << len;
+  }
+}
+
 // Scrub reads parity and every copy too: 100 flipped bytes in 100 distinct shard records
 // (data and parity) are all found, none is data loss, and each damaged stripe is queued.
 TEST_F(StoreTest, ScrubFindsEveryFlippedByteInDataAndParity) {

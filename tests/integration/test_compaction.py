@@ -158,15 +158,24 @@ def test_compaction_survives_kill9(fresh_node):
             else:
                 r = dev.request("DELETE", f"/data/{name}")
                 assert r.status == 200, r
-        time.sleep(rng.uniform(0.2, 2.5))
+        # Wait until compaction is rewriting an extent of this round (it logs each one it
+        # starts), then kill at a seeded moment soon after: at 2 MiB/s an extent's live
+        # records take a few hundred ms to copy, and a pass holds several extents.
+        deletes_done_ms = now_ms()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+                int(e["ts_ms"]) >= deletes_done_ms for e in cv.log_events(node, "compaction_extent")):
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.4))
         killed_ms = now_ms()
         node.kill()
-        # A pass starts at most compact_interval_s (+ a poll) after the previous one started or
-        # the node did; with no pass ended in the last 1.3 s, one had been running for > 0.25 s,
-        # which a pass with nothing to do never takes: the kill landed in a compaction's work.
+        # Mid-compaction: an extent rewrite had started since the deletes and no pass had
+        # ended after it.
+        starts = [int(e["ts_ms"]) for e in cv.log_events(node, "compaction_extent")
+                  if int(e["ts_ms"]) >= max(deletes_done_ms, started_ms)]
         ends = [int(e["ts_ms"]) for e in cv.log_events(node, "compaction_done")]
-        last = max([t for t in ends if t >= started_ms] + [started_ms])
-        mid_compaction += killed_ms - last > 1300
+        if starts:
+            mid_compaction += not any(max(starts) <= t <= killed_ms for t in ends)
         node.start()
         started_ms = now_ms()
     assert mid_compaction >= rounds // 2, f"only {mid_compaction} of {rounds} kills hit a compaction"

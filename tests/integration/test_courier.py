@@ -242,13 +242,17 @@ def test_split_over_drives_each_clean_union_restores(fresh_node, tmp_root):
     dev, src = backed_up(node, work, 40, seed=62)
     key = save_pubkey(node, os.path.join(work, "courier.pub"))
     out = os.path.join(work, "drive")
-    create(node, dev, out, "--drive-size", str(24 << 20))
+    # restic 0.14 packs reach 16 MiB plus one chunk (up to 8 MiB), and each drive also holds
+    # the common files and the file system: 32 MiB drives fit any pack, and 40 MiB of data
+    # still needs at least two of them. (24 MiB failed once: a 22.97 MB pack did not fit.)
+    drive = 32 << 20
+    create(node, dev, out, "--drive-size", str(drive))
     job = job_of(node, dev)
     n = job["result"]["drives"]
     assert n >= 2, job["result"]
     images = [f"{out}-{i}-of-{n}" for i in range(1, n + 1)]
     for img in images:
-        assert os.path.getsize(img) == 24 << 20
+        assert os.path.getsize(img) == drive
         fsck_clean(img, work)
         v = verify(img, key)
         assert v.returncode == 0, v.stdout + v.stderr

@@ -427,7 +427,12 @@ class ReaderImpl final : public Reader {
   Status LoadShards(uint32_t stripe, uint32_t L, size_t first, size_t last) {
     const size_t k = rec_.k, n = rec_.k + rec_.m;
     EnsureBuffers(n, RecordBytes(key_, rec_.shard_unit));
-    if (ReadBatch(stripe, L, first, last)) return {};
+    ReadBatch(stripe, L, first, last);
+    // Loaded now, not merely "no read failed": a shard tried and failed earlier in this stripe
+    // (a Read retried after an error) is read by nobody and must still be rebuilt.
+    bool all = true;
+    for (size_t i = first; i <= last; ++i) all = all && have_[i];
+    if (all) return {};
     store_->QueueRepair(key_, stripe);
     ReadBatch(stripe, L, 0, n - 1);  // the shards not tried yet: parity and the rest
     std::vector<bool> present(n, false);
@@ -457,8 +462,8 @@ class ReaderImpl final : public Reader {
   }
 
   // Reads shards [first, last] of the stripe that are neither loaded nor tried yet, in one
-  // I/O batch (one request per disk, concurrently). True if every one of them is good.
-  bool ReadBatch(uint32_t stripe, uint32_t L, size_t first, size_t last) {
+  // I/O batch (one request per disk, concurrently); have_ says which are loaded after.
+  void ReadBatch(uint32_t stripe, uint32_t L, size_t first, size_t last) {
     if (tried_.size() != have_.size() || tried_stripe_ != stripe) {
       tried_.assign(have_.size(), false);
       tried_stripe_ = stripe;
@@ -472,17 +477,12 @@ class ReaderImpl final : public Reader {
                                             stripe, static_cast<uint8_t>(i), L, bufs_[i].get()};
     }
     store_->ReadShards(key_, rec_, std::span(reads, count));
-    bool all = true;
     for (size_t j = 0; j < count; ++j) {
+      if (!reads[j].payload) continue;
       const size_t i = reads[j].shard;
-      if (!reads[j].payload) {
-        all = false;
-        continue;
-      }
       payload_[i] = bufs_[i].get() + hb_;
       have_[i] = true;
     }
-    return all;
   }
 
   StoreImpl* store_;

@@ -578,6 +578,25 @@ TEST_F(StoreTest, BatchedStripeReadsRebuildEachDamagedStripeOnce) {
   }
 }
 
+// A stripe with more damage than parity fails the read, and so does a retry of the same
+// Reader: it must not hand out the bytes of the shards that failed their checks.
+TEST_F(StoreTest, UnreadableStripeFailsEveryRetryOfTheReader) {
+  OpenStore();
+  const std::string body = Body(78, 3 * 4 * 16 * 1024);
+  ObjectKey key = PutBody(body);
+  auto rec = **(*store_->Index().BeginRead())->GetObject(key);
+  for (size_t shard : {0, 1, 4}) FlipPayloadByte(key, rec.shards[shard], 5, 0x01);  // stripe 0
+  store_.reset();
+  OpenStore();
+  auto reader = store_->Open(key, 0, body.size());
+  ASSERT_TRUE(reader.has_value()) << reader.error().ToString();
+  std::string out(1000, '\0');
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto n = (*reader)->Read(std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()), out.size()));
+    EXPECT_FALSE(n.has_value()) << "attempt " << attempt << " read " << *n << " bytes";
+  }
+}
+
 // Scrub reads parity and every copy too: 100 flipped bytes in 100 distinct shard records
 // (data and parity) are all found, none is data loss, and each damaged stripe is queued.
 TEST_F(StoreTest, ScrubFindsEveryFlippedByteInDataAndParity) {

@@ -344,7 +344,7 @@ class StoreImpl final : public ObjectStore {
     uint8_t shard = 0;
     uint32_t payload_len = 0;
     uint8_t* buf = nullptr;
-    Result<std::span<const uint8_t>> payload = std::span<const uint8_t>();
+    Result<std::span<const uint8_t>> payload = Err(ErrorKind::kInternal, "shard not read");
   };
   // Reads the records in one I/O batch (concurrently, one request per record) and verifies
   // each: header, then XXH3. I/O errors count against the record's disk.

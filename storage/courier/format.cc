@@ -56,8 +56,8 @@ uint16_t NameHash(std::u16string_view upcased) {
 std::vector<uint8_t> CompressUpcase(std::span<const char16_t> map, uint32_t min_run) {
   std::vector<uint8_t> out;
   auto put = [&out](uint16_t v) {
-    out.push_back(uint8_t(v));
-    out.push_back(uint8_t(v >> 8));
+    out.resize(out.size() + 2);
+    Put16(&out[out.size() - 2], v);
   };
   for (uint32_t c = 0; c < map.size();) {
     uint32_t end = c;  // [c, end): characters that map to themselves

@@ -240,8 +240,8 @@ Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
       const uint64_t live = it == recorded.end() ? 0 : it->second.live_bytes;
       const uint64_t capacity = it == recorded.end() ? opts_.extent_bytes : it->second.capacity;
       if (double(live) > options.max_live_ratio * double(capacity)) continue;
-      if (live > 0 && capacity - std::min(capacity, live) < max_record) continue;
-      if (live > 0) {  // one line per extent rewritten (a pass with nothing to do says nothing)
+      if (live > 0) {  // left alone by the tail rule above, or logged: one line per rewrite
+        if (capacity - std::min(capacity, live) < max_record) continue;
         Log(LogLevel::kInfo, "compaction_extent",
             {{"disk", disks_.path(d)}, {"extent", std::to_string(id)},
              {"live_bytes", std::to_string(live)}, {"capacity", std::to_string(capacity)}});

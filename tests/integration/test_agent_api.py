@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import cv
 from cv import sha256_hex
@@ -174,6 +175,33 @@ def test_keep_alive_many_requests_one_connection(node, device):
             assert r.status == 200 and r.body == data
     finally:
         conn.close()
+
+
+def test_body_in_bursts_with_pauses_then_a_pipelined_request(node, device):
+    """The body reader takes what has arrived without waiting and waits (with the body
+    timeout) only when nothing has: a body sent in bursts with pauses, the last burst
+    followed at once by the next request on the same connection, stores exactly the body
+    and answers both requests in order."""
+    body = os.urandom(3 * 1024 * 1024 + 12345)
+    name = sha256_hex(body)
+    cuts = [0, 1, 70_000, 1024 * 1024, 2 * 1024 * 1024 + 7, len(body)]
+    s = node.tls_socket(timeout=20)
+    try:
+        s.sendall((f"POST /{device.id}/data/{name} HTTP/1.1\r\nHost: x\r\n"
+                   f"Authorization: {device.basic()}\r\nContent-Length: {len(body)}\r\n\r\n").encode())
+        for a, b in zip(cuts, cuts[1:-1]):
+            s.sendall(body[a:b])
+            time.sleep(0.3)  # well under body_timeout_s: the reader must wait, not give up
+        s.sendall(body[cuts[-2]:] + (f"HEAD /{device.id}/data/{name} HTTP/1.1\r\nHost: x\r\n"
+                                      f"Authorization: {device.basic()}\r\n"
+                                      "Connection: close\r\n\r\n").encode())
+        answer = cv.read_all(s)
+    finally:
+        s.close()
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert b"HTTP/1.1 200" in rest and f"Content-Length: {len(body)}".encode() in rest, rest[:300]
+    assert device.request("GET", f"/data/{name}").body == body
 
 
 def test_bearer_token(device):

@@ -63,12 +63,20 @@ ptrdiff_t FindLoc(const ObjectRecord& r, size_t d, uint32_t id, uint64_t offset)
 
 }  // namespace
 
-Status StoreImpl::MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& options,
-                                  CompactReport& rep) {
+Result<bool> StoreImpl::MoveLiveRecords(size_t d, uint32_t id, uint64_t live,
+                                        const CompactOptions& options, CompactReport& rep) {
   auto ext = disks_.Get(d, id);
   if (!ext) return tl::unexpected(ext.error());
   auto found = ScanExtent(env_, **ext);
   if (!found) return tl::unexpected(found.error());
+  // Tombstones are carried forward like live records but are not in the index's accounting:
+  // an extent that holds little besides them would be copied into one just as full, at every
+  // pass. Only a rewrite that frees more than one maximal record is worth its I/O.
+  uint64_t tombstone_bytes = 0;
+  for (const Candidate& c : *found) tombstone_bytes += c.tombstone ? c.bytes : 0;
+  if ((*ext)->capacity - std::min((*ext)->capacity, live + tombstone_bytes) < MaxRecordBytes()) {
+    return false;
+  }
   const auto started = std::chrono::steady_clock::now();
   uint64_t moved_bytes = 0;
 
@@ -138,7 +146,7 @@ Status StoreImpl::MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& o
       if (Status ws = env_->Execute(std::span(&w, 1)); !ws) {
         placed->extent->poisoned = true;
         (void)flush(false);
-        return ws;
+        return tl::unexpected(ws.error());
       }
       to_sync.emplace_back(placed->extent, placed->extent->write_seq.fetch_add(1) + 1);
       continue;
@@ -173,7 +181,7 @@ Status StoreImpl::MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& o
     if (Status ws = env_->Execute(std::span(&w, 1)); !ws) {
       placed->extent->poisoned = true;
       (void)flush(false);
-      return ws;
+      return tl::unexpected(ws.error());
     }
     to_sync.emplace_back(placed->extent, placed->extent->write_seq.fetch_add(1) + 1);
     ++rep.records_moved;
@@ -186,7 +194,8 @@ Status StoreImpl::MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& o
       std::this_thread::sleep_until(due);
     }
   }
-  return flush(true);
+  CV_TRY(flush(true));
+  return true;
 }
 
 // The most bytes any one shard record can take: an erasure shard (shard_unit) or a whole
@@ -240,16 +249,29 @@ Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
       const uint64_t live = it == recorded.end() ? 0 : it->second.live_bytes;
       const uint64_t capacity = it == recorded.end() ? opts_.extent_bytes : it->second.capacity;
       if (double(live) > options.max_live_ratio * double(capacity)) continue;
-      if (live > 0) {  // left alone by the tail rule above, or logged: one line per rewrite
-        if (capacity - std::min(capacity, live) < max_record) continue;
+      if (live > 0 && capacity - std::min(capacity, live) < max_record) continue;  // tail rule
+      {
+        // Found full of tombstones (and live records) at this live count before: an extent
+        // that is not active never changes, so scanning it again would find the same.
+        std::lock_guard lock(compact_mu_);
+        auto seen = tombstone_full_.find({static_cast<uint16_t>(d), id});
+        if (seen != tombstone_full_.end() && seen->second == live) continue;
+      }
+      if (live > 0) {  // one line per rewrite
         Log(LogLevel::kInfo, "compaction_extent",
             {{"disk", disks_.path(d)}, {"extent", std::to_string(id)},
              {"live_bytes", std::to_string(live)}, {"capacity", std::to_string(capacity)}});
       }
       {  // even with nothing live: tombstones in it are carried forward
-        if (Status s = MoveLiveRecords(d, id, options, rep); !s) {
+        auto moved = MoveLiveRecords(d, id, live, options, rep);
+        if (!moved) {
           rep.problems.push_back(disks_.path(d) + " extent " + std::to_string(id) + ": " +
-                                 s.error().ToString());
+                                 moved.error().ToString());
+          continue;
+        }
+        if (!*moved) {
+          std::lock_guard lock(compact_mu_);
+          tombstone_full_[{static_cast<uint16_t>(d), id}] = live;
           continue;
         }
       }

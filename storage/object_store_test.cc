@@ -889,6 +889,39 @@ TEST_F(StoreTest, CompactionLeavesExtentsFullOfLiveRecordsAlone) {
   ExpectFsckClean();
 }
 
+// Regression: tombstones are carried forward like live records, but the index does not count
+// them; an extent holding nothing but tombstones was copied into a new one, just as full, at
+// every pass, forever.
+TEST_F(StoreTest, CompactionLeavesExtentsFullOfTombstonesAlone) {
+  OpenStore();
+  std::vector<ObjectKey> keys;
+  for (int i = 0; i < 600; ++i) keys.push_back(PutBody(Body(20000 + i, 100)));
+  OpenStore();  // seals the extents the objects went to
+  // 3 tombstones per delete over 6 disks: ~300 a disk, more than one 1 MiB extent holds.
+  for (const ObjectKey& k : keys) ASSERT_TRUE(store_->Delete(k));
+  OpenStore();  // seals the extents full of tombstones
+  CompactOptions co;
+  co.max_live_ratio = 0.5;
+  bool rest = false;
+  uint64_t removed = 0;
+  for (int pass = 0; pass < 4 && !rest; ++pass) {
+    auto rep = store_->Compact(co);
+    ASSERT_TRUE(rep.has_value()) << rep.error().ToString();
+    for (const auto& p : rep->problems) ADD_FAILURE() << p;
+    removed += rep->extents_removed;
+    rest = rep->records_moved == 0 && rep->extents_removed == 0;
+  }
+  EXPECT_GT(removed, 0u) << "the extents of the deleted objects were not reclaimed";
+  EXPECT_TRUE(rest) << "compaction still rewriting tombstones after 4 passes";
+  const uint64_t on_disk = ExtentBytesOnDisk(Options().disks);
+  auto again = store_->Compact(co);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->extents_removed, 0u);
+  EXPECT_EQ(ExtentBytesOnDisk(Options().disks), on_disk);
+  for (const ObjectKey& k : keys) EXPECT_FALSE(store_->Head(k)->has_value());
+  ExpectFsckClean();
+}
+
 // Records of uploads that never committed (aborted, or cut by a crash) are reclaimed too.
 TEST_F(StoreTest, CompactionReclaimsAbortedUploads) {
   OpenStore();

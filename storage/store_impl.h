@@ -225,8 +225,11 @@ class StoreImpl final : public ObjectStore {
   Result<bool> WalkObjects(const std::optional<ObjectKey>& start,
                            const std::function<bool(const ObjectKey&, const ObjectRecord&)>& visit,
                            const std::function<bool(const ObjectKey&)>& report);
-  // Copies the live records of one extent to its disk's active extent; see compaction.cc.
-  Status MoveLiveRecords(size_t d, uint32_t id, const CompactOptions& options, CompactReport& rep);
+  // Copies the live records and tombstones of one extent (holding `live` live bytes) to its
+  // disk's active extent; false, having written nothing, when that would free no more than one
+  // maximal record (an extent full of tombstones). See compaction.cc.
+  Result<bool> MoveLiveRecords(size_t d, uint32_t id, uint64_t live, const CompactOptions& options,
+                               CompactReport& rep);
   // The largest shard record this store can write (compaction.cc).
   uint64_t MaxRecordBytes() const;
   // Replaces every object and extent record of the index with what the extents hold.
@@ -429,6 +432,10 @@ class StoreImpl final : public ObjectStore {
   std::mutex repair_mu_;
   std::set<RepairItem> repair_queue_;
   std::mutex disk_admin_mu_;  // one AddDisk / SetDiskState at a time
+  // Extents that compaction found not worth rewriting (tombstones fill them), with their
+  // live bytes then: skipped until those change.
+  std::mutex compact_mu_;
+  std::map<std::pair<uint16_t, uint32_t>, uint64_t> tombstone_full_;
 };
 
 }  // namespace cv::storage::internal

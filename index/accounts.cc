@@ -295,14 +295,24 @@ Result<std::optional<DeviceRecord>> AccountReads::GetDeviceByTokenHash(const Sha
                 if (!id) return Prefixed(id.error(), "devices_by_token");
                 auto rec = GetDevice(*id);
                 if (!rec) return tl::unexpected(rec.error());
-                if (!*rec || (*rec)->token_hash != hash) {
-                  return Corrupt("devices_by_token points at device " + IdToHex(*id) +
-                                 ", which " + (*rec ? "has another token" : "has no record"));
-                }
+                if (!*rec || (*rec)->token_hash != hash) return true;  // a stray: next entry
                 found = std::move(*rec);
                 return false;
               }));
   return found;
+}
+
+Status AccountReads::ForEachTokenEntry(
+    const std::function<bool(const Sha256Digest&, const Id&)>& fn) {
+  return Scan(txn_, dbis_.devices_by_token, "", "",
+              [&](std::string_view k, std::string_view) -> Result<bool> {
+                Sha256Digest hash{};
+                if (k.size() < hash.size()) return Corrupt("devices_by_token: short key");
+                std::memcpy(hash.data(), k.data(), hash.size());
+                auto id = schema::DecodeIdKey(k.substr(hash.size()));
+                if (!id) return Prefixed(id.error(), "devices_by_token");
+                return fn(hash, *id);
+              });
 }
 
 Result<std::optional<AuditRecord>> AccountReads::GetAudit(uint64_t seq) {
@@ -784,7 +794,11 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
   std::map<Id, Usage> by_account;
   std::map<Id, std::set<Id>> devices_of;
   std::vector<std::pair<Id, Sha256Digest>> tokens;
+  std::set<Id> all_devices;
+  std::set<std::pair<Id, Sha256Digest>> has_token;  // every device with its hash (zero: none)
   CV_TRY(txn.ForEachDevice([&](const DeviceRecord& d) {
+    all_devices.insert(d.id);
+    has_token.emplace(d.id, d.token_hash);
     auto it = by_device.find(d.id);
     Usage& u = by_account[d.account];
     if (it != by_device.end()) {
@@ -795,7 +809,8 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
     if (d.token_hash != Sha256Digest{}) tokens.emplace_back(d.id, d.token_hash);
     return true;
   }));
-  // Every device with a token is found by it (Bearer logins).
+  // Every device with a token is found by it (Bearer logins), and every entry of the token
+  // index names a device that has that token.
   for (const auto& [id, hash] : tokens) {
     auto found = txn.GetDeviceByTokenHash(hash);
     if (!found) {
@@ -804,6 +819,14 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
       problems.push_back("device " + IdToHex(id) + ": its token is not in devices_by_token");
     }
   }
+  Status entries = txn.ForEachTokenEntry([&](const Sha256Digest& hash, const Id& id) {
+    if (!has_token.count({id, hash})) {
+      problems.push_back("devices_by_token: a stray entry for device " + IdToHex(id) +
+                         ", which " + (all_devices.count(id) ? "has another token" : "does not exist"));
+    }
+    return true;
+  });
+  if (!entries) problems.push_back("devices_by_token: " + entries.error().ToString());
 
   // The partner index, as its listings see it. A listing that fails is one problem.
   std::set<Id> partners;

@@ -380,6 +380,10 @@ class TxnReads : public Interface {
   Result<std::optional<DeviceRecord>> GetDeviceByTokenHash(const Sha256Digest& hash) final {
     return accounts_.GetDeviceByTokenHash(hash);
   }
+  Status ForEachTokenEntry(
+      const std::function<bool(const Sha256Digest&, const Id&)>& fn) final {
+    return accounts_.ForEachTokenEntry(fn);
+  }
   Result<std::vector<AuditRecord>> ListAudit(const AuditQuery& query) final {
     return accounts_.ListAudit(query);
   }

@@ -19,6 +19,11 @@
 #   --sets:   other workloads, e.g. --sets 10x1,5x16 (objects x MiB)
 #   --only:   a subset of the servers, e.g. --only cv,nginx
 #
+# With chunkvaultd in the run, each run also measures the durable-write ceiling on the same file
+# system and core (build/bin/ingest_bench DIR 16 1 direct 4, pinned like the servers): a raw
+# sequential write + fdatasync of the 4+2-expanded bytes, which no 4+2 store that syncs can
+# beat, and the engine alone (no network); both are printed next to nginx's upload rate.
+#
 # Needs the Debian packages nginx, rclone, apache2-utils (htpasswd), openssl, curl, python3,
 # util-linux (taskset); a missing peer is reported and left out of the table. Temporary data
 # goes under ${CV_BENCH_TMP:-/var/tmp} (a real file system, not tmpfs) and is removed at the end.
@@ -63,13 +68,29 @@ if [ -n "$CUSTOM_SETS" ]; then
     SETS+=("${s%x*} ${s#*x}")
   done
 fi
-bench_build
+bench_build ingest_bench
 [ "$NCPU" -ge 2 ] || log "only $NCPU CPU: running without pinning"
 bench_init "$BUDGET_S"
 
 # ---------------------------------------------------------------- measurements
 declare -A MIBS P50 P99 BUSY NOTE  # "peer,op,set" -> one value per run, space-separated
 FAILED=0
+CEIL_RAW="" CEIL_ENG=""  # MiB/s of client bytes, one value per run
+
+# ceiling: raw durable write and the engine alone, same file system and core as the servers
+ceiling() {
+  local out=$TMP/ceiling-run$RUN.out line
+  log "durable-write ceiling: ingest_bench 16 x 16 MiB (run $RUN of $RUNS)"
+  if ! "${PIN_SERVER[@]}" "$BIN/ingest_bench" "$TMP/ceiling" 16 1 direct 4 >"$out" 2>&1; then
+    tail -5 "$out" >&2
+    NOTE[ceiling]="ingest_bench failed in run $RUN (see the log above)"
+    return 0
+  fi
+  line=$(grep "^RESULT ingest " "$out" | tail -1)
+  CEIL_RAW+=" $(awk -v v="$(field raw_mb_s "$line")" 'BEGIN{printf "%.1f", v / 1.048576}')"
+  CEIL_ENG+=" $(awk -v v="$(field engine_mb_s "$line")" 'BEGIN{printf "%.1f", v / 1.048576}')"
+  rm -rf "$TMP/ceiling"
+}
 
 # measure PEER: runs every set against the server just started, records the results
 measure() {
@@ -122,6 +143,7 @@ for RUN in $(seq "$RUNS"); do
   for peer in cv nginx rclone; do
     enabled "$peer" && run "$peer"
   done
+  enabled cv && ceiling
 done
 ELAPSED=$(( $(date +%s) - START ))
 
@@ -173,6 +195,32 @@ for op in upload restore; do
     echo "| $op $n x $mib MiB | $(cell cv $op "$set") | $(cell nginx $op "$set") | $(cell rclone $op "$set") | $(ratio "$c" "$g") | $(ratio "$c" "$r") |"
   done
 done
+if [ -n "${CEIL_RAW// /}" ]; then
+  raw=$(median "$CEIL_RAW") eng=$(median "$CEIL_ENG")
+  cmp=""
+  for set in "${SETS[@]}"; do
+    read -r n mib <<<"$set"
+    cmp+=" | $(ratio "$raw" "$(val nginx upload "$set")")"
+  done
+  heads="" rules=""
+  for set in "${SETS[@]}"; do
+    read -r n mib <<<"$set"
+    heads+=" | / nginx upload $n x $mib MiB"
+    rules+="|---:"
+  done
+  echo
+  echo "Durable-write ceiling, same run$([ "$RUNS" -gt 1 ] && echo " (medians of $RUNS)"): \`build/bin/ingest_bench DIR 16 1 direct 4\` on the server core,"
+  echo "same file system. MiB/s of client bytes."
+  echo
+  echo "| figure | MiB/s$heads |"
+  echo "|---|---:$rules|"
+  echo "| raw sequential write + one fdatasync per file of the 1.5x expanded bytes (6 files): what any 4+2 store that syncs can reach here | $raw$cmp |"
+  eng_cmp=""
+  for set in "${SETS[@]}"; do
+    eng_cmp+=" | $(ratio "$eng" "$(val nginx upload "$set")")"
+  done
+  echo "| chunkvaultd's engine alone: 4 concurrent 16 MiB Puts, no network, each durable | $eng$eng_cmp |"
+fi
 echo
 echo "Latency per request, p50 / p99 ms$([ "$RUNS" -gt 1 ] && echo " (medians over the runs)"):"
 echo
@@ -207,7 +255,7 @@ if [ -n "$busy" ]; then
   echo "- Loader core busy (CPU time / wall time, per server over the workloads): $busy;"
   echo "  near 100% the figure is the loader's limit (TLS, SHA-256, loopback TCP), not the server's."
 fi
-for p in cv nginx rclone; do
+for p in cv nginx rclone ceiling; do
   if [ -n "${NOTE[$p]:-}" ]; then echo "- $p: ${NOTE[$p]}"; fi
 done
 exit "$FAILED"

@@ -8,7 +8,9 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -522,14 +524,26 @@ net::awaitable<bool> Session::SendFile(Exchange& x, const std::string& path) {
   auto& req = parser_->get();
   // NOTE: blocking preads on the worker thread, as for object downloads (see Upload).
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) co_return co_await Send(x, ErrorReply(ErrnoError(errno, "open " + path).value()));
+  if (fd < 0) {
+    // Removed since the route checked it (DELETE of a courier job's images racing this
+    // download): the same answer as when the check itself finds it gone. The node's paths
+    // are not the client's business.
+    const int err = errno;
+    Log(LogLevel::kWarn, "file_open_failed", {{"file", path}, {"errno", std::to_string(err)}});
+    if (err == ENOENT) {
+      co_return co_await Send(x, ErrorReply(410, "gone", "the file is no longer on the node"));
+    }
+    co_return co_await Send(
+        x, ErrorReply(500, "internal", std::string("cannot read the file: ") + std::strerror(err)));
+  }
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
-    co_return co_await Send(x, ErrorReply(ErrnoError(errno, "stat " + path).value()));
+    co_return co_await Send(
+        x, ErrorReply(500, "internal", std::string("cannot read the file: ") + std::strerror(errno)));
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   RangeRequest rr = ParseRangeRequest(req[http::field::range], size, "file");

@@ -28,7 +28,7 @@ namespace {
 
 // Every asynchronous step reports errors as values; nothing throws across a handler.
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
-// Body bytes moved per step, in and out. Uploads append this much at a time to the Writer.
+// Body bytes moved per step out (downloads, files). Uploads read into the Writer's own buffers.
 constexpr size_t kChunk = 256 * 1024;
 // Room in the read buffer beyond a maximal header: bounds read-ahead (and pipelined requests).
 constexpr size_t kReadAhead = 64 * 1024;
@@ -415,11 +415,17 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   // its destructor.
   if (!co_await SendContinue()) co_return false;
 
-  std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunk]);
+  // The body is read straight into the Writer's shard buffers (no copy in between).
   std::optional<Error> failed;
   uint64_t received = 0;
   while (!parser_->is_done()) {
-    auto [ec, got] = co_await ReadBodySome(buf.get(), kChunk);
+    const std::span<uint8_t> window = (*writer)->Window();
+    if (window.empty()) {  // the Writer failed, or more body than Content-Length (cannot be)
+      failed = Error{ErrorKind::kInternal, 0, "the store took no more of the body"};
+      if (auto st = (*writer)->Appended(0); !st) failed = st.error();
+      break;
+    }
+    auto [ec, got] = co_await ReadBodySome(window.data(), window.size());
     received += got;
     x.in += got;
     ctx_.metrics.BytesIn(got);
@@ -437,14 +443,13 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
       co_return false;
     }
     if (got > 0) {
-      auto st = (*writer)->Append(std::span<const uint8_t>(buf.get(), got));
+      auto st = (*writer)->Appended(got);
       if (!st) {
         failed = st.error();
         break;
       }
     }
   }
-  buf.reset();
   if (failed) {
     writer->reset();
     reservation.Release();

@@ -116,28 +116,41 @@ class WriterImpl final : public Writer {
     if (received_ + data.size() > size_) {
       return Fail(Error{ErrorKind::kInvalidArgument, 0, "body longer than announced"});
     }
-    sha_.Update(data);
+    while (!data.empty()) {
+      const std::span<uint8_t> w = Window();
+      const size_t n = std::min(w.size(), data.size());
+      std::memcpy(w.data(), data.data(), n);
+      CV_TRY(Appended(n));
+      data = data.subspan(n);
+    }
+    return {};
+  }
+
+  std::span<uint8_t> Window() override {
+    if (failed_ || received_ == size_) return {};
     if (rec_.layout == Layout::kReplicated) {
-      std::memcpy(bufs_[0].get() + hb_ + received_, data.data(), data.size());
-      received_ += data.size();
-      return {};
+      return {bufs_[0].get() + hb_ + received_, static_cast<size_t>(size_ - received_)};
     }
+    // Up to the end of the current shard's payload (or of the body).
     const uint64_t unit = rec_.shard_unit;
-    const uint64_t stripe_bytes = unit * rec_.k;
-    size_t at = 0;
-    while (at < data.size()) {
-      const uint64_t in_stripe = fill_;
-      const size_t shard = in_stripe / unit;
-      const size_t off = in_stripe % unit;
-      const size_t n = std::min<size_t>(data.size() - at, unit - off);
-      std::memcpy(bufs_[shard].get() + hb_ + off, data.data() + at, n);
-      at += n;
-      fill_ += n;
-      received_ += n;
-      if (fill_ == stripe_bytes) {
-        if (Status s = FlushStripe(); !s) return s;
-      }
+    const size_t shard = static_cast<size_t>(fill_ / unit);
+    const size_t off = static_cast<size_t>(fill_ % unit);
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(unit - off, size_ - received_));
+    return {bufs_[shard].get() + hb_ + off, n};
+  }
+
+  Status Appended(size_t n) override {
+    if (failed_) return tl::unexpected(*failed_);
+    if (n == 0) return {};
+    const std::span<uint8_t> w = Window();
+    if (n > w.size()) {
+      return Fail(Error{ErrorKind::kInvalidArgument, 0, "body longer than announced"});
     }
+    sha_.Update(std::span<const uint8_t>(w.data(), n));
+    received_ += n;
+    if (rec_.layout == Layout::kReplicated) return {};
+    fill_ += n;
+    if (fill_ == uint64_t{rec_.shard_unit} * rec_.k) return FlushStripe();
     return {};
   }
 

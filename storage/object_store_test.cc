@@ -210,6 +210,44 @@ TEST_F(StoreTest, BodyLengthMustMatchAnnouncedSize) {
   EXPECT_FALSE(store_->Head(key)->has_value());
 }
 
+// The copy-free way in: the body written straight into the Writer's windows, in pieces that
+// cross shard and stripe boundaries and end short of a window, reads back as the same object;
+// a window never reaches past the announced size, and reporting more than the window is an
+// error that ends the upload.
+TEST_F(StoreTest, WindowedAppendsStoreTheSameBytes) {
+  OpenStore();
+  for (size_t size : {size_t{100}, size_t{70000}, size_t{5 * 64 * 1024 + 12345}}) {
+    std::string body = Body(size, size);
+    ObjectKey key = DataKey(device_, body);
+    auto w = store_->BeginPut(key, body.size());
+    ASSERT_TRUE(w.has_value());
+    size_t at = 0, step = 1;
+    while (at < body.size()) {
+      std::span<uint8_t> win = (*w)->Window();
+      ASSERT_FALSE(win.empty()) << at;
+      ASSERT_LE(win.size(), body.size() - at);
+      const size_t n = std::min(win.size(), step);
+      std::memcpy(win.data(), body.data() + at, n);
+      ASSERT_TRUE((*w)->Appended(n));
+      at += n;
+      step = step * 3 + 1;  // 1, 4, 13, 40, ... bytes: every kind of boundary
+    }
+    EXPECT_TRUE((*w)->Window().empty());
+    auto info = (*w)->Commit();
+    ASSERT_TRUE(info.has_value()) << info.error().ToString();
+    ExpectReads(key, body);
+  }
+  std::string body = Body(9, 70000);
+  ObjectKey key = DataKey(device_, body);
+  auto w = store_->BeginPut(key, body.size());
+  ASSERT_TRUE(w.has_value());
+  const size_t win = (*w)->Window().size();
+  EXPECT_FALSE((*w)->Appended(win + 1));
+  EXPECT_TRUE((*w)->Window().empty());  // failed: no more windows
+  EXPECT_FALSE((*w)->Commit().has_value());
+  EXPECT_FALSE(store_->Head(key)->has_value());
+}
+
 TEST_F(StoreTest, ListDeleteAndUsageCounters) {
   OpenStore();
   ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& t) {
@@ -873,7 +911,9 @@ TEST_F(StoreTest, CompactionLeavesExtentsFullOfLiveRecordsAlone) {
   // Dead space still comes back, and the passes come to rest: the extents the copies filled
   // are not rewritten again.
   for (size_t i = 0; i < objects.size(); ++i) {
-    if (i % 3 != 0) ASSERT_TRUE(store_->Delete(objects[i].first));
+    if (i % 3 != 0) {
+      ASSERT_TRUE(store_->Delete(objects[i].first));
+    }
   }
   uint64_t removed = 0;
   bool rest = false;

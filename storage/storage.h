@@ -58,6 +58,12 @@ class Writer {
   virtual ~Writer() = default;
   // May write full stripes to disk. An error ends the upload (Commit will fail).
   virtual Status Append(std::span<const uint8_t> data) = 0;
+  // The same without a copy: Window() is where the next body bytes go, straight into a shard
+  // record's payload (empty once `size` bytes arrived, or after an error); the caller fills a
+  // prefix of it and reports how much with Appended(n), which hashes those bytes and may
+  // write full stripes. Window() is valid until the next call on the Writer.
+  virtual std::span<uint8_t> Window() = 0;
+  virtual Status Appended(size_t n) = 0;
   // Writes the rest, makes every shard durable, then indexes the object. Fails with
   // kInvalidArgument if fewer/more bytes than announced arrived or (content-addressed types)
   // the name is not the SHA-256 of the body; kConflict if the name exists with other content.

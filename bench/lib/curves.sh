@@ -272,10 +272,12 @@ curve_micro() {
   # shellcheck disable=SC2086
   "$BIN/courier_bench" "$TMP/courier" $COURIER_ARGS "${COURIER_TARGET:-/dev/shm}" >"$out" 2>&1 ||
     { cat "$out" >&2; return 1; }
-  # round lines: round, image bytes, courier MB/s, read MB/s, ratio, write MB/s, ratio
-  awk '$1 ~ /^[0-9]+$/ && NF == 7 {print $1, $3, $4, $5}' "$out" | while read -r r c rd ratio; do
+  # round lines: round, image bytes, courier MB/s, read MB/s, ratio, write MB/s, ratio,
+  # sha256 MB/s, bound (sha256/read: the highest ratio a job hashing its image can reach)
+  awk '$1 ~ /^[0-9]+$/ && NF == 9 {print $1, $3, $4, $5, $9}' "$out" | while read -r r c rd ratio b; do
     rec micro courier 0 "$r" courier_mb_s "$c"
     rec micro courier 0 "$r" read_mb_s "$rd"
     rec micro courier 0 "$r" ratio "$ratio"
+    rec micro courier 0 "$r" bound "$b"
   done
 }

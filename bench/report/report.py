@@ -415,6 +415,10 @@ def main():
                 f"| courier_bench | courier MB/s | {R.cell('micro', 'courier', 0, 'courier_mb_s')} |\n"
                 f"| courier_bench | plain read MB/s | {R.cell('micro', 'courier', 0, 'read_mb_s')} |\n"
                 f"| courier_bench | courier / read | {R.cell('micro', 'courier', 0, 'ratio', '{:.3f}')} |")
+        if R.values("micro", "courier", 0, "bound"):
+            body += ("\n| courier_bench | one SHA-256 pass on one core / read: the highest courier / read "
+                     "any job that lists its image's SHA-256 can reach | "
+                     f"{R.cell('micro', 'courier', 0, 'bound', '{:.3f}')} |")
     md.append(R.section("micro", "Purge and courier", body))
 
     for extra in sorted(set(notes) - {"meta", "size", "conns", "index", "rss", "ec", "degraded", "restic", "micro"}):

@@ -12,6 +12,8 @@
 #include <chrono>
 #include <cstring>
 #include <fcntl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +35,8 @@ constexpr size_t kChunk = 256 * 1024;
 // Room in the read buffer beyond a maximal header: bounds read-ahead (and pipelined requests).
 constexpr size_t kReadAhead = 64 * 1024;
 constexpr size_t kDiscardChunk = 64 * 1024;
+// Body bytes ReadBodySome may take without a trip through the event loop (one 4+2 stripe).
+constexpr size_t kSyncReadRun = 1024 * 1024;
 
 // Errors that only mean the client went away or stopped talking.
 bool ClientGone(const beast::error_code& ec) {
@@ -450,6 +454,9 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
       }
     }
   }
+  // The parser must not keep pointing into the Writer's buffers, which go with it below.
+  parser_->get().body().data = nullptr;
+  parser_->get().body().size = 0;
   if (failed) {
     writer->reset();
     reservation.Release();
@@ -656,18 +663,31 @@ net::awaitable<std::pair<beast::error_code, size_t>> Session::ReadBodySome(uint8
   // event loop. The socket is non-blocking, so a synchronous read that would wait fails with
   // would_block instead, and the asynchronous read below (with the body timeout) takes over.
   // Each trip costs a timer, an epoll round and a coroutine resumption per 16 KiB record,
-  // which was most of an upload's CPU time (bench/README.md, "Optimisations").
+  // which was most of an upload's CPU time (bench/README.md, "Optimisations"). Two limits:
+  //  - fairness: after kSyncReadRun bytes the next read goes through the event loop, so one
+  //    fast upload cannot keep the worker's other connections waiting;
+  //  - TLS output: a record read may make OpenSSL answer (a TLS 1.3 KeyUpdate, an alert),
+  //    and Asio's synchronous path writes that answer with a plain write, which on this
+  //    non-blocking socket could stop half-way if the send queue were full and lose bytes of
+  //    the TLS stream. So the fast path runs only while the kernel's send queue is empty
+  //    (SIOCOUTQ == 0): then the few bytes of such an answer always fit.
   beast::error_code ec;
-  while (body.size > 0 && !parser_->is_done()) {
-    http::read_some(stream_, buffer_, *parser_, ec);
-    if (ec == net::error::would_block || ec == net::error::try_again) {
-      ec = {};
-      break;
+  int unsent = -1;
+  if (sync_read_run_ < kSyncReadRun &&
+      ::ioctl(Tcp().socket().native_handle(), SIOCOUTQ, &unsent) == 0 && unsent == 0) {
+    while (body.size > 0 && !parser_->is_done()) {
+      http::read_some(stream_, buffer_, *parser_, ec);
+      if (ec == net::error::would_block || ec == net::error::try_again) {
+        ec = {};
+        break;
+      }
+      if (ec == http::error::need_buffer) ec = {};  // `buf` is full: not an error
+      if (ec) co_return std::pair{ec, size - body.size};
     }
-    if (ec == http::error::need_buffer) ec = {};  // `buf` is full: not an error
-    if (ec) co_return std::pair{ec, size - body.size};
+    sync_read_run_ += size - body.size;
+    if (body.size < size || parser_->is_done()) co_return std::pair{ec, size - body.size};
   }
-  if (body.size < size || parser_->is_done()) co_return std::pair{ec, size - body.size};
+  sync_read_run_ = 0;
   Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
   auto [aec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
   if (aec == http::error::need_buffer) aec = {};  // `buf` is full: not an error

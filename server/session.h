@@ -145,6 +145,7 @@ class Session : public std::enable_shared_from_this<Session> {
   enum class Phase { kHandshake, kIdle, kBusy } phase_ = Phase::kHandshake;
   bool continue_pending_ = false;  // the client sent Expect: 100-continue and waits for us
   bool linger_ = false;            // closing with unread request bytes: read them before closing
+  size_t sync_read_run_ = 0;       // body bytes read since the last trip through the event loop
 };
 
 }  // namespace cv::server

@@ -793,12 +793,9 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
   }));
   std::map<Id, Usage> by_account;
   std::map<Id, std::set<Id>> devices_of;
-  std::vector<std::pair<Id, Sha256Digest>> tokens;
-  std::set<Id> all_devices;
-  std::set<std::pair<Id, Sha256Digest>> has_token;  // every device with its hash (zero: none)
+  std::map<Id, Sha256Digest> token_of;  // every device's token hash (zero: none)
   CV_TRY(txn.ForEachDevice([&](const DeviceRecord& d) {
-    all_devices.insert(d.id);
-    has_token.emplace(d.id, d.token_hash);
+    token_of[d.id] = d.token_hash;
     auto it = by_device.find(d.id);
     Usage& u = by_account[d.account];
     if (it != by_device.end()) {
@@ -806,12 +803,12 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
       u.objects += it->second.objects;
     }
     devices_of[d.account].insert(d.id);
-    if (d.token_hash != Sha256Digest{}) tokens.emplace_back(d.id, d.token_hash);
     return true;
   }));
   // Every device with a token is found by it (Bearer logins), and every entry of the token
   // index names a device that has that token.
-  for (const auto& [id, hash] : tokens) {
+  for (const auto& [id, hash] : token_of) {
+    if (hash == Sha256Digest{}) continue;
     auto found = txn.GetDeviceByTokenHash(hash);
     if (!found) {
       problems.push_back("device " + IdToHex(id) + ": token index: " + found.error().ToString());
@@ -820,9 +817,10 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
     }
   }
   Status entries = txn.ForEachTokenEntry([&](const Sha256Digest& hash, const Id& id) {
-    if (!has_token.count({id, hash})) {
+    auto it = token_of.find(id);
+    if (it == token_of.end() || it->second != hash) {
       problems.push_back("devices_by_token: a stray entry for device " + IdToHex(id) +
-                         ", which " + (all_devices.count(id) ? "has another token" : "does not exist"));
+                         ", which " + (it != token_of.end() ? "has another token" : "does not exist"));
     }
     return true;
   });

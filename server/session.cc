@@ -535,28 +535,23 @@ net::awaitable<bool> Session::Download(Exchange& x, const index::ObjectKey& key)
 net::awaitable<bool> Session::SendFile(Exchange& x, const std::string& path) {
   auto& req = parser_->get();
   // NOTE: blocking preads on the worker thread, as for object downloads (see Upload).
+  // Logged with the path; answered without it (the node's paths are not the client's
+  // business). ENOENT: removed since the route checked it (DELETE of a courier job's images
+  // racing this download), the same answer as when the check itself finds it gone.
+  auto cannot_read = [&](const char* step, int err) {
+    Log(LogLevel::kWarn, "file_read_failed",
+        {{"file", path}, {"step", step}, {"errno", std::to_string(err)}});
+    if (err == ENOENT) return ErrorReply(410, "gone", "the file is no longer on the node");
+    return ErrorReply(500, "internal", std::string("cannot read the file: ") + std::strerror(err));
+  };
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    // Removed since the route checked it (DELETE of a courier job's images racing this
-    // download): the same answer as when the check itself finds it gone. The node's paths
-    // are not the client's business.
-    const int err = errno;
-    Log(LogLevel::kWarn, "file_open_failed", {{"file", path}, {"errno", std::to_string(err)}});
-    if (err == ENOENT) {
-      co_return co_await Send(x, ErrorReply(410, "gone", "the file is no longer on the node"));
-    }
-    co_return co_await Send(
-        x, ErrorReply(500, "internal", std::string("cannot read the file: ") + std::strerror(err)));
-  }
+  if (fd < 0) co_return co_await Send(x, cannot_read("open", errno));
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    co_return co_await Send(
-        x, ErrorReply(500, "internal", std::string("cannot read the file: ") + std::strerror(errno)));
-  }
+  if (::fstat(fd, &st) != 0) co_return co_await Send(x, cannot_read("fstat", errno));
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   RangeRequest rr = ParseRangeRequest(req[http::field::range], size, "file");
   if (rr.refusal) co_return co_await Send(x, std::move(*rr.refusal));

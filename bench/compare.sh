@@ -197,11 +197,11 @@ for op in upload restore; do
 done
 if [ -n "${CEIL_RAW// /}" ]; then
   raw=$(median "$CEIL_RAW") eng=$(median "$CEIL_ENG")
-  cmp=""
-  for set in "${SETS[@]}"; do
-    read -r n mib <<<"$set"
-    cmp+=" | $(ratio "$raw" "$(val nginx upload "$set")")"
-  done
+  vs_nginx() {  # " | VALUE / nginx upload" for each set
+    local set out=""
+    for set in "${SETS[@]}"; do out+=" | $(ratio "$1" "$(val nginx upload "$set")")"; done
+    echo "$out"
+  }
   heads="" rules=""
   for set in "${SETS[@]}"; do
     read -r n mib <<<"$set"
@@ -214,12 +214,8 @@ if [ -n "${CEIL_RAW// /}" ]; then
   echo
   echo "| figure | MiB/s$heads |"
   echo "|---|---:$rules|"
-  echo "| raw sequential write + one fdatasync per file of the 1.5x expanded bytes (6 files): what any 4+2 store that syncs can reach here | $raw$cmp |"
-  eng_cmp=""
-  for set in "${SETS[@]}"; do
-    eng_cmp+=" | $(ratio "$eng" "$(val nginx upload "$set")")"
-  done
-  echo "| chunkvaultd's engine alone: 4 concurrent 16 MiB Puts, no network, each durable | $eng$eng_cmp |"
+  echo "| raw sequential write + one fdatasync per file of the 1.5x expanded bytes (6 files): what any 4+2 store that syncs can reach here | $raw$(vs_nginx "$raw") |"
+  echo "| chunkvaultd's engine alone: 4 concurrent 16 MiB Puts, no network, each durable | $eng$(vs_nginx "$eng") |"
 fi
 echo
 echo "Latency per request, p50 / p99 ms$([ "$RUNS" -gt 1 ] && echo " (medians over the runs)"):"

@@ -4,7 +4,10 @@
 // reports the bytes the engine made the kernel write (/proc/self/io write_bytes: shard records,
 // LMDB) per client byte.
 //
-//   ingest_bench [DIR] [objects] [rounds] [direct|buffered] [threads] [K+M]
+//   ingest_bench [DIR] [objects] [rounds] [direct|buffered] [threads] [K+M] [registered MiB]
+//
+// The last argument sizes the io_uring registered-buffer region (0 = none, default: the
+// store's default Env), for comparing runs with and without it.
 //
 // Each round also prints a line for bench/run.sh:
 //   RESULT ingest k=K m=M round=R engine_mb_s=... raw_mb_s=... written_per_byte=...
@@ -23,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "storage/io.h"
 #include "storage/storage.h"
 
 namespace fs = std::filesystem;
@@ -56,6 +60,16 @@ int main(int argc, char** argv) {
                  argv[0]);
     return 2;
   }
+  const long registered_mib = argc > 7 ? std::atol(argv[7]) : -1;
+  std::unique_ptr<cv::storage::Env> env;
+  if (registered_mib >= 0) {
+    auto made = cv::storage::NewUringEnv(256, size_t(registered_mib) << 20);
+    if (!made) {
+      std::fprintf(stderr, "io_uring: %s\n", made.error().ToString().c_str());
+      return 1;
+    }
+    env = std::move(*made);
+  }
   const int disks = k + m;
   const size_t size = 16 << 20;
 
@@ -69,8 +83,9 @@ int main(int argc, char** argv) {
     }
     bodies.push_back(std::move(b));
   }
-  std::printf("command: %s %s %d %d %s %d %d+%d\n", argv[0], base.c_str(), objects, rounds,
-              direct ? "direct" : "buffered", threads, k, m);
+  std::printf("command: %s %s %d %d %s %d %d+%d%s\n", argv[0], base.c_str(), objects, rounds,
+              direct ? "direct" : "buffered", threads, k, m,
+              registered_mib >= 0 ? (" " + std::to_string(registered_mib)).c_str() : "");
   std::printf("%-6s %12s %12s %8s\n", "round", "engine MB/s", "raw MB/s", "ratio");
   std::vector<double> ratios;
   for (int r = 0; r < rounds; ++r) {
@@ -81,6 +96,7 @@ int main(int argc, char** argv) {
     o.m = m;
     o.index_dir = base + "/index";
     o.try_direct = direct;
+    o.env = env.get();
     auto store = cv::storage::ObjectStore::Open(o);
     if (!store) {
       std::fprintf(stderr, "open: %s\n", store.error().ToString().c_str());
@@ -109,6 +125,7 @@ int main(int argc, char** argv) {
     for (auto& w : workers) w.join();
     if (failed) return 1;
     auto t1 = Clock::now();
+    const cv::storage::IoCounters io = env ? env->Counters() : cv::storage::IoCounters{};
     store->reset();
     const double written_per_byte = double(WriteBytes() - written0) / (double(size) * objects);
     const double engine = double(size) * objects / Seconds(t0, t1) / 1e6;
@@ -130,7 +147,11 @@ int main(int argc, char** argv) {
     auto t3 = Clock::now();
     const double raw = double(size) * objects / Seconds(t2, t3) / 1e6;  // client-byte equivalent
     ratios.push_back(engine / raw);
-    std::printf("%-6d %12.1f %12.1f %8.3f\n", r + 1, engine, raw, engine / raw);
+    std::printf("%-6d %12.1f %12.1f %8.3f", r + 1, engine, raw, engine / raw);
+    if (env) std::printf("   (registered %llu of %llu requests so far)",
+                         (unsigned long long)io.registered_requests,
+                         (unsigned long long)io.requests);
+    std::printf("\n");
     std::printf("RESULT ingest k=%d m=%d round=%d engine_mb_s=%.1f raw_mb_s=%.1f "
                 "written_per_byte=%.3f\n", k, m, r + 1, engine, raw, written_per_byte);
   }

@@ -36,7 +36,8 @@ class UringAsyncRing final : public AsyncRing {
     if (efd_ >= 0) ::close(efd_);
   }
 
-  Status Init(unsigned depth) {
+  Status Init(unsigned depth, const detail::IoArena* arena, detail::IoTally* tally) {
+    tally_ = tally;
     depth_ = depth;
     int rc = io_uring_queue_init(depth, &ring_, 0);
     if (rc < 0) return Err(ErrorKind::kUnavailable, "io_uring_queue_init", -rc);
@@ -45,6 +46,10 @@ class UringAsyncRing final : public AsyncRing {
     if (efd_ < 0) return Err(ErrorKind::kUnavailable, "eventfd", errno);
     rc = io_uring_register_eventfd(&ring_, efd_);
     if (rc < 0) return Err(ErrorKind::kUnavailable, "io_uring_register_eventfd", -rc);
+    if (arena) {
+      const iovec region{arena->base(), arena->size()};
+      if (io_uring_register_buffers(&ring_, &region, 1) == 0) arena_ = arena;
+    }
     return {};
   }
 
@@ -147,12 +152,22 @@ class UringAsyncRing final : public AsyncRing {
       const int fd = detail::AsFdFile(r.file)->fd();
       auto* buf = static_cast<uint8_t*>(r.buf) + b.progress[i];
       const unsigned n = static_cast<unsigned>(std::min(r.len - b.progress[i], kMaxTransfer));
+      const bool fixed = r.op != IoRequest::Op::kSync && arena_ && arena_->Contains(buf, n);
+      if (tally_ && r.op != IoRequest::Op::kSync) tally_->Add(1, fixed);
       switch (r.op) {
         case IoRequest::Op::kRead:
-          io_uring_prep_read(sqe, fd, buf, n, r.offset + b.progress[i]);
+          if (fixed) {
+            io_uring_prep_read_fixed(sqe, fd, buf, n, r.offset + b.progress[i], 0);
+          } else {
+            io_uring_prep_read(sqe, fd, buf, n, r.offset + b.progress[i]);
+          }
           break;
         case IoRequest::Op::kWrite:
-          io_uring_prep_write(sqe, fd, buf, n, r.offset + b.progress[i]);
+          if (fixed) {
+            io_uring_prep_write_fixed(sqe, fd, buf, n, r.offset + b.progress[i], 0);
+          } else {
+            io_uring_prep_write(sqe, fd, buf, n, r.offset + b.progress[i]);
+          }
           break;
         case IoRequest::Op::kSync:
           io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
@@ -202,6 +217,8 @@ class UringAsyncRing final : public AsyncRing {
   }
 
   io_uring ring_{};
+  const detail::IoArena* arena_ = nullptr;  // registered as buffer 0
+  detail::IoTally* tally_ = nullptr;
   bool ring_ok_ = false;
   int efd_ = -1;
   unsigned depth_ = 0;
@@ -215,9 +232,11 @@ class UringAsyncRing final : public AsyncRing {
 
 }  // namespace
 
-Result<std::unique_ptr<AsyncRing>> NewAsyncRing(unsigned queue_depth) {
+Result<std::unique_ptr<AsyncRing>> NewAsyncRing(unsigned queue_depth,
+                                                const detail::IoArena* arena,
+                                                detail::IoTally* tally) {
   auto ring = std::make_unique<UringAsyncRing>();
-  CV_TRY(ring->Init(std::clamp(queue_depth, 1u, 4096u)));
+  CV_TRY(ring->Init(std::clamp(queue_depth, 1u, 4096u), arena, tally));
   return std::unique_ptr<AsyncRing>(std::move(ring));
 }
 

@@ -135,5 +135,49 @@ TEST_F(AsyncRingTest, FailuresAndEmptyBatchesAreReportedThroughDone) {
   EXPECT_EQ(bad[0].result, -EBADF);
 }
 
+// The Env's own ring: its requests use the Env's registered region and count in its
+// Counters; the posix Env has no ring.
+TEST(EnvAsyncRingTest, TheUringEnvsRingUsesItsRegisteredBuffersAndCountsRequests) {
+  EXPECT_FALSE(NewPosixEnv()->NewAsyncRing().has_value());
+  auto env = NewUringEnv(8, 1 << 20);
+  if (!env) GTEST_SKIP() << "io_uring unavailable here: " << env.error().ToString();
+  auto ring = (*env)->NewAsyncRing(8);
+  ASSERT_TRUE(ring.has_value()) << ring.error().ToString();
+  const fs::path dir = fs::path(::testing::TempDir()) / ("cvasync-" + RandomHex(6));
+  fs::create_directories(dir);
+  {
+    auto file = (*env)->Open((dir / "f").string(), true, true);
+    ASSERT_TRUE(file.has_value());
+    IoBuffer out = (*env)->AllocateIo(4 * kBlockSize), in = (*env)->AllocateIo(4 * kBlockSize);
+    ASSERT_TRUE(out.registered() && in.registered());
+    for (size_t i = 0; i < out.size(); ++i) out.get()[i] = static_cast<uint8_t>(i * 7 + 1);
+    AlignedBuffer plain = AllocateAligned(kBlockSize);
+    std::vector<IoRequest> writes{{IoRequest::Op::kWrite, file->get(), 0, out.get(), out.size()},
+                                  {IoRequest::Op::kSync, file->get(), 0, nullptr, 0}};
+    std::vector<IoRequest> reads{{IoRequest::Op::kRead, file->get(), 0, in.get(), in.size()},
+                                 {IoRequest::Op::kRead, file->get(), 0, plain.get(), kBlockSize}};
+    net::io_context io;
+    LoopDriver driver(io, **ring);
+    bool done = false;
+    (*ring)->Submit(writes, [&](Status s) {
+      ASSERT_TRUE(s) << s.error().ToString();
+      (*ring)->Submit(reads, [&](Status s2) {
+        ASSERT_TRUE(s2) << s2.error().ToString();
+        done = true;
+        driver.Stop();
+      });
+    });
+    io.run_for(std::chrono::seconds(20));
+    ASSERT_TRUE(done);
+    EXPECT_EQ(std::memcmp(in.get(), out.get(), in.size()), 0);
+    EXPECT_EQ(std::memcmp(plain.get(), out.get(), kBlockSize), 0);
+    const IoCounters c = (*env)->Counters();
+    EXPECT_EQ(c.requests, 3u);  // two reads and a write; syncs are not counted
+    EXPECT_EQ(c.registered_requests, 2u);  // not the read into the plain buffer
+    ring->reset();
+  }
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace cv::storage

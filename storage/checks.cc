@@ -164,7 +164,7 @@ Result<bool> StoreImpl::WalkObjects(
 
 Result<ScrubReport> StoreImpl::Scrub(const ScrubOptions& options) {
   ScrubReport rep;
-  std::vector<AlignedBuffer> bufs;  // one per shard of a stripe: its records read in one batch
+  std::vector<IoBuffer> bufs;  // one per shard of a stripe: its records read in one batch
   uint64_t buf_len = 0;
   std::vector<ShardRead> reads;
   const auto started = std::chrono::steady_clock::now();
@@ -177,7 +177,7 @@ Result<ScrubReport> StoreImpl::Scrub(const ScrubOptions& options) {
     if (max_record > buf_len || bufs.size() < width) {
       buf_len = std::max(buf_len, max_record);
       bufs.clear();
-      for (size_t i = 0; i < width; ++i) bufs.push_back(AllocateAligned(buf_len));
+      for (size_t i = 0; i < width; ++i) bufs.push_back(env_->AllocateIo(buf_len));
     }
     for (size_t st = 0; st * width < r.shards.size(); ++st) {
       reads.clear();
@@ -274,12 +274,12 @@ Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, Repa
   const size_t hb = HeaderBytes(key);
   ++rep.stripes_examined;
 
-  std::vector<AlignedBuffer> bufs;
+  std::vector<IoBuffer> bufs;
   std::vector<bool> good(width, false);
   size_t ngood = 0, first_good = width;
   std::vector<ShardRead> reads;  // the shards on healthy disks, read in one batch
   for (size_t i = 0; i < width; ++i) {
-    bufs.push_back(AllocateAligned(rb));
+    bufs.push_back(env_->AllocateIo(rb));
     const ShardLoc& loc = r.shards[size_t{stripe} * width + i];
     if (loc.disk >= disks_.size() || !disks_.healthy(loc.disk)) continue;
     const uint8_t shard = replicated ? 0 : static_cast<uint8_t>(i);

@@ -21,9 +21,10 @@ std::string IdentityText(const std::string& node_id, size_t d) {
 Status WriteSmallFile(Env* env, const std::string& path, const std::string& text) {
   auto file = env->Open(path, /*create=*/true, /*want_direct=*/false);
   if (!file) return tl::unexpected(file.error());
-  std::string buf = text;
+  IoBuffer buf = env->AllocateIo(text.size());
+  std::memcpy(buf.get(), text.data(), text.size());
   IoRequest reqs[2];
-  reqs[0] = {IoRequest::Op::kWrite, file->get(), 0, buf.data(), buf.size()};
+  reqs[0] = {IoRequest::Op::kWrite, file->get(), 0, buf.get(), text.size()};
   CV_TRY(env->Execute(std::span(reqs, 1)));
   reqs[1] = {IoRequest::Op::kSync, file->get(), 0, nullptr, 0};
   return env->Execute(std::span(reqs + 1, 1));
@@ -32,11 +33,10 @@ Status WriteSmallFile(Env* env, const std::string& path, const std::string& text
 Result<std::string> ReadSmallFile(Env* env, const std::string& path) {
   auto file = env->Open(path, /*create=*/false, /*want_direct=*/false);
   if (!file) return tl::unexpected(file.error());
-  std::string buf(4096, '\0');
-  IoRequest req{IoRequest::Op::kRead, file->get(), 0, buf.data(), buf.size()};
+  IoBuffer buf = env->AllocateIo(4096);
+  IoRequest req{IoRequest::Op::kRead, file->get(), 0, buf.get(), buf.size()};
   CV_TRY(env->Execute(std::span(&req, 1)));
-  buf.resize(static_cast<size_t>(req.result));
-  return buf;
+  return std::string(reinterpret_cast<const char*>(buf.get()), static_cast<size_t>(req.result));
 }
 
 }  // namespace

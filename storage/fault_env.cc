@@ -141,6 +141,9 @@ void FaultEnv::NoSpaceUnder(const std::string& prefix) {
   state_->nospace_prefix = prefix;
 }
 
+IoBuffer FaultEnv::AllocateIo(size_t len) { return state_->base->AllocateIo(len); }
+IoCounters FaultEnv::Counters() const { return state_->base->Counters(); }
+
 uint64_t FaultEnv::ops() const {
   std::lock_guard lock(state_->mu);
   return state_->ops;

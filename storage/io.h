@@ -56,6 +56,44 @@ struct FsStats {
   uint64_t free_bytes = 0;
 };
 
+class AsyncRing;
+namespace detail {
+class IoArena;
+struct IoTally;
+}
+
+// A buffer for requests, from Env::AllocateIo: kBlockSize-aligned, not zeroed, move-only.
+// Where the Env has a registered region (io_uring) and room is left in it, the buffer lies
+// there and requests into any part of it go as READ_FIXED/WRITE_FIXED; otherwise it is a
+// plain aligned allocation and works the same, only without that. Destroy before its Env.
+class IoBuffer {
+ public:
+  IoBuffer() = default;
+  IoBuffer(uint8_t* data, size_t len, detail::IoArena* arena)
+      : data_(data), len_(len), arena_(arena) {}
+  IoBuffer(IoBuffer&& o) noexcept { *this = std::move(o); }
+  IoBuffer& operator=(IoBuffer&& o) noexcept;
+  IoBuffer(const IoBuffer&) = delete;
+  IoBuffer& operator=(const IoBuffer&) = delete;
+  ~IoBuffer() { Reset(); }
+
+  uint8_t* get() const { return data_; }
+  size_t size() const { return len_; }
+  bool registered() const { return arena_ != nullptr; }
+
+ private:
+  void Reset();
+  uint8_t* data_ = nullptr;
+  size_t len_ = 0;
+  detail::IoArena* arena_ = nullptr;  // nullptr: from AllocateAligned
+};
+
+// What an Env has done since it was made (for status and tests).
+struct IoCounters {
+  uint64_t requests = 0;             // reads and writes submitted (continuations included)
+  uint64_t registered_requests = 0;  // of those, through registered buffers
+};
+
 class Env {
  public:
   virtual ~Env() = default;
@@ -79,11 +117,24 @@ class Env {
   virtual Result<FsStats> StatFs(const std::string& path) = 0;  // free = available to us
   // "uring", "posix" or "fault" (for logs and status).
   virtual const char* Name() const = 0;
+  // A buffer for this Env's requests (see IoBuffer). The default is a plain aligned one.
+  virtual IoBuffer AllocateIo(size_t len);
+  virtual IoCounters Counters() const { return {}; }
+  // An AsyncRing (below) for the calling thread's event loop, whose requests may name this
+  // Env's Files and use its registered region. kUnavailable where the Env has none (posix,
+  // fault): callers then use Execute.
+  virtual Result<std::unique_ptr<AsyncRing>> NewAsyncRing(unsigned queue_depth = 256);
 };
 
 std::unique_ptr<Env> NewPosixEnv();
-// kUnavailable when the kernel or sandbox refuses io_uring.
-Result<std::unique_ptr<Env>> NewUringEnv(unsigned queue_depth = 256);
+// kUnavailable when the kernel or sandbox refuses io_uring. `registered_bytes` (rounded up
+// to pages, at most 1 GiB; 0 = none) is a region that AllocateIo carves buffers from and
+// that every ring of this Env registers (io_uring_register_buffers), so the kernel need not
+// pin and map a request's pages each time. Its pages stay resident. Where registration is
+// refused (RLIMIT_MEMLOCK) the Env logs it once and works without.
+inline constexpr size_t kDefaultRegisteredBytes = size_t{32} << 20;
+Result<std::unique_ptr<Env>> NewUringEnv(unsigned queue_depth = 256,
+                                         size_t registered_bytes = kDefaultRegisteredBytes);
 // io_uring when it works here, else pread/pwrite; logs which one it chose and why.
 std::unique_ptr<Env> NewDefaultEnv();
 
@@ -144,6 +195,9 @@ class FaultEnv : public Env {
   Result<std::vector<std::string>> ListDir(const std::string& path) override;
   Result<FsStats> StatFs(const std::string& path) override;
   const char* Name() const override { return "fault"; }
+  // The base Env's buffers and counters.
+  IoBuffer AllocateIo(size_t len) override;
+  IoCounters Counters() const override;
 
  private:
   struct State;
@@ -174,8 +228,13 @@ class AsyncRing {
   // Batches submitted whose `done` has not run yet.
   virtual size_t pending() const = 0;
 };
-// kUnavailable when io_uring (or its eventfd registration) is refused here.
-Result<std::unique_ptr<AsyncRing>> NewAsyncRing(unsigned queue_depth = 256);
+// kUnavailable when io_uring (or its eventfd registration) is refused here. With `arena`
+// (which must outlive the ring), the ring registers it and requests inside it go as
+// READ_FIXED/WRITE_FIXED; where the kernel refuses that they go without. With `tally`
+// (which must outlive the ring), the ring counts its reads and writes there.
+Result<std::unique_ptr<AsyncRing>> NewAsyncRing(unsigned queue_depth = 256,
+                                                const detail::IoArena* arena = nullptr,
+                                                detail::IoTally* tally = nullptr);
 
 namespace detail {
 
@@ -213,6 +272,47 @@ class FdEnvBase : public Env {
 
  private:
   std::atomic<bool> direct_fallback_logged_{false};
+};
+
+// A region of memory that buffers are carved from (first fit, kBlockSize units, freed
+// ranges merged). Thread-safe. Outlives every IoBuffer taken from it.
+class IoArena {
+ public:
+  // nullptr when the memory cannot be mapped.
+  static std::unique_ptr<IoArena> Create(size_t bytes);
+  ~IoArena();
+  IoArena(const IoArena&) = delete;
+  IoArena& operator=(const IoArena&) = delete;
+
+  uint8_t* base() const { return base_; }
+  size_t size() const { return size_; }
+  // True when [p, p+len) lies inside the region.
+  bool Contains(const void* p, size_t len) const;
+  // nullptr when no free range is large enough.
+  uint8_t* Take(size_t len);
+  void Give(uint8_t* p, size_t len);
+  size_t free_bytes() const;
+
+ private:
+  IoArena(uint8_t* base, size_t size);
+  uint8_t* const base_;
+  const size_t size_;
+  struct Free;
+  std::unique_ptr<Free> free_;
+};
+
+// IoCounters that threads add to.
+struct IoTally {
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> registered_requests{0};
+  void Add(uint64_t requests_, uint64_t registered_) {
+    requests.fetch_add(requests_, std::memory_order_relaxed);
+    registered_requests.fetch_add(registered_, std::memory_order_relaxed);
+  }
+  IoCounters Get() const {
+    return {requests.load(std::memory_order_relaxed),
+            registered_requests.load(std::memory_order_relaxed)};
+  }
 };
 
 // The FdFile behind a request, or nullptr when it is missing or from another Env.

@@ -2,6 +2,7 @@
 // the calls that are plain system calls in both (fallocate, fstat, directories, statvfs).
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -9,6 +10,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "storage/io.h"
 
@@ -23,7 +27,103 @@ AlignedBuffer AllocateAligned(size_t len) {
   return AlignedBuffer(static_cast<uint8_t*>(p));
 }
 
+IoBuffer& IoBuffer::operator=(IoBuffer&& o) noexcept {
+  if (this != &o) {
+    Reset();
+    data_ = std::exchange(o.data_, nullptr);
+    len_ = std::exchange(o.len_, 0);
+    arena_ = std::exchange(o.arena_, nullptr);
+  }
+  return *this;
+}
+
+void IoBuffer::Reset() {
+  if (arena_) {
+    arena_->Give(data_, len_);
+  } else {
+    std::free(data_);
+  }
+  data_ = nullptr;
+  len_ = 0;
+  arena_ = nullptr;
+}
+
+IoBuffer Env::AllocateIo(size_t len) {
+  return IoBuffer(AllocateAligned(len).release(), len, nullptr);
+}
+
+Result<std::unique_ptr<AsyncRing>> Env::NewAsyncRing(unsigned) {
+  return Err(ErrorKind::kUnavailable, std::string("no asynchronous ring for the ") + Name() + " Env");
+}
+
 namespace detail {
+
+// Free ranges by offset; neighbours are merged when a range comes back.
+struct IoArena::Free {
+  mutable std::mutex mu;
+  std::map<size_t, size_t> ranges;  // offset -> length
+  size_t bytes = 0;
+};
+
+IoArena::IoArena(uint8_t* base, size_t size) : base_(base), size_(size), free_(new Free) {
+  free_->ranges.emplace(0, size);
+  free_->bytes = size;
+}
+
+IoArena::~IoArena() { ::munmap(base_, size_); }
+
+std::unique_ptr<IoArena> IoArena::Create(size_t bytes) {
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  bytes = (std::max<size_t>(bytes, 1) + page - 1) / page * page;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  return std::unique_ptr<IoArena>(new IoArena(static_cast<uint8_t*>(p), bytes));
+}
+
+bool IoArena::Contains(const void* p, size_t len) const {
+  const auto* b = static_cast<const uint8_t*>(p);
+  return b >= base_ && b <= base_ + size_ && len <= static_cast<size_t>(base_ + size_ - b);
+}
+
+uint8_t* IoArena::Take(size_t len) {
+  len = (std::max<size_t>(len, 1) + kBlockSize - 1) / kBlockSize * kBlockSize;
+  std::lock_guard lock(free_->mu);
+  for (auto it = free_->ranges.begin(); it != free_->ranges.end(); ++it) {
+    auto [off, n] = *it;
+    if (n < len) continue;
+    free_->ranges.erase(it);
+    if (n > len) free_->ranges.emplace(off + len, n - len);
+    free_->bytes -= len;
+    return base_ + off;
+  }
+  return nullptr;
+}
+
+void IoArena::Give(uint8_t* p, size_t len) {
+  len = (std::max<size_t>(len, 1) + kBlockSize - 1) / kBlockSize * kBlockSize;
+  size_t off = static_cast<size_t>(p - base_);
+  std::lock_guard lock(free_->mu);
+  free_->bytes += len;
+  auto next = free_->ranges.lower_bound(off);
+  if (next != free_->ranges.end() && off + len == next->first) {
+    len += next->second;
+    next = free_->ranges.erase(next);
+  }
+  if (next != free_->ranges.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == off) {
+      prev->second += len;
+      return;
+    }
+  }
+  free_->ranges.emplace_hint(next, off, len);
+}
+
+size_t IoArena::free_bytes() const {
+  std::lock_guard lock(free_->mu);
+  return free_->bytes;
+}
+
 namespace {
 
 template <class F>

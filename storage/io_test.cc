@@ -292,6 +292,48 @@ TEST_P(EnvTest, DestroyingEnvWhileOtherThreadsHoldRingsIsSafe) {
   EXPECT_EQ(failures.load(), 0);
 }
 
+// AllocateIo: on io_uring the buffers come from the registered region and every read and
+// write into them (whole, or from the middle of one) goes through it; elsewhere they are
+// plain buffers. Data round-trips either way, on direct and buffered files.
+TEST_P(EnvTest, AllocateIoBuffersRoundTripThroughRegisteredBuffersOnUring) {
+  const bool uring = GetParam().uring;
+  for (bool direct : {true, false}) {
+    auto file = MustOpen(*env_, dir_ / (direct ? "d" : "b"), direct);
+    IoBuffer out = env_->AllocateIo(8 * kBlockSize);
+    IoBuffer in = env_->AllocateIo(8 * kBlockSize);
+    ASSERT_NE(out.get(), nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(out.get()) % kBlockSize, 0u);
+    EXPECT_EQ(out.registered(), uring);
+    EXPECT_EQ(in.registered(), uring);
+    FillPattern(out.get(), out.size(), direct);
+    std::memset(in.get(), 0, in.size());
+    const IoCounters before = env_->Counters();
+    std::vector<IoRequest> w = {Write(file.get(), 0, out.get(), 4 * kBlockSize),
+                                Write(file.get(), 4 * kBlockSize, out.get() + 4 * kBlockSize,
+                                      4 * kBlockSize),
+                                Sync(file.get())};
+    ASSERT_TRUE(env_->Execute(w));
+    std::vector<IoRequest> r = {Read(file.get(), kBlockSize, in.get() + kBlockSize, 7 * kBlockSize)};
+    ASSERT_TRUE(env_->Execute(r));
+    EXPECT_EQ(r[0].result, int64_t(7 * kBlockSize));
+    EXPECT_EQ(std::memcmp(in.get() + kBlockSize, out.get() + kBlockSize, 7 * kBlockSize), 0);
+    const IoCounters after = env_->Counters();
+    if (uring) {
+      EXPECT_GE(after.requests - before.requests, 3u);
+      EXPECT_EQ(after.registered_requests - before.registered_requests,
+                after.requests - before.requests);
+    } else {
+      EXPECT_EQ(after.registered_requests, 0u);
+    }
+    // A plain buffer works too, and is not counted as registered.
+    AlignedBuffer plain = AllocateAligned(kBlockSize);
+    std::vector<IoRequest> p = {Read(file.get(), 0, plain.get(), kBlockSize)};
+    ASSERT_TRUE(env_->Execute(p));
+    EXPECT_EQ(std::memcmp(plain.get(), out.get(), kBlockSize), 0);
+    EXPECT_EQ(env_->Counters().registered_requests, after.registered_requests);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllEnvs, EnvTest,
                          ::testing::Values(EnvKind{"posix", false, 0}, EnvKind{"uring", true, 256},
                                            EnvKind{"uring_depth4", true, 4}),
@@ -376,6 +418,101 @@ TEST(AllocateAlignedTest, BuffersAreBlockAligned) {
     ASSERT_NE(b.get(), nullptr);
     EXPECT_EQ(reinterpret_cast<uintptr_t>(b.get()) % kBlockSize, 0u);
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// The registered region: how buffers are carved from it, and what happens when it is full.
+
+TEST(IoArenaTest, TakesFirstFitInBlocksAndMergesWhatComesBack) {
+  auto arena = detail::IoArena::Create(16 * kBlockSize);
+  ASSERT_NE(arena, nullptr);
+  ASSERT_EQ(arena->size(), 16 * kBlockSize);
+  uint8_t* a = arena->Take(1);  // rounded up to a block
+  uint8_t* b = arena->Take(3 * kBlockSize);
+  uint8_t* c = arena->Take(2 * kBlockSize + 1);  // three blocks
+  ASSERT_TRUE(a && b && c);
+  EXPECT_EQ(a, arena->base());
+  EXPECT_EQ(b, a + kBlockSize);
+  EXPECT_EQ(c, b + 3 * kBlockSize);
+  EXPECT_EQ(arena->free_bytes(), 9 * kBlockSize);
+  EXPECT_EQ(arena->Take(10 * kBlockSize), nullptr);  // no room: nothing taken
+  EXPECT_EQ(arena->free_bytes(), 9 * kBlockSize);
+  arena->Give(b, 3 * kBlockSize);
+  EXPECT_EQ(arena->Take(2 * kBlockSize), b);  // the first hole that fits
+  arena->Give(b, 2 * kBlockSize);
+  arena->Give(a, 1);
+  arena->Give(c, 2 * kBlockSize + 1);
+  EXPECT_EQ(arena->free_bytes(), 16 * kBlockSize);
+  EXPECT_EQ(arena->Take(16 * kBlockSize), arena->base());  // merged back into one range
+
+  EXPECT_TRUE(arena->Contains(arena->base(), arena->size()));
+  EXPECT_TRUE(arena->Contains(arena->base() + arena->size(), 0));
+  EXPECT_FALSE(arena->Contains(arena->base() + 1, arena->size()));  // runs past the end
+  EXPECT_FALSE(arena->Contains(arena->base() - 1, 1));
+  EXPECT_FALSE(arena->Contains(arena->base() + kBlockSize, SIZE_MAX));
+}
+
+TEST(RegisteredBuffersTest, AFullRegionFallsBackToPlainBuffersThatStillWork) {
+  auto made = NewUringEnv(8, 4 * kBlockSize);
+  if (!made) GTEST_SKIP() << "io_uring unavailable here: " << made.error().ToString();
+  Env& env = **made;
+  TempDir dir("io_test");
+  auto file = MustOpen(env, dir / "f", true);
+  std::vector<IoBuffer> bufs;
+  for (int i = 0; i < 5; ++i) bufs.push_back(env.AllocateIo(kBlockSize));
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(bufs[i].registered()) << i;
+  EXPECT_FALSE(bufs[4].registered());  // the region is used up
+  std::vector<IoRequest> w;
+  for (int i = 0; i < 5; ++i) {
+    FillPattern(bufs[i].get(), kBlockSize, i);
+    w.push_back(Write(file.get(), i * kBlockSize, bufs[i].get(), kBlockSize));
+  }
+  ASSERT_TRUE(env.Execute(w));
+  EXPECT_EQ(env.Counters().requests, 5u);
+  EXPECT_EQ(env.Counters().registered_requests, 4u);
+  std::string want;
+  for (int i = 0; i < 5; ++i) want += Pattern(kBlockSize, i);
+  EXPECT_EQ(ReadFile(dir / "f"), want);
+  bufs[1] = IoBuffer();  // returns its block to the region
+  EXPECT_TRUE(env.AllocateIo(kBlockSize).registered());
+}
+
+// Every thread's ring registers the region: registered I/O from many threads at once.
+TEST(RegisteredBuffersTest, EveryThreadsRingUsesTheRegion) {
+  auto made = NewUringEnv(16, 1 << 20);
+  if (!made) GTEST_SKIP() << "io_uring unavailable here: " << made.error().ToString();
+  Env& env = **made;
+  TempDir dir("io_test");
+  constexpr int kThreads = 4;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto file = env.Open(dir / ("t" + std::to_string(t)), true, true);
+      IoBuffer buf = env.AllocateIo(16 * kBlockSize);
+      if (!file || !buf.registered()) {
+        ++failures;
+        return;
+      }
+      FillPattern(buf.get(), buf.size(), t);
+      std::vector<IoRequest> w = {Write(file->get(), 0, buf.get(), buf.size())};
+      if (!env.Execute(w)) ++failures;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(env.Counters().registered_requests, env.Counters().requests);
+  EXPECT_GE(env.Counters().requests, size_t{kThreads});
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(ReadFile(dir / ("t" + std::to_string(t))), Pattern(16 * kBlockSize, t)) << t;
+  }
+}
+
+TEST(RegisteredBuffersTest, NoRegionMeansPlainBuffers) {
+  auto made = NewUringEnv(8, 0);
+  if (!made) GTEST_SKIP() << "io_uring unavailable here: " << made.error().ToString();
+  EXPECT_FALSE((*made)->AllocateIo(kBlockSize).registered());
+  EXPECT_FALSE(NewPosixEnv()->AllocateIo(kBlockSize).registered());
 }
 
 // ---------------------------------------------------------------------------------------

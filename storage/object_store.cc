@@ -87,13 +87,13 @@ class WriterImpl final : public Writer {
       rec_.shard_unit = o.shard_unit;
       const size_t nshards = o.k + o.m;
       record_cap_ = RecordBytes(key_, o.shard_unit);
-      for (size_t i = 0; i < nshards; ++i) bufs_.push_back(AllocateAligned(record_cap_));
+      for (size_t i = 0; i < nshards; ++i) bufs_.push_back(store_->env_->AllocateIo(record_cap_));
     } else {
       rec_.k = static_cast<uint8_t>(o.m + 1);  // copies
       rec_.m = 0;
       rec_.shard_unit = 0;
       record_cap_ = RecordBytes(key_, static_cast<uint32_t>(size));
-      bufs_.push_back(AllocateAligned(record_cap_));
+      bufs_.push_back(store_->env_->AllocateIo(record_cap_));
     }
     // The tail padding of records is part of what we write; keep it deterministic.
     for (auto& b : bufs_) std::memset(b.get(), 0, record_cap_);
@@ -328,7 +328,7 @@ class WriterImpl final : public Writer {
   size_t hb_;
   uint64_t record_cap_ = 0;
   ObjectRecord rec_;
-  std::vector<AlignedBuffer> bufs_;
+  std::vector<IoBuffer> bufs_;
   uint64_t fill_ = 0;      // bytes in the current stripe
   uint64_t received_ = 0;  // bytes of the body so far
   Sha256 sha_;
@@ -414,7 +414,7 @@ class ReaderImpl final : public Reader {
   void EnsureBuffers(size_t count, uint64_t len) {
     if (bufs_.size() == count && buf_len_ >= len) return;
     bufs_.clear();
-    for (size_t i = 0; i < count; ++i) bufs_.push_back(AllocateAligned(len));
+    for (size_t i = 0; i < count; ++i) bufs_.push_back(store_->env_->AllocateIo(len));
     buf_len_ = len;
     payload_.assign(count, nullptr);
   }
@@ -507,7 +507,7 @@ class ReaderImpl final : public Reader {
   uint32_t stripe_ = 0;
   uint32_t tried_stripe_ = UINT32_MAX;
   std::vector<bool> have_, tried_;
-  std::vector<AlignedBuffer> bufs_;
+  std::vector<IoBuffer> bufs_;
   uint64_t buf_len_ = 0;
   std::vector<uint8_t*> payload_;
 };

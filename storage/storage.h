@@ -98,6 +98,8 @@ struct StoreStats {
   uint64_t pending_repairs = 0;      // stripes queued for repair
   std::vector<DiskStatus> disks;
   const char* io_engine = "";
+  uint64_t io_requests = 0;             // disk reads and writes since the node started
+  uint64_t io_registered_requests = 0;  // of those, through io_uring registered buffers
 };
 
 // What Fsck found: the index against itself (usage counters, extent accounting) and against

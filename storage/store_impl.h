@@ -306,6 +306,9 @@ class StoreImpl final : public ObjectStore {
       s.disks.push_back(ds);
     }
     s.io_engine = env_->Name();
+    const IoCounters io = env_->Counters();
+    s.io_requests = io.requests;
+    s.io_registered_requests = io.registered_requests;
     return s;
   }
   bool Ready() override {

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -28,14 +29,29 @@ constexpr unsigned kMaxQueueDepth = 4096;
 constexpr size_t kMaxTransfer = size_t{1} << 30;
 // Marks a request of the running phase that has not finished yet.
 constexpr int64_t kInFlight = INT64_MIN;
+// One registered buffer (an iovec) may not exceed 1 GiB.
+constexpr size_t kMaxRegisteredBytes = size_t{1} << 30;
 
 class Ring {
  public:
-  static Result<std::unique_ptr<Ring>> Create(unsigned depth) {
+  // With an arena, registers it as fixed buffer 0; `registered_errno` gets why not (0 when it
+  // was, or when there is no arena).
+  static Result<std::unique_ptr<Ring>> Create(unsigned depth, const detail::IoArena* arena,
+                                              int* registered_errno) {
     auto r = std::unique_ptr<Ring>(new Ring(depth));
     int rc = io_uring_queue_init(depth, &r->ring_, 0);
     if (rc < 0) return ErrnoError(-rc, "io_uring_queue_init");
     r->initialized_ = true;
+    *registered_errno = 0;
+    if (arena) {
+      const iovec region{arena->base(), arena->size()};
+      rc = io_uring_register_buffers(&r->ring_, &region, 1);
+      if (rc == 0) {
+        r->arena_ = arena;
+      } else {
+        *registered_errno = -rc;
+      }
+    }
     return r;
   }
   ~Ring() {
@@ -46,11 +62,14 @@ class Ring {
 
   io_uring* get() { return &ring_; }
   unsigned depth() const { return depth_; }
+  // True when [p, p+len) lies in this ring's registered buffer.
+  bool Registered(const void* p, size_t len) const { return arena_ && arena_->Contains(p, len); }
 
  private:
   explicit Ring(unsigned depth) : depth_(depth) {}
   io_uring ring_{};
   unsigned depth_;
+  const detail::IoArena* arena_ = nullptr;
   bool initialized_ = false;
 };
 
@@ -84,7 +103,7 @@ thread_local RingMapOwner t_rings_owner;
 // Runs the reads and writes (syncs = false) or the syncs (syncs = true) of a batch on
 // `ring`, continuing short transfers and requeueing -EAGAIN. Returns 0, or -errno when the
 // ring itself failed; requests not finished then still hold kInFlight.
-int RunPhase(Ring& ring, std::span<IoRequest> reqs, bool syncs) {
+int RunPhase(Ring& ring, std::span<IoRequest> reqs, bool syncs, IoCounters& counters) {
   std::vector<uint32_t> queue;  // request indexes to (re)submit, consumed from `next`
   std::vector<int> fds(reqs.size(), -1);
   std::vector<size_t> done(reqs.size(), 0);
@@ -118,12 +137,25 @@ int RunPhase(Ring& ring, std::span<IoRequest> reqs, bool syncs) {
       IoRequest& r = reqs[i];
       auto* buf = static_cast<uint8_t*>(r.buf) + done[i];
       const unsigned n = static_cast<unsigned>(std::min(r.len - done[i], kMaxTransfer));
+      const bool fixed = r.op != IoRequest::Op::kSync && ring.Registered(buf, n);
+      if (r.op != IoRequest::Op::kSync) {
+        ++counters.requests;
+        counters.registered_requests += fixed;
+      }
       switch (r.op) {
         case IoRequest::Op::kRead:
-          io_uring_prep_read(sqe, fds[i], buf, n, r.offset + done[i]);
+          if (fixed) {
+            io_uring_prep_read_fixed(sqe, fds[i], buf, n, r.offset + done[i], 0);
+          } else {
+            io_uring_prep_read(sqe, fds[i], buf, n, r.offset + done[i]);
+          }
           break;
         case IoRequest::Op::kWrite:
-          io_uring_prep_write(sqe, fds[i], buf, n, r.offset + done[i]);
+          if (fixed) {
+            io_uring_prep_write_fixed(sqe, fds[i], buf, n, r.offset + done[i], 0);
+          } else {
+            io_uring_prep_write(sqe, fds[i], buf, n, r.offset + done[i]);
+          }
           break;
         case IoRequest::Op::kSync:
           io_uring_prep_fsync(sqe, fds[i], IORING_FSYNC_DATASYNC);
@@ -200,7 +232,8 @@ int RunPhase(Ring& ring, std::span<IoRequest> reqs, bool syncs) {
 
 class UringEnv final : public detail::FdEnvBase {
  public:
-  explicit UringEnv(unsigned depth) : id_(g_next_env_id.fetch_add(1)), depth_(depth) {
+  UringEnv(unsigned depth, std::unique_ptr<detail::IoArena> arena)
+      : id_(g_next_env_id.fetch_add(1)), depth_(depth), arena_(std::move(arena)) {
     std::lock_guard lock(Live().mu);
     Live().ids.insert(id_);
   }
@@ -228,7 +261,7 @@ class UringEnv final : public detail::FdEnvBase {
       if (it != map->end()) ring = it->second.get();
     }
     if (!ring) {
-      auto made = Ring::Create(depth_);
+      auto made = MakeRing();
       if (!made) {
         for (IoRequest& r : requests) r.result = -made.error().sys_errno;
         return tl::unexpected(made.error());
@@ -243,21 +276,51 @@ class UringEnv final : public detail::FdEnvBase {
     }
 
     for (IoRequest& r : requests) r.result = kInFlight;
+    IoCounters counted;
+    const auto add_counts = [&] { tally_.Add(counted.requests, counted.registered_requests); };
     for (bool syncs : {false, true}) {
-      int rc = RunPhase(*ring, requests, syncs);
+      int rc = RunPhase(*ring, requests, syncs, counted);
       if (rc < 0) {
         Log(LogLevel::kError, "io_uring_failed", {{"errno", std::to_string(-rc)}});
         for (IoRequest& r : requests) {
           if (r.result == kInFlight) r.result = rc;
         }
         if (map) map->erase(id_);  // a fresh ring next time
+        add_counts();
         return ErrnoError(-rc, "io_uring");
       }
     }
+    add_counts();
     return detail::BatchStatus(requests);
   }
 
   const char* Name() const override { return "uring"; }
+
+  IoBuffer AllocateIo(size_t len) override {
+    if (arena_) {
+      if (uint8_t* p = arena_->Take(len)) return IoBuffer(p, len, arena_.get());
+    }
+    return Env::AllocateIo(len);
+  }
+
+  Result<std::unique_ptr<AsyncRing>> NewAsyncRing(unsigned queue_depth) override {
+    return storage::NewAsyncRing(queue_depth, arena_.get(), &tally_);
+  }
+
+  IoCounters Counters() const override { return tally_.Get(); }
+
+  // A ring for the calling thread, with the arena registered where the kernel allows it.
+  Result<std::unique_ptr<Ring>> MakeRing() {
+    int registered_errno = 0;
+    auto ring = Ring::Create(depth_, arena_.get(), &registered_errno);
+    if (ring && registered_errno != 0 && !unregistered_logged_.exchange(true)) {
+      Log(LogLevel::kWarn, "io_uring_buffers_unregistered",
+          {{"bytes", std::to_string(arena_->size())},
+           {"reason", std::strerror(registered_errno)},
+           {"effect", "reads and writes work, without fixed buffers"}});
+    }
+    return ring;
+  }
 
  private:
   // This thread's ring map, made on first use; nullptr once the thread is exiting.
@@ -278,6 +341,12 @@ class UringEnv final : public detail::FdEnvBase {
 
   const uint64_t id_;
   const unsigned depth_;
+  // Outlives this Env's rings: they are destroyed with the Env (this thread's), or later by
+  // their threads, and a ring that still has the region registered keeps its pages pinned
+  // (not mapped) until then; nothing reads or writes them after the Env is gone.
+  const std::unique_ptr<detail::IoArena> arena_;
+  detail::IoTally tally_;  // Execute's and this Env's AsyncRings' requests
+  std::atomic<bool> unregistered_logged_{false};
 };
 
 // Checks that the kernel has the opcodes we use and completes a NOP on `ring`.
@@ -308,15 +377,23 @@ Status ProbeRing(Ring& ring) {
 
 }  // namespace
 
-Result<std::unique_ptr<Env>> NewUringEnv(unsigned queue_depth) {
+Result<std::unique_ptr<Env>> NewUringEnv(unsigned queue_depth, size_t registered_bytes) {
   const unsigned depth = std::clamp(queue_depth, 1u, kMaxQueueDepth);
-  auto ring = Ring::Create(depth);
+  std::unique_ptr<detail::IoArena> arena;
+  if (registered_bytes > 0) {
+    arena = detail::IoArena::Create(std::min(registered_bytes, kMaxRegisteredBytes));
+    if (!arena) {
+      Log(LogLevel::kWarn, "io_uring_buffers_unregistered",
+          {{"bytes", std::to_string(registered_bytes)}, {"reason", "mmap failed"}});
+    }
+  }
+  auto env = std::make_unique<UringEnv>(depth, std::move(arena));
+  auto ring = env->MakeRing();
   if (!ring) {
     return Err(ErrorKind::kUnavailable, "io_uring_queue_init: " + ring.error().ToString(),
                ring.error().sys_errno);
   }
   CV_TRY(ProbeRing(**ring));
-  auto env = std::make_unique<UringEnv>(depth);
   env->AdoptRing(std::move(*ring));
   return std::unique_ptr<Env>(std::move(env));
 }

@@ -237,7 +237,8 @@ Response NodeStatus(Call& c) {
   o["ready"] = c.store.Ready();
   o["io_engine"] = stats.io_engine;
   o["io"] = json::object{{"requests", stats.io_requests},
-                         {"registered_requests", stats.io_registered_requests}};
+                         {"registered_requests", stats.io_registered_requests},
+                         {"async_requests", stats.io_async_requests}};
   o["erasure"] = json::object{{"k", k}, {"m", m}};
   o["disks"] = std::move(disks);
   o["objects"] = census->objects;

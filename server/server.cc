@@ -127,7 +127,17 @@ Result<std::unique_ptr<Server>> Server::Bind(const Config& config, storage::Obje
                                              Metrics& metrics) {
   std::unique_ptr<Server> s(new Server());
   s->ctx_ = std::make_unique<ServerContext>(config, store, admin, metrics, tls);
-  for (int i = 0; i < config.threads; ++i) s->workers_.push_back(std::make_unique<Worker>());
+  for (int i = 0; i < config.threads; ++i) {
+    auto w = std::make_unique<Worker>();
+    auto ring = store.NewAsyncRing();
+    if (ring) {
+      w->disk = std::make_unique<DiskRing>(w->ioc, std::move(*ring));
+    } else if (i == 0) {
+      Log(LogLevel::kInfo, "disk_ring_unavailable",
+          {{"reason", ring.error().ToString()}, {"effect", "downloads read the disks on the worker thread"}});
+    }
+    s->workers_.push_back(std::move(w));
+  }
   auto agent_ep = ToEndpoint(config.listen);
   if (!agent_ep) return tl::unexpected(agent_ep.error());
   auto admin_ep = ToEndpoint(config.admin_listen);

@@ -34,6 +34,7 @@
 #include "server/agent_api.h"
 #include "server/auth.h"
 #include "server/config.h"
+#include "server/disk_ring.h"
 #include "server/metrics.h"
 #include "server/quota.h"
 #include "server/tls.h"
@@ -71,6 +72,9 @@ struct ServerContext {
 struct Worker {
   std::unordered_set<Session*> sessions;  // declared first: destroyed after ioc's handlers
   boost::asio::io_context ioc{1};
+  // Downloads' shard reads; nullptr where the store has no asynchronous ring (they block the
+  // thread then). After ioc: destroyed before it.
+  std::unique_ptr<DiskRing> disk;
   std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>> acceptors;
   bool draining = false;
 };
@@ -107,6 +111,10 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> Upload(Exchange& x, const index::ObjectKey& key,
                                       const std::optional<index::Account>& account);
   boost::asio::awaitable<bool> Download(Exchange& x, const index::ObjectKey& key);
+  // The next piece of a download, at most `max` bytes, through the worker's DiskRing when it
+  // has one.
+  boost::asio::awaitable<Result<size_t>> ReadPiece(storage::Reader& reader, uint8_t* buf,
+                                                   size_t max);
   // An admin answer that is a file (courier images): streamed with Range support.
   boost::asio::awaitable<bool> SendFile(Exchange& x, const std::string& path);
   using BodyResponse = boost::beast::http::response<boost::beast::http::buffer_body>;

@@ -54,7 +54,8 @@ class UringAsyncRing final : public AsyncRing {
   }
 
   int event_fd() const override { return efd_; }
-  size_t pending() const override { return batches_.size(); }
+  // A batch that finished inside Submit or Poll waits in finished_ for its `done`.
+  size_t pending() const override { return batches_.size() + finished_.size(); }
 
   void Submit(std::span<IoRequest> requests, std::function<void(Status)> done) override {
     const uint64_t id = next_id_++;
@@ -153,7 +154,7 @@ class UringAsyncRing final : public AsyncRing {
       auto* buf = static_cast<uint8_t*>(r.buf) + b.progress[i];
       const unsigned n = static_cast<unsigned>(std::min(r.len - b.progress[i], kMaxTransfer));
       const bool fixed = r.op != IoRequest::Op::kSync && arena_ && arena_->Contains(buf, n);
-      if (tally_ && r.op != IoRequest::Op::kSync) tally_->Add(1, fixed);
+      if (tally_ && r.op != IoRequest::Op::kSync) tally_->Add(1, fixed, 1);
       switch (r.op) {
         case IoRequest::Op::kRead:
           if (fixed) {

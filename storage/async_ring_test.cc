@@ -117,6 +117,9 @@ TEST_F(AsyncRingTest, FailuresAndEmptyBatchesAreReportedThroughDone) {
     EXPECT_TRUE(s);
     ++calls;
   });
+  // Finished inside Submit, but its `done` has not run: still pending, so that a loop that
+  // watches the eventfd only while batches are pending (server/disk_ring) does not stall.
+  EXPECT_EQ(ring_->pending(), 1u);
   char buf[16];
   std::vector<IoRequest> bad{{IoRequest::Op::kRead, nullptr, 0, buf, sizeof buf}};
   ring_->Submit(bad, [&](Status s) {
@@ -174,6 +177,7 @@ TEST(EnvAsyncRingTest, TheUringEnvsRingUsesItsRegisteredBuffersAndCountsRequests
     const IoCounters c = (*env)->Counters();
     EXPECT_EQ(c.requests, 3u);  // two reads and a write; syncs are not counted
     EXPECT_EQ(c.registered_requests, 2u);  // not the read into the plain buffer
+    EXPECT_EQ(c.async_requests, 3u);
     ring->reset();
   }
   fs::remove_all(dir);

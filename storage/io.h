@@ -92,6 +92,7 @@ class IoBuffer {
 struct IoCounters {
   uint64_t requests = 0;             // reads and writes submitted (continuations included)
   uint64_t registered_requests = 0;  // of those, through registered buffers
+  uint64_t async_requests = 0;       // of those, through an AsyncRing (event loops)
 };
 
 class Env {
@@ -305,13 +306,16 @@ class IoArena {
 struct IoTally {
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> registered_requests{0};
-  void Add(uint64_t requests_, uint64_t registered_) {
+  std::atomic<uint64_t> async_requests{0};
+  void Add(uint64_t requests_, uint64_t registered_, uint64_t async_ = 0) {
     requests.fetch_add(requests_, std::memory_order_relaxed);
     registered_requests.fetch_add(registered_, std::memory_order_relaxed);
+    async_requests.fetch_add(async_, std::memory_order_relaxed);
   }
   IoCounters Get() const {
     return {requests.load(std::memory_order_relaxed),
-            registered_requests.load(std::memory_order_relaxed)};
+            registered_requests.load(std::memory_order_relaxed),
+            async_requests.load(std::memory_order_relaxed)};
   }
 };
 

@@ -1,5 +1,6 @@
 // The durability rules of DESIGN.md, each proved through the real ObjectStore on real files.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -115,8 +116,58 @@ class StoreTest : public ::testing::Test {
     for (const auto& p : rep->problems) ADD_FAILURE() << "fsck: " << p;
   }
 
+  // A store on a fresh io_uring Env (kept in uring_), or false where io_uring is refused.
+  bool OpenUringStore() {
+    auto env = NewUringEnv();
+    if (!env) return false;
+    uring_ = std::move(*env);
+    OpenStore(uring_.get());
+    return store_ != nullptr;
+  }
+
+  // Reads [off, off+len) of `key` as an event loop does: a Prefetch on `ring` before every
+  // Read, which then asks for at most Buffered() bytes (or `chunk` when the prefetch left
+  // nothing buffered: a failed shard, rebuilt by Read). Checks that such a Read does no I/O.
+  std::string ReadPrefetched(AsyncRing& ring, const ObjectKey& key, uint64_t off, uint64_t len,
+                             size_t chunk, int* unbuffered = nullptr) {
+    auto reader = store_->Open(key, off, len);
+    EXPECT_TRUE(reader.has_value()) << reader.error().ToString();
+    if (!reader) return {};
+    std::string got;
+    for (int guard = 0; guard < 100000; ++guard) {
+      bool done = false;
+      (*reader)->Prefetch(ring, [&] { done = true; });
+      EXPECT_FALSE(done);  // never inside Prefetch
+      PollUntil(ring, done);
+      EXPECT_TRUE(done);
+      const uint64_t buffered = (*reader)->Buffered();
+      const IoCounters before = uring_->Counters();
+      std::string piece(buffered > 0 ? std::min<uint64_t>(buffered, chunk) : chunk, '\0');
+      auto n = (*reader)->Read(std::span(reinterpret_cast<uint8_t*>(piece.data()), piece.size()));
+      EXPECT_TRUE(n.has_value()) << n.error().ToString();
+      if (!n || *n == 0) break;
+      if (buffered > 0) {
+        EXPECT_EQ(uring_->Counters().requests, before.requests) << "a buffered Read did I/O";
+      } else if (unbuffered) {
+        ++*unbuffered;
+      }
+      got.append(piece.data(), *n);
+    }
+    return got;
+  }
+
+  // Polls the ring through its eventfd until `done` (at most ~20 s).
+  static void PollUntil(AsyncRing& ring, const bool& done) {
+    for (int i = 0; i < 20000 && !done; ++i) {
+      pollfd p{ring.event_fd(), POLLIN, 0};
+      ::poll(&p, 1, 1);
+      ring.Poll();
+    }
+  }
+
   fs::path root_;
   index::Id device_{};
+  std::unique_ptr<Env> uring_;  // outlives store_ (TearDown resets the store first)
   std::unique_ptr<ObjectStore> store_;
 };
 
@@ -563,6 +614,78 @@ TEST_F(StoreTest, FailingDiskWhileServingIsReconstructedAndCounted) {
 
 // Bit rot: random bytes flipped in shard payloads are caught by XXH3, reads return correct
 // data rebuilt from parity, and the damage is reported.
+// Reads for an event loop: every range of every layout comes back through Prefetch on the
+// Env's ring (registered buffers), and a Read of at most Buffered() bytes does no I/O.
+TEST_F(StoreTest, PrefetchedReadsReturnEveryRangeAndBufferedReadsDoNoIo) {
+  if (!OpenUringStore()) GTEST_SKIP() << "io_uring unavailable here";
+  auto ring = store_->NewAsyncRing();
+  ASSERT_TRUE(ring.has_value()) << ring.error().ToString();
+  const uint64_t sb = 4 * 16 * 1024;
+  for (size_t size : {size_t{1}, size_t{100}, size_t{5000}, size_t{3 * sb + 1234}, size_t{1} << 20}) {
+    const std::string body = Body(size, size);
+    const ObjectKey key = PutBody(body);
+    const uint64_t ranges[][2] = {{0, size}, {size / 3, size / 2 + 1}, {size - 1, 1}};
+    for (const auto& r : ranges) {
+      for (size_t chunk : {size_t{7000}, size_t{256 * 1024}}) {
+        const uint64_t before = uring_->Counters().registered_requests;
+        EXPECT_EQ(ReadPrefetched(**ring, key, r[0], r[1], chunk), body.substr(r[0], r[1]))
+            << "size " << size << " range " << r[0] << "+" << r[1] << " chunk " << chunk;
+        EXPECT_GT(uring_->Counters().registered_requests, before) << "the ring read nothing";
+      }
+    }
+  }
+  EXPECT_EQ(store_->Stats().corrupt_shards, 0u);
+  EXPECT_EQ((*ring)->pending(), 0u);
+}
+
+// A prefetched shard that fails its checksum is left to Read, which rebuilds the stripe
+// from parity; a damaged copy of a small object is read from the next copy.
+TEST_F(StoreTest, PrefetchedDamagedShardsAreRebuiltByRead) {
+  if (!OpenUringStore()) GTEST_SKIP() << "io_uring unavailable here";
+  const uint64_t sb = 4 * 16 * 1024;
+  const std::string body = Body(5, 4 * sb + 99), small = Body(6, 300);
+  const ObjectKey key = PutBody(body), small_key = PutBody(small);
+  {
+    auto rec = (*store_->Index().BeginRead())->GetObject(key);
+    FlipPayloadByte(key, (**rec).shards[1 * 6 + 2], 10, 0x11);  // stripe 1, data shard 2
+    auto srec = (*store_->Index().BeginRead())->GetObject(small_key);
+    FlipPayloadByte(small_key, (**srec).shards[0], 10, 0x11);   // the first copy
+  }
+  store_.reset();
+  OpenStore(uring_.get());
+  auto ring = store_->NewAsyncRing();
+  ASSERT_TRUE(ring.has_value());
+  int unbuffered = 0;
+  EXPECT_EQ(ReadPrefetched(**ring, key, 0, body.size(), 256 * 1024, &unbuffered), body);
+  EXPECT_EQ(ReadPrefetched(**ring, small_key, 0, small.size(), 256 * 1024, &unbuffered), small);
+  EXPECT_EQ(unbuffered, 2);  // one synchronous Read per damaged stripe or copy
+  const StoreStats st = store_->Stats();
+  EXPECT_EQ(st.corrupt_shards, 2u);
+  EXPECT_EQ(st.reconstructed_reads, 2u);
+  EXPECT_GT(st.pending_repairs, 0u);
+}
+
+// A Reader destroyed while its prefetch is in the kernel: the buffers live on until the ring
+// is done with them, and `done` still runs.
+TEST_F(StoreTest, ReaderDestroyedWhileItsPrefetchRunsIsSafe) {
+  if (!OpenUringStore()) GTEST_SKIP() << "io_uring unavailable here";
+  auto ring = store_->NewAsyncRing();
+  ASSERT_TRUE(ring.has_value());
+  const std::string body = Body(9, 1 << 20);
+  const ObjectKey key = PutBody(body);
+  for (int i = 0; i < 20; ++i) {
+    auto reader = store_->Open(key, 0, body.size());
+    ASSERT_TRUE(reader.has_value());
+    bool done = false;
+    (*reader)->Prefetch(**ring, [&] { done = true; });
+    reader->reset();
+    PollUntil(**ring, done);
+    EXPECT_TRUE(done);
+  }
+  EXPECT_EQ((*ring)->pending(), 0u);
+  ExpectReads(key, body);
+}
+
 TEST_F(StoreTest, FlippedPayloadBytesAreDetectedAndRebuilt) {
   OpenStore();
   std::vector<std::pair<ObjectKey, std::string>> objs;

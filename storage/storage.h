@@ -24,6 +24,7 @@
 namespace cv::storage {
 
 class Env;
+class AsyncRing;
 
 // What the operator made of a disk. Only kActive disks receive new shards; a kDraining disk
 // is read while its shards move elsewhere; a kRemoved disk is gone for good (its shards are
@@ -79,6 +80,17 @@ class Reader {
   virtual uint64_t length() const = 0;  // bytes this reader returns in total
   // Fills up to out.size() bytes; 0 means the range is done.
   virtual Result<size_t> Read(std::span<uint8_t> out) = 0;
+  // For an event loop, so that its thread does not wait for the disk: starts reading, on
+  // `ring` (from ObjectStore::NewAsyncRing, owned by this thread), the shard records that
+  // the next Read needs (the rest of the current stripe's range), and returns. `done` runs
+  // inside ring.Poll on this thread once they are in and verified; then a Read of at most
+  // Buffered() bytes needs no disk. What failed is left to Read, which reads the stripe's
+  // other shards synchronously and rebuilds it (the rare, degraded case). No Read while a
+  // prefetch runs. The Reader may be destroyed before `done` runs: the buffers the kernel
+  // writes into live on until the ring has finished with them.
+  virtual void Prefetch(AsyncRing& ring, std::function<void()> done) = 0;
+  // Bytes from the current position that are in memory and verified.
+  virtual uint64_t Buffered() const = 0;
 };
 
 struct DiskStatus {
@@ -100,6 +112,7 @@ struct StoreStats {
   const char* io_engine = "";
   uint64_t io_requests = 0;             // disk reads and writes since the node started
   uint64_t io_registered_requests = 0;  // of those, through io_uring registered buffers
+  uint64_t io_async_requests = 0;       // of those, on an event loop's ring (downloads)
 };
 
 // What Fsck found: the index against itself (usage counters, extent accounting) and against
@@ -281,6 +294,11 @@ class ObjectStore {
   // records a crash left unindexed and tombstone copies are not moved: the other m
   // tombstone copies stay on other disks.
   virtual Result<DrainReport> Drain(size_t d, const DrainOptions& options) = 0;
+
+  // An AsyncRing for the calling thread's event loop, for Reader::Prefetch (see
+  // storage/io.h); kUnavailable where the I/O engine has none (pread/pwrite, tests' fault
+  // injection): Read alone then does the I/O. Destroy it before the store.
+  virtual Result<std::unique_ptr<AsyncRing>> NewAsyncRing() = 0;
 
   virtual index::Index& Index() = 0;
   virtual StoreStats Stats() = 0;

@@ -275,6 +275,7 @@ class StoreImpl final : public ObjectStore {
     return n;
   }
   index::Index& Index() override { return *index_; }
+  Result<std::unique_ptr<AsyncRing>> NewAsyncRing() override { return env_->NewAsyncRing(); }
   StoreStats Stats() override {
     StoreStats s;
     s.reconstructed_reads = reconstructed_.load();
@@ -309,6 +310,7 @@ class StoreImpl final : public ObjectStore {
     const IoCounters io = env_->Counters();
     s.io_requests = io.requests;
     s.io_registered_requests = io.registered_requests;
+    s.io_async_requests = io.async_requests;
     return s;
   }
   bool Ready() override {
@@ -352,15 +354,27 @@ class StoreImpl final : public ObjectStore {
     uint8_t* buf = nullptr;
     Result<std::span<const uint8_t>> payload = Err(ErrorKind::kInternal, "shard not read");
   };
-  // Reads the records in one I/O batch (concurrently, one request per record) and verifies
-  // each: header, then XXH3. I/O errors count against the record's disk.
-  void ReadShards(const ObjectKey& key, const ObjectRecord& r, std::span<ShardRead> reads) {
+  // The I/O of a batch of ShardReads, between PrepareShardReads and FinishShardReads.
+  struct ShardReadIo {
     std::vector<IoRequest> reqs;
     std::vector<size_t> of;  // reqs[j] reads reads[of[j]]
     std::vector<std::shared_ptr<Extent>> held;  // open until the batch is done (compaction)
-    reqs.reserve(reads.size());
-    of.reserve(reads.size());
-    held.reserve(reads.size());
+  };
+  // Reads the records in one I/O batch (concurrently, one request per record) and verifies
+  // each: header, then XXH3. I/O errors count against the record's disk.
+  void ReadShards(const ObjectKey& key, const ObjectRecord& r, std::span<ShardRead> reads) {
+    ShardReadIo io;
+    PrepareShardReads(key, reads, io);
+    if (io.reqs.empty()) return;
+    (void)env_->Execute(io.reqs);  // every request has its own result
+    FinishShardReads(key, r, reads, io);
+  }
+  // The requests of a ReadShards (the caller runs them, e.g. on an AsyncRing); a record
+  // whose extent cannot be opened gets its error now.
+  void PrepareShardReads(const ObjectKey& key, std::span<ShardRead> reads, ShardReadIo& io) {
+    io.reqs.reserve(reads.size());
+    io.of.reserve(reads.size());
+    io.held.reserve(reads.size());
     for (size_t i = 0; i < reads.size(); ++i) {
       ShardRead& s = reads[i];
       auto ext = disks_.Get(s.loc->disk, s.loc->extent);
@@ -368,16 +382,18 @@ class StoreImpl final : public ObjectStore {
         s.payload = tl::unexpected(ext.error());
         continue;
       }
-      reqs.push_back(IoRequest{IoRequest::Op::kRead, (*ext)->file.get(), s.loc->offset, s.buf,
-                               RecordBytes(key, s.payload_len)});
-      of.push_back(i);
-      held.push_back(std::move(*ext));
+      io.reqs.push_back(IoRequest{IoRequest::Op::kRead, (*ext)->file.get(), s.loc->offset, s.buf,
+                                  RecordBytes(key, s.payload_len)});
+      io.of.push_back(i);
+      io.held.push_back(std::move(*ext));
     }
-    if (reqs.empty()) return;
-    (void)env_->Execute(reqs);  // every request has its own result
-    for (size_t j = 0; j < reqs.size(); ++j) {
-      ShardRead& s = reads[of[j]];
-      const IoRequest& req = reqs[j];
+  }
+  // After the requests ran: counts errors against disks and verifies every record read.
+  void FinishShardReads(const ObjectKey& key, const ObjectRecord& r, std::span<ShardRead> reads,
+                        const ShardReadIo& io) {
+    for (size_t j = 0; j < io.reqs.size(); ++j) {
+      ShardRead& s = reads[io.of[j]];
+      const IoRequest& req = io.reqs[j];
       if (req.result < 0) {
         Status failed = detail::BatchStatus(std::span(&req, 1));
         disks_.ReportError(s.loc->disk, failed.error());

@@ -1,0 +1,44 @@
+#include "server/disk_ring.h"
+
+#include <unistd.h>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace cv::server {
+
+namespace net = boost::asio;
+
+DiskRing::DiskRing(net::io_context& ioc, std::unique_ptr<storage::AsyncRing> ring)
+    : ring_(std::move(ring)), efd_(ioc, ::dup(ring_->event_fd())) {}
+
+DiskRing::~DiskRing() {
+  boost::system::error_code ignored;
+  efd_.close(ignored);
+  ring_.reset();  // waits for the kernel, then drops the callbacks of unfinished batches
+}
+
+net::awaitable<void> DiskRing::Prefetch(storage::Reader& reader) {
+  co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(
+      [this, &reader](auto handler) {
+        // std::function needs a copyable callable; the handler is move-only.
+        auto h = std::make_shared<decltype(handler)>(std::move(handler));
+        reader.Prefetch(*ring_, [h] { net::post(std::move(*h)); });
+        Arm();
+      },
+      net::use_awaitable);
+}
+
+void DiskRing::Arm() {
+  if (armed_ || ring_->pending() == 0) return;
+  armed_ = true;
+  efd_.async_wait(net::posix::stream_descriptor::wait_read, [this](boost::system::error_code ec) {
+    armed_ = false;
+    if (ec) return;
+    ring_->Poll();
+    Arm();
+  });
+}
+
+}  // namespace cv::server

@@ -1,0 +1,40 @@
+// server/disk_ring: a worker's storage::AsyncRing on its io_context. Completions come
+// through the ring's eventfd, watched with a posix::stream_descriptor while batches are in
+// flight, and run on the worker's own thread; a coroutine that awaits Prefetch is resumed
+// there. So a download's shard reads do not hold the worker thread: it serves its other
+// connections while the disk works.
+//
+// Thread-safety: none; a DiskRing belongs to its worker's thread. Destroy it before the
+// io_context (the ring first waits for what the kernel still holds).
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <memory>
+
+#include "storage/io.h"
+#include "storage/storage.h"
+
+namespace cv::server {
+
+class DiskRing {
+ public:
+  DiskRing(boost::asio::io_context& ioc, std::unique_ptr<storage::AsyncRing> ring);
+  ~DiskRing();
+  DiskRing(const DiskRing&) = delete;
+  DiskRing& operator=(const DiskRing&) = delete;
+
+  // Runs reader.Prefetch on the ring and resumes the caller on this thread once the reads
+  // are in (see storage::Reader::Prefetch).
+  boost::asio::awaitable<void> Prefetch(storage::Reader& reader);
+
+ private:
+  void Arm();  // waits for the eventfd while batches are pending
+
+  std::unique_ptr<storage::AsyncRing> ring_;
+  boost::asio::posix::stream_descriptor efd_;  // a duplicate of the ring's eventfd
+  bool armed_ = false;
+};
+
+}  // namespace cv::server

@@ -292,7 +292,7 @@ Result<std::optional<DeviceRecord>> AccountReads::GetDeviceByTokenHash(const Sha
   CV_TRY(Scan(txn_, dbis_.devices_by_token, HashKey(hash), "",
               [&](std::string_view k, std::string_view) -> Result<bool> {
                 auto id = schema::DecodeIdKey(k.substr(hash.size()));
-                if (!id) return Prefixed(id.error(), "devices_by_token");
+                if (!id) return true;  // malformed: never authenticates; fsck names it
                 auto rec = GetDevice(*id);
                 if (!rec) return tl::unexpected(rec.error());
                 if (!*rec || (*rec)->token_hash != hash) return true;  // a stray: next entry
@@ -303,15 +303,14 @@ Result<std::optional<DeviceRecord>> AccountReads::GetDeviceByTokenHash(const Sha
 }
 
 Status AccountReads::ForEachTokenEntry(
-    const std::function<bool(const Sha256Digest&, const Id&)>& fn) {
+    const std::function<bool(const Sha256Digest&, const std::optional<Id>&)>& fn) {
   return Scan(txn_, dbis_.devices_by_token, "", "",
               [&](std::string_view k, std::string_view) -> Result<bool> {
                 Sha256Digest hash{};
                 if (k.size() < hash.size()) return Corrupt("devices_by_token: short key");
                 std::memcpy(hash.data(), k.data(), hash.size());
                 auto id = schema::DecodeIdKey(k.substr(hash.size()));
-                if (!id) return Prefixed(id.error(), "devices_by_token");
-                return fn(hash, *id);
+                return fn(hash, id ? std::optional<Id>(*id) : std::nullopt);
               });
 }
 
@@ -816,7 +815,13 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
       problems.push_back("device " + IdToHex(id) + ": its token is not in devices_by_token");
     }
   }
-  Status entries = txn.ForEachTokenEntry([&](const Sha256Digest& hash, const Id& id) {
+  Status entries = txn.ForEachTokenEntry([&](const Sha256Digest& hash, const std::optional<Id>& device) {
+    if (!device) {
+      problems.push_back("devices_by_token: a malformed entry (its device id does not decode) for token hash " +
+                         ToHex(hash).substr(0, 16) + "...");
+      return true;
+    }
+    const Id& id = *device;
     auto it = token_of.find(id);
     if (it == token_of.end() || it->second != hash) {
       problems.push_back("devices_by_token: a stray entry for device " + IdToHex(id) +

@@ -84,7 +84,8 @@ class AccountReads {
   Result<std::optional<AdminKey>> GetAdminKey(const Id& id);
   Result<std::optional<AdminKey>> GetAdminKeyBySecretHash(const Sha256Digest& hash);
   Result<std::optional<DeviceRecord>> GetDeviceByTokenHash(const Sha256Digest& hash);
-  Status ForEachTokenEntry(const std::function<bool(const Sha256Digest&, const Id&)>& fn);
+  Status ForEachTokenEntry(
+      const std::function<bool(const Sha256Digest&, const std::optional<Id>&)>& fn);
   Result<std::vector<AuditRecord>> ListAudit(const AuditQuery& query);
   Result<std::optional<Job>> GetJob(const Id& id);
   Result<std::vector<Job>> ListJobs(const JobQuery& query);

@@ -908,16 +908,19 @@ TEST_F(AccountsTest, OpenUpgradesFormatThreeByIndexingTokens) {
   }
   Close();
   {  // Stray entries: one names a device with another token, one a device that does not exist
-     // and sorts before the real entry of its hash.
+     // and sorts before the real entry of its hash; and a malformed one (a device id of one
+     // byte), also before the real entry.
     RawEnv raw(dir_);
     std::string key(32, char(0xee));
     key += schema::EncodeIdKey(Id{0xd1});
     raw.Edit("devices_by_token", key, [](auto) { return std::optional<std::string>(""); });
     std::string before_real = std::string(32, char(0xa1)) + schema::EncodeIdKey(Id{0x01});
     raw.Edit("devices_by_token", before_real, [](auto) { return std::optional<std::string>(""); });
+    std::string malformed = std::string(32, char(0xa1)) + std::string(1, '\0');
+    raw.Edit("devices_by_token", malformed, [](auto) { return std::optional<std::string>(""); });
   }
   Open();
-  // A stray never logs anyone in, and does not hide the real device behind it.
+  // Neither a stray nor a malformed entry logs anyone in, or hides the real device behind it.
   auto stray = Read()->GetDeviceByTokenHash(TokenHash(0xee));
   ASSERT_TRUE(stray.has_value()) << stray.error().ToString();
   EXPECT_FALSE(stray->has_value());
@@ -925,10 +928,15 @@ TEST_F(AccountsTest, OpenUpgradesFormatThreeByIndexingTokens) {
   ASSERT_TRUE(real.has_value()) << real.error().ToString();
   ASSERT_TRUE(real->has_value());
   EXPECT_EQ((*real)->id, Id{0xd1});
-  // fsck names both.
+  // fsck names all three.
   auto problems = Check();
-  ASSERT_EQ(problems.size(), 2u) << ::testing::PrintToString(problems);
-  for (const auto& p : problems) EXPECT_NE(p.find("stray entry"), std::string::npos) << p;
+  ASSERT_EQ(problems.size(), 3u) << ::testing::PrintToString(problems);
+  EXPECT_EQ(std::count_if(problems.begin(), problems.end(),
+                          [](const std::string& p) { return p.find("stray entry") != std::string::npos; }),
+            2);
+  EXPECT_EQ(std::count_if(problems.begin(), problems.end(),
+                          [](const std::string& p) { return p.find("malformed entry") != std::string::npos; }),
+            1);
 }
 
 }  // namespace

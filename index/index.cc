@@ -381,7 +381,7 @@ class TxnReads : public Interface {
     return accounts_.GetDeviceByTokenHash(hash);
   }
   Status ForEachTokenEntry(
-      const std::function<bool(const Sha256Digest&, const Id&)>& fn) final {
+      const std::function<bool(const Sha256Digest&, const std::optional<Id>&)>& fn) final {
     return accounts_.ForEachTokenEntry(fn);
   }
   Result<std::vector<AuditRecord>> ListAudit(const AuditQuery& query) final {

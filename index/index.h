@@ -258,12 +258,14 @@ class Txn {
   virtual Result<std::optional<AdminKey>> GetAdminKey(const Id& id) = 0;
   virtual Result<std::optional<AdminKey>> GetAdminKeyBySecretHash(const Sha256Digest& hash) = 0;
   // The device whose token has this SHA-256 (devices_by_token), for Bearer authentication.
-  // An entry that names a device without that token (a stray; CheckAccounts reports it) is
-  // passed over: it never authenticates anything.
+  // An entry that names a device without that token, or whose device id does not decode (a
+  // stray or a malformed entry; CheckAccounts reports both), is passed over: it never
+  // authenticates anything.
   virtual Result<std::optional<DeviceRecord>> GetDeviceByTokenHash(const Sha256Digest& hash) = 0;
-  // Every devices_by_token entry, in key order, until fn returns false (CheckAccounts).
+  // Every devices_by_token entry, in key order, until fn returns false (CheckAccounts);
+  // `device` is nullopt for an entry whose device id does not decode.
   virtual Status ForEachTokenEntry(
-      const std::function<bool(const Sha256Digest& hash, const Id& device)>& fn) = 0;
+      const std::function<bool(const Sha256Digest& hash, const std::optional<Id>& device)>& fn) = 0;
   virtual Result<std::vector<AuditRecord>> ListAudit(const AuditQuery& query) = 0;
   virtual Result<std::optional<Job>> GetJob(const Id& id) = 0;
   virtual Result<std::vector<Job>> ListJobs(const JobQuery& query) = 0;

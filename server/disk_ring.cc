@@ -2,6 +2,10 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <string>
+
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -10,8 +14,24 @@ namespace cv::server {
 
 namespace net = boost::asio;
 
-DiskRing::DiskRing(net::io_context& ioc, std::unique_ptr<storage::AsyncRing> ring)
-    : ring_(std::move(ring)), efd_(ioc, ::dup(ring_->event_fd())) {}
+DiskRing::DiskRing(net::io_context& ioc, std::unique_ptr<storage::AsyncRing> ring, int efd)
+    : ring_(std::move(ring)), efd_(ioc, efd) {}
+
+std::unique_ptr<DiskRing> DiskRing::Make(net::io_context& ioc,
+                                         std::unique_ptr<storage::AsyncRing> ring) {
+  const int efd = ::dup(ring->event_fd());
+  if (efd < 0) {
+    Log(LogLevel::kWarn, "disk_ring_unavailable", {{"reason", std::string("dup: ") + std::strerror(errno)}});
+    return nullptr;
+  }
+  try {
+    return std::unique_ptr<DiskRing>(new DiskRing(ioc, std::move(ring), efd));
+  } catch (const std::exception& e) {  // the descriptor was not taken: close it
+    ::close(efd);
+    Log(LogLevel::kWarn, "disk_ring_unavailable", {{"reason", e.what()}});
+    return nullptr;
+  }
+}
 
 DiskRing::~DiskRing() {
   boost::system::error_code ignored;
@@ -36,7 +56,12 @@ void DiskRing::Arm() {
   efd_.async_wait(net::posix::stream_descriptor::wait_read, [this](boost::system::error_code ec) {
     armed_ = false;
     if (ec) return;
-    ring_->Poll();
+    try {
+      ring_->Poll();
+    } catch (const std::exception& e) {
+      // Whatever a completion threw, the ring's other batches must still be delivered.
+      Log(LogLevel::kError, "disk_ring_exception", {{"what", e.what()}});
+    }
     Arm();
   });
 }

@@ -20,7 +20,9 @@ namespace cv::server {
 
 class DiskRing {
  public:
-  DiskRing(boost::asio::io_context& ioc, std::unique_ptr<storage::AsyncRing> ring);
+  // nullptr (logged) when the ring's eventfd cannot be watched.
+  static std::unique_ptr<DiskRing> Make(boost::asio::io_context& ioc,
+                                        std::unique_ptr<storage::AsyncRing> ring);
   ~DiskRing();
   DiskRing(const DiskRing&) = delete;
   DiskRing& operator=(const DiskRing&) = delete;
@@ -30,6 +32,7 @@ class DiskRing {
   boost::asio::awaitable<void> Prefetch(storage::Reader& reader);
 
  private:
+  DiskRing(boost::asio::io_context& ioc, std::unique_ptr<storage::AsyncRing> ring, int efd);
   void Arm();  // waits for the eventfd while batches are pending
 
   std::unique_ptr<storage::AsyncRing> ring_;

@@ -131,10 +131,12 @@ Result<std::unique_ptr<Server>> Server::Bind(const Config& config, storage::Obje
     auto w = std::make_unique<Worker>();
     auto ring = store.NewAsyncRing();
     if (ring) {
-      w->disk = std::make_unique<DiskRing>(w->ioc, std::move(*ring));
-    } else if (i == 0) {
+      w->disk = DiskRing::Make(w->ioc, std::move(*ring));  // nullptr: logged
+    } else {
       Log(LogLevel::kInfo, "disk_ring_unavailable",
-          {{"reason", ring.error().ToString()}, {"effect", "downloads read the disks on the worker thread"}});
+          {{"worker", std::to_string(i)},
+           {"reason", ring.error().ToString()},
+           {"effect", "downloads read the disks on the worker thread"}});
     }
     s->workers_.push_back(std::move(w));
   }

@@ -400,8 +400,7 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   // re-upload reserves nothing.
   Reservation reservation;
   if (account && !small_lock) {
-    // The index lookups block; the shard reads go through the worker's DiskRing (ReadPiece).
-  auto head = ctx_.store.Head(key);
+    auto head = ctx_.store.Head(key);
     if (!head) co_return co_await Send(x, ErrorReply(head.error()));
     if (!*head) {
       auto got = Reserve(ctx_.store.Index(), account->id, size, now);
@@ -427,8 +426,8 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   while (!parser_->is_done()) {
     const std::span<uint8_t> window = (*writer)->Window();
     if (window.empty()) {  // the Writer failed, or more body than Content-Length (cannot be)
-      failed = Error{ErrorKind::kInternal, 0, "the store took no more of the body"};
-      if (auto st = (*writer)->Appended(0); !st) failed = st.error();
+      const Status st = (*writer)->status();
+      failed = st ? Error{ErrorKind::kInternal, 0, "the store took no more of the body"} : st.error();
       break;
     }
     auto [ec, got] = co_await ReadBodySome(window.data(), window.size());
@@ -477,6 +476,7 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
 
 net::awaitable<bool> Session::Download(Exchange& x, const index::ObjectKey& key) {
   auto& req = parser_->get();
+  // The index lookups block; the shard reads go through the worker's DiskRing (ReadPiece).
   auto head = ctx_.store.Head(key);
   if (!head) co_return co_await Send(x, ErrorReply(head.error()));
   if (!*head) co_return co_await Send(x, ErrorReply(404, "not_found", "no such object"));
@@ -535,8 +535,9 @@ net::awaitable<bool> Session::Download(Exchange& x, const index::ObjectKey& key)
 net::awaitable<Result<size_t>> Session::ReadPiece(storage::Reader& reader, uint8_t* buf,
                                                  size_t max) {
   if (worker_.disk) {
-    co_await worker_.disk->Prefetch(reader);
-    // Nothing buffered: a shard failed; Read rebuilds the stripe (synchronously).
+    // Most pieces of a stripe are in memory already: then no round through the ring.
+    if (reader.Buffered() == 0) co_await worker_.disk->Prefetch(reader);
+    // Still nothing buffered: a shard failed; Read rebuilds the stripe (synchronously).
     if (const uint64_t b = reader.Buffered(); b > 0) max = static_cast<size_t>(std::min<uint64_t>(max, b));
   }
   co_return reader.Read(std::span<uint8_t>(buf, max));

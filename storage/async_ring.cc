@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <algorithm>
 #include <climits>
+#include <cstring>
+#include <string>
 #include <deque>
 #include <unordered_map>
 
@@ -48,7 +50,14 @@ class UringAsyncRing final : public AsyncRing {
     if (rc < 0) return Err(ErrorKind::kUnavailable, "io_uring_register_eventfd", -rc);
     if (arena) {
       const iovec region{arena->base(), arena->size()};
-      if (io_uring_register_buffers(&ring_, &region, 1) == 0) arena_ = arena;
+      rc = io_uring_register_buffers(&ring_, &region, 1);
+      if (rc == 0) {
+        arena_ = arena;
+      } else {
+        Log(LogLevel::kWarn, "io_uring_buffers_unregistered",
+            {{"ring", "event loop"}, {"bytes", std::to_string(arena->size())},
+             {"reason", std::strerror(-rc)}, {"effect", "reads work, without fixed buffers"}});
+      }
     }
     return {};
   }

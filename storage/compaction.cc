@@ -242,6 +242,13 @@ Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
       rep.problems.push_back(disks_.path(d) + ": " + ids.error().ToString());
       continue;
     }
+    {  // forget extents that are gone (retired, or their disk drained)
+      const std::set<uint32_t> present(ids->begin(), ids->end());
+      std::lock_guard lock(compact_mu_);
+      std::erase_if(tombstone_full_, [&](const auto& kv) {
+        return kv.first.first == d && !present.contains(kv.first.second);
+      });
+    }
     for (uint32_t id : *ids) {
       if (disks_.IsActive(d, id)) continue;
       ++rep.extents_examined;

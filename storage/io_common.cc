@@ -77,12 +77,14 @@ std::unique_ptr<IoArena> IoArena::Create(size_t bytes) {
   bytes = (std::max<size_t>(bytes, 1) + page - 1) / page * page;
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return nullptr;
+  // A child process must not share these pages copy-on-write with rings that write into them.
+  (void)::madvise(p, bytes, MADV_DONTFORK);
   return std::unique_ptr<IoArena>(new IoArena(static_cast<uint8_t*>(p), bytes));
 }
 
 bool IoArena::Contains(const void* p, size_t len) const {
-  const auto* b = static_cast<const uint8_t*>(p);
-  return b >= base_ && b <= base_ + size_ && len <= static_cast<size_t>(base_ + size_ - b);
+  const auto at = reinterpret_cast<uintptr_t>(p), base = reinterpret_cast<uintptr_t>(base_);
+  return at >= base && at - base <= size_ && len <= size_ - (at - base);
 }
 
 uint8_t* IoArena::Take(size_t len) {

@@ -139,8 +139,13 @@ class WriterImpl final : public Writer {
     return {bufs_[shard].get() + hb_ + off, n};
   }
 
-  Status Appended(size_t n) override {
+  Status status() const override {
     if (failed_) return tl::unexpected(*failed_);
+    return {};
+  }
+
+  Status Appended(size_t n) override {
+    CV_TRY(status());
     if (n == 0) return {};
     const std::span<uint8_t> w = Window();
     if (n > w.size()) {
@@ -384,8 +389,12 @@ class ReaderImpl final : public Reader {
   }
 
   void Prefetch(AsyncRing& ring, std::function<void()> done) override {
+    if (inflight_) {  // one at a time: this one reads nothing and leaves the first alone
+      ring.Submit({}, [done = std::move(done)](Status) { done(); });
+      return;
+    }
     auto f = std::make_shared<Inflight>();
-    if (pos_ < end_ && !inflight_) PlanPrefetch(*f);
+    if (pos_ < end_) PlanPrefetch(*f);
     f->owner = this;
     f->bufs = bufs_;
     store_->PrepareShardReads(key_, std::span(f->reads, f->count), f->io);

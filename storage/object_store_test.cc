@@ -284,6 +284,7 @@ TEST_F(StoreTest, WindowedAppendsStoreTheSameBytes) {
       step = step * 3 + 1;  // 1, 4, 13, 40, ... bytes: every kind of boundary
     }
     EXPECT_TRUE((*w)->Window().empty());
+    EXPECT_TRUE((*w)->status());  // empty because the body is complete, not because it failed
     auto info = (*w)->Commit();
     ASSERT_TRUE(info.has_value()) << info.error().ToString();
     ExpectReads(key, body);
@@ -293,8 +294,11 @@ TEST_F(StoreTest, WindowedAppendsStoreTheSameBytes) {
   auto w = store_->BeginPut(key, body.size());
   ASSERT_TRUE(w.has_value());
   const size_t win = (*w)->Window().size();
+  EXPECT_TRUE((*w)->status());
   EXPECT_FALSE((*w)->Appended(win + 1));
   EXPECT_TRUE((*w)->Window().empty());  // failed: no more windows
+  ASSERT_FALSE((*w)->status());
+  EXPECT_EQ((*w)->status().error().kind, ErrorKind::kInvalidArgument);
   EXPECT_FALSE((*w)->Commit().has_value());
   EXPECT_FALSE(store_->Head(key)->has_value());
 }
@@ -612,8 +616,6 @@ TEST_F(StoreTest, FailingDiskWhileServingIsReconstructedAndCounted) {
   env.FailPath("");
 }
 
-// Bit rot: random bytes flipped in shard payloads are caught by XXH3, reads return correct
-// data rebuilt from parity, and the damage is reported.
 // Reads for an event loop: every range of every layout comes back through Prefetch on the
 // Env's ring (registered buffers), and a Read of at most Buffered() bytes does no I/O.
 TEST_F(StoreTest, PrefetchedReadsReturnEveryRangeAndBufferedReadsDoNoIo) {
@@ -686,6 +688,8 @@ TEST_F(StoreTest, ReaderDestroyedWhileItsPrefetchRunsIsSafe) {
   ExpectReads(key, body);
 }
 
+// Bit rot: random bytes flipped in shard payloads are caught by XXH3, reads return correct
+// data rebuilt from parity, and the damage is reported.
 TEST_F(StoreTest, FlippedPayloadBytesAreDetectedAndRebuilt) {
   OpenStore();
   std::vector<std::pair<ObjectKey, std::string>> objs;

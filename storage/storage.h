@@ -65,6 +65,8 @@ class Writer {
   // write full stripes. Window() is valid until the next call on the Writer.
   virtual std::span<uint8_t> Window() = 0;
   virtual Status Appended(size_t n) = 0;
+  // The error that ended the upload, if one did (Window() is empty then).
+  virtual Status status() const = 0;
   // Writes the rest, makes every shard durable, then indexes the object. Fails with
   // kInvalidArgument if fewer/more bytes than announced arrived or (content-addressed types)
   // the name is not the SHA-256 of the body; kConflict if the name exists with other content.

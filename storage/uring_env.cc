@@ -341,9 +341,9 @@ class UringEnv final : public detail::FdEnvBase {
 
   const uint64_t id_;
   const unsigned depth_;
-  // Outlives this Env's rings: they are destroyed with the Env (this thread's), or later by
-  // their threads, and a ring that still has the region registered keeps its pages pinned
-  // (not mapped) until then; nothing reads or writes them after the Env is gone.
+  // Unmapped with the Env. Other threads' rings of this Env may outlive it (they are swept
+  // later by their threads) and still have the region registered: that keeps its pages
+  // pinned, not mapped, until then, and nothing submits to those rings any more.
   const std::unique_ptr<detail::IoArena> arena_;
   detail::IoTally tally_;  // Execute's and this Env's AsyncRings' requests
   std::atomic<bool> unregistered_logged_{false};

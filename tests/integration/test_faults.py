@@ -439,7 +439,7 @@ def test_index_loss_rebuild_from_backup(fresh_node, tmp_root):
 # 5. LMDB map full
 
 def test_map_full_during_uploads_grows_the_map(fresh_node):
-    """A node whose LMDB map starts at 64 KiB ([storage] index_initial_map_bytes) takes 600
+    """A node whose LMDB map starts at 64 KiB ([storage] index_initial_map_bytes) takes 1600
     concurrent small uploads from 4 clients: every one is acknowledged (200), the log shows
     the map growing several times, every object reads back, fsck is clean, and a restart
     reopens the grown index."""
@@ -452,7 +452,9 @@ def test_map_full_during_uploads_grows_the_map(fresh_node):
         rng = random.Random(seed)
         conn = node.connect()
         try:
-            for _ in range(150):
+            # 400 each: 600 in all left the map at 256 KiB or 512 KiB depending on how many
+            # pages concurrent commits could reuse (timing), and "grown >= 3 times" flaked.
+            for _ in range(400):
                 body = rng.randbytes(rng.randint(1, 3000))
                 name = cv.sha256_hex(body)
                 r = dev.request("POST", f"/data/{name}", body, conn=conn)

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "storage/io.h"
+#include "storage/uring_common.h"
 
 namespace cv::storage {
 namespace {
@@ -49,8 +50,7 @@ class UringAsyncRing final : public AsyncRing {
     rc = io_uring_register_eventfd(&ring_, efd_);
     if (rc < 0) return Err(ErrorKind::kUnavailable, "io_uring_register_eventfd", -rc);
     if (arena) {
-      const iovec region{arena->base(), arena->size()};
-      rc = io_uring_register_buffers(&ring_, &region, 1);
+      rc = detail::RegisterArena(&ring_, *arena);
       if (rc == 0) {
         arena_ = arena;
       } else {
@@ -162,27 +162,8 @@ class UringAsyncRing final : public AsyncRing {
       const int fd = detail::AsFdFile(r.file)->fd();
       auto* buf = static_cast<uint8_t*>(r.buf) + b.progress[i];
       const unsigned n = static_cast<unsigned>(std::min(r.len - b.progress[i], kMaxTransfer));
-      const bool fixed = r.op != IoRequest::Op::kSync && arena_ && arena_->Contains(buf, n);
+      const bool fixed = detail::PrepareSqe(sqe, r, fd, buf, n, r.offset + b.progress[i], arena_);
       if (tally_ && r.op != IoRequest::Op::kSync) tally_->Add(1, fixed, 1);
-      switch (r.op) {
-        case IoRequest::Op::kRead:
-          if (fixed) {
-            io_uring_prep_read_fixed(sqe, fd, buf, n, r.offset + b.progress[i], 0);
-          } else {
-            io_uring_prep_read(sqe, fd, buf, n, r.offset + b.progress[i]);
-          }
-          break;
-        case IoRequest::Op::kWrite:
-          if (fixed) {
-            io_uring_prep_write_fixed(sqe, fd, buf, n, r.offset + b.progress[i], 0);
-          } else {
-            io_uring_prep_write(sqe, fd, buf, n, r.offset + b.progress[i]);
-          }
-          break;
-        case IoRequest::Op::kSync:
-          io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
-          break;
-      }
       io_uring_sqe_set_data64(sqe, id << kIndexBits | i);
       ++unsubmitted_;
     }

@@ -20,6 +20,7 @@
 #include <unordered_set>
 
 #include "storage/io.h"
+#include "storage/uring_common.h"
 
 namespace cv::storage {
 namespace {
@@ -34,24 +35,11 @@ constexpr size_t kMaxRegisteredBytes = size_t{1} << 30;
 
 class Ring {
  public:
-  // With an arena, registers it as fixed buffer 0; `registered_errno` gets why not (0 when it
-  // was, or when there is no arena).
-  static Result<std::unique_ptr<Ring>> Create(unsigned depth, const detail::IoArena* arena,
-                                              int* registered_errno) {
+  static Result<std::unique_ptr<Ring>> Create(unsigned depth) {
     auto r = std::unique_ptr<Ring>(new Ring(depth));
     int rc = io_uring_queue_init(depth, &r->ring_, 0);
     if (rc < 0) return ErrnoError(-rc, "io_uring_queue_init");
     r->initialized_ = true;
-    *registered_errno = 0;
-    if (arena) {
-      const iovec region{arena->base(), arena->size()};
-      rc = io_uring_register_buffers(&r->ring_, &region, 1);
-      if (rc == 0) {
-        r->arena_ = arena;
-      } else {
-        *registered_errno = -rc;
-      }
-    }
     return r;
   }
   ~Ring() {
@@ -62,14 +50,20 @@ class Ring {
 
   io_uring* get() { return &ring_; }
   unsigned depth() const { return depth_; }
-  // True when [p, p+len) lies in this ring's registered buffer.
-  bool Registered(const void* p, size_t len) const { return arena_ && arena_->Contains(p, len); }
+  // The region registered as this ring's fixed buffer 0 (nullptr: none).
+  const detail::IoArena* registered() const { return registered_; }
+  // Registers `arena`; 0, or -errno when the kernel refuses it.
+  int Register(const detail::IoArena& arena) {
+    const int rc = detail::RegisterArena(&ring_, arena);
+    if (rc == 0) registered_ = &arena;
+    return rc;
+  }
 
  private:
   explicit Ring(unsigned depth) : depth_(depth) {}
   io_uring ring_{};
   unsigned depth_;
-  const detail::IoArena* arena_ = nullptr;
+  const detail::IoArena* registered_ = nullptr;
   bool initialized_ = false;
 };
 
@@ -137,29 +131,11 @@ int RunPhase(Ring& ring, std::span<IoRequest> reqs, bool syncs, IoCounters& coun
       IoRequest& r = reqs[i];
       auto* buf = static_cast<uint8_t*>(r.buf) + done[i];
       const unsigned n = static_cast<unsigned>(std::min(r.len - done[i], kMaxTransfer));
-      const bool fixed = r.op != IoRequest::Op::kSync && ring.Registered(buf, n);
+      const bool fixed =
+          detail::PrepareSqe(sqe, r, fds[i], buf, n, r.offset + done[i], ring.registered());
       if (r.op != IoRequest::Op::kSync) {
         ++counters.requests;
         counters.registered_requests += fixed;
-      }
-      switch (r.op) {
-        case IoRequest::Op::kRead:
-          if (fixed) {
-            io_uring_prep_read_fixed(sqe, fds[i], buf, n, r.offset + done[i], 0);
-          } else {
-            io_uring_prep_read(sqe, fds[i], buf, n, r.offset + done[i]);
-          }
-          break;
-        case IoRequest::Op::kWrite:
-          if (fixed) {
-            io_uring_prep_write_fixed(sqe, fds[i], buf, n, r.offset + done[i], 0);
-          } else {
-            io_uring_prep_write(sqe, fds[i], buf, n, r.offset + done[i]);
-          }
-          break;
-        case IoRequest::Op::kSync:
-          io_uring_prep_fsync(sqe, fds[i], IORING_FSYNC_DATASYNC);
-          break;
       }
       io_uring_sqe_set_data64(sqe, i);
       ++unsubmitted;
@@ -311,12 +287,13 @@ class UringEnv final : public detail::FdEnvBase {
 
   // A ring for the calling thread, with the arena registered where the kernel allows it.
   Result<std::unique_ptr<Ring>> MakeRing() {
-    int registered_errno = 0;
-    auto ring = Ring::Create(depth_, arena_.get(), &registered_errno);
-    if (ring && registered_errno != 0 && !unregistered_logged_.exchange(true)) {
+    auto ring = Ring::Create(depth_);
+    if (!ring || !arena_) return ring;
+    const int rc = (*ring)->Register(*arena_);
+    if (rc != 0 && !unregistered_logged_.exchange(true)) {
       Log(LogLevel::kWarn, "io_uring_buffers_unregistered",
           {{"bytes", std::to_string(arena_->size())},
-           {"reason", std::strerror(registered_errno)},
+           {"reason", std::strerror(-rc)},
            {"effect", "reads and writes work, without fixed buffers"}});
     }
     return ring;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds chunkvaultd (Release, build/), and runs a node in the
+# Installs what is missing, builds chunkvaultd and cvctl (Release, build/), and runs a node in the
 # foreground on the embedded default: everything under ./var/chunkvault (6 data disks, 4+2,
 # the index, a generated self-signed CA + server certificate). On first start it creates a dev
 # account and one device and prints the restic command lines that back up to it.
@@ -19,7 +19,8 @@ JOBS=${JOBS:-2}
 ./deploy/install-deps.sh
 
 cmake -S "$SRC" -B "$SRC/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C "$SRC/build" -j"$JOBS" chunkvaultd
+# cvctl too: README's "Operating a node" uses build/bin/cvctl against this node.
+ninja -C "$SRC/build" -j"$JOBS" chunkvaultd cvctl
 
 mkdir -p "$ROOT"
 ENDPOINTS="$ROOT/run/endpoints.json"
@@ -102,6 +103,9 @@ Back up to it with restic (choose your own repository password):
 An append-only device lets agents delete only locks. To allow 'forget --prune':
   curl --cacert $CA -H "Authorization: Bearer \$(cat $KEY_FILE)" -X PATCH \\
     -d '{"append_only":false}' $ADMIN/admin/v1/accounts/$ACCOUNT/devices/$DEV
+
+Operate it with cvctl (see README, "Operating a node"):
+  $SRC/build/bin/cvctl --root $ROOT status
 
 Ctrl-C stops the node.
 EOF

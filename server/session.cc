@@ -385,6 +385,8 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   // this io_context meanwhile. (Downloads' shard reads do not: they go through the worker's
   // DiskRing.) Measured: a thread pool for these calls halved the upload rate, and a stripe
   // in flight on the ring did not pay (bench/README.md, "Optimisations").
+  // This falls short of ../shared/DESIGN.md's rule that no thread blocks on disk I/O; the
+  // ingest work (writes and fdatasyncs on the worker's ring, group commit) is still to come.
   const int64_t now = NowNanos();
   bool small_lock = false;  // restic's locks keep restores working (server/quota.h)
   if (account) {

@@ -9,6 +9,10 @@
 // download is read from storage::Reader in kChunk pieces, so memory per request is a couple of
 // chunks plus what the store holds for its stripes, whatever the object size.
 //
+// Not yet as DESIGN.md says: downloads' shard reads go through the worker's io_uring ring, but
+// an upload's writes, fdatasyncs and index commit, index lookups and courier-image file reads
+// still block the worker thread (and so its other connections) while they run.
+//
 //   accept -> handshake -> [ read header -> route -> auth -> body in/out -> answer ]* -> shutdown
 #pragma once
 

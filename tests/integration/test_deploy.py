@@ -74,3 +74,42 @@ def test_systemd_unit_and_config_are_complete():
         prom = yaml.safe_load(f)
     assert prom["scrape_configs"][0]["metrics_path"] == "/metrics"
     assert "alerts.yml" in prom["rule_files"]
+
+
+def test_run_sh_builds_cvctl_and_cvctl_reaches_its_node(tmp_root):
+    """A newcomer runs ./deploy/run.sh, then follows README's "Operating a node": run.sh has
+    built build/bin/cvctl too (it is removed first, so only run.sh can have made it), and that
+    cvctl reaches the node run.sh started."""
+    src = os.path.abspath(os.path.join(DEPLOY, ".."))
+    build = os.path.join(src, "build")
+    if os.path.realpath(cv.BUILD_DIR) != os.path.realpath(build):
+        import pytest
+        pytest.skip("run.sh builds in the source tree's build/; CV_BUILD_DIR is elsewhere")
+    cvctl_bin = os.path.join(build, "bin", "cvctl")
+    if os.path.exists(cvctl_bin):
+        os.unlink(cvctl_bin)
+    root = os.path.join(tmp_root, "run-sh")
+    proc = subprocess.Popen(
+        [os.path.join(DEPLOY, "run.sh"), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        env={**os.environ, "CV_ROOT": root}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    out = b""
+    try:
+        deadline = time.monotonic() + 600  # run.sh may have to relink cvctl
+        os.set_blocking(proc.stdout.fileno(), False)
+        while b"Ctrl-C stops the node." not in out:
+            assert proc.poll() is None, f"run.sh exited early:\n{out.decode(errors='replace')}"
+            assert time.monotonic() < deadline, f"run.sh did not come up:\n{out.decode(errors='replace')}"
+            chunk = proc.stdout.read()
+            if chunk:
+                out += chunk
+            else:
+                time.sleep(0.1)
+        assert os.access(cvctl_bin, os.X_OK), "run.sh did not build cvctl"
+        assert f"cvctl --root {root} status".encode() in out, out.decode(errors="replace")
+        r = subprocess.run([cvctl_bin, "--root", root, "status"], capture_output=True, timeout=60)
+        assert r.returncode == 0, r
+        assert b"disks" in r.stdout.lower(), r.stdout
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=60)

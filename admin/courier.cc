@@ -5,7 +5,7 @@
 // index read transaction saw them when the job started. The snapshot is saved to
 // courier_dir/<job>/snapshot.json and named (by its SHA-256) in the job's progress, so that a
 // job a crash interrupted writes the same images again: images are a pure function of the
-// snapshot (storage/courier/FORMAT.md). Objects are immutable, so reading them by key gives
+// snapshot (courier/FORMAT.md). Objects are immutable, so reading them by key gives
 // the snapshotted bytes for as long as they exist; each is checked against its snapshotted
 // SHA-256 as it streams. An object deleted after the snapshot (restic prune, a purge) fails
 // the job loudly with its name; the job then drops its snapshot and, when the runner retries
@@ -34,7 +34,7 @@
 #include <thread>
 
 #include "admin/internal.h"
-#include "storage/courier/courier.h"
+#include "courier/courier.h"
 
 namespace cv::admin::internal {
 

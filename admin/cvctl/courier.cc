@@ -18,7 +18,7 @@
 #include "admin/cvctl/client.h"
 #include "admin/cvctl/cvctl.h"
 #include "admin/cvctl/views.h"
-#include "storage/courier/courier.h"
+#include "courier/courier.h"
 
 namespace cv::cvctl {
 

@@ -32,7 +32,7 @@ namespace cv::cvctl {
 
 class AdminClient;
 
-// `cvctl courier verify`: offline check of a courier image (storage/courier): the file system
+// `cvctl courier verify`: offline check of a courier image (courier): the file system
 // structures, the signature of SHA256SUMS by the node's courier key, then every file's SHA-256
 // against SHA256SUMS (and that every file is listed). Prints each problem, the first bad file
 // first. Returns kExitOk, kExitProblems, or kExitUsage (unreadable image or key).

@@ -1,4 +1,4 @@
-// fuzz_courier_manifest: the SHA256SUMS parser of courier images (storage/courier), which
+// fuzz_courier_manifest: the SHA256SUMS parser of courier images (courier), which
 // `cvctl courier verify` runs on a file read from a drive that came back from a customer.
 // Input: the manifest text.
 // Properties: an accepted manifest has at least one line, no duplicate path, and paths that
@@ -8,7 +8,7 @@
 #include <set>
 #include <string>
 
-#include "storage/courier/courier.h"
+#include "courier/courier.h"
 #include "tests/fuzz/fuzz_input.h"
 
 namespace courier = cv::courier;

@@ -1,4 +1,4 @@
-#include "storage/courier/format.h"
+#include "courier/format.h"
 
 #include <ctime>
 
@@ -78,7 +78,7 @@ std::vector<uint8_t> CompressUpcase(std::span<const char16_t> map, uint32_t min_
 const UpcaseMap& RecommendedUpcase() {
   static const UpcaseMap table = [] {
     static constexpr char16_t kPairs[][2] = {
-#include "storage/courier/upcase_recommended.inc"
+#include "courier/upcase_recommended.inc"
     };
     std::vector<char16_t> map(0x10000);
     for (uint32_t i = 0; i < map.size(); ++i) map[i] = char16_t(i);

@@ -2,7 +2,7 @@
 #include <cassert>
 #include <memory>
 
-#include "storage/courier/format.h"
+#include "courier/format.h"
 
 namespace cv::courier {
 

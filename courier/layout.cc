@@ -2,7 +2,7 @@
 #include <algorithm>
 #include <map>
 
-#include "storage/courier/format.h"
+#include "courier/format.h"
 
 namespace cv::courier {
 

@@ -10,7 +10,7 @@
 #include <mutex>
 #include <thread>
 
-#include "storage/courier/courier.h"
+#include "courier/courier.h"
 
 namespace cv::courier {
 

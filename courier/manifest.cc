@@ -9,7 +9,7 @@
 #include <memory>
 #include <unordered_set>
 
-#include "storage/courier/courier.h"
+#include "courier/courier.h"
 
 namespace cv::courier {
 

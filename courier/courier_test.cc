@@ -1,6 +1,6 @@
 // Courier images checked by the real tools: fsck.exfat (exfatprogs), sfdisk (fdisk),
 // losetup + mount.exfat-fuse, and our own reader. No mocks.
-#include "storage/courier/courier.h"
+#include "courier/courier.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -20,7 +20,7 @@
 #include <thread>
 
 #include "common/test_temp_dir.h"
-#include "storage/courier/format.h"
+#include "courier/format.h"
 
 // ---- allocation accounting: live heap bytes and their peak, for the streaming test ----
 namespace {

@@ -4,7 +4,7 @@
 #include <map>
 #include <numeric>
 
-#include "storage/courier/format.h"
+#include "courier/format.h"
 
 namespace cv::courier {
 

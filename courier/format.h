@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "common/common.h"
-#include "storage/courier/courier.h"
+#include "courier/courier.h"
 
 namespace cv::courier::fmt {
 

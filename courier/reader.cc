@@ -10,7 +10,7 @@
 #include <set>
 #include <tuple>
 
-#include "storage/courier/format.h"
+#include "courier/format.h"
 
 namespace cv::courier {
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <boost/url/parse.hpp>
 #include <cerrno>
 #include <filesystem>
 #include <optional>
@@ -126,13 +127,15 @@ constexpr std::string_view kOperatorKeyMeta = "admin/operator_key_sha256";
 // The operator key's id in audit records; a new operator key gets a new id.
 constexpr std::string_view kOperatorKeyIdMeta = "admin/operator_key_id";
 
-std::vector<std::string_view> SplitPath(std::string_view path) {
+// The segments of a route pattern ("accounts/{account}"): our own constants, not URLs (braces
+// are not path characters); requests' paths are split by Boost.URL in Handle.
+std::vector<std::string_view> PatternSegments(std::string_view pattern) {
   std::vector<std::string_view> parts;
   size_t i = 0;
-  while (i <= path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    parts.push_back(path.substr(i, j - i));
+  while (i <= pattern.size()) {
+    size_t j = pattern.find('/', i);
+    if (j == std::string_view::npos) j = pattern.size();
+    parts.push_back(pattern.substr(i, j - i));
     i = j + 1;
   }
   return parts;
@@ -220,7 +223,7 @@ std::optional<index::Id> Call::*IdSlot(std::string_view name) {
 }
 
 bool Matches(std::string_view pattern, const std::vector<std::string_view>& parts) {
-  auto pp = SplitPath(pattern);
+  auto pp = PatternSegments(pattern);
   if (pp.size() != parts.size()) return false;
   for (size_t i = 0; i < pp.size(); ++i) {
     if (!pp[i].starts_with('{') && pp[i] != parts[i]) return false;
@@ -250,16 +253,24 @@ class AdminApiImpl : public AdminApi {
       r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"chunkvault-admin\"");
       return r;
     }
-    std::string_view target = req.target;
-    const size_t qmark = target.find('?');
-    std::string_view path = target.substr(0, qmark);
-    std::string_view query = qmark == std::string_view::npos ? "" : target.substr(qmark + 1);
+    auto target = boost::urls::parse_origin_form(req.target);
+    if (!target) {
+      return Error(400, "invalid_target",
+                   "the request target must be a path and an optional query with every byte "
+                   "outside RFC 3986's characters percent-encoded");
+    }
+    const std::string_view path = target->encoded_path();
+    const std::string_view query = target->encoded_query();
     if (path.find('%') != std::string_view::npos) {
       return Error(400, "invalid_path", "percent-encoded paths are not accepted");
     }
-    constexpr std::string_view kPrefix = "/admin/v1/";
-    if (!path.starts_with(kPrefix)) return Error(404, "not_found", "no such route");
-    auto parts = SplitPath(path.substr(kPrefix.size()));
+    // /admin/v1/a/b -> a, b
+    std::vector<std::string_view> parts;
+    for (auto segment : target->encoded_segments()) parts.emplace_back(segment.data(), segment.size());
+    if (parts.size() < 2 || parts[0] != "admin" || parts[1] != "v1" || !path.starts_with('/')) {
+      return Error(404, "not_found", "no such route");
+    }
+    parts.erase(parts.begin(), parts.begin() + 2);
 
     const Route* route = nullptr;
     std::string allowed;
@@ -278,7 +289,7 @@ class AdminApiImpl : public AdminApi {
       return Error(403, "operator_only", "this route needs the operator key");
     }
     Call call{store_, **caller, req, now, query, {}, {}, {}, {}, {}, {}, 0, 0, &options_, runner_.get()};
-    auto pattern = SplitPath(route->path);
+    auto pattern = PatternSegments(route->path);
     for (size_t i = 0; i < pattern.size(); ++i) {
       if (!pattern[i].starts_with('{')) continue;
       std::string_view name = pattern[i].substr(1, pattern[i].size() - 2);

@@ -201,8 +201,7 @@ TEST_F(AdminTest, ErrorNamingANonUtf8ParameterIsStillValidJson) {
   auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
   ASSERT_TRUE(api) << api.error().ToString();
   const std::string key = ReadKey();
-  for (std::string target : {"/admin/v1/devices?min\xca\xca=1", "/admin/v1/devices?%CA%ED%A0%80=1",
-                             "/admin/v1/status?\xf4\x90\x80\x80"}) {
+  for (std::string target : {"/admin/v1/devices?%CA%ED%A0%80=1", "/admin/v1/status?%F4%90%80%80"}) {
     Response r = Call(**api, "GET", target, "", key);
     EXPECT_EQ(r.status, 400) << target;
     boost::json::error_code ec;
@@ -212,8 +211,17 @@ TEST_F(AdminTest, ErrorNamingANonUtf8ParameterIsStillValidJson) {
               std::string::npos)
         << r.body;
   }
+  // Raw bytes outside RFC 3986's characters are refused before any parameter is read.
+  for (std::string target : {"/admin/v1/devices?min\xca\xca=1", "/admin/v1/status?\xf4\x90\x80\x80"}) {
+    Response r = Call(**api, "GET", target, "", key);
+    EXPECT_EQ(r.status, 400) << target;
+    boost::json::error_code ec;
+    boost::json::value v = boost::json::parse(r.body, ec);
+    ASSERT_FALSE(ec) << target << ": " << r.body;
+    EXPECT_EQ(v.at("error").at("code").as_string(), "invalid_target") << r.body;
+  }
   // Valid UTF-8 is kept as it is.
-  Response r = Call(**api, "GET", "/admin/v1/devices?gr\xc3\xb6\xc3\x9f" "e=1", "", key);
+  Response r = Call(**api, "GET", "/admin/v1/devices?gr%C3%B6%C3%9F" "e=1", "", key);
   EXPECT_NE(r.body.find("gr\xc3\xb6\xc3\x9f" "e"), std::string::npos) << r.body;
 }
 

@@ -2,6 +2,7 @@
 
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
+#include <boost/url/parse_query.hpp>
 #include <charconv>
 #include <limits>
 #include <set>
@@ -321,59 +322,28 @@ ApiResult<std::optional<index::Id>> JsonBody::Id(std::string_view key) const {
 
 // ---- query strings ----
 
-namespace {
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::optional<std::string> PercentDecode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%') {
-      if (i + 2 >= s.size()) return std::nullopt;
-      int hi = HexValue(s[i + 1]), lo = HexValue(s[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out += static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else if (s[i] == '+') {
-      out += ' ';
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
 ApiResult<Query> Query::Parse(std::string_view query,
                               std::initializer_list<std::string_view> known) {
+  // Boost.URL splits and percent-decodes ('+' is a space, as forms send it); the strict rules
+  // (known keys only, each once) are ours.
+  auto params = boost::urls::parse_query(query);
+  if (!params) return Refuse(400, "invalid_query", "malformed percent-encoding");
+  boost::urls::encoding_opts form;
+  form.space_as_plus = true;
   Query q;
-  size_t i = 0;
-  while (i < query.size()) {
-    size_t amp = query.find('&', i);
-    if (amp == std::string_view::npos) amp = query.size();
-    std::string_view part = query.substr(i, amp - i);
-    i = amp + 1;
-    if (part.empty()) continue;
-    size_t eq = part.find('=');
-    auto key = PercentDecode(part.substr(0, eq));
-    auto value = PercentDecode(eq == std::string_view::npos ? "" : part.substr(eq + 1));
-    if (!key || !value) return Refuse(400, "invalid_query", "malformed percent-encoding");
+  for (const auto& param : *params) {
+    if (param.key.empty() && !param.has_value) continue;  // "a=1&&b=2", a trailing '&'
+    std::string key = param.key.decode(form);
+    std::string value = param.has_value ? param.value.decode(form) : std::string();
     bool ok = false;
-    for (auto k : known) ok = ok || *key == k;
+    for (auto k : known) ok = ok || key == k;
     if (!ok) {
-      std::string shown = key->substr(0, 64);
+      std::string shown = key.substr(0, 64);
       return Refuse(400, "unknown_parameter", "unknown query parameter '" + shown + "'", shown);
     }
-    if (!q.params_.emplace(*key, *value).second) {
-      return Refuse(400, "invalid_query", "query parameter '" + *key + "' appears more than once",
-                    *key);
+    if (!q.params_.emplace(key, std::move(value)).second) {
+      return Refuse(400, "invalid_query", "query parameter '" + key + "' appears more than once",
+                    key);
     }
   }
   return q;

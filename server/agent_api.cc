@@ -1,6 +1,7 @@
 #include "server/agent_api.h"
 
 #include <boost/json.hpp>
+#include <boost/url/parse_path.hpp>
 #include <charconv>
 
 #include "admin/admin.h"
@@ -38,18 +39,14 @@ bool PathByteOk(char c) {
          c == '_' || c == '-' || c == '/';
 }
 
+// The segments of an absolute path ("/dev/data/" -> dev, data, ""; "//x" -> "", x), split by
+// Boost.URL. REQUIRES: every byte passed PathByteOk (so nothing is percent-encoded).
 std::vector<std::string_view> Split(std::string_view path) {
   std::vector<std::string_view> parts;
-  size_t i = 0;
-  while (true) {
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) {
-      parts.push_back(path.substr(i));
-      return parts;
-    }
-    parts.push_back(path.substr(i, j - i));
-    i = j + 1;
-  }
+  auto segments = boost::urls::parse_path(path);
+  if (!segments) return parts;
+  for (auto segment : *segments) parts.emplace_back(segment.data(), segment.size());
+  return parts;
 }
 
 bool ParseU64(std::string_view s, uint64_t* out) {
@@ -73,8 +70,7 @@ AgentTarget ParseAgentTarget(std::string_view target) {
   AgentTarget t;
   if (target.empty() || target[0] != '/') return t;  // kNone
   size_t q = target.find('?');
-  std::string_view path =
-      target.substr(1, q == std::string_view::npos ? std::string_view::npos : q - 1);
+  std::string_view path = target.substr(0, q);  // with its leading '/'
   if (q != std::string_view::npos) t.query = std::string(target.substr(q + 1));
   for (char c : path) {
     if (!PathByteOk(c)) {
@@ -82,7 +78,7 @@ AgentTarget ParseAgentTarget(std::string_view target) {
       t.error = c == '%' ? "percent-encoded bytes are not accepted in paths"
                          : "the path contains a byte that is not allowed";
       // Still tell the caller which device the request is for (it is authenticated first).
-      t.device = std::string(path.substr(0, path.find('/')));
+      t.device = std::string(path.substr(1, path.find('/', 1) - 1));
       return t;
     }
   }

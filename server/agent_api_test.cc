@@ -136,7 +136,8 @@ TEST(ConfigTest, HostPortForms) {
   ASSERT_TRUE(hp);
   EXPECT_EQ(hp->host, "::1");
   EXPECT_EQ(hp->port, 8443);
-  for (const char* bad : {"127.0.0.1", ":80", "host:", "host:99999", "[::1]8443", "h:1x"}) {
+  for (const char* bad : {"127.0.0.1", ":80", "host:", "host:99999", "[::1]8443", "h:1x", "u@h:1", "h:1/x",
+                          "[::1:80", "", "h:-1"}) {
     EXPECT_FALSE(ParseHostPort(bad)) << bad;
   }
 }

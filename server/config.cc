@@ -4,6 +4,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 #include <toml++/toml.h>
+#include <boost/url/parse.hpp>
 
 #include <cerrno>
 
@@ -193,32 +194,19 @@ Status ApplyToml(const std::string& file, Config* c) {
 }  // namespace
 
 Result<HostPort> ParseHostPort(std::string_view s) {
-  HostPort hp;
-  std::string_view port;
-  if (s.starts_with('[')) {
-    size_t close = s.find(']');
-    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') {
-      return Err(ErrorKind::kInvalidArgument,
-                 "bad address '" + std::string(s) + "' (want [v6]:port)");
-    }
-    hp.host = std::string(s.substr(1, close - 1));
-    port = s.substr(close + 2);
-  } else {
-    size_t colon = s.rfind(':');
-    if (colon == std::string_view::npos || colon == 0) {
-      return Err(ErrorKind::kInvalidArgument,
-                 "bad address '" + std::string(s) + "' (want host:port)");
-    }
-    hp.host = std::string(s.substr(0, colon));
-    port = s.substr(colon + 1);
+  // Boost.URL parses the authority; a listener needs a host and a port and nothing else.
+  auto a = boost::urls::parse_authority(s);
+  if (!a || a->has_userinfo() || a->host_address().empty() || !a->has_port()) {
+    return Err(ErrorKind::kInvalidArgument,
+               "bad address '" + std::string(s) + "' (want host:port or [v6]:port)");
   }
+  const std::string_view port = a->port();
   unsigned v = 0;
   auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
-  if (ec != std::errc() || p != port.data() + port.size() || v > 65535 || port.empty()) {
+  if (port.empty() || ec != std::errc() || p != port.data() + port.size() || v > 65535) {
     return Err(ErrorKind::kInvalidArgument, "bad port in '" + std::string(s) + "'");
   }
-  hp.port = static_cast<uint16_t>(v);
-  return hp;
+  return HostPort{std::string(a->host_address()), static_cast<uint16_t>(v)};
 }
 
 Result<Config> LoadConfig(const Flags& flags) {

@@ -12,6 +12,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/url/parse.hpp>
+#include <charconv>
 #include <optional>
 #include <cerrno>
 #include <cstring>
@@ -55,33 +57,28 @@ std::string Describe(const error_code& ec) {
 }  // namespace
 
 tl::expected<Endpoint, std::string> ParseAdminUrl(std::string_view url) {
-  constexpr std::string_view kScheme = "https://";
-  if (!url.starts_with(kScheme)) {
-    return tl::unexpected("the admin URL must start with https:// (got '" + std::string(url) + "')");
+  // Boost.URL parses; what an admin endpoint may be (https, a host, a port, nothing else) is
+  // checked here.
+  const std::string shown = "'" + std::string(url) + "'";
+  auto u = boost::urls::parse_absolute_uri(url);
+  if (!u || u->scheme_id() != boost::urls::scheme::https) {
+    return tl::unexpected("the admin URL must be https://HOST[:PORT] (got " + shown + ")");
   }
-  std::string_view rest = url.substr(kScheme.size());
-  rest = rest.substr(0, rest.find('/'));
+  if (u->has_userinfo() || u->has_query() || u->has_fragment() ||
+      !(u->encoded_path().empty() || u->encoded_path() == "/")) {
+    return tl::unexpected("the admin URL is https://HOST[:PORT] only, no user, path or query (got " +
+                          shown + ")");
+  }
   Endpoint e;
-  std::string_view port;
-  if (rest.starts_with('[')) {
-    const size_t close = rest.find(']');
-    if (close == std::string_view::npos) return tl::unexpected("unbalanced [ in " + std::string(url));
-    e.host = std::string(rest.substr(1, close - 1));
-    std::string_view after = rest.substr(close + 1);
-    if (after.starts_with(':')) port = after.substr(1);
-    else if (!after.empty()) return tl::unexpected("bad host:port in " + std::string(url));
-  } else {
-    const size_t colon = rest.rfind(':');
-    e.host = std::string(rest.substr(0, colon));
-    if (colon != std::string_view::npos) port = rest.substr(colon + 1);
-  }
-  if (e.host.empty()) return tl::unexpected("no host in " + std::string(url));
-  e.port = port.empty() ? "443" : std::string(port);
-  for (char ch : e.port) {
-    if (ch < '0' || ch > '9') return tl::unexpected("bad port in " + std::string(url));
-  }
-  if (e.port.size() > 5 || std::stoul(e.port) == 0 || std::stoul(e.port) > 65535) {
-    return tl::unexpected("bad port in " + std::string(url));
+  e.host = std::string(u->host_address());
+  if (e.host.empty()) return tl::unexpected("no host in " + shown);
+  const std::string_view port = u->port();
+  e.port = u->has_port() ? std::string(port) : "443";
+  unsigned number = 0;
+  auto [end, ec] = std::from_chars(e.port.data(), e.port.data() + e.port.size(), number);
+  if (e.port.empty() || ec != std::errc() || end != e.port.data() + e.port.size() || number == 0 ||
+      number > 65535) {
+    return tl::unexpected("bad port in " + shown);
   }
   return e;
 }

@@ -4,6 +4,8 @@
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <boost/url/encode.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <fstream>
@@ -111,20 +113,7 @@ tl::expected<Endpoint, Failure> FindNode(const Global& g) {
 using Run = std::function<int()>;
 
 // Percent-encodes a query value (ids, names and durations need nothing, but be exact).
-std::string QueryValue(std::string_view v) {
-  static const char* kHex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char ch : v) {
-    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
-      out += static_cast<char>(ch);
-    } else {
-      out += '%';
-      out += kHex[ch >> 4];
-      out += kHex[ch & 15];
-    }
-  }
-  return out;
-}
+std::string QueryValue(std::string_view v) { return boost::urls::encode(v, boost::urls::unreserved_chars); }
 
 // "?a=1&b=2" from the given (non-empty) parameters.
 std::string Query(std::initializer_list<std::pair<const char*, std::string>> params) {

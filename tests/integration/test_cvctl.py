@@ -196,6 +196,12 @@ def test_certificate_from_another_ca_exits_3(ops_node, tmp_root):
     ["index", "rebuild"],  # neither --from-backup nor --without-backup
     ["index", "rebuild", "--from-backup", "/var/tmp", "--without-backup"],
     ["status", "--url", "http://127.0.0.1:1", "--key-file", "/dev/null"],
+    ["status", "--url", "https://127.0.0.1:99999", "--key-file", "/dev/null"],
+    ["status", "--url", "https://127.0.0.1:0", "--key-file", "/dev/null"],
+    ["status", "--url", "https://user@127.0.0.1:1", "--key-file", "/dev/null"],
+    ["status", "--url", "https://127.0.0.1:1/admin?x=1", "--key-file", "/dev/null"],
+    ["status", "--url", "https://:1", "--key-file", "/dev/null"],
+    ["status", "--url", "https://[::1:1", "--key-file", "/dev/null"],
 ])
 def test_bad_usage_exits_2(ops_node, args):
     r = cvctl(*args, root=ops_node.root)

@@ -326,7 +326,10 @@ ApiResult<Query> Query::Parse(std::string_view query,
                               std::initializer_list<std::string_view> known) {
   // Boost.URL splits and percent-decodes ('+' is a space, as forms send it); the strict rules
   // (known keys only, each once) are ours.
-  auto params = boost::urls::parse_query(query);
+  // Boost 1.81's parse_query measures its input again with strlen (boostorg/url#757): it must
+  // be given a string that ends where the query ends.
+  const std::string terminated(query);
+  auto params = boost::urls::parse_query(terminated);
   if (!params) return Refuse(400, "invalid_query", "malformed percent-encoding");
   boost::urls::encoding_opts form;
   form.space_as_plus = true;

@@ -1,7 +1,7 @@
 // index: the node's metadata in one LMDB environment. Objects, extents, devices and the
-// account model (partners, accounts, add-ons, admin keys, audit, jobs) live in named
-// databases; every value carries an XXH3 checksum that is verified on read. Account usage
-// and upload reservations are kept here, in the transactions that change them.
+// account model (partners, accounts, add-ons, admin keys, audit, jobs, purged devices) live
+// in named databases; every value carries an XXH3 checksum that is verified on read.
+// Account usage and upload reservations are kept here, in the transactions that change them.
 //
 // Keys sort by (device, type, name) so that listing a device's objects of one type is a
 // range scan. Commits are durable (fdatasync before Update returns). LMDB has one writer:

@@ -41,6 +41,7 @@
 //   POST   /accounts/{a}/devices                  {name, kind? computer|server,
 //                                                  append_only? (true)} -> 201 device + token
 //                                                  once; 409 device_limit at the plan's limit
+//                                                  (devices being deleted do not count)
 //   GET    /accounts/{a}/devices
 //   GET    /accounts/{a}/devices/{d}
 //   PATCH  /accounts/{a}/devices/{d}              {name?, append_only?}
@@ -48,12 +49,16 @@
 //   GET    /devices                               ?stale_for=72h&partner&cursor&limit: devices
 //                                                  whose last completed backup (if none: their
 //                                                  creation) is older than stale_for; a
-//                                                  partner's own only
+//                                                  partner's own only; devices being deleted
+//                                                  left out
 //   DELETE /accounts/{a}/devices/{d}              ?grace=DURATION (default: purge_grace; a
 //                                                  partner key may only lengthen it) -> 202 job
 //                                                  "device.purge": the device is closed to its
 //                                                  agent at once (410), its data and usage stay
-//                                                  until the job runs; 409 if already deleted
+//                                                  until the job runs, its slot is free at once;
+//                                                  409 if already deleted. After the purge its
+//                                                  old token still gets 410 while the account
+//                                                  exists
 //   GET    /jobs                                  ?account&state&kind&cursor&limit (a partner's
 //                                                  own accounts' jobs only)
 //   GET    /jobs/{j}                              state, progress, result (receipt when done)
@@ -61,7 +66,8 @@
 //                                                  the device as it was: same token, same
 //                                                  data), or a running scrub, drain or courier
 //                                                  job (its image files are removed); 409
-//                                                  otherwise
+//                                                  otherwise, and 409 device_limit for a device
+//                                                  purge whose slot has been taken
 //   GET    /audit                                 ?account&partner&cursor&limit
 //   GET    /fsck                              op  store Fsck + account usage recomputation:
 //                                                  {"clean","objects","bytes","problems":[...]}

@@ -1,5 +1,8 @@
 // Devices of an account (create within the device limit, read, rename, append-only, rotate
 // the token) and the device report GET /devices?stale_for= ("computers not backing up").
+// A device being deleted (closed until its purge, or its account's, has run) is on its way
+// out: it takes no slot of the device limit, so that a partner replacing a decommissioned
+// server can add the new one at once, and it is not reported as "not backing up".
 #include <algorithm>
 #include <boost/json/array.hpp>
 #include <map>
@@ -41,6 +44,24 @@ Result<std::optional<Found>> FindDevice(index::Txn& txn, const Caller& caller,
 
 }  // namespace
 
+Result<std::optional<ApiError>> DeviceLimitReached(index::Txn& txn, const index::Id& account) {
+  auto a = txn.GetAccount(account);
+  if (!a) return tl::unexpected(a.error());
+  if (!*a) return std::optional<ApiError>();  // no plan, no limit
+  auto devices = txn.ListDevices(account);
+  if (!devices) return tl::unexpected(devices.error());
+  const size_t open = std::count_if(devices->begin(), devices->end(),
+                                    [](const index::DeviceRecord& d) { return d.closed_ns == 0; });
+  if (open < (*a)->device_limit) return std::optional<ApiError>();
+  return std::optional<ApiError>(ApiError{409,
+                                          "device_limit",
+                                          "the account has " + std::to_string(open) +
+                                              " devices (not counting devices being deleted) "
+                                              "and its plan allows " +
+                                              std::to_string((*a)->device_limit),
+                                          {}});
+}
+
 Response CreateDevice(Call& c) {
   auto body = JsonBody::Parse(c.request.body);
   if (!body) return FromApiError(body.error());
@@ -80,16 +101,9 @@ Response CreateDevice(Call& c) {
           "the account is being deleted (job " + index::IdToHex(**pending) + "); cancel it first",
           {}}));
     }
-    auto devices = txn.ListDevices(d.account);
-    if (!devices) return tl::unexpected(devices.error());
-    if (devices->size() >= (*a)->device_limit) {
-      return Outcome(tl::unexpected(ApiError{409,
-                                             "device_limit",
-                                             "the account has " + std::to_string(devices->size()) +
-                                                 " devices and its plan allows " +
-                                                 std::to_string((*a)->device_limit),
-                                             {}}));
-    }
+    auto full = DeviceLimitReached(txn, d.account);
+    if (!full) return tl::unexpected(full.error());
+    if (*full) return Outcome(tl::unexpected(std::move(**full)));
     auto existing = txn.GetDevice(d.id);
     if (!existing) return tl::unexpected(existing.error());
     if (*existing) return Err(ErrorKind::kConflict, "device id collision");
@@ -243,6 +257,7 @@ Response ListDevices(Call& c) {
   auto wanted = [&](const index::DeviceRecord& d) {
     if (*cursor && !(**cursor < d.id)) return false;
     if (!stale_for) return true;
+    if (d.closed_ns != 0) return false;  // being deleted: nobody expects its backups
     const int64_t since = d.last_backup_ns != 0 ? d.last_backup_ns : d.created_ns;
     return c.now_ns - since > *stale_for;
   };

@@ -235,6 +235,9 @@ Response GetDevice(Call& c);
 Response PatchDevice(Call& c);
 Response RotateDeviceToken(Call& c);
 Response ListDevices(Call& c);  // GET /devices?stale_for=
+// devices.cc: the 409 device_limit refusal when the account (if it has a record) has no room
+// for one more open device; devices being deleted do not count. nullopt: there is room.
+Result<std::optional<ApiError>> DeviceLimitReached(index::Txn& txn, const index::Id& account);
 
 Response DeleteDevice(Call& c);  // -> 202 purge job
 Response DeleteAccount(Call& c);  // operator only -> 202 account purge job

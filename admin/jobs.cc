@@ -339,6 +339,17 @@ Response CancelJob(Call& c) {
       }
       for (index::DeviceRecord dev : closed) {
         if (dev.purge_job != j.id) continue;  // closed by a purge of its own, or open
+        // A device purge's device may have had its slot taken by a replacement meanwhile.
+        if (j.kind == kPurgeDeviceJob) {
+          auto full = DeviceLimitReached(txn, dev.account);
+          if (!full) return tl::unexpected(full.error());
+          if (*full) {
+            (*full)->message +=
+                "; reopening this device would exceed it (delete a device or "
+                "raise the limit first)";
+            return Outcome(tl::unexpected(std::move(**full)));
+          }
+        }
         dev.closed_ns = 0;
         dev.purge_job = index::Id{};
         CV_TRY(txn.PutDevice(dev));
@@ -659,6 +670,21 @@ struct JobRunner::State {
   }
 };
 
+namespace {
+
+// Removes a purged device's record. While its account exists the index remembers it, with its
+// last token's hash, so that its old agent hears "deleted" (410) rather than "wrong password".
+Status Forget(index::WriteTxn& txn, const index::DeviceRecord& d, const index::Job& job) {
+  CV_TRY(txn.DeleteDevice(d.id));
+  auto a = txn.GetAccount(d.account);
+  if (!a) return tl::unexpected(a.error());
+  if (!*a) return {};
+  return txn.PutPurgedDevice(
+      index::PurgedDevice{d.id, d.account, d.token_hash, NowNanos(), job.id});
+}
+
+}  // namespace
+
 // device.purge and account.purge: progress {"phase": "delete" | "compact" | "done",
 // devices [ids], device_index, objects_done, bytes_done, objects_total, bytes_total}. A
 // device purge has one device; an account purge every device the account had when it
@@ -742,7 +768,7 @@ JobResult RunPurgeJob(JobContext& ctx) {
               // Nothing left: the device goes, and a late upload can no longer land.
               auto d = txn.GetDevice(device);
               if (!d) return tl::unexpected(d.error());
-              if (*d) CV_TRY(txn.DeleteDevice(device));
+              if (*d) CV_TRY(Forget(txn, **d, job));
               CV_TRY(txn.PutMeta(index::PurgedDeviceMetaKey(device), index::IdToHex(job.id)));
               next["device_index"] = uint64_t{at + 1};
               if (last) {

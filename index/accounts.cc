@@ -1,5 +1,5 @@
-// The account model over LMDB: partners, accounts, add-ons, admin keys, audit, jobs, their
-// secondary indexes, account usage and upload reservations. See accounts.h.
+// The account model over LMDB: partners, accounts, add-ons, admin keys, audit, jobs, purged
+// devices, their secondary indexes, account usage and upload reservations. See accounts.h.
 #include "index/accounts.h"
 
 #include <algorithm>
@@ -85,10 +85,32 @@ std::string_view HashKey(const Sha256Digest& hash) {
   return std::string_view(reinterpret_cast<const char*>(hash.data()), hash.size());
 }
 
-// devices_by_token: token hash | device id, so that even equal hashes (devices stored
-// without a token have all zeros) never collide.
-std::string TokenKey(const DeviceRecord& rec) {
-  return std::string(HashKey(rec.token_hash)) + schema::EncodeIdKey(rec.id);
+// devices_by_token and purged_devices: token hash | device id, so that even equal hashes
+// (devices stored without a token have all zeros) never collide.
+std::string TokenKey(const Sha256Digest& hash, const Id& device) {
+  return std::string(HashKey(hash)) + schema::EncodeIdKey(device);
+}
+std::string TokenKey(const DeviceRecord& rec) { return TokenKey(rec.token_hash, rec.id); }
+
+// A token hash stored as raw bytes (a key prefix, a value); nullopt if the size is wrong.
+std::optional<Sha256Digest> HashFrom(std::string_view bytes) {
+  Sha256Digest hash{};
+  if (bytes.size() < hash.size()) return std::nullopt;
+  std::memcpy(hash.data(), bytes.data(), hash.size());
+  return hash;
+}
+
+// A purged_devices entry: the value must be the record of the id and hash in its key.
+Result<PurgedDevice> DecodePurgedEntry(std::string_view key, std::string_view value) {
+  if (key.size() != sizeof(Sha256Digest) + sizeof(Id)) {
+    return Corrupt("purged_devices: a key of " + std::to_string(key.size()) + " bytes");
+  }
+  auto id = schema::DecodeIdKey(key.substr(sizeof(Sha256Digest)));  // its size is checked
+  const std::string what = "purged device " + (id ? IdToHex(*id) : std::string("?"));
+  auto rec = schema::DecodePurgedDevice(value);
+  if (!rec) return Prefixed(rec.error(), what);
+  if (TokenKey(rec->token_hash, rec->id) != key) return Corrupt(what + " holds another record");
+  return std::move(*rec);
 }
 
 // Looks up and decodes one value. `what` names it in errors ("account <hex>").
@@ -306,11 +328,67 @@ Status AccountReads::ForEachTokenEntry(
     const std::function<bool(const Sha256Digest&, const std::optional<Id>&)>& fn) {
   return Scan(txn_, dbis_.devices_by_token, "", "",
               [&](std::string_view k, std::string_view) -> Result<bool> {
-                Sha256Digest hash{};
-                if (k.size() < hash.size()) return Corrupt("devices_by_token: short key");
-                std::memcpy(hash.data(), k.data(), hash.size());
-                auto id = schema::DecodeIdKey(k.substr(hash.size()));
-                return fn(hash, id ? std::optional<Id>(*id) : std::nullopt);
+                auto hash = HashFrom(k);
+                if (!hash) return Corrupt("devices_by_token: short key");
+                auto id = schema::DecodeIdKey(k.substr(hash->size()));
+                return fn(*hash, id ? std::optional<Id>(*id) : std::nullopt);
+              });
+}
+
+Result<std::optional<PurgedDevice>> AccountReads::GetPurgedDevice(const Sha256Digest& token_hash,
+                                                                  const std::optional<Id>& device) {
+  std::optional<PurgedDevice> found;
+  if (device) {
+    const std::string key = TokenKey(token_hash, *device);
+    auto v = mdb::Get(txn_, dbis_.purged_devices, key);
+    if (!v) return Prefixed(v.error(), "get purged device");
+    if (!*v) return found;
+    auto rec = DecodePurgedEntry(key, **v);
+    if (!rec) return tl::unexpected(rec.error());
+    found = std::move(*rec);
+    return found;
+  }
+  CV_TRY(Scan(txn_, dbis_.purged_devices, HashKey(token_hash), "",
+              [&](std::string_view k, std::string_view v) -> Result<bool> {
+                auto rec = DecodePurgedEntry(k, v);
+                if (!rec) return tl::unexpected(rec.error());
+                found = std::move(*rec);
+                return false;
+              }));
+  return found;
+}
+
+Result<std::vector<PurgedDevice>> AccountReads::ListPurgedDevices(const Id& account) {
+  std::vector<PurgedDevice> out;
+  CV_TRY(Scan(txn_, dbis_.purged_devices_by_account, schema::EncodeIdKey(account), "",
+              [&](std::string_view k, std::string_view v) -> Result<bool> {
+                auto pair = schema::DecodePairKey(k);
+                if (!pair) return Prefixed(pair.error(), "purged_devices_by_account");
+                auto hash = HashFrom(v);
+                if (!hash || v.size() != hash->size()) {
+                  return Corrupt("purged_devices_by_account: the entry of device " +
+                                 IdToHex(pair->second) + " holds " + std::to_string(v.size()) +
+                                 " bytes, not a token hash");
+                }
+                auto rec = GetPurgedDevice(*hash, pair->second);
+                if (!rec) return tl::unexpected(rec.error());
+                if (!*rec || (*rec)->account != account) {
+                  return Corrupt("purged_devices_by_account lists device " + IdToHex(pair->second) +
+                                 " under account " + IdToHex(account) + ", but the purged device " +
+                                 (*rec ? "belongs elsewhere" : "has no record"));
+                }
+                out.push_back(std::move(**rec));
+                return true;
+              }));
+  return out;
+}
+
+Status AccountReads::ForEachPurgedDevice(const std::function<bool(const PurgedDevice&)>& fn) {
+  return Scan(txn_, dbis_.purged_devices, "", "",
+              [&](std::string_view k, std::string_view v) -> Result<bool> {
+                auto rec = DecodePurgedEntry(k, v);
+                if (!rec) return tl::unexpected(rec.error());
+                return fn(*rec);
               });
 }
 
@@ -515,6 +593,16 @@ Status AccountWrites::DeleteAccount(const Id& id) {
     auto del = Del(dbis_.addons, k, "add-on of " + what);
     if (!del) return tl::unexpected(del.error());
   }
+  // Its purged devices are forgotten with it: their agents get 401 from now on.
+  auto purged = ListPurgedDevices(id);
+  if (!purged) return tl::unexpected(purged.error());
+  for (const PurgedDevice& p : *purged) {
+    auto del = Del(dbis_.purged_devices, TokenKey(p.token_hash, p.id), "purged device of " + what);
+    if (!del) return tl::unexpected(del.error());
+    del = Del(dbis_.purged_devices_by_account, schema::EncodePairKey(id, p.id),
+              "purged_devices_by_account");
+    if (!del) return tl::unexpected(del.error());
+  }
   if ((*old)->partner) {
     auto del = Del(dbis_.accounts_by_partner, schema::EncodePairKey(*(*old)->partner, id),
                    "accounts_by_partner");
@@ -652,6 +740,27 @@ Status AccountWrites::DeleteJob(const Id& id) {
   auto del = Del(dbis_.jobs, schema::EncodeIdKey(id), what);
   if (!del) return tl::unexpected(del.error());
   return {};
+}
+
+Status AccountWrites::PutPurgedDevice(const PurgedDevice& rec) {
+  const std::string what = "purged device " + IdToHex(rec.id);
+  auto account = GetAccount(rec.account);
+  if (!account) return tl::unexpected(account.error());
+  if (!*account) return Err(ErrorKind::kNotFound, "account " + IdToHex(rec.account));
+  auto live = GetDevice(rec.id);
+  if (!live) return tl::unexpected(live.error());
+  if (*live) return Err(ErrorKind::kConflict, what + " is still a device");
+  const std::string key = TokenKey(rec.token_hash, rec.id);
+  auto old = GetPurgedDevice(rec.token_hash, rec.id);
+  if (!old) return tl::unexpected(old.error());
+  if (*old && (*old)->account != rec.account) {
+    auto del = Del(dbis_.purged_devices_by_account, schema::EncodePairKey((*old)->account, rec.id),
+                   "purged_devices_by_account");
+    if (!del) return tl::unexpected(del.error());
+  }
+  CV_TRY(Put(dbis_.purged_devices, key, schema::EncodePurgedDevice(rec), what));
+  return Put(dbis_.purged_devices_by_account, schema::EncodePairKey(rec.account, rec.id),
+             HashKey(rec.token_hash), "purged_devices_by_account");
 }
 
 Result<QuotaDecision> AccountWrites::Reserve(const Id& account, uint64_t bytes, int64_t now_ns) {
@@ -831,6 +940,18 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
   });
   if (!entries) problems.push_back("devices_by_token: " + entries.error().ToString());
 
+  // Every purged device is no longer a device, and is listed under an account that has a
+  // record (DeleteAccount forgets what that listing holds).
+  std::map<Id, std::set<Id>> purged_of;  // account -> its purged devices, as their records say
+  Status purged = txn.ForEachPurgedDevice([&](const PurgedDevice& p) {
+    purged_of[p.account].insert(p.id);
+    if (token_of.count(p.id)) {
+      problems.push_back("purged device " + IdToHex(p.id) + " is still a device");
+    }
+    return true;
+  });
+  if (!purged) problems.push_back("purged_devices: " + purged.error().ToString());
+
   // The partner index, as its listings see it. A listing that fails is one problem.
   std::set<Id> partners;
   std::map<Id, std::set<Id>> accounts_of;
@@ -876,6 +997,20 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
       } else if (a.partner && !accounts_of[*a.partner].count(a.id)) {
         problems.push_back(name + ": missing from the listing of partner " + IdToHex(*a.partner));
       }
+      auto purged_listed = txn.ListPurgedDevices(a.id);
+      if (!purged_listed) {
+        problems.push_back(name + ": purged devices: " + purged_listed.error().ToString());
+      } else {
+        std::set<Id> ids;
+        for (const PurgedDevice& p : *purged_listed) ids.insert(p.id);
+        for (const Id& d : purged_of[a.id]) {
+          if (!ids.count(d)) {
+            problems.push_back(name + ": purged device " + IdToHex(d) +
+                               " missing from its listing");
+          }
+        }
+      }
+      purged_of.erase(a.id);
       auto listed = txn.ListDevices(a.id);
       if (!listed) {
         problems.push_back(name + ": devices: " + listed.error().ToString());
@@ -891,6 +1026,12 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
     }
     if (page->size() < kPage) break;
     all.start_after = page->back().id;
+  }
+  for (const auto& [account, devices] : purged_of) {  // accounts without a record
+    for (const Id& d : devices) {
+      problems.push_back("purged device " + IdToHex(d) + ": its account " + IdToHex(account) +
+                         " has no record");
+    }
   }
   return problems;
 }

@@ -12,6 +12,8 @@
 //   audit_by_account     account | seq       AppendAudit
 //   audit_by_partner     partner | seq       AppendAudit
 //   jobs_by_account      account | job       PutJob, DeleteJob
+//   purged_devices_by_account                PutPurgedDevice, DeleteAccount (the value is
+//                        account | device    the token hash that keys purged_devices)
 //
 // Account usage follows device counters: every device write passes the old and the new
 // record to WriteDevice, which moves the difference onto the account (if it has a record).
@@ -46,6 +48,8 @@ struct Dbis {
   MDB_dbi jobs = 0;
   MDB_dbi jobs_by_account = 0;
   MDB_dbi devices_by_token = 0;
+  MDB_dbi purged_devices = 0;
+  MDB_dbi purged_devices_by_account = 0;
 };
 
 // Every named database and where its handle goes; Index::Open opens (creates) them all.
@@ -67,6 +71,8 @@ inline constexpr std::pair<const char*, MDB_dbi Dbis::*> kDatabases[] = {
     {"jobs", &Dbis::jobs},
     {"jobs_by_account", &Dbis::jobs_by_account},
     {"devices_by_token", &Dbis::devices_by_token},
+    {"purged_devices", &Dbis::purged_devices},
+    {"purged_devices_by_account", &Dbis::purged_devices_by_account},
 };
 
 // The read methods of Txn for the account model, over a read or a write transaction.
@@ -86,6 +92,10 @@ class AccountReads {
   Result<std::optional<DeviceRecord>> GetDeviceByTokenHash(const Sha256Digest& hash);
   Status ForEachTokenEntry(
       const std::function<bool(const Sha256Digest&, const std::optional<Id>&)>& fn);
+  Result<std::optional<PurgedDevice>> GetPurgedDevice(const Sha256Digest& token_hash,
+                                                      const std::optional<Id>& device);
+  Result<std::vector<PurgedDevice>> ListPurgedDevices(const Id& account);
+  Status ForEachPurgedDevice(const std::function<bool(const PurgedDevice&)>& fn);
   Result<std::vector<AuditRecord>> ListAudit(const AuditQuery& query);
   Result<std::optional<Job>> GetJob(const Id& id);
   Result<std::vector<Job>> ListJobs(const JobQuery& query);
@@ -116,6 +126,7 @@ class AccountWrites : public AccountReads {
   Result<uint64_t> AppendAudit(const AuditRecord& rec);
   Status PutJob(const Job& rec);
   Status DeleteJob(const Id& id);
+  Status PutPurgedDevice(const PurgedDevice& rec);
   Result<QuotaDecision> Reserve(const Id& account, uint64_t bytes, int64_t now_ns);
   Status Release(const Id& account, uint64_t bytes);
   Status SetAccountUsage(const Id& account, uint64_t bytes, uint64_t objects);

@@ -834,7 +834,7 @@ TEST_F(AccountsTest, OpenUpgradesFormatOneByIndexingExistingDevices) {
   Open();
   auto txn = Read();
   EXPECT_EQ(Ids(*txn->ListDevices(Id{1})), (std::vector<Id>{Id{0xd1}, Id{0xd2}}));
-  EXPECT_EQ(*txn->GetMeta("index_format"), "4");
+  EXPECT_EQ(*txn->GetMeta("index_format"), "5");
 }
 
 Sha256Digest TokenHash(uint8_t b) {
@@ -902,7 +902,7 @@ TEST_F(AccountsTest, OpenUpgradesFormatThreeByIndexingTokens) {
     Open();
     auto txn = Read();
     EXPECT_EQ((*txn->GetDeviceByTokenHash(TokenHash(0xa1)))->id, Id{0xd1});
-    EXPECT_EQ(*txn->GetMeta("index_format"), "4");
+    EXPECT_EQ(*txn->GetMeta("index_format"), "5");
     txn.reset();
     EXPECT_EQ(Check(), std::vector<std::string>{});
   }
@@ -937,6 +937,139 @@ TEST_F(AccountsTest, OpenUpgradesFormatThreeByIndexingTokens) {
   EXPECT_EQ(std::count_if(problems.begin(), problems.end(),
                           [](const std::string& p) { return p.find("malformed entry") != std::string::npos; }),
             1);
+}
+
+// What a purge does to a device of an account: the device goes, and its agent's old token is
+// remembered (admin/jobs.cc).
+PurgedDevice Purge(WriteTxn& txn, const DeviceRecord& d, Status* st) {
+  PurgedDevice p{d.id, d.account, d.token_hash, 77, Id{0x10, d.id[0]}};
+  *st = txn.DeleteDevice(d.id);
+  if (*st) *st = txn.PutPurgedDevice(p);
+  return p;
+}
+
+TEST_F(AccountsTest, PurgedDeviceIsFoundOnlyByItsLastTokenAndForgottenWithItsAccount) {
+  PutPartners();
+  DeviceRecord gone = Device(Id{0xd1}, Id{1}), kept = Device(Id{0xd2}, Id{1}),
+               elsewhere = Device(Id{0xd3}, Id{2});
+  gone.token_hash = TokenHash(0xa1);
+  kept.token_hash = TokenHash(0xb1);
+  elsewhere.token_hash = TokenHash(0xc1);
+  Do([&](WriteTxn& txn) -> Status {
+    CV_TRY(txn.PutAccount(MakeAccount(Id{1}, kPartnerA)));
+    CV_TRY(txn.PutAccount(MakeAccount(Id{2}, kPartnerB)));
+    for (const DeviceRecord* d : {&gone, &kept, &elsewhere}) CV_TRY(txn.PutDevice(*d));
+    return {};
+  });
+  PurgedDevice purged, purged_elsewhere;
+  Do([&](WriteTxn& txn) -> Status {
+    Status st;
+    purged = Purge(txn, gone, &st);
+    CV_TRY(st);
+    purged_elsewhere = Purge(txn, elsewhere, &st);
+    return st;
+  });
+  {
+    auto txn = Read();
+    EXPECT_EQ(*txn->GetPurgedDevice(TokenHash(0xa1), Id{0xd1}), purged);      // Basic
+    EXPECT_EQ(*txn->GetPurgedDevice(TokenHash(0xa1), std::nullopt), purged);  // Bearer
+    // Any other token on its id, or its token on another id, finds nothing.
+    EXPECT_EQ(*txn->GetPurgedDevice(TokenHash(0xa2), Id{0xd1}), std::nullopt);
+    EXPECT_EQ(*txn->GetPurgedDevice(TokenHash(0xb1), Id{0xd1}), std::nullopt);
+    EXPECT_EQ(*txn->GetPurgedDevice(TokenHash(0xa2), std::nullopt), std::nullopt);
+    EXPECT_EQ(*txn->GetPurgedDevice(TokenHash(0xa1), Id{0xd2}), std::nullopt);
+    EXPECT_EQ(*txn->ListPurgedDevices(Id{1}), std::vector<PurgedDevice>{purged});
+    EXPECT_EQ(*txn->ListPurgedDevices(Id{2}), std::vector<PurgedDevice>{purged_elsewhere});
+    EXPECT_FALSE(*txn->GetDeviceByTokenHash(TokenHash(0xa1)));
+  }
+  EXPECT_EQ(Check(), std::vector<std::string>{});
+
+  // Only a device that is gone, of an account that will forget it.
+  PurgedDevice orphan{Id{0xd9}, Id{9}, TokenHash(0xe1), 1, Id{}};
+  EXPECT_EQ(KindOf([&](WriteTxn& t) { return t.PutPurgedDevice(orphan); }), ErrorKind::kNotFound);
+  PurgedDevice still_there{Id{0xd2}, Id{1}, TokenHash(0xb1), 1, Id{}};
+  EXPECT_EQ(KindOf([&](WriteTxn& t) { return t.PutPurgedDevice(still_there); }),
+            ErrorKind::kConflict);
+  EXPECT_EQ(*Read()->ListPurgedDevices(Id{1}), std::vector<PurgedDevice>{purged});
+
+  // The account purge: its last device goes (remembered too), then the account, which
+  // forgets both; the other account's purged device stays.
+  EXPECT_EQ(KindOf([](WriteTxn& t) { return t.DeleteAccount(Id{1}); }), ErrorKind::kConflict);
+  EXPECT_EQ(*Read()->GetPurgedDevice(TokenHash(0xa1), Id{0xd1}), purged);
+  Do([&](WriteTxn& txn) -> Status {
+    Status st;
+    Purge(txn, kept, &st);
+    CV_TRY(st);
+    return txn.DeleteAccount(Id{1});
+  });
+  {
+    auto txn = Read();
+    EXPECT_EQ(*txn->GetPurgedDevice(TokenHash(0xa1), Id{0xd1}), std::nullopt);
+    EXPECT_EQ(*txn->GetPurgedDevice(TokenHash(0xa1), std::nullopt), std::nullopt);
+    EXPECT_EQ(*txn->GetPurgedDevice(TokenHash(0xb1), Id{0xd2}), std::nullopt);
+    EXPECT_EQ(*txn->ListPurgedDevices(Id{1}), std::vector<PurgedDevice>{});
+    EXPECT_EQ(*txn->GetPurgedDevice(TokenHash(0xc1), Id{0xd3}), purged_elsewhere);
+  }
+  EXPECT_EQ(Check(), std::vector<std::string>{});
+  // And survives a reopen.
+  Close();
+  Open();
+  EXPECT_EQ(*Read()->ListPurgedDevices(Id{2}), std::vector<PurgedDevice>{purged_elsewhere});
+}
+
+TEST_F(AccountsTest, CheckAccountsNamesPurgedDevicesItCannotForget) {
+  DeviceRecord a = Device(Id{0xd1}, Id{1}), b = Device(Id{0xd2}, Id{1});
+  a.token_hash = TokenHash(0xa1);
+  b.token_hash = TokenHash(0xb1);
+  Do([&](WriteTxn& txn) -> Status {
+    CV_TRY(txn.PutAccount(MakeAccount(Id{1}, std::nullopt)));
+    CV_TRY(txn.PutDevice(a));
+    CV_TRY(txn.PutDevice(b));
+    Status st;
+    Purge(txn, a, &st);
+    CV_TRY(st);
+    Purge(txn, b, &st);
+    return st;
+  });
+  EXPECT_EQ(Check(), std::vector<std::string>{});
+  const std::string key_a = std::string(32, char(0xa1)) + schema::EncodeIdKey(Id{0xd1});
+  const std::string key_b = std::string(32, char(0xb1)) + schema::EncodeIdKey(Id{0xd2});
+  Close();
+  {  // A record of an account that does not exist, and one missing from its account's listing.
+    RawEnv raw(dir_);
+    const PurgedDevice stray{Id{0xd9}, Id{9}, TokenHash(0xe1), 1, Id{}};
+    raw.Edit("purged_devices", std::string(32, char(0xe1)) + schema::EncodeIdKey(Id{0xd9}),
+             [&](auto) { return schema::EncodePurgedDevice(stray); });
+    raw.Edit("purged_devices_by_account", schema::EncodePairKey(Id{1}, Id{0xd2}),
+             [](auto) { return std::optional<std::string>(); });
+  }
+  Open();
+  auto problems = Check();
+  ASSERT_EQ(problems.size(), 2u) << ::testing::PrintToString(problems);
+  EXPECT_NE(problems[0].find("missing from its listing"), std::string::npos) << problems[0];
+  EXPECT_NE(problems[0].find(IdToHex(Id{0xd2})), std::string::npos) << problems[0];
+  EXPECT_NE(problems[1].find("has no record"), std::string::npos) << problems[1];
+  EXPECT_NE(problems[1].find(IdToHex(Id{0xd9})), std::string::npos) << problems[1];
+  Close();
+  {  // A damaged record, and a record under another key than its own.
+    RawEnv raw(dir_);
+    raw.Flip("purged_devices", key_a);
+    const PurgedDevice misfiled{Id{0xd2}, Id{1}, TokenHash(0xb2), 77, Id{}};
+    raw.Edit("purged_devices", key_b, [&](auto) { return schema::EncodePurgedDevice(misfiled); });
+  }
+  Open();
+  auto txn = Read();
+  EXPECT_EQ(txn->GetPurgedDevice(TokenHash(0xa1), Id{0xd1}).error().kind, ErrorKind::kCorruption);
+  EXPECT_EQ(txn->GetPurgedDevice(TokenHash(0xa1), std::nullopt).error().kind,
+            ErrorKind::kCorruption);
+  EXPECT_EQ(txn->GetPurgedDevice(TokenHash(0xb1), Id{0xd2}).error().kind, ErrorKind::kCorruption);
+  EXPECT_EQ(txn->ListPurgedDevices(Id{1}).error().kind, ErrorKind::kCorruption);
+  txn.reset();
+  problems = Check();
+  EXPECT_FALSE(problems.empty());
+  for (const auto& p : problems) EXPECT_NE(p.find("purged"), std::string::npos) << p;
+  // The account cannot be removed over damage it would leave behind.
+  EXPECT_EQ(KindOf([](WriteTxn& t) { return t.DeleteAccount(Id{1}); }), ErrorKind::kCorruption);
 }
 
 }  // namespace

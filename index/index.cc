@@ -96,7 +96,9 @@ constexpr const char* kFormatKey = "index_format";
 // 3: device values may end with closed_ns and purge_job (format 2 values, without them, still
 // decode: the upgrade only records the new number, so that an older build refuses the index).
 // 4: devices_by_token, so that a Bearer token names its device (Open builds it).
-constexpr uint64_t kFormatVersion = 4;
+// 5: purged_devices and purged_devices_by_account (new and empty: nothing to convert; the
+// number makes an older build, which would not forget them with their account, refuse it).
+constexpr uint64_t kFormatVersion = 5;
 constexpr unsigned kMaxDbs = 32;  // named databases: internal::kDatabases, with room to grow
 constexpr unsigned kMaxReaders = 512;
 // Bounds the dirty pages of one LMDB transaction (MDB_TXN_FULL) and the work lost to a
@@ -384,6 +386,16 @@ class TxnReads : public Interface {
       const std::function<bool(const Sha256Digest&, const std::optional<Id>&)>& fn) final {
     return accounts_.ForEachTokenEntry(fn);
   }
+  Result<std::optional<PurgedDevice>> GetPurgedDevice(const Sha256Digest& token_hash,
+                                                      const std::optional<Id>& device) final {
+    return accounts_.GetPurgedDevice(token_hash, device);
+  }
+  Result<std::vector<PurgedDevice>> ListPurgedDevices(const Id& account) final {
+    return accounts_.ListPurgedDevices(account);
+  }
+  Status ForEachPurgedDevice(const std::function<bool(const PurgedDevice&)>& fn) final {
+    return accounts_.ForEachPurgedDevice(fn);
+  }
   Result<std::vector<AuditRecord>> ListAudit(const AuditQuery& query) final {
     return accounts_.ListAudit(query);
   }
@@ -557,6 +569,7 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
   }
   Status PutJob(const Job& rec) override { return writes_.PutJob(rec); }
   Status DeleteJob(const Id& id) override { return writes_.DeleteJob(id); }
+  Status PutPurgedDevice(const PurgedDevice& rec) override { return writes_.PutPurgedDevice(rec); }
   Result<QuotaDecision> Reserve(const Id& account, uint64_t bytes, int64_t now_ns) override {
     return writes_.Reserve(account, bytes, now_ns);
   }
@@ -664,7 +677,7 @@ Status IndexImpl::CheckFormat() {
   if (version == kFormatVersion) return {};
   // 1 -> 2: the new databases exist (OpenDatabases created them) and are empty but for
   // devices_by_account, which must list the existing devices. 2 -> 3: nothing to convert.
-  // 3 -> 4: devices_by_token must list the existing devices.
+  // 3 -> 4: devices_by_token must list the existing devices. 4 -> 5: nothing to convert.
   CV_TRY(Update([version](WriteTxn& txn) -> Status {
     if (version < 4) CV_TRY(static_cast<WriteTxnImpl&>(txn).IndexAllDevices(version));
     return txn.PutMeta(kFormatKey, std::to_string(kFormatVersion));

@@ -1,7 +1,7 @@
 // index: the node's metadata in one LMDB environment. Objects, extents, devices and the
-// account model (partners, accounts, add-ons, admin keys, audit, jobs) live in named
-// databases; every value carries an XXH3 checksum that is verified on read. Account usage
-// and upload reservations are kept here, in the transactions that change them.
+// account model (partners, accounts, add-ons, admin keys, audit, jobs, purged devices) live
+// in named databases; every value carries an XXH3 checksum that is verified on read.
+// Account usage and upload reservations are kept here, in the transactions that change them.
 //
 // Keys sort by (device, type, name) so that listing a device's objects of one type is a
 // range scan. Commits are durable (fdatasync before Update returns). LMDB has one writer:
@@ -101,6 +101,19 @@ struct DeviceRecord {
   int64_t closed_ns = 0;
   Id purge_job{};
   bool operator==(const DeviceRecord&) const = default;
+};
+
+// A device that a purge removed from an account that still has a record. Its old agent is told
+// that the device was deleted (410) rather than that its password is wrong (401), for as long
+// as the account exists. Found only by the hash of the device's last token, so nothing but
+// that token ever finds it.
+struct PurgedDevice {
+  Id id{};
+  Id account{};
+  Sha256Digest token_hash{};  // of the device's token when it was purged
+  int64_t purged_ns = 0;
+  Id purge_job{};
+  bool operator==(const PurgedDevice&) const = default;
 };
 
 // ---- accounts, quotas and administration (see "Quota protocol" below) ----
@@ -266,6 +279,13 @@ class Txn {
   // `device` is nullopt for an entry whose device id does not decode.
   virtual Status ForEachTokenEntry(
       const std::function<bool(const Sha256Digest& hash, const std::optional<Id>& device)>& fn) = 0;
+  // The purged device whose last token has this SHA-256 and, if `device` is given, that id
+  // (Basic names the device; a Bearer token alone finds it).
+  virtual Result<std::optional<PurgedDevice>> GetPurgedDevice(const Sha256Digest& token_hash,
+                                                              const std::optional<Id>& device) = 0;
+  virtual Result<std::vector<PurgedDevice>> ListPurgedDevices(const Id& account) = 0;  // by id
+  // Every purged device in key order (token hash, id), until fn returns false (CheckAccounts).
+  virtual Status ForEachPurgedDevice(const std::function<bool(const PurgedDevice&)>& fn) = 0;
   virtual Result<std::vector<AuditRecord>> ListAudit(const AuditQuery& query) = 0;
   virtual Result<std::optional<Job>> GetJob(const Id& id) = 0;
   virtual Result<std::vector<Job>> ListJobs(const JobQuery& query) = 0;
@@ -305,7 +325,8 @@ class WriteTxn : public Txn {
   // account, and moves the account between partners' listings. kNotFound if rec.partner
   // has no record.
   virtual Status PutAccount(const Account& rec) = 0;
-  // Removes the account and its add-ons. kNotFound; kConflict while it has devices.
+  // Removes the account, its add-ons and its purged devices. kNotFound; kConflict while it
+  // has devices.
   virtual Status DeleteAccount(const Id& id) = 0;
   virtual Status PutAddOn(const AddOn& rec) = 0;  // kNotFound if the account has no record
   virtual Status DeleteAddOn(const Id& account, const Id& addon) = 0;  // kNotFound if absent
@@ -317,6 +338,9 @@ class WriteTxn : public Txn {
   virtual Result<uint64_t> AppendAudit(const AuditRecord& rec) = 0;
   virtual Status PutJob(const Job& rec) = 0;
   virtual Status DeleteJob(const Id& id) = 0;  // kNotFound if absent
+  // Remembers a device that a purge removed (inserts or replaces). kNotFound if its account
+  // has no record (nothing would ever forget it); kConflict if a device with that id exists.
+  virtual Status PutPurgedDevice(const PurgedDevice& rec) = 0;
 
   // Quota protocol. An upload of n bytes to a device of `account`:
   //   1. Update(Reserve(account, n, now)) before reading the body; refused -> 507, the body
@@ -341,7 +365,8 @@ class WriteTxn : public Txn {
 };
 
 // Recomputes every account's bytes/objects from the objects of its devices, and checks the
-// partner and device indexes against the records; one line per difference (`cvctl fsck`).
+// partner, device and purged-device indexes against the records; one line per difference
+// (`cvctl fsck`).
 // Reserved bytes are not checked (uploads may be in flight).
 Result<std::vector<std::string>> CheckAccounts(Txn& txn);
 

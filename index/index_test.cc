@@ -293,7 +293,7 @@ TEST_F(IndexTest, RecordsRoundTripAndDeletesReportMisses) {
     EXPECT_EQ(*txn->GetObject(key), object);
     EXPECT_EQ(*txn->GetDevice(kDevB), device);
     EXPECT_EQ(*txn->GetMeta("cluster"), "eu-1");
-    EXPECT_EQ(*txn->GetMeta("index_format"), "4");
+    EXPECT_EQ(*txn->GetMeta("index_format"), "5");
     EXPECT_EQ(*txn->GetExtent(2, 1), (ExtentRecord{10, 5, 1}));
     EXPECT_EQ(*txn->GetObject(ObjectKey{kDevA, ObjectType::kData, "nope"}), std::nullopt);
     EXPECT_EQ(*txn->GetExtent(9, 9), std::nullopt);
@@ -722,7 +722,7 @@ TEST_F(IndexTest, CopyToWhileOthersWriteGivesAConsistentPrefix) {
   auto device = **txn->GetDevice(kDevA);
   EXPECT_EQ(device.bytes, bytes);
   EXPECT_EQ(device.objects, objects);
-  EXPECT_EQ(*txn->GetMeta("index_format"), "4");
+  EXPECT_EQ(*txn->GetMeta("index_format"), "5");
 }
 
 TEST_F(IndexTest, UpdateWaitsForAReadTxnBeforeGrowingTheMap) {
@@ -760,7 +760,7 @@ TEST_F(IndexTest, UpdateFromInsideAnUpdateIsRefusedNotDeadlocked) {
 
 TEST_F(IndexTest, OpenRefusesANewerFormatAndAGarbledOne) {
   for (auto [stored, kind] :
-       {std::pair{"5", ErrorKind::kInvalidArgument}, std::pair{"one", ErrorKind::kCorruption}}) {
+       {std::pair{"6", ErrorKind::kInvalidArgument}, std::pair{"one", ErrorKind::kCorruption}}) {
     {
       auto index = OpenIndex();
       ASSERT_TRUE(
@@ -786,7 +786,7 @@ TEST_F(IndexTest, Format2IsUpgradedInPlaceAndItsDevicesStillRead) {
   }
   auto index = OpenIndex();
   auto txn = *index->BeginRead();
-  EXPECT_EQ(*txn->GetMeta("index_format"), "4");
+  EXPECT_EQ(*txn->GetMeta("index_format"), "5");
   EXPECT_EQ(**txn->GetDevice(kDevA), dev);
 }
 

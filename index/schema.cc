@@ -533,6 +533,30 @@ Result<AddOn> DecodeAddOn(std::string_view bytes) {
   return rec;
 }
 
+std::string EncodePurgedDevice(const PurgedDevice& rec) {
+  Writer w;
+  w.IdField(rec.id);
+  w.IdField(rec.account);
+  w.Raw(rec.token_hash.data(), rec.token_hash.size());
+  w.I64(rec.purged_ns);
+  w.IdField(rec.purge_job);
+  return std::move(w).Seal();
+}
+
+Result<PurgedDevice> DecodePurgedDevice(std::string_view bytes) {
+  auto body = Unseal(bytes, "purged device");
+  if (!body) return tl::unexpected(body.error());
+  Reader r(*body);
+  PurgedDevice rec;
+  rec.id = r.IdField();
+  rec.account = r.IdField();
+  r.Raw(rec.token_hash.data(), rec.token_hash.size());
+  rec.purged_ns = r.I64();
+  rec.purge_job = r.IdField();
+  CV_TRY(Finish(r, "purged device"));
+  return rec;
+}
+
 Result<std::string> EncodeAdminKey(const AdminKey& rec) {
   if (!ValidRole(rec.role)) {
     return Err(ErrorKind::kInvalidArgument,

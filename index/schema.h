@@ -88,5 +88,7 @@ Result<std::string> EncodeAudit(const AuditRecord& rec);
 Result<AuditRecord> DecodeAudit(std::string_view bytes);
 Result<std::string> EncodeJob(const Job& rec);
 Result<Job> DecodeJob(std::string_view bytes);
+std::string EncodePurgedDevice(const PurgedDevice& rec);
+Result<PurgedDevice> DecodePurgedDevice(std::string_view bytes);
 
 }  // namespace cv::index::schema

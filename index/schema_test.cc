@@ -99,6 +99,16 @@ Job SampleJob() {
   return rec;
 }
 
+PurgedDevice SamplePurgedDevice() {
+  PurgedDevice rec;
+  rec.id = Id{0xd1, 2};
+  rec.account = Id{0xa1, 3};
+  rec.token_hash.fill(0x5a);
+  rec.purged_ns = -7;
+  rec.purge_job = Id{0x10, 4};
+  return rec;
+}
+
 // Every encoding under test, so that the damage tests cover all of them.
 std::vector<std::pair<std::string, std::function<Status(std::string_view)>>> AllValues() {
   auto discard = [](auto result) -> Status {
@@ -122,6 +132,8 @@ std::vector<std::pair<std::string, std::function<Status(std::string_view)>>> All
        [=](std::string_view b) { return discard(DecodeAdminKey(b)); }},
       {*EncodeAudit(SampleAudit()), [=](std::string_view b) { return discard(DecodeAudit(b)); }},
       {*EncodeJob(SampleJob()), [=](std::string_view b) { return discard(DecodeJob(b)); }},
+      {EncodePurgedDevice(SamplePurgedDevice()),
+       [=](std::string_view b) { return discard(DecodePurgedDevice(b)); }},
   };
 }
 
@@ -175,6 +187,10 @@ TEST(SchemaTest, AccountModelValuesRoundTrip) {
   EXPECT_EQ(*DecodeAudit(*EncodeAudit(audit)), audit);
   EXPECT_EQ(*DecodeJob(*EncodeJob(SampleJob())), SampleJob());
   EXPECT_EQ(*DecodeJob(*EncodeJob(Job{})), Job{});
+  const std::string purged = EncodePurgedDevice(SamplePurgedDevice());
+  EXPECT_EQ(purged.size(), 97u);  // index/FORMAT.md
+  EXPECT_EQ(*DecodePurgedDevice(purged), SamplePurgedDevice());
+  EXPECT_EQ(*DecodePurgedDevice(EncodePurgedDevice(PurgedDevice{})), PurgedDevice{});
 }
 
 TEST(SchemaTest, AccountModelEnumsAndFlagsOutOfRangeAreRejected) {

@@ -74,15 +74,18 @@ Result<AuthResult> AuthenticateDevice(index::Index& idx, const Credentials& cred
   const Sha256Digest hash = admin::HashToken(cred.secret);
   std::optional<index::DeviceRecord> device;
   std::optional<index::Account> account;
+  std::optional<index::PurgedDevice> purged;
   {
     auto txn = idx.BeginRead();
     if (!txn) return tl::unexpected(txn.error());
-    if (cred.scheme == Credentials::Scheme::kBearer) {
+    const bool bearer = cred.scheme == Credentials::Scheme::kBearer;
+    const std::optional<index::Id> claimed = bearer ? std::nullopt : index::IdFromHex(cred.user);
+    if (bearer) {
       // The token names its device: looked up by its hash, as admin keys are.
       auto d = (*txn)->GetDeviceByTokenHash(hash);
       if (!d) return tl::unexpected(d.error());
       device = std::move(*d);
-    } else if (auto claimed = index::IdFromHex(cred.user)) {
+    } else if (claimed) {
       auto d = (*txn)->GetDevice(*claimed);
       if (!d) return tl::unexpected(d.error());
       device = std::move(*d);
@@ -91,15 +94,25 @@ Result<AuthResult> AuthenticateDevice(index::Index& idx, const Credentials& cred
       auto a = (*txn)->GetAccount(device->account);
       if (!a) return tl::unexpected(a.error());
       account = std::move(*a);
+    } else if (bearer || claimed) {
+      // A purged device, found only by the hash of its last token (and its id, for Basic).
+      auto p = (*txn)->GetPurgedDevice(hash, claimed);
+      if (!p) return tl::unexpected(p.error());
+      purged = std::move(*p);
     }
   }
   // Compare in every case, against a dummy when there is no device, so that the time taken
   // does not tell whether a Basic user's device exists.
   static const Sha256Digest kNoDevice = admin::HashToken("no such device");
   bool match = admin::DigestEqual(hash, device ? device->token_hash : kNoDevice);
+  auto path_id = index::IdFromHex(path_device);
+  if (purged && !cred.secret.empty()) {
+    r.outcome =
+        path_id && *path_id == purged->id ? AuthOutcome::kDeleted : AuthOutcome::kOtherDevice;
+    return r;
+  }
   if (!device || !match || cred.secret.empty()) return r;  // kWrong
 
-  auto path_id = index::IdFromHex(path_device);
   if (!path_id || *path_id != device->id) {
     r.outcome = AuthOutcome::kOtherDevice;
     return r;

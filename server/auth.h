@@ -6,9 +6,15 @@
 //   wrong or malformed credentials         -> kWrong       (401, counted, slowed down)
 //   valid credentials of device A on B's path -> kOtherDevice (404 as if B did not exist)
 //   valid credentials for the path's device   -> kOk
+//   the last credentials of a device that a purge removed, its account still there
+//                                             -> kDeleted     (410 device_deleted)
 //
 // A Bearer token is found by its SHA-256 (index devices_by_token), so a token of device A on
-// B's path is kOtherDevice (404) too. Neither answer tells whether B exists.
+// B's path is kOtherDevice (404) too. Neither answer tells whether B exists. A purged device
+// is found only by its last token's hash (index purged_devices): any other secret on its id
+// is kWrong, exactly as a wrong password of a live device, and its old credentials on
+// another path are kOtherDevice. (A device deleted but not yet purged authenticates as kOk;
+// the session refuses it with the same 410.)
 #pragma once
 
 #include <chrono>
@@ -31,7 +37,7 @@ struct Credentials {
 };
 Credentials ParseAuthorization(std::string_view header);
 
-enum class AuthOutcome { kOk, kMissing, kWrong, kOtherDevice };
+enum class AuthOutcome { kOk, kMissing, kWrong, kOtherDevice, kDeleted };
 struct AuthResult {
   AuthOutcome outcome = AuthOutcome::kMissing;
   index::DeviceRecord device;             // set when kOk

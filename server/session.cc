@@ -252,6 +252,11 @@ net::awaitable<bool> Session::ServeAgent(Exchange& x) {
           x, ErrorReply(401, "unauthenticated", "wrong credentials"), true);
     case AuthOutcome::kOtherDevice:
       co_return co_await Send(x, ErrorReply(404, "not_found", "no such repository"));
+    case AuthOutcome::kDeleted:  // purged: its backups are gone; told so while its account exists
+      x.device = std::string(t.device);
+      co_return co_await Send(x, ErrorReply(410, "device_deleted",
+                                            "this device has been deleted and its backups "
+                                            "removed: it accepts no requests"));
     case AuthOutcome::kOk:
       break;
   }

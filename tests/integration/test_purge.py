@@ -51,7 +51,8 @@ def test_purge_frees_usage_and_disk(fresh_node):
     before_disk = cv.disk_bytes(node)
 
     # Closed to its agent at once, whatever the request (seen during a grace period: with
-    # grace 0 the purge may be over before the agent asks, and then the device is gone: 401).
+    # grace 0 the purge may be over before the agent asks: still 410, see
+    # test_purged_device_answers_410_while_its_account_exists).
     waiting = delete_device(node, victim, grace="1h")
     for method, path in (("GET", "/config"), ("GET", "/data/"), ("POST", "/data/" + "0" * 64)):
         r = victim.request(method, path, b"x" if method == "POST" else None)
@@ -75,7 +76,8 @@ def test_purge_frees_usage_and_disk(fresh_node):
     assert r.status == 404, r
     after_usage = node.account_usage(account)
     assert after_usage["used_bytes"] == before_usage["used_bytes"] - victim_bytes, after_usage
-    assert victim.request("GET", "/config").status == 401
+    r = victim.request("GET", "/config")
+    assert r.status == 410 and r.error_code() == "device_deleted", r
     cv.assert_reads_back(sibling, keep_sibling)
     cv.assert_reads_back(stranger, keep_stranger)
 
@@ -326,3 +328,97 @@ def test_account_delete_purges_every_device_then_the_account(fresh_node):
     r = node.admin("GET", "/audit")
     actions = [a["action"] for a in r.json()["items"]]
     assert "account.delete" in actions and "account.purge" in actions, actions
+
+
+DAY = 86400
+
+
+def test_a_device_being_deleted_frees_its_slot(fresh_node):
+    """A partner replacing a decommissioned server adds the new one at once: a device being
+    deleted does not count against the device limit and is not "stale"; cancelling its deletion
+    once the slot is taken is 409 device_limit and changes nothing."""
+    node = fresh_node(PURGE_CONFIG, fake_clock=True)
+    _, pkey = node.new_partner("replaces-a-server")
+    account = node.new_account(key=pkey, device_limit=1)
+    old = node.new_device(account=account, name="old-server", key=pkey)
+    job = delete_device(node, old, grace="7d", key=pkey)
+    r = old.request("GET", "/config")  # closed to its agent at once, as before
+    assert r.status == 410 and r.error_code() == "device_deleted", r
+
+    r = node.admin("POST", f"/accounts/{account}/devices", {"name": "new-server", "kind": "server"},
+                   key=pkey)
+    assert r.status == 201, r
+    new_id = r.json()["id"]
+    r = node.admin("POST", f"/accounts/{account}/devices", {"name": "third"}, key=pkey)
+    assert r.status == 409 and r.error_code() == "device_limit", r  # the new one took the slot
+
+    # Neither has backed up for 4 days; only the one in use is "not backing up".
+    node.advance(4 * DAY)
+    r = node.admin("GET", "/devices?stale_for=72h", key=pkey)
+    assert r.status == 200, r
+    assert [d["id"] for d in r.json()["items"]] == [new_id], r
+    r = node.admin("GET", "/devices?stale_for=72h")
+    assert old.id not in [d["id"] for d in r.json()["items"]], r
+    # The account's own listing still shows the deleted device, with its job.
+    r = node.admin("GET", f"/accounts/{account}/devices", key=pkey)
+    assert {d["id"]: d["purge_job"] for d in r.json()["items"]} == {old.id: job["id"], new_id: None}, r
+
+    # Cancelling would reopen a second device: refused; job, device and audit log unchanged.
+    audit = node.admin("GET", f"/audit?account={account}", key=pkey).json()["items"]
+    r = node.admin("POST", f"/jobs/{job['id']}/cancel", key=pkey)
+    assert r.status == 409 and r.error_code() == "device_limit", r
+    assert node.admin("GET", f"/jobs/{job['id']}", key=pkey).json()["state"] == "scheduled"
+    d = node.admin("GET", f"/accounts/{account}/devices/{old.id}", key=pkey).json()
+    assert d["purge_job"] == job["id"] and d["deleted_at"] is not None, d
+    assert old.request("GET", "/config").status == 410
+    assert node.admin("GET", f"/audit?account={account}", key=pkey).json()["items"] == audit
+
+    # With room for it, the same cancel brings the device back.
+    assert node.admin("PATCH", f"/accounts/{account}", {"device_limit": 2}, key=pkey).status == 200
+    r = node.admin("POST", f"/jobs/{job['id']}/cancel", key=pkey)
+    assert r.status == 200 and r.json()["state"] == "cancelled", r
+    assert old.request("GET", "/data/").status == 200
+
+
+def test_purged_device_answers_410_while_its_account_exists(fresh_node, workdir):
+    """After the purge, the old agent's own credentials (Basic or Bearer) get 410
+    device_deleted, not 401, which reads as a wrong password; any other token on that device's
+    id is still 401, as for any device. Once the account itself is purged, the node forgets."""
+    node = fresh_node(PURGE_CONFIG)
+    account = node.new_account()
+    dev = node.new_device(account=account, name="decommissioned", append_only=False)
+    keeper = node.new_device(account=account, name="keeper")
+    src = os.path.join(workdir, "src")
+    make_tree(src, 1, seed=15)
+    restic = Restic(dev, workdir)
+    restic.run("init")
+    restic.backup(src)
+    cv.wait_job(node, delete_device(node, dev, grace="0s")["id"])
+    assert node.admin("GET", f"/accounts/{account}/devices/{dev.id}").status == 404
+
+    bearer = {"Authorization": f"Bearer {dev.token}"}
+    for headers in (None, bearer):
+        for method, path in (("GET", "/config"), ("GET", "/data/"), ("POST", "/data/" + "0" * 64)):
+            r = dev.request(method, path, b"x" if method == "POST" else None, headers=headers)
+            assert r.status == 410 and r.error_code() == "device_deleted", (headers, method, path, r)
+    p = restic.run("snapshots", check=False)
+    assert p.returncode != 0 and "410" in p.stdout + p.stderr, p
+    # Guessing: any other token (another device's included) on the deleted id is 401.
+    wrong = "0" * 64
+    for auth in (dev.basic(token=wrong), f"Bearer {wrong}", dev.basic(token=keeper.token)):
+        r = dev.request("GET", "/config", headers={"Authorization": auth})
+        assert r.status == 401 and r.error_code() == "unauthenticated", (auth, r)
+    # The old credentials on another device's path say nothing about that device.
+    for auth in (dev.basic(), f"Bearer {dev.token}"):
+        r = node.request("GET", f"/{keeper.id}/config", headers={"Authorization": auth})
+        assert r.status == 404, r
+    assert keeper.request("GET", "/data/").status == 200
+    assert node.fsck()["clean"], node.fsck()
+
+    r = node.admin("DELETE", f"/accounts/{account}?grace=0s")
+    assert r.status == 202, r
+    cv.wait_job(node, r.json()["id"])
+    for auth in (dev.basic(), f"Bearer {dev.token}"):
+        r = dev.request("GET", "/config", headers={"Authorization": auth})
+        assert r.status == 401 and r.error_code() == "unauthenticated", r
+    assert node.fsck()["clean"], node.fsck()

@@ -511,8 +511,6 @@ constexpr std::string_view kStopped = "courier job stopped";
 
 // ---- the room a job needs in courier_dir ----
 
-// Directories of an image besides the root: repo, its five object folders and data/00..ff.
-constexpr uint64_t kImageDirs = 1 + 5 + 256;
 // Object names are 64 hex digits (restic's content addresses): no name in an image is longer.
 constexpr uint64_t kMaxNameUnits = 64;
 
@@ -552,9 +550,12 @@ Result<uint64_t> CourierBytesNeeded(index::Txn& txn, const index::DeviceRecord& 
   probe.account = d.account;
   probe.device = d.id;
   const uint64_t readme = Readme(s, probe, 99999, 99999).size();
+  // Folders besides the root: repo, its five object folders, and data/00..ff where a data
+  // object's name starts so.
+  const uint64_t dirs = 6 + std::min<uint64_t>(256, data_objects);
   courier::ContentSummary common{common_objects + 3,
-                                 common_bytes + readme + 64 + (common_objects + 1) * line,
-                                 kImageDirs, kMaxNameUnits};
+                                 common_bytes + readme + 64 + (common_objects + 1) * line, dirs,
+                                 kMaxNameUnits};
   courier::ContentSummary data{data_objects, data_bytes + data_objects * line, 0, kMaxNameUnits};
   // snapshot.json: per object its type, name, size and SHA-256 in JSON.
   const uint64_t snapshot = 4096 + d.name.size() + 200 * d.objects;

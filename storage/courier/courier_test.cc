@@ -471,7 +471,7 @@ TEST(AllocatedBytesBoundTest, HoldsForWrittenImagesAndIsNotAbsurd) {
     const uint64_t allocated = uint64_t(st.st_blocks) * 512;
     const uint64_t bound = AllocatedBytesBound(sum, c.image_bytes);
     EXPECT_GE(bound, allocated);
-    EXPECT_LE(bound, 2 * allocated + (8 << 20)) << "allocated " << allocated;
+    EXPECT_LE(bound, allocated + allocated / 2 + (4 << 20)) << "allocated " << allocated;
     // The sum of two halves' bounds covers the whole (admin adds up drives' shares so).
     ContentSummary half = sum;
     half.files /= 2;

@@ -233,33 +233,38 @@ uint64_t AllocatedBytesBound(const ContentSummary& c, uint64_t image_bytes) {
     shift = DefaultSpcShift(c.file_bytes + c.file_bytes / 50);
   }
   const uint64_t cb = uint64_t(kSector) << shift;
-  // Clusters of the content (ContentClusters' rules, with every name at its longest): the
-  // up-case table; each directory at least one cluster and all their entries on top; each
-  // file rounded up to whole clusters.
+  // Clusters in use (ContentClusters' rules, every name at its longest): the up-case table;
+  // each directory at least one cluster, and all their entries on top; each file rounded up
+  // to whole clusters.
   const uint64_t entry_bytes =
       kRootFixedBytes + (c.files + c.dirs) * EntrySetBytes(c.max_name_units);
-  const uint64_t need = DivUp(RecommendedUpcase().bytes.size(), cb) + (c.dirs + 1) +
-                        DivUp(entry_bytes, cb) + DivUp(c.file_bytes, cb) + c.files;
-  // The volume's clusters size the FAT (4 bytes each) and the bitmap (1 bit each). A sized
-  // image has what its partition holds; else Plan adds 1% and 1 MiB of slack, and grows the
-  // volume 1 MiB at a time until the bitmap fits too.
+  const uint64_t system = DivUp(RecommendedUpcase().bytes.size(), cb) + (c.dirs + 1) +
+                          DivUp(entry_bytes, cb);
+  const uint64_t files = DivUp(c.file_bytes, cb) + c.files;
+  // The volume's clusters size the bitmap (1 bit each). A sized image has what its partition
+  // holds; else Plan adds 1% and 1 MiB of slack, and grows the volume 1 MiB at a time until
+  // the bitmap fits too.
+  const uint64_t need = system + files;
   const uint64_t volume_clusters =
       image_bytes != 0 ? part_sectors * kSector / cb
                        : need + need / 100 + 2 * DivUp(kMiB, cb) + 2 + DivUp(DivUp(need, 8), cb);
-  const uint64_t bitmap_clusters = DivUp(DivUp(volume_clusters, 8), cb);
-  // Written from the image's start up to the end of the last file: the partition table and
-  // the alignment to the partition (1 MiB), the boot regions and the alignment to the FAT
-  // (1 MiB), the FAT up to the cluster heap (next 1 MiB boundary), the clusters in use.
-  const uint64_t heap = kMiB + RoundUp(kMiB + (volume_clusters + 2) * 4, kMiB);
-  uint64_t bytes = heap + (bitmap_clusters + need) * cb;
-  // Then free space (a hole, or written as zeros when under the writer's 256 KiB of small
-  // runs) and the backup GPT at the end.
-  bytes += (256 << 10) + (kGptArraySectors + 1) * kSector;
-  // The file system's own: a block (64 KiB at most) at each side of every hole -- before
-  // the partition, before the FAT, after it, in the bitmap's cluster(s), after the last file
-  // (cluster tails and directories' unused entries are under 256 KiB: written) -- and the
+  const uint64_t bitmap = DivUp(DivUp(volume_clusters, 8), cb);
+  // What WriteImage writes: its data, and every run of zeros shorter than kHoleMinBytes
+  // between them (longer runs are holes). From the start: the MBR and primary GPT, then
+  // almost 1 MiB of zeros to the partition (a hole); the two boot regions, then almost 1 MiB
+  // of zeros to the FAT (a hole); the FAT's entries in use (two, then the chains of the
+  // bitmap, the up-case table and the directories) and its zero tail, then zeros to the
+  // cluster heap (each written only if short); the bitmap and every cluster in use; zeros to
+  // the backup GPT (written only if short), and the backup GPT.
+  static_assert(kMiB - (2 + kGptArraySectors) * kSector >= kHoleMinBytes);
+  static_assert(kMiB - 2 * kBootRegionSectors * kSector >= kHoleMinBytes);
+  uint64_t bytes = (2 + kGptArraySectors) * kSector + 2 * kBootRegionSectors * kSector;
+  bytes += 4 * (2 + bitmap + system) + 2 * kHoleMinBytes;
+  bytes += (bitmap + need) * cb;
+  bytes += kHoleMinBytes + (1 + kGptArraySectors) * kSector;
+  // The file system's own: a block (64 KiB at most) at each side of every hole, and the
   // file's extent tree or block map (12 bytes per 4 KiB block at worst).
-  constexpr uint64_t kHoles = 8, kMaxBlock = 64 << 10;
+  constexpr uint64_t kHoles = 6, kMaxBlock = 64 << 10;  // the gaps above, the bitmap's tail
   bytes += kHoles * 2 * kMaxBlock + bytes / 256;
   return bytes;
 }

@@ -558,7 +558,7 @@ Result<uint64_t> CourierBytesNeeded(index::Txn& txn, const index::DeviceRecord& 
                                  kMaxNameUnits};
   courier::ContentSummary data{data_objects, data_bytes + data_objects * line, 0, kMaxNameUnits};
   // snapshot.json: per object its type, name, size and SHA-256 in JSON.
-  const uint64_t snapshot = 4096 + d.name.size() + 200 * d.objects;
+  const uint64_t snapshot = 4096 + 6 * d.name.size() + 200 * d.objects;  // \u00XX at worst
   if (drive_bytes == 0) {
     common.files += data.files;
     common.file_bytes += data.file_bytes;

@@ -94,9 +94,9 @@ bool MayChangeJob(const Caller& caller, std::string_view kind) {
 Result<Outcome> RefuseJobChange(index::WriteTxn& txn, const Call& c, const index::Job& j,
                                 std::string_view action) {
   const ApiError refusal{403, "operator_only",
-                         "only the operator may change a " + j.kind +
-                             " job: a partner key may cancel only the jobs it may create "
-                             "(device.purge and courier jobs of its own accounts)",
+                         "only the operator may cancel or change this " + j.kind +
+                             " job: a partner key may change only the kinds of job it may "
+                             "create (device.purge and courier jobs of its own accounts)",
                          {}};
   auto partner = JobPartner(txn, j);
   if (!partner) return tl::unexpected(partner.error());

@@ -649,13 +649,7 @@ def test_courier_job_refused_without_room(fresh_node, tmp_root):
     nothing is created. A device of 8 MiB fits, and while its job runs the room it still needs
     is held: a second 8 MiB device is refused (held_bytes). Its image really takes no more
     than it was promised. Once the first job's images are deleted, the second fits."""
-    mnt = os.path.join(tmp_root, "courier-fs")
-    os.makedirs(mnt, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mnt],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with cv.small_tmpfs(os.path.join(tmp_root, "courier-fs"), "16m") as mnt:
         node = fresh_node(f'[jobs]\ncourier_dir = "{mnt}/courier"\ncourier_mib_per_s = 2\n'
                           "job_poll_ms = 50\n")
         big = node.new_device(append_only=False, name="big")
@@ -698,5 +692,3 @@ def test_courier_job_refused_without_room(fresh_node, tmp_root):
         second = start_courier(node, second_dev)
         assert wait_job(node, second, timeout=60)["state"] == "done"
         node.stop()
-    finally:
-        subprocess.run(["umount", "-l", mnt], capture_output=True)

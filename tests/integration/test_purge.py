@@ -6,7 +6,6 @@ disk, and a partner can neither see nor touch another partner's jobs."""
 import os
 import random
 import shutil
-import subprocess
 import time
 
 import pytest
@@ -227,13 +226,7 @@ def test_purge_survives_kill9(fresh_node):
 def test_purge_on_full_disk(fresh_node, tmp_root):
     """The data disks' file system is full (a size-limited tmpfs made by the test): deleting a
     device still completes and its space comes back."""
-    mnt = os.path.join(tmp_root, "full-fs")
-    os.makedirs(mnt, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", mnt],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with cv.small_tmpfs(os.path.join(tmp_root, "full-fs"), "96m") as mnt:
         disks = [os.path.join(mnt, f"d{i}") for i in range(6)]
         config = PURGE_CONFIG + "[storage]\ndisks = [" + ", ".join(f'"{d}"' for d in disks) + "]\n"
         config = config.replace("[storage]\nextent_bytes = 4194304\n", "", 1)
@@ -278,8 +271,6 @@ def test_purge_on_full_disk(fresh_node, tmp_root):
         assert keeper.put("data", b"after the purge").status == 200
         assert node.fsck()["clean"]
         node.stop()
-    finally:
-        subprocess.run(["umount", "-l", mnt], capture_output=True)
 
 
 def test_account_delete_purges_every_device_then_the_account(fresh_node):

@@ -195,7 +195,7 @@ TEST_F(AdminTest, PartnerMayChangeOnlyTheKindsOfJobItMayCreate) {
   const std::string op = ReadKey();
   const auto [partner, pk] = NewPartner(**api, op, "A");
   auto r = Call(**api, "POST", "/admin/v1/accounts",
-           R"({"plan_quota_bytes":1000,"device_limit":2,"status":"active"})", pk);
+                R"({"plan_quota_bytes":1000,"device_limit":2,"status":"active"})", pk);
   ASSERT_EQ(r.status, 201) << r.body;
   const auto account = *index::IdFromHex(Field(r, "id"));
   r = Call(**api, "POST", "/admin/v1/accounts/" + index::IdToHex(account) + "/devices",
@@ -209,8 +209,8 @@ TEST_F(AdminTest, PartnerMayChangeOnlyTheKindsOfJobItMayCreate) {
     const char* kind;
     bool partner_may_create;
   };
-  const Kind kinds[] = {{"device.purge", true}, {"courier", true},     {"account.purge", false},
-                        {"scrub", false},       {"repair", false},     {"disk.drain", false}};
+  const Kind kinds[] = {{"device.purge", true}, {"courier", true}, {"account.purge", false},
+                        {"scrub", false},       {"repair", false}, {"disk.drain", false}};
   std::vector<index::Job> jobs;
   for (const Kind& k : kinds) {
     index::Job j;

@@ -27,11 +27,11 @@
 #include <boost/json/serialize.hpp>
 #include <chrono>
 #include <condition_variable>
-#include <map>
-#include <optional>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "admin/internal.h"
@@ -651,10 +651,10 @@ Response CreateCourier(Call& c) {
       return true;
     }));
     if (other) {
-      ApiError busy{409, "already_running",
-                    "a courier job for this device is " + other->state +
-                        " already: " + index::IdToHex(other->id) +
-                        " (cancel it, or wait until it is done)",
+      ApiError busy{409,
+                    "already_running",
+                    "a courier job for this device is " + other->state + " already: " +
+                        index::IdToHex(other->id) + " (cancel it, or wait until it is done)",
                     {}};
       busy.details["job"] = index::IdToHex(other->id);
       return Outcome(tl::unexpected(std::move(busy)));
@@ -664,7 +664,8 @@ Response CreateCourier(Call& c) {
     auto free = CourierBytesFree(*c.options);
     if (!free) return tl::unexpected(free.error());
     if (held >= *free || *needed > *free - held) {
-      ApiError full{507, "insufficient_storage",
+      ApiError full{507,
+                    "insufficient_storage",
                     "the courier images of this device need up to " + std::to_string(*needed) +
                         " bytes in courier_dir, which has " + std::to_string(*free) +
                         " bytes free" +

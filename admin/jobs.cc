@@ -93,7 +93,8 @@ bool MayChangeJob(const Caller& caller, std::string_view kind) {
 
 Result<Outcome> RefuseJobChange(index::WriteTxn& txn, const Call& c, const index::Job& j,
                                 std::string_view action) {
-  const ApiError refusal{403, "operator_only",
+  const ApiError refusal{403,
+                         "operator_only",
                          "only the operator may cancel or change this " + j.kind +
                              " job: a partner key may change only the kinds of job it may "
                              "create (device.purge and courier jobs of its own accounts)",
@@ -106,8 +107,8 @@ Result<Outcome> RefuseJobChange(index::WriteTxn& txn, const Call& c, const index
   error["message"] = refusal.message;
   json::object after;
   after["refused"] = std::move(error);
-  CV_TRY(AppendAudit(txn, c, std::string(action) + ".refused", JobTarget(j.id), j.account,
-                     *partner, JobJson(j), after));
+  CV_TRY(AppendAudit(txn, c, std::string(action) + ".refused", JobTarget(j.id), j.account, *partner,
+                     JobJson(j), after));
   // An answer, not a refusal of InUpdate's: the transaction commits, with the audit record
   // as its only change.
   return Outcome(FromApiError(refusal));

@@ -77,9 +77,10 @@ struct ContentSummary {
 // when WriteImage writes the image through an FdSink to a regular file, where long runs of
 // zeros and free space become holes: the partition table, the exFAT structures, every
 // directory, every file rounded up to whole clusters (the tail of a file's last cluster is
-// written), the short runs of zeros between them, and the file system's own overhead. `image_bytes` as in LayoutOptions (0: the image sized to its content); cluster
-// sizes as Layout::Plan picks them by default. Monotone in every field of `content`, and
-// additive enough that the bound of two summaries summed is at least that of their union.
+// written), the short runs of zeros between them, and the file system's own overhead.
+// `image_bytes` as in LayoutOptions (0: the image sized to its content); cluster sizes as
+// Layout::Plan picks them by default. Monotone in every field of `content`, and additive
+// enough that the bound of two summaries summed is at least that of their union.
 uint64_t AllocatedBytesBound(const ContentSummary& content, uint64_t image_bytes);
 
 // Where the image goes. Calls come strictly in increasing offset order, with no gaps.

@@ -224,10 +224,10 @@ uint64_t AllocatedBytesBound(const ContentSummary& c, uint64_t image_bytes) {
   uint32_t shift;
   if (image_bytes != 0) {
     const uint64_t sectors = image_bytes / kSector;
-    part_sectors = sectors > kAlignSectors + kGptArraySectors + 1
-                       ? (sectors - kAlignSectors - kGptArraySectors - 1) / kAlignSectors *
-                             kAlignSectors
-                       : 0;
+    part_sectors =
+        sectors > kAlignSectors + kGptArraySectors + 1
+            ? (sectors - kAlignSectors - kGptArraySectors - 1) / kAlignSectors * kAlignSectors
+            : 0;
     shift = DefaultSpcShift(part_sectors * kSector);
   } else {
     shift = DefaultSpcShift(c.file_bytes + c.file_bytes / 50);
@@ -238,8 +238,8 @@ uint64_t AllocatedBytesBound(const ContentSummary& c, uint64_t image_bytes) {
   // to whole clusters.
   const uint64_t entry_bytes =
       kRootFixedBytes + (c.files + c.dirs) * EntrySetBytes(c.max_name_units);
-  const uint64_t system = DivUp(RecommendedUpcase().bytes.size(), cb) + (c.dirs + 1) +
-                          DivUp(entry_bytes, cb);
+  const uint64_t system =
+      DivUp(RecommendedUpcase().bytes.size(), cb) + (c.dirs + 1) + DivUp(entry_bytes, cb);
   const uint64_t files = DivUp(c.file_bytes, cb) + c.files;
   // The volume's clusters size the bitmap (1 bit each). A sized image has what its partition
   // holds; else Plan adds 1% and 1 MiB of slack, and grows the volume 1 MiB at a time until

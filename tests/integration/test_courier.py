@@ -603,7 +603,6 @@ def test_a_purge_never_waits_for_a_courier_image(fresh_node):
     assert purge["result"]["objects_removed"] == 5, purge
     j = node.admin("GET", f"/jobs/{courier}").json()
     assert j["state"] == "running", f"the purge waited for the courier job: {j}"
-    assert cv.parse_rfc3339(purge["finished_at"]) < time.time_ns()
     cv.assert_reads_back(keep, kept)
     # Both lanes in the log.
     lanes = {e["job"]: e.get("lane") for e in cv.log_events(node, "job_run")}

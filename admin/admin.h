@@ -67,7 +67,9 @@
 //                                                  data), or a running scrub, drain or courier
 //                                                  job (its image files are removed); 409
 //                                                  otherwise, and 409 device_limit for a device
-//                                                  purge whose slot has been taken
+//                                                  purge whose slot has been taken. Only a job
+//                                                  of a kind the key's role may create (see
+//                                                  "Jobs"): else 403 operator_only, audited
 //   GET    /audit                                 ?account&partner&cursor&limit
 //   GET    /fsck                              op  store Fsck + account usage recomputation:
 //                                                  {"clean","objects","bytes","problems":[...]}
@@ -88,14 +90,20 @@
 //                                                  first use): {"algorithm","public_key_pem"}
 //   POST   /accounts/{a}/devices/{d}/courier      {drive_bytes?} -> 202 job "courier": drive
 //                                                  images of the device's repository as of the
-//                                                  job's start (admin/courier.cc)
+//                                                  job's start (admin/courier.cc); 409
+//                                                  already_running while the device has one
+//                                                  scheduled or running; 507
+//                                                  insufficient_storage (needed_bytes,
+//                                                  free_bytes, held_bytes) when courier_dir
+//                                                  lacks the room for the images
 //   GET    /jobs/{j}/images/{i}                   drive image i (1..n) of a done courier job,
 //                                                  application/octet-stream with Range (206/416)
 //   DELETE /jobs/{j}/images                       remove a done courier job's image files; the
 //                                                  job stays, its result gets images_deleted_at
 //                                                  (then GET image is 404); a second DELETE is
 //                                                  200 and changes nothing; 409 not_done for
-//                                                  any other job
+//                                                  any other job (403 operator_only, audited,
+//                                                  for a kind the key may not create)
 //
 // Account status as answered ("status") is the effective one: a trial whose expires_at has
 // passed is "expired" ("stored_status" says what was set). Expired = read-only for agents,
@@ -112,10 +120,21 @@
 // compacts; its receipt (objects, bytes, disk bytes reclaimed, start, end) is the job's result
 // and an audit record ("device.purge", role "system").
 //
+// Who may change a job (cancel it, delete its images): a key may change only a job of a kind
+// its role may create. The operator creates every kind; a partner key only device.purge and
+// courier jobs, of its own accounts. A partner key that can see a job of another kind (the
+// account.purge of its own account) gets 403 operator_only, and the attempt is audited
+// ("job.cancel.refused", "courier.images_delete.refused"); nothing else changes. Reading jobs
+// (GET /jobs, /jobs/{j}) follows the account scope alone. Jobs run on three lanes (threads),
+// one per kind of work, so that none waits for another: purges (device.purge,
+// account.purge; background compaction when idle), courier images, maintenance (scrub,
+// repair, disk.drain).
+//
 // Every mutation appends an audit record (time, key id, role, action, target, before, after)
 // in the same index transaction as the change. Request bodies are strict: unknown or duplicate
 // fields, wrong types, sizes beyond 1 EiB, malformed ids and dates are 400 and change nothing.
-// Errors are {"error":{"code","message"[,"field"]}}.
+// Errors are {"error":{"code","message"[,"field"]}}, plus the numbers a client acts on where
+// there are some (507 insufficient_storage: needed_bytes, free_bytes, held_bytes).
 //
 // Thread-safety: AdminApi::Handle may be called from many threads at once.
 #pragma once

@@ -29,6 +29,20 @@ class AdminTest : public ::testing::Test {
     return api.Handle(
         Request{std::move(method), std::move(target), "Bearer " + key, std::move(body)});
   }
+  // A string member of a JSON answer.
+  static std::string Field(const Response& r, const char* name) {
+    return std::string(boost::json::parse(r.body).as_object().at(name).as_string());
+  }
+  // A new partner and a key for it, made with the operator key: {partner id, key}.
+  std::pair<std::string, std::string> NewPartner(AdminApi& api, const std::string& op,
+                                                 const std::string& name) {
+    auto r = Call(api, "POST", "/admin/v1/partners", R"({"name":")" + name + "\"}", op);
+    EXPECT_EQ(r.status, 201) << r.body;
+    std::string id = Field(r, "id");
+    r = Call(api, "POST", "/admin/v1/partners/" + id + "/keys", "{}", op);
+    EXPECT_EQ(r.status, 201) << r.body;
+    return {id, Field(r, "key")};
+  }
 
   storage::TempStore store_{"admin_test"};
   const std::string key_file_ = store_.dir() / "run/admin.key";
@@ -116,18 +130,7 @@ TEST_F(AdminTest, PartnerKeysSeeOnlyTheirOwnAccountsAndEveryChangeIsAudited) {
   auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
   ASSERT_TRUE(api);
   const std::string op = ReadKey();
-  auto field = [](const Response& r, const char* name) {
-    return std::string(boost::json::parse(r.body).as_object().at(name).as_string());
-  };
-  auto partner = [&](const char* name) {
-    auto r =
-        Call(**api, "POST", "/admin/v1/partners", std::string(R"({"name":")") + name + "\"}", op);
-    EXPECT_EQ(r.status, 201) << r.body;
-    std::string id = field(r, "id");
-    r = Call(**api, "POST", "/admin/v1/partners/" + id + "/keys", "{}", op);
-    EXPECT_EQ(r.status, 201) << r.body;
-    return std::make_pair(id, field(r, "key"));
-  };
+  auto partner = [&](const char* name) { return NewPartner(**api, op, name); };
   auto [a_id, a_key] = partner("A");
   auto [b_id, b_key] = partner("B");
   // Partner keys are not operator keys.
@@ -137,11 +140,11 @@ TEST_F(AdminTest, PartnerKeysSeeOnlyTheirOwnAccountsAndEveryChangeIsAudited) {
       Call(**api, "POST", "/admin/v1/accounts",
            R"({"plan_quota_bytes":5,"device_limit":1,"status":"trial","trial_days":30})", a_key);
   ASSERT_EQ(r.status, 201) << r.body;
-  EXPECT_EQ(field(r, "partner"), a_id);
-  const std::string acct = "/admin/v1/accounts/" + field(r, "id");
+  EXPECT_EQ(Field(r, "partner"), a_id);
+  const std::string acct = "/admin/v1/accounts/" + Field(r, "id");
   auto audit_count = [&] {
     auto txn = store_->Index().BeginRead();
-    auto page = (*txn)->ListAudit(index::AuditQuery{index::IdFromHex(field(r, "id")), {}, 0, 100});
+    auto page = (*txn)->ListAudit(index::AuditQuery{index::IdFromHex(Field(r, "id")), {}, 0, 100});
     return page->size();
   };
   EXPECT_EQ(audit_count(), 1u);
@@ -167,7 +170,7 @@ TEST_F(AdminTest, PartnerKeysSeeOnlyTheirOwnAccountsAndEveryChangeIsAudited) {
   r = Call(**api, "POST", "/admin/v1/partners/" + b_id + "/keys",
            R"({"expires_at":")" + FormatRfc3339(g_fake_now + 60'000'000'000) + "\"}", op);
   ASSERT_EQ(r.status, 201) << r.body;
-  const std::string short_key = field(r, "key");
+  const std::string short_key = Field(r, "key");
   EXPECT_EQ(Call(**api, "GET", "/admin/v1/accounts", "", short_key).status, 200);
   g_fake_now += 61'000'000'000;
   EXPECT_EQ(Call(**api, "GET", "/admin/v1/accounts", "", short_key).status, 401);
@@ -181,6 +184,93 @@ TEST_F(AdminTest, PartnerKeysSeeOnlyTheirOwnAccountsAndEveryChangeIsAudited) {
                 .status,
             200);
   EXPECT_EQ(Call(**api, "GET", "/admin/v1/accounts", "", b_key).status, 401);
+}
+
+// Issue 15: a partner key cancelled the operator's account deletion (200, every device
+// reopened). A key may change (cancel, delete images of) only a job of a kind its role may
+// create; the refusal is 403 operator_only and an audit record, and nothing else changes.
+TEST_F(AdminTest, PartnerMayChangeOnlyTheKindsOfJobItMayCreate) {
+  auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
+  ASSERT_TRUE(api);
+  const std::string op = ReadKey();
+  const auto [partner, pk] = NewPartner(**api, op, "A");
+  auto r = Call(**api, "POST", "/admin/v1/accounts",
+                R"({"plan_quota_bytes":1000,"device_limit":2,"status":"active"})", pk);
+  ASSERT_EQ(r.status, 201) << r.body;
+  const auto account = *index::IdFromHex(Field(r, "id"));
+  r = Call(**api, "POST", "/admin/v1/accounts/" + index::IdToHex(account) + "/devices",
+           R"({"name":"pc"})", pk);
+  ASSERT_EQ(r.status, 201) << r.body;
+  const auto device = *index::IdFromHex(Field(r, "id"));
+
+  // One scheduled job of every kind, each on the partner's account (node jobs have none, but
+  // here visibility must not decide: only the kind does).
+  struct Kind {
+    const char* kind;
+    bool partner_may_create;
+  };
+  const Kind kinds[] = {{"device.purge", true}, {"courier", true}, {"account.purge", false},
+                        {"scrub", false},       {"repair", false}, {"disk.drain", false}};
+  std::vector<index::Job> jobs;
+  for (const Kind& k : kinds) {
+    index::Job j;
+    j.id = index::NewId();
+    j.kind = k.kind;
+    j.state = "scheduled";
+    j.account = account;
+    if (std::string_view(k.kind) != "account.purge") j.device = device;
+    j.params_json = "{}";
+    j.created_ns = NowNanos();
+    j.run_after_ns = j.created_ns + 3600'000'000'000;
+    jobs.push_back(j);
+  }
+  ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& txn) -> Status {
+    for (const auto& j : jobs) CV_TRY(txn.PutJob(j));
+    return {};
+  }));
+  auto state = [&](const index::Job& j) {
+    auto txn = store_->Index().BeginRead();
+    return (*(*txn)->GetJob(j.id))->state;
+  };
+  auto refusals = [&](std::string_view action) {
+    auto txn = store_->Index().BeginRead();
+    auto page = (*txn)->ListAudit(index::AuditQuery{account, {}, 0, 1000});
+    size_t n = 0;
+    for (const auto& a : *page) {
+      if (a.action == action) {
+        EXPECT_EQ(a.role, "partner:" + partner);
+        EXPECT_NE(a.after_json.find("operator_only"), std::string::npos) << a.after_json;
+        ++n;
+      }
+    }
+    return n;
+  };
+
+  size_t refused = 0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    SCOPED_TRACE(kinds[i].kind);
+    const std::string path = "/admin/v1/jobs/" + index::IdToHex(jobs[i].id);
+    // Reading follows the account's scope alone.
+    EXPECT_EQ(Call(**api, "GET", path, "", pk).status, 200);
+    r = Call(**api, "POST", path + "/cancel", "", pk);
+    if (kinds[i].partner_may_create) {
+      EXPECT_EQ(r.status, 200) << r.body;
+      EXPECT_EQ(state(jobs[i]), "cancelled");
+      continue;
+    }
+    EXPECT_EQ(r.status, 403) << r.body;
+    EXPECT_NE(r.body.find("\"code\":\"operator_only\""), std::string::npos) << r.body;
+    EXPECT_EQ(state(jobs[i]), "scheduled");
+    EXPECT_EQ(refusals("job.cancel.refused"), ++refused);
+    // Deleting its images is changing it too.
+    r = Call(**api, "DELETE", path + "/images", "", pk);
+    EXPECT_EQ(r.status, 403) << r.body;
+    EXPECT_EQ(refusals("courier.images_delete.refused"), refused);
+    // The operator may.
+    EXPECT_EQ(Call(**api, "POST", path + "/cancel", "", op).status, 200);
+    EXPECT_EQ(state(jobs[i]), "cancelled");
+  }
+  EXPECT_EQ(refusals("job.cancel.refused"), 4u);
 }
 
 TEST(AdminErrorTest, StatusMappingAndBody) {

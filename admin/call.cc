@@ -1,4 +1,5 @@
 // Answers, transactions, scoping and audit records: what every handler uses.
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "admin/internal.h"
@@ -10,7 +11,15 @@ Response Reply(int status, const json::value& body) {
 }
 
 Response FromApiError(const ApiError& e) {
-  return Response{e.status, ErrorJson(e.code, e.message, e.field), {}, {}};
+  std::string body = ErrorJson(e.code, e.message, e.field);
+  if (!e.details.empty()) {
+    // ErrorJson made the strings valid UTF-8; the details are ours.
+    json::value v = json::parse(body);
+    json::object& err = v.as_object()["error"].as_object();
+    for (const auto& kv : e.details) err[kv.key()] = kv.value();
+    body = json::serialize(v);
+  }
+  return Response{e.status, std::move(body), {}, {}};
 }
 
 Response FromError(const Error& e) {

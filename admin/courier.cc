@@ -18,6 +18,7 @@
 // its images are deleted (DELETE /jobs/{j}/images, once they have been shipped).
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,11 +27,11 @@
 #include <boost/json/serialize.hpp>
 #include <chrono>
 #include <condition_variable>
-#include <map>
-#include <optional>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "admin/internal.h"
@@ -508,6 +509,98 @@ class Prefetcher {
 // The job stopped on purpose (node stopping, job no longer running): not an error.
 constexpr std::string_view kStopped = "courier job stopped";
 
+// ---- the room a job needs in courier_dir ----
+
+// Object names are 64 hex digits (restic's content addresses): no name in an image is longer.
+constexpr uint64_t kMaxNameUnits = 64;
+
+// At most the bytes a courier job of device d takes in courier_dir: its snapshot.json and
+// every drive image as the writer lays it out (courier::AllocatedBytesBound: image files
+// are sparse). The device's counters give the data (locks, never copied, count too); the
+// objects every drive repeats (config, keys, snapshots, index: few and small beside the
+// data) are listed. A split plan is first fit, so no two of its drives are both at most half
+// full: it has at most 2 * ceil(data / room) + 1 drives, room being what one drive holds
+// beside the repeated files.
+Result<uint64_t> CourierBytesNeeded(index::Txn& txn, const index::DeviceRecord& d,
+                                    uint64_t drive_bytes) {
+  uint64_t common_objects = 0, common_bytes = 0;
+  for (index::ObjectType type : kTypes) {
+    if (type == index::ObjectType::kData) continue;
+    std::string after;
+    while (true) {
+      auto page = txn.ListObjects(d.id, type, after, 1000);
+      if (!page) return tl::unexpected(page.error());
+      for (const auto& [key, rec] : *page) {
+        ++common_objects;
+        common_bytes += rec.size;
+      }
+      if (page->size() < 1000) break;
+      after = page->back().first.name;
+    }
+  }
+  const uint64_t data_objects = d.objects > common_objects ? d.objects - common_objects : 0;
+  const uint64_t data_bytes = d.bytes > common_bytes ? d.bytes - common_bytes : 0;
+  // SHA256SUMS lines, the README (longest drive numbers) and the signature, on every drive.
+  const uint64_t line = courier::Sha256SumsLineBytes(
+      RepoPath(SnapObject{index::ObjectType::kSnapshots, std::string(kMaxNameUnits, '0')}));
+  Snapshot s;
+  s.taken_ns = NowNanos();
+  s.device_name = d.name;
+  index::Job probe;
+  probe.account = d.account;
+  probe.device = d.id;
+  const uint64_t readme = Readme(s, probe, 99999, 99999).size();
+  // Folders besides the root: repo, its five object folders, and data/00..ff where a data
+  // object's name starts so.
+  const uint64_t dirs = 6 + std::min<uint64_t>(256, data_objects);
+  courier::ContentSummary common{common_objects + 3,
+                                 common_bytes + readme + 64 + (common_objects + 1) * line, dirs,
+                                 kMaxNameUnits};
+  courier::ContentSummary data{data_objects, data_bytes + data_objects * line, 0, kMaxNameUnits};
+  // snapshot.json: per object its type, name, size and SHA-256 in JSON.
+  const uint64_t snapshot = 4096 + 6 * d.name.size() + 200 * d.objects;  // \u00XX at worst
+  if (drive_bytes == 0) {
+    common.files += data.files;
+    common.file_bytes += data.file_bytes;
+    return snapshot + courier::AllocatedBytesBound(common, 0);
+  }
+  const uint64_t per_drive = courier::AllocatedBytesBound(common, drive_bytes);
+  const uint64_t data_part = courier::AllocatedBytesBound(data, drive_bytes);
+  // Minus the few clusters that where a file lands can change (a new folder, the manifest).
+  const uint64_t slack = 4 * (128 << 10);
+  uint64_t drives = 1;
+  if (data.files > 0 && drive_bytes > per_drive + slack) {
+    drives = 2 * ((data_part + drive_bytes - per_drive - slack - 1) /
+                  (drive_bytes - per_drive - slack)) +
+             1;
+  }
+  return snapshot + drives * per_drive + data_part;
+}
+
+// Bytes that the files under `dir` take on their file system (none if it does not exist).
+uint64_t AllocatedUnder(const std::string& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      total += uint64_t(st.st_blocks) * 512;
+    }
+  }
+  return total;
+}
+
+// Bytes free for courier images: what statvfs says an unprivileged writer may still use on
+// courier_dir's file system (of the nearest folder that exists: the job makes the rest).
+Result<uint64_t> CourierBytesFree(const Options& o) {
+  fs::path p = o.courier_dir;
+  std::error_code ec;
+  while (!fs::exists(p, ec) && p.has_parent_path() && p.parent_path() != p) p = p.parent_path();
+  struct statvfs st {};
+  if (::statvfs(p.c_str(), &st) != 0) return ErrnoError(errno, "statvfs " + p.string());
+  return uint64_t(st.f_bavail) * st.f_frsize;
+}
+
 }  // namespace
 
 // ---- routes ----
@@ -542,9 +635,55 @@ Response CreateCourier(Call& c) {
     auto d = txn.GetDevice(*c.device);
     if (!d) return tl::unexpected(d.error());
     if (!*d || (*d)->account != *c.account) return Outcome(tl::unexpected(NoSuch("device")));
+    // One courier job per device at a time; and the room for the images is promised up
+    // front: the bytes the jobs already scheduled or running may still write are held.
+    std::optional<index::Job> other;
+    uint64_t held = 0;
+    CV_TRY(ForEachPendingJob(txn, std::nullopt, [&](const index::Job& j) {
+      if (j.kind != kCourierJob) return true;
+      if (j.device == *c.device) {
+        other = j;
+        return false;
+      }
+      const uint64_t promised = U64(ParsedObjectOrEmpty(j.params_json), "needed_bytes");
+      const uint64_t used = AllocatedUnder(JobDir(*c.options, j.id));
+      held += promised > used ? promised - used : 0;
+      return true;
+    }));
+    if (other) {
+      ApiError busy{409,
+                    "already_running",
+                    "a courier job for this device is " + other->state + " already: " +
+                        index::IdToHex(other->id) + " (cancel it, or wait until it is done)",
+                    {}};
+      busy.details["job"] = index::IdToHex(other->id);
+      return Outcome(tl::unexpected(std::move(busy)));
+    }
+    auto needed = CourierBytesNeeded(txn, **d, drive_bytes->value_or(0));
+    if (!needed) return tl::unexpected(needed.error());
+    auto free = CourierBytesFree(*c.options);
+    if (!free) return tl::unexpected(free.error());
+    if (held >= *free || *needed > *free - held) {
+      ApiError full{507,
+                    "insufficient_storage",
+                    "the courier images of this device need up to " + std::to_string(*needed) +
+                        " bytes in courier_dir, which has " + std::to_string(*free) +
+                        " bytes free" +
+                        (held ? " (" + std::to_string(held) +
+                                    " of them held for courier jobs scheduled or running)"
+                              : std::string()) +
+                        ": delete the images of shipped jobs (DELETE /jobs/{j}/images), or "
+                        "give courier_dir more room",
+                    {}};
+      full.details["needed_bytes"] = *needed;
+      full.details["free_bytes"] = *free;
+      full.details["held_bytes"] = held;
+      return Outcome(tl::unexpected(std::move(full)));
+    }
     json::object params;
     params["drive_bytes"] = drive_bytes->value_or(0);
     params["device_name"] = (*d)->name;
+    params["needed_bytes"] = *needed;
     index::Job job = NewJob(kCourierJob, *c.account, *c.device, params, c.now_ns, c.now_ns);
     CV_TRY(txn.PutJob(job));
     json::object after = JobJson(job);
@@ -623,6 +762,9 @@ Response DeleteCourierImages(Call& c) {
     if (!found) return tl::unexpected(found.error());
     if (!*found) return Outcome(tl::unexpected(NoSuch("job")));
     index::Job j = **found;
+    if (!MayChangeJob(c.caller, j.kind)) {
+      return RefuseJobChange(txn, c, j, "courier.images_delete");
+    }
     if (j.kind != kCourierJob || j.state != "done") {
       return Outcome(tl::unexpected(ApiError{
           409, "not_done",

@@ -109,6 +109,10 @@ inline constexpr std::string_view kPurgeAccountJob = "account.purge";
 // ?grace= of a DELETE that schedules a purge: the configured default, longer for anyone,
 // shorter (0 included) only for the operator.
 ApiResult<int64_t> PurgeGrace(const Call& c);
+// Calls fn with every scheduled job and then every running one (of `account` only, if
+// given) until fn returns false.
+Status ForEachPendingJob(index::Txn& txn, std::optional<index::Id> account,
+                         const std::function<bool(const index::Job&)>& fn);
 // The scheduled or running account.purge job of the account, if any.
 Result<std::optional<index::Id>> PendingAccountPurge(index::Txn& txn, const index::Id& account);
 inline constexpr std::string_view kScrubJob = "scrub";
@@ -186,14 +190,29 @@ Result<std::optional<index::Job>> VisibleJob(index::Txn& txn, const Caller& call
                                              const index::Id& id);
 // The partner of the job's account (for its audit records), if it has one.
 Result<std::optional<index::Id>> JobPartner(index::Txn& txn, const index::Job& j);
+// The rule of every route that changes a job (POST /jobs/{j}/cancel, DELETE
+// /jobs/{j}/images): a key may change only a job of a kind its role may create. The operator
+// creates every kind; a partner key device.purge and courier jobs of its own accounts, never
+// account.purge, scrub, repair or disk.drain. Reading (GET /jobs, /jobs/{j}, an image) is
+// scoped by VisibleJob alone: a partner sees the account.purge job of its own account but
+// cannot cancel it. Check VisibleJob first: what a key cannot see is 404, not 403.
+bool MayChangeJob(const Caller& caller, std::string_view kind);
+// The answer to a caller that may not change job j: 403 operator_only, and an audit record
+// of the attempt ("<action>.refused", before = the job as it stays, after = {"refused":
+// {status, code, message}}) appended to txn, which then commits with nothing else changed.
+Result<Outcome> RefuseJobChange(index::WriteTxn& txn, const Call& c, const index::Job& j,
+                                std::string_view action);
 
-// Runs due jobs on two threads ("lanes"): maintenance (scrub, repair) and everything else
-// (purges, courier images), so that a slow background scrub never holds up a purge. Each lane
-// runs its jobs one at a time: jobs left "running" by a crash first (resumed where their
-// progress says), then "scheduled" ones whose run_after has come. When idle, the main lane
-// compacts every options.compact_interval_ns and the maintenance lane schedules what
-// DueMaintenanceJob says. Stops at the next batch boundary when destroyed: a job it was
-// running stays "running" and resumes at next start.
+// Runs due jobs on three threads ("lanes"), one per kind of work, so that no kind holds up
+// another: purges (device.purge, account.purge), courier images (courier) and maintenance
+// (scrub, repair, disk.drain). A purge never waits for a multi-terabyte courier image or a
+// scrub, a courier image never waits for a purge. Each lane runs its jobs one at a time: jobs
+// left "running" by a crash first (resumed where their progress says), then "scheduled" ones
+// whose run_after has come. When idle, the purge lane compacts every
+// options.compact_interval_ns (so that compaction passes, a purge's own included, never run
+// two at once) and the maintenance lane schedules what DueMaintenanceJob says. Stops at the
+// next batch boundary when destroyed: a job it was running stays "running" and resumes at
+// next start.
 class JobRunner {
  public:
   JobRunner(storage::ObjectStore& store, const Options& options);

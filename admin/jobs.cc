@@ -27,6 +27,43 @@ std::string Str(const json::object& o, std::string_view key) {
   return it != o.end() && it->value().is_string() ? std::string(it->value().as_string()) : "";
 }
 
+// Each job kind runs on a lane (a thread) of its own kind of work, so that no kind waits for
+// another: a purge never waits for a multi-terabyte courier image, a courier image never for
+// a purge, and neither for a scrub, a repair or a drain.
+enum class Lane { kPurge, kCourier, kMaintenance };
+constexpr int kLanes = 3;
+constexpr const char* kLaneNames[kLanes] = {"purge", "courier", "maintenance"};
+
+struct KindInfo {
+  std::string_view kind;
+  Lane lane;
+  std::string_view audit_action;  // of the receipt when done
+  // Whether a partner key may create a job of this kind (for its own accounts), and so change
+  // one (MayChangeJob). The routes that create jobs say the same: DELETE /accounts/{a} (an
+  // account.purge), /scrub, /repair and the /disks routes are operator routes in kRoutes
+  // (admin.cc); DELETE .../devices/{d} and POST .../devices/{d}/courier are not.
+  bool partner_may_create;
+  JobResult (*run)(JobContext&);
+};
+constexpr KindInfo kKinds[] = {
+    {kPurgeDeviceJob, Lane::kPurge, "device.purge", true, RunPurgeJob},
+    {kPurgeAccountJob, Lane::kPurge, "account.purge", false, RunPurgeJob},
+    {kCourierJob, Lane::kCourier, "device.courier", true, RunCourierJob},
+    {kScrubJob, Lane::kMaintenance, "node.scrub", false, RunScrubJob},
+    {kRepairJob, Lane::kMaintenance, "node.repair", false, RunRepairJob},
+    {kDrainJob, Lane::kMaintenance, "disk.drain", false, RunDrainJob},
+};
+const KindInfo* FindKind(std::string_view kind) {
+  for (const auto& k : kKinds) {
+    if (k.kind == kind) return &k;
+  }
+  return nullptr;
+}
+Lane LaneOf(std::string_view kind) {
+  const KindInfo* k = FindKind(kind);
+  return k ? k->lane : Lane::kPurge;  // unknown kinds fail on the purge lane
+}
+
 }  // namespace
 
 Result<std::optional<index::Job>> VisibleJob(index::Txn& txn, const Caller& caller,
@@ -46,6 +83,35 @@ Result<std::optional<index::Id>> JobPartner(index::Txn& txn, const index::Job& j
   auto a = txn.GetAccount(*j.account);
   if (!a) return tl::unexpected(a.error());
   return *a ? (*a)->partner : std::optional<index::Id>();
+}
+
+bool MayChangeJob(const Caller& caller, std::string_view kind) {
+  if (caller.is_operator) return true;
+  const KindInfo* k = FindKind(kind);
+  return k && k->partner_may_create;
+}
+
+Result<Outcome> RefuseJobChange(index::WriteTxn& txn, const Call& c, const index::Job& j,
+                                std::string_view action) {
+  const ApiError refusal{403,
+                         "operator_only",
+                         "only the operator may cancel or change this " + j.kind +
+                             " job: a partner key may change only the kinds of job it may "
+                             "create (device.purge and courier jobs of its own accounts)",
+                         {}};
+  auto partner = JobPartner(txn, j);
+  if (!partner) return tl::unexpected(partner.error());
+  json::object error;
+  error["status"] = refusal.status;
+  error["code"] = refusal.code;
+  error["message"] = refusal.message;
+  json::object after;
+  after["refused"] = std::move(error);
+  CV_TRY(AppendAudit(txn, c, std::string(action) + ".refused", JobTarget(j.id), j.account, *partner,
+                     JobJson(j), after));
+  // An answer, not a refusal of InUpdate's: the transaction commits, with the audit record
+  // as its only change.
+  return Outcome(FromApiError(refusal));
 }
 
 uint64_t U64(const json::object& o, std::string_view key) {
@@ -157,18 +223,33 @@ ApiResult<int64_t> PurgeGrace(const Call& c) {
   return grace;
 }
 
-Result<std::optional<index::Id>> PendingAccountPurge(index::Txn& txn, const index::Id& account) {
-  index::JobQuery q;
-  q.account = account;
-  q.limit = 1000;
-  auto jobs = txn.ListJobs(q);
-  if (!jobs) return tl::unexpected(jobs.error());
-  for (const auto& j : *jobs) {
-    if (j.kind == kPurgeAccountJob && (j.state == "scheduled" || j.state == "running")) {
-      return std::optional<index::Id>(j.id);
+Status ForEachPendingJob(index::Txn& txn, std::optional<index::Id> account,
+                         const std::function<bool(const index::Job&)>& fn) {
+  for (const char* state : {"scheduled", "running"}) {
+    index::JobQuery q;
+    q.account = account;
+    q.state = state;
+    q.limit = 1000;
+    while (true) {
+      auto jobs = txn.ListJobs(q);
+      if (!jobs) return tl::unexpected(jobs.error());
+      for (const auto& j : *jobs) {
+        if (!fn(j)) return {};
+      }
+      if (jobs->size() < q.limit) break;
+      q.start_after = jobs->back().id;
     }
   }
-  return std::optional<index::Id>();
+  return {};
+}
+
+Result<std::optional<index::Id>> PendingAccountPurge(index::Txn& txn, const index::Id& account) {
+  std::optional<index::Id> found;
+  CV_TRY(ForEachPendingJob(txn, account, [&](const index::Job& j) {
+    if (j.kind == kPurgeAccountJob) found = j.id;
+    return !found;
+  }));
+  return found;
 }
 
 Response DeleteAccount(Call& c) {
@@ -312,6 +393,7 @@ Response CancelJob(Call& c) {
     if (!found) return tl::unexpected(found.error());
     if (!*found) return Outcome(tl::unexpected(NoSuch("job")));
     index::Job j = **found;
+    if (!MayChangeJob(c.caller, j.kind)) return RefuseJobChange(txn, c, j, "job.cancel");
     // A scrub, a drain or a courier job stops at its next batch or chunk; other kinds only
     // before they start (a purge that has begun removing objects cannot be undone).
     const bool stoppable = j.state == "running" &&
@@ -394,33 +476,6 @@ Result<bool> JobContext::SaveProgress(const json::object& progress,
 
 namespace {
 
-enum class Lane { kMain, kMaintenance };
-
-struct KindInfo {
-  std::string_view kind;
-  Lane lane;
-  std::string_view audit_action;  // of the receipt when done
-  JobResult (*run)(JobContext&);
-};
-constexpr KindInfo kKinds[] = {
-    {kPurgeDeviceJob, Lane::kMain, "device.purge", RunPurgeJob},
-    {kPurgeAccountJob, Lane::kMain, "account.purge", RunPurgeJob},
-    {kScrubJob, Lane::kMaintenance, "node.scrub", RunScrubJob},
-    {kRepairJob, Lane::kMaintenance, "node.repair", RunRepairJob},
-    {kCourierJob, Lane::kMain, "device.courier", RunCourierJob},
-    {kDrainJob, Lane::kMaintenance, "disk.drain", RunDrainJob},
-};
-const KindInfo* FindKind(std::string_view kind) {
-  for (const auto& k : kKinds) {
-    if (k.kind == kind) return &k;
-  }
-  return nullptr;
-}
-Lane LaneOf(std::string_view kind) {
-  const KindInfo* k = FindKind(kind);
-  return k ? k->lane : Lane::kMain;  // unknown kinds fail on the main lane
-}
-
 std::string AuditTarget(const index::Job& j) {
   if (!j.device) return "node";
   return "account/" + (j.account ? index::IdToHex(*j.account) : std::string("none")) +
@@ -437,9 +492,9 @@ struct JobRunner::State {
   bool stop = false;
   uint64_t wakes = 0;
   // The job each lane runs now, and whether it was cancelled meanwhile.
-  std::optional<index::Id> running[2];
-  bool cancelled[2] = {false, false};
-  std::thread main_lane, maintenance_lane;
+  std::optional<index::Id> running[kLanes];
+  bool cancelled[kLanes] = {};
+  std::thread lanes[kLanes];
 
   State(storage::ObjectStore& s, const Options& o) : store(s), options(o) {}
 
@@ -468,8 +523,12 @@ struct JobRunner::State {
       } else if (*job) {
         Run(**job, lane);
         continue;  // there may be more due
-      } else if (lane == Lane::kMain && options.compact_interval_ns > 0 &&
+      } else if (lane == Lane::kPurge && options.compact_interval_ns > 0 &&
                  NowNanos() - last_idle_work >= options.compact_interval_ns) {
+        // Background compaction runs on the purge lane when it is idle: purges make most of
+        // the dead space and end with a compaction pass of their own, so that every pass
+        // runs on this one thread, one after the other (never two at once), and no courier
+        // image or maintenance job waits for one.
         last_idle_work = NowNanos();
         Compact("background");
       } else if (lane == Lane::kMaintenance) {
@@ -581,7 +640,10 @@ struct JobRunner::State {
 
   void Run(index::Job job, Lane lane) {
     Log(LogLevel::kInfo, "job_run",
-        {{"job", index::IdToHex(job.id)}, {"kind", job.kind}, {"progress", job.progress_json}});
+        {{"job", index::IdToHex(job.id)},
+         {"kind", job.kind},
+         {"lane", kLaneNames[int(lane)]},
+         {"progress", job.progress_json}});
     const KindInfo* kind = FindKind(job.kind);
     {
       std::lock_guard lock(mu);
@@ -810,8 +872,9 @@ JobResult RunPurgeJob(JobContext& ctx) {
 
 JobRunner::JobRunner(storage::ObjectStore& store, const Options& options)
     : s_(std::make_unique<State>(store, options)) {
-  s_->main_lane = std::thread([this] { s_->Loop(Lane::kMain); });
-  s_->maintenance_lane = std::thread([this] { s_->Loop(Lane::kMaintenance); });
+  for (int lane = 0; lane < kLanes; ++lane) {
+    s_->lanes[lane] = std::thread([this, lane] { s_->Loop(Lane(lane)); });
+  }
 }
 
 JobRunner::~JobRunner() {
@@ -820,13 +883,14 @@ JobRunner::~JobRunner() {
     s_->stop = true;
   }
   s_->cv.notify_all();
-  if (s_->main_lane.joinable()) s_->main_lane.join();
-  if (s_->maintenance_lane.joinable()) s_->maintenance_lane.join();
+  for (auto& t : s_->lanes) {
+    if (t.joinable()) t.join();
+  }
 }
 
 void JobRunner::Cancelled(const index::Id& job) {
   std::lock_guard lock(s_->mu);
-  for (int lane = 0; lane < 2; ++lane) {
+  for (int lane = 0; lane < kLanes; ++lane) {
     if (s_->running[lane] == job) s_->cancelled[lane] = true;
   }
 }

@@ -24,12 +24,15 @@
 
 namespace cv::admin {
 
-// A refusal to send back as {"error":{"code","message"[,"field"]}}.
+// A refusal to send back as {"error":{"code","message"[,"field"][,details...]}}.
 struct ApiError {
   int status = 400;
   std::string code;
   std::string message;
   std::string field;  // empty: not about one field
+  // More members of the "error" object: the numbers a client acts on (needed_bytes and
+  // free_bytes of 507 insufficient_storage, the job of 409 already_running).
+  boost::json::object details{};
 };
 template <class T>
 using ApiResult = tl::expected<T, ApiError>;

@@ -65,6 +65,24 @@ class Layout {
   std::shared_ptr<const Impl> impl_;
 };
 
+// ---- the room an image takes ----
+// What goes on one image, in aggregate: enough for a bound, without the file list.
+struct ContentSummary {
+  uint64_t files = 0;             // regular files
+  uint64_t file_bytes = 0;        // their sizes, summed
+  uint64_t dirs = 0;              // directories besides the root
+  uint64_t max_name_units = 255;  // the longest name (one path component), in UTF-16 units
+};
+// An upper bound of the bytes that the file system holding an image file allocates for it
+// when WriteImage writes the image through an FdSink to a regular file, where long runs of
+// zeros and free space become holes: the partition table, the exFAT structures, every
+// directory, every file rounded up to whole clusters (the tail of a file's last cluster is
+// written), the short runs of zeros between them, and the file system's own overhead.
+// `image_bytes` as in LayoutOptions (0: the image sized to its content); cluster sizes as
+// Layout::Plan picks them by default. Monotone in every field of `content`, and additive
+// enough that the bound of two summaries summed is at least that of their union.
+uint64_t AllocatedBytesBound(const ContentSummary& content, uint64_t image_bytes);
+
 // Where the image goes. Calls come strictly in increasing offset order, with no gaps.
 class Sink {
  public:

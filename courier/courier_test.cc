@@ -430,6 +430,62 @@ TEST(ImageTest, ResticLikeTree) {
   CheckImage(ResticTree(2), o);
 }
 
+// What admin/courier.cc refuses a job by (507 insufficient_storage): the bound must hold
+// for images as really written to a file system, holes and all, and not be absurdly loose.
+TEST(AllocatedBytesBoundTest, HoldsForWrittenImagesAndIsNotAbsurd) {
+  struct Case {
+    const char* what;
+    std::vector<FileSpec> files;
+    uint64_t image_bytes;
+  };
+  std::vector<FileSpec> tiny, large;
+  for (int i = 0; i < 3000; ++i) tiny.push_back({"data/" + Hex64(i), 1});
+  for (int i = 0; i < 3; ++i) large.push_back({"repo/data/" + Hex64(i), 20ull << 20});
+  large.push_back({"repo/config", 155});
+  const Case cases[] = {
+      {"restic-like, sized to content", ResticTree(2), 0},
+      {"restic-like, 300 MiB drive (32 KiB clusters)", ResticTree(2), 300ull << 20},
+      {"3000 one-byte files (a cluster each)", tiny, 0},
+      {"3000 one-byte files on a 1 GiB drive", tiny, 1ull << 30},
+      {"three 20 MiB files", large, 0},
+      {"three 20 MiB files on a 64 GiB drive (128 KiB clusters)", large, 64ull << 30},
+  };
+  TempDir tmp{"courier_test"};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    ContentSummary sum;
+    for (const auto& f : c.files) {
+      ++sum.files;
+      sum.file_bytes += f.size;
+    }
+    LayoutOptions o;
+    o.unix_time = kTime;
+    o.image_bytes = c.image_bytes;
+    o.empty_dirs = {"repo/locks"};
+    sum.dirs = DirsOf(c.files, o.empty_dirs).size();
+    sum.max_name_units = 64;
+    const std::string image = tmp / "bound.img";
+    ASSERT_TRUE(WriteTo(image, c.files, o).has_value());
+    struct stat st;
+    ASSERT_EQ(stat(image.c_str(), &st), 0);
+    const uint64_t allocated = uint64_t(st.st_blocks) * 512;
+    const uint64_t bound = AllocatedBytesBound(sum, c.image_bytes);
+    EXPECT_GE(bound, allocated);
+    EXPECT_LE(bound, allocated + allocated / 2 + (4 << 20)) << "allocated " << allocated;
+    // The sum of two halves' bounds covers the whole (admin adds up drives' shares so).
+    ContentSummary half = sum;
+    half.files /= 2;
+    half.file_bytes /= 2;
+    ContentSummary rest = sum;
+    rest.files -= half.files;
+    rest.file_bytes -= half.file_bytes;
+    rest.dirs = 0;
+    EXPECT_GE(AllocatedBytesBound(half, c.image_bytes) + AllocatedBytesBound(rest, c.image_bytes),
+              bound);
+    fs::remove(image);
+  }
+}
+
 TEST(ImageTest, FixedSizeImageAndTooSmall) {
   LayoutOptions o;
   o.image_bytes = 300ull << 20;  // 32 KiB clusters by default

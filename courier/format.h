@@ -25,6 +25,9 @@ inline constexpr uint32_t kFirstCluster = 2;
 inline constexpr size_t kEntry = 32;
 inline constexpr size_t kMaxNameUnits = 255;
 inline constexpr uint64_t kMaxDirBytes = 256ull << 20;
+// The writer hands runs of zeros this long or longer to the sink as WriteZeros / Skip (holes
+// in a file); shorter ones it writes. AllocatedBytesBound counts on it.
+inline constexpr uint64_t kHoleMinBytes = 256 << 10;
 // EBD0A0A2-B9E5-4433-87C0-68B6B72699C7 in GPT's mixed-endian byte order.
 inline constexpr std::array<uint8_t, 16> kBasicDataType = {
     0xA2, 0xA0, 0xD0, 0xEB, 0xE5, 0xB9, 0x33, 0x44, 0x87, 0xC0, 0x68, 0xB6, 0xB7, 0x26, 0x99, 0xC7};

@@ -218,6 +218,57 @@ Result<Layout> Layout::Plan(std::vector<FileSpec> files, LayoutOptions options) 
   return out;
 }
 
+uint64_t AllocatedBytesBound(const ContentSummary& c, uint64_t image_bytes) {
+  // The cluster size and the volume's cluster count as Plan picks them.
+  uint64_t part_sectors = 0;
+  uint32_t shift;
+  if (image_bytes != 0) {
+    const uint64_t sectors = image_bytes / kSector;
+    part_sectors =
+        sectors > kAlignSectors + kGptArraySectors + 1
+            ? (sectors - kAlignSectors - kGptArraySectors - 1) / kAlignSectors * kAlignSectors
+            : 0;
+    shift = DefaultSpcShift(part_sectors * kSector);
+  } else {
+    shift = DefaultSpcShift(c.file_bytes + c.file_bytes / 50);
+  }
+  const uint64_t cb = uint64_t(kSector) << shift;
+  // Clusters in use (ContentClusters' rules, every name at its longest): the up-case table;
+  // each directory at least one cluster, and all their entries on top; each file rounded up
+  // to whole clusters.
+  const uint64_t entry_bytes =
+      kRootFixedBytes + (c.files + c.dirs) * EntrySetBytes(c.max_name_units);
+  const uint64_t system =
+      DivUp(RecommendedUpcase().bytes.size(), cb) + (c.dirs + 1) + DivUp(entry_bytes, cb);
+  const uint64_t files = DivUp(c.file_bytes, cb) + c.files;
+  // The volume's clusters size the bitmap (1 bit each). A sized image has what its partition
+  // holds; else Plan adds 1% and 1 MiB of slack, and grows the volume 1 MiB at a time until
+  // the bitmap fits too.
+  const uint64_t need = system + files;
+  const uint64_t volume_clusters =
+      image_bytes != 0 ? part_sectors * kSector / cb
+                       : need + need / 100 + 2 * DivUp(kMiB, cb) + 2 + DivUp(DivUp(need, 8), cb);
+  const uint64_t bitmap = DivUp(DivUp(volume_clusters, 8), cb);
+  // What WriteImage writes: its data, and every run of zeros shorter than kHoleMinBytes
+  // between them (longer runs are holes). From the start: the MBR and primary GPT, then
+  // almost 1 MiB of zeros to the partition (a hole); the two boot regions, then almost 1 MiB
+  // of zeros to the FAT (a hole); the FAT's entries in use (two, then the chains of the
+  // bitmap, the up-case table and the directories) and its zero tail, then zeros to the
+  // cluster heap (each written only if short); the bitmap and every cluster in use; zeros to
+  // the backup GPT (written only if short), and the backup GPT.
+  static_assert(kMiB - (2 + kGptArraySectors) * kSector >= kHoleMinBytes);
+  static_assert(kMiB - 2 * kBootRegionSectors * kSector >= kHoleMinBytes);
+  uint64_t bytes = (2 + kGptArraySectors) * kSector + 2 * kBootRegionSectors * kSector;
+  bytes += 4 * (2 + bitmap + system) + 2 * kHoleMinBytes;
+  bytes += (bitmap + need) * cb;
+  bytes += kHoleMinBytes + (1 + kGptArraySectors) * kSector;
+  // The file system's own: a block (64 KiB at most) at each side of every hole, and the
+  // file's extent tree or block map (12 bytes per 4 KiB block at worst).
+  constexpr uint64_t kHoles = 6, kMaxBlock = 64 << 10;  // the gaps above, the bitmap's tail
+  bytes += kHoles * 2 * kMaxBlock + bytes / 256;
+  return bytes;
+}
+
 uint64_t Layout::image_bytes() const { return impl_->image_sectors * kSector; }
 uint64_t Layout::partition_offset() const { return impl_->part_first_lba * kSector; }
 uint64_t Layout::partition_bytes() const { return impl_->part_sectors * kSector; }

@@ -10,8 +10,8 @@ using namespace fmt;
 
 namespace {
 
-// Collects small pieces into one kWriteBufferBytes buffer; long zero runs go to the sink as
-// WriteZeros / Skip so that holes stay holes.
+// Collects small pieces into one kWriteBufferBytes buffer; zero runs of kHoleMinBytes or more
+// go to the sink as WriteZeros / Skip so that holes stay holes.
 class Emitter {
  public:
   explicit Emitter(Sink& sink) : sink_(sink), buf_(new uint8_t[kWriteBufferBytes]) {}
@@ -32,7 +32,7 @@ class Emitter {
 
   // must_be_zero=false: free space whose content does not matter.
   Status Zeros(uint64_t n, bool must_be_zero) {
-    if (n < kSmallRun) {
+    if (n < kHoleMinBytes) {
       while (n > 0) {
         if (used_ == kWriteBufferBytes) CV_TRY(Flush());
         size_t k = std::min<uint64_t>(n, kWriteBufferBytes - used_);
@@ -70,7 +70,6 @@ class Emitter {
   }
 
  private:
-  static constexpr uint64_t kSmallRun = 256 << 10;
   Sink& sink_;
   std::unique_ptr<uint8_t[]> buf_;
   size_t used_ = 0;

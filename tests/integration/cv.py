@@ -4,6 +4,7 @@ admin API. Every network operation and every wait has a timeout."""
 
 import base64
 import calendar
+import contextlib
 import hashlib
 import http.client
 import json
@@ -441,3 +442,20 @@ def log_events(node, event):
     except FileNotFoundError:
         pass
     return out
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, size):
+    """A tmpfs of `size` (mount's syntax: "16m") mounted at `path` for the `with` block, to
+    fill a file system for real (mount needs root: the test skips where it cannot); unmounted
+    lazily afterwards, so that a process still holding a file there cannot keep it."""
+    import pytest
+    os.makedirs(path, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], capture_output=True)

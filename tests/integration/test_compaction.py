@@ -33,7 +33,7 @@ compact_mib_per_s = {mib_per_s}
 def settle_compaction(node, since_ms, timeout=90):
     """Waits until a compaction pass that started after `since_ms` (wall clock, ms) found
     nothing to move or remove; returns that pass's log event. Passes run one after the other
-    on the job runner's main lane, so the second pass to end after `since_ms` started after it."""
+    on the job runner's purge lane, so the second pass to end after `since_ms` started after it."""
     deadline = time.monotonic() + timeout
     while True:
         done = [e for e in cv.log_events(node, "compaction_done") if int(e["ts_ms"]) >= since_ms]

@@ -560,3 +560,134 @@ def test_delete_images_keeps_the_job_and_is_partner_scoped(fresh_node, tmp_root)
     assert node.admin("GET", f"/jobs/{job2}/images/1").status == 404
     p = cvctl("courier", "delete", "0" * 32, root=node.root)
     assert p.returncode == 1, p.stdout + p.stderr
+
+
+# ---- lanes, one job per device, room in courier_dir (issue 15) --------------------------------
+
+def raw_repository(dev, mib, seed):
+    """A device holding a config object and `mib` data objects of 1 MiB, uploaded directly
+    (a courier job copies objects; it does not need restic's format): {name: body}."""
+    r = dev.request("POST", "/config", b"a courier job copies this as repo/config")
+    assert r.status == 200, r
+    return cv.put_objects(dev, mib, 1 << 20, seed=seed)
+
+
+def wait_running(node, job_id, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        j = node.admin("GET", f"/jobs/{job_id}").json()
+        if j["state"] == "running":
+            return j
+        assert j["state"] == "scheduled", j
+        assert time.monotonic() < deadline, j
+        time.sleep(0.05)
+
+
+def test_a_purge_never_waits_for_a_courier_image(fresh_node):
+    """Courier jobs shared one job lane with purges: a multi-terabyte image held up every
+    deletion on the node. A courier job throttled to 1 MiB/s over 8 MiB runs for about 8 s; a
+    device purge (grace 0) scheduled while it runs is done while the courier job still runs."""
+    node = fresh_node("[jobs]\ncourier_mib_per_s = 1\njob_poll_ms = 50\n")
+    slow = node.new_device(append_only=False, name="shipped")
+    raw_repository(slow, 8, seed=70)
+    courier = start_courier(node, slow)
+    wait_running(node, courier)
+
+    victim = node.new_device(append_only=False, name="decommissioned")
+    keep = node.new_device(account=victim.account, name="kept")
+    kept = cv.put_objects(keep, 2, 50_000, seed=71)
+    cv.put_objects(victim, 5, 100_000, seed=72)
+    r = node.admin("DELETE", f"/accounts/{victim.account}/devices/{victim.id}?grace=0s")
+    assert r.status == 202, r
+    purge = cv.wait_job(node, r.json()["id"], timeout=30)
+    assert purge["result"]["objects_removed"] == 5, purge
+    j = node.admin("GET", f"/jobs/{courier}").json()
+    assert j["state"] == "running", f"the purge waited for the courier job: {j}"
+    cv.assert_reads_back(keep, kept)
+    # Both lanes in the log.
+    lanes = {e["job"]: e.get("lane") for e in cv.log_events(node, "job_run")}
+    assert lanes[courier] == "courier" and lanes[purge["id"]] == "purge", lanes
+    assert wait_job(node, courier, timeout=60)["state"] == "done"
+
+
+def test_one_courier_job_per_device(fresh_node):
+    """A second courier job for a device while one is scheduled or running is 409
+    already_running naming the first, and nothing is created; another device of the account
+    may have its own; once the first is over, the device may have a new one."""
+    node = fresh_node("[jobs]\ncourier_mib_per_s = 1\njob_poll_ms = 50\n")
+    _, key = node.new_partner("p")
+    account = node.new_account(key=key)
+    dev = node.new_device(append_only=False, account=account, key=key)
+    sibling = node.new_device(append_only=False, account=account, name="sibling", key=key)
+    raw_repository(dev, 4, seed=73)
+    raw_repository(sibling, 1, seed=74)
+    first = start_courier(node, dev, key=key)
+    for state in ("scheduled or running", "running"):
+        r = node.admin("POST", f"/accounts/{account}/devices/{dev.id}/courier", {}, key=key)
+        assert r.status == 409, (state, r)
+        err = r.json()["error"]
+        assert err["code"] == "already_running" and err["job"] == first, err
+        assert first in err["message"], err
+        if state != "running":
+            wait_running(node, first)
+    r = node.admin("GET", f"/jobs?account={account}&kind=courier", key=key)
+    assert [j["id"] for j in r.json()["items"]] == [first], r
+    assert audit_actions(node, account).count("device.courier") == 1
+
+    # Per device: the sibling's job is accepted (and waits on the courier lane).
+    second = start_courier(node, sibling, key=key)
+    assert node.admin("POST", f"/jobs/{first}/cancel", {}, key=key).status == 200
+    again = start_courier(node, dev, key=key)
+    for j in (second, again):
+        assert wait_job(node, j, timeout=60)["state"] == "done"
+
+
+def test_courier_job_refused_without_room(fresh_node, tmp_root):
+    """courier_dir on a 16 MiB file system (a tmpfs the test mounts): a device of 20 MiB is
+    refused up front with 507 insufficient_storage naming the bytes needed and free, and
+    nothing is created. A device of 8 MiB fits, and while its job runs the room it still needs
+    is held: a second 8 MiB device is refused (held_bytes). Its image really takes no more
+    than it was promised. Once the first job's images are deleted, the second fits."""
+    with cv.small_tmpfs(os.path.join(tmp_root, "courier-fs"), "16m") as mnt:
+        node = fresh_node(f'[jobs]\ncourier_dir = "{mnt}/courier"\ncourier_mib_per_s = 2\n'
+                          "job_poll_ms = 50\n")
+        big = node.new_device(append_only=False, name="big")
+        raw_repository(big, 20, seed=75)
+        r = node.admin("POST", f"/accounts/{big.account}/devices/{big.id}/courier", {})
+        assert r.status == 507, r
+        err = r.json()["error"]
+        assert err["code"] == "insufficient_storage", err
+        assert err["needed_bytes"] > 20 << 20, err
+        assert 0 < err["free_bytes"] <= 16 << 20 and err["held_bytes"] == 0, err
+        assert str(err["needed_bytes"]) in err["message"], err
+        assert str(err["free_bytes"]) in err["message"], err
+        r = node.admin("GET", f"/jobs?account={big.account}&kind=courier")
+        assert r.json()["items"] == [], r
+        assert "device.courier" not in audit_actions(node, big.account)
+
+        first_dev = node.new_device(append_only=False, name="first")
+        raw_repository(first_dev, 8, seed=76)
+        second_dev = node.new_device(append_only=False, name="second")
+        raw_repository(second_dev, 8, seed=77)
+        first = start_courier(node, first_dev)
+        wait_running(node, first)
+        r = node.admin("POST", f"/accounts/{second_dev.account}/devices/{second_dev.id}/courier",
+                       {})
+        assert r.status == 507, r
+        err = r.json()["error"]
+        assert err["code"] == "insufficient_storage" and err["held_bytes"] > 0, err
+
+        done = wait_job(node, first, timeout=60)
+        assert done["state"] == "done", done
+        promised = done["params"]["needed_bytes"]
+        job_dir = os.path.join(mnt, "courier", first)
+        used = sum(os.lstat(os.path.join(job_dir, f)).st_blocks * 512 for f in os.listdir(job_dir))
+        assert 8 << 20 < used <= promised < used + (3 << 20), (used, promised)
+        # The finished image takes its room for real now: still no room for the second.
+        r = node.admin("POST", f"/accounts/{second_dev.account}/devices/{second_dev.id}/courier",
+                       {})
+        assert r.status == 507, r
+        assert node.admin("DELETE", f"/jobs/{first}/images").status == 200
+        second = start_courier(node, second_dev)
+        assert wait_job(node, second, timeout=60)["state"] == "done"
+        node.stop()

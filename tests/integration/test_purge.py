@@ -6,7 +6,6 @@ disk, and a partner can neither see nor touch another partner's jobs."""
 import os
 import random
 import shutil
-import subprocess
 import time
 
 import pytest
@@ -229,13 +228,7 @@ def test_purge_survives_kill9(fresh_node):
 def test_purge_on_full_disk(fresh_node, tmp_root):
     """The data disks' file system is full (a size-limited tmpfs made by the test): deleting a
     device still completes and its space comes back."""
-    mnt = os.path.join(tmp_root, "full-fs")
-    os.makedirs(mnt, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", mnt],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with cv.small_tmpfs(os.path.join(tmp_root, "full-fs"), "96m") as mnt:
         disks = [os.path.join(mnt, f"d{i}") for i in range(6)]
         config = PURGE_CONFIG + "[storage]\ndisks = [" + ", ".join(f'"{d}"' for d in disks) + "]\n"
         config = config.replace("[storage]\nextent_bytes = 4194304\n", "", 1)
@@ -280,8 +273,6 @@ def test_purge_on_full_disk(fresh_node, tmp_root):
         assert keeper.put("data", b"after the purge").status == 200
         assert node.fsck()["clean"]
         node.stop()
-    finally:
-        subprocess.run(["umount", "-l", mnt], capture_output=True)
 
 
 def test_account_delete_purges_every_device_then_the_account(fresh_node):
@@ -422,3 +413,61 @@ def test_purged_device_answers_410_while_its_account_exists(fresh_node, workdir)
         r = dev.request("GET", "/config", headers={"Authorization": auth})
         assert r.status == 401 and r.error_code() == "unauthenticated", r
     assert node.fsck()["clean"], node.fsck()
+
+
+def test_partner_cannot_cancel_the_operators_account_deletion(fresh_node):
+    """Issue 15: the account's partner could cancel the operator's account.purge (200, every
+    device reopened). A key may cancel only the kinds of job its role may create: a partner
+    key device.purge (and courier) jobs of its own accounts, never an account.purge. The
+    refusal is 403 operator_only, recorded in the audit log, and changes nothing else."""
+    node = fresh_node(PURGE_CONFIG)
+    pid, pkey = node.new_partner("p")
+    account = node.new_account(key=pkey)
+    devs = [node.new_device(account=account, name=f"d{i}", key=pkey, append_only=False)
+            for i in range(2)]
+    r = node.admin("DELETE", f"/accounts/{account}?grace=1h")
+    assert r.status == 202, r
+    job = r.json()
+    for d in devs:
+        assert d.request("GET", "/data/").status == 410
+
+    # The partner sees the deletion of its account (GET, the list) but cannot cancel it, nor
+    # delete its "images".
+    assert node.admin("GET", f"/jobs/{job['id']}", key=pkey).status == 200
+    r = node.admin("GET", f"/jobs?account={account}", key=pkey)
+    assert [j["id"] for j in r.json()["items"]] == [job["id"]], r
+    r = node.admin("POST", f"/jobs/{job['id']}/cancel", key=pkey)
+    assert r.status == 403 and r.error_code() == "operator_only", r
+    r = node.admin("DELETE", f"/jobs/{job['id']}/images", key=pkey)
+    assert r.status == 403 and r.error_code() == "operator_only", r
+
+    # Nothing changed: the job is still scheduled, every device still closed.
+    after = node.admin("GET", f"/jobs/{job['id']}").json()
+    assert after["state"] == "scheduled" and after["finished_at"] is None, after
+    for d in devs:
+        assert d.request("GET", "/data/").status == 410
+        r = node.admin("GET", f"/accounts/{account}/devices/{d.id}")
+        assert r.json()["purge_job"] == job["id"] and r.json()["deleted_at"] is not None, r
+
+    # The refused attempts are in the audit log, the partner's own view included.
+    r = node.admin("GET", f"/audit?account={account}", key=pkey)
+    assert r.status == 200, r
+    items = r.json()["items"]
+    refused = [a for a in items if a["action"] == "job.cancel.refused"]
+    assert len(refused) == 1, items
+    assert refused[0]["role"] == f"partner:{pid}" and refused[0]["target"] == f"job/{job['id']}"
+    assert refused[0]["before"]["state"] == "scheduled", refused[0]
+    assert refused[0]["after"]["refused"]["code"] == "operator_only", refused[0]
+    assert [a["action"] for a in items].count("courier.images_delete.refused") == 1, items
+    assert "job.cancel" not in [a["action"] for a in items]
+
+    # What a partner may create, it may cancel: a device purge of another of its accounts.
+    other = node.new_device(account=node.new_account(key=pkey), key=pkey)
+    mine = delete_device(node, other, grace="7d", key=pkey)
+    r = node.admin("POST", f"/jobs/{mine['id']}/cancel", key=pkey)
+    assert r.status == 200 and r.json()["state"] == "cancelled", r
+    assert other.request("GET", "/data/").status == 200
+    # And the operator may cancel the account's deletion.
+    assert node.admin("POST", f"/jobs/{job['id']}/cancel").status == 200
+    for d in devs:
+        assert d.request("GET", "/data/").status == 200

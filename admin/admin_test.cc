@@ -206,7 +206,8 @@ TEST_F(AdminTest, DiskChangesAndFsckFixCommitWithTheirAuditRecordOrNotAtAll) {
     ASSERT_TRUE(api) << api.error().ToString();
   };
   auto set_meta = [&](const std::string& key, const std::string& value) {
-    ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& txn) { return txn.PutMeta(key, value); }));
+    ASSERT_TRUE(
+        store_->Index().Update([&](index::WriteTxn& txn) { return txn.PutMeta(key, value); }));
   };
   std::string seq = "0";
   {

@@ -1,7 +1,8 @@
 // Disk replacement (what `cvctl disk` calls): GET /disks, POST /disks (add a disk while the
 // node serves), POST /disks/{disk}/drain (a disk.drain job moves every shard off a readable
 // disk), POST /disks/{disk}/remove (a dead disk is gone for good: a repair job rebuilds its
-// shards on the other disks). All operator only; every change is audited.
+// shards on the other disks). All operator only; every change is audited in the index
+// transaction that records it (the store runs the record inside its own).
 #include <boost/json/array.hpp>
 #include <chrono>
 
@@ -70,6 +71,21 @@ std::optional<Response> RefuseTooFew(Call& c, const storage::StoreStats& stats, 
 }
 
 }  // namespace
+
+Response ChangeDiskState(
+    Call& c, size_t d, storage::DiskState state,
+    const std::function<Result<Outcome>(index::WriteTxn&, const json::object& disk)>& fn) {
+  json::object after;
+  return InStoreTxn(
+      [&](const TxnFn& in) {
+        return c.store.SetDiskState(d, state,
+                                    [&](index::WriteTxn& txn, const storage::DiskStatus& a) {
+                                      after = DiskJson(a);
+                                      return in(txn);
+                                    });
+      },
+      [&](index::WriteTxn& txn) { return fn(txn, after); });
+}
 
 Response ListDisks(Call& c) {
   const storage::StoreStats stats = c.store.Stats();
@@ -144,23 +160,16 @@ Response DrainDisk(Call& c) {
   params["path"] = disk->path;
   // One index transaction: the disk draining, the drain job (409 if one is pending already)
   // and both audit records. A drain job that starts finds the disk draining.
-  json::object after;
-  Response r = InStoreTxn(
-      [&](const TxnFn& in) {
-        return c.store.SetDiskState(disk->position, storage::DiskState::kDraining,
-                                    [&](index::WriteTxn& txn, const storage::DiskStatus& a) {
-                                      after = DiskJson(a);
-                                      return in(txn);
-                                    });
-      },
-      [&](index::WriteTxn& txn) -> Result<Outcome> {
-        auto job = ScheduleOpsJobIn(txn, c, kDrainJob, params);
-        if (!job) return tl::unexpected(job.error());
-        if (!*job) return Outcome(tl::unexpected(job->error()));
-        CV_TRY(AuditNodeAction(txn, c, "disk.drain", "disk/" + std::to_string(disk->position),
-                               after));
-        return Outcome(JobScheduled(**job));
-      });
+  Response r =
+      ChangeDiskState(c, disk->position, storage::DiskState::kDraining,
+                      [&](index::WriteTxn& txn, const json::object& after) -> Result<Outcome> {
+                        auto job = ScheduleOpsJobIn(txn, c, kDrainJob, params);
+                        if (!job) return tl::unexpected(job.error());
+                        if (!*job) return Outcome(tl::unexpected(job->error()));
+                        CV_TRY(AuditNodeAction(txn, c, "disk.drain",
+                                               "disk/" + std::to_string(disk->position), after));
+                        return Outcome(JobScheduled(**job));
+                      });
   if (r.status == 202 && c.runner) c.runner->Wake();
   return r;
 }
@@ -192,16 +201,9 @@ Response RemoveDisk(Call& c) {
   }
   // One index transaction: the disk removed, its audit record and, if it held shards, the
   // repair job that rebuilds them (unless one is pending already) with its own.
-  json::object removed;
-  Response r = InStoreTxn(
-      [&](const TxnFn& in) {
-        return c.store.SetDiskState(disk->position, storage::DiskState::kRemoved,
-                                    [&](index::WriteTxn& txn, const storage::DiskStatus& a) {
-                                      removed = DiskJson(a);
-                                      return in(txn);
-                                    });
-      },
-      [&](index::WriteTxn& txn) -> Result<Outcome> {
+  Response r = ChangeDiskState(
+      c, disk->position, storage::DiskState::kRemoved,
+      [&](index::WriteTxn& txn, const json::object& removed) -> Result<Outcome> {
         CV_TRY(AuditNodeAction(txn, c, "disk.remove", "disk/" + std::to_string(disk->position),
                                removed));
         json::object reply;

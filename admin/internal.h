@@ -6,7 +6,8 @@
 // add-ons of those accounts. Anything else -- another partner's account, a released account,
 // an account that does not exist -- is the same 404 (VisibleAccount), checked inside the
 // transaction that acts on it. Every mutation appends its audit record (AppendAudit) in that
-// same transaction, so a change and its record commit or roll back together.
+// same transaction, so a change and its record commit or roll back together; a change the
+// store commits itself (disks, fsck's fix) takes the record into its transaction (InStoreTxn).
 #pragma once
 
 #include <boost/json/object.hpp>
@@ -286,6 +287,11 @@ void ForgetCensus();
 
 // disks.cc
 json::object DiskJson(const storage::DiskStatus& d);
+// Sets disk d's state (ObjectStore::SetDiskState) with fn in the same index transaction
+// (InStoreTxn), given the disk as the change leaves it (DiskJson).
+Response ChangeDiskState(
+    Call& c, size_t d, storage::DiskState state,
+    const std::function<Result<Outcome>(index::WriteTxn&, const json::object& disk)>& fn);
 Response ListDisks(Call& c);   // GET /disks
 Response AddDisk(Call& c);     // POST /disks {"path"}
 Response DrainDisk(Call& c);   // POST /disks/{disk}/drain -> 202 disk.drain job

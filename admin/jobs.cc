@@ -372,15 +372,10 @@ Response CancelJob(Call& c) {
   // where they are) in the same index transaction as the cancellation and its audit record.
   auto disk = DiskToReactivate(c);
   if (!disk) return FromError(disk.error());
-  Response r =
-      *disk ? InStoreTxn(
-                  [&](const TxnFn& in) {
-                    return c.store.SetDiskState(
-                        **disk, storage::DiskState::kActive,
-                        [&](index::WriteTxn& txn, const storage::DiskStatus&) { return in(txn); });
-                  },
-                  cancel)
-            : InUpdate(c, cancel);
+  Response r = *disk ? ChangeDiskState(
+                           c, **disk, storage::DiskState::kActive,
+                           [&](index::WriteTxn& txn, const json::object&) { return cancel(txn); })
+                     : InUpdate(c, cancel);
   if (r.status == 200) {
     if (Status st = AfterCancel(c, r); !st) return FromError(st.error());
   }

@@ -298,7 +298,8 @@ Result<ApiResult<index::Job>> ScheduleOpsJobIn(index::WriteTxn& txn, const Call&
     for (const auto& j : *jobs) {
       if (j.kind == kind) {
         return ApiResult<index::Job>(tl::unexpected(ApiError{
-            409, "already_running",
+            409,
+            "already_running",
             "a " + std::string(kind) + " job is " + j.state + " already: " + index::IdToHex(j.id),
             {}}));
       }
@@ -565,8 +566,9 @@ Response BackupIndex(Call& c) {
   // The copy is files, not an index change, so it cannot commit with its record: the record
   // follows the copy, and a crash between them leaves a backup directory that the audit log
   // does not mention (nothing in the node's state changed).
-  if (auto st = c.store.Index().Update(
-          [&](index::WriteTxn& txn) { return AuditNodeAction(txn, c, "index.backup", "index", o); });
+  if (auto st = c.store.Index().Update([&](index::WriteTxn& txn) {
+        return AuditNodeAction(txn, c, "index.backup", "index", o);
+      });
       !st) {
     return FromError(st.error());
   }

@@ -8,7 +8,6 @@
 
 namespace cv::storage::internal {
 
-
 Result<FsckReport> StoreImpl::Fsck(
     bool fix, const std::function<Status(index::WriteTxn&, const FsckReport&)>& also) {
   FsckReport rep;

@@ -100,15 +100,15 @@ Status StoreImpl::SetDiskState(size_t d, DiskState state, const DiskChangeFn& al
   std::lock_guard lock(disk_admin_mu_);
   if (d >= disks_.size()) return Err(ErrorKind::kNotFound, "no disk at position " + std::to_string(d));
   const DiskState before = disks_.state(d);
+  if (before == state && !also) return {};
   if (before == DiskState::kRemoved) {
     return Err(ErrorKind::kConflict, "disk " + disks_.path(d) + " was removed; that is final");
   }
-  if (before == state && !also) return {};
   // Out of placement at once, before the commit (which may wait for a group of writers):
   // draining in memory receives no new shards but is still read, which is right for both a
   // drain and a removal while the change is not yet durable, and undone if it fails. Back
-  // into placement, or no longer read (removed), only once durable: a restart never finds
-  // the disk in a state the node did not act on.
+  // into placement, or no longer read (removed), only once durable: the node never places
+  // shards on a disk the index has out of placement, nor stops reading one it has readable.
   const bool out_of_placement = before == DiskState::kActive && state != DiskState::kActive;
   if (out_of_placement) disks_.SetState(d, DiskState::kDraining);
   DiskStatus after = StatusOfDisk(d, 0);

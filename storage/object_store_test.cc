@@ -981,9 +981,9 @@ TEST_F(StoreTest, DiskChangesAndFsckFixCommitWithTheCallersRecordOrRollBack) {
   std::vector<DiskStatus> seen;
   auto records = [&](index::WriteTxn& txn, const DiskStatus& after) -> Status {
     seen.push_back(after);
-    return txn.PutMeta("test/disk" + std::to_string(after.position) + "/" +
-                           DiskStateName(after.state),
-                       after.path);
+    return txn.PutMeta(
+        "test/disk" + std::to_string(after.position) + "/" + DiskStateName(after.state),
+        after.path);
   };
   auto pos = store_->AddDisk(fresh, records);
   ASSERT_TRUE(pos.has_value()) << pos.error().ToString();

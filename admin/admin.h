@@ -131,7 +131,13 @@
 // repair, disk.drain).
 //
 // Every mutation appends an audit record (time, key id, role, action, target, before, after)
-// in the same index transaction as the change. Request bodies are strict: unknown or duplicate
+// in the same index transaction as the change, so that a crash or an error never leaves one
+// without the other: disk changes and fsck's fix included (the store runs the record inside
+// its own transaction). Two kinds of change are recorded around the change rather than in
+// it: a job's work, which commits batch by batch with its progress, is recorded when it is
+// scheduled (with the job) and by its receipt or failure (with the job's final state; a job
+// a crash interrupted resumes, so the record follows); an index backup is files, not an index
+// change, and its record follows the copy. Request bodies are strict: unknown or duplicate
 // fields, wrong types, sizes beyond 1 EiB, malformed ids and dates are 400 and change nothing.
 // Errors are {"error":{"code","message"[,"field"]}}, plus the numbers a client acts on where
 // there are some (507 insufficient_storage: needed_bytes, free_bytes, held_bytes).

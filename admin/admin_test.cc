@@ -273,6 +273,190 @@ TEST_F(AdminTest, PartnerMayChangeOnlyTheKindsOfJobItMayCreate) {
   EXPECT_EQ(refusals("job.cancel.refused"), 4u);
 }
 
+// Issue 15: disk add, drain, remove, cancelling a drain and fsck's fix used to commit the
+// change first and its audit record in a second transaction, so that a failure (or a crash)
+// between the two left a change that the audit log does not mention. The fault between the
+// two writes here is real: the audit log's sequence number is put `appends` short of its end,
+// so that the append after those fails ("audit sequence numbers exhausted") inside the
+// transaction, after the change itself was written there. Then nothing may have changed, in
+// memory or after a reopen; without the fault, the change and its record are both there.
+TEST_F(AdminTest, DiskChangesAndFsckFixCommitWithTheirAuditRecordOrNotAtAll) {
+  auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
+  ASSERT_TRUE(api) << api.error().ToString();
+  const std::string op = ReadKey();
+  namespace bj = boost::json;
+  auto call = [&](std::string method, std::string target, std::string body) {
+    return Call(**api, std::move(method), "/admin/v1" + target, std::move(body), op);
+  };
+  auto reopen = [&] {  // a restart: what is durable, and only that
+    api->reset();
+    store_.Reopen();
+    ASSERT_TRUE(store_.ok());
+    api = AdminApi::Open(*store_, Options{key_file_, false, false});
+    ASSERT_TRUE(api) << api.error().ToString();
+  };
+  auto set_meta = [&](const std::string& key, const std::string& value) {
+    ASSERT_TRUE(
+        store_->Index().Update([&](index::WriteTxn& txn) { return txn.PutMeta(key, value); }));
+  };
+  std::string seq = "0";
+  {
+    auto txn = store_->Index().BeginRead();
+    ASSERT_TRUE(txn);
+    auto stored = (*txn)->GetMeta("audit_last_seq");
+    ASSERT_TRUE(stored);
+    if (*stored) seq = **stored;
+  }
+  auto audit_fails_after = [&](uint64_t appends) {
+    set_meta("audit_last_seq", std::to_string(UINT64_MAX - appends));
+  };
+  auto audit_works = [&] { set_meta("audit_last_seq", seq); };
+  auto actions = [&] {
+    std::vector<std::string> out;
+    auto r = call("GET", "/audit?limit=1000", "");
+    EXPECT_EQ(r.status, 200) << r.body;
+    const bj::value page = bj::parse(r.body);
+    for (const auto& a : page.at("items").as_array()) {
+      out.push_back(std::string(a.at("action").as_string()) + " " +
+                    std::string(a.at("target").as_string()));
+    }
+    return out;
+  };
+  auto count = [](const std::vector<std::string>& v, std::string_view prefix) {
+    return std::count_if(v.begin(), v.end(), [&](const std::string& s) {
+      return s.compare(0, prefix.size(), prefix) == 0;
+    });
+  };
+  auto disk_states = [&] {
+    std::vector<std::string> out;
+    auto r = call("GET", "/disks", "");
+    EXPECT_EQ(r.status, 200) << r.body;
+    const bj::value page = bj::parse(r.body);
+    for (const auto& d : page.at("items").as_array()) {
+      out.push_back(std::string(d.at("state").as_string()));
+    }
+    return out;
+  };
+  auto jobs_of = [&](std::string_view kind) {
+    auto r = call("GET", "/jobs?limit=1000", "");
+    EXPECT_EQ(r.status, 200) << r.body;
+    std::vector<bj::object> out;
+    const bj::value page = bj::parse(r.body);
+    for (const auto& j : page.at("items").as_array()) {
+      if (j.at("kind").as_string() == kind) out.push_back(j.as_object());
+    }
+    return out;
+  };
+  using States = std::vector<std::string>;
+  const std::string new_disk = store_.dir() / "d3";
+
+  // Add: the disk is not added, its directory holds nothing of it, and a retry works.
+  audit_fails_after(0);
+  Response r = call("POST", "/disks", R"({"path":")" + new_disk + "\"}");
+  EXPECT_EQ(r.status, 507) << r.body;
+  EXPECT_EQ(disk_states(), (States{"ok", "ok", "ok"}));
+  EXPECT_FALSE(std::filesystem::exists(new_disk + "/chunkvault-disk"));
+  reopen();
+  EXPECT_EQ(disk_states(), (States{"ok", "ok", "ok"}));
+  audit_works();
+  EXPECT_EQ(count(actions(), "disk.add"), 0);
+  r = call("POST", "/disks", R"({"path":")" + new_disk + "\"}");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(bj::parse(r.body).at("position"), 3);
+  EXPECT_EQ(count(actions(), "disk.add disk/3"), 1);
+  EXPECT_EQ(disk_states(), (States{"ok", "ok", "ok", "ok"}));
+
+  // Drain: its job and the disk's state go with the audit records. The first append (the
+  // job's "job.schedule") succeeds, the second ("disk.drain") fails.
+  audit_fails_after(1);
+  r = call("POST", "/disks/3/drain", "{}");
+  EXPECT_EQ(r.status, 507) << r.body;
+  EXPECT_EQ(disk_states(), (States{"ok", "ok", "ok", "ok"}));
+  EXPECT_TRUE(jobs_of("disk.drain").empty());
+  reopen();
+  EXPECT_EQ(disk_states(), (States{"ok", "ok", "ok", "ok"}));
+  EXPECT_TRUE(jobs_of("disk.drain").empty());
+  audit_works();
+  EXPECT_EQ(count(actions(), "disk.drain"), 0);
+  EXPECT_EQ(count(actions(), "job.schedule"), 0);
+  r = call("POST", "/disks/3/drain", "{}");
+  ASSERT_EQ(r.status, 202) << r.body;
+  const std::string drain_job = std::string(bj::parse(r.body).at("id").as_string());
+  EXPECT_EQ(disk_states(), (States{"ok", "ok", "ok", "draining"}));
+  EXPECT_EQ(count(actions(), "disk.drain disk/3"), 1);
+  EXPECT_EQ(count(actions(), "job.schedule job/" + drain_job), 1);
+
+  // Cancelling the drain puts the disk back into service with the cancellation, or neither.
+  audit_fails_after(0);
+  r = call("POST", "/jobs/" + drain_job + "/cancel", "");
+  EXPECT_EQ(r.status, 507) << r.body;
+  reopen();
+  EXPECT_EQ(disk_states(), (States{"ok", "ok", "ok", "draining"}));
+  ASSERT_EQ(jobs_of("disk.drain").size(), 1u);
+  EXPECT_EQ(jobs_of("disk.drain")[0].at("state"), "scheduled");
+  audit_works();
+  r = call("POST", "/jobs/" + drain_job + "/cancel", "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(disk_states(), (States{"ok", "ok", "ok", "ok"}));
+  EXPECT_EQ(count(actions(), "job.cancel job/" + drain_job), 1);
+  reopen();
+  EXPECT_EQ(disk_states(), (States{"ok", "ok", "ok", "ok"}));
+
+  // Remove: the disk stays, in memory too (the node keeps reading it).
+  audit_fails_after(0);
+  r = call("POST", "/disks/3/remove", "{}");
+  EXPECT_EQ(r.status, 507) << r.body;
+  EXPECT_EQ(disk_states(), (States{"ok", "ok", "ok", "ok"}));
+  reopen();
+  EXPECT_EQ(disk_states(), (States{"ok", "ok", "ok", "ok"}));
+  audit_works();
+  EXPECT_EQ(count(actions(), "disk.remove"), 0);
+  r = call("POST", "/disks/3/remove", "{}");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(bj::parse(r.body).at("disk").at("state"), "removed");
+  EXPECT_EQ(count(actions(), "disk.remove disk/3"), 1);
+  reopen();
+  EXPECT_EQ(disk_states(), (States{"ok", "ok", "ok", "removed"}));
+
+  // fsck's fix: a device whose usage counters disagree with its objects (none) stays wrong.
+  r = call("POST", "/accounts", R"({"plan_quota_bytes":1000,"device_limit":1,"status":"active"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  const std::string acct = std::string(bj::parse(r.body).at("id").as_string());
+  r = call("POST", "/accounts/" + acct + "/devices", R"({"name":"pc"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  const auto device = index::IdFromHex(bj::parse(r.body).at("id").as_string());
+  ASSERT_TRUE(device);
+  ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& txn) -> Status {
+    auto d = txn.GetDevice(*device);
+    if (!d) return tl::unexpected(d.error());
+    index::DeviceRecord wrong = d->value();
+    wrong.bytes = 12345;
+    wrong.objects = 3;
+    return txn.PutDevice(wrong);
+  }));
+  auto fsck_clean = [&] {
+    auto f = call("GET", "/fsck", "");
+    EXPECT_EQ(f.status, 200) << f.body;
+    return bj::parse(f.body).at("clean").as_bool();
+  };
+  EXPECT_FALSE(fsck_clean());
+  audit_fails_after(0);
+  r = call("POST", "/fsck", R"({"fix":true})");
+  EXPECT_EQ(r.status, 507) << r.body;
+  EXPECT_FALSE(fsck_clean());
+  reopen();
+  EXPECT_FALSE(fsck_clean());
+  audit_works();
+  EXPECT_EQ(count(actions(), "node.fsck_fix"), 0);
+  r = call("POST", "/fsck", R"({"fix":true})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(bj::parse(r.body).at("clean").as_bool()) << r.body;
+  EXPECT_FALSE(bj::parse(r.body).at("fixed").as_array().empty()) << r.body;
+  EXPECT_EQ(count(actions(), "node.fsck_fix index"), 1);
+  reopen();
+  EXPECT_TRUE(fsck_clean());
+}
+
 TEST(AdminErrorTest, StatusMappingAndBody) {
   EXPECT_EQ(HttpStatus(ErrorKind::kInvalidArgument), 400);
   EXPECT_EQ(HttpStatus(ErrorKind::kConflict), 409);

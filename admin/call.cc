@@ -32,8 +32,13 @@ ApiError NoSuch(std::string_view what) {
 }
 
 Response InUpdate(Call& c, const std::function<Result<Outcome>(index::WriteTxn&)>& fn) {
+  return InStoreTxn([&](const TxnFn& in) { return c.store.Index().Update(in); }, fn);
+}
+
+Response InStoreTxn(const std::function<Status(const TxnFn&)>& commit,
+                    const std::function<Result<Outcome>(index::WriteTxn&)>& fn) {
   std::optional<Outcome> outcome;
-  auto st = c.store.Index().Update([&](index::WriteTxn& txn) -> Status {
+  auto st = commit([&](index::WriteTxn& txn) -> Status {
     outcome.reset();  // a retry after map growth starts over
     auto r = fn(txn);
     if (!r) return tl::unexpected(r.error());

@@ -1,9 +1,9 @@
 // Disk replacement (what `cvctl disk` calls): GET /disks, POST /disks (add a disk while the
 // node serves), POST /disks/{disk}/drain (a disk.drain job moves every shard off a readable
 // disk), POST /disks/{disk}/remove (a dead disk is gone for good: a repair job rebuilds its
-// shards on the other disks). All operator only; every change is audited.
+// shards on the other disks). All operator only; every change is audited in the index
+// transaction that records it (the store runs the record inside its own).
 #include <boost/json/array.hpp>
-#include <boost/json/parse.hpp>
 #include <chrono>
 
 #include "admin/internal.h"
@@ -72,6 +72,21 @@ std::optional<Response> RefuseTooFew(Call& c, const storage::StoreStats& stats, 
 
 }  // namespace
 
+Response ChangeDiskState(
+    Call& c, size_t d, storage::DiskState state,
+    const std::function<Result<Outcome>(index::WriteTxn&, const json::object& disk)>& fn) {
+  json::object after;
+  return InStoreTxn(
+      [&](const TxnFn& in) {
+        return c.store.SetDiskState(d, state,
+                                    [&](index::WriteTxn& txn, const storage::DiskStatus& a) {
+                                      after = DiskJson(a);
+                                      return in(txn);
+                                    });
+      },
+      [&](index::WriteTxn& txn) { return fn(txn, after); });
+}
+
 Response ListDisks(Call& c) {
   const storage::StoreStats stats = c.store.Stats();
   json::array items;
@@ -90,9 +105,27 @@ Response AddDisk(Call& c) {
         BadField("path", "must be an absolute path on the node (an empty or new directory)")
             .value());
   }
-  auto d = c.store.AddDisk(*path);
-  if (!d) {
-    const Error& e = d.error();
+  // The disk and its audit record commit in one index transaction, or neither does.
+  json::object added;
+  std::optional<Error> refused;  // the store's refusal of the path, before any transaction
+  Response r = InStoreTxn(
+      [&](const TxnFn& in) -> Status {
+        auto d = c.store.AddDisk(*path, [&](index::WriteTxn& txn, const storage::DiskStatus& a) {
+          added = DiskJson(a);
+          return in(txn);
+        });
+        if (!d && added.empty()) refused = d.error();
+        return d ? Status{} : Status(tl::unexpected(d.error()));
+      },
+      [&](index::WriteTxn& txn) -> Result<Outcome> {
+        const std::string position = std::to_string(added.at("position").to_number<size_t>());
+        CV_TRY(AuditNodeAction(txn, c, "disk.add", "disk/" + position, added));
+        Response ok = Reply(201, added);
+        ok.headers.emplace_back("Location", "/admin/v1/disks/" + position);
+        return Outcome(std::move(ok));
+      });
+  if (refused) {
+    const Error& e = *refused;
     if (e.kind == ErrorKind::kInvalidArgument) {
       return FromApiError(ApiError{400, "invalid_field", e.context, "path"});
     }
@@ -100,15 +133,7 @@ Response AddDisk(Call& c) {
     if (e.kind == ErrorKind::kIOError) {
       return FromApiError(ApiError{422, "unusable_disk", e.context, "path"});
     }
-    return FromError(e);
   }
-  const storage::StoreStats stats = c.store.Stats();
-  json::object o = *d < stats.disks.size() ? DiskJson(stats.disks[*d]) : json::object{};
-  if (auto st = AuditNodeAction(c, "disk.add", "disk/" + std::to_string(*d), o); !st) {
-    return FromError(st.error());
-  }
-  Response r = Reply(201, o);
-  r.headers.emplace_back("Location", "/admin/v1/disks/" + std::to_string(*d));
   return r;
 }
 
@@ -133,18 +158,19 @@ Response DrainDisk(Call& c) {
   json::object params;
   params["disk"] = disk->position;
   params["path"] = disk->path;
-  // The job first (409 if a drain is pending already), then the state: a drain job that
-  // starts finds the disk draining, and a failed state change cancels the job.
-  Response r = ScheduleOpsJob(c, kDrainJob, params);
-  if (r.status != 202) return r;
-  if (Status s = c.store.SetDiskState(disk->position, storage::DiskState::kDraining); !s) {
-    return FromError(s.error());
-  }
-  json::object after = DiskJson(c.store.Stats().disks[disk->position]);
-  if (auto st = AuditNodeAction(c, "disk.drain", "disk/" + std::to_string(disk->position), after);
-      !st) {
-    return FromError(st.error());
-  }
+  // One index transaction: the disk draining, the drain job (409 if one is pending already)
+  // and both audit records. A drain job that starts finds the disk draining.
+  Response r =
+      ChangeDiskState(c, disk->position, storage::DiskState::kDraining,
+                      [&](index::WriteTxn& txn, const json::object& after) -> Result<Outcome> {
+                        auto job = ScheduleOpsJobIn(txn, c, kDrainJob, params);
+                        if (!job) return tl::unexpected(job.error());
+                        if (!*job) return Outcome(tl::unexpected(job->error()));
+                        CV_TRY(AuditNodeAction(txn, c, "disk.drain",
+                                               "disk/" + std::to_string(disk->position), after));
+                        return Outcome(JobScheduled(**job));
+                      });
+  if (r.status == 202 && c.runner) c.runner->Wake();
   return r;
 }
 
@@ -173,31 +199,34 @@ Response RemoveDisk(Call& c) {
       return *refused;
     }
   }
-  if (Status s = c.store.SetDiskState(disk->position, storage::DiskState::kRemoved); !s) {
-    return FromError(s.error());
-  }
-  json::object o = DiskJson(c.store.Stats().disks[disk->position]);
-  if (auto st = AuditNodeAction(c, "disk.remove", "disk/" + std::to_string(disk->position), o);
-      !st) {
-    return FromError(st.error());
-  }
-  json::object reply;
-  reply["disk"] = o;
-  reply["repair"] = nullptr;
-  if (disk->live_bytes > 0) {
-    json::object params;
-    params["include_failed_disks"] = true;
-    params["reason"] = "disk " + std::to_string(disk->position) + " removed";
-    Response r = ScheduleOpsJob(c, kRepairJob, params);
-    if (r.status == 202) {
-      reply["repair"] = json::parse(r.body);
-    } else {
-      reply["message"] =
-          "a repair job is scheduled or running already; the node's automatic repair (or "
-          "cvctl repair --include-failed) rebuilds this disk's shards after it";
-    }
-  }
-  return Reply(200, reply);
+  // One index transaction: the disk removed, its audit record and, if it held shards, the
+  // repair job that rebuilds them (unless one is pending already) with its own.
+  Response r = ChangeDiskState(
+      c, disk->position, storage::DiskState::kRemoved,
+      [&](index::WriteTxn& txn, const json::object& removed) -> Result<Outcome> {
+        CV_TRY(AuditNodeAction(txn, c, "disk.remove", "disk/" + std::to_string(disk->position),
+                               removed));
+        json::object reply;
+        reply["disk"] = removed;
+        reply["repair"] = nullptr;
+        if (disk->live_bytes > 0) {
+          json::object params;
+          params["include_failed_disks"] = true;
+          params["reason"] = "disk " + std::to_string(disk->position) + " removed";
+          auto job = ScheduleOpsJobIn(txn, c, kRepairJob, params);
+          if (!job) return tl::unexpected(job.error());
+          if (*job) {
+            reply["repair"] = JobJson(**job);
+          } else {
+            reply["message"] =
+                "a repair job is scheduled or running already; the node's automatic repair (or "
+                "cvctl repair --include-failed) rebuilds this disk's shards after it";
+          }
+        }
+        return Outcome(Reply(200, reply));
+      });
+  if (r.status == 200 && c.runner) c.runner->Wake();
+  return r;
 }
 
 // disk.drain: progress {objects_total, objects_done, stripes_moved, shards_moved, bytes_moved,

@@ -1,6 +1,7 @@
 // GET /fsck: the store's consistency check plus the account model's (usage recomputed from the
 // objects, partner and device indexes). POST /fsck {"fix": true}: the same, correcting the
-// usage counters and extent accounting on the way (audited as node.fsck_fix).
+// usage counters and extent accounting on the way (audited as node.fsck_fix, in the same
+// transaction as the fix).
 #include <boost/json/array.hpp>
 
 #include "admin/internal.h"
@@ -9,33 +10,53 @@ namespace cv::admin::internal {
 
 namespace {
 
-Response RunFsck(Call& c, bool fix) {
-  auto report = c.store.Fsck(fix);
-  if (!report) return FromError(report.error());
-  auto txn = c.store.Index().BeginRead();
-  if (!txn) return FromError(txn.error());
-  auto accounts = index::CheckAccounts(**txn);
-  txn->reset();
-  if (!accounts) return FromError(accounts.error());
+json::object FsckJson(const storage::FsckReport& report, const std::vector<std::string>& accounts,
+                      bool fix) {
   json::array problems;
-  for (const auto& p : report->problems) problems.push_back(json::value(p));
-  for (const auto& p : *accounts) problems.push_back(json::value(p));
+  for (const auto& p : report.problems) problems.push_back(json::value(p));
+  for (const auto& p : accounts) problems.push_back(json::value(p));
   json::object o;
   o["clean"] = problems.empty();
-  o["objects"] = report->objects;
-  o["bytes"] = report->bytes;
+  o["objects"] = report.objects;
+  o["bytes"] = report.bytes;
   o["problems"] = std::move(problems);
   if (fix) {
     json::array fixed;
-    for (const auto& f : report->fixed) fixed.push_back(json::value(f));
+    for (const auto& f : report.fixed) fixed.push_back(json::value(f));
     o["fixed"] = std::move(fixed);
-    if (!report->fixed.empty()) {
-      if (auto st = AuditNodeAction(c, "node.fsck_fix", "index", o); !st) {
-        return FromError(st.error());
-      }
-    }
   }
-  return Reply(200, o);
+  return o;
+}
+
+Response RunFsck(Call& c, bool fix) {
+  if (!fix) {
+    auto report = c.store.Fsck(false);
+    if (!report) return FromError(report.error());
+    auto txn = c.store.Index().BeginRead();
+    if (!txn) return FromError(txn.error());
+    auto accounts = index::CheckAccounts(**txn);
+    txn->reset();
+    if (!accounts) return FromError(accounts.error());
+    return Reply(200, FsckJson(*report, *accounts, false));
+  }
+  // The fix, the account model's check after it and the audit record of what was fixed, in
+  // the fix's one index transaction: a fix is never committed without its record.
+  storage::FsckReport report;
+  return InStoreTxn(
+      [&](const TxnFn& in) -> Status {
+        auto done = c.store.Fsck(true, [&](index::WriteTxn& txn, const storage::FsckReport& r) {
+          report = r;
+          return in(txn);
+        });
+        return done ? Status{} : Status(tl::unexpected(done.error()));
+      },
+      [&](index::WriteTxn& txn) -> Result<Outcome> {
+        auto accounts = index::CheckAccounts(txn);
+        if (!accounts) return tl::unexpected(accounts.error());
+        json::object o = FsckJson(report, *accounts, true);
+        if (!report.fixed.empty()) CV_TRY(AuditNodeAction(txn, c, "node.fsck_fix", "index", o));
+        return Outcome(Reply(200, o));
+      });
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 // add-ons of those accounts. Anything else -- another partner's account, a released account,
 // an account that does not exist -- is the same 404 (VisibleAccount), checked inside the
 // transaction that acts on it. Every mutation appends its audit record (AppendAudit) in that
-// same transaction, so a change and its record commit or roll back together.
+// same transaction, so a change and its record commit or roll back together; a change the
+// store commits itself (disks, fsck's fix) takes the record into its transaction (InStoreTxn).
 #pragma once
 
 #include <boost/json/object.hpp>
@@ -64,6 +65,13 @@ using Outcome = ApiResult<Response>;
 // Runs fn in one Index::Update (fn may run more than once: no side effects outside txn). A
 // refusal rolls back everything fn did and is answered as it is; index errors become 5xx.
 Response InUpdate(Call& c, const std::function<Result<Outcome>(index::WriteTxn&)>& fn);
+// The same inside the index transaction of a change that the store commits itself (a disk
+// change, fsck's fix): `commit` makes the change and runs the function it is given in that
+// change's transaction, so that the change, fn's records and fn's refusal commit or roll
+// back together. Errors of `commit` itself (before fn runs) become 4xx/5xx as usual.
+using TxnFn = std::function<Status(index::WriteTxn&)>;
+Response InStoreTxn(const std::function<Status(const TxnFn&)>& commit,
+                    const std::function<Result<Outcome>(index::WriteTxn&)>& fn);
 // Runs fn on one read snapshot.
 Response InRead(Call& c, const std::function<Result<Outcome>(index::Txn&)>& fn);
 // The ApiError of "no such <what>" (404), identical whether absent or out of scope.
@@ -278,10 +286,16 @@ Response BackupIndex(Call& c);  // POST /index/backup
 // A node-level job asked for by the operator: 202 with the job, or 409 naming the one of that
 // kind already scheduled or running.
 Response ScheduleOpsJob(Call& c, std::string_view kind, const json::object& params);
-// Records an operator action on the node (not on an account) in the audit log.
-Status AuditNodeAction(Call& c, std::string_view action, std::string target,
-                       const json::value& after,
-                       const std::function<Status(index::WriteTxn&)>& also = nullptr);
+// The same in txn (with its audit record "job.schedule"): the job, or that 409. The caller
+// wakes the runner once txn committed.
+Result<ApiResult<index::Job>> ScheduleOpsJobIn(index::WriteTxn& txn, const Call& c,
+                                               std::string_view kind, const json::object& params);
+// 202 with the job and its Location.
+Response JobScheduled(const index::Job& job);
+// Records an operator action on the node (not on an account) in the audit log, in the
+// transaction of the change.
+Status AuditNodeAction(index::WriteTxn& txn, const Call& c, std::string_view action,
+                       std::string target, const json::value& after);
 // A body that must be a JSON object with no fields (or empty); the refusal otherwise.
 std::optional<Response> RefuseFields(const Call& c);
 // "4+2" -> {4, 2}.
@@ -295,6 +309,11 @@ void ForgetCensus();
 
 // disks.cc
 json::object DiskJson(const storage::DiskStatus& d);
+// Sets disk d's state (ObjectStore::SetDiskState) with fn in the same index transaction
+// (InStoreTxn), given the disk as the change leaves it (DiskJson).
+Response ChangeDiskState(
+    Call& c, size_t d, storage::DiskState state,
+    const std::function<Result<Outcome>(index::WriteTxn&, const json::object& disk)>& fn);
 Response ListDisks(Call& c);   // GET /disks
 Response AddDisk(Call& c);     // POST /disks {"path"}
 Response DrainDisk(Call& c);   // POST /disks/{disk}/drain -> 202 disk.drain job

@@ -362,24 +362,39 @@ namespace {
 
 // What a cancelled job leaves to undo outside the index transaction: a running job is told
 // to stop now; a cancelled courier job's files go (partial images included: the writer,
-// which stops at its next chunk, removes anything it wrote meanwhile too); a cancelled drain
-// puts its disk back into service (the shards it moved already stay where they are).
+// which stops at its next chunk, removes anything it wrote meanwhile too).
 Status AfterCancel(Call& c, const Response& r) {
   if (c.runner) c.runner->Cancelled(*c.job);
   auto job = json::parse(r.body).as_object();
   if (job.contains("kind") && job.at("kind") == json::value(kCourierJob)) {
     return RemoveCourierFiles(*c.options, *c.job);
   }
-  if (!job.contains("kind") || job.at("kind") != json::value(kDrainJob)) return {};
-  json::object params = job.contains("params") && job.at("params").is_object()
-                            ? job.at("params").as_object()
-                            : json::object{};
+  return {};
+}
+
+// The disk that cancelling this job puts back into service: a scheduled or running drain
+// job's, while the disk is draining. nullopt for any other job, or one the caller cannot see.
+Result<std::optional<size_t>> DiskToReactivate(Call& c) {
+  std::optional<index::Job> j;
+  {
+    auto txn = c.store.Index().BeginRead();
+    if (!txn) return tl::unexpected(txn.error());
+    auto found = VisibleJob(**txn, c.caller, *c.job);
+    if (!found) return tl::unexpected(found.error());
+    j = std::move(*found);
+  }
+  if (!j || j->kind != kDrainJob || (j->state != "scheduled" && j->state != "running")) {
+    return std::optional<size_t>();
+  }
+  const json::object params = ParsedObjectOrEmpty(j->params_json);
   const json::value* d = params.if_contains("disk");
-  if (!d || !d->is_number()) return {};
+  if (!d || !d->is_number()) return std::optional<size_t>();
   const size_t disk = d->to_number<size_t>();
-  Status s = c.store.SetDiskState(disk, storage::DiskState::kActive);
-  if (!s && s.error().kind == ErrorKind::kConflict) return {};  // removed meanwhile
-  return s;
+  const storage::StoreStats stats = c.store.Stats();
+  if (disk >= stats.disks.size() || stats.disks[disk].state != storage::DiskState::kDraining) {
+    return std::optional<size_t>();  // removed meanwhile (or never drained): nothing to undo
+  }
+  return std::optional<size_t>(disk);
 }
 
 }  // namespace
@@ -388,7 +403,7 @@ Response CancelJob(Call& c) {
   auto body = JsonBody::Parse(c.request.body.empty() ? "{}" : c.request.body);
   if (!body) return FromApiError(body.error());
   if (auto ok = body->OnlyKnown({}); !ok) return FromApiError(ok.error());
-  Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+  auto cancel = [&](index::WriteTxn& txn) -> Result<Outcome> {
     auto found = VisibleJob(txn, c.caller, *c.job);
     if (!found) return tl::unexpected(found.error());
     if (!*found) return Outcome(tl::unexpected(NoSuch("job")));
@@ -445,7 +460,15 @@ Response CancelJob(Call& c) {
     json::object after = JobJson(j);
     CV_TRY(AppendAudit(txn, c, "job.cancel", JobTarget(j.id), j.account, *partner, before, after));
     return Outcome(Reply(200, after));
-  });
+  };
+  // A cancelled drain puts its disk back into service (the shards it moved already stay
+  // where they are) in the same index transaction as the cancellation and its audit record.
+  auto disk = DiskToReactivate(c);
+  if (!disk) return FromError(disk.error());
+  Response r = *disk ? ChangeDiskState(
+                           c, **disk, storage::DiskState::kActive,
+                           [&](index::WriteTxn& txn, const json::object&) { return cancel(txn); })
+                     : InUpdate(c, cancel);
   if (r.status == 200) {
     if (Status st = AfterCancel(c, r); !st) return FromError(st.error());
   }

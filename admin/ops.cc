@@ -128,14 +128,9 @@ json::array Strings(const std::vector<std::string>& v) {
   return a;
 }
 
-Status AuditNodeAction(Call& c, std::string_view action, std::string target,
-                       const json::value& after,
-                       const std::function<Status(index::WriteTxn&)>& also) {
-  return c.store.Index().Update([&](index::WriteTxn& txn) -> Status {
-    if (also) CV_TRY(also(txn));
-    return AppendAudit(txn, c, action, std::move(target), std::nullopt, std::nullopt, nullptr,
-                       after);
-  });
+Status AuditNodeAction(index::WriteTxn& txn, const Call& c, std::string_view action,
+                       std::string target, const json::value& after) {
+  return AppendAudit(txn, c, action, std::move(target), std::nullopt, std::nullopt, nullptr, after);
 }
 
 std::optional<Response> RefuseFields(const Call& c) {
@@ -292,31 +287,43 @@ json::object RepairJson(const storage::RepairReport& rep, bool include_failed) {
 
 }  // namespace
 
-Response ScheduleOpsJob(Call& c, std::string_view kind, const json::object& params) {
-  Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    for (const char* state : {"scheduled", "running"}) {
-      index::JobQuery q;
-      q.state = state;
-      q.limit = 1000;
-      auto jobs = txn.ListJobs(q);
-      if (!jobs) return tl::unexpected(jobs.error());
-      for (const auto& j : *jobs) {
-        if (j.kind == kind) {
-          return Outcome(tl::unexpected(ApiError{
-              409, "already_running",
-              "a " + std::string(kind) + " job is " + j.state + " already: " + index::IdToHex(j.id),
-              {}}));
-        }
+Result<ApiResult<index::Job>> ScheduleOpsJobIn(index::WriteTxn& txn, const Call& c,
+                                               std::string_view kind, const json::object& params) {
+  for (const char* state : {"scheduled", "running"}) {
+    index::JobQuery q;
+    q.state = state;
+    q.limit = 1000;
+    auto jobs = txn.ListJobs(q);
+    if (!jobs) return tl::unexpected(jobs.error());
+    for (const auto& j : *jobs) {
+      if (j.kind == kind) {
+        return ApiResult<index::Job>(tl::unexpected(ApiError{
+            409,
+            "already_running",
+            "a " + std::string(kind) + " job is " + j.state + " already: " + index::IdToHex(j.id),
+            {}}));
       }
     }
-    index::Job job = NewJob(kind, std::nullopt, std::nullopt, params, c.now_ns, c.now_ns);
-    CV_TRY(txn.PutJob(job));
-    json::object o = JobJson(job);
-    CV_TRY(AppendAudit(txn, c, "job.schedule", JobTarget(job.id), std::nullopt, std::nullopt,
-                       nullptr, o));
-    Response ok = Reply(202, o);
-    ok.headers.emplace_back("Location", "/admin/v1/jobs/" + index::IdToHex(job.id));
-    return Outcome(std::move(ok));
+  }
+  index::Job job = NewJob(kind, std::nullopt, std::nullopt, params, c.now_ns, c.now_ns);
+  CV_TRY(txn.PutJob(job));
+  CV_TRY(AppendAudit(txn, c, "job.schedule", JobTarget(job.id), std::nullopt, std::nullopt, nullptr,
+                     JobJson(job)));
+  return ApiResult<index::Job>(std::move(job));
+}
+
+Response JobScheduled(const index::Job& job) {
+  Response ok = Reply(202, JobJson(job));
+  ok.headers.emplace_back("Location", "/admin/v1/jobs/" + index::IdToHex(job.id));
+  return ok;
+}
+
+Response ScheduleOpsJob(Call& c, std::string_view kind, const json::object& params) {
+  Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+    auto job = ScheduleOpsJobIn(txn, c, kind, params);
+    if (!job) return tl::unexpected(job.error());
+    if (!*job) return Outcome(tl::unexpected(job->error()));
+    return Outcome(JobScheduled(**job));
   });
   if (r.status == 202 && c.runner) c.runner->Wake();
   return r;
@@ -556,7 +563,15 @@ Response BackupIndex(Call& c) {
   o["bytes"] = ec ? uint64_t{0} : static_cast<uint64_t>(bytes);
   o["started_at"] = TimeOrNull(started);
   o["finished_at"] = TimeOrNull(finished);
-  if (auto st = AuditNodeAction(c, "index.backup", "index", o); !st) return FromError(st.error());
+  // The copy is files, not an index change, so it cannot commit with its record: the record
+  // follows the copy, and a crash between them leaves a backup directory that the audit log
+  // does not mention (nothing in the node's state changed).
+  if (auto st = c.store.Index().Update([&](index::WriteTxn& txn) {
+        return AuditNodeAction(txn, c, "index.backup", "index", o);
+      });
+      !st) {
+    return FromError(st.error());
+  }
   return Reply(201, o);
 }
 

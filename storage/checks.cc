@@ -8,8 +8,8 @@
 
 namespace cv::storage::internal {
 
-
-Result<FsckReport> StoreImpl::Fsck(bool fix) {
+Result<FsckReport> StoreImpl::Fsck(
+    bool fix, const std::function<Status(index::WriteTxn&, const FsckReport&)>& also) {
   FsckReport rep;
   if (!fix) {
     auto txn = index_->BeginRead();
@@ -19,7 +19,8 @@ Result<FsckReport> StoreImpl::Fsck(bool fix) {
   }
   CV_TRY(index_->Update([&](index::WriteTxn& w) -> Status {
     rep = FsckReport{};
-    return FsckIn(w, &w, rep);
+    CV_TRY(FsckIn(w, &w, rep));
+    return also ? also(w, rep) : Status{};
   }));
   for (const auto& f : rep.fixed) Log(LogLevel::kWarn, "fsck_fixed", {{"what", f}});
   return rep;

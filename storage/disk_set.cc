@@ -127,7 +127,9 @@ Result<size_t> DiskSet::Add(const std::string& path, const std::string& node_id,
     return Err(ErrorKind::kInvalidArgument,
                "the parent directory " + canon.parent_path().string() + " does not exist");
   }
-  if (fs::exists(canon, ec)) {
+  const bool dir_existed = fs::exists(canon, ec);
+  const bool extents_existed = dir_existed && fs::exists(canon / "extents", ec);
+  if (dir_existed) {
     if (!fs::is_directory(canon, ec)) {
       return Err(ErrorKind::kInvalidArgument, path + " exists and is not a directory");
     }
@@ -150,7 +152,17 @@ Result<size_t> DiskSet::Add(const std::string& path, const std::string& node_id,
     return Err(ErrorKind::kIOError, "disk " + path + ": " + why);
   }
   if (Status s = persist(d); !s) {
+    // The index does not know the disk, so no run of the node ever opens it. Its layout is
+    // taken back too, so that the directory is as it was given and the add can be tried
+    // again. A crash between OpenOne and persist's commit leaves the identity file (and
+    // extents/) behind instead: harmless to the node, and a retry is refused as "holds a
+    // chunkvault disk already" until the operator wipes it.
     disks_[d].reset();
+    const std::string dir = canon.string();
+    (void)env_->Remove(dir + "/" + kIdentityFile);
+    if (!extents_existed) (void)env_->Remove(dir + "/extents");
+    if (!dir_existed) (void)env_->Remove(dir);
+    (void)env_->SyncDir(dir_existed ? dir : canon.parent_path().string());
     return tl::unexpected(s.error());
   }
   count_.store(d + 1, std::memory_order_release);

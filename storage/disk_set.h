@@ -68,7 +68,8 @@ class DiskSet {
   // not be one of the node's disks, and must not hold another chunkvault disk. Positions are
   // never reused. `persist(d)` records the new disk durably (the index's disk table) after
   // its layout exists and before it becomes visible. kInvalidArgument / kConflict /
-  // kIOError, or persist's error; on error nothing was added.
+  // kIOError, or persist's error; on error nothing was added (after a failed persist, the
+  // identity file and the directories Add created are removed again, best effort).
   Result<size_t> Add(const std::string& path, const std::string& node_id,
                      const std::function<Status(size_t)>& persist);
   // Sets disk d's state. kRemoved also marks it failed (for good).

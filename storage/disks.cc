@@ -22,15 +22,16 @@ std::optional<DiskState> ParseDiskState(std::string_view name) {
 
 namespace internal {
 
-Status StoreImpl::SaveDiskTable(index::WriteTxn& w, std::optional<std::string> extra) {
+Status StoreImpl::SaveDiskTable(index::WriteTxn& w, const std::optional<DiskRow>& change) {
   std::string table;
-  const size_t n = disks_.size();
+  const size_t n = std::max(disks_.size(), change ? change->d + 1 : 0);
   for (size_t d = 0; d < n; ++d) {
-    table += std::string(DiskStateName(disks_.state(d))) + "\t" + disks_.path(d) + "\n";
+    const bool changed = change && change->d == d;
+    table += std::string(DiskStateName(changed ? change->state : disks_.state(d))) + "\t" +
+             (changed ? change->path : disks_.path(d)) + "\n";
   }
-  if (extra) table += std::string(DiskStateName(DiskState::kActive)) + "\t" + *extra + "\n";
   CV_TRY(w.PutMeta(kDiskTableMeta, table));
-  return w.PutMeta("disk_count", std::to_string(n + (extra ? 1 : 0)));
+  return w.PutMeta("disk_count", std::to_string(n));
 }
 
 Status StoreImpl::ApplyDiskTable(const std::string& table) {
@@ -73,27 +74,55 @@ Status StoreImpl::ApplyDiskTable(const std::string& table) {
   return {};
 }
 
-Result<size_t> StoreImpl::AddDisk(const std::string& path) {
-  std::lock_guard lock(disk_admin_mu_);
-  return disks_.Add(path, node_id_, [&](size_t) {
-    return index_->Update(
-        [&](index::WriteTxn& w) -> Status { return SaveDiskTable(w, path); });
+Status StoreImpl::CommitDiskChange(const std::optional<DiskRow>& change, DiskStatus after,
+                                   const DiskChangeFn& also) {
+  return index_->Update([&](index::WriteTxn& w) -> Status {
+    if (change) CV_TRY(SaveDiskTable(w, change));
+    if (!also) return {};
+    DiskStatus a = after;
+    a.live_bytes = 0;
+    CV_TRY(w.ForEachExtent([&](uint16_t disk, uint32_t, const index::ExtentRecord& e) {
+      if (disk == a.position) a.live_bytes += e.live_bytes;
+      return true;
+    }));
+    return also(w, a);
   });
 }
 
-Status StoreImpl::SetDiskState(size_t d, DiskState state) {
+Result<size_t> StoreImpl::AddDisk(const std::string& path, const DiskChangeFn& also) {
+  std::lock_guard lock(disk_admin_mu_);
+  return disks_.Add(path, node_id_, [&](size_t d) {
+    return CommitDiskChange(DiskRow{d, DiskState::kActive, path}, StatusOfDisk(d, 0), also);
+  });
+}
+
+Status StoreImpl::SetDiskState(size_t d, DiskState state, const DiskChangeFn& also) {
   std::lock_guard lock(disk_admin_mu_);
   if (d >= disks_.size()) return Err(ErrorKind::kNotFound, "no disk at position " + std::to_string(d));
   const DiskState before = disks_.state(d);
-  if (before == state) return {};
+  if (before == state && !also) return {};
   if (before == DiskState::kRemoved) {
     return Err(ErrorKind::kConflict, "disk " + disks_.path(d) + " was removed; that is final");
   }
-  // Durable first: a restart must not bring a draining disk back into placement.
+  // Out of placement at once, before the commit (which may wait for a group of writers):
+  // draining in memory receives no new shards but is still read, which is right for both a
+  // drain and a removal while the change is not yet durable, and undone if it fails. Back
+  // into placement, or no longer read (removed), only once durable: the node never places
+  // shards on a disk the index has out of placement, nor stops reading one it has readable.
+  const bool out_of_placement = before == DiskState::kActive && state != DiskState::kActive;
+  if (out_of_placement) disks_.SetState(d, DiskState::kDraining);
+  DiskStatus after = StatusOfDisk(d, 0);
+  after.state = state;
+  after.failed = after.failed || state == DiskState::kRemoved;
+  std::optional<DiskRow> change;
+  if (state != before) change = DiskRow{d, state, disks_.path(d)};
+  Status s = CommitDiskChange(change, after, also);
+  if (!s) {
+    if (out_of_placement) disks_.SetState(d, before);
+    return s;
+  }
   disks_.SetState(d, state);
-  Status s = index_->Update([&](index::WriteTxn& w) { return SaveDiskTable(w, std::nullopt); });
-  if (!s && state != DiskState::kRemoved) disks_.SetState(d, before);
-  return s;
+  return {};
 }
 
 Result<DrainReport> StoreImpl::Drain(size_t d, const DrainOptions& options) {

@@ -915,6 +915,118 @@ TEST_F(StoreTest, AddDrainRemoveDisksAndTheTableSurvivesReopen) {
   ASSERT_TRUE(same.has_value()) << same.error().ToString();
 }
 
+// A disk change and fsck's fix commit in one index transaction with the caller's `also` (the
+// admin module's audit record): when `also` fails, nothing changed, in memory (the disk is
+// placeable and read as before) or after a reopen, and a failed add leaves its directory as it
+// was given; when it succeeds, both are durable and `also` saw the disk as the change left it.
+TEST_F(StoreTest, DiskChangesAndFsckFixCommitWithTheCallersRecordOrRollBack) {
+  OpenStore();
+  std::vector<std::pair<ObjectKey, std::string>> objs;
+  for (size_t size : kSizes) {
+    std::string b = Body(size + 31, size);
+    objs.emplace_back(PutBody(b), b);
+  }
+  ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& txn) {  // counters fsck will fix
+    index::DeviceRecord d;
+    d.id = device_;
+    d.account = index::NewId();
+    d.bytes = 1;
+    return txn.PutDevice(d);
+  }));
+  int failed_calls = 0;
+  auto fails = [&](index::WriteTxn& txn, const auto&) -> Status {
+    ++failed_calls;
+    CV_TRY(txn.PutMeta("test/record", "written, then rolled back"));
+    return Err(ErrorKind::kIOError, "the caller's record failed");
+  };
+  const std::string fresh = (root_ / "d6").string();
+  const std::string given = (root_ / "d7").string();
+  fs::create_directories(given);
+  for (const std::string& path : {fresh, given}) {
+    auto added = store_->AddDisk(path, fails);
+    ASSERT_FALSE(added.has_value());
+    EXPECT_EQ(added.error().context, "the caller's record failed");
+  }
+  EXPECT_FALSE(fs::exists(fresh));
+  EXPECT_TRUE(fs::is_directory(given) && fs::is_empty(given));
+  for (DiskState s : {DiskState::kDraining, DiskState::kRemoved}) {
+    EXPECT_FALSE(store_->SetDiskState(0, s, fails).has_value());
+  }
+  EXPECT_FALSE(store_->Fsck(true, fails).has_value());
+  EXPECT_EQ(failed_calls, 5);
+  auto unchanged = [&] {
+    auto st = store_->Stats();
+    ASSERT_EQ(st.disks.size(), 6u);
+    EXPECT_EQ(st.disks[0].state, DiskState::kActive);
+    EXPECT_FALSE(st.disks[0].failed);
+    auto txn = store_->Index().BeginRead();
+    ASSERT_TRUE(txn);
+    auto record = (*txn)->GetMeta("test/record");
+    ASSERT_TRUE(record);
+    EXPECT_FALSE(record->has_value());
+    txn->reset();
+    auto rep = store_->Fsck();
+    ASSERT_TRUE(rep);
+    EXPECT_EQ(rep->problems.size(), 1u);
+    for (const auto& [k, b] : objs) ExpectReads(k, b);
+  };
+  unchanged();
+  // Disk 0 still takes new shards: a stripe of 4+2 on 6 disks needs every one of them.
+  std::string late = Body(200000, 77);
+  objs.emplace_back(PutBody(late), late);
+  OpenStore();
+  unchanged();
+
+  // Without the fault: the change and the record, each `also` seeing the disk as it is now.
+  std::vector<DiskStatus> seen;
+  auto records = [&](index::WriteTxn& txn, const DiskStatus& after) -> Status {
+    seen.push_back(after);
+    return txn.PutMeta(
+        "test/disk" + std::to_string(after.position) + "/" + DiskStateName(after.state),
+        after.path);
+  };
+  auto pos = store_->AddDisk(fresh, records);
+  ASSERT_TRUE(pos.has_value()) << pos.error().ToString();
+  EXPECT_EQ(*pos, 6u);
+  ASSERT_TRUE(store_->SetDiskState(0, DiskState::kDraining, records).has_value());
+  // The same state again changes nothing but still runs the caller's record.
+  ASSERT_TRUE(store_->SetDiskState(0, DiskState::kDraining, records).has_value());
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0].position, 6u);
+  EXPECT_EQ(seen[0].path, fresh);
+  EXPECT_EQ(seen[0].state, DiskState::kActive);
+  EXPECT_FALSE(seen[0].failed);
+  EXPECT_EQ(seen[0].live_bytes, 0u);
+  EXPECT_GT(seen[0].total_bytes, 0u);
+  EXPECT_EQ(seen[1].position, 0u);
+  EXPECT_EQ(seen[1].state, DiskState::kDraining);
+  EXPECT_GT(seen[1].live_bytes, 0u);
+  std::optional<FsckReport> fixed_seen;
+  auto fix = store_->Fsck(true, [&](index::WriteTxn& txn, const FsckReport& rep) {
+    fixed_seen = rep;
+    return txn.PutMeta("test/fsck", std::to_string(rep.fixed.size()));
+  });
+  ASSERT_TRUE(fix.has_value()) << fix.error().ToString();
+  ASSERT_TRUE(fixed_seen);
+  EXPECT_EQ(fixed_seen->fixed, fix->fixed);
+  EXPECT_EQ(fix->fixed.size(), 1u);
+  OpenStore();
+  auto st = store_->Stats();
+  ASSERT_EQ(st.disks.size(), 7u);
+  EXPECT_EQ(st.disks[0].state, DiskState::kDraining);
+  EXPECT_EQ(st.disks[6].path, fresh);
+  auto txn = store_->Index().BeginRead();
+  ASSERT_TRUE(txn);
+  for (const char* key : {"test/disk6/active", "test/disk0/draining", "test/fsck"}) {
+    auto v = (*txn)->GetMeta(key);
+    ASSERT_TRUE(v);
+    EXPECT_TRUE(v->has_value()) << key;
+  }
+  txn->reset();
+  ExpectFsckClean();
+  for (const auto& [k, b] : objs) ExpectReads(k, b);
+}
+
 // Regression (fault suite, disk loss): a disk directory removed while the node serves kept
 // taking writes through the extent already open, so uploads were acknowledged with shards in
 // an unlinked file. Now the sync before the index commit notices it: that upload fails and

@@ -262,8 +262,13 @@ class ObjectStore {
   // With `fix`, in one write transaction (uploads wait for it): usage counters of devices and
   // accounts and extents' live bytes are set to what the objects sum to; what cannot be fixed
   // this way (a wrong number of shard locations, an extent file that cannot be opened:
-  // scrub and repair's work) stays in `problems`.
-  virtual Result<FsckReport> Fsck(bool fix) = 0;
+  // scrub and repair's work) stays in `problems`. `also` (with `fix` only) runs at the end of
+  // that transaction with the report so far, so that the caller's record of the fix (an audit
+  // record) commits with it; its error rolls the fix back and is returned. It may run more
+  // than once: no side effects outside txn.
+  virtual Result<FsckReport> Fsck(
+      bool fix, const std::function<Status(index::WriteTxn&, const FsckReport&)>& also) = 0;
+  Result<FsckReport> Fsck(bool fix) { return Fsck(fix, nullptr); }
   Result<FsckReport> Fsck() { return Fsck(false); }
   // Reads and verifies every shard record; damaged stripes are queued for repair.
   virtual Result<ScrubReport> Scrub(const ScrubOptions& options) = 0;
@@ -283,12 +288,23 @@ class ObjectStore {
 
   // Disk replacement (cvctl disk add|drain|remove). The node's disks and their states are
   // kept in the index (meta "disk_table"); the config's `disks` must be a prefix of them.
+  // Each change commits in one index transaction, which also runs the caller's `also` with
+  // the disk as the change leaves it (so that, e.g., an audit record commits with the change,
+  // or neither does). An error from `also` rolls the change back, in the index and in memory,
+  // and is returned. `also` may run more than once: no side effects outside txn.
+  using DiskChangeFn = std::function<Status(index::WriteTxn&, const DiskStatus& after)>;
   // AddDisk: a new, empty directory becomes the disk at the next position and receives
-  // shards at once (see DiskSet::Add for what is refused).
-  virtual Result<size_t> AddDisk(const std::string& path) = 0;
-  // Records disk d's new state durably, then applies it. kNotFound for no such disk,
-  // kConflict for a removed disk (removal is final).
-  virtual Status SetDiskState(size_t d, DiskState state) = 0;
+  // shards at once (see DiskSet::Add for what is refused, and for the files a failed add
+  // leaves).
+  virtual Result<size_t> AddDisk(const std::string& path, const DiskChangeFn& also) = 0;
+  Result<size_t> AddDisk(const std::string& path) { return AddDisk(path, nullptr); }
+  // Records disk d's new state durably and applies it: taking a disk out of placement
+  // (draining, removed) stops new shards landing on it before the commit, and is undone if
+  // the commit fails; putting it back (active) applies once durable. kNotFound for no such
+  // disk, kConflict for a removed disk (removal is final). The same state again changes
+  // nothing but still runs `also` in a transaction.
+  virtual Status SetDiskState(size_t d, DiskState state, const DiskChangeFn& also) = 0;
+  Status SetDiskState(size_t d, DiskState state) { return SetDiskState(d, state, nullptr); }
   // Moves every shard off disk d (which must be kDraining) onto active disks that hold no
   // shard of the same stripe, reading it there or, if that fails, rebuilding it from the
   // other shards; the index switches to each new shard only once it is durable. When a

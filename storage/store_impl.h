@@ -132,14 +132,27 @@ class StoreImpl final : public ObjectStore {
     return {};
   }
   // The node's disks in the index: meta "disk_table", one line per position,
-  // "<state>\t<path>\n", and "disk_count". `extra` is a disk about to be added. (disks.cc)
+  // "<state>\t<path>\n", and "disk_count". (disks.cc)
   static constexpr std::string_view kDiskTableMeta = "disk_table";
-  Status SaveDiskTable(index::WriteTxn& w, std::optional<std::string> extra);
+  // A row of the table that differs from the disks in memory: disk `d` (size(): a disk about
+  // to be added) in `state` at `path`.
+  struct DiskRow {
+    size_t d = 0;
+    DiskState state = DiskState::kActive;
+    std::string path;
+  };
+  Status SaveDiskTable(index::WriteTxn& w, const std::optional<DiskRow>& change);
   // At open: checks the config's disks against the table, adds the disks added while an
   // earlier run served and sets every disk's state.
   Status ApplyDiskTable(const std::string& table);
-  Result<size_t> AddDisk(const std::string& path) override;
-  Status SetDiskState(size_t d, DiskState state) override;
+  // One transaction: the table with `change` (if any), then also(w, after) with after's live
+  // bytes read in that transaction.
+  Status CommitDiskChange(const std::optional<DiskRow>& change, DiskStatus after,
+                          const DiskChangeFn& also);
+  using ObjectStore::AddDisk;
+  Result<size_t> AddDisk(const std::string& path, const DiskChangeFn& also) override;
+  using ObjectStore::SetDiskState;
+  Status SetDiskState(size_t d, DiskState state, const DiskChangeFn& also) override;
   Result<DrainReport> Drain(size_t d, const DrainOptions& options) override;
   // Deletes the extent files of disk d that the index references nothing in (drain's end).
   void RetireUnreferenced(size_t d, DrainReport& rep);
@@ -211,7 +224,8 @@ class StoreImpl final : public ObjectStore {
     return batch;
   }
   using ObjectStore::Fsck;
-  Result<FsckReport> Fsck(bool fix) override;
+  Result<FsckReport> Fsck(
+      bool fix, const std::function<Status(index::WriteTxn&, const FsckReport&)>& also) override;
   // Fsck's walk over one snapshot; with `fix`, corrects through it (checks.cc).
   Status FsckIn(index::Txn& txn, index::WriteTxn* fix, FsckReport& rep);
   using ObjectStore::Scrub;
@@ -291,27 +305,30 @@ class StoreImpl final : public ObjectStore {
         return true;
       });
     }
-    for (size_t d = 0; d < disks_.size(); ++d) {
-      DiskStatus ds;
-      ds.position = d;
-      ds.path = disks_.path(d);
-      ds.state = disks_.state(d);
-      ds.live_bytes = live[d];
-      if (disks_.healthy(d)) (void)disks_.CheckPresent(d);  // notices a vanished directory
-      ds.failed = !disks_.healthy(d);
-      ds.errors = disks_.errors(d);
-      if (auto st = env_->StatFs(ds.path)) {
-        ds.total_bytes = st->total_bytes;
-        ds.free_bytes = st->free_bytes;
-      }
-      s.disks.push_back(ds);
-    }
+    for (size_t d = 0; d < disks_.size(); ++d) s.disks.push_back(StatusOfDisk(d, live[d]));
     s.io_engine = env_->Name();
     const IoCounters io = env_->Counters();
     s.io_requests = io.requests;
     s.io_registered_requests = io.registered_requests;
     s.io_async_requests = io.async_requests;
     return s;
+  }
+  // Disk d as Stats reports it, given its live bytes. d may be a disk being added (its slot
+  // is set before size() counts it).
+  DiskStatus StatusOfDisk(size_t d, uint64_t live_bytes) {
+    DiskStatus ds;
+    ds.position = d;
+    ds.path = disks_.path(d);
+    ds.state = disks_.state(d);
+    ds.live_bytes = live_bytes;
+    if (disks_.healthy(d)) (void)disks_.CheckPresent(d);  // notices a vanished directory
+    ds.failed = !disks_.healthy(d);
+    ds.errors = disks_.errors(d);
+    if (auto st = env_->StatFs(ds.path)) {
+      ds.total_bytes = st->total_bytes;
+      ds.free_bytes = st->free_bytes;
+    }
+    return ds;
   }
   bool Ready() override {
     if (PlaceableCount() < static_cast<size_t>(opts_.k + opts_.m)) return false;

@@ -17,14 +17,20 @@ class TempStore {
  public:
   // On failure the test fails and ok() is false.
   explicit TempStore(const std::string& prefix) : dir_(prefix) {
-    StoreOptions o;
-    for (int i = 0; i < 3; ++i) o.disks.push_back(dir_ / ("d" + std::to_string(i)));
-    o.index_dir = dir_ / "index";
-    o.k = 2;
-    o.m = 1;
-    o.extent_bytes = 8 << 20;
-    o.index_initial_map_bytes = 16 << 20;
-    auto s = ObjectStore::Open(o);
+    for (int i = 0; i < 3; ++i) options_.disks.push_back(dir_ / ("d" + std::to_string(i)));
+    options_.index_dir = dir_ / "index";
+    options_.k = 2;
+    options_.m = 1;
+    options_.extent_bytes = 8 << 20;
+    options_.index_initial_map_bytes = 16 << 20;
+    Reopen();
+  }
+
+  // Closes the store (REQUIRES: nothing uses it any more) and opens it again from what the
+  // disks and the index hold: what a restart of the node sees.
+  void Reopen() {
+    store_.reset();
+    auto s = ObjectStore::Open(options_);
     if (!s) {
       ADD_FAILURE() << "ObjectStore::Open: " << s.error().ToString();
       return;
@@ -39,6 +45,7 @@ class TempStore {
 
  private:
   TempDir dir_;                         // declared first: removed after the store is closed
+  StoreOptions options_;
   std::unique_ptr<ObjectStore> store_;
 };
 

@@ -112,8 +112,11 @@ std::string ErrorJson(std::string_view code, std::string_view message, std::stri
 
 std::string ErrorJson(const Error& error) {
   if (HttpStatus(error.kind) >= 500) {
-    // Server-side details (paths, errno) go to the log, not to clients.
-    return ErrorJson(KindName(error.kind), "the node could not complete the request");
+    // Server-side details (paths, errno) go to the log, not to clients; a public message
+    // was written for them.
+    return ErrorJson(KindName(error.kind), error.public_message.empty()
+                                               ? "the node could not complete the request"
+                                               : error.public_message);
   }
   return ErrorJson(KindName(error.kind), error.context);
 }

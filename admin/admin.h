@@ -230,7 +230,8 @@ bool DigestEqual(const Sha256Digest& a, const Sha256Digest& b);
 int HttpStatus(ErrorKind kind);
 // {"error":{"code":code,"message":message}} (plus "field" when not empty).
 std::string ErrorJson(std::string_view code, std::string_view message, std::string_view field = {});
-// The JSON error body for an Error. 5xx errors get a generic message (details go to the log).
+// The JSON error body for an Error. 5xx errors get their public_message (which disks are
+// full, ...) or else a generic one: details (paths, errno) go to the log.
 std::string ErrorJson(const Error& error);
 
 }  // namespace cv::admin

@@ -40,6 +40,11 @@ struct Error {
   ErrorKind kind = ErrorKind::kInternal;
   int sys_errno = 0;     // 0 unless the error came from the OS
   std::string context;   // what was being done, for logs and messages
+  // What a client of a server-side error (5xx) is told instead of a generic sentence, set only
+  // by the layer that knows the cause and can say it without paths or errno, with what an
+  // operator does about it: which data disks are full, that the index is full. Empty for
+  // everything else. (The initializer keeps Error{kind, errno, context} free of warnings.)
+  std::string public_message = {};
   std::string ToString() const;
 };
 

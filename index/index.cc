@@ -100,6 +100,17 @@ constexpr const char* kFormatKey = "index_format";
 // number makes an older build, which would not forget them with their account, refuse it).
 constexpr uint64_t kFormatVersion = 5;
 constexpr unsigned kMaxDbs = 32;  // named databases: internal::kDatabases, with room to grow
+
+// The map cannot grow any more. Said apart from a full data disk: adding disks does not help.
+Error MapFullError(uint64_t max_map_bytes) {
+  Error e{ErrorKind::kNoSpace, 0,
+          "index map is full at its maximum of " + std::to_string(max_map_bytes) + " bytes"};
+  e.public_message = "the node's index is full (its map reached its maximum of " +
+                     std::to_string(max_map_bytes) +
+                     " bytes): new objects cannot be recorded until data is deleted (devices, "
+                     "pruned snapshots); adding data disks does not help";
+  return e;
+}
 constexpr unsigned kMaxReaders = 512;
 // Bounds the dirty pages of one LMDB transaction (MDB_TXN_FULL) and the work lost to a
 // re-run after growth.
@@ -736,10 +747,7 @@ void IndexImpl::RunGroup(const std::vector<Pending*>& group) {
 IndexImpl::Outcome IndexImpl::TryGroup(const std::vector<Pending*>& group) {
   std::shared_lock hold(gate_);
   const bool can_grow = map_bytes_.load() < max_map_bytes_;
-  const auto no_space = [&] {
-    return Err(ErrorKind::kNoSpace,
-               "index map is full at its maximum of " + std::to_string(max_map_bytes_) + " bytes");
-  };
+  const auto no_space = [&] { return tl::unexpected(MapFullError(max_map_bytes_)); };
   for (Pending* p : group) p->result = {};
 
   auto parent = mdb::WriteTxn::Begin(env_);
@@ -809,10 +817,7 @@ Status IndexImpl::GrowMap() {
                                             " s for read transactions to end");
   }
   const uint64_t current = env_.MapSize();
-  if (current >= max_map_bytes_) {
-    return Err(ErrorKind::kNoSpace,
-               "index map is full at its maximum of " + std::to_string(max_map_bytes_) + " bytes");
-  }
+  if (current >= max_map_bytes_) return tl::unexpected(MapFullError(max_map_bytes_));
   const uint64_t next = current > max_map_bytes_ / 2 ? max_map_bytes_ : current * 2;
   CV_TRY(env_.SetMapSize(next));
   map_bytes_.store(env_.MapSize());

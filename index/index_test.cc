@@ -465,6 +465,10 @@ TEST_F(IndexTest, MaxMapBytesGivesNoSpaceAndKeepsEarlierData) {
   }
   ASSERT_FALSE(st) << "never filled the map";
   EXPECT_EQ(st.error().kind, ErrorKind::kNoSpace) << st.error().ToString();
+  // Clients are told it is the index, not a data disk, that is full (a 507 shows this).
+  EXPECT_NE(st.error().public_message.find("the node's index is full"), std::string::npos)
+      << st.error().public_message;
+  EXPECT_NE(st.error().public_message.find(std::to_string(kMax)), std::string::npos);
   EXPECT_EQ(index->MapBytes(), kMax);
   EXPECT_GT(acked, 10);
 

@@ -6,7 +6,16 @@ namespace cv::index::mdb {
 
 Error MdbError(int rc, std::string_view what) {
   std::string context = std::string(what) + ": " + mdb_strerror(rc);
-  if (rc > 0) return ErrnoError(rc, std::move(context)).value();  // an errno from the OS
+  if (rc > 0) {  // an errno from the OS
+    Error e = ErrnoError(rc, std::move(context)).value();
+    if (e.kind == ErrorKind::kNoSpace) {
+      // Not the data disks: the file system of the index directory.
+      e.public_message =
+          "the file system that holds the node's index is full: new objects cannot be recorded "
+          "until an operator frees space on it ([storage] index_dir)";
+    }
+    return e;
+  }
   ErrorKind kind = ErrorKind::kIOError;
   switch (rc) {
     case MDB_MAP_FULL:

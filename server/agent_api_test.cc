@@ -156,6 +156,23 @@ TEST(ConfigTest, DefaultsDeriveFromRoot) {
   EXPECT_EQ(c->k, 4);
   EXPECT_EQ(c->m, 2);
   EXPECT_EQ(c->threads, 2);
+  EXPECT_EQ(c->max_connections_per_address, 128);
+  EXPECT_EQ(c->metrics_token, "/srv/cv/run/metrics.token");
+  EXPECT_TRUE(c->generate_metrics_token);
+}
+
+TEST(ErrorReplyTest, ServerErrorsShowOnlyTheirPublicMessage) {
+  Error full{ErrorKind::kNoSpace, 28, "fallocate /srv/disk3/extents/00000007.ext"};
+  Reply generic = ErrorReply(full);
+  EXPECT_EQ(generic.status, 507);
+  EXPECT_EQ(generic.body.find("/srv"), std::string::npos) << generic.body;
+  EXPECT_NE(generic.body.find("could not complete"), std::string::npos) << generic.body;
+  full.public_message = "data disk 3 of this node is full";
+  Reply named = ErrorReply(full);
+  EXPECT_EQ(named.status, 507);
+  EXPECT_EQ(named.body,
+            R"({"error":{"code":"no_space","message":"data disk 3 of this node is full"}})");
+  EXPECT_EQ(named.body.find("/srv"), std::string::npos);
 }
 
 }  // namespace

@@ -131,6 +131,8 @@ Status ApplyToml(const std::string& file, Config* c) {
   s.String("admin_listen", &c->admin_listen);
   s.Int("threads", &c->threads, 1, 256);
   s.Int("max_connections", &c->max_connections, 1, 1000000);
+  s.Int("max_connections_per_address", &c->max_connections_per_address, 0, 1000000);
+  s.String("metrics_token", &c->metrics_token);
   s.Int("header_limit_bytes", &c->header_limit_bytes, 1024, 1 << 20);
   s.Int("max_header_fields", &c->max_header_fields, 8, 1000);
   s.Int("max_object_bytes", &c->max_object_bytes, 1, kMaxU64);
@@ -233,6 +235,13 @@ Result<Config> LoadConfig(const Flags& flags) {
   if (c.ca_file.empty()) c.ca_file = c.tls_dir + "/ca.pem";
   if (c.index_dir.empty()) c.index_dir = c.root + "/index";
   if (c.courier_dir.empty()) c.courier_dir = c.root + "/courier";
+  c.generate_metrics_token = c.metrics_token.empty();
+  if (c.generate_metrics_token) {
+    c.metrics_token = c.run_dir + "/metrics.token";
+  } else {
+    c.metrics_token = fs::absolute(c.metrics_token, ec).lexically_normal().string();
+    if (ec) return Err(ErrorKind::kInvalidArgument, "metrics_token: " + ec.message());
+  }
   if (c.disks.empty()) {
     for (int i = 0; i < 6; ++i) c.disks.push_back(c.root + "/disks/d" + std::to_string(i));
   }

@@ -20,6 +20,11 @@ struct Config {
   std::string admin_listen = "127.0.0.1:9443";
   int threads = 2;
   int max_connections = 1024;
+  // Open agent connections from one client address (IPv6: one /64); 0 = no such limit.
+  int max_connections_per_address = 128;
+  // File holding the bearer token GET /metrics requires; default ROOT/run/metrics.token,
+  // generated on first start.
+  std::string metrics_token;
   uint32_t header_limit_bytes = 16 * 1024;
   uint32_t max_header_fields = 64;
   uint64_t max_object_bytes = 4ull << 30;
@@ -73,9 +78,11 @@ struct Config {
   uint32_t failure_window_s = 300;       // failures older than this are forgotten
 
   // Derived (not in TOML).
-  std::string run_dir;         // ROOT/run: endpoints.json, admin.key
+  std::string run_dir;         // ROOT/run: endpoints.json, admin.key, metrics.token
   std::string tls_dir;         // ROOT/tls
   bool new_admin_key = false;  // --new-admin-key
+  // metrics_token was not set: it is ROOT/run/metrics.token, created when missing.
+  bool generate_metrics_token = false;
 };
 
 // Command-line overrides; empty/zero = not given.

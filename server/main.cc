@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <boost/json.hpp>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -124,14 +125,20 @@ int Main(int argc, char** argv) {
   auto admin = admin::AdminApi::Open(**store, ao);
   if (!admin) return Fail("admin key", admin.error());
 
-  Metrics metrics;
+  auto scrape_token = LoadScrapeToken(c.metrics_token, c.generate_metrics_token);
+  if (!scrape_token) return Fail("metrics token", scrape_token.error());
+  Metrics metrics(*scrape_token);
   auto server = Server::Bind(c, **store, **admin, **tls, metrics);
   if (!server) return Fail("listen", server.error());
 
-  std::string endpoints = "{\"agent\":\"" + JsonEscape((*server)->AgentUrl()) + "\",\"admin\":\"" +
-                          JsonEscape((*server)->AdminUrl()) + "\",\"ca\":\"" +
-                          JsonEscape(c.ca_file) + "\",\"admin_key_file\":\"" +
-                          JsonEscape(key_file) + "\",\"pid\":" + std::to_string(::getpid()) + "}\n";
+  boost::json::object ep;
+  ep["agent"] = (*server)->AgentUrl();
+  ep["admin"] = (*server)->AdminUrl();
+  ep["ca"] = c.ca_file;
+  ep["admin_key_file"] = key_file;
+  ep["metrics_token_file"] = c.metrics_token;
+  ep["pid"] = ::getpid();
+  const std::string endpoints = boost::json::serialize(ep) + "\n";
   if (auto st = WriteFileDurably(endpoints_file, endpoints); !st)
     return Fail("endpoints.json", st.error());
   Log(LogLevel::kInfo, "started",

@@ -1,10 +1,15 @@
 #include "server/metrics.h"
 
-#include "admin/admin.h"
-
 #include <prometheus/text_serializer.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
+
+#include "admin/admin.h"
+#include "server/auth.h"
 
 namespace cv::server {
 
@@ -12,7 +17,41 @@ using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 
-Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+Result<std::string> LoadScrapeToken(const std::string& file, bool generate) {
+  if (generate && ::access(file.c_str(), F_OK) != 0) {
+    const std::filesystem::path dir = std::filesystem::path(file).parent_path();
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    if (ec) return Err(ErrorKind::kIOError, "create " + dir.string() + ": " + ec.message());
+    CV_TRY(WriteFileDurably(file, admin::NewToken() + "\n", 0600));
+    Log(LogLevel::kInfo, "metrics_token_created", {{"file", file}});
+  }
+  std::ifstream f(file);
+  if (!f) return ErrnoError(errno, "open " + file);
+  std::stringstream text;
+  text << f.rdbuf();
+  const std::string all = text.str();
+  std::string_view token = all;
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.front())))
+    token.remove_prefix(1);
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back())))
+    token.remove_suffix(1);
+  if (token.size() < 16) {
+    return Err(ErrorKind::kInvalidArgument,
+               "metrics token in " + file + " is shorter than 16 characters");
+  }
+  for (char c : token) {
+    if (c <= ' ' || c > '~') {
+      return Err(ErrorKind::kInvalidArgument,
+                 "metrics token in " + file + " holds a space or a non-ASCII character");
+    }
+  }
+  return std::string(token);
+}
+
+Metrics::Metrics(std::string_view scrape_token)
+    : scrape_token_hash_(admin::HashToken(scrape_token)),
+      registry_(std::make_shared<prometheus::Registry>()) {
   auto& r = *registry_;
   requests_ = &BuildCounter()
                    .Name("chunkvault_http_requests_total")
@@ -37,6 +76,20 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
       &BuildCounter()
            .Name("chunkvault_rejected_connections_total")
            .Help("Connections closed at once because max_connections was reached")
+           .Register(r)
+           .Add({});
+  rejected_per_address_ =
+      &BuildCounter()
+           .Name("chunkvault_rejected_connections_per_address_total")
+           .Help("Agent connections closed at once because their address had "
+                 "max_connections_per_address open")
+           .Register(r)
+           .Add({});
+  evicted_connections_ =
+      &BuildCounter()
+           .Name("chunkvault_evicted_connections_total")
+           .Help("Connections closed before their TLS handshake finished, the oldest first, to "
+                 "make room for a new one at max_connections")
            .Register(r)
            .Add({});
   handshake_failures_ = &BuildCounter()
@@ -96,6 +149,22 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                          .Help("Expiry of the serving TLS certificate")
                          .Register(r)
                          .Add({});
+  ca_not_after_family_ = &BuildGauge()
+                              .Name("chunkvault_tls_ca_not_after_timestamp_seconds")
+                              .Help("Expiry of the CA certificate agents pin ([tls] ca_file)")
+                              .Register(r);
+  ready_ = &BuildGauge()
+                .Name("chunkvault_ready")
+                .Help("1 when /readyz answers ready (enough healthy disks, index usable), else 0")
+                .Register(r)
+                .Add({});
+}
+
+bool Metrics::ScrapeAllowed(std::string_view authorization) const {
+  const Credentials c = ParseAuthorization(authorization);
+  if (c.scheme != Credentials::Scheme::kBearer) return false;
+  // Digests have one length whatever was sent, so the comparison takes the same time.
+  return admin::DigestEqual(admin::HashToken(c.secret), scrape_token_hash_);
 }
 
 void Metrics::Request(std::string_view listener, std::string_view route, std::string_view method,
@@ -129,9 +198,23 @@ void Metrics::Request(std::string_view listener, std::string_view route, std::st
   histogram->Observe(seconds);
 }
 
-std::string Metrics::Render(storage::ObjectStore& store, int64_t cert_not_after_s) {
+std::string Metrics::Render(storage::ObjectStore& store, int64_t cert_not_after_s,
+                            int64_t ca_not_after_s) {
   if (cert_not_after_s > 0) cert_not_after_->Set(static_cast<double>(cert_not_after_s));
+  {
+    // No series while the CA is unknown: a 0 would read as "expired" to the alert.
+    std::lock_guard lock(mu_);
+    if (ca_not_after_s > 0) {
+      if (!ca_not_after_) ca_not_after_ = &ca_not_after_family_->Add({});
+      ca_not_after_->Set(static_cast<double>(ca_not_after_s));
+    } else if (ca_not_after_) {
+      ca_not_after_family_->Remove(ca_not_after_);
+      ca_not_after_ = nullptr;
+    }
+  }
   storage::StoreStats stats = store.Stats();
+  // After Stats, which notices a disk directory that vanished: then /readyz says so too.
+  ready_->Set(store.Ready() ? 1 : 0);
   uint64_t failed = 0;
   for (const auto& d : stats.disks) failed += d.failed ? 1 : 0;
   failed_disks_->Set(static_cast<double>(failed));

@@ -46,16 +46,40 @@ net::awaitable<void> AcceptLoop(ServerContext& ctx, Worker& worker, tcp::accepto
       co_await pause.async_wait(kTuple);
       continue;
     }
-    if (ctx.connections.load() >= ctx.config.max_connections) {
-      ctx.metrics.ConnectionRejected();
-      error_code ignored;
+    error_code ignored;
+    std::string address_key;  // empty: the admin listener has no per-address limit
+    if (listener == Listener::kAgent) {
+      const auto peer = socket.remote_endpoint(ignored);
+      if (ignored) {  // reset already
+        socket.close(ignored);
+        continue;
+      }
+      address_key = AddressKey(peer.address());
+    }
+    Admission::Decision admitted = ctx.admission.Admit(address_key);
+    switch (admitted.outcome) {
+      case Admission::Outcome::kRefusedPerAddress:
+        ctx.metrics.ConnectionRejectedPerAddress();
+        break;
+      case Admission::Outcome::kRefusedFull:
+        ctx.metrics.ConnectionRejected();
+        break;
+      case Admission::Outcome::kAdmittedByEviction:
+        ctx.metrics.ConnectionEvicted();
+        break;
+      case Admission::Outcome::kAdmitted:
+        break;
+    }
+    if (!admitted.ticket) {
+      // A reset rather than a FIN: no TIME_WAIT left behind for each refused connection of a
+      // flood.
+      socket.set_option(net::socket_base::linger(true, 0), ignored);
       socket.close(ignored);
       continue;
     }
-    error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    Session::Start(
-        std::make_shared<Session>(ctx, worker, listener, std::move(socket), ctx.tls.Current()));
+    Session::Start(std::make_shared<Session>(ctx, worker, listener, std::move(socket),
+                                             ctx.tls.Current(), std::move(*admitted.ticket)));
   }
 }
 

@@ -4,7 +4,9 @@
 //   SIGTERM, SIGINT  graceful drain: stop accepting, close idle connections, let running
 //                    requests finish (at most drain_timeout_s), then exit. A second one exits now.
 //   SIGHUP           reload the TLS certificate and key (a bad pair is logged and ignored)
-// and, every watch_interval_s, reloads the certificate when its files changed.
+// and, every watch_interval_s, reloads the certificate when its files changed. Each accepted
+// connection passes server/admission first (per-address limit; at max_connections the oldest
+// connection still in its TLS handshake makes room).
 #pragma once
 
 #include <memory>

@@ -2,6 +2,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -118,10 +119,11 @@ struct Session::Exchange {
 };
 
 Session::Session(ServerContext& ctx, Worker& worker, Listener listener, tcp::socket socket,
-                 std::shared_ptr<ssl::context> tls)
+                 std::shared_ptr<ssl::context> tls, Admission::Ticket ticket)
     : ctx_(ctx),
       worker_(worker),
       listener_(listener),
+      ticket_(std::move(ticket)),
       tls_(std::move(tls)),
       stream_(std::move(socket), *tls_),
       buffer_(ctx.config.header_limit_bytes + kReadAhead) {
@@ -161,8 +163,28 @@ void Session::Drain() {
 }
 
 net::awaitable<void> Session::Run(std::shared_ptr<Session> self) {
+  // Evicted (a newer connection needed the room while this one has not finished its
+  // handshake): the callback runs on another worker's thread, so it only posts the cancel here.
+  const bool armed = ticket_.Arm([weak = weak_from_this(), &ioc = worker_.ioc] {
+    net::post(ioc, [weak] {
+      if (auto s = weak.lock(); s && s->phase_ == Phase::kHandshake) {
+        s->evicted_ = true;
+        s->Tcp().cancel();
+      }
+    });
+  });
+  if (!armed) co_return;  // evicted before it started
   Tcp().expires_after(Seconds(ctx_.config.handshake_timeout_s));
   auto [ec] = co_await stream_.async_handshake(ssl::stream_base::server, kTuple);
+  if (!ec && !ticket_.HandshakeDone()) {
+    // Evicted while the last handshake message was on its way: its place was already given
+    // to another connection.
+    evicted_ = true;
+  }
+  if (evicted_) {
+    Log(LogLevel::kDebug, "connection_evicted", {{"remote", remote_}});
+    co_return;
+  }
   if (ec) {
     // Plaintext HTTP, TLS 1.0/1.1, no shared cipher, a port scanner: just close.
     ctx_.metrics.HandshakeFailed();
@@ -233,7 +255,7 @@ net::awaitable<bool> Session::ServeAgent(Exchange& x) {
   const http::verb m = req.method();
   const bool get = m == http::verb::get || m == http::verb::head;
 
-  if (auto r = OperationalReply(x)) co_return co_await Send(x, std::move(*r));
+  if (IsOperational(target)) co_return co_await ServeOperational(x);
 
   AgentTarget t = ParseAgentTarget(target);
   if (t.kind == AgentTarget::Kind::kNone) {
@@ -341,26 +363,45 @@ net::awaitable<bool> Session::ServeAgent(Exchange& x) {
   }
 }
 
-std::optional<Reply> Session::OperationalReply(Exchange& x) {
-  const std::string_view target = parser_->get().target();
-  if (target != "/healthz" && target != "/readyz" && target != "/metrics") return std::nullopt;
+bool Session::IsOperational(std::string_view target) {
+  return target == "/healthz" || target == "/readyz" || target == "/metrics";
+}
+
+net::awaitable<bool> Session::ServeOperational(Exchange& x) {
+  const auto& req = parser_->get();
+  const std::string_view target = req.target();
   x.route = std::string(target.substr(1));
-  const http::verb m = parser_->get().method();
-  if (m != http::verb::get && m != http::verb::head) return MethodNotAllowed("GET, HEAD");
-  if (target == "/healthz") return JsonReply(200, "{\"status\":\"ok\"}");
-  if (target == "/readyz") {
-    if (ctx_.store.Ready()) return JsonReply(200, "{\"ready\":true}");
-    return ErrorReply(503, "unavailable", "too few healthy disks or the index is unusable");
+  const http::verb m = req.method();
+  if (m != http::verb::get && m != http::verb::head) {
+    co_return co_await Send(x, MethodNotAllowed("GET, HEAD"));
   }
-  Reply r = JsonReply(200, ctx_.metrics.Render(ctx_.store, ctx_.tls.CertNotAfter()));
+  if (target == "/healthz") co_return co_await Send(x, JsonReply(200, "{\"status\":\"ok\"}"));
+  if (target == "/readyz") {
+    if (ctx_.store.Ready()) co_return co_await Send(x, JsonReply(200, "{\"ready\":true}"));
+    co_return co_await Send(
+        x, ErrorReply(503, "unavailable", "too few healthy disks or the index is unusable"));
+  }
+  const std::string_view authorization = req[http::field::authorization];
+  if (!ctx_.metrics.ScrapeAllowed(authorization)) {
+    Reply r = ErrorReply(
+        401, "unauthenticated",
+        authorization.empty()
+            ? "/metrics needs Authorization: Bearer with the node's metrics token"
+            : "wrong metrics token");
+    r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"chunkvault metrics\"");
+    // A wrong token is a guess like a wrong password: counted and slowed down alike.
+    co_return co_await SendUnauthorized(x, std::move(r), !authorization.empty());
+  }
+  Reply r = JsonReply(
+      200, ctx_.metrics.Render(ctx_.store, ctx_.tls.CertNotAfter(), ctx_.tls.CaNotAfter()));
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-  return r;
+  co_return co_await Send(x, std::move(r));
 }
 
 net::awaitable<bool> Session::ServeAdmin(Exchange& x) {
   auto& req = parser_->get();
   x.route = "admin";
-  if (auto r = OperationalReply(x)) co_return co_await Send(x, std::move(*r));
+  if (IsOperational(req.target())) co_return co_await ServeOperational(x);
   Reply err;
   auto body = co_await ReadSmallBody(x, ctx_.config.max_json_body_bytes, &err);
   if (!body) co_return err.status ? co_await Send(x, std::move(err)) : false;

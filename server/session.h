@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "admin/admin.h"
+#include "server/admission.h"
 #include "server/agent_api.h"
 #include "server/auth.h"
 #include "server/config.h"
@@ -58,6 +59,8 @@ struct ServerContext {
         metrics(m),
         tls(t),
         agent(s),
+        admission(static_cast<size_t>(c.max_connections),
+                  static_cast<size_t>(c.max_connections_per_address)),
         throttle(c.free_failures, std::chrono::milliseconds(c.failure_delay_ms),
                  std::chrono::milliseconds(c.max_failure_delay_ms),
                  std::chrono::seconds(c.failure_window_s)) {}
@@ -67,6 +70,7 @@ struct ServerContext {
   Metrics& metrics;
   TlsContexts& tls;
   AgentApi agent;
+  Admission admission;  // max_connections and max_connections_per_address
   FailureThrottle throttle;
   std::atomic<int> connections{0};  // both listeners, all workers
 };
@@ -88,7 +92,8 @@ enum class Listener { kAgent, kAdmin };
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(ServerContext& ctx, Worker& worker, Listener listener,
-          boost::asio::ip::tcp::socket socket, std::shared_ptr<boost::asio::ssl::context> tls);
+          boost::asio::ip::tcp::socket socket, std::shared_ptr<boost::asio::ssl::context> tls,
+          Admission::Ticket ticket);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -109,8 +114,10 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> ServeOne();
   boost::asio::awaitable<bool> ServeAgent(Exchange& x);
   boost::asio::awaitable<bool> ServeAdmin(Exchange& x);
-  // GET /healthz, /readyz, /metrics (both listeners, no credentials); nullopt for other targets.
-  std::optional<Reply> OperationalReply(Exchange& x);
+  // GET /healthz, /readyz (both listeners, open to anyone) and /metrics (both listeners, with
+  // the scrape token).
+  static bool IsOperational(std::string_view target);
+  boost::asio::awaitable<bool> ServeOperational(Exchange& x);
   // `account`: the device's, if it has a record (status and quota apply).
   boost::asio::awaitable<bool> Upload(Exchange& x, const index::ObjectKey& key,
                                       const std::optional<index::Account>& account);
@@ -149,12 +156,14 @@ class Session : public std::enable_shared_from_this<Session> {
   ServerContext& ctx_;
   Worker& worker_;
   const Listener listener_;
+  Admission::Ticket ticket_;  // this connection's place in ctx_.admission
   std::shared_ptr<boost::asio::ssl::context> tls_;  // keeps this connection's context alive
   Stream stream_;
   boost::beast::flat_buffer buffer_;
   std::optional<Parser> parser_;
   std::string remote_;
   enum class Phase { kHandshake, kIdle, kBusy } phase_ = Phase::kHandshake;
+  bool evicted_ = false;  // closed by ctx_.admission to make room (before its handshake ended)
   bool continue_pending_ = false;  // the client sent Expect: 100-continue and waits for us
   bool linger_ = false;            // closing with unread request bytes: read them before closing
   size_t sync_read_run_ = 0;       // body bytes read since the last trip through the event loop

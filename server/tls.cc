@@ -123,6 +123,14 @@ Status WritePem(const std::string& path, mode_t mode, const std::function<int(BI
 
 bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
+// A certificate's notAfter in unix seconds; 0 if unknown.
+int64_t NotAfter(const X509* cert) {
+  if (!cert) return 0;
+  struct tm t {};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &t) != 1) return 0;
+  return static_cast<int64_t>(timegm(&t));
+}
+
 }  // namespace
 
 Status EnsureDevCertificates(const TlsPaths& p) {
@@ -226,11 +234,22 @@ bool TlsContexts::Reload(std::string_view why) {
 int64_t TlsContexts::CertNotAfter() {
   std::shared_ptr<boost::asio::ssl::context> ctx = Current();
   if (!ctx) return 0;
-  X509* cert = SSL_CTX_get0_certificate(ctx->native_handle());
-  if (!cert) return 0;
-  struct tm t {};
-  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &t) != 1) return 0;
-  return static_cast<int64_t>(timegm(&t));
+  return NotAfter(SSL_CTX_get0_certificate(ctx->native_handle()));
+}
+
+int64_t TlsContexts::CaNotAfter() const {
+  Ptr<BIO> file(BIO_new_file(paths_.ca_file.c_str(), "r"));
+  if (!file) {
+    ERR_clear_error();
+    return 0;
+  }
+  int64_t earliest = 0;
+  while (Ptr<X509> cert{PEM_read_bio_X509(file.get(), nullptr, nullptr, nullptr)}) {
+    const int64_t t = NotAfter(cert.get());
+    if (t > 0 && (earliest == 0 || t < earliest)) earliest = t;
+  }
+  ERR_clear_error();  // the end of the file reads as an error
+  return earliest;
 }
 
 void TlsContexts::ReloadIfChanged() {

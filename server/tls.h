@@ -42,6 +42,10 @@ class TlsContexts {
   void ReloadIfChanged();
   // notAfter of the certificate in use, unix seconds (0 if unknown).
   int64_t CertNotAfter();
+  // notAfter of the CA certificate agents pin (ca_file, read now; the earliest when it holds
+  // several), unix seconds; 0 when there is no such file or it holds no certificate (an
+  // operator's certificate from a public CA).
+  int64_t CaNotAfter() const;
 
  private:
   explicit TlsContexts(const TlsPaths& paths) : paths_(paths) {}

@@ -196,6 +196,24 @@ void DiskSet::MarkFailed(size_t d, const std::string& why) {
   }
 }
 
+Error DiskSet::NameFullDisks(Error e, const std::vector<size_t>& full) const {
+  if (e.kind != ErrorKind::kNoSpace || full.empty()) return e;
+  std::string positions, paths;
+  for (size_t i = 0; i < full.size(); ++i) {
+    const std::string p = std::to_string(full[i]);
+    positions += i == 0 ? p : (i + 1 == full.size() ? " and " : ", ") + p;
+    paths += (i == 0 ? "" : ", ") + p + " (" + path(full[i]) + ")";
+  }
+  e.context += "; full data disks: " + paths;
+  e.public_message =
+      (full.size() == 1 ? "data disk " + positions + " of this node is full"
+                        : "data disks " + positions + " of this node are full") +
+      " (positions as `cvctl disk list` shows them): new data cannot be stored until an "
+      "operator frees space on " +
+      (full.size() == 1 ? "it" : "them") + " or adds a disk (`cvctl disk add PATH`)";
+  return e;
+}
+
 void DiskSet::ReportError(size_t d, const Error& e) {
   Disk& disk = *disks_[d];
   disk.errors.fetch_add(1);
@@ -346,17 +364,20 @@ Status DiskSet::Sync(std::span<const std::pair<std::shared_ptr<Extent>, uint64_t
   }
   if (reqs.empty()) return {};
   Status s = env_->Execute(reqs);
+  std::vector<size_t> full;
   for (size_t i = 0; i < reqs.size(); ++i) {
     Extent* e = targets[i].first;
     if (reqs[i].result < 0) {
       e->poisoned = true;
-      ReportError(e->disk, ErrnoError(static_cast<int>(-reqs[i].result), "fdatasync").value());
+      const Error err = ErrnoError(static_cast<int>(-reqs[i].result), "fdatasync").value();
+      if (err.kind == ErrorKind::kNoSpace) full.push_back(e->disk);
+      ReportError(e->disk, err);
     } else {
       e->synced_seq = std::max(e->synced_seq, targets[i].second);
       ReportSuccess(e->disk);
     }
   }
-  if (!s) return s;
+  if (!s) return tl::unexpected(NameFullDisks(s.error(), full));
   // A synced write is durable only if its extent is still where the index will say it is:
   // after a disk directory vanished, writes still succeed through the open descriptor, into
   // a file nobody will find again. Check each disk once per group (regression: uploads were

@@ -104,6 +104,11 @@ class DiskSet {
   // REQUIRES: the index references no record in it.
   Result<bool> Retire(size_t d, uint32_t id);
 
+  // A kNoSpace error `e` that names the disks `full` (positions) for clients, with what an
+  // operator does about it (public_message), and their paths in the context for the log.
+  // Anything else, or an empty `full`, comes back unchanged.
+  Error NameFullDisks(Error e, const std::vector<size_t>& full) const;
+
   // I/O outcome reports: kDiskFailAfter consecutive I/O errors mark a disk failed.
   void ReportError(size_t d, const Error& e);
   void ReportSuccess(size_t d);

@@ -228,12 +228,16 @@ class WriterImpl final : public Writer {
                  bufs[i], len};
     }
     Status s = store_->env_->Execute(reqs);
+    std::vector<size_t> full;
     for (size_t i = 0; i < bufs.size(); ++i) {
       const auto& p = (*placed)[i];
       ShardLoc loc{p.extent->disk, p.extent->id, p.offset};
       if (reqs[i].result < 0 || static_cast<uint64_t>(reqs[i].result) != len) {
         p.extent->poisoned = true;  // a torn record may sit there: append elsewhere from now on
-        store_->disks_.ReportError(disk_ids[i], ErrnoError(reqs[i].result < 0 ? static_cast<int>(-reqs[i].result) : EIO, "shard write").value());
+        const int errno_of_write = reqs[i].result < 0 ? static_cast<int>(-reqs[i].result) : EIO;
+        const Error err = ErrnoError(errno_of_write, "shard write").value();
+        if (err.kind == ErrorKind::kNoSpace) full.push_back(disk_ids[i]);
+        store_->disks_.ReportError(disk_ids[i], err);
         // Whatever reached the disk is garbage now; account it as dead once we know the loc.
         written_.emplace_back(loc, len);
         continue;
@@ -244,7 +248,10 @@ class WriterImpl final : public Writer {
       written_.emplace_back(loc, len);
       locs->push_back(loc);
     }
-    if (!s) return Fail(s.error());
+    if (!s) {
+      std::sort(full.begin(), full.end());
+      return Fail(store_->disks_.NameFullDisks(s.error(), full));
+    }
     return {};
   }
 

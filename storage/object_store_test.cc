@@ -1530,6 +1530,31 @@ TEST_F(StoreTest, FullDiskIsAClearErrorAndRecovers) {
   ExpectReads(PutBody(later), later);
 }
 
+// The 507 names the full disk by its position (what `cvctl disk list` shows) and says what an
+// operator does; the log's context has its path.
+TEST_F(StoreTest, FullDiskErrorNamesTheDisk) {
+  auto base = NewPosixEnv();
+  FaultEnv env(base.get(), 9);
+  OpenStore(&env);
+  const std::string full_path = Options().disks[3];
+  env.NoSpaceUnder(full_path);
+  Result<ObjectInfo> r;
+  for (int i = 0; i < 200; ++i) {
+    std::string b = Body(2000 + i, 300000);
+    r = store_->Put(DataKey(device_, b), b);
+    if (!r) break;
+  }
+  ASSERT_FALSE(r.has_value()) << "disk 3 never filled up";
+  const Error& e = r.error();
+  EXPECT_EQ(e.kind, ErrorKind::kNoSpace) << e.ToString();
+  EXPECT_NE(e.public_message.find("data disk 3 of this node is full"), std::string::npos)
+      << e.public_message;
+  EXPECT_NE(e.public_message.find("cvctl disk add"), std::string::npos) << e.public_message;
+  EXPECT_EQ(e.public_message.find(full_path), std::string::npos) << "no paths for clients";
+  EXPECT_NE(e.context.find(full_path), std::string::npos) << e.context;
+  env.NoSpaceUnder("");
+}
+
 uint64_t PeakRssBytes() {
   std::ifstream in("/proc/self/status");
   std::string line;

@@ -262,13 +262,13 @@ class StoreImpl final : public ObjectStore {
     const size_t n = disks_.size();
     const size_t start = placement_cursor_.fetch_add(1) % n;
     std::vector<Placement> out;
-    bool saw_full = false;
+    std::vector<size_t> full;
     for (size_t i = 0; i < n && out.size() < count; ++i) {
       const size_t d = (start + i) % n;
       if (!disks_.placeable(d) || avoid.count(d)) continue;
       auto p = disks_.Reserve(d, len);
       if (!p) {
-        if (p.error().kind == ErrorKind::kNoSpace) saw_full = true;
+        if (p.error().kind == ErrorKind::kNoSpace) full.push_back(d);
         disks_.ReportError(d, p.error());
         continue;
       }
@@ -276,7 +276,11 @@ class StoreImpl final : public ObjectStore {
       disks_out->push_back(d);
     }
     if (out.size() < count) {
-      if (saw_full) return Err(ErrorKind::kNoSpace, "not enough data disks with free space");
+      if (!full.empty()) {
+        std::sort(full.begin(), full.end());
+        return tl::unexpected(disks_.NameFullDisks(
+            Error{ErrorKind::kNoSpace, 0, "not enough data disks with free space"}, full));
+      }
       return Err(ErrorKind::kUnavailable,
                  "not enough healthy data disks (" + std::to_string(PlaceableCount()) +
                      " healthy and active, " + std::to_string(count) + " needed)");

@@ -181,6 +181,10 @@ class Node:
         self.ca = ep["ca"]
         with open(ep["admin_key_file"]) as f:
             self.admin_key = f.read().strip()
+        self.metrics_token = None
+        if "metrics_token_file" in ep:  # absent only from builds older than the token
+            with open(ep["metrics_token_file"]) as f:
+                self.metrics_token = f.read().strip()
         return self
 
     def signal(self, sig):
@@ -225,16 +229,29 @@ class Node:
         return http.client.HTTPSConnection(host, port, context=self.ssl_context(), timeout=timeout)
 
     def request(self, method, path, body=None, headers=None, which="agent", conn=None, timeout=IO_TIMEOUT):
+        """One request. GET /metrics is a scrape: it carries the node's metrics token unless
+        `headers` has an Authorization of its own (test_metrics_auth.py sends none or wrong ones
+        through raw requests)."""
+        headers = dict(headers or {})
+        if (path == "/metrics" and self.metrics_token
+                and not any(k.lower() == "authorization" for k in headers)):
+            headers["Authorization"] = f"Bearer {self.metrics_token}"
         own = conn is None
         c = conn or self.connect(which, timeout)
         try:
-            c.request(method, path, body=body, headers=headers or {})
+            c.request(method, path, body=body, headers=headers)
             r = c.getresponse()
             data = r.read()
             return Response(r.status, r.getheaders(), data)
         finally:
             if own:
                 c.close()
+
+    def metrics(self, which="agent"):
+        """The Prometheus text of /metrics, scraped with the metrics token."""
+        r = self.request("GET", "/metrics", which=which)
+        assert r.status == 200, r
+        return r.body.decode()
 
     def tls_socket(self, which="agent", timeout=IO_TIMEOUT):
         host, port = self.agent_addr if which == "agent" else self.admin_addr

@@ -1,6 +1,6 @@
 """The deploy files agree with the node: every metric the alert rules use is one the node
-exports, the certificate expiry and last-scrub gauges carry real values, and the systemd unit
-has the hardening and reload settings README promises."""
+exports, the certificate (serving and CA), readiness and last-scrub gauges carry real values,
+and the systemd unit and the Prometheus example have the settings README promises."""
 
 import os
 import re
@@ -16,9 +16,14 @@ DEPLOY = os.path.join(os.path.dirname(__file__), "..", "..", "deploy")
 
 
 def metrics(node):
-    r = node.request("GET", "/metrics")
-    assert r.status == 200, r
-    return r.body.decode()
+    return node.metrics()
+
+
+def not_after(path):
+    """notAfter of the first certificate in the PEM file `path`, unix seconds (openssl)."""
+    out = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", path],
+                         capture_output=True, text=True, check=True).stdout
+    return ssl.cert_time_to_seconds(out.strip().split("=", 1)[1])
 
 
 def gauge(text, name):
@@ -50,13 +55,17 @@ def test_alert_rules_use_exported_metrics(fresh_node):
     assert not missing, f"alert rules use metrics the node does not export: {missing}"
 
     # The certificate gauge is the real notAfter of the certificate served.
-    not_after = gauge(text, "chunkvault_tls_certificate_not_after_timestamp_seconds")
-    out = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in",
-                          os.path.join(node.root, "tls", "server.pem")],
-                         capture_output=True, text=True, check=True).stdout
-    want = ssl.cert_time_to_seconds(out.strip().split("=", 1)[1])
-    assert abs(not_after - want) < 2, (not_after, want)
-    assert not_after > time.time() + 30 * 86400
+    leaf = gauge(text, "chunkvault_tls_certificate_not_after_timestamp_seconds")
+    want = not_after(os.path.join(node.root, "tls", "server.pem"))
+    assert abs(leaf - want) < 2, (leaf, want)
+    assert leaf > time.time() + 30 * 86400
+    # The CA gauge is the notAfter of the CA agents pin (ca.pem), not the leaf's: the generated
+    # CA lives 3650 days, the leaf 825.
+    ca = gauge(text, "chunkvault_tls_ca_not_after_timestamp_seconds")
+    want_ca = not_after(node.ca)
+    assert abs(ca - want_ca) < 2, (ca, want_ca)
+    assert ca > leaf + 365 * 86400, (ca, leaf)
+    assert gauge(text, "chunkvault_ready") == 1
     # The last full scrub is recent and matches GET /status.
     last = gauge(text, "chunkvault_last_full_scrub_timestamp_seconds")
     status = node.admin("GET", "/status").json()
@@ -72,8 +81,18 @@ def test_systemd_unit_and_config_are_complete():
         assert line in unit, line
     with open(os.path.join(DEPLOY, "prometheus.yml")) as f:
         prom = yaml.safe_load(f)
-    assert prom["scrape_configs"][0]["metrics_path"] == "/metrics"
+    scrape = prom["scrape_configs"][0]
+    assert scrape["metrics_path"] == "/metrics"
+    assert scrape["scheme"] == "https" and scrape["tls_config"]["ca_file"]
+    # /metrics needs the token (test_metrics_auth.py): the example must send it.
+    assert scrape["authorization"]["type"] == "Bearer"
+    assert scrape["authorization"]["credentials_file"]
     assert "alerts.yml" in prom["rule_files"]
+
+    with open(os.path.join(DEPLOY, "alerts.yml")) as f:
+        rules = {r["alert"]: r for g in yaml.safe_load(f)["groups"] for r in g["rules"]}
+    assert "chunkvault_ready == 0" in rules["ChunkvaultNotReady"]["expr"]
+    assert "chunkvault_tls_ca_not_after_timestamp_seconds" in rules["ChunkvaultCaCertificateExpiring"]["expr"]
 
 
 def test_run_sh_builds_cvctl_and_cvctl_reaches_its_node(tmp_root):
@@ -113,3 +132,34 @@ def test_run_sh_builds_cvctl_and_cvctl_reaches_its_node(tmp_root):
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=60)
+
+
+def test_ready_gauge_follows_readyz(fresh_node):
+    """chunkvault_ready is what /readyz says: 0 once a data disk is gone (4+2 on 6 disks has no
+    spare), whatever the scrape itself did."""
+    node = fresh_node()
+    assert node.request("GET", "/readyz").status == 200
+    assert gauge(metrics(node), "chunkvault_ready") == 1
+    disk = os.path.join(node.root, "disks", "d2")
+    os.rename(disk, disk + ".gone")
+    deadline = time.monotonic() + 20
+    while gauge(metrics(node), "chunkvault_ready") != 0:
+        assert time.monotonic() < deadline, "chunkvault_ready stayed 1 with a disk gone"
+        time.sleep(0.1)
+    r = node.request("GET", "/readyz")
+    assert r.status == 503 and r.error_code() == "unavailable", r
+
+
+def test_no_ca_series_without_a_ca_file(fresh_node):
+    """An operator's certificate from a public CA comes without a CA file: then there is no CA
+    series at all (a 0 would read as "expired" to ChunkvaultCaCertificateExpiring)."""
+    node = fresh_node()
+    assert "chunkvault_tls_ca_not_after_timestamp_seconds " in metrics(node)
+    node.stop()
+    kept = os.path.join(node.root, "ca-of-the-clients.pem")  # the client still trusts it
+    os.rename(os.path.join(node.root, "tls", "ca.pem"), kept)  # server.pem and .key stay
+    node.start()
+    node.ca = kept
+    text = metrics(node)
+    assert "chunkvault_tls_ca_not_after_timestamp_seconds " not in text
+    assert gauge(text, "chunkvault_tls_certificate_not_after_timestamp_seconds") > time.time()

@@ -5,6 +5,7 @@ disk, and a partner can neither see nor touch another partner's jobs."""
 
 import os
 import random
+import re
 import shutil
 import time
 
@@ -250,6 +251,17 @@ def test_purge_on_full_disk(fresh_node, tmp_root):
             stored += len(body)
         else:
             pytest.fail("the 96 MiB file system never filled up")
+        # The 507 says which data disks are full, by the positions `cvctl disk list` shows, and
+        # what an operator does about it; no paths of the node.
+        assert resp.error_code() == "no_space", resp
+        message = resp.json()["error"]["message"]
+        named = re.match(r"data disks? ([0-9, and]+) of this node (is|are) full", message)
+        assert named, message
+        positions = {int(p) for p in re.findall(r"[0-9]+", named.group(1))}
+        listed = {d["position"]: d["path"] for d in node.admin("GET", "/disks").json()["items"]}
+        assert positions and positions <= set(listed), (message, listed)
+        assert all(shutil.disk_usage(listed[p]).free < 8 << 20 for p in positions), message
+        assert "cvctl disk add" in message and mnt not in message, message
         # Whatever is left goes to a filler file: not a byte free.
         filler = os.path.join(mnt, "filler")
         with open(filler, "wb") as f:

@@ -144,8 +144,8 @@ std::vector<std::string_view> PatternSegments(std::string_view pattern) {
   return parts;
 }
 
-// The route table (documented in admin.h). A path segment in braces is an id that the handler
-// finds in the Call member of that name.
+// The route table (documented in admin/API.md). A path segment in braces is an id that the
+// handler finds in the Call member of that name.
 struct Route {
   std::string_view method;
   std::string_view path;
@@ -195,6 +195,16 @@ constexpr Route kRoutes[] = {
     {"GET", "jobs/{job}/images/{drive}", false, internal::CourierImage},
     {"DELETE", "jobs/{job}/images", false, internal::DeleteCourierImages},
 };
+}  // namespace
+
+std::vector<RouteInfo> RouteTable() {
+  std::vector<RouteInfo> out;
+  for (const Route& r : kRoutes) out.push_back({r.method, r.path, r.operator_only});
+  return out;
+}
+
+namespace {
+
 // Routes whose handler reads the query string; the others refuse any parameter.
 bool TakesQuery(Response (*h)(Call&)) {
   return h == internal::ListPartners || h == internal::ListAccounts || h == internal::ListDevices ||

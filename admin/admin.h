@@ -9,101 +9,10 @@
 // a released one, or one that does not exist -- is the same 404, and so are that account's
 // devices, add-ons, usage and audit; nothing changes.
 //
-// Routes under /admin/v1/ (op = operator only). Times are RFC 3339 UTC, sizes bytes, ids 32
-// hex digits; lists answer {"items":[...],"next_cursor"} (pass ?cursor= for the next page,
-// ?limit= 1..1000, default 100).
-//
-//   POST   /partners                          op  {name} -> 201 partner
-//   GET    /partners                          op  ?cursor&limit
-//   GET    /partners/{p}                      op
-//   POST   /partners/{p}/keys                 op  {expires_at?} -> 201 {id,key,...}, key shown once
-//   GET    /partners/{p}/keys/{k}             op  -> key (no secret)
-//   DELETE /partners/{p}/keys/{k}             op  revoke: the key stops working at once
-//   POST   /accounts                              {partner? (op; implied for partner keys),
-//                                                  plan_quota_bytes, device_limit,
-//                                                  status: trial|active,
-//                                                  expires_at? | trial_days?} -> 201 account
-//   GET    /accounts                              ?partner&status&cursor&limit (status as of now)
-//   GET    /accounts/{a}
-//   PATCH  /accounts/{a}                          {plan_quota_bytes?, device_limit?,
-//                                                  status? trial|active|expired|suspended,
-//                                                  expires_at? (null = never)}
-//   DELETE /accounts/{a}                      op  ?grace=DURATION -> 202 job "account.purge":
-//                                                  every device closed (410) at once, then
-//                                                  purged one by one, then the account and its
-//                                                  add-ons; cancel while scheduled reopens them
-//   POST   /accounts/{a}/release                  unlink from its partner; data stays
-//   POST   /accounts/{a}/addons                   {bytes, expires_at?} -> 201 add-on
-//   GET    /accounts/{a}/addons
-//   DELETE /accounts/{a}/addons/{x}
-//   GET    /accounts/{a}/usage                    quota, add-ons (live or not), used, reserved,
-//                                                  per device bytes, objects, last backup
-//   POST   /accounts/{a}/devices                  {name, kind? computer|server,
-//                                                  append_only? (true)} -> 201 device + token
-//                                                  once; 409 device_limit at the plan's limit
-//                                                  (devices being deleted do not count)
-//   GET    /accounts/{a}/devices
-//   GET    /accounts/{a}/devices/{d}
-//   PATCH  /accounts/{a}/devices/{d}              {name?, append_only?}
-//   POST   /accounts/{a}/devices/{d}/token        rotate -> {..., token}; the old one stops working
-//   GET    /devices                               ?stale_for=72h&partner&cursor&limit: devices
-//                                                  whose last completed backup (if none: their
-//                                                  creation) is older than stale_for; a
-//                                                  partner's own only; devices being deleted
-//                                                  left out
-//   DELETE /accounts/{a}/devices/{d}              ?grace=DURATION (default: purge_grace; a
-//                                                  partner key may only lengthen it) -> 202 job
-//                                                  "device.purge": the device is closed to its
-//                                                  agent at once (410), its data and usage stay
-//                                                  until the job runs, its slot is free at once;
-//                                                  409 if already deleted. After the purge its
-//                                                  old token still gets 410 while the account
-//                                                  exists
-//   GET    /jobs                                  ?account&state&kind&cursor&limit (a partner's
-//                                                  own accounts' jobs only)
-//   GET    /jobs/{j}                              state, progress, result (receipt when done)
-//   POST   /jobs/{j}/cancel                       while "scheduled" (a device purge reopens
-//                                                  the device as it was: same token, same
-//                                                  data), or a running scrub, drain or courier
-//                                                  job (its image files are removed); 409
-//                                                  otherwise, and 409 device_limit for a device
-//                                                  purge whose slot has been taken. Only a job
-//                                                  of a kind the key's role may create (see
-//                                                  "Jobs"): else 403 operator_only, audited
-//   GET    /audit                                 ?account&partner&cursor&limit
-//   GET    /fsck                              op  store Fsck + account usage recomputation:
-//                                                  {"clean","objects","bytes","problems":[...]}
-//   GET    /status                            op  node, version, uptime, disks, erasure profile,
-//                                                  objects, bytes, stripes by missing shards
-//                                                  (0..m, lost; counted at most every 5 s),
-//                                                  last full scrub, jobs running
-//   POST   /scrub                             op  {} -> 202 job "scrub": read and verify every
-//                                                  shard record; result {"clean",
-//                                                  "damaged_shards","damaged",...,"repair"?};
-//                                                  409 already_running if one is
-//   POST   /repair                            op  {include_failed_disks? (false)} -> 202 job
-//                                                  "repair": rebuild queued damage, fewest
-//                                                  survivors first; result {"complete",...}
-//   POST   /index/backup                      op  {path: absolute, must not exist} hot copy of
-//                                                  the index into the new directory path -> 201
-//   GET    /courier/pubkey                        the node's courier key (Ed25519, made on
-//                                                  first use): {"algorithm","public_key_pem"}
-//   POST   /accounts/{a}/devices/{d}/courier      {drive_bytes?} -> 202 job "courier": drive
-//                                                  images of the device's repository as of the
-//                                                  job's start (admin/courier.cc); 409
-//                                                  already_running while the device has one
-//                                                  scheduled or running; 507
-//                                                  insufficient_storage (needed_bytes,
-//                                                  free_bytes, held_bytes) when courier_dir
-//                                                  lacks the room for the images
-//   GET    /jobs/{j}/images/{i}                   drive image i (1..n) of a done courier job,
-//                                                  application/octet-stream with Range (206/416)
-//   DELETE /jobs/{j}/images                       remove a done courier job's image files; the
-//                                                  job stays, its result gets images_deleted_at
-//                                                  (then GET image is 404); a second DELETE is
-//                                                  200 and changes nothing; 409 not_done for
-//                                                  any other job (403 operator_only, audited,
-//                                                  for a kind the key may not create)
+// Routes: admin/API.md lists every route under /admin/v1/ (method, path, who may call it,
+// what it does), the one list; AdminRoutesTest.ApiMdListsExactlyTheRouteTable holds it to the route
+// table in admin.cc (RouteTable below). Times are RFC 3339 UTC, sizes bytes, ids 32 hex digits;
+// lists answer {"items":[...],"next_cursor"} (?cursor= for the next page, ?limit= 1..1000).
 //
 // Account status as answered ("status") is the effective one: a trial whose expires_at has
 // passed is "expired" ("stored_status" says what was set). Expired = read-only for agents,
@@ -217,6 +126,15 @@ class AdminApi {
 // The index meta key holding the start (ns) of the last complete scrub pass (GET /status,
 // and chunkvault_last_full_scrub_timestamp_seconds in server/'s metrics).
 inline constexpr std::string_view kLastFullScrubMeta = "ops/last_full_scrub_ns";
+
+// The routes AdminApi::Handle serves, in its matching order: method, path under /admin/v1/
+// with {placeholders}, and whether only the operator key may call it.
+struct RouteInfo {
+  std::string_view method;
+  std::string_view path;
+  bool operator_only;
+};
+std::vector<RouteInfo> RouteTable();
 
 // ---- device credentials (shared with the agent API in server/) ----
 // A new device token: 32 random bytes as 64 lowercase hex digits.

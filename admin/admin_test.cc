@@ -6,6 +6,7 @@
 #include <boost/json.hpp>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "admin/json_util.h"
@@ -455,6 +456,24 @@ TEST_F(AdminTest, DiskChangesAndFsckFixCommitWithTheirAuditRecordOrNotAtAll) {
   EXPECT_EQ(count(actions(), "node.fsck_fix index"), 1);
   reopen();
   EXPECT_TRUE(fsck_clean());
+}
+
+// admin/API.md is the one list of routes: every row of its table is a route of the table
+// Handle matches, with the same "who", and every route has its row, in the same order.
+TEST(AdminRoutesTest, ApiMdListsExactlyTheRouteTable) {
+  std::ifstream in(std::string(CV_SOURCE_DIR) + "/admin/API.md");
+  ASSERT_TRUE(in) << "admin/API.md not found under " << CV_SOURCE_DIR;
+  const std::regex row(R"(^\| (GET|POST|PATCH|DELETE) \| `/([^`]*)` \| (operator|any) \|)");
+  std::vector<std::string> documented, served;
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (std::regex_search(line, m, row)) documented.push_back(m[1].str() + " " + m[2].str() + " " + m[3].str());
+  }
+  for (const RouteInfo& r : RouteTable()) {
+    served.push_back(std::string(r.method) + " " + std::string(r.path) + " " +
+                     (r.operator_only ? "operator" : "any"));
+  }
+  EXPECT_EQ(documented, served);
 }
 
 TEST(AdminErrorTest, StatusMappingAndBody) {

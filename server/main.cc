@@ -11,7 +11,7 @@
 #include <filesystem>
 
 #include "admin/admin.h"
-#include "server/config.h"
+#include "common/config.h"
 #include "server/fake_clock.h"
 #include "server/metrics.h"
 #include "server/server.h"

@@ -15,7 +15,7 @@
 
 #include "admin/admin.h"
 #include "common/common.h"
-#include "server/config.h"
+#include "common/config.h"
 #include "server/metrics.h"
 #include "server/tls.h"
 #include "storage/storage.h"

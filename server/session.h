@@ -38,7 +38,7 @@
 #include "server/admission.h"
 #include "server/agent_api.h"
 #include "server/auth.h"
-#include "server/config.h"
+#include "common/config.h"
 #include "server/disk_ring.h"
 #include "server/metrics.h"
 #include "server/quota.h"

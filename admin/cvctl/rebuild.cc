@@ -1,5 +1,5 @@
 // `cvctl index rebuild`: the offline half of index recovery. It reads the node's
-// configuration exactly as chunkvaultd does (server/config.h), so that it scans the same
+// configuration exactly as chunkvaultd does (common/config.h), so that it scans the same
 // disks, and takes the same root lock, so that it never runs beside a live node.
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
@@ -8,7 +8,7 @@
 #include <filesystem>
 
 #include "admin/cvctl/cvctl.h"
-#include "server/config.h"
+#include "common/config.h"
 #include "storage/storage.h"
 
 namespace cv::cvctl {
@@ -26,10 +26,10 @@ int RebuildIndex(const RebuildArgs& args) {
                  args.backup_dir.c_str());
     return kExitUsage;
   }
-  server::Flags flags;
+  Flags flags;
   flags.config_file = args.config_file;
   flags.root = args.root;
-  auto cfg = server::LoadConfig(flags);
+  auto cfg = LoadConfig(flags);
   if (!cfg) {
     std::fprintf(stderr, "cvctl: configuration: %s\n", cfg.error().ToString().c_str());
     return kExitUsage;
@@ -38,7 +38,7 @@ int RebuildIndex(const RebuildArgs& args) {
   SetLogLevel(LogLevel::kWarn);
   std::error_code ec;
   std::filesystem::create_directories(cfg->run_dir, ec);
-  if (auto st = server::LockRoot(*cfg); !st) {
+  if (auto st = LockRoot(*cfg); !st) {
     std::fprintf(stderr, "cvctl: %s; stop chunkvaultd before rebuilding its index\n",
                  st.error().ToString().c_str());
     return kExitRefused;

@@ -1,6 +1,6 @@
 // fuzz_http_head: an agent request head as the server reads it. The input's first byte picks:
 //   even: the rest is raw bytes on the wire, parsed by Beast's request parser with the
-//         server's header limits (server/config.h); a complete head is then routed as
+//         server's header limits (common/config.h); a complete head is then routed as
 //         session.cc does (ParseAgentTarget, ParseAuthorization, Accept, Range, ObjectKeyFor);
 //   odd:  the rest is "target \n authorization": the two parsers on bytes Beast would refuse.
 // Properties: no crash or sanitizer report; a routed target re-assembles into the path it
@@ -12,7 +12,7 @@
 
 #include "server/agent_api.h"
 #include "server/auth.h"
-#include "server/config.h"
+#include "common/config.h"
 #include "tests/fuzz/fuzz_input.h"
 
 namespace http = boost::beast::http;
@@ -125,7 +125,7 @@ void CheckRange(std::string_view header, uint64_t size) {
 }
 
 void ParseWire(std::string_view wire) {
-  static const cv::server::Config cfg;
+  static const cv::Config cfg;
   http::request_parser<http::buffer_body> parser;
   parser.header_limit(cfg.header_limit_bytes);
   parser.body_limit(cfg.max_object_bytes);

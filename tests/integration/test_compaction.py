@@ -11,7 +11,7 @@ import time
 import cv
 from test_restic import Restic, make_tree, tree_digest
 
-K, M = 4, 2  # the node's default erasure profile (server/config.h)
+K, M = 4, 2  # the node's default erasure profile (common/config.h)
 SHARD_UNIT = 256 * 1024
 EXTENT_BYTES = 1 << 20
 

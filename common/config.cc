@@ -1,4 +1,4 @@
-#include "server/config.h"
+#include "common/config.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -13,7 +13,7 @@
 #include <limits>
 #include <set>
 
-namespace cv::server {
+namespace cv {
 
 namespace {
 
@@ -276,4 +276,4 @@ Status LockRoot(const Config& config) {
   return {};
 }
 
-}  // namespace cv::server
+}  // namespace cv

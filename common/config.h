@@ -1,6 +1,7 @@
-// server/config: chunkvaultd's settings. An embedded default (everything under one root
-// folder) is overlaid with a TOML file (--config) and then with command-line flags.
-// deploy/chunkvaultd.toml documents every key.
+// common/config: chunkvaultd's settings, read by the node and by offline tools alike (cvctl
+// index rebuild must see the disks and the root lock exactly as chunkvaultd does). An
+// embedded default (everything under one root folder) is overlaid with a TOML file (--config)
+// and then with command-line flags. deploy/chunkvaultd.toml documents every key.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +10,7 @@
 
 #include "common/common.h"
 
-namespace cv::server {
+namespace cv {
 
 struct Config {
   std::string root = "./var/chunkvault";
@@ -112,4 +113,4 @@ struct HostPort {
 // "127.0.0.1:8443", "[::1]:0", "localhost:8443".
 Result<HostPort> ParseHostPort(std::string_view s);
 
-}  // namespace cv::server
+}  // namespace cv

@@ -1,0 +1,43 @@
+#include "common/config.h"
+
+#include <gtest/gtest.h>
+
+namespace cv {
+namespace {
+
+TEST(ConfigTest, HostPortForms) {
+  auto hp = ParseHostPort("127.0.0.1:0");
+  ASSERT_TRUE(hp);
+  EXPECT_EQ(hp->host, "127.0.0.1");
+  EXPECT_EQ(hp->port, 0);
+  hp = ParseHostPort("[::1]:8443");
+  ASSERT_TRUE(hp);
+  EXPECT_EQ(hp->host, "::1");
+  EXPECT_EQ(hp->port, 8443);
+  for (const char* bad : {"127.0.0.1", ":80", "host:", "host:99999", "[::1]8443", "h:1x", "u@h:1", "h:1/x",
+                          "[::1:80", "", "h:-1"}) {
+    EXPECT_FALSE(ParseHostPort(bad)) << bad;
+  }
+}
+
+TEST(ConfigTest, DefaultsDeriveFromRoot) {
+  Flags f;
+  f.root = "/srv/cv/";
+  auto c = LoadConfig(f);
+  ASSERT_TRUE(c) << c.error().ToString();
+  EXPECT_EQ(c->root, "/srv/cv");
+  ASSERT_EQ(c->disks.size(), 6u);
+  EXPECT_EQ(c->disks[5], "/srv/cv/disks/d5");
+  EXPECT_EQ(c->index_dir, "/srv/cv/index");
+  EXPECT_EQ(c->cert_file, "/srv/cv/tls/server.pem");
+  EXPECT_EQ(c->run_dir, "/srv/cv/run");
+  EXPECT_EQ(c->k, 4);
+  EXPECT_EQ(c->m, 2);
+  EXPECT_EQ(c->threads, 2);
+  EXPECT_EQ(c->max_connections_per_address, 128);
+  EXPECT_EQ(c->metrics_token, "/srv/cv/run/metrics.token");
+  EXPECT_TRUE(c->generate_metrics_token);
+}
+
+}  // namespace
+}  // namespace cv

@@ -94,12 +94,23 @@ class StoreTest : public ::testing::Test {
                                  << body.size() << " first at byte " << diff;
   }
 
-  // XORs `mask` into byte `at` of the payload of the shard record at `loc`, on disk.
-  void FlipPayloadByte(const ObjectKey& key, const index::ShardLoc& loc, uint64_t at, char mask) {
+  // The extent file a shard location points into, named as the store names it.
+  std::string ExtentPath(const index::ShardLoc& loc) {
     char name[32];
     std::snprintf(name, sizeof name, "%08x.ext", loc.extent);
-    std::fstream f(Options().disks[loc.disk] + "/extents/" + name,
-                   std::ios::in | std::ios::out | std::ios::binary);
+    return Options().disks[loc.disk] + "/extents/" + name;
+  }
+  // Bit rot as reads see it: every read through `env` returns byte `at` of the payload of the
+  // shard record at `loc` XORed with `mask` (the file is not changed).
+  void FlipPayloadByteOnRead(FaultEnv& env, const ObjectKey& key, const index::ShardLoc& loc,
+                             uint64_t at, uint8_t mask) {
+    env.FlipOnRead(ExtentPath(loc), loc.offset + HeaderBytes(key) + at, mask);
+  }
+  // The same on disk: XORs `mask` into that byte of the file. For what must be damaged on
+  // disk: what the io_uring ring reads (it bypasses any Env wrapper), what scrub and repair
+  // find and heal.
+  void FlipPayloadByte(const ObjectKey& key, const index::ShardLoc& loc, uint64_t at, char mask) {
+    std::fstream f(ExtentPath(loc), std::ios::in | std::ios::out | std::ios::binary);
     const uint64_t pos = loc.offset + HeaderBytes(key) + at;
     char c;
     f.seekg(pos);
@@ -599,7 +610,11 @@ TEST_F(StoreTest, AnyTwoDisksLostEveryObjectReadsBackThirdIsAnError) {
   EXPECT_TRUE(store_->Ready());
 }
 
-TEST_F(StoreTest, FailingDiskWhileServingIsReconstructedAndCounted) {
+// Rule 1 for disks that fail while the node serves: with 4+2, two disks that start failing
+// every I/O (two FailPath calls: two dead disks) cost no object; the reads that needed them
+// are rebuilt from parity or another copy, and the errors are counted on those two disks
+// only.
+TEST_F(StoreTest, TwoDisksFailingWhileServingAreReconstructedAndCounted) {
   auto base = NewPosixEnv();
   FaultEnv env(base.get(), 5);
   OpenStore(&env);
@@ -610,10 +625,20 @@ TEST_F(StoreTest, FailingDiskWhileServingIsReconstructedAndCounted) {
   }
   auto opts = Options();
   env.FailPath(opts.disks[1]);
-  env.FailPath(opts.disks[4]);  // FailPath accumulates or replaces: either way >=1 disk fails
+  env.FailPath(opts.disks[4]);
   for (const auto& [k, b] : objs) ExpectReads(k, b);
-  EXPECT_GT(store_->Stats().reconstructed_reads, 0u);
-  env.FailPath("");
+  const StoreStats st = store_->Stats();
+  EXPECT_GT(st.reconstructed_reads, 0u);
+  for (size_t d = 0; d < st.disks.size(); ++d) {
+    if (d == 1 || d == 4) {
+      EXPECT_GT(st.disks[d].errors, 0u) << "disk " << d << " was never failed";
+    } else {
+      EXPECT_EQ(st.disks[d].errors, 0u) << "disk " << d;
+    }
+  }
+  // The 1 MiB object's every stripe spans all six disks: each lost two shards and was
+  // rebuilt from the four left, m = 2 at work.
+  env.Heal();
 }
 
 // Reads for an event loop: every range of every layout comes back through Prefetch on the
@@ -641,7 +666,8 @@ TEST_F(StoreTest, PrefetchedReadsReturnEveryRangeAndBufferedReadsDoNoIo) {
 }
 
 // A prefetched shard that fails its checksum is left to Read, which rebuilds the stripe
-// from parity; a damaged copy of a small object is read from the next copy.
+// from parity; a damaged copy of a small object is read from the next copy. (The damage is
+// on disk: the ring reads the files directly, past any Env wrapper.)
 TEST_F(StoreTest, PrefetchedDamagedShardsAreRebuiltByRead) {
   if (!OpenUringStore()) GTEST_SKIP() << "io_uring unavailable here";
   const uint64_t sb = 4 * 16 * 1024;
@@ -691,13 +717,14 @@ TEST_F(StoreTest, ReaderDestroyedWhileItsPrefetchRunsIsSafe) {
 // Bit rot: random bytes flipped in shard payloads are caught by XXH3, reads return correct
 // data rebuilt from parity, and the damage is reported.
 TEST_F(StoreTest, FlippedPayloadBytesAreDetectedAndRebuilt) {
-  OpenStore();
+  auto base = NewPosixEnv();
+  FaultEnv env(base.get(), 42);
+  OpenStore(&env);
   std::vector<std::pair<ObjectKey, std::string>> objs;
   for (int i = 0; i < 10; ++i) {
     std::string b = Body(900 + i, 100000 + i * 1000);
     objs.emplace_back(PutBody(b), b);
   }
-  auto opts = Options();
   std::mt19937_64 rng(42);
   int flipped = 0;
   for (const auto& [key, body] : objs) {
@@ -706,12 +733,10 @@ TEST_F(StoreTest, FlippedPayloadBytesAreDetectedAndRebuilt) {
     // One data shard per stripe at most, so every stripe stays rebuildable. (Parity shards
     // are not read on the normal read path; scrub finds damage there.)
     for (size_t st = 0; st < r.shards.size() / 6; ++st) {
-      FlipPayloadByte(key, r.shards[st * 6 + rng() % 4], rng() % 1000, 0x5a);
+      FlipPayloadByteOnRead(env, key, r.shards[st * 6 + rng() % 4], rng() % 1000, 0x5a);
       ++flipped;
     }
   }
-  store_.reset();  // drop any cached pages' view: reopen reads the files afresh
-  OpenStore();
   for (const auto& [k, b] : objs) ExpectReads(k, b);
   auto st = store_->Stats();
   EXPECT_EQ(st.corrupt_shards, static_cast<uint64_t>(flipped));
@@ -721,16 +746,16 @@ TEST_F(StoreTest, FlippedPayloadBytesAreDetectedAndRebuilt) {
 // A stripe's data shards are read in one batch: a damaged one is counted once, the stripe is
 // rebuilt from parity once, and ranges that start or stop mid-stripe read exactly their bytes.
 TEST_F(StoreTest, BatchedStripeReadsRebuildEachDamagedStripeOnce) {
-  OpenStore();
+  auto base = NewPosixEnv();
+  FaultEnv env(base.get(), 77);
+  OpenStore(&env);
   const uint64_t sb = 4 * 16 * 1024;  // stripe bytes: k = 4 shards of 16 KiB
   const std::string body = Body(77, 5 * sb + 1234);
   ObjectKey key = PutBody(body);
   auto rec = **(*store_->Index().BeginRead())->GetObject(key);
   ASSERT_EQ(rec.shards.size(), 6u * 6);
-  FlipPayloadByte(key, rec.shards[1 * 6 + 2], 10, 0x40);  // stripe 1, data shard 2
-  FlipPayloadByte(key, rec.shards[3 * 6 + 0], 99, 0x40);  // stripe 3, data shard 0
-  store_.reset();
-  OpenStore();
+  FlipPayloadByteOnRead(env, key, rec.shards[1 * 6 + 2], 10, 0x40);  // stripe 1, data shard 2
+  FlipPayloadByteOnRead(env, key, rec.shards[3 * 6 + 0], 99, 0x40);  // stripe 3, data shard 0
   ExpectReads(key, body);
   auto st = store_->Stats();
   EXPECT_EQ(st.corrupt_shards, 2u);
@@ -746,13 +771,13 @@ TEST_F(StoreTest, BatchedStripeReadsRebuildEachDamagedStripeOnce) {
 // A stripe with more damage than parity fails the read, and so does a retry of the same
 // Reader: it must not hand out the bytes of the shards that failed their checks.
 TEST_F(StoreTest, UnreadableStripeFailsEveryRetryOfTheReader) {
-  OpenStore();
+  auto base = NewPosixEnv();
+  FaultEnv env(base.get(), 78);
+  OpenStore(&env);
   const std::string body = Body(78, 3 * 4 * 16 * 1024);
   ObjectKey key = PutBody(body);
   auto rec = **(*store_->Index().BeginRead())->GetObject(key);
-  for (size_t shard : {0, 1, 4}) FlipPayloadByte(key, rec.shards[shard], 5, 0x01);  // stripe 0
-  store_.reset();
-  OpenStore();
+  for (size_t shard : {0, 1, 4}) FlipPayloadByteOnRead(env, key, rec.shards[shard], 5, 0x01);
   auto reader = store_->Open(key, 0, body.size());
   ASSERT_TRUE(reader.has_value()) << reader.error().ToString();
   std::string out(1000, '\0');
@@ -760,10 +785,15 @@ TEST_F(StoreTest, UnreadableStripeFailsEveryRetryOfTheReader) {
     auto n = (*reader)->Read(std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()), out.size()));
     EXPECT_FALSE(n.has_value()) << "attempt " << attempt << " read " << *n << " bytes";
   }
+  // The damage is in what the disk returns, not in the store: healed, the object reads.
+  env.Heal();
+  ExpectReads(key, body);
 }
 
 // Scrub reads parity and every copy too: 100 flipped bytes in 100 distinct shard records
 // (data and parity) are all found, none is data loss, and each damaged stripe is queued.
+// The bytes are flipped in the files (not by a FaultEnv): latent damage on disk is what scrub
+// is for, and the second scrub proves that repair left none on disk.
 TEST_F(StoreTest, ScrubFindsEveryFlippedByteInDataAndParity) {
   OpenStore();
   std::vector<std::pair<ObjectKey, std::string>> objs;
@@ -1413,9 +1443,36 @@ TEST_F(StoreTest, FullDiskIsAClearErrorAndRecovers) {
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().kind, ErrorKind::kNoSpace) << r.error().ToString();
   ExpectReads(k1, first);
-  env.NoSpaceUnder("");
+  env.Heal();
   std::string later = Body(2, 300000);
   ExpectReads(PutBody(later), later);
+}
+
+// A slow disk slows a Put down and nothing else: with a seeded latency on every I/O the Put
+// succeeds and reads back, the Put took at least the latency injected (it was spent, not
+// just counted), and that latency is within the bounds: at least one wait, and at most the
+// maximum per I/O.
+TEST_F(StoreTest, PutOnSlowDisksSucceedsAndTakesTheLatency) {
+  using std::chrono::microseconds;
+  auto base = NewPosixEnv();
+  const uint64_t seed = 31;
+  FaultEnv env(base.get(), seed);
+  OpenStore(&env);
+  const microseconds lo(500), hi(3000);
+  env.SetLatency(lo, hi);
+  const std::string body = Body(31, 150000);  // 3 stripes of 4 x 16 KiB
+  const uint64_t ops = env.ops();
+  const microseconds before = env.delayed();
+  const auto t0 = std::chrono::steady_clock::now();
+  const ObjectKey key = PutBody(body);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  const microseconds waited = env.delayed() - before;
+  const uint64_t did = env.ops() - ops;
+  EXPECT_GE(took, waited) << "seed " << seed;
+  EXPECT_GE(waited, lo) << "seed " << seed;
+  EXPECT_LE(waited, hi * did) << "seed " << seed << ", " << did << " I/Os";
+  env.SetLatency(microseconds(0), microseconds(0));
+  ExpectReads(key, body);
 }
 
 uint64_t PeakRssBytes() {

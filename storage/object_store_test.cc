@@ -988,6 +988,25 @@ TEST_F(StoreTest, DiskDirectoryRemovedWhileServingFailsTheDiskBeforeAnyAcknowled
   for (const auto& [k, b] : objs) ExpectReads(k, b);
 }
 
+// Regression (found by the repair and drain fault sweeps: a bit flip on the identity check
+// that follows a sync): the identity file has no checksum, and one damaged read of it failed
+// a healthy disk for good (with another disk down the node could then neither repair nor
+// drain). A read that differs once counts as an I/O error; only one that differs again is a
+// changed disk.
+TEST_F(StoreTest, OneDamagedReadOfADisksIdentityIsAnErrorNotAChangedDisk) {
+  auto base = NewPosixEnv();
+  FaultEnv env(base.get(), 46);
+  OpenStore(&env);
+  env.FailNth(0, FaultEnv::Fault::kBitFlip);  // Stats checks every disk's identity, d0 first
+  StoreStats st = store_->Stats();
+  EXPECT_FALSE(st.disks[0].failed);
+  EXPECT_EQ(st.disks[0].errors, 1u);
+  env.FlipOnRead(Options().disks[2] + "/chunkvault-disk", 3, 0x01);  // every read differs
+  st = store_->Stats();
+  EXPECT_TRUE(st.disks[2].failed);
+  EXPECT_FALSE(st.disks[0].failed);
+}
+
 // Bytes the extent files of every disk occupy on the file system.
 uint64_t ExtentBytesOnDisk(const std::vector<std::string>& disks) {
   uint64_t total = 0;

@@ -103,8 +103,15 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
       bool complete = true;
       if (h.layout == Layout::kReplicated) {
         if (inst.copies.empty()) complete = false;
-        r.shards = inst.copies;
-        std::sort(r.shards.begin(), r.shards.end(), ShardLocLess);
+        // As many copies as the layout has, on distinct disks: a copy that a compaction,
+        // repair or drain wrote and then failed (or crashed) to switch to is valid but not
+        // one more copy, and may sit on the same disk as the one it was to replace.
+        std::sort(inst.copies.begin(), inst.copies.end(), ShardLocLess);
+        for (const ShardLoc& loc : inst.copies) {
+          if (r.shards.size() < h.k && (r.shards.empty() || r.shards.back().disk != loc.disk)) {
+            r.shards.push_back(loc);
+          }
+        }
         r.sha256 = h.sha256;
         // Fewer than k copies found (a lost disk): keep the locations; repair restores them.
         while (r.shards.size() < h.k) r.shards.push_back(ShardLoc{UINT16_MAX, 0, 0});

@@ -1352,6 +1352,38 @@ TEST_F(StoreTest, RebuiltIndexKeepsOneCopyPerDiskOfAReplicatedObject) {
   ExpectReads(key, small);
 }
 
+// Regression (found by the device purge fault sweep, a bit flip): an index rebuilt
+// around a damaged shard marks it lost (no extent holds it); fsck then looked that marker up
+// in the disk table, out of its bounds (a crash), and deleting the object booked the lost
+// shard's bytes to an extent of a disk 65535.
+TEST_F(StoreTest, IndexRebuiltAroundADamagedShardChecksCleanAndDeletesCleanly) {
+  auto base = NewPosixEnv();
+  FaultEnv env(base.get(), 45);
+  OpenStore(&env);
+  const std::string body = Body(45, 100000);  // 2 stripes
+  const ObjectKey key = PutBody(body);
+  const index::ObjectRecord rec = **(*store_->Index().BeginRead())->GetObject(key);
+  store_.reset();
+  FlipPayloadByteOnRead(env, key, rec.shards[1], 7, 0x10);  // what the rebuild reads is damaged
+  fs::remove_all(root_ / "index");
+  auto rep = ObjectStore::RebuildIndex(Options(&env), "");
+  ASSERT_TRUE(rep.has_value()) << rep.error().ToString();
+  EXPECT_EQ(rep->records_invalid, 1u);
+  OpenStore(&env);
+  const index::ObjectRecord now = **(*store_->Index().BeginRead())->GetObject(key);
+  ASSERT_EQ(now.shards.size(), rec.shards.size());
+  EXPECT_EQ(now.shards[1].disk, UINT16_MAX);  // lost: reads rebuild it, repair rewrites it
+  ExpectFsckClean();
+  ExpectReads(key, body);
+  ASSERT_TRUE(store_->Delete(key));
+  ExpectFsckClean();
+  ASSERT_TRUE((*store_->Index().BeginRead())
+                  ->ForEachExtent([&](uint16_t disk, uint32_t, const index::ExtentRecord&) {
+                    EXPECT_LT(disk, 6u) << "an extent on a disk the node does not have";
+                    return true;
+                  }));
+}
+
 // A scrub can be stopped from its progress callback and resumed after the last object it
 // reported; the two parts together check every object once.
 TEST_F(StoreTest, ScrubStopsAndResumesWhereItsProgressSays) {

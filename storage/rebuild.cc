@@ -114,7 +114,7 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
         }
         r.sha256 = h.sha256;
         // Fewer than k copies found (a lost disk): keep the locations; repair restores them.
-        while (r.shards.size() < h.k) r.shards.push_back(ShardLoc{UINT16_MAX, 0, 0});
+        while (r.shards.size() < h.k) r.shards.push_back(ShardLoc{kLostShardDisk, 0, 0});
       } else {
         const uint32_t stripes = StripeCount(r.size, r.k, r.shard_unit);
         for (uint32_t st = 0; st < stripes && complete; ++st) {
@@ -125,7 +125,7 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
               r.shards.push_back(it->second);
               ++have;
             } else {
-              r.shards.push_back(ShardLoc{UINT16_MAX, 0, 0});  // lost: reads rebuild it
+              r.shards.push_back(ShardLoc{kLostShardDisk, 0, 0});  // lost: reads rebuild it
             }
           }
           if (have < r.k) complete = false;
@@ -177,7 +177,7 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
         CV_TRY(txn.PutObject(key, r));
         for (size_t s = 0; s < r.shards.size(); ++s) {
           const ShardLoc& loc = r.shards[s];
-          if (loc.disk == UINT16_MAX) {
+          if (loc.disk == kLostShardDisk) {
             QueueRepair(key, static_cast<uint32_t>(
                                  r.layout == Layout::kReplicated ? 0 : s / (r.k + r.m)));
             continue;

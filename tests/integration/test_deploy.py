@@ -21,19 +21,13 @@ def metrics(node):
     return r.body.decode()
 
 
-def gauge(text, name):
-    m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    assert m, f"{name} not in /metrics"
-    return float(m.group(1))
-
-
 def test_alert_rules_use_exported_metrics(fresh_node):
     node = fresh_node("[scrub]\ninterval_s = 3600\n[jobs]\njob_poll_ms = 50\n")
     dev = node.new_device()
     assert dev.put("data", b"something").status == 200
     # Wait for the background scrub's first (empty-ish) pass.
     deadline = time.monotonic() + 30
-    while gauge(metrics(node), "chunkvault_last_full_scrub_timestamp_seconds") == 0:
+    while cv.metric_value(metrics(node), "chunkvault_last_full_scrub_timestamp_seconds") == 0:
         assert time.monotonic() < deadline, "no scrub pass recorded"
         time.sleep(0.1)
     text = metrics(node)
@@ -50,7 +44,7 @@ def test_alert_rules_use_exported_metrics(fresh_node):
     assert not missing, f"alert rules use metrics the node does not export: {missing}"
 
     # The certificate gauge is the real notAfter of the certificate served.
-    not_after = gauge(text, "chunkvault_tls_certificate_not_after_timestamp_seconds")
+    not_after = cv.metric_value(text, "chunkvault_tls_certificate_not_after_timestamp_seconds")
     out = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in",
                           os.path.join(node.root, "tls", "server.pem")],
                          capture_output=True, text=True, check=True).stdout
@@ -58,7 +52,7 @@ def test_alert_rules_use_exported_metrics(fresh_node):
     assert abs(not_after - want) < 2, (not_after, want)
     assert not_after > time.time() + 30 * 86400
     # The last full scrub is recent and matches GET /status.
-    last = gauge(text, "chunkvault_last_full_scrub_timestamp_seconds")
+    last = cv.metric_value(text, "chunkvault_last_full_scrub_timestamp_seconds")
     status = node.admin("GET", "/status").json()
     assert abs(cv.parse_rfc3339(status["last_full_scrub_at"]) / 1e9 - last) < 2
 

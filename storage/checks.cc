@@ -55,6 +55,7 @@ Status StoreImpl::FsckIn(index::Txn& txn, index::WriteTxn* fix, FsckReport& rep)
                              " shard locations, expected " + std::to_string(want));
     }
     for (size_t i = 0; i < r.shards.size(); ++i) {
+      if (r.shards[i].disk == kLostShardDisk) continue;  // no extent holds it: repair's work
       live[{r.shards[i].disk, r.shards[i].extent}] += RecordBytes(key, PayloadLen(r, i));
     }
     return true;

@@ -227,7 +227,21 @@ void DiskSet::ReportError(size_t d, const Error& e) {
 Status DiskSet::CheckPresent(size_t d) {
   Disk& disk = *disks_[d];
   if (disk.failed) return Err(ErrorKind::kIOError, "disk failed: " + disk.path);
-  auto have = ReadSmallFile(env_, disk.path + "/" + kIdentityFile);
+  const std::string id_path = disk.path + "/" + kIdentityFile;
+  auto have = ReadSmallFile(env_, id_path);
+  // The identity file has no checksum: one read that differs cannot tell a bit flipped on the
+  // way from another disk mounted here. Only a second read that differs too is a changed
+  // disk; the damaged read counts as an I/O error (a disk that keeps returning damaged data
+  // is failed by that rule).
+  if (have && *have != disk.identity) {
+    auto again = ReadSmallFile(env_, id_path);
+    if (again && *again == disk.identity) {
+      ReportError(d, Error{ErrorKind::kCorruption, 0,
+                           "read " + id_path + ": damaged, intact when read again"});
+      return {};
+    }
+    have = std::move(again);
+  }
   if (!have) {
     const int e = have.error().sys_errno;
     if (e == ENOENT || e == ENOTDIR) {

@@ -9,12 +9,15 @@
 //
 // Garbage is a pure function of the seed and of where it goes (the operation number of a
 // torn write; the drop round and range ordinal in DropUnsynced), never of paths or thread
-// timing, so a run is reproducible from its seed even in a fresh temporary directory.
+// timing, so a run is reproducible from its seed even in a fresh temporary directory. So are
+// the bit a kBitFlip flips and a request's latency (its operation number); each use of the
+// seed has its own tag, so that a torn write's garbage and a flip's position are unrelated.
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "storage/io.h"
 
@@ -46,8 +49,19 @@ void FillGarbage(uint64_t key, std::span<uint8_t> out) {
   }
 }
 
-bool Under(const std::string& path, const std::string& prefix) {
-  return !prefix.empty() && path.starts_with(prefix);
+// Tags that keep the seed's uses apart (see the file comment).
+constexpr uint64_t kFlipTag = 0xf11bu;
+constexpr uint64_t kLatencyTag = 0x1a7eu;
+
+// True when `path` starts with one of `prefixes` (an empty prefix covers every path).
+bool Under(const std::string& path, const std::vector<std::string>& prefixes) {
+  return std::any_of(prefixes.begin(), prefixes.end(),
+                     [&](const std::string& p) { return path.starts_with(p); });
+}
+
+// Flips one bit of `data` (non-empty), chosen by `key`.
+void FlipOneBit(uint64_t key, std::span<uint8_t> data) {
+  data[key % data.size()] ^= static_cast<uint8_t>(1u << ((key >> 32) % 8));
 }
 
 tl::unexpected<Error> Injected(int err, const std::string& what, const std::string& path) {
@@ -101,11 +115,21 @@ struct FaultEnv::State {
   mutable std::mutex mu;
   uint64_t ops = 0;
   std::map<uint64_t, Fault> planned;  // operation number -> fault
-  std::string fail_prefix;
-  std::string nospace_prefix;
+  std::vector<std::string> fail_prefixes;
+  std::vector<std::string> nospace_prefixes;
+  std::map<std::string, std::map<uint64_t, uint8_t>> read_flips;  // path -> offset -> mask
+  std::chrono::microseconds latency_min{0}, latency_max{0};
+  std::chrono::microseconds delayed{0};
   uint64_t seq = 0;
   std::map<std::string, std::vector<Range>> unsynced;  // sorted: a stable drop order
   uint64_t drop_round = 0;
+
+  // The latency of operation `op` (see SetLatency).
+  std::chrono::microseconds LatencyOf(uint64_t op) const {
+    if (latency_max.count() == 0) return {};
+    const uint64_t span = static_cast<uint64_t>((latency_max - latency_min).count()) + 1;
+    return latency_min + std::chrono::microseconds(Mix(Mix(seed, kLatencyTag), op) % span);
+  }
 
   void Record(const std::string& path, uint64_t begin, uint64_t len) {
     if (len == 0) return;
@@ -133,12 +157,35 @@ void FaultEnv::FailNth(uint64_t n, Fault fault) {
 
 void FaultEnv::FailPath(const std::string& prefix) {
   std::lock_guard lock(state_->mu);
-  state_->fail_prefix = prefix;
+  state_->fail_prefixes.push_back(prefix);
 }
 
 void FaultEnv::NoSpaceUnder(const std::string& prefix) {
   std::lock_guard lock(state_->mu);
-  state_->nospace_prefix = prefix;
+  state_->nospace_prefixes.push_back(prefix);
+}
+
+void FaultEnv::FlipOnRead(const std::string& path, uint64_t offset, uint8_t mask) {
+  std::lock_guard lock(state_->mu);
+  state_->read_flips[path][offset] ^= mask;  // two flips of one bit cancel, as on a disk
+}
+
+void FaultEnv::Heal() {
+  std::lock_guard lock(state_->mu);
+  state_->fail_prefixes.clear();
+  state_->nospace_prefixes.clear();
+  state_->read_flips.clear();
+}
+
+void FaultEnv::SetLatency(std::chrono::microseconds min, std::chrono::microseconds max) {
+  std::lock_guard lock(state_->mu);
+  state_->latency_min = std::max(min, std::chrono::microseconds(0));
+  state_->latency_max = std::max(max, state_->latency_min);
+}
+
+std::chrono::microseconds FaultEnv::delayed() const {
+  std::lock_guard lock(state_->mu);
+  return state_->delayed;
 }
 
 IoBuffer FaultEnv::AllocateIo(size_t len) { return state_->base->AllocateIo(len); }
@@ -157,10 +204,13 @@ Status FaultEnv::Execute(std::span<IoRequest> requests) {
     IoRequest req;
     size_t index;
     int64_t forced_result;  // 0: report the base result
+    uint64_t op;
+    bool flip = false;  // kBitFlip on a read: flip a bit of what it returns
   };
   std::vector<Forward> transfers;
   std::vector<Forward> syncs;
-  std::vector<AlignedBuffer> torn_buffers;
+  std::vector<AlignedBuffer> copies;  // torn and flipped writes' data
+  std::chrono::microseconds transfer_wait{0}, sync_wait{0};
 
   {
     std::lock_guard lock(s.mu);
@@ -178,8 +228,9 @@ Status FaultEnv::Execute(std::span<IoRequest> requests) {
         continue;
       }
       const bool is_write = r.op == IoRequest::Op::kWrite;
-      if (Under(f->path(), s.fail_prefix) || fault == Fault::kEio ||
-          (!is_write && fault != Fault::kNone && fault != Fault::kEnospc)) {
+      const bool is_sync = r.op == IoRequest::Op::kSync;
+      if (Under(f->path(), s.fail_prefixes) || fault == Fault::kEio ||
+          (!is_write && (fault == Fault::kShortWrite || fault == Fault::kTornWrite))) {
         r.result = -EIO;
         continue;
       }
@@ -187,7 +238,7 @@ Status FaultEnv::Execute(std::span<IoRequest> requests) {
         r.result = -ENOSPC;
         continue;
       }
-      if (is_write && Under(f->path(), s.nospace_prefix)) {
+      if (is_write && Under(f->path(), s.nospace_prefixes)) {
         auto size = s.base->Size(f->inner());
         if (!size) {
           r.result = -(size.error().sys_errno ? size.error().sys_errno : EIO);
@@ -199,7 +250,7 @@ Status FaultEnv::Execute(std::span<IoRequest> requests) {
         }
       }
 
-      Forward fw{r, i, 0};
+      Forward fw{r, i, 0, op};
       fw.req.file = &f->inner();
       if (fault == Fault::kShortWrite || fault == Fault::kTornWrite) {
         size_t prefix = r.len / 2;
@@ -213,19 +264,32 @@ Status FaultEnv::Execute(std::span<IoRequest> requests) {
           if (prefix > 0) std::memcpy(buf.get(), r.buf, prefix);
           FillGarbage(Mix(s.seed, op), {buf.get() + prefix, r.len - prefix});
           fw.req.buf = buf.get();
-          torn_buffers.push_back(std::move(buf));
+          copies.push_back(std::move(buf));
         }
         if (fw.req.len == 0) {
           r.result = -EIO;
           continue;
         }
+      } else if (fault == Fault::kBitFlip && is_write && r.len > 0) {
+        // The caller's buffer stays as it was: the flip happens on the way to the disk.
+        AlignedBuffer buf = AllocateAligned(r.len);
+        std::memcpy(buf.get(), r.buf, r.len);
+        FlipOneBit(Mix(Mix(s.seed, kFlipTag), op), {buf.get(), r.len});
+        fw.req.buf = buf.get();
+        copies.push_back(std::move(buf));
+      } else if (fault == Fault::kBitFlip && r.op == IoRequest::Op::kRead) {
+        fw.flip = true;
       }
-      (r.op == IoRequest::Op::kSync ? syncs : transfers).push_back(fw);
+      auto& wait = is_sync ? sync_wait : transfer_wait;
+      wait = std::max(wait, s.LatencyOf(op));
+      (is_sync ? syncs : transfers).push_back(fw);
     }
+    s.delayed += transfer_wait + sync_wait;
   }
 
-  auto run = [&](std::vector<Forward>& batch) {
+  auto run = [&](std::vector<Forward>& batch, std::chrono::microseconds wait) {
     if (batch.empty()) return;
+    if (wait.count() > 0) std::this_thread::sleep_for(wait);
     std::vector<IoRequest> reqs;
     reqs.reserve(batch.size());
     for (const Forward& fw : batch) reqs.push_back(fw.req);
@@ -237,19 +301,31 @@ Status FaultEnv::Execute(std::span<IoRequest> requests) {
     }
   };
 
-  run(transfers);
+  run(transfers, transfer_wait);
   uint64_t sync_seq;
   {
     std::lock_guard lock(s.mu);
     for (const Forward& fw : transfers) {
-      if (fw.req.op != IoRequest::Op::kWrite) continue;
+      if (fw.req.op == IoRequest::Op::kRead) {
+        if (fw.req.result <= 0) continue;
+        std::span<uint8_t> got(static_cast<uint8_t*>(fw.req.buf),
+                               static_cast<size_t>(fw.req.result));
+        if (fw.flip) FlipOneBit(Mix(Mix(s.seed, kFlipTag), fw.op), got);
+        auto flips = s.read_flips.find(fw.req.file->path());
+        if (flips == s.read_flips.end()) continue;
+        for (auto it = flips->second.lower_bound(fw.req.offset);
+             it != flips->second.end() && it->first - fw.req.offset < got.size(); ++it) {
+          got[it->first - fw.req.offset] ^= it->second;
+        }
+        continue;
+      }
       // A failed write may still have changed the file: count all of it as unsynced.
       const uint64_t len = fw.req.result >= 0 ? static_cast<uint64_t>(fw.req.result) : fw.req.len;
       s.Record(fw.req.file->path(), fw.req.offset, len);
     }
     sync_seq = ++s.seq;
   }
-  run(syncs);
+  run(syncs, sync_wait);
   {
     std::lock_guard lock(s.mu);
     for (const Forward& fw : syncs) {
@@ -294,7 +370,7 @@ Result<std::unique_ptr<File>> FaultEnv::Open(const std::string& path, bool creat
                                              bool want_direct) {
   {
     std::lock_guard lock(state_->mu);
-    if (Under(path, state_->fail_prefix)) return Injected(EIO, "open", path);
+    if (Under(path, state_->fail_prefixes)) return Injected(EIO, "open", path);
   }
   auto inner = state_->base->Open(path, create, want_direct);
   if (!inner) return tl::unexpected(inner.error());
@@ -306,8 +382,8 @@ Status FaultEnv::Allocate(File& file, uint64_t offset, uint64_t len) {
   if (!f) return Err(ErrorKind::kInvalidArgument, "file not opened by this env: " + file.path());
   {
     std::lock_guard lock(state_->mu);
-    if (Under(f->path(), state_->fail_prefix)) return Injected(EIO, "fallocate", f->path());
-    if (Under(f->path(), state_->nospace_prefix)) return Injected(ENOSPC, "fallocate", f->path());
+    if (Under(f->path(), state_->fail_prefixes)) return Injected(EIO, "fallocate", f->path());
+    if (Under(f->path(), state_->nospace_prefixes)) return Injected(ENOSPC, "fallocate", f->path());
   }
   return state_->base->Allocate(f->inner(), offset, len);
 }
@@ -317,7 +393,7 @@ Result<uint64_t> FaultEnv::Size(File& file) {
   if (!f) return Err(ErrorKind::kInvalidArgument, "file not opened by this env: " + file.path());
   {
     std::lock_guard lock(state_->mu);
-    if (Under(f->path(), state_->fail_prefix)) return Injected(EIO, "fstat", f->path());
+    if (Under(f->path(), state_->fail_prefixes)) return Injected(EIO, "fstat", f->path());
   }
   return state_->base->Size(f->inner());
 }
@@ -325,7 +401,7 @@ Result<uint64_t> FaultEnv::Size(File& file) {
 Status FaultEnv::CreateDirs(const std::string& path) {
   {
     std::lock_guard lock(state_->mu);
-    if (Under(path, state_->fail_prefix)) return Injected(EIO, "mkdir", path);
+    if (Under(path, state_->fail_prefixes)) return Injected(EIO, "mkdir", path);
   }
   return state_->base->CreateDirs(path);
 }
@@ -333,7 +409,7 @@ Status FaultEnv::CreateDirs(const std::string& path) {
 Status FaultEnv::SyncDir(const std::string& path) {
   {
     std::lock_guard lock(state_->mu);
-    if (Under(path, state_->fail_prefix)) return Injected(EIO, "fsync dir", path);
+    if (Under(path, state_->fail_prefixes)) return Injected(EIO, "fsync dir", path);
   }
   return state_->base->SyncDir(path);
 }
@@ -341,7 +417,7 @@ Status FaultEnv::SyncDir(const std::string& path) {
 Status FaultEnv::Remove(const std::string& path) {
   {
     std::lock_guard lock(state_->mu);
-    if (Under(path, state_->fail_prefix)) return Injected(EIO, "remove", path);
+    if (Under(path, state_->fail_prefixes)) return Injected(EIO, "remove", path);
   }
   CV_TRY(state_->base->Remove(path));
   std::lock_guard lock(state_->mu);
@@ -352,7 +428,7 @@ Status FaultEnv::Remove(const std::string& path) {
 Result<std::vector<std::string>> FaultEnv::ListDir(const std::string& path) {
   {
     std::lock_guard lock(state_->mu);
-    if (Under(path, state_->fail_prefix)) return Injected(EIO, "opendir", path);
+    if (Under(path, state_->fail_prefixes)) return Injected(EIO, "opendir", path);
   }
   return state_->base->ListDir(path);
 }
@@ -361,8 +437,8 @@ Result<FsStats> FaultEnv::StatFs(const std::string& path) {
   bool full;
   {
     std::lock_guard lock(state_->mu);
-    if (Under(path, state_->fail_prefix)) return Injected(EIO, "statvfs", path);
-    full = Under(path, state_->nospace_prefix);
+    if (Under(path, state_->fail_prefixes)) return Injected(EIO, "statvfs", path);
+    full = Under(path, state_->nospace_prefixes);
   }
   auto stats = state_->base->StatFs(path);
   if (stats && full) stats->free_bytes = 0;

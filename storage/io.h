@@ -16,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -150,8 +151,13 @@ AlignedBuffer AllocateAligned(size_t len);
 // A fault-injecting wrapper, deterministic from its seed, for tests. Every Execute request
 // counts as one operation (numbered from 0 in submission order); Open, Allocate and the
 // directory calls do not count. A faulted request does not stop the rest of its batch.
-// Garbage depends only on the seed and what is written where, never on thread timing.
-// Thread-safe. Its Files wrap the base Env's Files and only work with this Env.
+// Garbage, flipped bits and delays depend only on the seed and on operation numbers (and
+// what is written where), never on thread timing, so a single-threaded test is reproducible
+// from its seed. Thread-safe. Its Files wrap the base Env's Files and only work with this Env.
+//
+// Two kinds of faults: one-shot faults (FailNth) fire on one operation; standing faults
+// (FailPath, NoSpaceUnder, FlipOnRead) hold for every operation they match, accumulate (a
+// second FailPath fails a second disk, it does not replace the first) and last until Heal().
 class FaultEnv : public Env {
  public:
   enum class Fault {
@@ -162,20 +168,40 @@ class FaultEnv : public Env {
     // down to kBlockSize on a direct file.
     kShortWrite,  // a write persists only a prefix and reports -EIO
     kTornWrite,   // a write persists a prefix and garbage after it, and reports -EIO
+    // Silent corruption, the operation reports success: a read returns what it read with
+    // one bit flipped, a write stores its data with one bit flipped (the byte and bit come
+    // from the seed and the operation number); a sync is unaffected.
+    kBitFlip,
   };
   // `base` must outlive this Env.
   FaultEnv(Env* base, uint64_t seed);
   ~FaultEnv() override;
 
-  // The operation numbered n (counting from now on, 0 = the next one) fails with `fault`;
-  // each fault fires once, and several may be pending. kNone cancels every pending fault.
+  // The operation numbered n (counting from now on, 0 = the next one) gets `fault`; each
+  // fault fires once, and several may be pending. kNone cancels every pending fault.
   void FailNth(uint64_t n, Fault fault);
-  // Every operation on a path starting with `prefix` fails with EIO (a dead disk); also
-  // Open, Allocate and directory operations under it. Empty prefix clears.
+  // A dead disk: every operation on a path starting with `prefix` fails with EIO; so do
+  // Open, Allocate, Size and the directory calls. Prefixes accumulate (two calls: two dead
+  // disks). Plain string prefixes: "/x/d" covers /x/d0 and /x/d1, "" covers every path.
   void FailPath(const std::string& prefix);
-  // Allocate under `prefix` fails with ENOSPC and so does every write past the file's
-  // current size. Empty prefix clears.
+  // A full disk: Allocate under `prefix` fails with ENOSPC, so does every write past the
+  // file's current size, and StatFs reports no free bytes. Prefixes accumulate.
   void NoSpaceUnder(const std::string& prefix);
+  // Bit rot the disk does not report: every read of the file `path` that covers byte
+  // `offset` returns that byte XORed with `mask`; the file itself is not changed. Several
+  // flips may be set, on one file or many.
+  void FlipOnRead(const std::string& path, uint64_t offset, uint8_t mask);
+  // Clears every standing fault (FailPath, NoSpaceUnder, FlipOnRead). Pending FailNth faults
+  // and the latency stay.
+  void Heal();
+  // A slow disk: from now on each request waits a time drawn from [min, max] (from the seed
+  // and its operation number) before it reaches the base Env. A batch's reads and writes
+  // wait concurrently, as they run: the batch waits for the longest of them, then its syncs
+  // likewise. So one Execute waits at most 2 * max. min = max = 0 turns it off; a max
+  // below min counts as min.
+  void SetLatency(std::chrono::microseconds min, std::chrono::microseconds max);
+  // The latency injected so far: the sum of every wait described above.
+  std::chrono::microseconds delayed() const;
   // Simulates power loss: every byte written since its file's last successful sync is
   // replaced with garbage from the seed (or zeros), as a crash may leave it. Call it after
   // closing the store that used this Env. Ranges are tracked per path from successful

@@ -47,6 +47,12 @@ IoRequest Write(File* f, uint64_t offset, const void* buf, size_t len) {
 }
 IoRequest Sync(File* f) { return {.op = Op::kSync, .file = f}; }
 
+// Executes and expects success.
+void ApplyOk(Env& env, std::span<IoRequest> reqs) {
+  auto st = env.Execute(reqs);
+  EXPECT_TRUE(st) << st.error().ToString();
+}
+
 std::unique_ptr<File> MustOpen(Env& env, const std::string& path, bool direct = false) {
   auto f = env.Open(path, /*create=*/true, direct);
   EXPECT_TRUE(f) << f.error().ToString();
@@ -691,10 +697,145 @@ TEST_F(FaultEnvTest, FailPathBreaksOnlyThatPrefixUntilCleared) {
   EXPECT_TRUE(env.ListDir(dir_ / "disk2"));
   EXPECT_TRUE(env.ListDir(dir_.path()));  // the parent is not under the prefix
 
-  env.FailPath("");
+  env.Heal();
   IoRequest again = Write(f1.get(), 0, data.data(), 50);
   EXPECT_TRUE(env.Execute({&again, 1}));
   EXPECT_TRUE(env.ListDir(dir_ / "disk1"));
+}
+
+// Two FailPath calls are two dead disks (regression: the second call replaced the first, so
+// a test that meant to fail two disks failed one); Heal revives both.
+TEST_F(FaultEnvTest, FailPathPrefixesAccumulateUntilHealed) {
+  FaultEnv env(base_.get(), 1);
+  std::vector<std::unique_ptr<File>> files;
+  for (const char* d : {"disk1", "disk2", "disk3"}) {
+    ASSERT_TRUE(env.CreateDirs(dir_ / d));
+    files.push_back(Prefilled(env, std::string(d) + "/f", 100));
+  }
+  env.FailPath(dir_ / "disk1");
+  env.FailPath(dir_ / "disk3");
+  env.NoSpaceUnder(dir_ / "disk1");
+  env.NoSpaceUnder(dir_ / "disk2");
+  std::string back(10, '\0');
+  auto reads = [&] {
+    std::vector<IoRequest> reqs;
+    for (auto& f : files) reqs.push_back(Read(f.get(), 0, back.data(), back.size()));
+    (void)env.Execute(reqs);
+    return std::vector<int64_t>{reqs[0].result, reqs[1].result, reqs[2].result};
+  };
+  EXPECT_EQ(reads(), (std::vector<int64_t>{-EIO, 10, -EIO}));
+  EXPECT_EQ(env.StatFs(dir_ / "disk2")->free_bytes, 0u);  // the second NoSpaceUnder holds too
+  EXPECT_FALSE(env.Open(dir_ / "disk3/g", true, false));
+  env.Heal();
+  EXPECT_EQ(reads(), (std::vector<int64_t>{10, 10, 10}));
+  EXPECT_GT(env.StatFs(dir_ / "disk2")->free_bytes, 0u);
+}
+
+// kBitFlip: the operation succeeds, but one bit of what a read returns, or of what a write
+// stores, is flipped; a sync is unaffected. Which bit depends only on the seed and the
+// operation number.
+TEST_F(FaultEnvTest, BitFlipCorruptsOneBitOfTheNthReadOrWriteSilently) {
+  const std::string data = Pattern(1000, 24);
+  auto bits_differing = [](const std::string& a, const std::string& b) {
+    int n = 0;
+    for (size_t i = 0; i < a.size(); ++i) n += __builtin_popcount(uint8_t(a[i] ^ b[i]));
+    return n;
+  };
+  auto flipped_read = [&](uint64_t seed) {
+    FaultEnv env(base_.get(), seed);
+    WriteFile(dir_ / "r", data);
+    auto f = MustOpen(env, dir_ / "r");
+    std::string back(1000, '\0');
+    env.FailNth(1, FaultEnv::Fault::kBitFlip);
+    IoRequest reqs[] = {Read(f.get(), 0, back.data(), 1000), Read(f.get(), 0, back.data(), 1000)};
+    ApplyOk(env, reqs);
+    EXPECT_EQ(reqs[1].result, 1000);
+    EXPECT_EQ(bits_differing(back, data), 1) << "seed " << seed;
+    EXPECT_EQ(ReadFile(dir_ / "r"), data) << "a read flip must not reach the file";
+    return back;
+  };
+  const std::string once = flipped_read(3);
+  EXPECT_EQ(flipped_read(3), once);  // the same seed flips the same bit
+  EXPECT_NE(flipped_read(4), once);
+
+  FaultEnv env(base_.get(), 3);
+  auto f = Prefilled(env, "w", 1000);
+  const std::string sent = data;
+  env.FailNth(0, FaultEnv::Fault::kBitFlip);
+  env.FailNth(1, FaultEnv::Fault::kBitFlip);
+  IoRequest reqs[] = {Write(f.get(), 0, sent.data(), 1000), Sync(f.get())};
+  ApplyOk(env, reqs);
+  EXPECT_EQ(reqs[0].result, 1000);
+  EXPECT_EQ(reqs[1].result, 0);
+  EXPECT_EQ(sent, data);  // the caller's buffer is untouched
+  EXPECT_EQ(bits_differing(ReadFile(dir_ / "w"), data), 1);
+}
+
+// FlipOnRead: bit rot at one offset of one file, seen by every read that covers it and by
+// no other read; the file is not changed; Heal clears it.
+TEST_F(FaultEnvTest, FlipOnReadDamagesEveryReadOfThatByteUntilHealed) {
+  FaultEnv env(base_.get(), 1);
+  const std::string data = Pattern(8192, 25);
+  WriteFile(dir_ / "f", data);
+  WriteFile(dir_ / "other", data);
+  auto f = MustOpen(env, dir_ / "f");
+  auto other = MustOpen(env, dir_ / "other");
+  env.FlipOnRead(dir_ / "f", 5000, 0x21);
+  env.FlipOnRead(dir_ / "f", 7000, 0x04);
+  env.FlipOnRead(dir_ / "f", 7000, 0x04);  // flipped twice: back as it was
+  std::string expect = data;
+  expect[5000] ^= 0x21;
+  for (uint64_t off : {0, 4096, 4999}) {
+    std::string back(2000, '\0');
+    IoRequest r = Read(f.get(), off, back.data(), back.size());
+    ASSERT_TRUE(env.Execute({&r, 1}));
+    EXPECT_EQ(back.substr(0, r.result), expect.substr(off, r.result)) << off;
+  }
+  std::string whole(8192, '\0'), other_back(8192, '\0');
+  IoRequest both[] = {Read(f.get(), 0, whole.data(), 8192),
+                      Read(other.get(), 0, other_back.data(), 8192)};
+  ASSERT_TRUE(env.Execute(both));
+  EXPECT_EQ(whole, expect);
+  EXPECT_EQ(other_back, data);
+  EXPECT_EQ(ReadFile(dir_ / "f"), data);
+  env.Heal();
+  ASSERT_TRUE(env.Execute({both, 1}));
+  EXPECT_EQ(whole, data);
+}
+
+// Latency: each request waits a seeded time in [min, max] before it runs, the requests of a
+// batch concurrently; the wait is really spent (the clock says so) and reported by delayed().
+TEST_F(FaultEnvTest, LatencyIsSeededBoundedAndReallySpent) {
+  using std::chrono::microseconds;
+  const microseconds lo(2000), hi(4000);
+  auto run = [&](uint64_t seed) {
+    FaultEnv env(base_.get(), seed);
+    auto f = Prefilled(env, "f", 4096);
+    env.SetLatency(lo, hi);
+    std::string back(100, '\0');
+    std::vector<microseconds> waits;
+    for (int batch : {1, 8, 1, 8}) {
+      std::vector<IoRequest> reqs(batch, Read(f.get(), 0, back.data(), back.size()));
+      const microseconds before = env.delayed();
+      const auto t0 = std::chrono::steady_clock::now();
+      ApplyOk(env, reqs);
+      const auto took = std::chrono::steady_clock::now() - t0;
+      const microseconds waited = env.delayed() - before;
+      EXPECT_GE(waited, lo) << "seed " << seed;
+      EXPECT_LE(waited, hi) << "seed " << seed << ": a batch waits as long as its slowest";
+      EXPECT_GE(took, waited) << "seed " << seed << ": the latency was counted, not spent";
+      waits.push_back(waited);
+    }
+    env.SetLatency(microseconds(0), microseconds(0));
+    const microseconds before = env.delayed();
+    IoRequest r = Read(f.get(), 0, back.data(), back.size());
+    ApplyOk(env, {&r, 1});
+    EXPECT_EQ(env.delayed(), before);
+    return waits;
+  };
+  const auto first = run(9);
+  EXPECT_EQ(run(9), first);  // reproducible from the seed
+  EXPECT_NE(run(10), first);
 }
 
 TEST_F(FaultEnvTest, NoSpaceUnderFailsAllocateAndGrowingWritesOnly) {
@@ -722,7 +863,7 @@ TEST_F(FaultEnvTest, NoSpaceUnderFailsAllocateAndGrowingWritesOnly) {
   EXPECT_TRUE(env.Allocate(*other, 0, 1 << 20));
   EXPECT_EQ(env.StatFs(dir_ / "full")->free_bytes, 0u);
 
-  env.NoSpaceUnder("");
+  env.Heal();
   EXPECT_TRUE(env.Allocate(*full, 0, 1 << 20));
 }
 

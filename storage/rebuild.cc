@@ -103,11 +103,18 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
       bool complete = true;
       if (h.layout == Layout::kReplicated) {
         if (inst.copies.empty()) complete = false;
-        r.shards = inst.copies;
-        std::sort(r.shards.begin(), r.shards.end(), ShardLocLess);
+        // As many copies as the layout has, on distinct disks: a copy that a compaction,
+        // repair or drain wrote and then failed (or crashed) to switch to is valid but not
+        // one more copy, and may sit on the same disk as the one it was to replace.
+        std::sort(inst.copies.begin(), inst.copies.end(), ShardLocLess);
+        for (const ShardLoc& loc : inst.copies) {
+          if (r.shards.size() < h.k && (r.shards.empty() || r.shards.back().disk != loc.disk)) {
+            r.shards.push_back(loc);
+          }
+        }
         r.sha256 = h.sha256;
         // Fewer than k copies found (a lost disk): keep the locations; repair restores them.
-        while (r.shards.size() < h.k) r.shards.push_back(ShardLoc{UINT16_MAX, 0, 0});
+        while (r.shards.size() < h.k) r.shards.push_back(ShardLoc{kLostShardDisk, 0, 0});
       } else {
         const uint32_t stripes = StripeCount(r.size, r.k, r.shard_unit);
         for (uint32_t st = 0; st < stripes && complete; ++st) {
@@ -118,7 +125,7 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
               r.shards.push_back(it->second);
               ++have;
             } else {
-              r.shards.push_back(ShardLoc{UINT16_MAX, 0, 0});  // lost: reads rebuild it
+              r.shards.push_back(ShardLoc{kLostShardDisk, 0, 0});  // lost: reads rebuild it
             }
           }
           if (have < r.k) complete = false;
@@ -170,7 +177,7 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
         CV_TRY(txn.PutObject(key, r));
         for (size_t s = 0; s < r.shards.size(); ++s) {
           const ShardLoc& loc = r.shards[s];
-          if (loc.disk == UINT16_MAX) {
+          if (loc.disk == kLostShardDisk) {
             QueueRepair(key, static_cast<uint32_t>(
                                  r.layout == Layout::kReplicated ? 0 : s / (r.k + r.m)));
             continue;

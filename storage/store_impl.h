@@ -23,6 +23,9 @@ using index::ObjectRecord;
 using index::ShardLoc;
 
 constexpr uint64_t kMaxObjectBytes = 1ull << 40;
+// The disk of a shard location that an index rebuild found no valid record for: no extent
+// holds it; reads rebuild it and repair writes it anew.
+constexpr uint16_t kLostShardDisk = UINT16_MAX;
 
 // Payload length of every shard of stripe s.
 inline uint32_t ShardLen(const ObjectRecord& r, uint32_t s) {
@@ -205,7 +208,7 @@ class StoreImpl final : public ObjectStore {
       auto n = txn.DeleteDeviceObjects(
           device, limit, [&](const ObjectKey& key, const ObjectRecord& rec) -> Status {
             for (size_t i = 0; i < rec.shards.size(); ++i) {
-              if (rec.shards[i].disk == UINT16_MAX) continue;  // lost in a rebuild: no extent
+              if (rec.shards[i].disk == kLostShardDisk) continue;  // no extent holds it
               dead[{rec.shards[i].disk, rec.shards[i].extent}] +=
                   static_cast<int64_t>(RecordBytes(key, PayloadLen(rec, i)));
             }
@@ -352,6 +355,7 @@ class StoreImpl final : public ObjectStore {
   Status AccountRecords(index::WriteTxn& txn, const ObjectKey& key, const ObjectRecord& r,
                         bool live) {
     for (size_t i = 0; i < r.shards.size(); ++i) {
+      if (r.shards[i].disk == kLostShardDisk) continue;  // no extent holds it
       const int64_t b = static_cast<int64_t>(RecordBytes(key, PayloadLen(r, i)));
       CV_TRY(AddExtentBytes(txn, r.shards[i], opts_.extent_bytes, live ? b : -b, live ? 0 : b));
     }

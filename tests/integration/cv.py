@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import random
+import re
 import signal
 import socket
 import ssl
@@ -407,6 +408,25 @@ def disk_bytes(node):
             except FileNotFoundError:
                 pass
     return total
+
+
+def wait_for(pred, timeout=60, what="condition"):
+    """Polls pred() every 0.1 s until it returns something true, and returns that; fails
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.1)
+
+
+def metric_value(text, name):
+    """The value of the unlabelled sample `name` in a Prometheus text exposition."""
+    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
+    assert m, f"{name} not in /metrics"
+    return float(m.group(1))
 
 
 def wait_job(node, job_id, states=("done",), timeout=120, key=None):

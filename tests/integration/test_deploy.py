@@ -26,19 +26,13 @@ def not_after(path):
     return ssl.cert_time_to_seconds(out.strip().split("=", 1)[1])
 
 
-def gauge(text, name):
-    m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    assert m, f"{name} not in /metrics"
-    return float(m.group(1))
-
-
 def test_alert_rules_use_exported_metrics(fresh_node):
     node = fresh_node("[scrub]\ninterval_s = 3600\n[jobs]\njob_poll_ms = 50\n")
     dev = node.new_device()
     assert dev.put("data", b"something").status == 200
     # Wait for the background scrub's first (empty-ish) pass.
     deadline = time.monotonic() + 30
-    while gauge(metrics(node), "chunkvault_last_full_scrub_timestamp_seconds") == 0:
+    while cv.metric_value(metrics(node), "chunkvault_last_full_scrub_timestamp_seconds") == 0:
         assert time.monotonic() < deadline, "no scrub pass recorded"
         time.sleep(0.1)
     text = metrics(node)
@@ -55,19 +49,19 @@ def test_alert_rules_use_exported_metrics(fresh_node):
     assert not missing, f"alert rules use metrics the node does not export: {missing}"
 
     # The certificate gauge is the real notAfter of the certificate served.
-    leaf = gauge(text, "chunkvault_tls_certificate_not_after_timestamp_seconds")
+    leaf = cv.metric_value(text, "chunkvault_tls_certificate_not_after_timestamp_seconds")
     want = not_after(os.path.join(node.root, "tls", "server.pem"))
     assert abs(leaf - want) < 2, (leaf, want)
     assert leaf > time.time() + 30 * 86400
     # The CA gauge is the notAfter of the CA agents pin (ca.pem), not the leaf's: the generated
     # CA lives 3650 days, the leaf 825.
-    ca = gauge(text, "chunkvault_tls_ca_not_after_timestamp_seconds")
+    ca = cv.metric_value(text, "chunkvault_tls_ca_not_after_timestamp_seconds")
     want_ca = not_after(node.ca)
     assert abs(ca - want_ca) < 2, (ca, want_ca)
     assert ca > leaf + 365 * 86400, (ca, leaf)
-    assert gauge(text, "chunkvault_ready") == 1
+    assert cv.metric_value(text, "chunkvault_ready") == 1
     # The last full scrub is recent and matches GET /status.
-    last = gauge(text, "chunkvault_last_full_scrub_timestamp_seconds")
+    last = cv.metric_value(text, "chunkvault_last_full_scrub_timestamp_seconds")
     status = node.admin("GET", "/status").json()
     assert abs(cv.parse_rfc3339(status["last_full_scrub_at"]) / 1e9 - last) < 2
 
@@ -139,11 +133,11 @@ def test_ready_gauge_follows_readyz(fresh_node):
     spare), whatever the scrape itself did."""
     node = fresh_node()
     assert node.request("GET", "/readyz").status == 200
-    assert gauge(metrics(node), "chunkvault_ready") == 1
+    assert cv.metric_value(metrics(node), "chunkvault_ready") == 1
     disk = os.path.join(node.root, "disks", "d2")
     os.rename(disk, disk + ".gone")
     deadline = time.monotonic() + 20
-    while gauge(metrics(node), "chunkvault_ready") != 0:
+    while cv.metric_value(metrics(node), "chunkvault_ready") != 0:
         assert time.monotonic() < deadline, "chunkvault_ready stayed 1 with a disk gone"
         time.sleep(0.1)
     r = node.request("GET", "/readyz")
@@ -162,4 +156,4 @@ def test_no_ca_series_without_a_ca_file(fresh_node):
     node.ca = kept
     text = metrics(node)
     assert "chunkvault_tls_ca_not_after_timestamp_seconds " not in text
-    assert gauge(text, "chunkvault_tls_certificate_not_after_timestamp_seconds") > time.time()
+    assert cv.metric_value(text, "chunkvault_tls_certificate_not_after_timestamp_seconds") > time.time()

@@ -28,6 +28,15 @@ def test_endpoints_json(node):
         assert node.request("GET", path, which="admin").status == 200, path
 
 
+def refused(node):
+    """True when a new agent connection is refused or closed before it is served."""
+    try:
+        node.request("GET", "/healthz", timeout=3)
+        return False
+    except (ConnectionError, ssl.SSLError, socket.timeout, OSError):
+        return True
+
+
 def test_sigterm_drains_running_upload(fresh_node):
     node = fresh_node()
     dev = node.new_device(append_only=False)
@@ -35,21 +44,24 @@ def test_sigterm_drains_running_upload(fresh_node):
     name = sha256_hex(body)
     idle = node.tls_socket(timeout=10)  # an idle keep-alive connection
     s = node.tls_socket(timeout=20)
+    # The 100 Continue says the node has read the header and is reading the body: the upload
+    # is running when SIGTERM comes.
     s.sendall((f"POST /{dev.id}/data/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: {dev.basic()}\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body[:1024 * 1024])
-    time.sleep(0.3)
+               f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n").encode())
+    interim = b""
+    while b"\r\n\r\n" not in interim:
+        chunk = s.recv(4096)
+        assert chunk, interim
+        interim += chunk
+    assert interim.startswith(b"HTTP/1.1 100"), interim
+    s.sendall(body[:1024 * 1024])
     node.signal(signal.SIGTERM)
-    time.sleep(0.5)
-    # The idle connection is closed at once...
+    # The idle connection is closed at once (read_all waits for that, up to its timeout)...
     assert cv.read_all(idle) == b""
     idle.close()
-    # ...no new connections are accepted...
-    try:
-        node.request("GET", "/healthz", timeout=3)
-        accepted = True
-    except (ConnectionError, ssl.SSLError, socket.timeout, OSError):
-        accepted = False
-    assert not accepted
+    # ...no new connections are accepted (each worker closes its listeners when it learns of
+    # the signal)...
+    cv.wait_for(lambda: refused(node), timeout=10, what="the listeners to close")
     # ...and the running upload finishes, answered with Connection: close.
     s.sendall(body[1024 * 1024:])
     answer = cv.read_all(s)
@@ -65,26 +77,37 @@ def test_sigterm_drains_running_upload(fresh_node):
 
 
 def test_connection_limit(fresh_node):
+    """At max_connections a new connection is closed at once and counted, once; when
+    connections close, new ones are served again."""
     node = fresh_node("[server]\nmax_connections = 4\n")
-    held = [node.tls_socket(timeout=10) for _ in range(4)]
+    # The metrics are read over one keep-alive admin connection, one of the four: a new
+    # connection for each reading would itself be refused (and counted) while the others are
+    # held, or while the node has not yet noticed that they closed.
+    scraper = node.connect("admin")
+
+    def metric(name):
+        r = node.request("GET", "/metrics", which="admin", conn=scraper)
+        assert r.status == 200, r
+        return cv.metric_value(r.body.decode(), name)
+
     try:
-        time.sleep(0.2)
-        refused = False
+        assert metric("chunkvault_open_connections") == 1
+        # The node counts a connection when it accepts it, before the TLS handshake, so once
+        # tls_socket returns (the handshake needed the node's answer) it is counted.
+        held = [node.tls_socket(timeout=10) for _ in range(3)]
         try:
-            s = node.tls_socket(timeout=5)
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            refused = cv.read_all(s) == b""
-            s.close()
-        except (ssl.SSLError, ConnectionError, OSError):
-            refused = True
-        assert refused
+            assert metric("chunkvault_open_connections") == 4
+            assert refused(node)
+            assert metric("chunkvault_rejected_connections_total") == 1
+        finally:
+            for s in held:
+                s.close()
+        cv.wait_for(lambda: metric("chunkvault_open_connections") == 1, timeout=10,
+                    what="the node to close the held connections")
+        assert node.request("GET", "/healthz").status == 200
+        assert metric("chunkvault_rejected_connections_total") == 1
     finally:
-        for s in held:
-            s.close()
-    time.sleep(0.3)
-    assert node.request("GET", "/healthz").status == 200
-    text = node.request("GET", "/metrics").body.decode()
-    assert "chunkvault_rejected_connections_total 1" in text or "chunkvault_rejected_connections_total 2" in text
+        scraper.close()
 
 
 def test_repeated_auth_failures_are_slowed_down(fresh_node):

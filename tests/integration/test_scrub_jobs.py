@@ -25,16 +25,6 @@ def jobs_of(node, kind, state=None):
     return r.json()["items"]
 
 
-def wait_for(pred, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def flip_payload_bytes(node, count, seed):
     """XORs `count` bytes in the middle of extent files, well inside written records."""
     rng = random.Random(seed)
@@ -65,7 +55,7 @@ def test_background_scrub_runs_and_is_recorded(fresh_node):
     node = fresh_node("[scrub]\ninterval_s = 3\nmin_mib_per_s = 64\n[jobs]\njob_poll_ms = 50\n")
     dev = node.new_device()
     put_objects(dev, 10, 200_000, seed=1)
-    done = wait_for(lambda: [j for j in jobs_of(node, "scrub", "done")
+    done = cv.wait_for(lambda: [j for j in jobs_of(node, "scrub", "done")
                              if j["result"]["objects"] >= 10], timeout=60, what="a background scrub")
     job = done[0]
     assert job["params"]["background"] is True
@@ -87,14 +77,14 @@ def test_scrub_stop_and_resume_after_kill(fresh_node):
     bodies = put_objects(dev, 8, 1 << 20, seed=2)
     # A pass that starts after the uploads (earlier ones may have started with fewer objects).
     earlier = {j["id"] for j in jobs_of(node, "scrub")}
-    running = wait_for(lambda: [j for j in jobs_of(node, "scrub", "running")
+    running = cv.wait_for(lambda: [j for j in jobs_of(node, "scrub", "running")
                                 if j["id"] not in earlier], what="a running scrub")[0]
 
     def done_so_far():
         return (node.admin("GET", f"/jobs/{running['id']}").json()["progress"] or {}).get(
             "objects_done", 0)
 
-    wait_for(lambda: done_so_far() >= 2, timeout=60, what="scrub progress")
+    cv.wait_for(lambda: done_so_far() >= 2, timeout=60, what="scrub progress")
     before = done_so_far()
     node.kill()
     node.start()
@@ -107,7 +97,7 @@ def test_scrub_stop_and_resume_after_kill(fresh_node):
     assert before >= 2
 
     # Stop: the next pass starts (interval 1 s); `cvctl scrub stop` cancels it.
-    running = wait_for(lambda: jobs_of(node, "scrub", "running"), what="the next pass")[0]
+    running = cv.wait_for(lambda: jobs_of(node, "scrub", "running"), what="the next pass")[0]
     r = cvctl(node, "scrub", "status")
     assert r.returncode == 0 and running["id"] in r.stdout, r
     r = cvctl(node, "scrub", "stop")

@@ -62,41 +62,6 @@ int HttpStatus(ErrorKind kind) {
 
 namespace {
 
-// Client bytes echoed in an error (an unknown query parameter, percent-decoded) need not be
-// UTF-8, and json::serialize copies string bytes as they are; JSON must be UTF-8. Every byte
-// that does not start a well-formed sequence becomes U+FFFD.
-std::string ValidUtf8(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const size_t n = c < 0x80                  ? 1
-                     : c >= 0xc2 && c <= 0xdf ? 2
-                     : c >= 0xe0 && c <= 0xef ? 3
-                     : c >= 0xf0 && c <= 0xf4 ? 4
-                                              : 0;
-    bool ok = n != 0 && i + n <= s.size();
-    for (size_t j = 1; ok && j < n; ++j) {
-      ok = (static_cast<unsigned char>(s[i + j]) & 0xc0) == 0x80;
-    }
-    if (ok && n >= 3) {
-      const auto d = static_cast<unsigned char>(s[i + 1]);
-      ok = !(c == 0xe0 && d < 0xa0) &&  // overlong
-           !(c == 0xed && d > 0x9f) &&  // UTF-16 surrogate
-           !(c == 0xf0 && d < 0x90) &&  // overlong
-           !(c == 0xf4 && d > 0x8f);    // beyond U+10FFFF
-    }
-    if (ok) {
-      out.append(s.substr(i, n));
-      i += n;
-    } else {
-      out.append("\xef\xbf\xbd");
-      ++i;
-    }
-  }
-  return out;
-}
 
 }  // namespace
 

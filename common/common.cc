@@ -5,6 +5,9 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -68,24 +71,34 @@ const char* LevelName(LogLevel l) {
 
 void SetLogLevel(LogLevel min_level) { g_min_level = static_cast<int>(min_level); }
 
-std::string JsonEscape(std::string_view s) {
+std::string ValidUtf8(std::string_view s) {
   std::string out;
   out.reserve(s.size());
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80                  ? 1
+                     : c >= 0xc2 && c <= 0xdf ? 2
+                     : c >= 0xe0 && c <= 0xef ? 3
+                     : c >= 0xf0 && c <= 0xf4 ? 4
+                                              : 0;
+    bool ok = n != 0 && i + n <= s.size();
+    for (size_t j = 1; ok && j < n; ++j) {
+      ok = (static_cast<unsigned char>(s[i + j]) & 0xc0) == 0x80;
+    }
+    if (ok && n >= 3) {
+      const auto d = static_cast<unsigned char>(s[i + 1]);
+      ok = !(c == 0xe0 && d < 0xa0) &&  // overlong
+           !(c == 0xed && d > 0x9f) &&  // UTF-16 surrogate
+           !(c == 0xf0 && d < 0x90) &&  // overlong
+           !(c == 0xf4 && d > 0x8f);    // beyond U+10FFFF
+    }
+    if (ok) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out.append("\xef\xbf\xbd");
+      ++i;
     }
   }
   return out;
@@ -95,14 +108,15 @@ void Log(LogLevel level, std::string_view event, std::initializer_list<LogField>
   if (static_cast<int>(level) < g_min_level.load(std::memory_order_relaxed)) return;
   auto now = std::chrono::system_clock::now();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-  std::string line = "{\"ts_ms\":" + std::to_string(ms) + ",\"level\":\"" + LevelName(level) +
-                     "\",\"event\":\"" + JsonEscape(event) + "\"";
-  for (const auto& [k, v] : fields) {
-    line += ",\"" + JsonEscape(k) + "\":\"" + JsonEscape(v) + "\"";
-  }
-  line += "}\n";
+  boost::json::object line;
+  line["ts_ms"] = ms;
+  line["level"] = LevelName(level);
+  line["event"] = ValidUtf8(event);
+  for (const auto& [k, v] : fields) line[ValidUtf8(k)] = ValidUtf8(v);
+  std::string text = boost::json::serialize(line);
+  text += '\n';
   std::lock_guard lock(g_log_mu);
-  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fwrite(text.data(), 1, text.size(), stderr);
 }
 
 // ---- bytes ----

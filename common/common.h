@@ -71,8 +71,11 @@ enum class LogLevel { kDebug, kInfo, kWarn, kError };
 using LogField = std::pair<std::string_view, std::string>;
 void Log(LogLevel level, std::string_view event, std::initializer_list<LogField> fields = {});
 void SetLogLevel(LogLevel min_level);
-// Escapes a string for inclusion in a JSON string literal (without the quotes).
-std::string JsonEscape(std::string_view s);
+// `s` with every byte that does not start a well-formed UTF-8 sequence (overlong forms,
+// surrogates and code points past U+10FFFF included) replaced by U+FFFD. JSON must be UTF-8,
+// and Boost.JSON copies string bytes as they are: whatever a client or a disk sent goes
+// through this before it is written into JSON.
+std::string ValidUtf8(std::string_view s);
 
 // ---- bytes ----
 std::string ToHex(std::span<const uint8_t> bytes);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <boost/json/parse.hpp>
 
 #include "common/test_temp_dir.h"
 
@@ -46,8 +47,31 @@ TEST(CommonTest, Sha256OfKnownVector) {
   EXPECT_EQ(ToHex(h.Final()), ToHex(Sha256::Of("abc")));
 }
 
-TEST(CommonTest, JsonEscapeControlCharacters) {
-  EXPECT_EQ(JsonEscape("a\"b\\c\n\x01"), "a\\\"b\\\\c\\n\\u0001");
+// A log line is one valid JSON object whatever bytes its fields carry (a client's header, a
+// path on a disk): quotes, control characters and bytes that are not UTF-8 included.
+TEST(CommonTest, LogWritesOneValidJsonObjectPerLine) {
+  testing::internal::CaptureStderr();
+  Log(LogLevel::kWarn, "odd\"event", {{"remote", "a\"b\\c\n\x01"}, {"name", "\xca\xfe"}});
+  const std::string line = testing::internal::GetCapturedStderr();
+  ASSERT_FALSE(line.empty());
+  EXPECT_EQ(line.find('\n'), line.size() - 1) << line;
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(line, ec);
+  ASSERT_FALSE(ec) << line;
+  EXPECT_EQ(v.at("level").as_string(), "warn");
+  EXPECT_EQ(v.at("event").as_string(), "odd\"event");
+  EXPECT_EQ(v.at("remote").as_string(), "a\"b\\c\n\x01");
+  EXPECT_EQ(v.at("name").as_string(), "\xef\xbf\xbd\xef\xbf\xbd");
+}
+
+TEST(CommonTest, ValidUtf8KeepsWellFormedTextAndReplacesTheRest) {
+  EXPECT_EQ(ValidUtf8("gr\xc3\xb6\xc3\x9f" "e \xf0\x9f\x98\x80"), "gr\xc3\xb6\xc3\x9f" "e \xf0\x9f\x98\x80");
+  const std::string fffd = "\xef\xbf\xbd";
+  EXPECT_EQ(ValidUtf8("a\xca" "b"), "a" + fffd + "b");                 // truncated sequence
+  EXPECT_EQ(ValidUtf8("\xc0\xaf"), fffd + fffd);                      // overlong '/'
+  EXPECT_EQ(ValidUtf8("\xed\xa0\x80"), fffd + fffd + fffd);          // UTF-16 surrogate
+  EXPECT_EQ(ValidUtf8("\xf4\x90\x80\x80"), fffd + fffd + fffd + fffd);  // past U+10FFFF
+  EXPECT_EQ(ValidUtf8(std::string_view("\0x", 2)), std::string("\0x", 2));
 }
 
 class WriteFileDurablyTest : public ::testing::Test {

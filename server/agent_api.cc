@@ -192,28 +192,25 @@ Reply AgentApi::List(const index::Id& device, std::string_view type, bool v2) {
   if (*ot == index::ObjectType::kConfig) {
     return ErrorReply(400, "invalid_argument", "config is not a directory");
   }
-  // Built in memory: a listing is names and sizes only (~90 bytes per object).
-  std::string body = "[";
+  // Built in memory: a listing is names and sizes only (~90 bytes per object). Names are
+  // validated ASCII (ValidateName), so they need no UTF-8 repair.
+  boost::json::array items;
   std::string after;
-  bool first = true;
   constexpr size_t kPage = 10000;
   while (true) {
     auto page = store_.List(device, *ot, after, kPage);
     if (!page) return ErrorReply(page.error());
     for (const auto& info : *page) {
-      if (!first) body += ',';
-      first = false;
       if (v2) {
-        body += "{\"name\":\"" + JsonEscape(info.key.name) +
-                "\",\"size\":" + std::to_string(info.size) + "}";
+        items.push_back(boost::json::object{{"name", info.key.name}, {"size", info.size}});
       } else {
-        body += "\"" + JsonEscape(info.key.name) + "\"";
+        items.push_back(boost::json::string(info.key.name));
       }
     }
     if (page->size() < kPage) break;
     after = page->back().key.name;
   }
-  body += "]";
+  std::string body = boost::json::serialize(items);
   Reply r = JsonReply(200, std::move(body));
   r.content_type = v2 ? std::string(kResticV2) : "application/vnd.x.restic.rest.v1";
   return r;

@@ -103,7 +103,7 @@ std::string DiskSet::OpenOne(size_t d, const std::string& node_id, bool create) 
 }
 
 Result<size_t> DiskSet::Add(const std::string& path, const std::string& node_id,
-                            const std::function<Status(size_t)>& persist) {
+                            const std::function<Status(size_t, bool& committing)>& persist) {
   std::lock_guard lock(add_mu_);
   const size_t d = size();
   if (d >= kMaxDisks) {
@@ -151,13 +151,22 @@ Result<size_t> DiskSet::Add(const std::string& path, const std::string& node_id,
     disks_[d].reset();
     return Err(ErrorKind::kIOError, "disk " + path + ": " + why);
   }
-  if (Status s = persist(d); !s) {
+  bool committing = false;
+  if (Status s = persist(d, committing); !s) {
+    disks_[d].reset();
+    if (committing) {
+      // The commit failed, and may still have reached the disk: the next start then lists
+      // this disk from the index, and needs its identity file to open it. Leave the layout.
+      Log(LogLevel::kError, "disk_add_commit_failed",
+          {{"disk", path}, {"position", std::to_string(d)}, {"error", s.error().ToString()},
+           {"note", "the index may or may not list the disk after a restart; its layout stays"}});
+      return tl::unexpected(s.error());
+    }
     // The index does not know the disk, so no run of the node ever opens it. Its layout is
     // taken back too, so that the directory is as it was given and the add can be tried
     // again. A crash between OpenOne and persist's commit leaves the identity file (and
     // extents/) behind instead: harmless to the node, and a retry is refused as "holds a
     // chunkvault disk already" until the operator wipes it.
-    disks_[d].reset();
     const std::string dir = canon.string();
     (void)env_->Remove(dir + "/" + kIdentityFile);
     if (!extents_existed) (void)env_->Remove(dir + "/extents");

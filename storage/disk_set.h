@@ -66,12 +66,16 @@ class DiskSet {
   // While serving: adds the directory `path` as a disk at position size() and creates its
   // layout and identity. The directory must be empty or absent (its parent must exist), must
   // not be one of the node's disks, and must not hold another chunkvault disk. Positions are
-  // never reused. `persist(d)` records the new disk durably (the index's disk table) after
-  // its layout exists and before it becomes visible. kInvalidArgument / kConflict /
-  // kIOError, or persist's error; on error nothing was added (after a failed persist, the
-  // identity file and the directories Add created are removed again, best effort).
+  // never reused. `persist(d, committing)` records the new disk durably (the index's disk
+  // table) after its layout exists and before it becomes visible; it sets `committing` once
+  // the record is handed to the index's commit, whose failure leaves the outcome unknown (an
+  // LMDB commit can fail after its meta page reached the disk). kInvalidArgument / kConflict /
+  // kIOError, or persist's error; on error nothing was added to this run's disks. After a
+  // failed persist the identity file and the directories Add created are removed again (best
+  // effort), unless the commit itself failed: then they stay, since the index may list the
+  // disk at the next start, and a disk without its identity file would be failed.
   Result<size_t> Add(const std::string& path, const std::string& node_id,
-                     const std::function<Status(size_t)>& persist);
+                     const std::function<Status(size_t, bool& committing)>& persist);
   // Sets disk d's state. kRemoved also marks it failed (for good).
   void SetState(size_t d, DiskState s);
   DiskState state(size_t d) const { return disks_[d]->state.load(); }

@@ -75,24 +75,29 @@ Status StoreImpl::ApplyDiskTable(const std::string& table) {
 }
 
 Status StoreImpl::CommitDiskChange(const std::optional<DiskRow>& change, DiskStatus after,
-                                   const DiskChangeFn& also) {
+                                   const DiskChangeFn& also, bool* committing) {
   return index_->Update([&](index::WriteTxn& w) -> Status {
+    if (committing) *committing = false;  // Update may run this more than once
     if (change) CV_TRY(SaveDiskTable(w, change));
-    if (!also) return {};
-    DiskStatus a = after;
-    a.live_bytes = 0;
-    CV_TRY(w.ForEachExtent([&](uint16_t disk, uint32_t, const index::ExtentRecord& e) {
-      if (disk == a.position) a.live_bytes += e.live_bytes;
-      return true;
-    }));
-    return also(w, a);
+    if (also) {
+      DiskStatus a = after;
+      a.live_bytes = 0;
+      CV_TRY(w.ForEachExtent([&](uint16_t disk, uint32_t, const index::ExtentRecord& e) {
+        if (disk == a.position) a.live_bytes += e.live_bytes;
+        return true;
+      }));
+      CV_TRY(also(w, a));
+    }
+    if (committing) *committing = true;  // from here on only the commit can fail
+    return {};
   });
 }
 
 Result<size_t> StoreImpl::AddDisk(const std::string& path, const DiskChangeFn& also) {
   std::lock_guard lock(disk_admin_mu_);
-  return disks_.Add(path, node_id_, [&](size_t d) {
-    return CommitDiskChange(DiskRow{d, DiskState::kActive, path}, StatusOfDisk(d, 0), also);
+  return disks_.Add(path, node_id_, [&](size_t d, bool& committing) {
+    return CommitDiskChange(DiskRow{d, DiskState::kActive, path}, StatusOfDisk(d, 0), also,
+                            &committing);
   });
 }
 

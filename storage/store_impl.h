@@ -149,9 +149,10 @@ class StoreImpl final : public ObjectStore {
   // earlier run served and sets every disk's state.
   Status ApplyDiskTable(const std::string& table);
   // One transaction: the table with `change` (if any), then also(w, after) with after's live
-  // bytes read in that transaction.
+  // bytes read in that transaction. `committing` (if given) is true when an error came from
+  // the commit itself, whose outcome is then unknown (DiskSet::Add).
   Status CommitDiskChange(const std::optional<DiskRow>& change, DiskStatus after,
-                          const DiskChangeFn& also);
+                          const DiskChangeFn& also, bool* committing = nullptr);
   using ObjectStore::AddDisk;
   Result<size_t> AddDisk(const std::string& path, const DiskChangeFn& also) override;
   using ObjectStore::SetDiskState;

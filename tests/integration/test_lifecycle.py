@@ -93,8 +93,14 @@ def test_connection_limit(fresh_node):
     try:
         assert metric("chunkvault_open_connections") == 1
         # The node counts a connection when it accepts it, before the TLS handshake, so once
-        # tls_socket returns (the handshake needed the node's answer) it is counted.
+        # tls_socket returns (the handshake needed the node's answer) it is counted. One
+        # request on each makes sure the node has finished its side of the handshake too: at
+        # the limit, a new connection evicts the oldest one still in its handshake, and is
+        # refused only when there is none.
         held = [node.tls_socket(timeout=10) for _ in range(3)]
+        for s in held:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200"), "a held connection was not served"
         try:
             assert metric("chunkvault_open_connections") == 4
             assert refused(node)

@@ -6,7 +6,6 @@
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
 #include <cerrno>
-#include <filesystem>
 #include <optional>
 
 #include "admin/internal.h"
@@ -358,13 +357,9 @@ Result<std::unique_ptr<AdminApi>> AdminApi::Open(storage::ObjectStore& store,
   if (!hash) {
     // The file first, then the hash: a crash in between leaves no key stored, and the next
     // start simply makes another one.
-    std::string key = NewToken();
-    const std::filesystem::path dir = std::filesystem::path(options.key_file).parent_path();
-    std::error_code ec;
-    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-    if (ec) return Err(ErrorKind::kIOError, "create " + dir.string() + ": " + ec.message());
-    CV_TRY(WriteFileDurably(options.key_file, key + "\n", 0600));
-    Sha256Digest d = HashToken(key);
+    auto key = WriteNewSecret(options.key_file);
+    if (!key) return tl::unexpected(key.error());
+    Sha256Digest d = HashToken(*key);
     index::Id new_id = index::NewId();
     CV_TRY(store.Index().Update([&](index::WriteTxn& txn) -> Status {
       CV_TRY(txn.PutMeta(kOperatorKeyMeta, ToHex(d)));

@@ -233,6 +233,16 @@ Status WriteFileDurably(const std::string& path, std::string_view data, unsigned
   return {};
 }
 
+Result<std::string> WriteNewSecret(const std::string& path) {
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  if (ec) return Err(ErrorKind::kIOError, "create " + dir.string() + ": " + ec.message());
+  std::string secret = RandomHex(32);
+  CV_TRY(WriteFileDurably(path, secret + "\n", 0600));
+  return secret;
+}
+
 // ---- time ----
 namespace {
 int64_t SystemNowNanos() {

@@ -112,6 +112,11 @@ class Sha256 {
 // (kNotFound otherwise). On failure the temporary file is removed. One writer per path.
 Status WriteFileDurably(const std::string& path, std::string_view data, unsigned mode = 0644);
 
+// Makes a new secret (32 random bytes as 64 hex digits), writes it with a newline to `path`
+// (mode 0600, durably, creating the parent directories) and returns it: the operator key, the
+// metrics token.
+Result<std::string> WriteNewSecret(const std::string& path);
+
 // ---- time ----
 // Nanoseconds since the Unix epoch. Tests may replace the clock (SetClockForTesting) to make
 // expiry and staleness deterministic; production uses the system clock.

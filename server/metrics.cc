@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -19,11 +18,7 @@ using prometheus::BuildHistogram;
 
 Result<std::string> LoadScrapeToken(const std::string& file, bool generate) {
   if (generate && ::access(file.c_str(), F_OK) != 0) {
-    const std::filesystem::path dir = std::filesystem::path(file).parent_path();
-    std::error_code ec;
-    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-    if (ec) return Err(ErrorKind::kIOError, "create " + dir.string() + ": " + ec.message());
-    CV_TRY(WriteFileDurably(file, admin::NewToken() + "\n", 0600));
+    CV_TRY(WriteNewSecret(file));
     Log(LogLevel::kInfo, "metrics_token_created", {{"file", file}});
   }
   std::ifstream f(file);

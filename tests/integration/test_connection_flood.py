@@ -12,7 +12,6 @@ The attacker binds its sockets to 127.0.0.2 (any 127/8 address works on Linux lo
 comes from 127.0.0.1. Every test is bounded in time and closes all its sockets."""
 
 import os
-import re
 import resource
 import selectors
 import socket
@@ -166,12 +165,6 @@ def backup_under_flood(node, workdir):
     return flood, during
 
 
-def counter(text, name):
-    m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    assert m, f"{name} not in /metrics"
-    return float(m.group(1))
-
-
 # Idle sockets are not closed by the handshake timeout during the test: only the defences
 # close them.
 SLOW_HANDSHAKES = "[server]\nhandshake_timeout_s = 60\n"
@@ -181,12 +174,12 @@ def test_idle_flood_from_one_address_is_held_to_the_per_address_limit(fresh_node
     node = fresh_node(SLOW_HANDSHAKES)  # max_connections 1024, 128 per address: the defaults
     flood, during = backup_under_flood(node, workdir)
     # The attacker's address never held more than 128: restic (up to 5) and the scrape fit.
-    assert counter(during, "chunkvault_open_connections") <= 128 + 8
+    assert cv.metric_value(during, "chunkvault_open_connections") <= 128 + 8
     text = node.metrics()
-    assert counter(text, "chunkvault_rejected_connections_per_address_total") >= SOCKETS - 128
+    assert cv.metric_value(text, "chunkvault_rejected_connections_per_address_total") >= SOCKETS - 128
     # Nobody else was refused, and the node never got full enough to evict.
-    assert counter(text, "chunkvault_rejected_connections_total") == 0
-    assert counter(text, "chunkvault_evicted_connections_total") == 0
+    assert cv.metric_value(text, "chunkvault_rejected_connections_total") == 0
+    assert cv.metric_value(text, "chunkvault_evicted_connections_total") == 0
     assert flood.reconnects > 0
 
 
@@ -196,7 +189,7 @@ def test_full_node_evicts_connections_still_in_their_handshake(fresh_node, workd
     text = node.metrics()
     # The flood alone went past max_connections: the node closed its oldest idle sockets for
     # the newer ones, restic's included, and refused none.
-    assert counter(text, "chunkvault_evicted_connections_total") >= SOCKETS - 1024
-    assert counter(text, "chunkvault_rejected_connections_total") == 0
-    assert counter(text, "chunkvault_rejected_connections_per_address_total") == 0
+    assert cv.metric_value(text, "chunkvault_evicted_connections_total") >= SOCKETS - 1024
+    assert cv.metric_value(text, "chunkvault_rejected_connections_total") == 0
+    assert cv.metric_value(text, "chunkvault_rejected_connections_per_address_total") == 0
     assert flood.reconnects > 0

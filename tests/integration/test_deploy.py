@@ -15,10 +15,6 @@ import cv
 DEPLOY = os.path.join(os.path.dirname(__file__), "..", "..", "deploy")
 
 
-def metrics(node):
-    return node.metrics()
-
-
 def not_after(path):
     """notAfter of the first certificate in the PEM file `path`, unix seconds (openssl)."""
     out = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", path],
@@ -32,10 +28,10 @@ def test_alert_rules_use_exported_metrics(fresh_node):
     assert dev.put("data", b"something").status == 200
     # Wait for the background scrub's first (empty-ish) pass.
     deadline = time.monotonic() + 30
-    while cv.metric_value(metrics(node), "chunkvault_last_full_scrub_timestamp_seconds") == 0:
+    while cv.metric_value(node.metrics(), "chunkvault_last_full_scrub_timestamp_seconds") == 0:
         assert time.monotonic() < deadline, "no scrub pass recorded"
         time.sleep(0.1)
-    text = metrics(node)
+    text = node.metrics()
     exported = set(re.findall(r"^(chunkvault_[a-z_]+?)(?:_bucket|_sum|_count)?[ {]", text, re.M))
     with open(os.path.join(DEPLOY, "alerts.yml")) as f:
         rules = yaml.safe_load(f)
@@ -99,8 +95,9 @@ def test_run_sh_builds_cvctl_and_cvctl_reaches_its_node(tmp_root):
         import pytest
         pytest.skip("run.sh builds in the source tree's build/; CV_BUILD_DIR is elsewhere")
     cvctl_bin = os.path.join(build, "bin", "cvctl")
+    kept = cvctl_bin + ".before-run-sh"  # put back if run.sh fails, for the suites after this one
     if os.path.exists(cvctl_bin):
-        os.unlink(cvctl_bin)
+        os.replace(cvctl_bin, kept)
     root = os.path.join(tmp_root, "run-sh")
     proc = subprocess.Popen(
         [os.path.join(DEPLOY, "run.sh"), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
@@ -124,8 +121,14 @@ def test_run_sh_builds_cvctl_and_cvctl_reaches_its_node(tmp_root):
         assert r.returncode == 0, r
         assert b"disks" in r.stdout.lower(), r.stdout
     finally:
-        os.killpg(proc.pid, 15)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
         proc.wait(timeout=60)
+        if os.path.exists(kept):
+            if os.path.exists(cvctl_bin):
+                os.unlink(kept)
+            else:
+                os.replace(kept, cvctl_bin)
 
 
 def test_ready_gauge_follows_readyz(fresh_node):
@@ -133,11 +136,11 @@ def test_ready_gauge_follows_readyz(fresh_node):
     spare), whatever the scrape itself did."""
     node = fresh_node()
     assert node.request("GET", "/readyz").status == 200
-    assert cv.metric_value(metrics(node), "chunkvault_ready") == 1
+    assert cv.metric_value(node.metrics(), "chunkvault_ready") == 1
     disk = os.path.join(node.root, "disks", "d2")
     os.rename(disk, disk + ".gone")
     deadline = time.monotonic() + 20
-    while cv.metric_value(metrics(node), "chunkvault_ready") != 0:
+    while cv.metric_value(node.metrics(), "chunkvault_ready") != 0:
         assert time.monotonic() < deadline, "chunkvault_ready stayed 1 with a disk gone"
         time.sleep(0.1)
     r = node.request("GET", "/readyz")
@@ -148,12 +151,12 @@ def test_no_ca_series_without_a_ca_file(fresh_node):
     """An operator's certificate from a public CA comes without a CA file: then there is no CA
     series at all (a 0 would read as "expired" to ChunkvaultCaCertificateExpiring)."""
     node = fresh_node()
-    assert "chunkvault_tls_ca_not_after_timestamp_seconds " in metrics(node)
+    assert "chunkvault_tls_ca_not_after_timestamp_seconds " in node.metrics()
     node.stop()
     kept = os.path.join(node.root, "ca-of-the-clients.pem")  # the client still trusts it
     os.rename(os.path.join(node.root, "tls", "ca.pem"), kept)  # server.pem and .key stay
     node.start()
     node.ca = kept
-    text = metrics(node)
+    text = node.metrics()
     assert "chunkvault_tls_ca_not_after_timestamp_seconds " not in text
     assert cv.metric_value(text, "chunkvault_tls_certificate_not_after_timestamp_seconds") > time.time()

@@ -1,7 +1,9 @@
-// Accounts: create, list, read, change (plan, device limit, status, expiry), release, usage.
+// Accounts: create, list, read, change (plan, device limit, status, expiry), release, usage,
+// delete (an account.purge job, admin/jobs/account_purge.cc).
 #include <boost/json/array.hpp>
 
 #include "admin/internal.h"
+#include "admin/jobs/jobs.h"
 
 namespace cv::admin::internal {
 
@@ -264,6 +266,48 @@ Response GetUsage(Call& c) {
     o["devices"] = std::move(device_items);
     return Outcome(Reply(200, o));
   });
+}
+
+Response DeleteAccount(Call& c) {
+  if (!c.request.body.empty()) {
+    return FromApiError(ApiError{400, "unexpected_body", "DELETE takes no body", {}});
+  }
+  auto grace = PurgeGrace(c);
+  if (!grace) return FromApiError(grace.error());
+  Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+    auto a = VisibleAccount(txn, c.caller, *c.account);
+    if (!a) return tl::unexpected(a.error());
+    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
+    auto pending = jobs::PendingAccountPurge(txn, *c.account);
+    if (!pending) return tl::unexpected(pending.error());
+    if (*pending) {
+      return Outcome(tl::unexpected(ApiError{
+          409, "already_deleted", "the account is already deleted by job " + index::IdToHex(**pending),
+          {}}));
+    }
+    auto devices = txn.ListDevices(*c.account);
+    if (!devices) return tl::unexpected(devices.error());
+    json::object params;
+    params["grace_seconds"] = *grace / 1000000000;
+    params["devices"] = devices->size();
+    index::Job job = jobs::NewJob(jobs::kPurgeAccountJob, *c.account, std::nullopt, params,
+                                  c.now_ns, c.now_ns + *grace);
+    for (index::DeviceRecord d : *devices) {
+      if (d.closed_ns != 0) continue;  // already closed by a device purge of its own
+      d.closed_ns = c.now_ns;
+      d.purge_job = job.id;
+      CV_TRY(txn.PutDevice(d));
+    }
+    CV_TRY(txn.PutJob(job));
+    json::object after = jobs::JobJson(job);
+    CV_TRY(AppendAudit(txn, c, "account.delete", "account/" + index::IdToHex(*c.account),
+                       *c.account, (*a)->partner, AccountSettingsJson(**a), after));
+    Response ok = Reply(202, after);
+    ok.headers.emplace_back("Location", "/admin/v1/jobs/" + index::IdToHex(job.id));
+    return Outcome(std::move(ok));
+  });
+  if (r.status == 202 && *grace == 0 && c.runner) c.runner->Wake();
+  return r;
 }
 
 }  // namespace cv::admin::internal

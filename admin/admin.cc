@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "admin/internal.h"
+#include "admin/jobs/jobs.h"
 #include "index/index.h"
 
 namespace cv::admin {
@@ -218,7 +219,7 @@ class AdminApiImpl : public AdminApi {
   AdminApiImpl(storage::ObjectStore& store, const Options& options, Sha256Digest key_hash,
                index::Id key_id)
       : store_(store), options_(options), operator_hash_(key_hash), operator_id_(key_id) {
-    if (options_.run_jobs) runner_ = std::make_unique<internal::JobRunner>(store_, options_);
+    if (options_.run_jobs) runner_ = std::make_unique<jobs::JobRunner>(store_, options_);
   }
 
   Response Handle(const Request& req) override {
@@ -327,7 +328,7 @@ class AdminApiImpl : public AdminApi {
   const Options options_;
   const Sha256Digest operator_hash_;
   const index::Id operator_id_;
-  std::unique_ptr<internal::JobRunner> runner_;  // last: stops before the rest goes
+  std::unique_ptr<jobs::JobRunner> runner_;  // last: stops before the rest goes
 };
 
 }  // namespace

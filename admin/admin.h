@@ -104,9 +104,9 @@ struct Options {
   // Repair at once what a scrub found, what reads queued, and (every 10 minutes while it
   // lasts) the shards of failed disks.
   bool auto_repair = true;
-  // Courier images (admin/courier.cc): written to courier_dir/<job>/, signed with the Ed25519
-  // key in courier_key_file (made on first use, mode 0600), at most courier_bytes_per_sec
-  // read from the store (0 = unthrottled).
+  // Courier images (admin/jobs/courier.cc): written to courier_dir/<job>/, signed with the
+  // Ed25519 key in courier_key_file (made on first use, mode 0600), at most
+  // courier_bytes_per_sec read from the store (0 = unthrottled).
   std::string courier_dir;
   std::string courier_key_file;
   uint64_t courier_bytes_per_sec = 0;

@@ -1,40 +1,16 @@
-// Courier recovery (issue 6): the node's courier key, the routes that start a courier job and
-// serve its images, and the job that writes them (README.md, "Courier recovery").
-//
-// A courier job works on a snapshot: the device's objects (type, name, size, SHA-256) as one
-// index read transaction saw them when the job started. The snapshot is saved to
-// courier_dir/<job>/snapshot.json and named (by its SHA-256) in the job's progress, so that a
-// job a crash interrupted writes the same images again: images are a pure function of the
-// snapshot (courier/FORMAT.md). Objects are immutable, so reading them by key gives
-// the snapshotted bytes for as long as they exist; each is checked against its snapshotted
-// SHA-256 as it streams. An object deleted after the snapshot (restic prune, a purge) fails
-// the job loudly with its name; the job then drops its snapshot and, when the runner retries
-// it, starts over with a new one.
-//
-//   courier_dir/<job>/snapshot.json        the objects, as taken
-//   courier_dir/<job>/drive-1-of-2.img     finished images (renamed from .tmp when complete)
-//
-// The folder goes when the job is cancelled (POST /jobs/{j}/cancel, also while it runs) or
-// its images are deleted (DELETE /jobs/{j}/images, once they have been shipped).
-#include <fcntl.h>
+// Courier recovery (issue 6): the routes that show the node's courier key, start a courier job
+// (with the room for its images promised up front), serve its images and delete them once
+// shipped (README.md, "Courier recovery"). The job itself is admin/jobs/courier.cc.
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <atomic>
-#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-#include <chrono>
-#include <condition_variable>
-#include <cstring>
 #include <filesystem>
-#include <map>
-#include <mutex>
 #include <optional>
-#include <thread>
 
 #include "admin/internal.h"
+#include "admin/jobs/jobs.h"
 #include "courier/courier.h"
 
 namespace cv::admin::internal {
@@ -42,540 +18,6 @@ namespace cv::admin::internal {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr std::string_view kManifest = "SHA256SUMS";
-constexpr std::string_view kSignature = "SHA256SUMS.sig";
-constexpr std::string_view kReadme = "README.txt";
-constexpr std::string_view kLabel = "CHUNKVAULT";
-// restic's object types in the order the snapshot lists them; locks are never copied (the
-// image gets an empty locks/).
-constexpr index::ObjectType kTypes[] = {index::ObjectType::kConfig, index::ObjectType::kKeys,
-                                        index::ObjectType::kSnapshots, index::ObjectType::kIndex,
-                                        index::ObjectType::kData};
-
-std::mutex key_mu;  // the first use makes the key: one maker at a time
-
-// The node's courier key (private PEM), made on first use.
-Result<std::string> CourierPrivateKey(const Options& o) {
-  if (o.courier_key_file.empty()) {
-    return Err(ErrorKind::kUnavailable, "courier images are not configured on this node");
-  }
-  std::lock_guard lock(key_mu);
-  if (::access(o.courier_key_file.c_str(), F_OK) == 0) return courier::LoadPem(o.courier_key_file);
-  auto pem = courier::GenerateEd25519PrivateKeyPem();
-  if (!pem) return pem;
-  CV_TRY(courier::SavePrivateKeyPem(o.courier_key_file, *pem));
-  Log(LogLevel::kInfo, "courier_key_created", {{"file", o.courier_key_file}});
-  return pem;
-}
-
-std::string JobDir(const Options& o, const index::Id& job) {
-  return o.courier_dir + "/" + index::IdToHex(job);
-}
-
-std::string ImageName(size_t drive, size_t drives) {
-  return "drive-" + std::to_string(drive) + "-of-" + std::to_string(drives) + ".img";
-}
-
-
-std::string Str(const json::object& o, std::string_view key) {
-  const json::value* v = o.if_contains(key);
-  return v && v->is_string() ? std::string(v->as_string()) : std::string();
-}
-
-// ---- the snapshot ----
-
-struct SnapObject {
-  index::ObjectType type;
-  std::string name;
-  uint64_t size = 0;
-  Sha256Digest sha256{};
-};
-
-struct Snapshot {
-  int64_t taken_ns = 0;
-  std::string device_name;
-  std::vector<SnapObject> objects;
-};
-
-// Where an object goes in the image: restic's local layout under repo/.
-std::string RepoPath(const SnapObject& o) {
-  if (o.type == index::ObjectType::kConfig) return "repo/config";
-  if (o.type == index::ObjectType::kData) return "repo/data/" + o.name.substr(0, 2) + "/" + o.name;
-  return "repo/" + std::string(index::ObjectTypeName(o.type)) + "/" + o.name;
-}
-
-Result<Snapshot> TakeSnapshot(storage::ObjectStore& store, const index::Id& device) {
-  auto txn = store.Index().BeginRead();
-  if (!txn) return tl::unexpected(txn.error());
-  Snapshot s;
-  s.taken_ns = NowNanos();
-  auto d = (*txn)->GetDevice(device);
-  if (!d) return tl::unexpected(d.error());
-  if (!*d) return Err(ErrorKind::kInvalidArgument, "the device no longer exists");
-  s.device_name = (*d)->name;
-  for (index::ObjectType type : kTypes) {
-    std::string after;
-    while (true) {
-      auto page = (*txn)->ListObjects(device, type, after, 1000);
-      if (!page) return tl::unexpected(page.error());
-      for (const auto& [key, rec] : *page) {
-        s.objects.push_back(SnapObject{type, key.name, rec.size, rec.sha256});
-      }
-      if (page->size() < 1000) break;
-      after = page->back().first.name;
-    }
-  }
-  if (s.objects.empty() || s.objects.front().type != index::ObjectType::kConfig) {
-    return Err(ErrorKind::kInvalidArgument,
-               "the device has no restic repository (no config object): nothing to ship");
-  }
-  return s;
-}
-
-std::string SnapshotText(const Snapshot& s) {
-  json::object o;
-  o["taken_ns"] = s.taken_ns;
-  o["device_name"] = s.device_name;
-  json::array items;
-  items.reserve(s.objects.size());
-  for (const auto& x : s.objects) {
-    items.push_back(json::array{index::ObjectTypeName(x.type), x.name, x.size, ToHex(x.sha256)});
-  }
-  o["objects"] = std::move(items);
-  return json::serialize(o);
-}
-
-std::optional<Snapshot> ParseSnapshot(const std::string& text) {
-  boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec || !v.is_object()) return std::nullopt;
-  const json::object& o = v.as_object();
-  Snapshot s;
-  const json::value* t = o.if_contains("taken_ns");
-  const json::value* items = o.if_contains("objects");
-  if (!t || !t->is_int64() || !items || !items->is_array()) return std::nullopt;
-  s.taken_ns = t->as_int64();
-  s.device_name = Str(o, "device_name");
-  for (const json::value& it : items->as_array()) {
-    const json::array* a = it.if_array();
-    if (!a || a->size() != 4 || !(*a)[0].is_string() || !(*a)[1].is_string() ||
-        !(*a)[3].is_string()) {
-      return std::nullopt;
-    }
-    auto type = index::ParseObjectType(std::string((*a)[0].as_string()));
-    SnapObject x;
-    if (!type) return std::nullopt;
-    x.type = *type;
-    x.name = (*a)[1].as_string();
-    if ((*a)[2].is_uint64()) x.size = (*a)[2].as_uint64();
-    else if ((*a)[2].is_int64() && (*a)[2].as_int64() >= 0) x.size = (*a)[2].as_int64();
-    else return std::nullopt;
-    if (!FromHex(std::string((*a)[3].as_string()), x.sha256)) return std::nullopt;
-    s.objects.push_back(std::move(x));
-  }
-  return s;
-}
-
-Result<std::string> ReadSmallFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, "open " + path);
-  std::string out;
-  char buf[65536];
-  while (true) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      return ErrnoError(e, "read " + path);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
-}
-
-// ---- what goes on a drive ----
-
-std::string Rfc3339(int64_t ns) {
-  json::value v = TimeOrNull(ns);
-  return v.is_string() ? std::string(v.as_string()) : std::string();
-}
-
-// The customer's README. Its length depends on drive/drives only through their digits.
-std::string Readme(const Snapshot& s, const index::Job& job, size_t drive, size_t drives) {
-  const std::string account = job.account ? index::IdToHex(*job.account) : "-";
-  const std::string device = job.device ? index::IdToHex(*job.device) : "-";
-  std::string r;
-  r += "CHUNKVAULT COURIER RECOVERY DRIVE\r\n";
-  r += "=================================\r\n\r\n";
-  r += "This drive holds a copy of the backups of one computer, in the format of restic\r\n";
-  r += "(https://restic.net), made by a chunkvault backup node for courier recovery.\r\n\r\n";
-  r += "  Device:    " + s.device_name + " (" + device + ")\r\n";
-  r += "  Account:   " + account + "\r\n";
-  r += "  Backups as of: " + Rfc3339(s.taken_ns) + " (UTC)\r\n";
-  r += "  Job:       " + index::IdToHex(job.id) + "\r\n";
-  r += "  Drive " + std::to_string(drive) + " of " + std::to_string(drives) + "\r\n\r\n";
-  r += "Contents\r\n";
-  r += "  repo/            the restic repository (config, keys, snapshots, index, data, locks)\r\n";
-  r += "  SHA256SUMS       the SHA-256 of every file on this drive (check: sha256sum -c SHA256SUMS)\r\n";
-  r += "  SHA256SUMS.sig   Ed25519 signature of SHA256SUMS by the node's courier key\r\n\r\n";
-  if (drives > 1) {
-    r += "Several drives\r\n";
-    r += "  The backup is split over " + std::to_string(drives) +
-         " drives. Every drive has the repository's config, keys,\r\n";
-    r += "  snapshots and index, and a part of repo/data. To restore, copy the repo folder of\r\n";
-    r += "  every drive into ONE folder on a disk with enough room (merging the data folders;\r\n";
-    r += "  no file exists on two drives), then use that folder below instead of <drive>/repo.\r\n\r\n";
-  }
-  r += "Restore (install restic first; it asks for the repository password the backups were\r\n";
-  r += "made with). --no-lock lets restic read the drive even where it is mounted read-only.\r\n\r\n";
-  r += "  Windows (the drive as E:):\r\n";
-  r += "    restic -r E:\\repo --no-lock snapshots\r\n";
-  r += "    restic -r E:\\repo --no-lock restore latest --target C:\\restored\r\n\r\n";
-  r += "  macOS:\r\n";
-  r += "    restic -r /Volumes/" + std::string(kLabel) + "/repo --no-lock snapshots\r\n";
-  r += "    restic -r /Volumes/" + std::string(kLabel) +
-       "/repo --no-lock restore latest --target ~/restored\r\n\r\n";
-  r += "  Linux (mounted by the desktop, or: sudo mount /dev/sdX1 /mnt):\r\n";
-  r += "    restic -r /media/$USER/" + std::string(kLabel) + "/repo --no-lock snapshots\r\n";
-  r += "    restic -r /media/$USER/" + std::string(kLabel) +
-       "/repo --no-lock restore latest --target ~/restored\r\n\r\n";
-  r += "  One snapshot instead of the latest: restic ... restore <snapshot id> --target ...\r\n";
-  r += "  Check everything first (optional): restic -r <drive>/repo --no-lock check --read-data\r\n";
-  return r;
-}
-
-// One file of a drive and where its bytes come from: a text made here, or an object.
-struct Source {
-  std::string text;
-  const SnapObject* object = nullptr;
-};
-
-struct DriveFiles {
-  std::vector<courier::FileSpec> files;
-  std::vector<Source> sources;  // same indexes
-};
-
-courier::LayoutOptions BaseLayoutOptions(const Snapshot& s, uint64_t drive_bytes) {
-  courier::LayoutOptions lo;
-  lo.label = std::string(kLabel);
-  lo.unix_time = s.taken_ns / 1000000000;
-  lo.image_bytes = drive_bytes;
-  lo.empty_dirs = {"repo/data", "repo/index", "repo/keys", "repo/locks", "repo/snapshots"};
-  return lo;
-}
-
-// Every drive's files: README, the manifest, its signature, the repository's metadata and
-// the drive's share of repo/data.
-Result<std::vector<DriveFiles>> PlanDrives(const Snapshot& s, const index::Job& job,
-                                           uint64_t drive_bytes, const std::string& private_pem) {
-  std::vector<const SnapObject*> common_objects, data_objects;
-  for (const auto& o : s.objects) {
-    (o.type == index::ObjectType::kData ? data_objects : common_objects).push_back(&o);
-  }
-  std::vector<std::vector<size_t>> shares;  // data_objects indexes per drive
-  if (drive_bytes == 0) {
-    shares.emplace_back(data_objects.size());
-    for (size_t i = 0; i < data_objects.size(); ++i) shares[0][i] = i;
-  } else {
-    std::vector<courier::FileSpec> common, data;
-    // An upper bound of every drive's README: the most digits drive numbers can have.
-    common.push_back({std::string(kReadme), Readme(s, job, 99999, 99999).size()});
-    common.push_back({std::string(kSignature), 64});
-    for (const SnapObject* o : common_objects) common.push_back({RepoPath(*o), o->size});
-    for (const SnapObject* o : data_objects) data.push_back({RepoPath(*o), o->size});
-    auto plans = courier::PlanSplit(common, data, BaseLayoutOptions(s, drive_bytes), kManifest);
-    if (!plans) return tl::unexpected(plans.error());
-    for (const auto& p : *plans) shares.push_back(p.data_files);
-  }
-  std::vector<DriveFiles> drives;
-  for (size_t d = 0; d < shares.size(); ++d) {
-    DriveFiles df;
-    auto add = [&](std::string path, Source src, uint64_t size) {
-      df.files.push_back({std::move(path), size});
-      df.sources.push_back(std::move(src));
-    };
-    std::string readme = Readme(s, job, d + 1, shares.size());
-    std::vector<courier::ManifestEntry> manifest;
-    manifest.push_back({std::string(kReadme), Sha256::Of(readme)});
-    add(std::string(kReadme), Source{readme, nullptr}, readme.size());
-    std::vector<const SnapObject*> mine = common_objects;
-    for (size_t i : shares[d]) mine.push_back(data_objects[i]);
-    for (const SnapObject* o : mine) {
-      manifest.push_back({RepoPath(*o), o->sha256});
-      add(RepoPath(*o), Source{{}, o}, o->size);
-    }
-    std::sort(manifest.begin(), manifest.end(),
-              [](const auto& a, const auto& b) { return a.path < b.path; });
-    std::string sums = courier::FormatSha256Sums(manifest);
-    auto sig = courier::Ed25519Sign(
-        private_pem, {reinterpret_cast<const uint8_t*>(sums.data()), sums.size()});
-    if (!sig) return tl::unexpected(sig.error());
-    add(std::string(kManifest), Source{sums, nullptr}, sums.size());
-    add(std::string(kSignature), Source{std::string(sig->begin(), sig->end()), nullptr}, 64);
-    drives.push_back(std::move(df));
-  }
-  return drives;
-}
-
-// Between the writer and the file: SHA-256 of the image as written (free space and holes
-// read as zeros) and a byte count the job thread reports.
-class HashingSink : public courier::Sink {
- public:
-  HashingSink(courier::Sink& inner, std::atomic<uint64_t>& written)
-      : inner_(inner), written_(written) {}
-  Status Write(std::span<const uint8_t> data) override {
-    sha_.Update(data);
-    CV_TRY(inner_.Write(data));
-    written_ += data.size();
-    return {};
-  }
-  Status WriteZeros(uint64_t n) override {
-    HashZeros(n);
-    CV_TRY(inner_.WriteZeros(n));
-    written_ += n;
-    return {};
-  }
-  Status Skip(uint64_t n) override {
-    HashZeros(n);
-    CV_TRY(inner_.Skip(n));
-    written_ += n;
-    return {};
-  }
-  Status Finish() override { return inner_.Finish(); }
-  Sha256Digest Digest() { return sha_.Final(); }
-
- private:
-  void HashZeros(uint64_t n) {
-    static const std::vector<uint8_t> zeros(1 << 20);
-    while (n > 0) {
-      const size_t k = static_cast<size_t>(std::min<uint64_t>(n, zeros.size()));
-      sha_.Update(std::span<const uint8_t>(zeros.data(), k));
-      n -= k;
-    }
-  }
-  courier::Sink& inner_;
-  std::atomic<uint64_t>& written_;
-  Sha256 sha_;
-};
-
-// Reads a drive's objects ahead of the writer, in write order, on threads of its own: the
-// store's reader serves one request at a time, and several in flight keep every disk busy.
-// An object of up to kWholeBytes is one piece, read and checked against its SHA-256 by the
-// thread that reads it; larger ones are cut into pieces of kPieceBytes that the writer checks
-// as they go by. Pieces ahead of the writer (read, being read, or waiting) hold at most
-// kWindowBytes, or one piece: bounded memory.
-class Prefetcher {
- public:
-  struct Piece {
-    const SnapObject* object;
-    uint64_t offset = 0;
-    uint64_t length = 0;
-    bool whole() const { return offset == 0 && length == object->size; }
-  };
-  static constexpr uint64_t kWholeBytes = 32 << 20;
-  static constexpr uint64_t kPieceBytes = 8 << 20;
-  static constexpr uint64_t kWindowBytes = 96 << 20;
-  static constexpr int kThreads = 4;
-
-  // bytes_per_sec: pieces start no faster than that (0 = unthrottled).
-  Prefetcher(storage::ObjectStore& store, const index::Id& device, std::vector<Piece> pieces,
-             uint64_t bytes_per_sec)
-      : store_(store), device_(device), pieces_(std::move(pieces)), rate_(bytes_per_sec) {
-    for (int i = 0; i < kThreads; ++i) threads_.emplace_back([this] { Work(); });
-  }
-  ~Prefetcher() {
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
-  const std::vector<Piece>& pieces() const { return pieces_; }
-
-  // The bytes of piece i, waiting for them if need be; pieces before i are dropped. REQUIRES:
-  // i does not decrease from call to call. While it waits it calls `idle` every 100 ms;
-  // nullptr when that returned true (stop).
-  Result<const std::vector<uint8_t>*> Get(size_t i, const std::function<bool()>& idle) {
-    std::unique_lock lock(mu_);
-    if (i != consumed_) {
-      for (auto it = slots_.begin(); it != slots_.end() && it->first < i;) it = slots_.erase(it);
-      for (; consumed_ < i; ++consumed_) {
-        if (consumed_ < next_) ahead_bytes_ -= pieces_[consumed_].length;
-      }
-      next_ = std::max(next_, consumed_);
-      cv_.notify_all();
-    }
-    while (!cv_.wait_for(lock, std::chrono::milliseconds(100),
-                         [&] { return slots_.count(i) > 0; })) {
-      lock.unlock();
-      const bool stop = idle();
-      lock.lock();
-      if (stop) return nullptr;
-    }
-    Slot& s = slots_[i];
-    if (s.error) return tl::unexpected(*s.error);
-    return &s.bytes;
-  }
-
- private:
-  struct Slot {
-    std::vector<uint8_t> bytes;
-    std::optional<Error> error;
-  };
-
-  void Work() {
-    while (true) {
-      size_t i;
-      uint64_t before;
-      {
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] {
-          return stop_ ||
-                 (next_ < pieces_.size() &&
-                  (next_ == consumed_ || ahead_bytes_ + pieces_[next_].length <= kWindowBytes));
-        });
-        if (stop_) return;
-        i = next_++;
-        ahead_bytes_ += pieces_[i].length;
-        before = started_bytes_;
-        started_bytes_ += pieces_[i].length;
-      }
-      if (rate_ > 0) {  // the throttle: this piece starts when the bytes before it are due
-        const auto due = start_ + std::chrono::microseconds(before * 1000000 / rate_);
-        std::unique_lock lock(mu_);
-        if (cv_.wait_until(lock, due, [&] { return stop_; })) return;
-      }
-      Slot s = Read(pieces_[i]);
-      {
-        std::lock_guard lock(mu_);
-        slots_[i] = std::move(s);
-      }
-      cv_.notify_all();
-    }
-  }
-
-  Slot Read(const Piece& p) {
-    Slot s;
-    const SnapObject& obj = *p.object;
-    auto r = store_.Open(index::ObjectKey{device_, obj.type, obj.name}, p.offset, p.length);
-    if (!r) {
-      s.error = r.error();
-      return s;
-    }
-    s.bytes.resize(p.length);
-    size_t got = 0;
-    while (got < p.length) {
-      auto k = (*r)->Read(std::span<uint8_t>(s.bytes.data() + got, p.length - got));
-      if (!k) {
-        s.error = k.error();
-        return s;
-      }
-      if (*k == 0) {
-        s.error = Error{ErrorKind::kCorruption, 0,
-                        "the store returned " + std::to_string(p.offset + got) + " of " +
-                            std::to_string(obj.size) + " bytes"};
-        return s;
-      }
-      got += *k;
-    }
-    if (p.whole() && Sha256::Of(std::string_view(reinterpret_cast<const char*>(s.bytes.data()),
-                                                 s.bytes.size())) != obj.sha256) {
-      s.error = Error{ErrorKind::kCorruption, 0, "SHA-256 differs from the index"};
-    }
-    return s;
-  }
-
-  storage::ObjectStore& store_;
-  const index::Id device_;
-  const std::vector<Piece> pieces_;
-  const uint64_t rate_;
-  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<size_t, Slot> slots_;
-  size_t next_ = 0;      // the next piece a thread reads
-  size_t consumed_ = 0;  // the piece the writer is on
-  uint64_t ahead_bytes_ = 0;  // bytes of pieces [consumed_, next_)
-  uint64_t started_bytes_ = 0;  // bytes of pieces [0, next_)
-  bool stop_ = false;
-  std::vector<std::thread> threads_;
-};
-
-// The job stopped on purpose (node stopping, job no longer running): not an error.
-constexpr std::string_view kStopped = "courier job stopped";
-
-// ---- the room a job needs in courier_dir ----
-
-// Object names are 64 hex digits (restic's content addresses): no name in an image is longer.
-constexpr uint64_t kMaxNameUnits = 64;
-
-// At most the bytes a courier job of device d takes in courier_dir: its snapshot.json and
-// every drive image as the writer lays it out (courier::AllocatedBytesBound: image files
-// are sparse). The device's counters give the data (locks, never copied, count too); the
-// objects every drive repeats (config, keys, snapshots, index: few and small beside the
-// data) are listed. A split plan is first fit, so no two of its drives are both at most half
-// full: it has at most 2 * ceil(data / room) + 1 drives, room being what one drive holds
-// beside the repeated files.
-Result<uint64_t> CourierBytesNeeded(index::Txn& txn, const index::DeviceRecord& d,
-                                    uint64_t drive_bytes) {
-  uint64_t common_objects = 0, common_bytes = 0;
-  for (index::ObjectType type : kTypes) {
-    if (type == index::ObjectType::kData) continue;
-    std::string after;
-    while (true) {
-      auto page = txn.ListObjects(d.id, type, after, 1000);
-      if (!page) return tl::unexpected(page.error());
-      for (const auto& [key, rec] : *page) {
-        ++common_objects;
-        common_bytes += rec.size;
-      }
-      if (page->size() < 1000) break;
-      after = page->back().first.name;
-    }
-  }
-  const uint64_t data_objects = d.objects > common_objects ? d.objects - common_objects : 0;
-  const uint64_t data_bytes = d.bytes > common_bytes ? d.bytes - common_bytes : 0;
-  // SHA256SUMS lines, the README (longest drive numbers) and the signature, on every drive.
-  const uint64_t line = courier::Sha256SumsLineBytes(
-      RepoPath(SnapObject{index::ObjectType::kSnapshots, std::string(kMaxNameUnits, '0')}));
-  Snapshot s;
-  s.taken_ns = NowNanos();
-  s.device_name = d.name;
-  index::Job probe;
-  probe.account = d.account;
-  probe.device = d.id;
-  const uint64_t readme = Readme(s, probe, 99999, 99999).size();
-  // Folders besides the root: repo, its five object folders, and data/00..ff where a data
-  // object's name starts so.
-  const uint64_t dirs = 6 + std::min<uint64_t>(256, data_objects);
-  courier::ContentSummary common{common_objects + 3,
-                                 common_bytes + readme + 64 + (common_objects + 1) * line, dirs,
-                                 kMaxNameUnits};
-  courier::ContentSummary data{data_objects, data_bytes + data_objects * line, 0, kMaxNameUnits};
-  // snapshot.json: per object its type, name, size and SHA-256 in JSON.
-  const uint64_t snapshot = 4096 + 6 * d.name.size() + 200 * d.objects;  // \u00XX at worst
-  if (drive_bytes == 0) {
-    common.files += data.files;
-    common.file_bytes += data.file_bytes;
-    return snapshot + courier::AllocatedBytesBound(common, 0);
-  }
-  const uint64_t per_drive = courier::AllocatedBytesBound(common, drive_bytes);
-  const uint64_t data_part = courier::AllocatedBytesBound(data, drive_bytes);
-  // Minus the few clusters that where a file lands can change (a new folder, the manifest).
-  const uint64_t slack = 4 * (128 << 10);
-  uint64_t drives = 1;
-  if (data.files > 0 && drive_bytes > per_drive + slack) {
-    drives = 2 * ((data_part + drive_bytes - per_drive - slack - 1) /
-                  (drive_bytes - per_drive - slack)) +
-             1;
-  }
-  return snapshot + drives * per_drive + data_part;
-}
 
 // Bytes that the files under `dir` take on their file system (none if it does not exist).
 uint64_t AllocatedUnder(const std::string& dir) {
@@ -606,7 +48,7 @@ Result<uint64_t> CourierBytesFree(const Options& o) {
 // ---- routes ----
 
 Response CourierPubkey(Call& c) {
-  auto pem = CourierPrivateKey(*c.options);
+  auto pem = jobs::CourierPrivateKey(*c.options);
   if (!pem) return FromError(pem.error());
   auto pub = courier::Ed25519PublicKeyPem(*pem);
   if (!pub) return FromError(pub.error());
@@ -639,14 +81,14 @@ Response CreateCourier(Call& c) {
     // front: the bytes the jobs already scheduled or running may still write are held.
     std::optional<index::Job> other;
     uint64_t held = 0;
-    CV_TRY(ForEachPendingJob(txn, std::nullopt, [&](const index::Job& j) {
-      if (j.kind != kCourierJob) return true;
+    CV_TRY(jobs::ForEachPendingJob(txn, std::nullopt, [&](const index::Job& j) {
+      if (j.kind != jobs::kCourierJob) return true;
       if (j.device == *c.device) {
         other = j;
         return false;
       }
-      const uint64_t promised = U64(ParsedObjectOrEmpty(j.params_json), "needed_bytes");
-      const uint64_t used = AllocatedUnder(JobDir(*c.options, j.id));
+      const uint64_t promised = jobs::U64(jobs::ParsedObjectOrEmpty(j.params_json), "needed_bytes");
+      const uint64_t used = AllocatedUnder(jobs::CourierJobDir(*c.options, j.id));
       held += promised > used ? promised - used : 0;
       return true;
     }));
@@ -659,7 +101,7 @@ Response CreateCourier(Call& c) {
       busy.details["job"] = index::IdToHex(other->id);
       return Outcome(tl::unexpected(std::move(busy)));
     }
-    auto needed = CourierBytesNeeded(txn, **d, drive_bytes->value_or(0));
+    auto needed = jobs::CourierBytesNeeded(txn, **d, drive_bytes->value_or(0));
     if (!needed) return tl::unexpected(needed.error());
     auto free = CourierBytesFree(*c.options);
     if (!free) return tl::unexpected(free.error());
@@ -684,9 +126,10 @@ Response CreateCourier(Call& c) {
     params["drive_bytes"] = drive_bytes->value_or(0);
     params["device_name"] = (*d)->name;
     params["needed_bytes"] = *needed;
-    index::Job job = NewJob(kCourierJob, *c.account, *c.device, params, c.now_ns, c.now_ns);
+    index::Job job =
+        jobs::NewJob(jobs::kCourierJob, *c.account, *c.device, params, c.now_ns, c.now_ns);
     CV_TRY(txn.PutJob(job));
-    json::object after = JobJson(job);
+    json::object after = jobs::JobJson(job);
     CV_TRY(AppendAudit(txn, c, "device.courier",
                        "account/" + index::IdToHex(*c.account) + "/device/" +
                            index::IdToHex(*c.device),
@@ -706,14 +149,14 @@ Response CourierImage(Call& c) {
     if (!j) return tl::unexpected(j.error());
     if (!*j) return Outcome(tl::unexpected(NoSuch("job")));
     // A cancelled job's images were removed with it; a failed one has none.
-    if ((*j)->kind != kCourierJob || (*j)->state == "cancelled" || (*j)->state == "failed") {
+    if ((*j)->kind != jobs::kCourierJob || (*j)->state == "cancelled" || (*j)->state == "failed") {
       return Outcome(tl::unexpected(NoSuch("image")));
     }
     if ((*j)->state != "done") {
       return Outcome(tl::unexpected(
           ApiError{409, "not_ready", "the courier job is " + (*j)->state + ", not done", {}}));
     }
-    json::object result = ParsedObjectOrEmpty((*j)->result_json);
+    json::object result = jobs::ParsedObjectOrEmpty((*j)->result_json);
     if (const json::value* at = result.if_contains("images_deleted_at")) {
       return Outcome(tl::unexpected(ApiError{
           404, "not_found",
@@ -727,7 +170,8 @@ Response CourierImage(Call& c) {
       return Outcome(tl::unexpected(NoSuch("image")));
     }
     const json::value& img = images->as_array()[c.drive - 1];
-    path = JobDir(*c.options, (*j)->id) + "/" + (img.is_object() ? Str(img.as_object(), "file") : "");
+    path = jobs::CourierJobDir(*c.options, (*j)->id) + "/" +
+           (img.is_object() ? jobs::Str(img.as_object(), "file") : "");
     return Outcome(Reply(200, json::object()));
   });
   if (r.status != 200) return r;
@@ -738,19 +182,6 @@ Response CourierImage(Call& c) {
   f.status = 200;
   f.file = path;
   return f;
-}
-
-Status RemoveCourierFiles(const Options& o, const index::Id& job) {
-  if (o.courier_dir.empty()) return {};
-  const std::string dir = JobDir(o, job);
-  std::error_code ec;
-  // A writer that has not yet seen a cancel may add a file while the folder is emptied (then
-  // rmdir fails): try again.
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    fs::remove_all(dir, ec);
-    if (!ec) return {};
-  }
-  return Err(ErrorKind::kIOError, "remove " + dir + ": " + ec.message());
 }
 
 Response DeleteCourierImages(Call& c) {
@@ -765,300 +196,30 @@ Response DeleteCourierImages(Call& c) {
     if (!MayChangeJob(c.caller, j.kind)) {
       return RefuseJobChange(txn, c, j, "courier.images_delete");
     }
-    if (j.kind != kCourierJob || j.state != "done") {
+    if (j.kind != jobs::kCourierJob || j.state != "done") {
       return Outcome(tl::unexpected(ApiError{
           409, "not_done",
           "only the images of a done courier job can be deleted; this is a " + j.kind +
               " job, " + j.state,
           {}}));
     }
-    json::object result = ParsedObjectOrEmpty(j.result_json);
+    json::object result = jobs::ParsedObjectOrEmpty(j.result_json);
     // Again: nothing changes (the files are removed again below, should a first try have
     // failed half-way).
-    if (result.contains("images_deleted_at")) return Outcome(Reply(200, JobJson(j)));
-    const json::object before = JobJson(j);
+    if (result.contains("images_deleted_at")) return Outcome(Reply(200, jobs::JobJson(j)));
+    const json::object before = jobs::JobJson(j);
     result["images_deleted_at"] = TimeOrNull(c.now_ns);
     j.result_json = json::serialize(result);
     CV_TRY(txn.PutJob(j));
-    auto partner = JobPartner(txn, j);
+    auto partner = jobs::JobPartner(txn, j);
     if (!partner) return tl::unexpected(partner.error());
-    json::object after = JobJson(j);
-    CV_TRY(AppendAudit(txn, c, "courier.images_delete", JobTarget(j.id), j.account, *partner,
+    json::object after = jobs::JobJson(j);
+    CV_TRY(AppendAudit(txn, c, "courier.images_delete", jobs::JobTarget(j.id), j.account, *partner,
                        before, after));
     return Outcome(Reply(200, after));
   });
   if (r.status == 200) {
-    if (Status s = RemoveCourierFiles(*c.options, *c.job); !s) return FromError(s.error());
-  }
-  return r;
-}
-
-// ---- the job ----
-
-namespace {
-
-Result<bool> JobIsCancelled(storage::ObjectStore& store, const index::Id& id) {
-  auto txn = store.Index().BeginRead();
-  if (!txn) return tl::unexpected(txn.error());
-  auto j = (*txn)->GetJob(id);
-  if (!j) return tl::unexpected(j.error());
-  return *j && (*j)->state == "cancelled";
-}
-
-// courier: progress {"phase": "writing", snapshot_sha256, objects, bytes_written, bytes_total,
-// drive, drives, images (finished ones)}; result {"images": [{drive, file, bytes, sha256}],
-// objects, object_bytes, snapshot_at, drives}, and images_deleted_at once DELETE removed them.
-JobResult WriteImages(JobContext& ctx) {
-  index::Job& job = ctx.job;
-  const Options& o = ctx.options;
-  if (!job.device || !job.account) {
-    return Err(ErrorKind::kInvalidArgument, "courier job without a device");
-  }
-  if (o.courier_dir.empty()) return Err(ErrorKind::kUnavailable, "courier_dir is not set");
-  const json::object params = ParsedObjectOrEmpty(job.params_json);
-  const uint64_t drive_bytes = U64(params, "drive_bytes");
-  json::object progress = ParsedObjectOrEmpty(job.progress_json);
-  const std::string dir = JobDir(o, job.id);
-  const std::string snap_file = dir + "/snapshot.json";
-  std::error_code fec;
-  fs::create_directories(dir, fec);
-  if (fec) return Err(ErrorKind::kIOError, "create " + dir + ": " + fec.message());
-
-  // The snapshot: the saved one if the progress names it, else a new one.
-  Snapshot snap;
-  bool have = false;
-  if (!Str(progress, "snapshot_sha256").empty()) {
-    auto text = ReadSmallFile(snap_file);
-    if (text && ToHex(Sha256::Of(*text)) == Str(progress, "snapshot_sha256")) {
-      if (auto s = ParseSnapshot(*text)) {
-        snap = std::move(*s);
-        have = true;
-      }
-    }
-  }
-  if (!have) {
-    auto s = TakeSnapshot(ctx.store, *job.device);
-    if (!s) return tl::unexpected(s.error());
-    snap = std::move(*s);
-    const std::string text = SnapshotText(snap);
-    CV_TRY(WriteFileDurably(snap_file, text));
-    progress = json::object();
-    progress["phase"] = "writing";
-    progress["snapshot_sha256"] = ToHex(Sha256::Of(text));
-    progress["snapshot_at"] = TimeOrNull(snap.taken_ns);
-    progress["images"] = json::array();
-  }
-  uint64_t object_bytes = 0;
-  for (const auto& x : snap.objects) object_bytes += x.size;
-
-  auto pem = CourierPrivateKey(o);
-  if (!pem) return tl::unexpected(pem.error());
-  auto drives = PlanDrives(snap, job, drive_bytes, *pem);
-  if (!drives) return tl::unexpected(drives.error());
-  std::vector<courier::Layout> layouts;
-  uint64_t bytes_total = 0;
-  for (auto& d : *drives) {
-    auto l = courier::Layout::Plan(d.files, BaseLayoutOptions(snap, drive_bytes));
-    if (!l) return tl::unexpected(l.error());
-    bytes_total += l->image_bytes();
-    layouts.push_back(std::move(*l));
-  }
-  const size_t n = layouts.size();
-  progress["objects"] = snap.objects.size();
-  progress["bytes_total"] = bytes_total;
-  progress["drives"] = n;
-  // Images a previous run finished (same snapshot, so the same bytes) stay.
-  json::array done;
-  if (const json::value* v = progress.if_contains("images"); v && v->is_array()) {
-    for (const json::value& img : v->as_array()) {
-      if (!img.is_object()) continue;
-      struct stat st {};
-      const std::string f = dir + "/" + Str(img.as_object(), "file");
-      if (::stat(f.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) == U64(img.as_object(), "bytes")) {
-        done.push_back(img);
-      }
-    }
-  }
-  progress["images"] = done;
-
-  std::atomic<uint64_t> written{0};
-  uint64_t written_before = 0;  // bytes of the images before the current one
-  auto last_save = std::chrono::steady_clock::now();
-  bool stop = false;
-
-  auto save = [&](size_t drive) -> Status {
-    progress["drive"] = drive;
-    progress["bytes_written"] = written_before + written.load();
-    auto ok = ctx.SaveProgress(progress);
-    if (!ok) return tl::unexpected(ok.error());
-    if (!*ok) stop = true;
-    last_save = std::chrono::steady_clock::now();
-    return {};
-  };
-
-  for (size_t d = 0; d < n; ++d) {
-    const std::string name = ImageName(d + 1, n);
-    bool finished = false;
-    for (const json::value& img : done) {
-      finished = finished || Str(img.as_object(), "file") == name;
-    }
-    if (finished) {
-      written_before += layouts[d].image_bytes();
-      continue;
-    }
-    const DriveFiles& df = (*drives)[d];
-    const std::string tmp = dir + "/" + name + ".tmp";
-    ::unlink(tmp.c_str());
-    auto fd_sink = courier::FdSink::Open(tmp, /*sync=*/true);
-    if (!fd_sink) return tl::unexpected(fd_sink.error());
-    written = 0;
-    HashingSink hashing(**fd_sink, written);
-    courier::PipelinedSink pipelined(hashing);
-
-    // The objects, read ahead through the store (which verifies every shard and rebuilds
-    // degraded stripes), each checked against its snapshotted SHA-256 as it goes by.
-    std::vector<Prefetcher::Piece> pieces;
-    for (size_t fi : layouts[d].write_order()) {
-      const SnapObject* obj = df.sources[fi].object;
-      if (!obj) continue;
-      const uint64_t step =
-          obj->size <= Prefetcher::kWholeBytes ? obj->size : Prefetcher::kPieceBytes;
-      for (uint64_t off = 0; off < obj->size; off += step) {
-        pieces.push_back({obj, off, std::min(step, obj->size - off)});
-      }
-    }
-    Prefetcher prefetch(ctx.store, *job.device, std::move(pieces), o.courier_bytes_per_sec);
-    size_t piece = 0;
-    const SnapObject* cur = nullptr;
-    // While the writer waits for the store (or the throttle): progress every second, and
-    // the node may stop.
-    auto idle = [&]() -> bool {
-      if (ctx.stopping()) stop = true;
-      if (!stop && std::chrono::steady_clock::now() - last_save >= std::chrono::seconds(1)) {
-        if (Status st = save(d + 1); !st) {
-          Log(LogLevel::kWarn, "courier_progress_failed",
-              {{"job", index::IdToHex(job.id)}, {"error", st.error().ToString()}});
-        }
-      }
-      return stop;
-    };
-    std::optional<Sha256> object_sha;
-    auto fill = [&](size_t fi, uint64_t offset, std::span<uint8_t> out) -> Status {
-      const Source& src = df.sources[fi];
-      if (!src.object) {
-        std::memcpy(out.data(), src.text.data() + offset, out.size());
-        return {};
-      }
-      const SnapObject& obj = *src.object;
-      const std::string what = RepoPath(obj);
-      // Objects of one piece were checked by the thread that read them.
-      const bool check_here = obj.size > Prefetcher::kWholeBytes;
-      if (cur != &obj) {
-        cur = &obj;
-        if (check_here) object_sha.emplace();
-      }
-      size_t got = 0;
-      while (got < out.size()) {
-        const auto& ps = prefetch.pieces();
-        const uint64_t at = offset + got;
-        while (piece < ps.size() &&
-               (ps[piece].object != &obj || ps[piece].offset + ps[piece].length <= at)) {
-          ++piece;
-        }
-        if (piece == ps.size() || ps[piece].offset > at) {
-          return Err(ErrorKind::kInternal, what + ": the writer asked for bytes out of order");
-        }
-        auto bytes = prefetch.Get(piece, idle);
-        if (bytes && !*bytes) {
-          stop = true;
-          return Err(ErrorKind::kInternal, std::string(kStopped));
-        }
-        if (!bytes && bytes.error().kind == ErrorKind::kNotFound) {
-          // Deleted after the snapshot: the next attempt starts over with a new one.
-          ::unlink(snap_file.c_str());
-          return Err(ErrorKind::kNotFound,
-                     what + " was deleted after the job's snapshot; the job starts over");
-        }
-        if (!bytes) return Err(bytes.error().kind, what + " unreadable: " + bytes.error().ToString());
-        const uint64_t in_piece = at - ps[piece].offset;
-        const size_t n = static_cast<size_t>(
-            std::min<uint64_t>(out.size() - got, ps[piece].length - in_piece));
-        std::memcpy(out.data() + got, (*bytes)->data() + in_piece, n);
-        got += n;
-      }
-      if (check_here) {
-        object_sha->Update(std::span<const uint8_t>(out.data(), out.size()));
-        if (offset + out.size() == obj.size && object_sha->Final() != obj.sha256) {
-          return Err(ErrorKind::kCorruption, what + ": SHA-256 differs from the index");
-        }
-      }
-      if (ctx.stopping()) stop = true;
-      if (!stop && std::chrono::steady_clock::now() - last_save >= std::chrono::seconds(1)) {
-        CV_TRY(save(d + 1));
-      }
-      if (stop) return Err(ErrorKind::kInternal, std::string(kStopped));
-      return {};
-    };
-    Status w = courier::WriteImage(layouts[d], fill, pipelined);
-    if (w) w = pipelined.Finish();
-    if (!w) {
-      ::unlink(tmp.c_str());
-      if (stop) return std::optional<json::object>();  // resumed at next start, or cancelled
-      return tl::unexpected(w.error());
-    }
-    const std::string final_path = dir + "/" + name;
-    if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
-      return ErrnoError(errno, "rename " + tmp);
-    }
-    json::object img;
-    img["drive"] = d + 1;
-    img["file"] = name;
-    img["bytes"] = layouts[d].image_bytes();
-    img["sha256"] = ToHex(hashing.Digest());
-    img["files"] = df.files.size();
-    done.push_back(img);
-    progress["images"] = done;
-    written_before += layouts[d].image_bytes();
-    written = 0;
-    CV_TRY(save(d + 1));
-    if (stop) return std::optional<json::object>();
-    Log(LogLevel::kInfo, "courier_image",
-        {{"job", index::IdToHex(job.id)}, {"file", final_path}, {"sha256", Str(img, "sha256")}});
-  }
-  // Images in drive order.
-  std::vector<json::value> sorted(done.begin(), done.end());
-  std::sort(sorted.begin(), sorted.end(), [](const json::value& a, const json::value& b) {
-    return U64(a.as_object(), "drive") < U64(b.as_object(), "drive");
-  });
-  json::object result;
-  result["images"] = json::array(sorted.begin(), sorted.end());
-  result["drives"] = n;
-  result["objects"] = snap.objects.size();
-  result["object_bytes"] = object_bytes;
-  result["snapshot_at"] = TimeOrNull(snap.taken_ns);
-  result["started_at"] = TimeOrNull(job.started_ns);
-  result["finished_at"] = TimeOrNull(NowNanos());
-  return std::optional<json::object>(std::move(result));
-}
-
-}  // namespace
-
-JobResult RunCourierJob(JobContext& ctx) {
-  JobResult r = WriteImages(ctx);
-  if (r && *r) return r;
-  // Stopped or failed. A cancelled job is never resumed: its files go. The cancel route
-  // removed them already, but this thread may have written more before it stopped.
-  bool cancelled = ctx.cancelled();
-  if (!cancelled) {
-    auto c = JobIsCancelled(ctx.store, ctx.job.id);
-    cancelled = c && *c;
-  }
-  if (cancelled) {
-    if (Status s = RemoveCourierFiles(ctx.options, ctx.job.id); !s) {
-      Log(LogLevel::kWarn, "courier_cleanup_failed",
-          {{"job", index::IdToHex(ctx.job.id)}, {"error", s.error().ToString()}});
-    }
-    return std::optional<json::object>();
+    if (Status s = jobs::RemoveCourierFiles(*c.options, *c.job); !s) return FromError(s.error());
   }
   return r;
 }

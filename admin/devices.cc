@@ -1,5 +1,6 @@
 // Devices of an account (create within the device limit, read, rename, append-only, rotate
-// the token) and the device report GET /devices?stale_for= ("computers not backing up").
+// the token, delete: a device.purge job, admin/jobs/device_purge.cc) and the device report
+// GET /devices?stale_for= ("computers not backing up").
 // A device being deleted (closed until its purge, or its account's, has run) is on its way
 // out: it takes no slot of the device limit, so that a partner replacing a decommissioned
 // server can add the new one at once, and it is not reported as "not backing up".
@@ -8,6 +9,7 @@
 #include <map>
 
 #include "admin/internal.h"
+#include "admin/jobs/jobs.h"
 
 namespace cv::admin::internal {
 
@@ -93,7 +95,7 @@ Response CreateDevice(Call& c) {
     auto a = VisibleAccount(txn, c.caller, d.account);
     if (!a) return tl::unexpected(a.error());
     if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
-    auto pending = PendingAccountPurge(txn, d.account);
+    auto pending = jobs::PendingAccountPurge(txn, d.account);
     if (!pending) return tl::unexpected(pending.error());
     if (*pending) {
       return Outcome(tl::unexpected(ApiError{
@@ -168,6 +170,28 @@ Response PatchDevice(Call& c) {
   });
 }
 
+ApiResult<int64_t> PurgeGrace(const Call& c) {
+  auto q = Query::Parse(c.query, {"grace"});
+  if (!q) return tl::unexpected(q.error());
+  int64_t grace = c.options->purge_grace_ns;
+  if (auto g = q->Get("grace")) {
+    auto d = ParseDuration(*g);
+    if (!d) {
+      return tl::unexpected(ApiError{
+          400, "invalid_query",
+          "query parameter 'grace' must be a duration such as 7d, 24h or 0s", "grace"});
+    }
+    if (*d < grace && !c.caller.is_operator) {
+      return tl::unexpected(ApiError{403, "operator_only",
+                                     "only the operator may shorten the grace period below " +
+                                         std::to_string(grace / 1000000000) + " s",
+                                     "grace"});
+    }
+    grace = *d;
+  }
+  return grace;
+}
+
 Response DeleteDevice(Call& c) {
   if (!c.request.body.empty()) {
     return FromApiError(ApiError{400, "unexpected_body", "DELETE takes no body", {}});
@@ -188,13 +212,14 @@ Response DeleteDevice(Call& c) {
     json::object params;
     params["grace_seconds"] = grace / 1000000000;
     params["device_name"] = d.name;
-    index::Job job = NewJob(kPurgeDeviceJob, d.account, d.id, params, c.now_ns, c.now_ns + grace);
+    index::Job job =
+        jobs::NewJob(jobs::kPurgeDeviceJob, d.account, d.id, params, c.now_ns, c.now_ns + grace);
     const json::object before = DeviceJson(d);
     d.closed_ns = c.now_ns;
     d.purge_job = job.id;
     CV_TRY(txn.PutDevice(d));
     CV_TRY(txn.PutJob(job));
-    json::object after = JobJson(job);
+    json::object after = jobs::JobJson(job);
     CV_TRY(AppendAudit(txn, c, "device.delete", DeviceTarget(d.account, d.id), d.account,
                        (*f)->account.partner, before, after));
     Response ok = Reply(202, after);

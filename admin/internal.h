@@ -1,6 +1,8 @@
 // admin/internal: what the route handlers share (internal to admin/). admin.cc authenticates
 // the caller, matches the route and hands a Call to one handler; each resource has its own
-// file (partners.cc, accounts.cc, addons.cc, devices.cc, audit.cc, fsck.cc).
+// file (partners.cc, accounts.cc, addons.cc, devices.cc, job_routes.cc, audit.cc, fsck.cc,
+// ops.cc, disks.cc, courier.cc). The jobs those routes schedule run in admin/jobs/
+// (jobs/jobs.h).
 //
 // Scoping: a partner key sees the accounts whose partner is its partner, and the devices and
 // add-ons of those accounts. Anything else -- another partner's account, a released account,
@@ -12,9 +14,7 @@
 
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
-#include <chrono>
 #include <functional>
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,6 +24,10 @@
 #include "admin/json_util.h"
 #include "index/index.h"
 #include "storage/storage.h"
+
+namespace cv::admin::jobs {
+class JobRunner;  // admin/jobs/jobs.h
+}  // namespace cv::admin::jobs
 
 namespace cv::admin::internal {
 
@@ -37,8 +41,6 @@ struct Caller {
   std::string role;     // AdminRoleName: "operator" or "partner:<hex>"
 };
 
-class JobRunner;
-
 // One request, matched to its route.
 struct Call {
   storage::ObjectStore& store;
@@ -51,7 +53,7 @@ struct Call {
   uint32_t drive = 0;  // the {drive} placeholder (1..n) of courier image routes
   size_t disk = 0;     // the {disk} placeholder (a position, 0..) of disk routes
   const Options* options = nullptr;
-  JobRunner* runner = nullptr;  // null when the API runs no jobs
+  jobs::JobRunner* runner = nullptr;  // null when the API runs no jobs
 };
 
 // ---- answers ----
@@ -110,94 +112,11 @@ Status AppendSystemAudit(index::WriteTxn& txn, int64_t now_ns, std::string_view 
                          std::optional<index::Id> partner, const json::value& before,
                          const json::value& after);
 
-// ---- jobs (jobs.cc) ----
-// Job kinds.
-inline constexpr std::string_view kPurgeDeviceJob = "device.purge";
-inline constexpr std::string_view kPurgeAccountJob = "account.purge";
-// ?grace= of a DELETE that schedules a purge: the configured default, longer for anyone,
-// shorter (0 included) only for the operator.
-ApiResult<int64_t> PurgeGrace(const Call& c);
-// Calls fn with every scheduled job and then every running one (of `account` only, if
-// given) until fn returns false.
-Status ForEachPendingJob(index::Txn& txn, std::optional<index::Id> account,
-                         const std::function<bool(const index::Job&)>& fn);
-// The scheduled or running account.purge job of the account, if any.
-Result<std::optional<index::Id>> PendingAccountPurge(index::Txn& txn, const index::Id& account);
-inline constexpr std::string_view kScrubJob = "scrub";
-inline constexpr std::string_view kRepairJob = "repair";
-inline constexpr std::string_view kCourierJob = "courier";
-inline constexpr std::string_view kDrainJob = "disk.drain";
-
-// What a running job sees.
-struct JobContext {
-  storage::ObjectStore& store;
-  const Options& options;
-  index::Job& job;                // as stored; SaveProgress keeps progress_json current
-  // The node is stopping (resumed at next start) or the job was cancelled (cancelled() is then
-  // true too): return nullopt. Cheap: check it between chunks of work.
-  std::function<bool()> stopping;
-  std::function<bool()> cancelled;  // POST /jobs/{j}/cancel stopped it: nothing resumes it
-  // Commits `progress` as the job's progress, with `also` in the same transaction. false
-  // (not an error) when the job is no longer "running" (cancelled): the job should stop.
-  Result<bool> SaveProgress(const json::object& progress,
-                            const std::function<Status(index::WriteTxn&)>& also = nullptr);
-};
-// A job kind's work: its result when done, nullopt when it stopped early (the node stops, or
-// the job was cancelled). The runner then records "done" with the result and an audit record.
-using JobResult = Result<std::optional<json::object>>;
-// The progress callback of a long walk (scrub, drain): saves what `make()` builds at most
-// once a second; false means stop now: the node stops, the job was cancelled (cancelled())
-// or saving failed (error()).
-class ProgressSaver {
- public:
-  explicit ProgressSaver(JobContext& ctx) : ctx_(ctx) {}
-  bool Tick(const std::function<json::object()>& make);
-  bool cancelled() const { return cancelled_; }
-  // The save error, if one stopped the walk.
-  std::optional<Error> error() const { return error_; }
-
- private:
-  JobContext& ctx_;
-  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
-  bool cancelled_ = false;
-  std::optional<Error> error_;
-};
-// The objects in the index now: a long job's total.
-Result<uint64_t> CountObjects(storage::ObjectStore& store);
-// `base` (an array in a progress object, or none) with `lines` appended, at most `cap` items.
-json::array AppendCapped(const json::value* base, const std::vector<std::string>& lines, size_t cap);
-// A non-negative integer field of a progress/params object; 0 if absent or not one.
-uint64_t U64(const json::object& o, std::string_view key);
-JobResult RunPurgeJob(JobContext& ctx);   // jobs.cc
-JobResult RunScrubJob(JobContext& ctx);   // ops.cc
-JobResult RunRepairJob(JobContext& ctx);  // ops.cc
-JobResult RunCourierJob(JobContext& ctx);  // courier.cc
-JobResult RunDrainJob(JobContext& ctx);    // disks.cc
-// The scrub/repair job due now by the node's own policy ([scrub] in the config): a background
-// scrub pass when the last full one is older than scrub_interval_ns, a repair when disks have
-// failed or damage is queued and auto_repair is on. nullopt: nothing due (ops.cc).
-// The disks' state comes from store.Stats(), which reads every disk's identity file (and so
-// notices a vanished disk): read when a scrub is due, else only if `last_disk_check` is unset
-// or kDiskCheckInterval old; it is then set to now.
-using SteadyTime = std::chrono::steady_clock::time_point;
-inline constexpr std::chrono::seconds kDiskCheckInterval{10};
-Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
-                                                    const Options& options, int64_t now_ns,
-                                                    std::optional<SteadyTime>& last_disk_check);
-json::object JobJson(const index::Job& j);
-// A job's params/progress/result text as a JSON object ({} if empty or not an object).
-json::object ParsedObjectOrEmpty(const std::string& text);
-// A new job of `kind` in state "scheduled", due at run_after_ns.
-index::Job NewJob(std::string_view kind, std::optional<index::Id> account,
-                  std::optional<index::Id> device, const json::object& params, int64_t now_ns,
-                  int64_t run_after_ns);
-std::string JobTarget(const index::Id& job);
+// ---- jobs: who may see and change one (job_routes.cc); the jobs are admin/jobs/ ----
 // The job if it exists and the caller may see it: the operator sees every job, a partner the
 // jobs of its accounts.
 Result<std::optional<index::Job>> VisibleJob(index::Txn& txn, const Caller& caller,
                                              const index::Id& id);
-// The partner of the job's account (for its audit records), if it has one.
-Result<std::optional<index::Id>> JobPartner(index::Txn& txn, const index::Job& j);
 // The rule of every route that changes a job (POST /jobs/{j}/cancel, DELETE
 // /jobs/{j}/images): a key may change only a job of a kind its role may create. The operator
 // creates every kind; a partner key device.purge and courier jobs of its own accounts, never
@@ -210,32 +129,9 @@ bool MayChangeJob(const Caller& caller, std::string_view kind);
 // {status, code, message}}) appended to txn, which then commits with nothing else changed.
 Result<Outcome> RefuseJobChange(index::WriteTxn& txn, const Call& c, const index::Job& j,
                                 std::string_view action);
-
-// Runs due jobs on three threads ("lanes"), one per kind of work, so that no kind holds up
-// another: purges (device.purge, account.purge), courier images (courier) and maintenance
-// (scrub, repair, disk.drain). A purge never waits for a multi-terabyte courier image or a
-// scrub, a courier image never waits for a purge. Each lane runs its jobs one at a time: jobs
-// left "running" by a crash first (resumed where their progress says), then "scheduled" ones
-// whose run_after has come. When idle, the purge lane compacts every
-// options.compact_interval_ns (so that compaction passes, a purge's own included, never run
-// two at once) and the maintenance lane schedules what DueMaintenanceJob says. Stops at the
-// next batch boundary when destroyed: a job it was running stays "running" and resumes at
-// next start.
-class JobRunner {
- public:
-  JobRunner(storage::ObjectStore& store, const Options& options);
-  ~JobRunner();
-  JobRunner(const JobRunner&) = delete;
-  JobRunner& operator=(const JobRunner&) = delete;
-  void Wake();  // look for due jobs now
-  // The job's state is now "cancelled": if a lane is running it, its stopping() and
-  // cancelled() turn true at once, so it stops at its next check rather than its next save.
-  void Cancelled(const index::Id& job);
-
- private:
-  struct State;
-  std::unique_ptr<State> s_;
-};
+// ?grace= of a DELETE that schedules a purge (of a device or a whole account; devices.cc):
+// the configured default, longer for anyone, shorter (0 included) only for the operator.
+ApiResult<int64_t> PurgeGrace(const Call& c);
 
 // ---- handlers, by resource ----
 Response CreatePartner(Call& c);
@@ -251,6 +147,7 @@ Response GetAccount(Call& c);
 Response PatchAccount(Call& c);
 Response ReleaseAccount(Call& c);
 Response GetUsage(Call& c);
+Response DeleteAccount(Call& c);  // operator only -> 202 account.purge job
 
 Response CreateAddOn(Call& c);
 Response ListAddOns(Call& c);
@@ -266,8 +163,7 @@ Response ListDevices(Call& c);  // GET /devices?stale_for=
 // for one more open device; devices being deleted do not count. nullopt: there is room.
 Result<std::optional<ApiError>> DeviceLimitReached(index::Txn& txn, const index::Id& account);
 
-Response DeleteDevice(Call& c);  // -> 202 purge job
-Response DeleteAccount(Call& c);  // operator only -> 202 account purge job
+Response DeleteDevice(Call& c);  // -> 202 device.purge job
 
 Response ListJobs(Call& c);
 Response GetJob(Call& c);
@@ -300,11 +196,8 @@ Status AuditNodeAction(index::WriteTxn& txn, const Call& c, std::string_view act
 std::optional<Response> RefuseFields(const Call& c);
 // "4+2" -> {4, 2}.
 std::optional<std::pair<int, int>> ParseProfile(std::string_view s);
-// An object key in job progress, and back (nullopt if malformed).
-json::object KeyJson(const index::ObjectKey& k);
-std::optional<index::ObjectKey> KeyFromJson(const json::value* v);
 // The stripe census of GET /status is cached for a few seconds; work that changes where
-// shards are drops it.
+// shards are (the scrub, repair and drain jobs) drops it.
 void ForgetCensus();
 
 // disks.cc
@@ -324,8 +217,5 @@ Response CourierPubkey(Call& c);   // GET /courier/pubkey
 Response CreateCourier(Call& c);   // POST /accounts/{a}/devices/{d}/courier -> 202 job
 Response CourierImage(Call& c);    // GET /jobs/{j}/images/{drive}: Response::file
 Response DeleteCourierImages(Call& c);  // DELETE /jobs/{j}/images
-// Removes courier_dir/<job> and everything in it (images, partial images, the snapshot);
-// nothing there is fine.
-Status RemoveCourierFiles(const Options& o, const index::Id& job);
 
 }  // namespace cv::admin::internal

@@ -1,6 +1,6 @@
-// The operator's routes for running a node (what `cvctl` calls): GET /status, POST /scrub,
-// POST /repair, POST /index/backup. Scrub and repair run synchronously in the request for
-// now; they become jobs once the job framework lands.
+// The operator's routes for running a node (what `cvctl` calls): GET /status, POST /scrub
+// and POST /repair (which schedule the jobs of admin/jobs/scrub.cc and repair.cc), POST
+// /index/backup.
 #include <boost/json/array.hpp>
 #include <chrono>
 #include <cinttypes>
@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "admin/internal.h"
+#include "admin/jobs/jobs.h"
 
 #ifndef CV_VERSION
 #define CV_VERSION "unknown"
@@ -21,10 +22,8 @@ namespace {
 // The stripe census walks every object: answers within this age come from the cache.
 constexpr auto kCensusMaxAge = std::chrono::seconds(5);
 
-// The rate repair jobs rebuild at, measured by the last one that rewrote at least
-// kRateMinBytes ("<bytes per second> <when ns>"); before any, kAssumedRepairRate.
-constexpr std::string_view kRepairRateMeta = "ops/repair_rate";
-constexpr uint64_t kRateMinBytes = 16ull << 20;
+// The rate GET /status assumes repair rebuilds at before a repair job measured one
+// (jobs::kRepairRateMeta).
 constexpr uint64_t kAssumedRepairRate = 100ull << 20;
 
 // Steady time of the process start (static initialisation of the node binary).
@@ -122,12 +121,6 @@ std::optional<std::pair<int, int>> ParseProfile(std::string_view s) {
   }
 }
 
-json::array Strings(const std::vector<std::string>& v) {
-  json::array a;
-  for (const auto& s : v) a.push_back(json::value(s));
-  return a;
-}
-
 Status AuditNodeAction(index::WriteTxn& txn, const Call& c, std::string_view action,
                        std::string target, const json::value& after) {
   return AppendAudit(txn, c, action, std::move(target), std::nullopt, std::nullopt, nullptr, after);
@@ -158,7 +151,7 @@ Response NodeStatus(Call& c) {
     auto s = (*txn)->GetMeta(kLastFullScrubMeta);
     if (!s) return FromError(s.error());
     if (*s) last_scrub_ns = std::strtoll((*s)->c_str(), nullptr, 10);
-    auto rate = (*txn)->GetMeta(kRepairRateMeta);
+    auto rate = (*txn)->GetMeta(jobs::kRepairRateMeta);
     if (!rate) return FromError(rate.error());
     if (*rate && std::sscanf((*rate)->c_str(), "%" SCNu64 " %" SCNd64, &repair_rate,
                              &repair_rate_ns) != 2) {
@@ -247,46 +240,6 @@ Response NodeStatus(Call& c) {
   return Reply(200, o);
 }
 
-json::object KeyJson(const index::ObjectKey& k) {
-  return json::object{{"device", index::IdToHex(k.device)},
-                      {"type", index::ObjectTypeName(k.type)},
-                      {"name", k.name}};
-}
-
-std::optional<index::ObjectKey> KeyFromJson(const json::value* v) {
-  if (!v || !v->is_object()) return std::nullopt;
-  const json::object& o = v->as_object();
-  auto str = [&](const char* f) -> std::optional<std::string> {
-    const json::value* x = o.if_contains(f);
-    if (!x || !x->is_string()) return std::nullopt;
-    return std::string(x->as_string());
-  };
-  auto dev = str("device"), type = str("type"), name = str("name");
-  if (!dev || !type || !name) return std::nullopt;
-  auto id = index::IdFromHex(*dev);
-  auto t = index::ParseObjectType(*type);
-  if (!id || !t) return std::nullopt;
-  return index::ObjectKey{*id, *t, *name};
-}
-
-namespace {
-
-json::object RepairJson(const storage::RepairReport& rep, bool include_failed) {
-  json::object o;
-  o["complete"] = rep.stripes_lost == 0 && rep.still_queued == 0;
-  o["include_failed_disks"] = include_failed;
-  o["stripes_examined"] = rep.stripes_examined;
-  o["bytes_rewritten"] = rep.bytes_rewritten;
-  o["stripes_repaired"] = rep.stripes_repaired;
-  o["shards_rewritten"] = rep.shards_rewritten;
-  o["stripes_lost"] = rep.stripes_lost;
-  o["still_queued"] = rep.still_queued;
-  o["lost"] = Strings(rep.lost);
-  return o;
-}
-
-}  // namespace
-
 Result<ApiResult<index::Job>> ScheduleOpsJobIn(index::WriteTxn& txn, const Call& c,
                                                std::string_view kind, const json::object& params) {
   for (const char* state : {"scheduled", "running"}) {
@@ -305,15 +258,15 @@ Result<ApiResult<index::Job>> ScheduleOpsJobIn(index::WriteTxn& txn, const Call&
       }
     }
   }
-  index::Job job = NewJob(kind, std::nullopt, std::nullopt, params, c.now_ns, c.now_ns);
+  index::Job job = jobs::NewJob(kind, std::nullopt, std::nullopt, params, c.now_ns, c.now_ns);
   CV_TRY(txn.PutJob(job));
-  CV_TRY(AppendAudit(txn, c, "job.schedule", JobTarget(job.id), std::nullopt, std::nullopt, nullptr,
-                     JobJson(job)));
+  CV_TRY(AppendAudit(txn, c, "job.schedule", jobs::JobTarget(job.id), std::nullopt, std::nullopt,
+                     nullptr, jobs::JobJson(job)));
   return ApiResult<index::Job>(std::move(job));
 }
 
 Response JobScheduled(const index::Job& job) {
-  Response ok = Reply(202, JobJson(job));
+  Response ok = Reply(202, jobs::JobJson(job));
   ok.headers.emplace_back("Location", "/admin/v1/jobs/" + index::IdToHex(job.id));
   return ok;
 }
@@ -329,19 +282,12 @@ Response ScheduleOpsJob(Call& c, std::string_view kind, const json::object& para
   return r;
 }
 
-namespace {
-
-constexpr std::string_view kLastAutoRepairMeta = "ops/last_auto_repair_ns";
-constexpr int64_t kAutoRepairEveryNs = int64_t{600} * 1000000000;  // when disks stay failed
-
-}  // namespace
-
 Response Scrub(Call& c) {
   if (auto refused = RefuseFields(c)) return *refused;
   json::object params;
   params["background"] = false;
   params["max_bytes_per_sec"] = uint64_t{0};
-  return ScheduleOpsJob(c, kScrubJob, params);
+  return ScheduleOpsJob(c, jobs::kScrubJob, params);
 }
 
 Response Repair(Call& c) {
@@ -352,177 +298,7 @@ Response Repair(Call& c) {
   if (!include) return FromApiError(include.error());
   json::object params;
   params["include_failed_disks"] = include->value_or(false);
-  return ScheduleOpsJob(c, kRepairJob, params);
-}
-
-// scrub: progress {objects_done, objects_total, shards_checked, bytes_checked, damaged_shards,
-// lost_stripes, damaged[<= 200], last (the last object done)}, saved about once a second, so a
-// resumed pass goes on after `last`. When complete: the time of the pass becomes the node's
-// last full scrub, and damage found is repaired at once if auto_repair is on.
-JobResult RunScrubJob(JobContext& ctx) {
-  json::object params = ParsedObjectOrEmpty(ctx.job.params_json);
-  json::object progress = ParsedObjectOrEmpty(ctx.job.progress_json);
-  if (!progress.contains("objects_total")) {
-    auto total = CountObjects(ctx.store);
-    if (!total) return tl::unexpected(total.error());
-    progress["objects_total"] = *total;
-  }
-  storage::ScrubOptions so;
-  so.max_bytes_per_sec = U64(params, "max_bytes_per_sec");
-  so.start_after = KeyFromJson(progress.if_contains("last"));
-  const json::object base = progress;
-  auto merged = [&](const storage::ScrubReport& rep, const index::ObjectKey& last) {
-    json::object p = base;
-    p["objects_done"] = U64(base, "objects_done") + rep.objects;
-    p["shards_checked"] = U64(base, "shards_checked") + rep.shards_checked;
-    p["bytes_checked"] = U64(base, "bytes_checked") + rep.bytes_checked;
-    p["damaged_shards"] = U64(base, "damaged_shards") + rep.damaged_shards;
-    p["lost_stripes"] = U64(base, "lost_stripes") + rep.lost_stripes;
-    p["damaged"] = AppendCapped(base.if_contains("damaged"), rep.damaged, 200);
-    p["last"] = KeyJson(last);
-    return p;
-  };
-  ProgressSaver saver(ctx);
-  so.progress = [&](const storage::ScrubReport& rep, const index::ObjectKey& last) {
-    return saver.Tick([&] { return merged(rep, last); });
-  };
-  auto rep = ctx.store.Scrub(so);
-  if (!rep) return tl::unexpected(rep.error());
-  if (saver.error()) return tl::unexpected(*saver.error());
-  if (!rep->complete || saver.cancelled()) return std::optional<json::object>();
-  const index::ObjectKey last = so.start_after.value_or(index::ObjectKey{});
-  json::object p = rep->objects > 0 || so.start_after ? merged(*rep, last) : base;
-  const uint64_t damaged_shards = U64(p, "damaged_shards");
-  const uint64_t lost = U64(p, "lost_stripes");
-  const int64_t pass_started = ctx.job.started_ns;
-  auto saved = ctx.SaveProgress(p, [&](index::WriteTxn& txn) {
-    return txn.PutMeta(kLastFullScrubMeta, std::to_string(pass_started));
-  });
-  if (!saved) return tl::unexpected(saved.error());
-  if (!*saved) return std::optional<json::object>();
-  ForgetCensus();
-  json::object o;
-  o["clean"] = damaged_shards == 0 && lost == 0;
-  o["background"] = params.contains("background") && params.at("background").is_bool() &&
-                    params.at("background").as_bool();
-  o["objects"] = U64(p, "objects_done");
-  o["shards_checked"] = U64(p, "shards_checked");
-  o["bytes_checked"] = U64(p, "bytes_checked");
-  o["damaged_shards"] = damaged_shards;
-  o["lost_stripes"] = lost;
-  o["damaged"] = p["damaged"];
-  o["started_at"] = TimeOrNull(pass_started);
-  o["finished_at"] = TimeOrNull(NowNanos());
-  if (damaged_shards > 0 && ctx.options.auto_repair) {
-    auto r = ctx.store.Repair(false);
-    if (!r) return tl::unexpected(r.error());
-    ForgetCensus();
-    o["repair"] = RepairJson(*r, false);
-  }
-  return std::optional<json::object>(std::move(o));
-}
-
-JobResult RunRepairJob(JobContext& ctx) {
-  json::object params = ParsedObjectOrEmpty(ctx.job.params_json);
-  const json::value* inc = params.if_contains("include_failed_disks");
-  const bool include_failed = inc && inc->is_bool() && inc->as_bool();
-  const int64_t started = NowNanos();
-  auto rep = ctx.store.Repair(include_failed);
-  if (!rep) return tl::unexpected(rep.error());
-  ForgetCensus();
-  const int64_t finished = NowNanos();
-  if (rep->bytes_rewritten >= kRateMinBytes && finished > started) {
-    const uint64_t rate = static_cast<uint64_t>(double(rep->bytes_rewritten) * 1e9 /
-                                                double(finished - started));
-    CV_TRY(ctx.store.Index().Update([&](index::WriteTxn& txn) {
-      return txn.PutMeta(kRepairRateMeta, std::to_string(rate) + " " + std::to_string(finished));
-    }));
-  }
-  json::object o = RepairJson(*rep, include_failed);
-  o["started_at"] = TimeOrNull(started);
-  o["finished_at"] = TimeOrNull(NowNanos());
-  return std::optional<json::object>(std::move(o));
-}
-
-Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
-                                                    const Options& options, int64_t now_ns,
-                                                    std::optional<SteadyTime>& last_disk_check) {
-  auto txn = store.Index().BeginRead();
-  if (!txn) return tl::unexpected(txn.error());
-  for (const char* state : {"scheduled", "running"}) {
-    index::JobQuery q;
-    q.state = state;
-    q.limit = 1000;
-    auto jobs = (*txn)->ListJobs(q);
-    if (!jobs) return tl::unexpected(jobs.error());
-    for (const auto& j : *jobs) {
-      if (j.kind == kScrubJob || j.kind == kRepairJob || j.kind == kDrainJob) {
-        return std::optional<index::Job>();
-      }
-    }
-  }
-  auto meta_ns = [&](std::string_view key) -> Result<int64_t> {
-    auto v = (*txn)->GetMeta(key);
-    if (!v) return tl::unexpected(v.error());
-    int64_t ns = 0;
-    if (*v) {
-      try {
-        ns = std::stoll(**v);
-      } catch (...) {
-        ns = 0;
-      }
-    }
-    return ns;
-  };
-  bool scrub_due = false;
-  if (options.scrub_interval_ns > 0) {
-    auto last = meta_ns(kLastFullScrubMeta);
-    if (!last) return tl::unexpected(last.error());
-    scrub_due = now_ns - *last >= options.scrub_interval_ns;
-  }
-  const SteadyTime now_steady = std::chrono::steady_clock::now();
-  if (!scrub_due && last_disk_check && now_steady - *last_disk_check < kDiskCheckInterval) {
-    return std::optional<index::Job>();
-  }
-  last_disk_check = now_steady;
-  const storage::StoreStats stats = store.Stats();
-  bool failed_disk = false;
-  uint64_t used = 0;
-  for (const auto& d : stats.disks) {
-    // A removed disk needs repair only while the index still references shards on it.
-    failed_disk = failed_disk ||
-                  (d.failed && (d.state != storage::DiskState::kRemoved || d.live_bytes > 0));
-    used += d.total_bytes - std::min(d.total_bytes, d.free_bytes);
-  }
-  if (options.auto_repair && (failed_disk || stats.pending_repairs > 0)) {
-    auto last = meta_ns(kLastAutoRepairMeta);
-    if (!last) return tl::unexpected(last.error());
-    if (now_ns - *last >= kAutoRepairEveryNs || (!failed_disk && stats.pending_repairs > 0)) {
-      txn->reset();
-      json::object params;
-      params["include_failed_disks"] = failed_disk;
-      params["automatic"] = true;
-      CV_TRY(store.Index().Update([&](index::WriteTxn& w) {
-        return w.PutMeta(kLastAutoRepairMeta, std::to_string(now_ns));
-      }));
-      return std::optional<index::Job>(
-          NewJob(kRepairJob, std::nullopt, std::nullopt, params, now_ns, now_ns));
-    }
-  }
-  if (scrub_due) {
-    // A pass over what the disks hold in half the interval, within the bounds.
-    const double secs = double(options.scrub_interval_ns) / 2e9;
-    uint64_t rate = static_cast<uint64_t>(double(used) / secs);
-    rate = std::clamp<uint64_t>(rate, options.scrub_min_bytes_per_sec,
-                                std::max(options.scrub_min_bytes_per_sec,
-                                         options.scrub_max_bytes_per_sec));
-    json::object params;
-    params["background"] = true;
-    params["max_bytes_per_sec"] = rate;
-    return std::optional<index::Job>(
-        NewJob(kScrubJob, std::nullopt, std::nullopt, params, now_ns, now_ns));
-  }
-  return std::optional<index::Job>();
+  return ScheduleOpsJob(c, jobs::kRepairJob, params);
 }
 
 Response BackupIndex(Call& c) {

@@ -1,4 +1,4 @@
-// Courier image benchmark: the real courier job (admin API, job runner, admin/courier.cc)
+// Courier image benchmark: the real courier job (admin API, job runner, admin/jobs/courier.cc)
 // writing one device's objects as a drive image, against a plain sequential O_DIRECT read of
 // the same number of bytes from a file on the same file system, in the same run.
 //

@@ -430,8 +430,9 @@ TEST(ImageTest, ResticLikeTree) {
   CheckImage(ResticTree(2), o);
 }
 
-// What admin/courier.cc refuses a job by (507 insufficient_storage): the bound must hold
-// for images as really written to a file system, holes and all, and not be absurdly loose.
+// What admin/courier.cc refuses a job by (507 insufficient_storage, with the bound of
+// CourierBytesNeeded in admin/jobs/courier.cc): the bound must hold for images as really
+// written to a file system, holes and all, and not be absurdly loose.
 TEST(AllocatedBytesBoundTest, HoldsForWrittenImagesAndIsNotAbsurd) {
   struct Case {
     const char* what;

@@ -940,7 +940,7 @@ TEST_F(AccountsTest, OpenUpgradesFormatThreeByIndexingTokens) {
 }
 
 // What a purge does to a device of an account: the device goes, and its agent's old token is
-// remembered (admin/jobs.cc).
+// remembered (admin/jobs/purge.cc).
 PurgedDevice Purge(WriteTxn& txn, const DeviceRecord& d, Status* st) {
   PurgedDevice p{d.id, d.account, d.token_hash, 77, Id{0x10, d.id[0]}};
   *st = txn.DeleteDevice(d.id);

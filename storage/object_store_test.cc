@@ -693,7 +693,7 @@ TEST_F(FaultSweepTest, DrainLosesNothingWhicheverIoFails) {
   SweepEveryIo(sw, 6300);
 }
 
-// A device purge as the purge job runs it (admin/jobs.cc): the device tombstone, the index
+// A device purge as the purge job runs it (admin/jobs/purge.cc): the device tombstone, the index
 // batches, then compaction. The other device's objects are kept; the purged device's are
 // either still whole or gone, and after the rerun gone for good, an index rebuild included.
 TEST_F(FaultSweepTest, DevicePurgeLosesNothingWhicheverIoFails) {

@@ -540,89 +540,44 @@ Result<bool> JobIsCancelled(storage::ObjectStore& store, const index::Id& id) {
   return *j && (*j)->state == "cancelled";
 }
 
-// courier: progress {"phase": "writing", snapshot_sha256, objects, bytes_written, bytes_total,
-// drive, drives, images (finished ones)}; result {"images": [{drive, file, bytes, sha256}],
-// objects, object_bytes, snapshot_at, drives}, and images_deleted_at once DELETE removed them.
-JobResult WriteImages(JobContext& ctx) {
-  index::Job& job = ctx.job;
-  const Options& o = ctx.options;
-  if (!job.device || !job.account) {
-    return Err(ErrorKind::kInvalidArgument, "courier job without a device");
-  }
-  if (o.courier_dir.empty()) return Err(ErrorKind::kUnavailable, "courier_dir is not set");
-  const json::object params = ParsedObjectOrEmpty(job.params_json);
-  const uint64_t drive_bytes = U64(params, "drive_bytes");
-  json::object progress = ParsedObjectOrEmpty(job.progress_json);
-  const std::string dir = CourierJobDir(o, job.id);
-  const std::string snap_file = dir + "/snapshot.json";
-  std::error_code fec;
-  fs::create_directories(dir, fec);
-  if (fec) return Err(ErrorKind::kIOError, "create " + dir + ": " + fec.message());
+// courier: progress {"phase": "writing", snapshot_sha256, snapshot_at, images (finished
+// ones), objects, bytes_total, drives, drive, bytes_written}; result {"images": [{drive,
+// file, bytes, sha256, files}], drives, objects, object_bytes, snapshot_at, started_at,
+// finished_at}, and images_deleted_at once DELETE removed them.
+//
+// WriteImages takes these steps, each a function below: Start (the job's folder and
+// parameters), LoadOrTakeSnapshot (the device's object list), PlanImages (what goes on each
+// drive, and where), WriteDrive for each drive not finished yet (its image, from the
+// objects read ahead through the store), and Receipt (the job's result).
 
-  // The snapshot: the saved one if the progress names it, else a new one.
+// One run of a courier job: what its steps share.
+struct CourierRun {
+  explicit CourierRun(JobContext& c)
+      : ctx(c),
+        job(c.job),
+        dir(CourierJobDir(c.options, c.job.id)),
+        snap_file(dir + "/snapshot.json") {}
+
+  JobContext& ctx;
+  index::Job& job;
+  const std::string dir;        // courier_dir/<job>
+  const std::string snap_file;  // <dir>/snapshot.json
+  uint64_t drive_bytes = 0;     // of each drive, as asked for; 0: one drive
+  json::object progress;        // as last saved, and then as this run goes on
   Snapshot snap;
-  bool have = false;
-  if (!Str(progress, "snapshot_sha256").empty()) {
-    auto text = ReadSmallFile(snap_file);
-    if (text && ToHex(Sha256::Of(*text)) == Str(progress, "snapshot_sha256")) {
-      if (auto s = ParseSnapshot(*text)) {
-        snap = std::move(*s);
-        have = true;
-      }
-    }
-  }
-  if (!have) {
-    auto s = TakeSnapshot(ctx.store, *job.device);
-    if (!s) return tl::unexpected(s.error());
-    snap = std::move(*s);
-    const std::string text = SnapshotText(snap);
-    CV_TRY(WriteFileDurably(snap_file, text));
-    progress = json::object();
-    progress["phase"] = "writing";
-    progress["snapshot_sha256"] = ToHex(Sha256::Of(text));
-    progress["snapshot_at"] = internal::TimeOrNull(snap.taken_ns);
-    progress["images"] = json::array();
-  }
-  uint64_t object_bytes = 0;
-  for (const auto& x : snap.objects) object_bytes += x.size;
-
-  auto pem = CourierPrivateKey(o);
-  if (!pem) return tl::unexpected(pem.error());
-  auto drives = PlanDrives(snap, job, drive_bytes, *pem);
-  if (!drives) return tl::unexpected(drives.error());
-  std::vector<courier::Layout> layouts;
-  uint64_t bytes_total = 0;
-  for (auto& d : *drives) {
-    auto l = courier::Layout::Plan(d.files, BaseLayoutOptions(snap, drive_bytes));
-    if (!l) return tl::unexpected(l.error());
-    bytes_total += l->image_bytes();
-    layouts.push_back(std::move(*l));
-  }
-  const size_t n = layouts.size();
-  progress["objects"] = snap.objects.size();
-  progress["bytes_total"] = bytes_total;
-  progress["drives"] = n;
-  // Images a previous run finished (same snapshot, so the same bytes) stay.
-  json::array done;
-  if (const json::value* v = progress.if_contains("images"); v && v->is_array()) {
-    for (const json::value& img : v->as_array()) {
-      if (!img.is_object()) continue;
-      struct stat st {};
-      const std::string f = dir + "/" + Str(img.as_object(), "file");
-      if (::stat(f.c_str(), &st) == 0 &&
-          static_cast<uint64_t>(st.st_size) == U64(img.as_object(), "bytes")) {
-        done.push_back(img);
-      }
-    }
-  }
-  progress["images"] = done;
-
+  std::vector<DriveFiles> drives;        // each drive's files and where their bytes come from
+  std::vector<courier::Layout> layouts;  // where they go in its image (same indexes)
+  // Bytes written, of the images before the one being written and of that one (counted as
+  // they reach its file).
+  uint64_t written_before = 0;
   std::atomic<uint64_t> written{0};
-  uint64_t written_before = 0;  // bytes of the images before the current one
-  auto last_save = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_save = std::chrono::steady_clock::now();
+  // The node stops, or the job is no longer running (cancelled): the writer stops at its next
+  // chunk.
   bool stop = false;
 
-  auto save = [&](size_t drive) -> Status {
+  // Saves the progress, drive `drive` (1..n) being written; a job no longer running stops.
+  Status Save(size_t drive) {
     progress["drive"] = drive;
     progress["bytes_written"] = written_before + written.load();
     auto ok = ctx.SaveProgress(progress);
@@ -630,32 +585,175 @@ JobResult WriteImages(JobContext& ctx) {
     if (!*ok) stop = true;
     last_save = std::chrono::steady_clock::now();
     return {};
-  };
+  }
+  // Progress is saved about once a second.
+  bool SaveDue() const {
+    return std::chrono::steady_clock::now() - last_save >= std::chrono::seconds(1);
+  }
+};
 
-  for (size_t d = 0; d < n; ++d) {
-    const std::string name = ImageName(d + 1, n);
-    bool finished = false;
-    for (const json::value& img : done) {
-      finished = finished || Str(img.as_object(), "file") == name;
-    }
-    if (finished) {
-      written_before += layouts[d].image_bytes();
-      continue;
-    }
-    const DriveFiles& df = (*drives)[d];
-    const std::string tmp = dir + "/" + name + ".tmp";
-    ::unlink(tmp.c_str());
-    auto fd_sink = courier::FdSink::Open(tmp, /*sync=*/true);
-    if (!fd_sink) return tl::unexpected(fd_sink.error());
-    written = 0;
-    HashingSink hashing(**fd_sink, written);
-    courier::PipelinedSink pipelined(hashing);
+// The job's parameters and saved progress, and its folder.
+Status Start(CourierRun& run) {
+  const index::Job& job = run.job;
+  if (!job.device || !job.account) {
+    return Err(ErrorKind::kInvalidArgument, "courier job without a device");
+  }
+  if (run.ctx.options.courier_dir.empty()) {
+    return Err(ErrorKind::kUnavailable, "courier_dir is not set");
+  }
+  run.drive_bytes = U64(ParsedObjectOrEmpty(job.params_json), "drive_bytes");
+  run.progress = ParsedObjectOrEmpty(job.progress_json);
+  std::error_code ec;
+  fs::create_directories(run.dir, ec);
+  if (ec) return Err(ErrorKind::kIOError, "create " + run.dir + ": " + ec.message());
+  return {};
+}
 
-    // The objects, read ahead through the store (which verifies every shard and rebuilds
-    // degraded stripes), each checked against its snapshotted SHA-256 as it goes by.
+// The snapshot: the saved one if the progress names it, else a new one, with which the
+// progress starts over.
+Status LoadOrTakeSnapshot(CourierRun& run) {
+  const std::string named = Str(run.progress, "snapshot_sha256");
+  if (!named.empty()) {
+    auto text = ReadSmallFile(run.snap_file);
+    if (text && ToHex(Sha256::Of(*text)) == named) {
+      if (auto s = ParseSnapshot(*text)) {
+        run.snap = std::move(*s);
+        return {};
+      }
+    }
+  }
+  auto s = TakeSnapshot(run.ctx.store, *run.job.device);
+  if (!s) return tl::unexpected(s.error());
+  run.snap = std::move(*s);
+  const std::string text = SnapshotText(run.snap);
+  CV_TRY(WriteFileDurably(run.snap_file, text));
+  run.progress = json::object();
+  run.progress["phase"] = "writing";
+  run.progress["snapshot_sha256"] = ToHex(Sha256::Of(text));
+  run.progress["snapshot_at"] = internal::TimeOrNull(run.snap.taken_ns);
+  run.progress["images"] = json::array();
+  return {};
+}
+
+// Every drive's files (signed manifest included) and their layout in its image; the totals in
+// the progress. Images a previous run finished (same snapshot, so the same bytes) stay.
+Status PlanImages(CourierRun& run) {
+  auto pem = CourierPrivateKey(run.ctx.options);
+  if (!pem) return tl::unexpected(pem.error());
+  auto drives = PlanDrives(run.snap, run.job, run.drive_bytes, *pem);
+  if (!drives) return tl::unexpected(drives.error());
+  run.drives = std::move(*drives);
+  uint64_t bytes_total = 0;
+  for (auto& d : run.drives) {
+    auto l = courier::Layout::Plan(d.files, BaseLayoutOptions(run.snap, run.drive_bytes));
+    if (!l) return tl::unexpected(l.error());
+    bytes_total += l->image_bytes();
+    run.layouts.push_back(std::move(*l));
+  }
+  run.progress["objects"] = run.snap.objects.size();
+  run.progress["bytes_total"] = bytes_total;
+  run.progress["drives"] = run.layouts.size();
+  json::array done;
+  if (const json::value* v = run.progress.if_contains("images"); v && v->is_array()) {
+    for (const json::value& img : v->as_array()) {
+      if (!img.is_object()) continue;
+      struct stat st {};
+      const std::string f = run.dir + "/" + Str(img.as_object(), "file");
+      if (::stat(f.c_str(), &st) == 0 &&
+          static_cast<uint64_t>(st.st_size) == U64(img.as_object(), "bytes")) {
+        done.push_back(img);
+      }
+    }
+  }
+  run.progress["images"] = done;
+  return {};
+}
+
+// Whether the progress lists image `name` as finished.
+bool Finished(const CourierRun& run, const std::string& name) {
+  for (const json::value& img : run.progress.at("images").as_array()) {
+    if (Str(img.as_object(), "file") == name) return true;
+  }
+  return false;
+}
+
+// The bytes of one drive's files as the image writer asks for them (courier::FillFn): texts
+// made here, and objects read ahead through the store (which verifies every shard and
+// rebuilds degraded stripes), each checked against its snapshotted SHA-256 as it goes by.
+// Meanwhile the progress is saved every second, and the run stops when the node does.
+class DriveFiller {
+ public:
+  DriveFiller(CourierRun& run, size_t d)
+      : run_(run),
+        d_(d),
+        files_(run.drives[d]),
+        prefetch_(run.ctx.store, *run.job.device, Pieces(run.layouts[d], files_),
+                  run.ctx.options.courier_bytes_per_sec) {}
+
+  Status Fill(size_t fi, uint64_t offset, std::span<uint8_t> out) {
+    const Source& src = files_.sources[fi];
+    if (!src.object) {
+      std::memcpy(out.data(), src.text.data() + offset, out.size());
+      return {};
+    }
+    const SnapObject& obj = *src.object;
+    const std::string what = RepoPath(obj);
+    // Objects of one piece were checked by the thread that read them.
+    const bool check_here = obj.size > Prefetcher::kWholeBytes;
+    if (cur_ != &obj) {
+      cur_ = &obj;
+      if (check_here) object_sha_.emplace();
+    }
+    size_t got = 0;
+    while (got < out.size()) {
+      const auto& ps = prefetch_.pieces();
+      const uint64_t at = offset + got;
+      while (piece_ < ps.size() &&
+             (ps[piece_].object != &obj || ps[piece_].offset + ps[piece_].length <= at)) {
+        ++piece_;
+      }
+      if (piece_ == ps.size() || ps[piece_].offset > at) {
+        return Err(ErrorKind::kInternal, what + ": the writer asked for bytes out of order");
+      }
+      auto bytes = prefetch_.Get(piece_, [this] { return Idle(); });
+      if (bytes && !*bytes) {
+        run_.stop = true;
+        return Err(ErrorKind::kInternal, std::string(kStopped));
+      }
+      if (!bytes && bytes.error().kind == ErrorKind::kNotFound) {
+        // Deleted after the snapshot: the next attempt starts over with a new one.
+        ::unlink(run_.snap_file.c_str());
+        return Err(ErrorKind::kNotFound,
+                   what + " was deleted after the job's snapshot; the job starts over");
+      }
+      if (!bytes) {
+        return Err(bytes.error().kind, what + " unreadable: " + bytes.error().ToString());
+      }
+      const uint64_t in_piece = at - ps[piece_].offset;
+      const size_t n =
+          static_cast<size_t>(std::min<uint64_t>(out.size() - got, ps[piece_].length - in_piece));
+      std::memcpy(out.data() + got, (*bytes)->data() + in_piece, n);
+      got += n;
+    }
+    if (check_here) {
+      object_sha_->Update(std::span<const uint8_t>(out.data(), out.size()));
+      if (offset + out.size() == obj.size && object_sha_->Final() != obj.sha256) {
+        return Err(ErrorKind::kCorruption, what + ": SHA-256 differs from the index");
+      }
+    }
+    if (run_.ctx.stopping()) run_.stop = true;
+    if (!run_.stop && run_.SaveDue()) CV_TRY(run_.Save(d_ + 1));
+    if (run_.stop) return Err(ErrorKind::kInternal, std::string(kStopped));
+    return {};
+  }
+
+ private:
+  // The objects' pieces in the order the writer asks for them.
+  static std::vector<Prefetcher::Piece> Pieces(const courier::Layout& layout,
+                                               const DriveFiles& files) {
     std::vector<Prefetcher::Piece> pieces;
-    for (size_t fi : layouts[d].write_order()) {
-      const SnapObject* obj = df.sources[fi].object;
+    for (size_t fi : layout.write_order()) {
+      const SnapObject* obj = files.sources[fi].object;
       if (!obj) continue;
       const uint64_t step =
           obj->size <= Prefetcher::kWholeBytes ? obj->size : Prefetcher::kPieceBytes;
@@ -663,119 +761,111 @@ JobResult WriteImages(JobContext& ctx) {
         pieces.push_back({obj, off, std::min(step, obj->size - off)});
       }
     }
-    Prefetcher prefetch(ctx.store, *job.device, std::move(pieces), o.courier_bytes_per_sec);
-    size_t piece = 0;
-    const SnapObject* cur = nullptr;
-    // While the writer waits for the store (or the throttle): progress every second, and
-    // the node may stop.
-    auto idle = [&]() -> bool {
-      if (ctx.stopping()) stop = true;
-      if (!stop && std::chrono::steady_clock::now() - last_save >= std::chrono::seconds(1)) {
-        if (Status st = save(d + 1); !st) {
-          Log(LogLevel::kWarn, "courier_progress_failed",
-              {{"job", index::IdToHex(job.id)}, {"error", st.error().ToString()}});
-        }
-      }
-      return stop;
-    };
-    std::optional<Sha256> object_sha;
-    auto fill = [&](size_t fi, uint64_t offset, std::span<uint8_t> out) -> Status {
-      const Source& src = df.sources[fi];
-      if (!src.object) {
-        std::memcpy(out.data(), src.text.data() + offset, out.size());
-        return {};
-      }
-      const SnapObject& obj = *src.object;
-      const std::string what = RepoPath(obj);
-      // Objects of one piece were checked by the thread that read them.
-      const bool check_here = obj.size > Prefetcher::kWholeBytes;
-      if (cur != &obj) {
-        cur = &obj;
-        if (check_here) object_sha.emplace();
-      }
-      size_t got = 0;
-      while (got < out.size()) {
-        const auto& ps = prefetch.pieces();
-        const uint64_t at = offset + got;
-        while (piece < ps.size() &&
-               (ps[piece].object != &obj || ps[piece].offset + ps[piece].length <= at)) {
-          ++piece;
-        }
-        if (piece == ps.size() || ps[piece].offset > at) {
-          return Err(ErrorKind::kInternal, what + ": the writer asked for bytes out of order");
-        }
-        auto bytes = prefetch.Get(piece, idle);
-        if (bytes && !*bytes) {
-          stop = true;
-          return Err(ErrorKind::kInternal, std::string(kStopped));
-        }
-        if (!bytes && bytes.error().kind == ErrorKind::kNotFound) {
-          // Deleted after the snapshot: the next attempt starts over with a new one.
-          ::unlink(snap_file.c_str());
-          return Err(ErrorKind::kNotFound,
-                     what + " was deleted after the job's snapshot; the job starts over");
-        }
-        if (!bytes)
-          return Err(bytes.error().kind, what + " unreadable: " + bytes.error().ToString());
-        const uint64_t in_piece = at - ps[piece].offset;
-        const size_t n =
-            static_cast<size_t>(std::min<uint64_t>(out.size() - got, ps[piece].length - in_piece));
-        std::memcpy(out.data() + got, (*bytes)->data() + in_piece, n);
-        got += n;
-      }
-      if (check_here) {
-        object_sha->Update(std::span<const uint8_t>(out.data(), out.size()));
-        if (offset + out.size() == obj.size && object_sha->Final() != obj.sha256) {
-          return Err(ErrorKind::kCorruption, what + ": SHA-256 differs from the index");
-        }
-      }
-      if (ctx.stopping()) stop = true;
-      if (!stop && std::chrono::steady_clock::now() - last_save >= std::chrono::seconds(1)) {
-        CV_TRY(save(d + 1));
-      }
-      if (stop) return Err(ErrorKind::kInternal, std::string(kStopped));
-      return {};
-    };
-    Status w = courier::WriteImage(layouts[d], fill, pipelined);
-    if (w) w = pipelined.Finish();
-    if (!w) {
-      ::unlink(tmp.c_str());
-      if (stop) return std::optional<json::object>();  // resumed at next start, or cancelled
-      return tl::unexpected(w.error());
-    }
-    const std::string final_path = dir + "/" + name;
-    if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
-      return ErrnoError(errno, "rename " + tmp);
-    }
-    json::object img;
-    img["drive"] = d + 1;
-    img["file"] = name;
-    img["bytes"] = layouts[d].image_bytes();
-    img["sha256"] = ToHex(hashing.Digest());
-    img["files"] = df.files.size();
-    done.push_back(img);
-    progress["images"] = done;
-    written_before += layouts[d].image_bytes();
-    written = 0;
-    CV_TRY(save(d + 1));
-    if (stop) return std::optional<json::object>();
-    Log(LogLevel::kInfo, "courier_image",
-        {{"job", index::IdToHex(job.id)}, {"file", final_path}, {"sha256", Str(img, "sha256")}});
+    return pieces;
   }
-  // Images in drive order.
+
+  // While the writer waits for the store (or the throttle): progress every second, and the
+  // node may stop. true: stop.
+  bool Idle() {
+    if (run_.ctx.stopping()) run_.stop = true;
+    if (!run_.stop && run_.SaveDue()) {
+      if (Status st = run_.Save(d_ + 1); !st) {
+        Log(LogLevel::kWarn, "courier_progress_failed",
+            {{"job", index::IdToHex(run_.job.id)}, {"error", st.error().ToString()}});
+      }
+    }
+    return run_.stop;
+  }
+
+  CourierRun& run_;
+  const size_t d_;
+  const DriveFiles& files_;
+  Prefetcher prefetch_;
+  size_t piece_ = 0;                  // the piece the writer is on
+  const SnapObject* cur_ = nullptr;   // the object the writer is on
+  std::optional<Sha256> object_sha_;  // of cur_ so far, when the writer checks it
+};
+
+// Drive d's image: written to <name>.tmp, renamed when complete and recorded in the progress
+// as finished. false: the run stopped (the partial image is gone).
+Result<bool> WriteDrive(CourierRun& run, size_t d) {
+  const courier::Layout& layout = run.layouts[d];
+  const std::string name = ImageName(d + 1, run.layouts.size());
+  const std::string tmp = run.dir + "/" + name + ".tmp";
+  ::unlink(tmp.c_str());
+  auto fd_sink = courier::FdSink::Open(tmp, /*sync=*/true);
+  if (!fd_sink) return tl::unexpected(fd_sink.error());
+  run.written = 0;
+  HashingSink hashing(**fd_sink, run.written);
+  courier::PipelinedSink pipelined(hashing);
+  DriveFiller filler(run, d);
+  Status w = courier::WriteImage(
+      layout,
+      [&](size_t fi, uint64_t offset, std::span<uint8_t> out) {
+        return filler.Fill(fi, offset, out);
+      },
+      pipelined);
+  if (w) w = pipelined.Finish();
+  if (!w) {
+    ::unlink(tmp.c_str());
+    if (run.stop) return false;  // resumed at next start, or cancelled
+    return tl::unexpected(w.error());
+  }
+  const std::string final_path = run.dir + "/" + name;
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
+    return ErrnoError(errno, "rename " + tmp);
+  }
+  json::object img;
+  img["drive"] = d + 1;
+  img["file"] = name;
+  img["bytes"] = layout.image_bytes();
+  img["sha256"] = ToHex(hashing.Digest());
+  img["files"] = run.drives[d].files.size();
+  run.progress["images"].as_array().push_back(img);
+  run.written_before += layout.image_bytes();
+  run.written = 0;
+  CV_TRY(run.Save(d + 1));
+  if (run.stop) return false;
+  Log(LogLevel::kInfo, "courier_image",
+      {{"job", index::IdToHex(run.job.id)}, {"file", final_path}, {"sha256", Str(img, "sha256")}});
+  return true;
+}
+
+// The job's result: its images in drive order, and what they hold.
+json::object Receipt(const CourierRun& run) {
+  const json::array& done = run.progress.at("images").as_array();
   std::vector<json::value> sorted(done.begin(), done.end());
   std::sort(sorted.begin(), sorted.end(), [](const json::value& a, const json::value& b) {
     return U64(a.as_object(), "drive") < U64(b.as_object(), "drive");
   });
+  uint64_t object_bytes = 0;
+  for (const auto& x : run.snap.objects) object_bytes += x.size;
   json::object result;
   result["images"] = json::array(sorted.begin(), sorted.end());
-  result["drives"] = n;
-  result["objects"] = snap.objects.size();
+  result["drives"] = run.layouts.size();
+  result["objects"] = run.snap.objects.size();
   result["object_bytes"] = object_bytes;
-  result["snapshot_at"] = internal::TimeOrNull(snap.taken_ns);
-  result["started_at"] = internal::TimeOrNull(job.started_ns);
+  result["snapshot_at"] = internal::TimeOrNull(run.snap.taken_ns);
+  result["started_at"] = internal::TimeOrNull(run.job.started_ns);
   result["finished_at"] = internal::TimeOrNull(NowNanos());
-  return std::optional<json::object>(std::move(result));
+  return result;
+}
+
+JobResult WriteImages(JobContext& ctx) {
+  CourierRun run(ctx);
+  CV_TRY(Start(run));
+  CV_TRY(LoadOrTakeSnapshot(run));
+  CV_TRY(PlanImages(run));
+  for (size_t d = 0; d < run.layouts.size(); ++d) {
+    if (Finished(run, ImageName(d + 1, run.layouts.size()))) {
+      run.written_before += run.layouts[d].image_bytes();
+      continue;
+    }
+    auto written = WriteDrive(run, d);
+    if (!written) return tl::unexpected(written.error());
+    if (!*written) return std::optional<json::object>();  // resumed at next start, or cancelled
+  }
+  return std::optional<json::object>(Receipt(run));
 }
 
 // ---- the room a job needs in courier_dir ----

@@ -287,11 +287,9 @@ Response DeleteAccount(Call& c) {
     }
     auto devices = txn.ListDevices(*c.account);
     if (!devices) return tl::unexpected(devices.error());
-    json::object params;
-    params["grace_seconds"] = *grace / 1000000000;
-    params["devices"] = devices->size();
-    index::Job job = jobs::NewJob(jobs::kPurgeAccountJob, *c.account, std::nullopt, params,
-                                  c.now_ns, c.now_ns + *grace);
+    const jobs::AccountPurgeParams params{*grace / 1000000000, devices->size()};
+    index::Job job = jobs::NewJob(jobs::kPurgeAccountJob, *c.account, std::nullopt,
+                                  json::value_from(params), c.now_ns, c.now_ns + *grace);
     for (index::DeviceRecord d : *devices) {
       if (d.closed_ns != 0) continue;  // already closed by a device purge of its own
       d.closed_ns = c.now_ns;

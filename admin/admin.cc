@@ -65,13 +65,18 @@ namespace {
 
 }  // namespace
 
-std::string ErrorJson(std::string_view code, std::string_view message, std::string_view field) {
+json::object internal::ErrorObject(std::string_view code, std::string_view message,
+                                   std::string_view field) {
   json::object err;
   err["code"] = ValidUtf8(code);
   err["message"] = ValidUtf8(message);
   if (!field.empty()) err["field"] = ValidUtf8(field);
+  return err;
+}
+
+std::string ErrorJson(std::string_view code, std::string_view message, std::string_view field) {
   json::object root;
-  root["error"] = std::move(err);
+  root["error"] = internal::ErrorObject(code, message, field);
   return json::serialize(root);
 }
 

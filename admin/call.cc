@@ -1,5 +1,4 @@
 // Answers, transactions, scoping and audit records: what every handler uses.
-#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "admin/internal.h"
@@ -11,15 +10,12 @@ Response Reply(int status, const json::value& body) {
 }
 
 Response FromApiError(const ApiError& e) {
-  std::string body = ErrorJson(e.code, e.message, e.field);
-  if (!e.details.empty()) {
-    // ErrorJson made the strings valid UTF-8; the details are ours.
-    json::value v = json::parse(body);
-    json::object& err = v.as_object()["error"].as_object();
-    for (const auto& kv : e.details) err[kv.key()] = kv.value();
-    body = json::serialize(v);
-  }
-  return Response{e.status, std::move(body), {}, {}};
+  json::object err = ErrorObject(e.code, e.message, e.field);
+  // ErrorObject made the strings valid UTF-8; the details are ours.
+  for (const auto& kv : e.details) err[kv.key()] = kv.value();
+  json::object root;
+  root["error"] = std::move(err);
+  return Response{e.status, json::serialize(root), {}, {}};
 }
 
 Response FromError(const Error& e) {

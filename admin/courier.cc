@@ -87,7 +87,7 @@ Response CreateCourier(Call& c) {
         other = j;
         return false;
       }
-      const uint64_t promised = jobs::U64(jobs::ParsedObjectOrEmpty(j.params_json), "needed_bytes");
+      const uint64_t promised = jobs::FromJsonText<jobs::CourierParams>(j.params_json).needed_bytes;
       const uint64_t used = AllocatedUnder(jobs::CourierJobDir(*c.options, j.id));
       held += promised > used ? promised - used : 0;
       return true;
@@ -122,12 +122,9 @@ Response CreateCourier(Call& c) {
       full.details["held_bytes"] = held;
       return Outcome(tl::unexpected(std::move(full)));
     }
-    json::object params;
-    params["drive_bytes"] = drive_bytes->value_or(0);
-    params["device_name"] = (*d)->name;
-    params["needed_bytes"] = *needed;
-    index::Job job =
-        jobs::NewJob(jobs::kCourierJob, *c.account, *c.device, params, c.now_ns, c.now_ns);
+    const jobs::CourierParams params{drive_bytes->value_or(0), (*d)->name, *needed};
+    index::Job job = jobs::NewJob(jobs::kCourierJob, *c.account, *c.device,
+                                  json::value_from(params), c.now_ns, c.now_ns);
     CV_TRY(txn.PutJob(job));
     json::object after = jobs::JobJson(job);
     CV_TRY(AppendAudit(txn, c, "device.courier",
@@ -156,22 +153,18 @@ Response CourierImage(Call& c) {
       return Outcome(tl::unexpected(
           ApiError{409, "not_ready", "the courier job is " + (*j)->state + ", not done", {}}));
     }
-    json::object result = jobs::ParsedObjectOrEmpty((*j)->result_json);
-    if (const json::value* at = result.if_contains("images_deleted_at")) {
-      return Outcome(tl::unexpected(ApiError{
-          404, "not_found",
-          "the images of this job were deleted" +
-              (at->is_string() ? " at " + std::string(at->as_string()) : std::string()),
-          {}}));
+    const auto result = jobs::FromJsonText<jobs::CourierResult>((*j)->result_json);
+    if (result.images_deleted_at) {
+      return Outcome(tl::unexpected(
+          ApiError{404,
+                   "not_found",
+                   "the images of this job were deleted at " + *result.images_deleted_at,
+                   {}}));
     }
-    const json::value* images = result.if_contains("images");
-    if (!images || !images->is_array() || c.drive == 0 ||
-        c.drive > images->as_array().size()) {
+    if (c.drive == 0 || c.drive > result.images.size()) {
       return Outcome(tl::unexpected(NoSuch("image")));
     }
-    const json::value& img = images->as_array()[c.drive - 1];
-    path = jobs::CourierJobDir(*c.options, (*j)->id) + "/" +
-           (img.is_object() ? jobs::Str(img.as_object(), "file") : "");
+    path = jobs::CourierJobDir(*c.options, (*j)->id) + "/" + result.images[c.drive - 1].file;
     return Outcome(Reply(200, json::object()));
   });
   if (r.status != 200) return r;
@@ -203,13 +196,13 @@ Response DeleteCourierImages(Call& c) {
               " job, " + j.state,
           {}}));
     }
-    json::object result = jobs::ParsedObjectOrEmpty(j.result_json);
+    auto result = jobs::FromJsonText<jobs::CourierResult>(j.result_json);
     // Again: nothing changes (the files are removed again below, should a first try have
     // failed half-way).
-    if (result.contains("images_deleted_at")) return Outcome(Reply(200, jobs::JobJson(j)));
+    if (result.images_deleted_at) return Outcome(Reply(200, jobs::JobJson(j)));
     const json::object before = jobs::JobJson(j);
-    result["images_deleted_at"] = TimeOrNull(c.now_ns);
-    j.result_json = json::serialize(result);
+    result.images_deleted_at = jobs::TimeOf(c.now_ns);
+    j.result_json = jobs::ToJsonText(result);
     CV_TRY(txn.PutJob(j));
     auto partner = jobs::JobPartner(txn, j);
     if (!partner) return tl::unexpected(partner.error());

@@ -209,11 +209,9 @@ Response DeleteDevice(Call& c) {
           409, "already_deleted", "the device is already deleted by job " + index::IdToHex(d.purge_job),
           {}}));
     }
-    json::object params;
-    params["grace_seconds"] = grace / 1000000000;
-    params["device_name"] = d.name;
-    index::Job job =
-        jobs::NewJob(jobs::kPurgeDeviceJob, d.account, d.id, params, c.now_ns, c.now_ns + grace);
+    const jobs::DevicePurgeParams params{grace / 1000000000, d.name};
+    index::Job job = jobs::NewJob(jobs::kPurgeDeviceJob, d.account, d.id, json::value_from(params),
+                                  c.now_ns, c.now_ns + grace);
     const json::object before = DeviceJson(d);
     d.closed_ns = c.now_ns;
     d.purge_job = job.id;

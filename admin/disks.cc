@@ -157,9 +157,7 @@ Response DrainDisk(Call& c) {
   if (disk->state == storage::DiskState::kActive) {
     if (auto refused = RefuseTooFew(c, stats, disk->position, "draining this disk")) return *refused;
   }
-  json::object params;
-  params["disk"] = disk->position;
-  params["path"] = disk->path;
+  const json::value params = json::value_from(jobs::DrainParams{disk->position, disk->path});
   // One index transaction: the disk draining, the drain job (409 if one is pending already)
   // and both audit records. A drain job that starts finds the disk draining.
   Response r =
@@ -212,10 +210,9 @@ Response RemoveDisk(Call& c) {
         reply["disk"] = removed;
         reply["repair"] = nullptr;
         if (disk->live_bytes > 0) {
-          json::object params;
-          params["include_failed_disks"] = true;
-          params["reason"] = "disk " + std::to_string(disk->position) + " removed";
-          auto job = ScheduleOpsJobIn(txn, c, jobs::kRepairJob, params);
+          const jobs::RepairParams params{/*include_failed_disks=*/true, std::nullopt,
+                                          "disk " + std::to_string(disk->position) + " removed"};
+          auto job = ScheduleOpsJobIn(txn, c, jobs::kRepairJob, json::value_from(params));
           if (!job) return tl::unexpected(job.error());
           if (*job) {
             reply["repair"] = jobs::JobJson(**job);

@@ -58,6 +58,10 @@ struct Call {
 
 // ---- answers ----
 Response Reply(int status, const json::value& body);
+// The "error" member of an error answer, its strings made valid UTF-8 (admin.cc; ErrorJson
+// writes it).
+json::object ErrorObject(std::string_view code, std::string_view message,
+                         std::string_view field = {});
 Response FromApiError(const ApiError& e);
 // 5xx details go to the log; the client gets a generic message.
 Response FromError(const Error& e);
@@ -179,13 +183,14 @@ Response Scrub(Call& c);        // POST /scrub
 Response Repair(Call& c);       // POST /repair
 Response BackupIndex(Call& c);  // POST /index/backup
 // ops.cc, shared with disks.cc:
-// A node-level job asked for by the operator: 202 with the job, or 409 naming the one of that
-// kind already scheduled or running.
-Response ScheduleOpsJob(Call& c, std::string_view kind, const json::object& params);
+// A node-level job asked for by the operator, with its params (json::value_from of the kind's
+// params struct, admin/jobs/job_json.h): 202 with the job, or 409 naming the one of that kind
+// already scheduled or running.
+Response ScheduleOpsJob(Call& c, std::string_view kind, const json::value& params);
 // The same in txn (with its audit record "job.schedule"): the job, or that 409. The caller
 // wakes the runner once txn committed.
 Result<ApiResult<index::Job>> ScheduleOpsJobIn(index::WriteTxn& txn, const Call& c,
-                                               std::string_view kind, const json::object& params);
+                                               std::string_view kind, const json::value& params);
 // 202 with the job and its Location.
 Response JobScheduled(const index::Job& job);
 // Records an operator action on the node (not on an account) in the audit log, in the

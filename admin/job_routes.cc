@@ -1,8 +1,6 @@
 // Jobs: the routes that show and cancel them (GET /jobs, GET /jobs/{j}, POST
 // /jobs/{j}/cancel), and the rule of who may change a job. The jobs themselves and the runner
 // are in admin/jobs/. See "Jobs" in admin.h.
-#include <boost/json/parse.hpp>
-
 #include "admin/internal.h"
 #include "admin/jobs/jobs.h"
 
@@ -118,8 +116,7 @@ namespace {
 // which stops at its next chunk, removes anything it wrote meanwhile too).
 Status AfterCancel(Call& c, const Response& r) {
   if (c.runner) c.runner->Cancelled(*c.job);
-  auto job = json::parse(r.body).as_object();
-  if (job.contains("kind") && job.at("kind") == json::value(jobs::kCourierJob)) {
+  if (jobs::FromJsonText<jobs::JobView>(r.body).kind == jobs::kCourierJob) {
     return jobs::RemoveCourierFiles(*c.options, *c.job);
   }
   return {};
@@ -139,10 +136,9 @@ Result<std::optional<size_t>> DiskToReactivate(Call& c) {
   if (!j || j->kind != jobs::kDrainJob || (j->state != "scheduled" && j->state != "running")) {
     return std::optional<size_t>();
   }
-  const json::object params = jobs::ParsedObjectOrEmpty(j->params_json);
-  const json::value* d = params.if_contains("disk");
-  if (!d || !d->is_number()) return std::optional<size_t>();
-  const size_t disk = d->to_number<size_t>();
+  const std::optional<uint64_t> d = jobs::FromJsonText<jobs::DrainParams>(j->params_json).disk;
+  if (!d) return std::optional<size_t>();
+  const size_t disk = *d;
   const storage::StoreStats stats = c.store.Stats();
   if (disk >= stats.disks.size() || stats.disks[disk].state != storage::DiskState::kDraining) {
     return std::optional<size_t>();  // removed meanwhile (or never drained): nothing to undo

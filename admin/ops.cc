@@ -241,7 +241,7 @@ Response NodeStatus(Call& c) {
 }
 
 Result<ApiResult<index::Job>> ScheduleOpsJobIn(index::WriteTxn& txn, const Call& c,
-                                               std::string_view kind, const json::object& params) {
+                                               std::string_view kind, const json::value& params) {
   for (const char* state : {"scheduled", "running"}) {
     index::JobQuery q;
     q.state = state;
@@ -271,7 +271,7 @@ Response JobScheduled(const index::Job& job) {
   return ok;
 }
 
-Response ScheduleOpsJob(Call& c, std::string_view kind, const json::object& params) {
+Response ScheduleOpsJob(Call& c, std::string_view kind, const json::value& params) {
   Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
     auto job = ScheduleOpsJobIn(txn, c, kind, params);
     if (!job) return tl::unexpected(job.error());
@@ -284,10 +284,9 @@ Response ScheduleOpsJob(Call& c, std::string_view kind, const json::object& para
 
 Response Scrub(Call& c) {
   if (auto refused = RefuseFields(c)) return *refused;
-  json::object params;
-  params["background"] = false;
-  params["max_bytes_per_sec"] = uint64_t{0};
-  return ScheduleOpsJob(c, jobs::kScrubJob, params);
+  // The operator's pass: not a background one, unthrottled.
+  const jobs::ScrubParams params{/*background=*/false, /*max_bytes_per_sec=*/0};
+  return ScheduleOpsJob(c, jobs::kScrubJob, json::value_from(params));
 }
 
 Response Repair(Call& c) {
@@ -296,9 +295,9 @@ Response Repair(Call& c) {
   if (auto ok = body->OnlyKnown({"include_failed_disks"}); !ok) return FromApiError(ok.error());
   auto include = body->Bool("include_failed_disks");
   if (!include) return FromApiError(include.error());
-  json::object params;
-  params["include_failed_disks"] = include->value_or(false);
-  return ScheduleOpsJob(c, jobs::kRepairJob, params);
+  jobs::RepairParams params;
+  params.include_failed_disks = include->value_or(false);
+  return ScheduleOpsJob(c, jobs::kRepairJob, json::value_from(params));
 }
 
 Response BackupIndex(Call& c) {

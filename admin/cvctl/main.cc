@@ -18,9 +18,12 @@
 #include "admin/cvctl/client.h"
 #include "admin/cvctl/cvctl.h"
 #include "admin/cvctl/views.h"
+#include "admin/jobs/job_json.h"
 
 namespace cv::cvctl {
 namespace {
+
+namespace jobs = cv::admin::jobs;
 
 constexpr char kExitCodes[] =
     "Exit codes:\n"
@@ -87,10 +90,7 @@ tl::expected<Endpoint, Failure> FindNode(const Global& g) {
     boost::system::error_code ec;
     json::value doc = json::parse(*text, ec);
     const json::object* o = ec ? nullptr : doc.if_object();
-    auto field = [&](const char* k) -> std::string {
-      const json::value* v = o ? o->if_contains(k) : nullptr;
-      return v && v->is_string() ? std::string(v->as_string()) : std::string();
-    };
+    auto field = [&](const char* k) { return o ? jobs::StringField(*o, k) : std::string(); };
     if (field("admin").empty()) {
       return tl::unexpected(Failure{kExitUnreachable, file + " has no admin address"});
     }
@@ -123,11 +123,6 @@ std::string Query(std::initializer_list<std::pair<const char*, std::string>> par
     q += (q.empty() ? "?" : "&") + std::string(k) + "=" + QueryValue(v);
   }
   return q;
-}
-
-std::string Str(const json::object& o, std::string_view key) {
-  const json::value* v = o.if_contains(key);
-  return v && v->is_string() ? std::string(v->as_string()) : std::string();
 }
 
 int FollowJob(const Global& g, const std::string& id,
@@ -187,9 +182,9 @@ tl::expected<std::string, int> DiskPosition(const Global& g, const std::string& 
   const json::value* items = page->if_contains("items");
   if (items && items->is_array()) {
     for (const auto& d : items->as_array()) {
-      if (!d.is_object() || bare(Str(d.as_object(), "path")) != bare(arg)) continue;
+      if (!d.is_object() || bare(jobs::StringField(d.as_object(), "path")) != bare(arg)) continue;
       const json::value* pos = d.as_object().if_contains("position");
-      if (pos && pos->is_number()) return std::to_string(pos->to_number<uint64_t>());
+      if (auto p = pos ? jobs::AsUint(*pos) : std::nullopt) return std::to_string(*p);
     }
   }
   std::fprintf(stderr, "cvctl: %s is not one of the node's disks (cvctl disk list)\n", arg.c_str());
@@ -221,17 +216,16 @@ int StartJob(const Global& g, std::string_view method, const std::string& path,
              const std::function<bool(const json::object&)>& problems) {
   auto job = Fetch(g, method, path, body, 30);
   if (!job) return job.error();
-  const std::string id = Str(*job, "id");
+  const auto view = json::value_to<jobs::JobView>(json::value(*job));
   if (!wait) {
     if (g.json) {
       std::printf("%s\n", json::serialize(*job).c_str());
     } else {
-      std::printf("job %s (%s) %s\n", id.c_str(), Str(*job, "kind").c_str(),
-                  Str(*job, "state").c_str());
+      std::printf("job %s (%s) %s\n", view.id.c_str(), view.kind.c_str(), view.state.c_str());
     }
     return kExitOk;
   }
-  return FollowJob(g, id, show, problems);
+  return FollowJob(g, view.id, show, problems);
 }
 
 int FollowJob(const Global& g, const std::string& id,
@@ -244,14 +238,16 @@ int FollowJob(const Global& g, const std::string& id,
       line.Clear();
       return job.error();
     }
-    const std::string state = Str(*job, "state");
+    const auto view = json::value_to<jobs::JobView>(json::value(*job));
+    const std::string& state = view.state;
     if (state == "done" || state == "failed" || state == "cancelled") {
       line.Clear();
-      const json::value* r = job->if_contains("result");
-      const json::object result = r && r->is_object() ? r->as_object() : json::object();
+      const json::object result =
+          view.result.is_object() ? view.result.as_object() : json::object();
       if (state != "done") {
         std::fprintf(stderr, "cvctl: job %s %s%s%s\n", id.c_str(), state.c_str(),
-                     result.contains("error") ? ": " : "", Str(result, "error").c_str());
+                     result.contains("error") ? ": " : "",
+                     json::value_to<jobs::JobFailure>(view.result).error.c_str());
         if (g.json) std::printf("%s\n", json::serialize(*job).c_str());
         return kExitRefused;
       }
@@ -305,7 +301,8 @@ int Main(int argc, char** argv) {
                  "index transaction: uploads wait for it); prints what it fixed");
   on(fsck, [&] {
     if (!fsck_fix) return Request(g, "GET", "fsck", "", kLong, ShowFsck, FsckHasProblems);
-    return Request(g, "POST", "fsck", "{\"fix\":true}", kLong, ShowFsck, FsckHasProblems);
+    return Request(g, "POST", "fsck", json::serialize(json::object{{"fix", true}}), kLong, ShowFsck,
+                   FsckHasProblems);
   });
 
   bool no_wait = false;
@@ -337,7 +334,7 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "cvctl: no scrub is running\n");
       return kExitRefused;
     }
-    const std::string id = Str(items->as_array()[0].as_object(), "id");
+    const std::string id = json::value_to<jobs::JobView>(items->as_array()[0]).id;
     return Request(g, "POST", "jobs/" + id + "/cancel", "{}", kShort, ShowRecord);
   });
 
@@ -400,6 +397,8 @@ int Main(int argc, char** argv) {
     if (!doc) return doc.error();
     const json::value* repair = doc->if_contains("repair");
     const bool follow = !no_wait && repair && repair->is_object();
+    const std::string repair_job =
+        repair && repair->is_object() ? json::value_to<jobs::JobView>(*repair).id : "";
     if (g.json && !follow) {
       std::printf("%s\n", json::serialize(*doc).c_str());
       return kExitOk;
@@ -407,14 +406,15 @@ int Main(int argc, char** argv) {
     if (!g.json) {
       const json::value* d = doc->if_contains("disk");
       if (d && d->is_object()) ShowRecord(d->as_object());
-      if (!Str(*doc, "message").empty()) std::printf("%s\n", Str(*doc, "message").c_str());
+      const std::string message = jobs::StringField(*doc, "message");
+      if (!message.empty()) std::printf("%s\n", message.c_str());
       if (repair && repair->is_object()) {
-        std::printf("repair job %s rebuilds its shards\n", Str(repair->as_object(), "id").c_str());
+        std::printf("repair job %s rebuilds its shards\n", repair_job.c_str());
       }
       std::fflush(stdout);
     }
     if (!follow) return kExitOk;
-    return FollowJob(g, Str(repair->as_object(), "id"), ShowRepair, RepairHasProblems);
+    return FollowJob(g, repair_job, ShowRepair, RepairHasProblems);
   });
 
   auto* index = app.add_subcommand("index", "back up or rebuild the LMDB index");
@@ -574,26 +574,16 @@ int Main(int argc, char** argv) {
     auto job = Fetch(g, "POST", "accounts/" + c_account + "/devices/" + c_device + "/courier",
                      json::serialize(body), kShort);
     if (!job) return job.error();
-    const std::string id = Str(*job, "id");
+    const std::string id = json::value_to<jobs::JobView>(json::value(*job)).id;
     int rc = FollowJob(g, id, [](const json::object&) {}, nullptr);
     if (rc != kExitOk) return rc;
     auto done = Fetch(g, "GET", "jobs/" + id, "", kShort);
     if (!done) return done.error();
-    const json::value* rv = done->if_contains("result");
-    const json::object result = rv && rv->is_object() ? rv->as_object() : json::object();
+    const auto result = json::value_to<jobs::CourierResult>(
+        json::value_to<jobs::JobView>(json::value(*done)).result);
     std::vector<CourierImageInfo> images;
-    if (const json::value* v = result.if_contains("images"); v && v->is_array()) {
-      for (const json::value& i : v->as_array()) {
-        if (!i.is_object()) continue;
-        const json::object& io = i.as_object();
-        CourierImageInfo info;
-        if (auto d = io.if_contains("drive"); d && d->is_number()) info.drive = d->to_number<int>();
-        if (auto b = io.if_contains("bytes"); b && b->is_number()) {
-          info.bytes = b->to_number<uint64_t>();
-        }
-        info.sha256 = Str(io, "sha256");
-        images.push_back(info);
-      }
+    for (const jobs::CourierImage& i : result.images) {
+      images.push_back(CourierImageInfo{static_cast<int>(i.drive), i.bytes, i.sha256});
     }
     if (!g.json) {
       std::printf("job %s done: %zu image(s)\n", id.c_str(), images.size());
@@ -629,7 +619,7 @@ int Main(int argc, char** argv) {
     if (g.json) {
       std::printf("%s\n", json::serialize(*doc).c_str());
     } else {
-      std::printf("%s", Str(*doc, "public_key_pem").c_str());
+      std::printf("%s", jobs::StringField(*doc, "public_key_pem").c_str());
     }
     return kExitOk;
   });

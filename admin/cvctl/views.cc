@@ -1,28 +1,21 @@
 #include "admin/cvctl/views.h"
 
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
 #include <chrono>
 #include <cstdio>
 
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
-#include <cstdio>
+#include "admin/jobs/job_json.h"
 
 namespace cv::cvctl {
 
 namespace {
 
-uint64_t Num(const json::value* v) {
-  if (v == nullptr) return 0;
-  if (v->is_uint64()) return v->as_uint64();
-  if (v->is_int64() && v->as_int64() >= 0) return static_cast<uint64_t>(v->as_int64());
-  return 0;
-}
-uint64_t U(const json::object& o, std::string_view key) { return Num(o.if_contains(key)); }
+namespace jobs = cv::admin::jobs;
 
-bool B(const json::object& o, std::string_view key) {
-  const json::value* v = o.if_contains(key);
-  return v != nullptr && v->is_bool() && v->as_bool();
-}
+// The node's answers, read leniently (a newer node may answer more, or differently).
+uint64_t U(const json::object& o, std::string_view key) { return jobs::UintField(o, key); }
+bool B(const json::object& o, std::string_view key) { return jobs::BoolField(o, key); }
 
 // A scalar as text: strings bare, null as "-", the rest as JSON.
 std::string Text(const json::value* v) {
@@ -63,6 +56,12 @@ void PrintList(const char* title, const json::array& items) {
   if (items.empty()) return;
   std::printf("%s\n", title);
   for (const auto& v : items) std::printf("  - %s\n", Text(&v).c_str());
+}
+
+void PrintList(const char* title, const std::vector<std::string>& items) {
+  if (items.empty()) return;
+  std::printf("%s\n", title);
+  for (const auto& s : items) std::printf("  - %s\n", s.c_str());
 }
 
 void PrintNextCursor(const json::object& page) {
@@ -115,8 +114,12 @@ bool StatusHasProblems(const json::object& status) {
   return U(st, "degraded") > 0 || U(st, "lost") > 0 || U(st, "pending_repairs") > 0;
 }
 bool FsckHasProblems(const json::object& fsck) { return !B(fsck, "clean"); }
-bool ScrubHasProblems(const json::object& scrub) { return !B(scrub, "clean"); }
-bool RepairHasProblems(const json::object& repair) { return !B(repair, "complete"); }
+bool ScrubHasProblems(const json::object& scrub) {
+  return !json::value_to<jobs::ScrubResult>(json::value(scrub)).clean;
+}
+bool RepairHasProblems(const json::object& repair) {
+  return !json::value_to<jobs::RepairResult>(json::value(repair)).summary.complete;
+}
 
 void ShowStatus(const json::object& s) {
   const json::object& er = Obj(s, "erasure");
@@ -131,8 +134,9 @@ void ShowStatus(const json::object& s) {
   std::string missing;
   const json::array& by = Arr(st, "by_missing_shards");
   for (size_t i = 0; i < by.size(); ++i) {
-    missing += (i ? ", " : "") + std::to_string(Num(&by[i])) +
-               (i == 0 ? " intact" : " missing " + std::to_string(i) + (i == 1 ? " shard" : " shards"));
+    missing +=
+        (i ? ", " : "") + std::to_string(jobs::AsUint(by[i]).value_or(0)) +
+        (i == 0 ? " intact" : " missing " + std::to_string(i) + (i == 1 ? " shard" : " shards"));
   }
   std::printf("stripes   %llu total: %s, %llu lost; %llu queued for repair\n",
               static_cast<unsigned long long>(U(st, "total")), missing.c_str(),
@@ -176,20 +180,22 @@ void ShowDisks(const json::object& s) {
   PrintTable({"#", "DISK", "STATE", "SHARDS", "USED", "CAPACITY", "ERRORS"}, rows);
 }
 
-bool DrainHasProblems(const json::object& drain) { return !B(drain, "complete"); }
+bool DrainHasProblems(const json::object& drain) {
+  return !json::value_to<jobs::DrainResult>(json::value(drain)).complete;
+}
 
-void ShowDrain(const json::object& r) {
-  std::printf("drain of %s: %llu stripes moved (%llu shards, %s), %llu could not be moved, %llu "
-              "extent files deleted, %s still referenced on the disk%s\n",
-              S(r, "path").c_str(), static_cast<unsigned long long>(U(r, "stripes_moved")),
-              static_cast<unsigned long long>(U(r, "shards_moved")),
-              HumanBytes(U(r, "bytes_moved")).c_str(),
-              static_cast<unsigned long long>(U(r, "stripes_failed")),
-              static_cast<unsigned long long>(U(r, "extents_removed")),
-              HumanBytes(U(r, "remaining_bytes")).c_str(),
-              B(r, "complete") ? ": complete" : "");
-  PrintList("problems:", Arr(r, "problems"));
-  if (!S(r, "next").empty() && S(r, "next") != "-") std::printf("next: %s\n", S(r, "next").c_str());
+void ShowDrain(const json::object& drain) {
+  const auto r = json::value_to<jobs::DrainResult>(json::value(drain));
+  std::printf(
+      "drain of %s: %llu stripes moved (%llu shards, %s), %llu could not be moved, %llu "
+      "extent files deleted, %s still referenced on the disk%s\n",
+      r.path.value_or("-").c_str(), static_cast<unsigned long long>(r.stripes_moved),
+      static_cast<unsigned long long>(r.shards_moved), HumanBytes(r.bytes_moved).c_str(),
+      static_cast<unsigned long long>(r.stripes_failed),
+      static_cast<unsigned long long>(r.extents_removed), HumanBytes(r.remaining_bytes).c_str(),
+      r.complete ? ": complete" : "");
+  PrintList("problems:", r.problems);
+  if (!r.next.empty()) std::printf("next: %s\n", r.next.c_str());
 }
 
 void ShowFsck(const json::object& f) {
@@ -201,31 +207,32 @@ void ShowFsck(const json::object& f) {
   if (f.contains("fixed")) PrintList("fixed:", Arr(f, "fixed"));
 }
 
-void ShowScrub(const json::object& s) {
-  std::printf("scrub: %llu objects, %llu shards, %s checked: ",
-              static_cast<unsigned long long>(U(s, "objects")),
-              static_cast<unsigned long long>(U(s, "shards_checked")),
-              HumanBytes(U(s, "bytes_checked")).c_str());
-  if (!ScrubHasProblems(s)) {
+void ShowScrub(const json::object& scrub) {
+  const auto s = json::value_to<jobs::ScrubResult>(json::value(scrub));
+  std::printf(
+      "scrub: %llu objects, %llu shards, %s checked: ", static_cast<unsigned long long>(s.objects),
+      static_cast<unsigned long long>(s.shards_checked), HumanBytes(s.bytes_checked).c_str());
+  if (s.clean) {
     std::printf("clean\n");
     return;
   }
   std::printf("%llu damaged shard(s), %llu lost stripe(s); damage is queued: run cvctl repair\n",
-              static_cast<unsigned long long>(U(s, "damaged_shards")),
-              static_cast<unsigned long long>(U(s, "lost_stripes")));
-  PrintList("damaged:", Arr(s, "damaged"));
+              static_cast<unsigned long long>(s.damaged_shards),
+              static_cast<unsigned long long>(s.lost_stripes));
+  PrintList("damaged:", s.damaged.value_or(std::vector<std::string>{}));
 }
 
-void ShowRepair(const json::object& r) {
-  std::printf("repair: %llu stripes examined, %llu repaired (%llu shards rewritten), %llu lost, "
-              "%llu still queued%s\n",
-              static_cast<unsigned long long>(U(r, "stripes_examined")),
-              static_cast<unsigned long long>(U(r, "stripes_repaired")),
-              static_cast<unsigned long long>(U(r, "shards_rewritten")),
-              static_cast<unsigned long long>(U(r, "stripes_lost")),
-              static_cast<unsigned long long>(U(r, "still_queued")),
-              B(r, "complete") ? ": complete" : "");
-  PrintList("lost:", Arr(r, "lost"));
+void ShowRepair(const json::object& repair) {
+  const jobs::RepairSummary r = json::value_to<jobs::RepairResult>(json::value(repair)).summary;
+  std::printf(
+      "repair: %llu stripes examined, %llu repaired (%llu shards rewritten), %llu lost, "
+      "%llu still queued%s\n",
+      static_cast<unsigned long long>(r.stripes_examined),
+      static_cast<unsigned long long>(r.stripes_repaired),
+      static_cast<unsigned long long>(r.shards_rewritten),
+      static_cast<unsigned long long>(r.stripes_lost),
+      static_cast<unsigned long long>(r.still_queued), r.complete ? ": complete" : "");
+  PrintList("lost:", r.lost);
 }
 
 void ShowIndexBackup(const json::object& b) {
@@ -263,9 +270,10 @@ void ShowJobs(const json::object& page) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& v : Arr(page, "items")) {
     if (!v.is_object()) continue;
-    const json::object& j = v.as_object();
-    rows.push_back({S(j, "id"), S(j, "kind"), S(j, "state"), S(j, "created_at"),
-                    S(j, "finished_at")});
+    const auto j = json::value_to<jobs::JobView>(v);
+    auto cell = [](const std::string& s) { return s.empty() ? std::string("-") : s; };
+    rows.push_back({cell(j.id), cell(j.kind), cell(j.state), j.created_at.value_or("-"),
+                    j.finished_at.value_or("-")});
   }
   PrintTable({"ID", "KIND", "STATE", "CREATED", "FINISHED"}, rows);
   PrintNextCursor(page);
@@ -296,22 +304,16 @@ std::string HumanDuration(double seconds) {
 
 void ProgressLine::Show(const json::object& job) {
   if (!enabled_) return;
-  const json::value* pv = job.if_contains("progress");
-  const json::object progress = pv && pv->is_object() ? pv->as_object() : json::object();
-  auto num = [&](std::initializer_list<const char*> keys) -> double {
-    for (const char* k : keys) {
-      const json::value* v = progress.if_contains(k);
-      if (v && v->is_number()) return v->to_number<double>();
-    }
-    return -1;
-  };
+  const auto view = json::value_to<jobs::JobView>(json::value(job));
+  const auto counts = json::value_to<jobs::ProgressCounts>(view.progress);
+  auto num = [](const std::optional<uint64_t>& n) { return n ? double(*n) : -1.0; };
   // Bytes when the job counts bytes against a total, else objects.
-  double done = num({"bytes_written", "bytes_done"});
-  double total = num({"bytes_total"});
+  double done = num(counts.bytes_done);
+  double total = num(counts.bytes_total);
   bool bytes = done >= 0 && total > 0;
   if (!bytes) {
-    done = num({"objects_done"});
-    total = num({"objects_total"});
+    done = num(counts.objects_done);
+    total = num(counts.objects_total);
   }
   const double now = std::chrono::duration<double>(
                          std::chrono::steady_clock::now().time_since_epoch())
@@ -324,10 +326,7 @@ void ProgressLine::Show(const json::object& job) {
     last_done_ = done;
     last_time_ = now;
   }
-  const json::value* kind = job.if_contains("kind");
-  const json::value* state = job.if_contains("state");
-  std::string text = std::string(kind && kind->is_string() ? kind->as_string().c_str() : "job") +
-                     " " + (state && state->is_string() ? state->as_string().c_str() : "");
+  std::string text = (view.kind.empty() ? "job" : view.kind) + " " + view.state;
   if (done >= 0 && total > 0) {
     char pct[16];
     std::snprintf(pct, sizeof pct, " %5.1f%% ", 100.0 * std::min(done, total) / total);

@@ -11,8 +11,8 @@ JobResult RunAccountPurgeJob(JobContext& ctx) {
   if (!job.account) {
     return Err(ErrorKind::kInvalidArgument, "account purge job without an account");
   }
-  json::object progress = ParsedObjectOrEmpty(job.progress_json);
-  if (Str(progress, "phase").empty()) {
+  PurgeProgress progress = FromJsonText<PurgeProgress>(job.progress_json);
+  if (progress.phase.empty()) {
     std::vector<index::DeviceRecord> devices;
     {
       auto txn = ctx.store.Index().BeginRead();
@@ -33,10 +33,10 @@ JobResult RunAccountPurgeJob(JobContext& ctx) {
     return {};
   });
   if (!deleted) return tl::unexpected(deleted.error());
-  if (!*deleted) return std::optional<json::object>();
-  json::object receipt;
-  receipt["devices_removed"] = devices->size();
-  return FinishPurge(ctx, progress, std::move(receipt));
+  if (!*deleted) return Stopped();
+  PurgeReceipt receipt;
+  receipt.devices_removed = devices->size();
+  return FinishPurge(ctx, progress, receipt);
 }
 
 }  // namespace cv::admin::jobs

@@ -37,7 +37,6 @@
 #include <optional>
 #include <thread>
 
-#include "admin/internal.h"
 #include "admin/jobs/jobs.h"
 
 namespace cv::admin::jobs {
@@ -170,7 +169,7 @@ std::optional<Snapshot> ParseSnapshot(const std::string& text) {
   const json::value* items = o.if_contains("objects");
   if (!t || !t->is_int64() || !items || !items->is_array()) return std::nullopt;
   s.taken_ns = t->as_int64();
-  s.device_name = Str(o, "device_name");
+  s.device_name = StringField(o, "device_name");
   for (const json::value& it : items->as_array()) {
     const json::array* a = it.if_array();
     if (!a || a->size() != 4 || !(*a)[0].is_string() || !(*a)[1].is_string() ||
@@ -216,10 +215,7 @@ Result<std::string> ReadSmallFile(const std::string& path) {
 
 // ---- what goes on a drive ----
 
-std::string Rfc3339(int64_t ns) {
-  json::value v = internal::TimeOrNull(ns);
-  return v.is_string() ? std::string(v.as_string()) : std::string();
-}
+std::string Rfc3339(int64_t ns) { return TimeOf(ns).value_or(std::string()); }
 
 // The customer's README. Its length depends on drive/drives only through their digits.
 std::string Readme(const Snapshot& s, const index::Job& job, size_t drive, size_t drives) {
@@ -563,7 +559,7 @@ struct CourierRun {
   const std::string dir;        // courier_dir/<job>
   const std::string snap_file;  // <dir>/snapshot.json
   uint64_t drive_bytes = 0;     // of each drive, as asked for; 0: one drive
-  json::object progress;        // as last saved, and then as this run goes on
+  CourierProgress progress;     // as last saved, and then as this run goes on
   Snapshot snap;
   std::vector<DriveFiles> drives;        // each drive's files and where their bytes come from
   std::vector<courier::Layout> layouts;  // where they go in its image (same indexes)
@@ -578,8 +574,8 @@ struct CourierRun {
 
   // Saves the progress, drive `drive` (1..n) being written; a job no longer running stops.
   Status Save(size_t drive) {
-    progress["drive"] = drive;
-    progress["bytes_written"] = written_before + written.load();
+    progress.drive = drive;
+    progress.bytes_written = written_before + written.load();
     auto ok = ctx.SaveProgress(progress);
     if (!ok) return tl::unexpected(ok.error());
     if (!*ok) stop = true;
@@ -601,8 +597,8 @@ Status Start(CourierRun& run) {
   if (run.ctx.options.courier_dir.empty()) {
     return Err(ErrorKind::kUnavailable, "courier_dir is not set");
   }
-  run.drive_bytes = U64(ParsedObjectOrEmpty(job.params_json), "drive_bytes");
-  run.progress = ParsedObjectOrEmpty(job.progress_json);
+  run.drive_bytes = FromJsonText<CourierParams>(job.params_json).drive_bytes;
+  run.progress = FromJsonText<CourierProgress>(job.progress_json);
   std::error_code ec;
   fs::create_directories(run.dir, ec);
   if (ec) return Err(ErrorKind::kIOError, "create " + run.dir + ": " + ec.message());
@@ -612,7 +608,7 @@ Status Start(CourierRun& run) {
 // The snapshot: the saved one if the progress names it, else a new one, with which the
 // progress starts over.
 Status LoadOrTakeSnapshot(CourierRun& run) {
-  const std::string named = Str(run.progress, "snapshot_sha256");
+  const std::string& named = run.progress.snapshot_sha256;
   if (!named.empty()) {
     auto text = ReadSmallFile(run.snap_file);
     if (text && ToHex(Sha256::Of(*text)) == named) {
@@ -627,11 +623,10 @@ Status LoadOrTakeSnapshot(CourierRun& run) {
   run.snap = std::move(*s);
   const std::string text = SnapshotText(run.snap);
   CV_TRY(WriteFileDurably(run.snap_file, text));
-  run.progress = json::object();
-  run.progress["phase"] = "writing";
-  run.progress["snapshot_sha256"] = ToHex(Sha256::Of(text));
-  run.progress["snapshot_at"] = internal::TimeOrNull(run.snap.taken_ns);
-  run.progress["images"] = json::array();
+  run.progress = CourierProgress{};
+  run.progress.phase = "writing";
+  run.progress.snapshot_sha256 = ToHex(Sha256::Of(text));
+  run.progress.snapshot_at = TimeOf(run.snap.taken_ns);
   return {};
 }
 
@@ -650,29 +645,25 @@ Status PlanImages(CourierRun& run) {
     bytes_total += l->image_bytes();
     run.layouts.push_back(std::move(*l));
   }
-  run.progress["objects"] = run.snap.objects.size();
-  run.progress["bytes_total"] = bytes_total;
-  run.progress["drives"] = run.layouts.size();
-  json::array done;
-  if (const json::value* v = run.progress.if_contains("images"); v && v->is_array()) {
-    for (const json::value& img : v->as_array()) {
-      if (!img.is_object()) continue;
-      struct stat st {};
-      const std::string f = run.dir + "/" + Str(img.as_object(), "file");
-      if (::stat(f.c_str(), &st) == 0 &&
-          static_cast<uint64_t>(st.st_size) == U64(img.as_object(), "bytes")) {
-        done.push_back(img);
-      }
+  run.progress.objects = run.snap.objects.size();
+  run.progress.bytes_total = bytes_total;
+  run.progress.drives = run.layouts.size();
+  std::vector<CourierImage> done;
+  for (const CourierImage& img : run.progress.images) {
+    struct stat st {};
+    const std::string f = run.dir + "/" + img.file;
+    if (::stat(f.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) == img.bytes) {
+      done.push_back(img);
     }
   }
-  run.progress["images"] = done;
+  run.progress.images = std::move(done);
   return {};
 }
 
 // Whether the progress lists image `name` as finished.
 bool Finished(const CourierRun& run, const std::string& name) {
-  for (const json::value& img : run.progress.at("images").as_array()) {
-    if (Str(img.as_object(), "file") == name) return true;
+  for (const CourierImage& img : run.progress.images) {
+    if (img.file == name) return true;
   }
   return false;
 }
@@ -815,39 +806,30 @@ Result<bool> WriteDrive(CourierRun& run, size_t d) {
   if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
     return ErrnoError(errno, "rename " + tmp);
   }
-  json::object img;
-  img["drive"] = d + 1;
-  img["file"] = name;
-  img["bytes"] = layout.image_bytes();
-  img["sha256"] = ToHex(hashing.Digest());
-  img["files"] = run.drives[d].files.size();
-  run.progress["images"].as_array().push_back(img);
+  const CourierImage img{d + 1, name, layout.image_bytes(), ToHex(hashing.Digest()),
+                         run.drives[d].files.size()};
+  run.progress.images.push_back(img);
   run.written_before += layout.image_bytes();
   run.written = 0;
   CV_TRY(run.Save(d + 1));
   if (run.stop) return false;
   Log(LogLevel::kInfo, "courier_image",
-      {{"job", index::IdToHex(run.job.id)}, {"file", final_path}, {"sha256", Str(img, "sha256")}});
+      {{"job", index::IdToHex(run.job.id)}, {"file", final_path}, {"sha256", img.sha256}});
   return true;
 }
 
 // The job's result: its images in drive order, and what they hold.
-json::object Receipt(const CourierRun& run) {
-  const json::array& done = run.progress.at("images").as_array();
-  std::vector<json::value> sorted(done.begin(), done.end());
-  std::sort(sorted.begin(), sorted.end(), [](const json::value& a, const json::value& b) {
-    return U64(a.as_object(), "drive") < U64(b.as_object(), "drive");
-  });
-  uint64_t object_bytes = 0;
-  for (const auto& x : run.snap.objects) object_bytes += x.size;
-  json::object result;
-  result["images"] = json::array(sorted.begin(), sorted.end());
-  result["drives"] = run.layouts.size();
-  result["objects"] = run.snap.objects.size();
-  result["object_bytes"] = object_bytes;
-  result["snapshot_at"] = internal::TimeOrNull(run.snap.taken_ns);
-  result["started_at"] = internal::TimeOrNull(run.job.started_ns);
-  result["finished_at"] = internal::TimeOrNull(NowNanos());
+CourierResult Receipt(const CourierRun& run) {
+  CourierResult result;
+  result.images = run.progress.images;
+  std::sort(result.images.begin(), result.images.end(),
+            [](const CourierImage& a, const CourierImage& b) { return a.drive < b.drive; });
+  result.drives = run.layouts.size();
+  result.objects = run.snap.objects.size();
+  for (const auto& x : run.snap.objects) result.object_bytes += x.size;
+  result.snapshot_at = TimeOf(run.snap.taken_ns);
+  result.started_at = TimeOf(run.job.started_ns);
+  result.finished_at = TimeOf(NowNanos());
   return result;
 }
 
@@ -863,9 +845,9 @@ JobResult WriteImages(JobContext& ctx) {
     }
     auto written = WriteDrive(run, d);
     if (!written) return tl::unexpected(written.error());
-    if (!*written) return std::optional<json::object>();  // resumed at next start, or cancelled
+    if (!*written) return Stopped();  // resumed at next start, or cancelled
   }
-  return std::optional<json::object>(Receipt(run));
+  return Done(Receipt(run));
 }
 
 // ---- the room a job needs in courier_dir ----
@@ -953,7 +935,7 @@ JobResult RunCourierJob(JobContext& ctx) {
       Log(LogLevel::kWarn, "courier_cleanup_failed",
           {{"job", index::IdToHex(ctx.job.id)}, {"error", s.error().ToString()}});
     }
-    return std::optional<json::object>();
+    return Stopped();
   }
   return r;
 }

@@ -9,8 +9,8 @@ namespace cv::admin::jobs {
 JobResult RunDevicePurgeJob(JobContext& ctx) {
   index::Job& job = ctx.job;
   if (!job.device) return Err(ErrorKind::kInvalidArgument, "purge job without a device");
-  json::object progress = ParsedObjectOrEmpty(job.progress_json);
-  if (Str(progress, "phase").empty()) {
+  PurgeProgress progress = FromJsonText<PurgeProgress>(job.progress_json);
+  if (progress.phase.empty()) {
     std::vector<index::DeviceRecord> devices;
     {
       auto txn = ctx.store.Index().BeginRead();
@@ -27,8 +27,8 @@ JobResult RunDevicePurgeJob(JobContext& ctx) {
   if (!devices) return tl::unexpected(devices.error());
   auto deleted = DeleteDevices(ctx, progress, *devices, nullptr);
   if (!deleted) return tl::unexpected(deleted.error());
-  if (!*deleted) return std::optional<json::object>();
-  return FinishPurge(ctx, progress, json::object());
+  if (!*deleted) return Stopped();
+  return FinishPurge(ctx, progress, PurgeReceipt{});
 }
 
 }  // namespace cv::admin::jobs

@@ -7,10 +7,10 @@
 //
 // This header is what the folder offers the rest of admin -- the kind names, job records,
 // the runner, the files of courier jobs -- and what the runner and the kinds give each other
-// (JobContext, ProgressSaver, the Run* entry points).
+// (JobContext, ProgressSaver, the Run* entry points). Each kind's params, progress and result
+// are typed structs in job_json.h, which cvctl reads jobs with too.
 #pragma once
 
-#include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 #include <chrono>
@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "admin/admin.h"
+#include "admin/jobs/job_json.h"
 #include "index/index.h"
 #include "storage/storage.h"
 
@@ -40,16 +41,16 @@ inline constexpr std::string_view kDrainJob = "disk.drain";
 // and courier. The routes that create jobs say the same (kRoutes in admin.cc).
 bool PartnerMayCreate(std::string_view kind);
 
-// ---- job records (runner.cc) ----
-// A new job of `kind` in state "scheduled", due at run_after_ns.
+// ---- job records (runner.cc); their params, progress and result are job_json.h's ----
+// A new job of `kind` in state "scheduled", due at run_after_ns, with `params` (the kind's
+// params struct, json::value_from).
 index::Job NewJob(std::string_view kind, std::optional<index::Id> account,
-                  std::optional<index::Id> device, const json::object& params, int64_t now_ns,
+                  std::optional<index::Id> device, const json::value& params, int64_t now_ns,
                   int64_t run_after_ns);
-// The job as the API answers it.
+// The job as the API answers it (JobView).
 json::object JobJson(const index::Job& j);
-// A job's params/progress/result text as a JSON object ({} if empty or not an object).
-json::object ParsedObjectOrEmpty(const std::string& text);
 std::string JobTarget(const index::Id& job);  // "job/<id>", of audit records
+Time TimeOf(int64_t ns);                      // nullopt for 0 ("never")
 // The partner of the job's account (for its audit records), if it has one.
 Result<std::optional<index::Id>> JobPartner(index::Txn& txn, const index::Job& j);
 // Calls fn with every scheduled job and then every running one (of `account` only, if
@@ -96,14 +97,25 @@ struct JobContext {
   // true too): return nullopt. Cheap: check it between chunks of work.
   std::function<bool()> stopping;
   std::function<bool()> cancelled;  // POST /jobs/{j}/cancel stopped it: nothing resumes it
-  // Commits `progress` as the job's progress, with `also` in the same transaction. false
-  // (not an error) when the job is no longer "running" (cancelled): the job should stop.
-  Result<bool> SaveProgress(const json::object& progress,
-                            const std::function<Status(index::WriteTxn&)>& also = nullptr);
+  // Commits `progress` (the kind's progress struct) as the job's progress, with `also` in the
+  // same transaction. false (not an error) when the job is no longer "running" (cancelled):
+  // the job should stop.
+  template <class Progress>
+  Result<bool> SaveProgress(const Progress& progress,
+                            const std::function<Status(index::WriteTxn&)>& also = nullptr) {
+    return SaveProgressText(ToJsonText(progress), also);
+  }
+  Result<bool> SaveProgressText(const std::string& progress,
+                                const std::function<Status(index::WriteTxn&)>& also);
 };
 // A job kind's work: its result when done, nullopt when it stopped early (the node stops, or
 // the job was cancelled). The runner then records "done" with the result and an audit record.
 using JobResult = Result<std::optional<json::object>>;
+template <class T>
+JobResult Done(const T& result) {  // the kind's result struct
+  return std::optional<json::object>(json::value_from(result).as_object());
+}
+inline JobResult Stopped() { return std::optional<json::object>(); }
 
 JobResult RunDevicePurgeJob(JobContext& ctx);   // device_purge.cc
 JobResult RunAccountPurgeJob(JobContext& ctx);  // account_purge.cc
@@ -129,7 +141,7 @@ Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
 // reads it).
 inline constexpr std::string_view kRepairRateMeta = "ops/repair_rate";
 // A repair's report as scrub and repair results give it (repair.cc).
-json::object RepairJson(const storage::RepairReport& rep, bool include_failed);
+RepairSummary Summarize(const storage::RepairReport& rep, bool include_failed);
 
 // ---- what long walks share (walk.cc) ----
 // The progress callback of a long walk (scrub, drain): saves what `make()` builds at most
@@ -138,7 +150,7 @@ json::object RepairJson(const storage::RepairReport& rep, bool include_failed);
 class ProgressSaver {
  public:
   explicit ProgressSaver(JobContext& ctx) : ctx_(ctx) {}
-  bool Tick(const std::function<json::object()>& make);
+  bool Tick(const std::function<json::value()>& make);
   bool cancelled() const { return cancelled_; }
   // The save error, if one stopped the walk.
   std::optional<Error> error() const { return error_; }
@@ -151,16 +163,12 @@ class ProgressSaver {
 };
 // The objects in the index now: a long job's total.
 Result<uint64_t> CountObjects(storage::ObjectStore& store);
-// `base` (an array in a progress object, or none) with `lines` appended, at most `cap` items.
-json::array AppendCapped(const json::value* base, const std::vector<std::string>& lines,
-                         size_t cap);
-// A non-negative integer field of a progress/params object; 0 if absent or not one.
-uint64_t U64(const json::object& o, std::string_view key);
-// A string field of a progress/params object; "" if absent or not one.
-std::string Str(const json::object& o, std::string_view key);
-// An object key in job progress, and back (nullopt if malformed).
-json::object KeyJson(const index::ObjectKey& k);
-std::optional<index::ObjectKey> KeyFromJson(const json::value* v);
+// `base` with `lines` appended, at most `cap` items.
+std::vector<std::string> AppendCapped(std::vector<std::string> base,
+                                      const std::vector<std::string>& lines, size_t cap);
+// An object key in job progress, and back (nullopt if none or malformed).
+ObjectKeyJson KeyJson(const index::ObjectKey& k);
+std::optional<index::ObjectKey> KeyFromJson(const std::optional<ObjectKeyJson>& k);
 
 // ---- the files of courier jobs (courier.cc), for the courier routes ----
 // The node's courier key (private PEM), made on first use.

@@ -69,14 +69,12 @@ Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
     if (!last) return tl::unexpected(last.error());
     if (now_ns - *last >= kAutoRepairEveryNs || (!failed_disk && stats.pending_repairs > 0)) {
       txn->reset();
-      json::object params;
-      params["include_failed_disks"] = failed_disk;
-      params["automatic"] = true;
+      const RepairParams params{failed_disk, /*automatic=*/true, std::nullopt};
       CV_TRY(store.Index().Update([&](index::WriteTxn& w) {
         return w.PutMeta(kLastAutoRepairMeta, std::to_string(now_ns));
       }));
       return std::optional<index::Job>(
-          NewJob(kRepairJob, std::nullopt, std::nullopt, params, now_ns, now_ns));
+          NewJob(kRepairJob, std::nullopt, std::nullopt, json::value_from(params), now_ns, now_ns));
     }
   }
   if (scrub_due) {
@@ -86,11 +84,9 @@ Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
     rate = std::clamp<uint64_t>(
         rate, options.scrub_min_bytes_per_sec,
         std::max(options.scrub_min_bytes_per_sec, options.scrub_max_bytes_per_sec));
-    json::object params;
-    params["background"] = true;
-    params["max_bytes_per_sec"] = rate;
+    const ScrubParams params{/*background=*/true, rate};
     return std::optional<index::Job>(
-        NewJob(kScrubJob, std::nullopt, std::nullopt, params, now_ns, now_ns));
+        NewJob(kScrubJob, std::nullopt, std::nullopt, json::value_from(params), now_ns, now_ns));
   }
   return std::optional<index::Job>();
 }

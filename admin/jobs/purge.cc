@@ -2,10 +2,6 @@
 // compact and write the receipt.
 #include "admin/jobs/purge.h"
 
-#include <boost/json/serialize.hpp>
-
-#include "admin/internal.h"
-
 namespace cv::admin::jobs {
 
 namespace {
@@ -23,47 +19,40 @@ Status Forget(index::WriteTxn& txn, const index::DeviceRecord& d, const index::J
 
 }  // namespace
 
-json::object StartPurge(json::object progress, const std::vector<index::DeviceRecord>& devices) {
-  json::array ids;
-  uint64_t objects = 0, bytes = 0;
+PurgeProgress StartPurge(PurgeProgress progress, const std::vector<index::DeviceRecord>& devices) {
+  progress.phase = "delete";
+  progress.devices.clear();
+  progress.device_index = progress.objects_done = progress.bytes_done = 0;
+  progress.objects_total = progress.bytes_total = 0;
   for (const auto& d : devices) {
-    ids.push_back(json::value(index::IdToHex(d.id)));
-    objects += d.objects;
-    bytes += d.bytes;
+    progress.devices.push_back(index::IdToHex(d.id));
+    progress.objects_total += d.objects;
+    progress.bytes_total += d.bytes;
   }
-  progress["phase"] = "delete";
-  progress["devices"] = std::move(ids);
-  progress["device_index"] = uint64_t{0};
-  progress["objects_done"] = uint64_t{0};
-  progress["bytes_done"] = uint64_t{0};
-  progress["objects_total"] = objects;
-  progress["bytes_total"] = bytes;
   return progress;
 }
 
-Result<std::vector<index::Id>> PurgeDeviceIds(const json::object& progress) {
+Result<std::vector<index::Id>> PurgeDeviceIds(const PurgeProgress& progress) {
   std::vector<index::Id> devices;
-  if (const json::value* v = progress.if_contains("devices"); v && v->is_array()) {
-    for (const auto& e : v->as_array()) {
-      auto id = e.is_string() ? index::IdFromHex(e.as_string()) : std::nullopt;
-      if (!id) return Err(ErrorKind::kCorruption, "purge job progress names a bad device id");
-      devices.push_back(*id);
-    }
+  for (const std::string& hex : progress.devices) {
+    auto id = index::IdFromHex(hex);
+    if (!id) return Err(ErrorKind::kCorruption, "purge job progress names a bad device id");
+    devices.push_back(*id);
   }
   return devices;
 }
 
-Result<bool> DeleteDevices(JobContext& ctx, json::object& progress,
+Result<bool> DeleteDevices(JobContext& ctx, PurgeProgress& progress,
                            const std::vector<index::Id>& devices,
                            const std::function<Status(index::WriteTxn&)>& at_end) {
   index::Job& job = ctx.job;
-  while (Str(progress, "phase") == "delete") {
-    const size_t at = U64(progress, "device_index");
+  while (progress.phase == "delete") {
+    const size_t at = progress.device_index;
     const bool last = at + 1 >= devices.size();
-    json::object next;
+    PurgeProgress next;
     if (at >= devices.size()) {  // an account without devices
       next = progress;
-      next["phase"] = "compact";
+      next.phase = "compact";
       auto saved = ctx.SaveProgress(
           next, [&](index::WriteTxn& txn) -> Status { return at_end ? at_end(txn) : Status{}; });
       if (!saved) return tl::unexpected(saved.error());
@@ -81,48 +70,48 @@ Result<bool> DeleteDevices(JobContext& ctx, json::object& progress,
           device, ctx.options.purge_batch_objects,
           [&](index::WriteTxn& txn, const storage::PurgeBatch& b) -> Status {
             next = progress;
-            next["objects_done"] = U64(progress, "objects_done") + b.objects;
-            next["bytes_done"] = U64(progress, "bytes_done") + b.bytes;
+            next.objects_done += b.objects;
+            next.bytes_done += b.bytes;
             if (b.objects == 0) {
               // Nothing left: the device goes, and a late upload can no longer land.
               auto d = txn.GetDevice(device);
               if (!d) return tl::unexpected(d.error());
               if (*d) CV_TRY(Forget(txn, **d, job));
               CV_TRY(txn.PutMeta(index::PurgedDeviceMetaKey(device), index::IdToHex(job.id)));
-              next["device_index"] = uint64_t{at + 1};
+              next.device_index = at + 1;
               if (last) {
-                next["phase"] = "compact";
+                next.phase = "compact";
                 if (at_end) CV_TRY(at_end(txn));
               }
             }
             index::Job j = job;
-            j.progress_json = json::serialize(next);
+            j.progress_json = ToJsonText(next);
             return txn.PutJob(j);
           });
       if (!batch) return tl::unexpected(batch.error());
       progress = std::move(next);
-      job.progress_json = json::serialize(progress);
+      job.progress_json = ToJsonText(progress);
       if (batch->objects == 0) break;
     }
   }
   return true;
 }
 
-JobResult FinishPurge(JobContext& ctx, json::object& progress, json::object receipt) {
+JobResult FinishPurge(JobContext& ctx, PurgeProgress& progress, PurgeReceipt receipt) {
   // Hand the dead space to compaction; the receipt counts what it returned (other dead space
   // it found on the way included).
   auto rep = ctx.store.Compact(ctx.options.compact);
   if (!rep) return tl::unexpected(rep.error());
   const int64_t now = NowNanos();
-  receipt["objects_removed"] = U64(progress, "objects_done");
-  receipt["bytes_removed"] = U64(progress, "bytes_done");
-  receipt["disk_bytes_reclaimed"] = rep->bytes_reclaimed;
-  receipt["started_at"] = internal::TimeOrNull(ctx.job.started_ns);
-  receipt["finished_at"] = internal::TimeOrNull(now);
-  progress["phase"] = "done";
+  receipt.objects_removed = progress.objects_done;
+  receipt.bytes_removed = progress.bytes_done;
+  receipt.disk_bytes_reclaimed = rep->bytes_reclaimed;
+  receipt.started_at = TimeOf(ctx.job.started_ns);
+  receipt.finished_at = TimeOf(now);
+  progress.phase = "done";
   auto saved = ctx.SaveProgress(progress);
   if (!saved) return tl::unexpected(saved.error());
-  return std::optional<json::object>(std::move(receipt));
+  return Done(receipt);
 }
 
 }  // namespace cv::admin::jobs

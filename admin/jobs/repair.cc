@@ -12,32 +12,24 @@ namespace {
 // A repair that rewrote less than this is too short to measure the rate by.
 constexpr uint64_t kRateMinBytes = 16ull << 20;
 
-json::array Strings(const std::vector<std::string>& v) {
-  json::array a;
-  for (const auto& s : v) a.push_back(json::value(s));
-  return a;
-}
-
 }  // namespace
 
-json::object RepairJson(const storage::RepairReport& rep, bool include_failed) {
-  json::object o;
-  o["complete"] = rep.stripes_lost == 0 && rep.still_queued == 0;
-  o["include_failed_disks"] = include_failed;
-  o["stripes_examined"] = rep.stripes_examined;
-  o["bytes_rewritten"] = rep.bytes_rewritten;
-  o["stripes_repaired"] = rep.stripes_repaired;
-  o["shards_rewritten"] = rep.shards_rewritten;
-  o["stripes_lost"] = rep.stripes_lost;
-  o["still_queued"] = rep.still_queued;
-  o["lost"] = Strings(rep.lost);
-  return o;
+RepairSummary Summarize(const storage::RepairReport& rep, bool include_failed) {
+  RepairSummary s;
+  s.complete = rep.stripes_lost == 0 && rep.still_queued == 0;
+  s.include_failed_disks = include_failed;
+  s.stripes_examined = rep.stripes_examined;
+  s.bytes_rewritten = rep.bytes_rewritten;
+  s.stripes_repaired = rep.stripes_repaired;
+  s.shards_rewritten = rep.shards_rewritten;
+  s.stripes_lost = rep.stripes_lost;
+  s.still_queued = rep.still_queued;
+  s.lost = rep.lost;
+  return s;
 }
 
 JobResult RunRepairJob(JobContext& ctx) {
-  json::object params = ParsedObjectOrEmpty(ctx.job.params_json);
-  const json::value* inc = params.if_contains("include_failed_disks");
-  const bool include_failed = inc && inc->is_bool() && inc->as_bool();
+  const bool include_failed = FromJsonText<RepairParams>(ctx.job.params_json).include_failed_disks;
   const int64_t started = NowNanos();
   auto rep = ctx.store.Repair(include_failed);
   if (!rep) return tl::unexpected(rep.error());
@@ -50,10 +42,7 @@ JobResult RunRepairJob(JobContext& ctx) {
       return txn.PutMeta(kRepairRateMeta, std::to_string(rate) + " " + std::to_string(finished));
     }));
   }
-  json::object o = RepairJson(*rep, include_failed);
-  o["started_at"] = internal::TimeOrNull(started);
-  o["finished_at"] = internal::TimeOrNull(NowNanos());
-  return std::optional<json::object>(std::move(o));
+  return Done(RepairResult{Summarize(*rep, include_failed), TimeOf(started), TimeOf(NowNanos())});
 }
 
 }  // namespace cv::admin::jobs

@@ -1,8 +1,6 @@
 // The job runner: lanes (threads) that claim due jobs, run each kind's function, record the
 // result (with its audit receipt), retry a job that failed and give up on it after
 // job_max_attempts; and the job records every route and kind uses. See "Jobs" in admin.h.
-#include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -13,14 +11,6 @@
 namespace cv::admin::jobs {
 
 namespace {
-
-json::value ParsedOrNull(const std::string& text) {
-  if (text.empty()) return nullptr;
-  boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec) return nullptr;
-  return v;
-}
 
 // Each job kind runs on a lane (a thread) of its own kind of work, so that no kind waits for
 // another: a purge never waits for a multi-terabyte courier image, a courier image never for
@@ -74,28 +64,15 @@ Result<std::optional<index::Id>> JobPartner(index::Txn& txn, const index::Job& j
   return *a ? (*a)->partner : std::optional<index::Id>();
 }
 
-uint64_t U64(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end()) return 0;
-  if (it->value().is_uint64()) return it->value().as_uint64();
-  if (it->value().is_int64() && it->value().as_int64() >= 0) return it->value().as_int64();
-  return 0;
-}
-
-std::string Str(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  return it != o.end() && it->value().is_string() ? std::string(it->value().as_string()) : "";
-}
-
-json::object ParsedObjectOrEmpty(const std::string& text) {
-  json::value v = ParsedOrNull(text);
-  return v.is_object() ? v.as_object() : json::object();
+Time TimeOf(int64_t ns) {
+  if (ns == 0) return std::nullopt;
+  return FormatRfc3339(ns);
 }
 
 std::string JobTarget(const index::Id& job) { return "job/" + index::IdToHex(job); }
 
 index::Job NewJob(std::string_view kind, std::optional<index::Id> account,
-                  std::optional<index::Id> device, const json::object& params, int64_t now_ns,
+                  std::optional<index::Id> device, const json::value& params, int64_t now_ns,
                   int64_t run_after_ns) {
   index::Job j;
   j.id = index::NewId();
@@ -103,27 +80,29 @@ index::Job NewJob(std::string_view kind, std::optional<index::Id> account,
   j.state = "scheduled";
   j.account = account;
   j.device = device;
-  j.params_json = json::serialize(params);
+  j.params_json = JsonText(params);
   j.created_ns = now_ns;
   j.run_after_ns = run_after_ns;
   return j;
 }
 
 json::object JobJson(const index::Job& j) {
-  json::object o;
-  o["id"] = index::IdToHex(j.id);
-  o["kind"] = j.kind;
-  o["state"] = j.state;
-  o["account"] = j.account ? json::value(index::IdToHex(*j.account)) : json::value(nullptr);
-  o["device"] = j.device ? json::value(index::IdToHex(*j.device)) : json::value(nullptr);
-  o["params"] = ParsedOrNull(j.params_json);
-  o["progress"] = ParsedOrNull(j.progress_json);
-  o["result"] = ParsedOrNull(j.result_json);
-  o["created_at"] = internal::TimeOrNull(j.created_ns);
-  o["run_after"] = internal::TimeOrNull(j.run_after_ns);
-  o["started_at"] = internal::TimeOrNull(j.started_ns);
-  o["finished_at"] = internal::TimeOrNull(j.finished_ns);
-  return o;
+  auto hex = [](const std::optional<index::Id>& id) {
+    return id ? std::optional<std::string>(index::IdToHex(*id)) : std::nullopt;
+  };
+  const JobView v{index::IdToHex(j.id),
+                  j.kind,
+                  j.state,
+                  hex(j.account),
+                  hex(j.device),
+                  ParsedOrNull(j.params_json),
+                  ParsedOrNull(j.progress_json),
+                  ParsedOrNull(j.result_json),
+                  TimeOf(j.created_ns),
+                  TimeOf(j.run_after_ns),
+                  TimeOf(j.started_ns),
+                  TimeOf(j.finished_ns)};
+  return json::value_from(v).as_object();
 }
 
 Status ForEachPendingJob(index::Txn& txn, std::optional<index::Id> account,
@@ -157,10 +136,9 @@ Result<std::optional<index::Id>> PendingAccountPurge(index::Txn& txn, const inde
 
 // ---- the runner ----
 
-Result<bool> JobContext::SaveProgress(const json::object& progress,
-                                      const std::function<Status(index::WriteTxn&)>& also) {
+Result<bool> JobContext::SaveProgressText(const std::string& text,
+                                          const std::function<Status(index::WriteTxn&)>& also) {
   bool running = false;
-  const std::string text = json::serialize(progress);
   Status s = store.Index().Update([&](index::WriteTxn& txn) -> Status {
     running = false;
     auto cur = txn.GetJob(job.id);
@@ -380,7 +358,7 @@ struct JobRunner::State {
       index::Job j = **cur;
       j.state = "done";
       j.finished_ns = now;
-      j.result_json = json::serialize(result);
+      j.result_json = JsonText(result);
       CV_TRY(txn.PutJob(j));
       auto partner = JobPartner(txn, j);
       if (!partner) return tl::unexpected(partner.error());
@@ -394,15 +372,15 @@ struct JobRunner::State {
       return;
     }
     Log(LogLevel::kInfo, "job_done",
-        {{"job", index::IdToHex(job.id)}, {"kind", job.kind}, {"result", json::serialize(result)}});
+        {{"job", index::IdToHex(job.id)}, {"kind", job.kind}, {"result", JsonText(result)}});
   }
 
   // An error: retry later (a disk may come back), give up after job_max_attempts.
   void Failed(const index::Job& job, const Error& e) {
-    json::object progress = ParsedObjectOrEmpty(job.progress_json);
-    const uint64_t attempts = U64(progress, "attempts") + 1;
-    progress["attempts"] = attempts;
-    progress["last_error"] = e.ToString();
+    JobAttempts count = FromJsonText<JobAttempts>(job.progress_json);
+    const uint64_t attempts = ++count.attempts;
+    count.last_error = e.ToString();
+    const std::string progress = WithAttempts(job.progress_json, count);
     const bool give_up =
         attempts >= options.job_max_attempts || e.kind == ErrorKind::kInvalidArgument;
     Log(give_up ? LogLevel::kError : LogLevel::kWarn, "job_error",
@@ -417,13 +395,11 @@ struct JobRunner::State {
       if (!cur) return tl::unexpected(cur.error());
       if (!*cur || (*cur)->state != "running") return {};
       index::Job j = **cur;
-      j.progress_json = json::serialize(progress);
+      j.progress_json = progress;
       if (give_up) {
         j.state = "failed";
         j.finished_ns = now;
-        json::object result;
-        result["error"] = e.ToString();
-        j.result_json = json::serialize(result);
+        j.result_json = ToJsonText(JobFailure{e.ToString()});
         CV_TRY(internal::AppendSystemAudit(txn, now, "job.failed", JobTarget(j.id), j.account, {},
                                            nullptr, JobJson(j)));
       } else {

@@ -5,7 +5,7 @@
 
 namespace cv::admin::jobs {
 
-bool ProgressSaver::Tick(const std::function<json::object()>& make) {
+bool ProgressSaver::Tick(const std::function<json::value()>& make) {
   if (ctx_.stopping()) {
     cancelled_ = ctx_.cancelled();
     return false;
@@ -33,36 +33,26 @@ Result<uint64_t> CountObjects(storage::ObjectStore& store) {
   return total;
 }
 
-json::array AppendCapped(const json::value* base, const std::vector<std::string>& lines,
-                         size_t cap) {
-  json::array out = base && base->is_array() ? base->as_array() : json::array{};
+std::vector<std::string> AppendCapped(std::vector<std::string> base,
+                                      const std::vector<std::string>& lines, size_t cap) {
   for (const auto& line : lines) {
-    if (out.size() >= cap) break;
-    out.push_back(json::value(line));
+    if (base.size() >= cap) break;
+    base.push_back(line);
   }
-  return out;
+  return base;
 }
 
-json::object KeyJson(const index::ObjectKey& k) {
-  return json::object{{"device", index::IdToHex(k.device)},
-                      {"type", index::ObjectTypeName(k.type)},
-                      {"name", k.name}};
+ObjectKeyJson KeyJson(const index::ObjectKey& k) {
+  return ObjectKeyJson{index::IdToHex(k.device), std::string(index::ObjectTypeName(k.type)),
+                       k.name};
 }
 
-std::optional<index::ObjectKey> KeyFromJson(const json::value* v) {
-  if (!v || !v->is_object()) return std::nullopt;
-  const json::object& o = v->as_object();
-  auto str = [&](const char* f) -> std::optional<std::string> {
-    const json::value* x = o.if_contains(f);
-    if (!x || !x->is_string()) return std::nullopt;
-    return std::string(x->as_string());
-  };
-  auto dev = str("device"), type = str("type"), name = str("name");
-  if (!dev || !type || !name) return std::nullopt;
-  auto id = index::IdFromHex(*dev);
-  auto t = index::ParseObjectType(*type);
+std::optional<index::ObjectKey> KeyFromJson(const std::optional<ObjectKeyJson>& k) {
+  if (!k) return std::nullopt;
+  auto id = index::IdFromHex(k->device);
+  auto t = index::ParseObjectType(k->type);
   if (!id || !t) return std::nullopt;
-  return index::ObjectKey{*id, *t, *name};
+  return index::ObjectKey{*id, *t, k->name};
 }
 
 }  // namespace cv::admin::jobs

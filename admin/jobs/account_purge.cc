@@ -7,36 +7,21 @@
 namespace cv::admin::jobs {
 
 JobResult RunAccountPurgeJob(JobContext& ctx) {
-  index::Job& job = ctx.job;
+  const index::Job& job = ctx.job;
   if (!job.account) {
     return Err(ErrorKind::kInvalidArgument, "account purge job without an account");
   }
-  PurgeProgress progress = FromJsonText<PurgeProgress>(job.progress_json);
-  if (progress.phase.empty()) {
-    std::vector<index::DeviceRecord> devices;
-    {
-      auto txn = ctx.store.Index().BeginRead();
-      if (!txn) return tl::unexpected(txn.error());
-      auto all = (*txn)->ListDevices(*job.account);
-      if (!all) return tl::unexpected(all.error());
-      devices = std::move(*all);
-    }
-    progress = StartPurge(std::move(progress), devices);
-  }
-  auto devices = PurgeDeviceIds(progress);
-  if (!devices) return tl::unexpected(devices.error());
+  PurgePlan plan;
+  plan.devices = [&](index::Txn& txn) { return txn.ListDevices(*job.account); };
   // The account goes with its last device (an account without devices: at once).
-  auto deleted = DeleteDevices(ctx, progress, *devices, [&](index::WriteTxn& txn) -> Status {
+  plan.at_end = [&](index::WriteTxn& txn) -> Status {
     auto a = txn.GetAccount(*job.account);
     if (!a) return tl::unexpected(a.error());
     if (*a) CV_TRY(txn.DeleteAccount(*job.account));  // and its add-ons
     return {};
-  });
-  if (!deleted) return tl::unexpected(deleted.error());
-  if (!*deleted) return Stopped();
-  PurgeReceipt receipt;
-  receipt.devices_removed = devices->size();
-  return FinishPurge(ctx, progress, receipt);
+  };
+  plan.count_devices = true;
+  return RunPurge(ctx, plan);
 }
 
 }  // namespace cv::admin::jobs

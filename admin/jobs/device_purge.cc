@@ -7,28 +7,17 @@
 namespace cv::admin::jobs {
 
 JobResult RunDevicePurgeJob(JobContext& ctx) {
-  index::Job& job = ctx.job;
+  const index::Job& job = ctx.job;
   if (!job.device) return Err(ErrorKind::kInvalidArgument, "purge job without a device");
-  PurgeProgress progress = FromJsonText<PurgeProgress>(job.progress_json);
-  if (progress.phase.empty()) {
-    std::vector<index::DeviceRecord> devices;
-    {
-      auto txn = ctx.store.Index().BeginRead();
-      if (!txn) return tl::unexpected(txn.error());
-      auto d = (*txn)->GetDevice(*job.device);
-      if (!d) return tl::unexpected(d.error());
-      index::DeviceRecord gone;
-      gone.id = *job.device;
-      devices.push_back(d->value_or(gone));
-    }
-    progress = StartPurge(std::move(progress), devices);
-  }
-  auto devices = PurgeDeviceIds(progress);
-  if (!devices) return tl::unexpected(devices.error());
-  auto deleted = DeleteDevices(ctx, progress, *devices, nullptr);
-  if (!deleted) return tl::unexpected(deleted.error());
-  if (!*deleted) return Stopped();
-  return FinishPurge(ctx, progress, PurgeReceipt{});
+  PurgePlan plan;
+  plan.devices = [&](index::Txn& txn) -> Result<std::vector<index::DeviceRecord>> {
+    auto d = txn.GetDevice(*job.device);
+    if (!d) return tl::unexpected(d.error());
+    index::DeviceRecord gone;
+    gone.id = *job.device;
+    return std::vector<index::DeviceRecord>{d->value_or(gone)};
+  };
+  return RunPurge(ctx, plan);
 }
 
 }  // namespace cv::admin::jobs

@@ -4,10 +4,10 @@
 // cvctl reads them with the same structs: this file depends on Boost.JSON alone (library
 // cv_job_json).
 //
-// Writing gives the fields in a fixed order. A `Time` is RFC 3339 UTC, null when nullopt;
-// another std::optional field is left out when nullopt. Reading never fails: a field that is
-// absent or of another type reads as its default, so that progress an older build saved
-// resumes, and an answer of a newer node still reads.
+// Writing gives the fields in a fixed order (one list per struct, job_json.cc). A
+// std::optional field is null when nullopt if its comment says "null", else left out.
+// Reading never fails: a field that is absent or of another type reads as its default, so
+// that progress an older build saved resumes, and an answer of a newer node still reads.
 //
 // Thread-safety: value types and pure functions.
 #pragma once

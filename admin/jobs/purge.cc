@@ -1,5 +1,5 @@
-// The steps both purge kinds share (purge.h): start, delete device by device in batches,
-// compact and write the receipt.
+// The steps of a purge (purge.h): start, delete device by device in batches, compact, and
+// the receipt.
 #include "admin/jobs/purge.h"
 
 namespace cv::admin::jobs {
@@ -17,8 +17,8 @@ Status Forget(index::WriteTxn& txn, const index::DeviceRecord& d, const index::J
       index::PurgedDevice{d.id, d.account, d.token_hash, NowNanos(), job.id});
 }
 
-}  // namespace
-
+// `progress` of a purge that starts now (phase "delete") over `devices`, in order; the
+// runner's count of attempts stays.
 PurgeProgress StartPurge(PurgeProgress progress, const std::vector<index::DeviceRecord>& devices) {
   progress.phase = "delete";
   progress.devices.clear();
@@ -32,6 +32,7 @@ PurgeProgress StartPurge(PurgeProgress progress, const std::vector<index::Device
   return progress;
 }
 
+// The devices that `progress` names, in order.
 Result<std::vector<index::Id>> PurgeDeviceIds(const PurgeProgress& progress) {
   std::vector<index::Id> devices;
   for (const std::string& hex : progress.devices) {
@@ -42,6 +43,9 @@ Result<std::vector<index::Id>> PurgeDeviceIds(const PurgeProgress& progress) {
   return devices;
 }
 
+// Phase "delete": removes the objects of `devices` (as PurgeDeviceIds read them), from
+// device_index on, and then each device. `at_end` runs in the transaction that ends the
+// phase. true: the phase is over; false: the job stopped.
 Result<bool> DeleteDevices(JobContext& ctx, PurgeProgress& progress,
                            const std::vector<index::Id>& devices,
                            const std::function<Status(index::WriteTxn&)>& at_end) {
@@ -97,6 +101,7 @@ Result<bool> DeleteDevices(JobContext& ctx, PurgeProgress& progress,
   return true;
 }
 
+// Phases "compact" and "done": compacts, and returns the receipt, `receipt` completed.
 JobResult FinishPurge(JobContext& ctx, PurgeProgress& progress, PurgeReceipt receipt) {
   // Hand the dead space to compaction; the receipt counts what it returned (other dead space
   // it found on the way included).
@@ -112,6 +117,31 @@ JobResult FinishPurge(JobContext& ctx, PurgeProgress& progress, PurgeReceipt rec
   auto saved = ctx.SaveProgress(progress);
   if (!saved) return tl::unexpected(saved.error());
   return Done(receipt);
+}
+
+}  // namespace
+
+JobResult RunPurge(JobContext& ctx, const PurgePlan& plan) {
+  PurgeProgress progress = FromJsonText<PurgeProgress>(ctx.job.progress_json);
+  if (progress.phase.empty()) {
+    std::vector<index::DeviceRecord> devices;
+    {
+      auto txn = ctx.store.Index().BeginRead();
+      if (!txn) return tl::unexpected(txn.error());
+      auto listed = plan.devices(**txn);
+      if (!listed) return tl::unexpected(listed.error());
+      devices = std::move(*listed);
+    }
+    progress = StartPurge(std::move(progress), devices);
+  }
+  auto devices = PurgeDeviceIds(progress);
+  if (!devices) return tl::unexpected(devices.error());
+  auto deleted = DeleteDevices(ctx, progress, *devices, plan.at_end);
+  if (!deleted) return tl::unexpected(deleted.error());
+  if (!*deleted) return Stopped();
+  PurgeReceipt receipt;
+  if (plan.count_devices) receipt.devices_removed = devices->size();
+  return FinishPurge(ctx, progress, receipt);
 }
 
 }  // namespace cv::admin::jobs

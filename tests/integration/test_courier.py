@@ -26,13 +26,16 @@ PASSWORD = "integration-test-password"
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-def backed_up(node, workdir, mib, seed, **device):
+def backed_up(node, workdir, mib, seed, pack_mib=None, **device):
     """A device whose repository holds one restic backup of a generated tree: (dev, src).
-    `device`: new_device's account and key (a partner's account)."""
+    `device`: new_device's account and key (a partner's account); `pack_mib`: restic's pack
+    size (its default, 16 MiB, makes a small tree one data object)."""
     dev = node.new_device(append_only=False, **device)
     src = os.path.join(workdir, "src")
     make_tree(src, mib, seed=seed)
     restic = Restic(dev, workdir)
+    if pack_mib:
+        restic.env["RESTIC_PACK_SIZE"] = str(pack_mib)
     restic.run("init")
     restic.backup(src)
     return dev, src
@@ -412,15 +415,20 @@ def test_object_deleted_mid_job_fails_loudly_naming_it(fresh_node, tmp_root):
     silently incomplete image)."""
     node = fresh_node("[jobs]\ncourier_mib_per_s = 1\njob_poll_ms = 100\n")
     work = tempfile.mkdtemp(prefix="courier-delete-", dir=tmp_root)
-    dev, _ = backed_up(node, work, 12, seed=66)
-    last = max(o["name"] for o in dev.listing("data"))  # written last (path order)
+    # Several data objects, so that the one deleted is read seconds after the snapshot: the
+    # job reads them in path order, at most 1 MiB/s.
+    dev, _ = backed_up(node, work, 12, seed=66, pack_mib=4)
+    data = sorted(o["name"] for o in dev.listing("data"))
+    assert len(data) >= 3, data
+    last = data[-1]  # read last (path order)
     r = node.admin("POST", f"/accounts/{dev.account}/devices/{dev.id}/courier", {})
     assert r.status == 202, r
     job_id = r.json()["id"]
-    deadline = time.monotonic() + 60
-    while node.admin("GET", f"/jobs/{job_id}").json()["state"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    # Once its snapshot is on disk (a job that is merely "running" may not have listed the
+    # objects yet, and would then never see the one deleted here); its progress names the
+    # snapshot only later, when the first images may be written already.
+    snapshot = os.path.join(node.root, "courier", job_id, "snapshot.json")
+    cv.wait_for(lambda: os.path.exists(snapshot), timeout=60, what="the job's snapshot")
     assert dev.request("DELETE", f"/data/{last}").status == 200
     deadline = time.monotonic() + 120
     while True:

@@ -1,6 +1,7 @@
 // server/agent_api: the agent protocol, restic's REST backend v2 with one repository per
-// device, minus the streaming parts (object bodies in and out live in session.cc, which uses
-// the validation here). Routes, relative to /{device_id}:
+// device, minus the streaming parts (object bodies in and out live in upload.cc and
+// download.cc; agent_routes.cc routes with the validation here). Routes, relative to
+// /{device_id}:
 //
 //   POST   /?create=true       200, nothing to do (the device is the repository)
 //   HEAD   /config             200 + Content-Length | 404

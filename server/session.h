@@ -14,6 +14,19 @@
 // still block the worker thread (and so its other connections) while they run.
 //
 //   accept -> handshake -> [ read header -> route -> auth -> body in/out -> answer ]* -> shutdown
+//
+// One class; its member functions live in one file per concept, all in server/:
+//   session.cc          the connection: start, handshake, request loop, reading request heads
+//                       and bodies, 100-continue, sending answers, timeouts, shutdown
+//   agent_routes.cc     ServeAgent: an agent request's route, authentication and dispatch
+//   admin_requests.cc   ServeAdmin: an admin request handed to admin::AdminApi
+//   upload.cc           Upload: an object's body into the store, within the account's quota
+//   download.cc         Download, ReadPiece: an object, or a Range of it, out of the store
+//   file_send.cc        SendFile: a file as the answer (courier images), with Range
+//   health.cc           IsOperational, ServeOperational: /healthz, /readyz and /metrics
+//   session_internal.h  what these files share (Exchange, kTuple, kChunk, ...)
+//   ranged_response.h   not Session's: a GET's Range header and the head of its 200/206
+//                       answer, for download.cc and file_send.cc
 #pragma once
 
 #include <atomic>

@@ -1,7 +1,8 @@
 // fuzz_http_head: an agent request head as the server reads it. The input's first byte picks:
 //   even: the rest is raw bytes on the wire, parsed by Beast's request parser with the
 //         server's header limits (common/config.h); a complete head is then routed as
-//         session.cc does (ParseAgentTarget, ParseAuthorization, Accept, Range, ObjectKeyFor);
+//         agent_routes.cc does (ParseAgentTarget, ParseAuthorization, Accept, Range,
+//         ObjectKeyFor);
 //   odd:  the rest is "target \n authorization": the two parsers on bytes Beast would refuse.
 // Properties: no crash or sanitizer report; a routed target re-assembles into the path it
 // came from with only allowed bytes; credentials are what the header says.

@@ -248,9 +248,13 @@ class AdminApiImpl : public AdminApi {
       return Error(400, "invalid_path", "percent-encoded paths are not accepted");
     }
     // /admin/v1/a/b -> a, b
-    std::vector<std::string_view> parts;
-    for (auto segment : target->encoded_segments()) parts.emplace_back(segment.data(), segment.size());
-    if (parts.size() < 2 || parts[0] != "admin" || parts[1] != "v1" || !path.starts_with('/')) {
+    auto segments = PathSegments(path);
+    if (!segments) {
+      return Error(400, "invalid_path",
+                   "the path must start with '/' and have no '.' or '..' segment");
+    }
+    std::vector<std::string_view> parts = std::move(*segments);
+    if (parts.size() < 2 || parts[0] != "admin" || parts[1] != "v1") {
       return Error(404, "not_found", "no such route");
     }
     parts.erase(parts.begin(), parts.begin() + 2);

@@ -513,6 +513,13 @@ TEST_F(AdminTest, ErrorNamingANonUtf8ParameterIsStillValidJson) {
     ASSERT_FALSE(ec) << target << ": " << r.body;
     EXPECT_EQ(v.at("error").at("code").as_string(), "invalid_target") << r.body;
   }
+  // A "." or ".." segment anywhere, a leading "./" included, is refused, not resolved.
+  for (std::string target : {"/./admin/v1/status", "/admin/./v1/status", "/admin/v1/x/../status",
+                             "/admin/v1/status/."}) {
+    Response r = Call(**api, "GET", target, "", key);
+    EXPECT_EQ(r.status, 400) << target;
+    EXPECT_NE(r.body.find("\"invalid_path\""), std::string::npos) << target << ": " << r.body;
+  }
   // Valid UTF-8 is kept as it is.
   Response r = Call(**api, "GET", "/admin/v1/devices?gr%C3%B6%C3%9F" "e=1", "", key);
   EXPECT_NE(r.body.find("gr\xc3\xb6\xc3\x9f" "e"), std::string::npos) << r.body;

@@ -7,6 +7,7 @@
 
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
+#include <boost/url/parse_path.hpp>
 
 #include <atomic>
 #include <cerrno>
@@ -102,6 +103,24 @@ std::string ValidUtf8(std::string_view s) {
     }
   }
   return out;
+}
+
+std::optional<std::vector<std::string_view>> PathSegments(std::string_view path) {
+  if (!path.starts_with('/')) return std::nullopt;
+  auto segments = boost::urls::parse_path(path);
+  if (!segments) return std::nullopt;
+  // Each part must start where the path has it when the parts are joined with "/": then the
+  // parts are the whole path, and nothing (such as a leading "./") was hidden.
+  std::vector<std::string_view> parts;
+  size_t at = 1;
+  for (auto segment : *segments) {
+    std::string_view part(segment.data(), segment.size());
+    if (part == "." || part == ".." || part.data() != path.data() + at) return std::nullopt;
+    at += part.size() + 1;
+    parts.push_back(part);
+  }
+  if (parts.empty() ? path != "/" : at != path.size() + 1) return std::nullopt;
+  return parts;
 }
 
 void Log(LogLevel level, std::string_view event, std::initializer_list<LogField> fields) {

@@ -7,10 +7,12 @@
 #include <array>
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <tl/expected.hpp>
 
@@ -76,6 +78,13 @@ void SetLogLevel(LogLevel min_level);
 // and Boost.JSON copies string bytes as they are: whatever a client or a disk sent goes
 // through this before it is written into JSON.
 std::string ValidUtf8(std::string_view s);
+
+// ---- request paths ----
+// The segments of an absolute request path as sent, split by Boost.URL without decoding
+// ("/a/b/" -> a, b, ""; "//x" -> "", x; "/" -> none). nullopt when `path` is not absolute, has
+// a "." or ".." segment, or is not exactly "/" followed by its segments joined with "/" (Boost
+// hides a leading "./" from the segments it returns): a path means one thing or is refused.
+std::optional<std::vector<std::string_view>> PathSegments(std::string_view path);
 
 // ---- bytes ----
 std::string ToHex(std::span<const uint8_t> bytes);

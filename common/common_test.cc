@@ -138,6 +138,18 @@ TEST_F(WriteFileDurablyTest, FailedRenameRemovesTheTemporaryFile) {
 }
 
 int64_t FixedClock() { return 42; }
+TEST(CommonTest, PathSegmentsAreThePathOrNothing) {
+  using V = std::vector<std::string_view>;
+  EXPECT_EQ(PathSegments("/"), V{});
+  EXPECT_EQ(PathSegments("/a/b/"), (V{"a", "b", ""}));
+  EXPECT_EQ(PathSegments("//x"), (V{"", "x"}));
+  EXPECT_EQ(PathSegments("/a.b/..c"), (V{"a.b", "..c"}));
+  for (std::string_view bad : {"", "a/b", "/./", "/.", "/..", "/./a", "/a/./b", "/a/..", "/a/../b",
+                               "/a b", "/a?b"}) {
+    EXPECT_EQ(PathSegments(bad), std::nullopt) << bad;
+  }
+}
+
 TEST(CommonTest, ClockCanBeReplacedInTests) {
   SetClockForTesting(&FixedClock);
   EXPECT_EQ(NowNanos(), 42);

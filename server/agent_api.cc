@@ -1,7 +1,6 @@
 #include "server/agent_api.h"
 
 #include <boost/json.hpp>
-#include <boost/url/parse_path.hpp>
 #include <charconv>
 
 #include "admin/admin.h"
@@ -39,16 +38,6 @@ bool PathByteOk(char c) {
          c == '_' || c == '-' || c == '/';
 }
 
-// The segments of an absolute path ("/dev/data/" -> dev, data, ""; "//x" -> "", x), split by
-// Boost.URL. REQUIRES: every byte passed PathByteOk (so nothing is percent-encoded).
-std::vector<std::string_view> Split(std::string_view path) {
-  std::vector<std::string_view> parts;
-  auto segments = boost::urls::parse_path(path);
-  if (!segments) return parts;
-  for (auto segment : *segments) parts.emplace_back(segment.data(), segment.size());
-  return parts;
-}
-
 bool ParseU64(std::string_view s, uint64_t* out) {
   if (s.empty() || s.size() > 20) return false;
   for (char c : s) {
@@ -72,26 +61,25 @@ AgentTarget ParseAgentTarget(std::string_view target) {
   size_t q = target.find('?');
   std::string_view path = target.substr(0, q);  // with its leading '/'
   if (q != std::string_view::npos) t.query = std::string(target.substr(q + 1));
+  // A refused path still tells the caller which device the request is for (it is
+  // authenticated first).
+  auto invalid = [&](std::string error) {
+    t.kind = AgentTarget::Kind::kInvalidPath;
+    t.error = std::move(error);
+    t.device = std::string(path.substr(1, path.find('/', 1) - 1));
+    return t;
+  };
   for (char c : path) {
     if (!PathByteOk(c)) {
-      t.kind = AgentTarget::Kind::kInvalidPath;
-      t.error = c == '%' ? "percent-encoded bytes are not accepted in paths"
-                         : "the path contains a byte that is not allowed";
-      // Still tell the caller which device the request is for (it is authenticated first).
-      t.device = std::string(path.substr(1, path.find('/', 1) - 1));
-      return t;
+      return invalid(c == '%' ? "percent-encoded bytes are not accepted in paths"
+                              : "the path contains a byte that is not allowed");
     }
   }
-  auto parts = Split(path);
+  auto segments = PathSegments(path);
+  if (!segments) return invalid("'.' and '..' are not allowed in paths");
+  const std::vector<std::string_view>& parts = *segments;
   if (parts.empty() || parts[0].empty()) return t;  // kNone
   t.device = std::string(parts[0]);
-  for (auto p : parts) {
-    if (p == "." || p == "..") {
-      t.kind = AgentTarget::Kind::kInvalidPath;
-      t.error = "'.' and '..' are not allowed in paths";
-      return t;
-    }
-  }
   using K = AgentTarget::Kind;
   if (parts.size() == 1 || (parts.size() == 2 && parts[1].empty())) {
     t.kind = K::kRepo;

@@ -38,6 +38,12 @@ TEST(AgentTargetTest, TraversalAndEncodedBytesAreInvalidPaths) {
                            "/data/%00", "/data/a b", "/data/a\\b"}) {
     EXPECT_EQ(ParseAgentTarget("/" + dev + tail).kind, K::kInvalidPath) << tail;
   }
+  // A leading "." segment, which Boost.URL hides from the segments it returns (the fuzz
+  // target found "/./").
+  for (const std::string& target :
+       std::vector<std::string>{"/./", "/.", "/..", "/./" + dev + "/config", "/../" + dev}) {
+    EXPECT_EQ(ParseAgentTarget(target).kind, K::kInvalidPath) << target;
+  }
 }
 
 TEST(AgentTargetTest, ObjectKeyValidation) {

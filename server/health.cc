@@ -2,6 +2,9 @@
 // scrape token), on both listeners.
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/verb.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+#include <boost/json/serialize.hpp>
 #include <string>
 #include <string_view>
 
@@ -15,6 +18,18 @@ namespace net = boost::asio;
 namespace http = boost::beast::http;
 using internal::MethodNotAllowed;
 
+namespace {
+
+// {"<key>": value}. Built outside the coroutines: g++ 12 cannot compile a braced
+// initializer list inside a co_await expression.
+std::string StatusJson(std::string_view key, boost::json::value value) {
+  boost::json::object o;
+  o[key] = std::move(value);
+  return boost::json::serialize(o);
+}
+
+}  // namespace
+
 bool Session::IsOperational(std::string_view target) {
   return target == "/healthz" || target == "/readyz" || target == "/metrics";
 }
@@ -27,9 +42,9 @@ net::awaitable<bool> Session::ServeOperational(Exchange& x) {
   if (m != http::verb::get && m != http::verb::head) {
     co_return co_await Send(x, MethodNotAllowed("GET, HEAD"));
   }
-  if (target == "/healthz") co_return co_await Send(x, JsonReply(200, "{\"status\":\"ok\"}"));
+  if (target == "/healthz") co_return co_await Send(x, JsonReply(200, StatusJson("status", "ok")));
   if (target == "/readyz") {
-    if (ctx_.store.Ready()) co_return co_await Send(x, JsonReply(200, "{\"ready\":true}"));
+    if (ctx_.store.Ready()) co_return co_await Send(x, JsonReply(200, StatusJson("ready", true)));
     co_return co_await Send(
         x, ErrorReply(503, "unavailable", "too few healthy disks or the index is unusable"));
   }

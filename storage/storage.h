@@ -318,6 +318,11 @@ class ObjectStore {
   // injection): Read alone then does the I/O. Destroy it before the store.
   virtual Result<std::unique_ptr<AsyncRing>> NewAsyncRing() = 0;
 
+  // The index the store commits object records to. admin/ and server/ depend on index/
+  // openly (DESIGN.md's direction admin -> storage -> index allows it, and their CMake targets
+  // link cv_index by name): accounts, devices, jobs and the audit log are theirs to read and
+  // write in it. Object records, usage counters and disk states change only through the
+  // store's methods, which keep them in step with the extents.
   virtual index::Index& Index() = 0;
   virtual StoreStats Stats() = 0;
   // True when at least k+m disks are healthy (uploads possible) and the index answers.

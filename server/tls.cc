@@ -131,6 +131,23 @@ int64_t NotAfter(const X509* cert) {
   return static_cast<int64_t>(timegm(&t));
 }
 
+// The earliest notAfter of the certificates in a PEM file; 0 when there is no such file or it
+// holds no certificate.
+int64_t EarliestNotAfter(const std::string& pem_file) {
+  Ptr<BIO> file(BIO_new_file(pem_file.c_str(), "r"));
+  if (!file) {
+    ERR_clear_error();
+    return 0;
+  }
+  int64_t earliest = 0;
+  while (Ptr<X509> cert{PEM_read_bio_X509(file.get(), nullptr, nullptr, nullptr)}) {
+    const int64_t t = NotAfter(cert.get());
+    if (t > 0 && (earliest == 0 || t < earliest)) earliest = t;
+  }
+  ERR_clear_error();  // the end of the file reads as an error
+  return earliest;
+}
+
 }  // namespace
 
 Status EnsureDevCertificates(const TlsPaths& p) {
@@ -203,6 +220,7 @@ Result<std::shared_ptr<ssl::context>> MakeServerContext(const TlsPaths& p) {
 Result<std::unique_ptr<TlsContexts>> TlsContexts::Open(const TlsPaths& paths) {
   std::unique_ptr<TlsContexts> t(new TlsContexts(paths));
   t->signature_ = t->FilesSignature();
+  t->ca_not_after_ = EarliestNotAfter(paths.ca_file);
   auto ctx = MakeServerContext(paths);
   if (!ctx) return tl::unexpected(ctx.error());
   t->current_ = std::move(*ctx);
@@ -216,6 +234,7 @@ std::shared_ptr<ssl::context> TlsContexts::Current() {
 
 bool TlsContexts::Reload(std::string_view why) {
   std::string sig = FilesSignature();
+  ca_not_after_ = EarliestNotAfter(paths_.ca_file);
   auto ctx = MakeServerContext(paths_);
   std::lock_guard lock(mu_);
   signature_ = sig;
@@ -237,21 +256,6 @@ int64_t TlsContexts::CertNotAfter() {
   return NotAfter(SSL_CTX_get0_certificate(ctx->native_handle()));
 }
 
-int64_t TlsContexts::CaNotAfter() const {
-  Ptr<BIO> file(BIO_new_file(paths_.ca_file.c_str(), "r"));
-  if (!file) {
-    ERR_clear_error();
-    return 0;
-  }
-  int64_t earliest = 0;
-  while (Ptr<X509> cert{PEM_read_bio_X509(file.get(), nullptr, nullptr, nullptr)}) {
-    const int64_t t = NotAfter(cert.get());
-    if (t > 0 && (earliest == 0 || t < earliest)) earliest = t;
-  }
-  ERR_clear_error();  // the end of the file reads as an error
-  return earliest;
-}
-
 void TlsContexts::ReloadIfChanged() {
   std::string sig = FilesSignature();
   {
@@ -263,7 +267,7 @@ void TlsContexts::ReloadIfChanged() {
 
 std::string TlsContexts::FilesSignature() const {
   std::string sig;
-  for (const auto& f : {paths_.cert_file, paths_.key_file}) {
+  for (const auto& f : {paths_.cert_file, paths_.key_file, paths_.ca_file}) {
     struct stat st {};
     if (::stat(f.c_str(), &st) != 0) {
       sig += "missing;";

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <boost/asio/ssl/context.hpp>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,14 +39,15 @@ class TlsContexts {
   // Loads the files again. On failure logs why and keeps serving with the old context.
   // Returns true when the new context is in use.
   bool Reload(std::string_view why);
-  // Reloads when the files' inode, size or modification time changed since the last attempt.
+  // Reloads when the files' (certificate, key, CA) inode, size or modification time changed
+  // since the last attempt.
   void ReloadIfChanged();
   // notAfter of the certificate in use, unix seconds (0 if unknown).
   int64_t CertNotAfter();
-  // notAfter of the CA certificate agents pin (ca_file, read now; the earliest when it holds
-  // several), unix seconds; 0 when there is no such file or it holds no certificate (an
-  // operator's certificate from a public CA).
-  int64_t CaNotAfter() const;
+  // notAfter of the CA certificate agents pin (ca_file as read at the last load attempt; the
+  // earliest when it holds several), unix seconds; 0 when there is no such file or it holds no
+  // certificate (an operator's certificate from a public CA).
+  int64_t CaNotAfter() const { return ca_not_after_.load(); }
 
  private:
   explicit TlsContexts(const TlsPaths& paths) : paths_(paths) {}
@@ -55,6 +57,7 @@ class TlsContexts {
   std::mutex mu_;
   std::shared_ptr<boost::asio::ssl::context> current_;
   std::string signature_;  // of the files at the last load attempt
+  std::atomic<int64_t> ca_not_after_{0};
 };
 
 }  // namespace cv::server

@@ -10,6 +10,8 @@ import ssl
 import subprocess
 import time
 
+import cv
+
 
 def served_cert_sha256(node):
     raw = socket.create_connection(node.agent_addr, timeout=10)
@@ -111,3 +113,28 @@ def test_reload_when_files_change(fresh_node, tmp_path):
     while time.monotonic() < deadline and served_cert_sha256(node) == old:
         time.sleep(0.2)
     assert served_cert_sha256(node) == cert_file_sha256(new_crt)
+
+
+def test_ca_expiry_follows_the_ca_file(fresh_node, tmp_path):
+    """The CA expiry gauge is read when the files are (re)loaded, not per scrape: a CA file that
+    changes (here: a second, shorter-lived CA added to the bundle) shows in the gauge after the
+    watch interval, and /metrics reads no file."""
+    node = fresh_node("[tls]\nwatch_interval_s = 1\n")
+    before = cv.metric_value(node.metrics(), "chunkvault_tls_ca_not_after_timestamp_seconds")
+    assert before > time.time() + 3 * 86400
+    key, crt = (os.path.join(str(tmp_path), n) for n in ("ca2.key", "ca2.pem"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-subj", "/CN=second CA", "-days", "2", "-out", crt],
+                   check=True, capture_output=True, timeout=30)
+    bundle = node.ca + ".new"
+    with open(bundle, "w") as f:
+        f.write(open(node.ca).read() + open(crt).read())
+    os.replace(bundle, node.ca)
+    deadline = time.monotonic() + 15
+    while True:
+        now = cv.metric_value(node.metrics(), "chunkvault_tls_ca_not_after_timestamp_seconds")
+        if now != before:
+            break
+        assert time.monotonic() < deadline, "the CA gauge did not follow the changed CA file"
+        time.sleep(0.2)
+    assert time.time() + 86400 < now <= time.time() + 2 * 86400 + 60

@@ -132,6 +132,7 @@ Status ApplyToml(const std::string& file, Config* c) {
   s.Int("threads", &c->threads, 1, 256);
   s.Int("max_connections", &c->max_connections, 1, 1000000);
   s.Int("max_connections_per_address", &c->max_connections_per_address, 0, 1000000);
+  s.Int("max_admin_connections", &c->max_admin_connections, 1, 1000000);
   s.String("metrics_token", &c->metrics_token);
   s.Int("header_limit_bytes", &c->header_limit_bytes, 1024, 1 << 20);
   s.Int("max_header_fields", &c->max_header_fields, 8, 1000);

@@ -20,7 +20,8 @@ struct Config {
   std::string listen = "127.0.0.1:8443";
   std::string admin_listen = "127.0.0.1:9443";
   int threads = 2;
-  int max_connections = 1024;
+  int max_connections = 1024;  // the agent listener
+  int max_admin_connections = 64;  // the admin listener, counted apart
   // Open agent connections from one client address (IPv6: one /64); 0 = no such limit.
   int max_connections_per_address = 128;
   // File holding the bearer token GET /metrics requires; default ROOT/run/metrics.token,

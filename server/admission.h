@@ -5,7 +5,8 @@
 //   per address  at most max_per_address open connections from one client address (an IPv6
 //                client counts by its /64, which one machine usually owns whole); more are
 //                closed at once. Only the agent listener is limited so.
-//   in all       at most max_connections. When full, the oldest connection that has not
+//   in all       at most max_connections (the admin listener has an Admission of its own,
+//                max_admin_connections, so a flood of agents cannot lock operators out). When full, the oldest connection that has not
 //                finished its TLS handshake is evicted to make room for the new one; only when
 //                every open connection is past its handshake is the new one closed instead.
 //

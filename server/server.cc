@@ -56,7 +56,9 @@ net::awaitable<void> AcceptLoop(ServerContext& ctx, Worker& worker, tcp::accepto
       }
       address_key = AddressKey(peer.address());
     }
-    Admission::Decision admitted = ctx.admission.Admit(address_key);
+    Admission& admission =
+        listener == Listener::kAgent ? ctx.agent_admission : ctx.admin_admission;
+    Admission::Decision admitted = admission.Admit(address_key);
     switch (admitted.outcome) {
       case Admission::Outcome::kRefusedPerAddress:
         ctx.metrics.ConnectionRejectedPerAddress();

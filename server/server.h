@@ -5,8 +5,9 @@
 //                    requests finish (at most drain_timeout_s), then exit. A second one exits now.
 //   SIGHUP           reload the TLS certificate and key (a bad pair is logged and ignored)
 // and, every watch_interval_s, reloads the certificate when its files changed. Each accepted
-// connection passes server/admission first (per-address limit; at max_connections the oldest
-// connection still in its TLS handshake makes room).
+// connection passes its listener's server/admission first (agent listener: per-address limit,
+// and at max_connections the oldest connection still in its TLS handshake makes room; admin
+// listener: max_admin_connections, apart from the agents').
 #pragma once
 
 #include <memory>

@@ -72,8 +72,9 @@ struct ServerContext {
         metrics(m),
         tls(t),
         agent(s),
-        admission(static_cast<size_t>(c.max_connections),
-                  static_cast<size_t>(c.max_connections_per_address)),
+        agent_admission(static_cast<size_t>(c.max_connections),
+                        static_cast<size_t>(c.max_connections_per_address)),
+        admin_admission(static_cast<size_t>(c.max_admin_connections), 0),
         throttle(c.free_failures, std::chrono::milliseconds(c.failure_delay_ms),
                  std::chrono::milliseconds(c.max_failure_delay_ms),
                  std::chrono::seconds(c.failure_window_s)) {}
@@ -83,7 +84,10 @@ struct ServerContext {
   Metrics& metrics;
   TlsContexts& tls;
   AgentApi agent;
-  Admission admission;  // max_connections and max_connections_per_address
+  // Each listener has its own: a flood on the agent port cannot take the places the
+  // operators' connections need.
+  Admission agent_admission;  // max_connections and max_connections_per_address
+  Admission admin_admission;  // max_admin_connections
   FailureThrottle throttle;
   std::atomic<int> connections{0};  // both listeners, all workers
 };
@@ -169,14 +173,14 @@ class Session : public std::enable_shared_from_this<Session> {
   ServerContext& ctx_;
   Worker& worker_;
   const Listener listener_;
-  Admission::Ticket ticket_;  // this connection's place in ctx_.admission
+  Admission::Ticket ticket_;  // this connection's place in its listener's Admission
   std::shared_ptr<boost::asio::ssl::context> tls_;  // keeps this connection's context alive
   Stream stream_;
   boost::beast::flat_buffer buffer_;
   std::optional<Parser> parser_;
   std::string remote_;
   enum class Phase { kHandshake, kIdle, kBusy } phase_ = Phase::kHandshake;
-  bool evicted_ = false;  // closed by ctx_.admission to make room (before its handshake ended)
+  bool evicted_ = false;  // closed by its Admission to make room (before its handshake ended)
   bool continue_pending_ = false;  // the client sent Expect: 100-continue and waits for us
   bool linger_ = false;            // closing with unread request bytes: read them before closing
   size_t sync_read_run_ = 0;       // body bytes read since the last trip through the event loop

@@ -28,10 +28,10 @@ def test_endpoints_json(node):
         assert node.request("GET", path, which="admin").status == 200, path
 
 
-def refused(node):
-    """True when a new agent connection is refused or closed before it is served."""
+def refused(node, which="agent"):
+    """True when a new connection to the listener is refused or closed before it is served."""
     try:
-        node.request("GET", "/healthz", timeout=3)
+        node.request("GET", "/healthz", which=which, timeout=3)
         return False
     except (ConnectionError, ssl.SSLError, socket.timeout, OSError):
         return True
@@ -77,12 +77,13 @@ def test_sigterm_drains_running_upload(fresh_node):
 
 
 def test_connection_limit(fresh_node):
-    """At max_connections a new connection is closed at once and counted, once; when
-    connections close, new ones are served again."""
-    node = fresh_node("[server]\nmax_connections = 4\n")
-    # The metrics are read over one keep-alive admin connection, one of the four: a new
-    # connection for each reading would itself be refused (and counted) while the others are
-    # held, or while the node has not yet noticed that they closed.
+    """At max_connections a new agent connection is closed at once and counted, once; when
+    connections close, new ones are served again. The admin listener counts apart
+    (max_admin_connections): agents at the limit do not lock the operators out, and the admin
+    listener's own limit holds."""
+    node = fresh_node("[server]\nmax_connections = 3\nmax_admin_connections = 2\n")
+    # The metrics are read over one keep-alive admin connection, one of the admin listener's
+    # two: a new connection for each reading would itself count.
     scraper = node.connect("admin")
 
     def metric(name):
@@ -90,21 +91,27 @@ def test_connection_limit(fresh_node):
         assert r.status == 200, r
         return cv.metric_value(r.body.decode(), name)
 
-    try:
-        assert metric("chunkvault_open_connections") == 1
+    def held_connections(which, n):
         # The node counts a connection when it accepts it, before the TLS handshake, so once
         # tls_socket returns (the handshake needed the node's answer) it is counted. One
         # request on each makes sure the node has finished its side of the handshake too: at
         # the limit, a new connection evicts the oldest one still in its handshake, and is
         # refused only when there is none.
-        held = [node.tls_socket(timeout=10) for _ in range(3)]
+        held = [node.tls_socket(which, timeout=10) for _ in range(n)]
         for s in held:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert s.recv(65536).startswith(b"HTTP/1.1 200"), "a held connection was not served"
+        return held
+
+    try:
+        assert metric("chunkvault_open_connections") == 1
+        held = held_connections("agent", 3)
         try:
             assert metric("chunkvault_open_connections") == 4
             assert refused(node)
             assert metric("chunkvault_rejected_connections_total") == 1
+            # The agents' limit is theirs: a new admin connection is served.
+            assert node.request("GET", "/healthz", which="admin").status == 200
         finally:
             for s in held:
                 s.close()
@@ -112,6 +119,15 @@ def test_connection_limit(fresh_node):
                     what="the node to close the held connections")
         assert node.request("GET", "/healthz").status == 200
         assert metric("chunkvault_rejected_connections_total") == 1
+        # The admin listener's own limit: the scraper and one more.
+        held = held_connections("admin", 1)
+        try:
+            assert refused(node, "admin")
+            assert metric("chunkvault_rejected_connections_total") == 2
+            assert node.request("GET", "/healthz").status == 200  # agents are not affected
+        finally:
+            for s in held:
+                s.close()
     finally:
         scraper.close()
 

@@ -77,15 +77,13 @@ Response CreateAccount(Call& c) {
   a.created_ns = c.now_ns;
   return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
     if (a.partner) {
-      auto p = txn.GetPartner(*a.partner);
-      if (!p) return tl::unexpected(p.error());
-      if (!*p || foreign) {
+      CV_TRY_ASSIGN(auto p, txn.GetPartner(*a.partner));
+      if (!p || foreign) {
         return Outcome(BadField("partner", "names no partner (or one this key may not use)"));
       }
     }
-    auto existing = txn.GetAccount(a.id);
-    if (!existing) return tl::unexpected(existing.error());
-    if (*existing) return Err(ErrorKind::kConflict, "account id collision");
+    CV_TRY_ASSIGN(auto existing, txn.GetAccount(a.id));
+    if (existing) return Err(ErrorKind::kConflict, "account id collision");
     CV_TRY(txn.PutAccount(a));
     CV_TRY(AppendAudit(txn, c, "account.create", AccountTarget(a.id), a.id, a.partner, nullptr,
                        AccountSettingsJson(a)));
@@ -124,28 +122,24 @@ Response ListAccounts(Call& c) {
   query.start_after = *cursor;
   query.limit = *limit;
   return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto page = txn.ListAccounts(query);
-    if (!page) return tl::unexpected(page.error());
+    CV_TRY_ASSIGN(auto page, txn.ListAccounts(query));
     json::array items;
-    for (const auto& a : *page) {
-      auto addons = txn.ListAddOns(a.id);
-      if (!addons) return tl::unexpected(addons.error());
-      items.push_back(AccountJson(a, *addons, c.now_ns));
+    for (const auto& a : page) {
+      CV_TRY_ASSIGN(auto addons, txn.ListAddOns(a.id));
+      items.push_back(AccountJson(a, addons, c.now_ns));
     }
     std::optional<std::string> next;
-    if (page->size() == *limit) next = index::IdToHex(page->back().id);
+    if (page.size() == *limit) next = index::IdToHex(page.back().id);
     return Outcome(Reply(200, Page(std::move(items), next)));
   });
 }
 
 Response GetAccount(Call& c) {
   return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto a = VisibleAccount(txn, c.caller, *c.account);
-    if (!a) return tl::unexpected(a.error());
-    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
-    auto addons = txn.ListAddOns((*a)->id);
-    if (!addons) return tl::unexpected(addons.error());
-    return Outcome(Reply(200, AccountJson(**a, *addons, c.now_ns)));
+    CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, *c.account));
+    if (!a) return Outcome(tl::unexpected(NoSuch("account")));
+    CV_TRY_ASSIGN(auto addons, txn.ListAddOns(a->id));
+    return Outcome(Reply(200, AccountJson(*a, addons, c.now_ns)));
   });
 }
 
@@ -183,10 +177,9 @@ Response PatchAccount(Call& c) {
   if (!expires) return FromApiError(expires.error());
 
   return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto a = VisibleAccount(txn, c.caller, *c.account);
-    if (!a) return tl::unexpected(a.error());
-    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
-    const index::Account before = **a;
+    CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, *c.account));
+    if (!a) return Outcome(tl::unexpected(NoSuch("account")));
+    const index::Account before = *a;
     index::Account after = before;
     if (*quota) after.plan_quota_bytes = **quota;
     if (*limit) after.device_limit = static_cast<uint32_t>(**limit);
@@ -198,9 +191,8 @@ Response PatchAccount(Call& c) {
     CV_TRY(txn.PutAccount(after));
     CV_TRY(AppendAudit(txn, c, "account.update", AccountTarget(after.id), after.id, after.partner,
                        AccountSettingsJson(before), AccountSettingsJson(after)));
-    auto addons = txn.ListAddOns(after.id);
-    if (!addons) return tl::unexpected(addons.error());
-    return Outcome(Reply(200, AccountJson(after, *addons, c.now_ns)));
+    CV_TRY_ASSIGN(auto addons, txn.ListAddOns(after.id));
+    return Outcome(Reply(200, AccountJson(after, addons, c.now_ns)));
   });
 }
 
@@ -209,10 +201,9 @@ Response ReleaseAccount(Call& c) {
   if (!body) return FromApiError(body.error());
   if (auto ok = body->OnlyKnown({}); !ok) return FromApiError(ok.error());
   return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto a = VisibleAccount(txn, c.caller, *c.account);
-    if (!a) return tl::unexpected(a.error());
-    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
-    const index::Account before = **a;
+    CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, *c.account));
+    if (!a) return Outcome(tl::unexpected(NoSuch("account")));
+    const index::Account before = *a;
     if (!before.partner) {  // only the operator sees released accounts
       return Outcome(
           tl::unexpected(ApiError{409, "already_released", "the account has no partner", {}}));
@@ -223,36 +214,32 @@ Response ReleaseAccount(Call& c) {
     // Recorded under the old partner, so that its audit view shows the release.
     CV_TRY(AppendAudit(txn, c, "account.release", AccountTarget(after.id), after.id, before.partner,
                        AccountSettingsJson(before), AccountSettingsJson(after)));
-    auto addons = txn.ListAddOns(after.id);
-    if (!addons) return tl::unexpected(addons.error());
-    return Outcome(Reply(200, AccountJson(after, *addons, c.now_ns)));
+    CV_TRY_ASSIGN(auto addons, txn.ListAddOns(after.id));
+    return Outcome(Reply(200, AccountJson(after, addons, c.now_ns)));
   });
 }
 
 Response GetUsage(Call& c) {
   return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto a = VisibleAccount(txn, c.caller, *c.account);
-    if (!a) return tl::unexpected(a.error());
-    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
-    auto addons = txn.ListAddOns((*a)->id);
-    if (!addons) return tl::unexpected(addons.error());
-    auto devices = txn.ListDevices((*a)->id);
-    if (!devices) return tl::unexpected(devices.error());
-    const index::Account& acct = **a;
+    CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, *c.account));
+    if (!a) return Outcome(tl::unexpected(NoSuch("account")));
+    CV_TRY_ASSIGN(auto addons, txn.ListAddOns(a->id));
+    CV_TRY_ASSIGN(auto devices, txn.ListDevices(a->id));
+    const index::Account& acct = *a;
     json::object o;
     o["account"] = index::IdToHex(acct.id);
     o["status"] = index::AccountStatusName(index::EffectiveStatus(acct, c.now_ns));
-    o["quota_bytes"] = index::QuotaBytes(acct, *addons, c.now_ns);
+    o["quota_bytes"] = index::QuotaBytes(acct, addons, c.now_ns);
     o["plan_quota_bytes"] = acct.plan_quota_bytes;
     json::array addon_items;
-    for (const auto& x : *addons) addon_items.push_back(AddOnJson(x, c.now_ns));
+    for (const auto& x : addons) addon_items.push_back(AddOnJson(x, c.now_ns));
     o["addons"] = std::move(addon_items);
     o["used_bytes"] = acct.bytes;
     o["objects"] = acct.objects;
     o["reserved_bytes"] = acct.reserved_bytes;
     o["device_limit"] = acct.device_limit;
     json::array device_items;
-    for (const auto& d : *devices) {
+    for (const auto& d : devices) {
       json::object x;
       x["id"] = index::IdToHex(d.id);
       x["name"] = d.name;
@@ -275,22 +262,21 @@ Response DeleteAccount(Call& c) {
   auto grace = PurgeGrace(c);
   if (!grace) return FromApiError(grace.error());
   Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto a = VisibleAccount(txn, c.caller, *c.account);
-    if (!a) return tl::unexpected(a.error());
-    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
-    auto pending = jobs::PendingAccountPurge(txn, *c.account);
-    if (!pending) return tl::unexpected(pending.error());
-    if (*pending) {
-      return Outcome(tl::unexpected(ApiError{
-          409, "already_deleted", "the account is already deleted by job " + index::IdToHex(**pending),
-          {}}));
+    CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, *c.account));
+    if (!a) return Outcome(tl::unexpected(NoSuch("account")));
+    CV_TRY_ASSIGN(auto pending, jobs::PendingAccountPurge(txn, *c.account));
+    if (pending) {
+      return Outcome(tl::unexpected(
+          ApiError{409,
+                   "already_deleted",
+                   "the account is already deleted by job " + index::IdToHex(*pending),
+                   {}}));
     }
-    auto devices = txn.ListDevices(*c.account);
-    if (!devices) return tl::unexpected(devices.error());
-    const jobs::AccountPurgeParams params{*grace / 1000000000, devices->size()};
+    CV_TRY_ASSIGN(auto devices, txn.ListDevices(*c.account));
+    const jobs::AccountPurgeParams params{*grace / 1000000000, devices.size()};
     index::Job job = jobs::NewJob(jobs::kPurgeAccountJob, *c.account, std::nullopt,
                                   json::value_from(params), c.now_ns, c.now_ns + *grace);
-    for (index::DeviceRecord d : *devices) {
+    for (index::DeviceRecord d : devices) {
       if (d.closed_ns != 0) continue;  // already closed by a device purge of its own
       d.closed_ns = c.now_ns;
       d.purge_job = job.id;
@@ -299,7 +285,7 @@ Response DeleteAccount(Call& c) {
     CV_TRY(txn.PutJob(job));
     json::object after = jobs::JobJson(job);
     CV_TRY(AppendAudit(txn, c, "account.delete", "account/" + index::IdToHex(*c.account),
-                       *c.account, (*a)->partner, AccountSettingsJson(**a), after));
+                       *c.account, a->partner, AccountSettingsJson(*a), after));
     Response ok = Reply(202, after);
     ok.headers.emplace_back("Location", "/admin/v1/jobs/" + index::IdToHex(job.id));
     return Outcome(std::move(ok));

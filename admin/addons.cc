@@ -31,28 +31,24 @@ Response CreateAddOn(Call& c) {
   x.expires_ns = expires->value_or(0);
   x.created_ns = c.now_ns;
   return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto a = VisibleAccount(txn, c.caller, x.account);
-    if (!a) return tl::unexpected(a.error());
-    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
-    auto existing = txn.GetAddOn(x.account, x.id);
-    if (!existing) return tl::unexpected(existing.error());
-    if (*existing) return Err(ErrorKind::kConflict, "add-on id collision");
+    CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, x.account));
+    if (!a) return Outcome(tl::unexpected(NoSuch("account")));
+    CV_TRY_ASSIGN(auto existing, txn.GetAddOn(x.account, x.id));
+    if (existing) return Err(ErrorKind::kConflict, "add-on id collision");
     CV_TRY(txn.PutAddOn(x));
-    CV_TRY(AppendAudit(txn, c, "addon.create", AddOnTarget(x.account, x.id), x.account,
-                       (*a)->partner, nullptr, AddOnJson(x, c.now_ns)));
+    CV_TRY(AppendAudit(txn, c, "addon.create", AddOnTarget(x.account, x.id), x.account, a->partner,
+                       nullptr, AddOnJson(x, c.now_ns)));
     return Outcome(Reply(201, AddOnJson(x, c.now_ns)));
   });
 }
 
 Response ListAddOns(Call& c) {
   return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto a = VisibleAccount(txn, c.caller, *c.account);
-    if (!a) return tl::unexpected(a.error());
-    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
-    auto addons = txn.ListAddOns(*c.account);
-    if (!addons) return tl::unexpected(addons.error());
+    CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, *c.account));
+    if (!a) return Outcome(tl::unexpected(NoSuch("account")));
+    CV_TRY_ASSIGN(auto addons, txn.ListAddOns(*c.account));
     json::array items;
-    for (const auto& x : *addons) items.push_back(AddOnJson(x, c.now_ns));
+    for (const auto& x : addons) items.push_back(AddOnJson(x, c.now_ns));
     return Outcome(Reply(200, Page(std::move(items), std::nullopt)));
   });
 }
@@ -62,16 +58,14 @@ Response DeleteAddOn(Call& c) {
   if (!body) return FromApiError(body.error());
   if (auto ok = body->OnlyKnown({}); !ok) return FromApiError(ok.error());
   return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto a = VisibleAccount(txn, c.caller, *c.account);
-    if (!a) return tl::unexpected(a.error());
-    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
-    auto x = txn.GetAddOn(*c.account, *c.addon);
-    if (!x) return tl::unexpected(x.error());
-    if (!*x) return Outcome(tl::unexpected(NoSuch("add-on")));
+    CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, *c.account));
+    if (!a) return Outcome(tl::unexpected(NoSuch("account")));
+    CV_TRY_ASSIGN(auto x, txn.GetAddOn(*c.account, *c.addon));
+    if (!x) return Outcome(tl::unexpected(NoSuch("add-on")));
     CV_TRY(txn.DeleteAddOn(*c.account, *c.addon));
     CV_TRY(AppendAudit(txn, c, "addon.delete", AddOnTarget(*c.account, *c.addon), *c.account,
-                       (*a)->partner, AddOnJson(**x, c.now_ns), nullptr));
-    return Outcome(Reply(200, AddOnJson(**x, c.now_ns)));
+                       a->partner, AddOnJson(*x, c.now_ns), nullptr));
+    return Outcome(Reply(200, AddOnJson(*x, c.now_ns)));
   });
 }
 

@@ -324,13 +324,11 @@ class AdminApiImpl : public AdminApi {
     if (DigestEqual(hash, operator_hash_)) {
       return Caller{operator_id_, true, {}, "operator"};
     }
-    auto txn = store_.Index().BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    auto k = (*txn)->GetAdminKeyBySecretHash(hash);
-    if (!k) return tl::unexpected(k.error());
-    if (!*k || !index::AdminKeyUsable(**k, now)) return std::nullopt;
-    const bool op = (*k)->role == index::AdminRole::kOperator;
-    return Caller{(*k)->id, op, op ? index::Id{} : (*k)->partner, index::AdminRoleName(**k)};
+    CV_TRY_ASSIGN(auto txn, store_.Index().BeginRead());
+    CV_TRY_ASSIGN(auto k, txn->GetAdminKeyBySecretHash(hash));
+    if (!k || !index::AdminKeyUsable(*k, now)) return std::nullopt;
+    const bool op = k->role == index::AdminRole::kOperator;
+    return Caller{k->id, op, op ? index::Id{} : k->partner, index::AdminRoleName(*k)};
   }
 
   storage::ObjectStore& store_;
@@ -347,29 +345,25 @@ Result<std::unique_ptr<AdminApi>> AdminApi::Open(storage::ObjectStore& store,
   std::optional<Sha256Digest> hash;
   std::optional<index::Id> id;
   if (!options.new_operator_key) {
-    auto txn = store.Index().BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    auto v = (*txn)->GetMeta(kOperatorKeyMeta);
-    if (!v) return tl::unexpected(v.error());
-    if (*v) {
+    CV_TRY_ASSIGN(auto txn, store.Index().BeginRead());
+    CV_TRY_ASSIGN(auto v, txn->GetMeta(kOperatorKeyMeta));
+    if (v) {
       Sha256Digest d;
-      if (!FromHex(**v, d))
+      if (!FromHex(*v, d))
         return Err(ErrorKind::kCorruption, "stored operator key hash is not hex");
       hash = d;
     }
-    auto i = (*txn)->GetMeta(kOperatorKeyIdMeta);
-    if (!i) return tl::unexpected(i.error());
-    if (*i) {
-      id = index::IdFromHex(**i);
+    CV_TRY_ASSIGN(auto i, txn->GetMeta(kOperatorKeyIdMeta));
+    if (i) {
+      id = index::IdFromHex(*i);
       if (!id) return Err(ErrorKind::kCorruption, "stored operator key id is not an id");
     }
   }
   if (!hash) {
     // The file first, then the hash: a crash in between leaves no key stored, and the next
     // start simply makes another one.
-    auto key = WriteNewSecret(options.key_file);
-    if (!key) return tl::unexpected(key.error());
-    Sha256Digest d = HashToken(*key);
+    CV_TRY_ASSIGN(auto key, WriteNewSecret(options.key_file));
+    Sha256Digest d = HashToken(key);
     index::Id new_id = index::NewId();
     CV_TRY(store.Index().Update([&](index::WriteTxn& txn) -> Status {
       CV_TRY(txn.PutMeta(kOperatorKeyMeta, ToHex(d)));

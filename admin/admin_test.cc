@@ -428,9 +428,8 @@ TEST_F(AdminTest, DiskChangesAndFsckFixCommitWithTheirAuditRecordOrNotAtAll) {
   const auto device = index::IdFromHex(bj::parse(r.body).at("id").as_string());
   ASSERT_TRUE(device);
   ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& txn) -> Status {
-    auto d = txn.GetDevice(*device);
-    if (!d) return tl::unexpected(d.error());
-    index::DeviceRecord wrong = d->value();
+    CV_TRY_ASSIGN(auto d, txn.GetDevice(*device));
+    index::DeviceRecord wrong = d.value();
     wrong.bytes = 12345;
     wrong.objects = 3;
     return txn.PutDevice(wrong);

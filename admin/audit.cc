@@ -65,17 +65,15 @@ Response ListAudit(Call& c) {
   }
   return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
     if (aq.account) {
-      auto a = VisibleAccount(txn, c.caller, *aq.account);
-      if (!a) return tl::unexpected(a.error());
+      CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, *aq.account));
       // The operator may read the history of an account that is gone; a partner may not.
-      if (!*a && !c.caller.is_operator) return Outcome(tl::unexpected(NoSuch("account")));
+      if (!a && !c.caller.is_operator) return Outcome(tl::unexpected(NoSuch("account")));
     }
-    auto page = txn.ListAudit(aq);
-    if (!page) return tl::unexpected(page.error());
+    CV_TRY_ASSIGN(auto page, txn.ListAudit(aq));
     json::array items;
-    for (const auto& r : *page) items.push_back(AuditJson(r));
+    for (const auto& r : page) items.push_back(AuditJson(r));
     std::optional<std::string> next;
-    if (page->size() == *limit) next = std::to_string(page->back().seq);
+    if (page.size() == *limit) next = std::to_string(page.back().seq);
     return Outcome(Reply(200, Page(std::move(items), next)));
   });
 }

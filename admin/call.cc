@@ -36,9 +36,8 @@ Response InStoreTxn(const std::function<Status(const TxnFn&)>& commit,
   std::optional<Outcome> outcome;
   auto st = commit([&](index::WriteTxn& txn) -> Status {
     outcome.reset();  // a retry after map growth starts over
-    auto r = fn(txn);
-    if (!r) return tl::unexpected(r.error());
-    outcome = std::move(*r);
+    CV_TRY_ASSIGN(auto r, fn(txn));
+    outcome = std::move(r);
     if (!*outcome) return Err(ErrorKind::kInvalidArgument, "refused");  // rolls back
     return {};
   });
@@ -65,7 +64,7 @@ bool Visible(const Caller& caller, const index::Account& account) {
 Result<std::optional<index::Account>> VisibleAccount(index::Txn& txn, const Caller& caller,
                                                      const index::Id& id) {
   auto a = txn.GetAccount(id);
-  if (!a) return tl::unexpected(a.error());
+  CV_TRY(a);
   if (!*a || !Visible(caller, **a)) return std::optional<index::Account>();
   return a;
 }
@@ -86,8 +85,7 @@ Status Append(index::WriteTxn& txn, int64_t now_ns, const index::Id& key_id, std
   r.partner = partner;
   r.before_json = json::serialize(before);
   r.after_json = json::serialize(after);
-  auto seq = txn.AppendAudit(r);
-  if (!seq) return tl::unexpected(seq.error());
+  CV_TRY(txn.AppendAudit(r));
   return {};
 }
 

@@ -71,12 +71,10 @@ Response CreateCourier(Call& c) {
         ApiError{503, "unavailable", "courier images are not configured on this node", {}});
   }
   Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto a = VisibleAccount(txn, c.caller, *c.account);
-    if (!a) return tl::unexpected(a.error());
-    if (!*a) return Outcome(tl::unexpected(NoSuch("device")));
-    auto d = txn.GetDevice(*c.device);
-    if (!d) return tl::unexpected(d.error());
-    if (!*d || (*d)->account != *c.account) return Outcome(tl::unexpected(NoSuch("device")));
+    CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, *c.account));
+    if (!a) return Outcome(tl::unexpected(NoSuch("device")));
+    CV_TRY_ASSIGN(auto d, txn.GetDevice(*c.device));
+    if (!d || d->account != *c.account) return Outcome(tl::unexpected(NoSuch("device")));
     // One courier job per device at a time; and the room for the images is promised up
     // front: the bytes the jobs already scheduled or running may still write are held.
     std::optional<index::Job> other;
@@ -101,36 +99,33 @@ Response CreateCourier(Call& c) {
       busy.details["job"] = index::IdToHex(other->id);
       return Outcome(tl::unexpected(std::move(busy)));
     }
-    auto needed = jobs::CourierBytesNeeded(txn, **d, drive_bytes->value_or(0));
-    if (!needed) return tl::unexpected(needed.error());
-    auto free = CourierBytesFree(*c.options);
-    if (!free) return tl::unexpected(free.error());
-    if (held >= *free || *needed > *free - held) {
+    CV_TRY_ASSIGN(auto needed, jobs::CourierBytesNeeded(txn, *d, drive_bytes->value_or(0)));
+    CV_TRY_ASSIGN(auto free, CourierBytesFree(*c.options));
+    if (held >= free || needed > free - held) {
       ApiError full{507,
                     "insufficient_storage",
-                    "the courier images of this device need up to " + std::to_string(*needed) +
-                        " bytes in courier_dir, which has " + std::to_string(*free) +
-                        " bytes free" +
+                    "the courier images of this device need up to " + std::to_string(needed) +
+                        " bytes in courier_dir, which has " + std::to_string(free) + " bytes free" +
                         (held ? " (" + std::to_string(held) +
                                     " of them held for courier jobs scheduled or running)"
                               : std::string()) +
                         ": delete the images of shipped jobs (DELETE /jobs/{j}/images), or "
                         "give courier_dir more room",
                     {}};
-      full.details["needed_bytes"] = *needed;
-      full.details["free_bytes"] = *free;
+      full.details["needed_bytes"] = needed;
+      full.details["free_bytes"] = free;
       full.details["held_bytes"] = held;
       return Outcome(tl::unexpected(std::move(full)));
     }
-    const jobs::CourierParams params{drive_bytes->value_or(0), (*d)->name, *needed};
+    const jobs::CourierParams params{drive_bytes->value_or(0), d->name, needed};
     index::Job job = jobs::NewJob(jobs::kCourierJob, *c.account, *c.device,
                                   json::value_from(params), c.now_ns, c.now_ns);
     CV_TRY(txn.PutJob(job));
     json::object after = jobs::JobJson(job);
-    CV_TRY(AppendAudit(txn, c, "device.courier",
-                       "account/" + index::IdToHex(*c.account) + "/device/" +
-                           index::IdToHex(*c.device),
-                       *c.account, (*a)->partner, nullptr, after));
+    CV_TRY(AppendAudit(
+        txn, c, "device.courier",
+        "account/" + index::IdToHex(*c.account) + "/device/" + index::IdToHex(*c.device),
+        *c.account, a->partner, nullptr, after));
     Response ok = Reply(202, after);
     ok.headers.emplace_back("Location", "/admin/v1/jobs/" + index::IdToHex(job.id));
     return Outcome(std::move(ok));
@@ -142,18 +137,17 @@ Response CreateCourier(Call& c) {
 Response CourierImage(Call& c) {
   std::string path;
   Response r = InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto j = VisibleJob(txn, c.caller, *c.job);
-    if (!j) return tl::unexpected(j.error());
-    if (!*j) return Outcome(tl::unexpected(NoSuch("job")));
+    CV_TRY_ASSIGN(auto j, VisibleJob(txn, c.caller, *c.job));
+    if (!j) return Outcome(tl::unexpected(NoSuch("job")));
     // A cancelled job's images were removed with it; a failed one has none.
-    if ((*j)->kind != jobs::kCourierJob || (*j)->state == "cancelled" || (*j)->state == "failed") {
+    if (j->kind != jobs::kCourierJob || j->state == "cancelled" || j->state == "failed") {
       return Outcome(tl::unexpected(NoSuch("image")));
     }
-    if ((*j)->state != "done") {
+    if (j->state != "done") {
       return Outcome(tl::unexpected(
-          ApiError{409, "not_ready", "the courier job is " + (*j)->state + ", not done", {}}));
+          ApiError{409, "not_ready", "the courier job is " + j->state + ", not done", {}}));
     }
-    const auto result = jobs::FromJsonText<jobs::CourierResult>((*j)->result_json);
+    const auto result = jobs::FromJsonText<jobs::CourierResult>(j->result_json);
     if (result.images_deleted_at) {
       return Outcome(tl::unexpected(
           ApiError{404,
@@ -164,7 +158,7 @@ Response CourierImage(Call& c) {
     if (c.drive == 0 || c.drive > result.images.size()) {
       return Outcome(tl::unexpected(NoSuch("image")));
     }
-    path = jobs::CourierJobDir(*c.options, (*j)->id) + "/" + result.images[c.drive - 1].file;
+    path = jobs::CourierJobDir(*c.options, j->id) + "/" + result.images[c.drive - 1].file;
     return Outcome(Reply(200, json::object()));
   });
   if (r.status != 200) return r;
@@ -182,10 +176,9 @@ Response DeleteCourierImages(Call& c) {
     return FromApiError(ApiError{400, "unexpected_body", "DELETE takes no body", {}});
   }
   Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto found = VisibleJob(txn, c.caller, *c.job);
-    if (!found) return tl::unexpected(found.error());
-    if (!*found) return Outcome(tl::unexpected(NoSuch("job")));
-    index::Job j = **found;
+    CV_TRY_ASSIGN(auto found, VisibleJob(txn, c.caller, *c.job));
+    if (!found) return Outcome(tl::unexpected(NoSuch("job")));
+    index::Job j = *found;
     if (!MayChangeJob(c.caller, j.kind)) {
       return RefuseJobChange(txn, c, j, "courier.images_delete");
     }
@@ -204,10 +197,9 @@ Response DeleteCourierImages(Call& c) {
     result.images_deleted_at = jobs::TimeOf(c.now_ns);
     j.result_json = jobs::ToJsonText(result);
     CV_TRY(txn.PutJob(j));
-    auto partner = jobs::JobPartner(txn, j);
-    if (!partner) return tl::unexpected(partner.error());
+    CV_TRY_ASSIGN(auto partner, jobs::JobPartner(txn, j));
     json::object after = jobs::JobJson(j);
-    CV_TRY(AppendAudit(txn, c, "courier.images_delete", jobs::JobTarget(j.id), j.account, *partner,
+    CV_TRY(AppendAudit(txn, c, "courier.images_delete", jobs::JobTarget(j.id), j.account, partner,
                        before, after));
     return Outcome(Reply(200, after));
   });

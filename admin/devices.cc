@@ -35,32 +35,28 @@ struct Found {
 };
 Result<std::optional<Found>> FindDevice(index::Txn& txn, const Caller& caller,
                                         const index::Id& account, const index::Id& device) {
-  auto a = VisibleAccount(txn, caller, account);
-  if (!a) return tl::unexpected(a.error());
-  if (!*a) return std::optional<Found>();
-  auto d = txn.GetDevice(device);
-  if (!d) return tl::unexpected(d.error());
-  if (!*d || (*d)->account != account) return std::optional<Found>();
-  return std::optional<Found>(Found{std::move(**a), std::move(**d)});
+  CV_TRY_ASSIGN(auto a, VisibleAccount(txn, caller, account));
+  if (!a) return std::optional<Found>();
+  CV_TRY_ASSIGN(auto d, txn.GetDevice(device));
+  if (!d || d->account != account) return std::optional<Found>();
+  return std::optional<Found>(Found{std::move(*a), std::move(*d)});
 }
 
 }  // namespace
 
 Result<std::optional<ApiError>> DeviceLimitReached(index::Txn& txn, const index::Id& account) {
-  auto a = txn.GetAccount(account);
-  if (!a) return tl::unexpected(a.error());
-  if (!*a) return std::optional<ApiError>();  // no plan, no limit
-  auto devices = txn.ListDevices(account);
-  if (!devices) return tl::unexpected(devices.error());
-  const size_t open = std::count_if(devices->begin(), devices->end(),
+  CV_TRY_ASSIGN(auto a, txn.GetAccount(account));
+  if (!a) return std::optional<ApiError>();  // no plan, no limit
+  CV_TRY_ASSIGN(auto devices, txn.ListDevices(account));
+  const size_t open = std::count_if(devices.begin(), devices.end(),
                                     [](const index::DeviceRecord& d) { return d.closed_ns == 0; });
-  if (open < (*a)->device_limit) return std::optional<ApiError>();
+  if (open < a->device_limit) return std::optional<ApiError>();
   return std::optional<ApiError>(ApiError{409,
                                           "device_limit",
                                           "the account has " + std::to_string(open) +
                                               " devices (not counting devices being deleted) "
                                               "and its plan allows " +
-                                              std::to_string((*a)->device_limit),
+                                              std::to_string(a->device_limit),
                                           {}});
 }
 
@@ -92,26 +88,23 @@ Response CreateDevice(Call& c) {
   d.token_hash = HashToken(token);
   d.created_ns = c.now_ns;
   return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto a = VisibleAccount(txn, c.caller, d.account);
-    if (!a) return tl::unexpected(a.error());
-    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
-    auto pending = jobs::PendingAccountPurge(txn, d.account);
-    if (!pending) return tl::unexpected(pending.error());
-    if (*pending) {
+    CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, d.account));
+    if (!a) return Outcome(tl::unexpected(NoSuch("account")));
+    CV_TRY_ASSIGN(auto pending, jobs::PendingAccountPurge(txn, d.account));
+    if (pending) {
       return Outcome(tl::unexpected(ApiError{
-          409, "account_deleted",
-          "the account is being deleted (job " + index::IdToHex(**pending) + "); cancel it first",
+          409,
+          "account_deleted",
+          "the account is being deleted (job " + index::IdToHex(*pending) + "); cancel it first",
           {}}));
     }
-    auto full = DeviceLimitReached(txn, d.account);
-    if (!full) return tl::unexpected(full.error());
-    if (*full) return Outcome(tl::unexpected(std::move(**full)));
-    auto existing = txn.GetDevice(d.id);
-    if (!existing) return tl::unexpected(existing.error());
-    if (*existing) return Err(ErrorKind::kConflict, "device id collision");
+    CV_TRY_ASSIGN(auto full, DeviceLimitReached(txn, d.account));
+    if (full) return Outcome(tl::unexpected(std::move(*full)));
+    CV_TRY_ASSIGN(auto existing, txn.GetDevice(d.id));
+    if (existing) return Err(ErrorKind::kConflict, "device id collision");
     CV_TRY(txn.PutDevice(d));
     CV_TRY(AppendAudit(txn, c, "device.create", DeviceTarget(d.account, d.id), d.account,
-                       (*a)->partner, nullptr, DeviceJson(d)));
+                       a->partner, nullptr, DeviceJson(d)));
     json::object o = DeviceJson(d);
     o["token"] = token;  // shown once; only its SHA-256 is stored
     return Outcome(Reply(201, o));
@@ -120,23 +113,20 @@ Response CreateDevice(Call& c) {
 
 Response ListAccountDevices(Call& c) {
   return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto a = VisibleAccount(txn, c.caller, *c.account);
-    if (!a) return tl::unexpected(a.error());
-    if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
-    auto devices = txn.ListDevices(*c.account);
-    if (!devices) return tl::unexpected(devices.error());
+    CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, *c.account));
+    if (!a) return Outcome(tl::unexpected(NoSuch("account")));
+    CV_TRY_ASSIGN(auto devices, txn.ListDevices(*c.account));
     json::array items;
-    for (const auto& d : *devices) items.push_back(DeviceJson(d));
+    for (const auto& d : devices) items.push_back(DeviceJson(d));
     return Outcome(Reply(200, Page(std::move(items), std::nullopt)));
   });
 }
 
 Response GetDevice(Call& c) {
   return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto f = FindDevice(txn, c.caller, *c.account, *c.device);
-    if (!f) return tl::unexpected(f.error());
-    if (!*f) return Outcome(tl::unexpected(NoSuch("device")));
-    return Outcome(Reply(200, DeviceJson((*f)->device)));
+    CV_TRY_ASSIGN(auto f, FindDevice(txn, c.caller, *c.account, *c.device));
+    if (!f) return Outcome(tl::unexpected(NoSuch("device")));
+    return Outcome(Reply(200, DeviceJson(f->device)));
   });
 }
 
@@ -154,27 +144,24 @@ Response PatchDevice(Call& c) {
   auto append_only = body->Bool("append_only");
   if (!append_only) return FromApiError(append_only.error());
   return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto f = FindDevice(txn, c.caller, *c.account, *c.device);
-    if (!f) return tl::unexpected(f.error());
-    if (!*f) return Outcome(tl::unexpected(NoSuch("device")));
-    if ((*f)->device.closed_ns != 0) return Outcome(tl::unexpected(Deleted()));
-    const index::DeviceRecord& before = (*f)->device;
+    CV_TRY_ASSIGN(auto f, FindDevice(txn, c.caller, *c.account, *c.device));
+    if (!f) return Outcome(tl::unexpected(NoSuch("device")));
+    if (f->device.closed_ns != 0) return Outcome(tl::unexpected(Deleted()));
+    const index::DeviceRecord& before = f->device;
     index::DeviceRecord after = before;
     if (*name) after.name = **name;
     if (*append_only) after.append_only = **append_only;
     CV_TRY(txn.PutDevice(after));
     CV_TRY(AppendAudit(txn, c, "device.update", DeviceTarget(after.account, after.id),
-                       after.account, (*f)->account.partner, DeviceJson(before),
-                       DeviceJson(after)));
+                       after.account, f->account.partner, DeviceJson(before), DeviceJson(after)));
     return Outcome(Reply(200, DeviceJson(after)));
   });
 }
 
 ApiResult<int64_t> PurgeGrace(const Call& c) {
-  auto q = Query::Parse(c.query, {"grace"});
-  if (!q) return tl::unexpected(q.error());
+  CV_TRY_ASSIGN(auto q, Query::Parse(c.query, {"grace"}));
   int64_t grace = c.options->purge_grace_ns;
-  if (auto g = q->Get("grace")) {
+  if (auto g = q.Get("grace")) {
     auto d = ParseDuration(*g);
     if (!d) {
       return tl::unexpected(ApiError{
@@ -200,10 +187,9 @@ Response DeleteDevice(Call& c) {
   if (!parsed) return FromApiError(parsed.error());
   const int64_t grace = *parsed;
   Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto f = FindDevice(txn, c.caller, *c.account, *c.device);
-    if (!f) return tl::unexpected(f.error());
-    if (!*f) return Outcome(tl::unexpected(NoSuch("device")));
-    index::DeviceRecord d = (*f)->device;
+    CV_TRY_ASSIGN(auto f, FindDevice(txn, c.caller, *c.account, *c.device));
+    if (!f) return Outcome(tl::unexpected(NoSuch("device")));
+    index::DeviceRecord d = f->device;
     if (d.closed_ns != 0) {
       return Outcome(tl::unexpected(ApiError{
           409, "already_deleted", "the device is already deleted by job " + index::IdToHex(d.purge_job),
@@ -219,7 +205,7 @@ Response DeleteDevice(Call& c) {
     CV_TRY(txn.PutJob(job));
     json::object after = jobs::JobJson(job);
     CV_TRY(AppendAudit(txn, c, "device.delete", DeviceTarget(d.account, d.id), d.account,
-                       (*f)->account.partner, before, after));
+                       f->account.partner, before, after));
     Response ok = Reply(202, after);
     ok.headers.emplace_back("Location", "/admin/v1/jobs/" + index::IdToHex(job.id));
     return Outcome(std::move(ok));
@@ -234,15 +220,14 @@ Response RotateDeviceToken(Call& c) {
   if (auto ok = body->OnlyKnown({}); !ok) return FromApiError(ok.error());
   const std::string token = NewToken();
   return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto f = FindDevice(txn, c.caller, *c.account, *c.device);
-    if (!f) return tl::unexpected(f.error());
-    if (!*f) return Outcome(tl::unexpected(NoSuch("device")));
-    if ((*f)->device.closed_ns != 0) return Outcome(tl::unexpected(Deleted()));
-    index::DeviceRecord d = (*f)->device;
+    CV_TRY_ASSIGN(auto f, FindDevice(txn, c.caller, *c.account, *c.device));
+    if (!f) return Outcome(tl::unexpected(NoSuch("device")));
+    if (f->device.closed_ns != 0) return Outcome(tl::unexpected(Deleted()));
+    index::DeviceRecord d = f->device;
     d.token_hash = HashToken(token);
     CV_TRY(txn.PutDevice(d));
     CV_TRY(AppendAudit(txn, c, "device.token_rotate", DeviceTarget(d.account, d.id), d.account,
-                       (*f)->account.partner, nullptr, nullptr));
+                       f->account.partner, nullptr, nullptr));
     json::object o = DeviceJson(d);
     o["token"] = token;  // the old token stops working with this commit
     return Outcome(Reply(200, o));
@@ -293,18 +278,16 @@ Response ListDevices(Call& c) {
       aq.partner = scope;
       aq.limit = 1000;
       for (;;) {
-        auto accounts = txn.ListAccounts(aq);
-        if (!accounts) return tl::unexpected(accounts.error());
-        for (const auto& a : *accounts) {
+        CV_TRY_ASSIGN(auto accounts, txn.ListAccounts(aq));
+        for (const auto& a : accounts) {
           partner_of[a.id] = a.partner;
-          auto devices = txn.ListDevices(a.id);
-          if (!devices) return tl::unexpected(devices.error());
-          for (auto& d : *devices) {
+          CV_TRY_ASSIGN(auto devices, txn.ListDevices(a.id));
+          for (auto& d : devices) {
             if (wanted(d)) found.push_back(std::move(d));
           }
         }
-        if (accounts->size() < aq.limit) break;
-        aq.start_after = accounts->back().id;
+        if (accounts.size() < aq.limit) break;
+        aq.start_after = accounts.back().id;
       }
       std::sort(found.begin(), found.end(),
                 [](const auto& x, const auto& y) { return x.id < y.id; });
@@ -320,9 +303,8 @@ Response ListDevices(Call& c) {
     for (const auto& d : found) {
       auto it = partner_of.find(d.account);
       if (it == partner_of.end()) {
-        auto a = txn.GetAccount(d.account);
-        if (!a) return tl::unexpected(a.error());
-        it = partner_of.emplace(d.account, *a ? (*a)->partner : std::nullopt).first;
+        CV_TRY_ASSIGN(auto a, txn.GetAccount(d.account));
+        it = partner_of.emplace(d.account, a ? a->partner : std::nullopt).first;
       }
       json::object o = DeviceJson(d);
       o["partner"] = it->second ? json::value(index::IdToHex(*it->second)) : json::value(nullptr);

@@ -47,11 +47,9 @@ size_t PlaceableOthers(const storage::StoreStats& stats, size_t except) {
 }
 
 Result<std::pair<int, int>> Profile(Call& c) {
-  auto txn = c.store.Index().BeginRead();
-  if (!txn) return tl::unexpected(txn.error());
-  auto p = (*txn)->GetMeta("erasure_profile");
-  if (!p) return tl::unexpected(p.error());
-  auto parsed = *p ? ParseProfile(**p) : std::nullopt;
+  CV_TRY_ASSIGN(auto txn, c.store.Index().BeginRead());
+  CV_TRY_ASSIGN(auto p, txn->GetMeta("erasure_profile"));
+  auto parsed = p ? ParseProfile(*p) : std::nullopt;
   if (!parsed) return Err(ErrorKind::kCorruption, "erasure_profile meta missing");
   return *parsed;
 }
@@ -163,12 +161,11 @@ Response DrainDisk(Call& c) {
   Response r =
       ChangeDiskState(c, disk->position, storage::DiskState::kDraining,
                       [&](index::WriteTxn& txn, const json::object& after) -> Result<Outcome> {
-                        auto job = ScheduleOpsJobIn(txn, c, jobs::kDrainJob, params);
-                        if (!job) return tl::unexpected(job.error());
-                        if (!*job) return Outcome(tl::unexpected(job->error()));
+                        CV_TRY_ASSIGN(auto job, ScheduleOpsJobIn(txn, c, jobs::kDrainJob, params));
+                        if (!job) return Outcome(tl::unexpected(job.error()));
                         CV_TRY(AuditNodeAction(txn, c, "disk.drain",
                                                "disk/" + std::to_string(disk->position), after));
-                        return Outcome(JobScheduled(**job));
+                        return Outcome(JobScheduled(*job));
                       });
   if (r.status == 202 && c.runner) c.runner->Wake();
   return r;
@@ -212,10 +209,10 @@ Response RemoveDisk(Call& c) {
         if (disk->live_bytes > 0) {
           const jobs::RepairParams params{/*include_failed_disks=*/true, std::nullopt,
                                           "disk " + std::to_string(disk->position) + " removed"};
-          auto job = ScheduleOpsJobIn(txn, c, jobs::kRepairJob, json::value_from(params));
-          if (!job) return tl::unexpected(job.error());
-          if (*job) {
-            reply["repair"] = jobs::JobJson(**job);
+          CV_TRY_ASSIGN(auto job,
+                        ScheduleOpsJobIn(txn, c, jobs::kRepairJob, json::value_from(params)));
+          if (job) {
+            reply["repair"] = jobs::JobJson(*job);
           } else {
             reply["message"] =
                 "a repair job is scheduled or running already; the node's automatic repair (or "

@@ -51,9 +51,8 @@ Response RunFsck(Call& c, bool fix) {
         return done ? Status{} : Status(tl::unexpected(done.error()));
       },
       [&](index::WriteTxn& txn) -> Result<Outcome> {
-        auto accounts = index::CheckAccounts(txn);
-        if (!accounts) return tl::unexpected(accounts.error());
-        json::object o = FsckJson(report, *accounts, true);
+        CV_TRY_ASSIGN(auto accounts, index::CheckAccounts(txn));
+        json::object o = FsckJson(report, accounts, true);
         if (!report.fixed.empty()) CV_TRY(AuditNodeAction(txn, c, "node.fsck_fix", "index", o));
         return Outcome(Reply(200, o));
       });

@@ -9,12 +9,11 @@ namespace cv::admin::internal {
 Result<std::optional<index::Job>> VisibleJob(index::Txn& txn, const Caller& caller,
                                              const index::Id& id) {
   auto j = txn.GetJob(id);
-  if (!j) return tl::unexpected(j.error());
+  CV_TRY(j);
   if (!*j || caller.is_operator) return j;
   if (!(*j)->account) return std::optional<index::Job>();
-  auto a = VisibleAccount(txn, caller, *(*j)->account);
-  if (!a) return tl::unexpected(a.error());
-  if (!*a) return std::optional<index::Job>();
+  CV_TRY_ASSIGN(auto a, VisibleAccount(txn, caller, *(*j)->account));
+  if (!a) return std::optional<index::Job>();
   return j;
 }
 
@@ -30,8 +29,7 @@ Result<Outcome> RefuseJobChange(index::WriteTxn& txn, const Call& c, const index
                              " job: a partner key may change only the kinds of job it may "
                              "create (device.purge and courier jobs of its own accounts)",
                          {}};
-  auto partner = jobs::JobPartner(txn, j);
-  if (!partner) return tl::unexpected(partner.error());
+  CV_TRY_ASSIGN(auto partner, jobs::JobPartner(txn, j));
   json::object error;
   error["status"] = refusal.status;
   error["code"] = refusal.code;
@@ -39,7 +37,7 @@ Result<Outcome> RefuseJobChange(index::WriteTxn& txn, const Call& c, const index
   json::object after;
   after["refused"] = std::move(error);
   CV_TRY(AppendAudit(txn, c, std::string(action) + ".refused", jobs::JobTarget(j.id), j.account,
-                     *partner, jobs::JobJson(j), after));
+                     partner, jobs::JobJson(j), after));
   // An answer, not a refusal of InUpdate's: the transaction commits, with the audit record
   // as its only change.
   return Outcome(FromApiError(refusal));
@@ -63,9 +61,8 @@ Response ListJobs(Call& c) {
   }
   return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
     if (*account) {
-      auto a = VisibleAccount(txn, c.caller, **account);
-      if (!a) return tl::unexpected(a.error());
-      if (!*a) return Outcome(tl::unexpected(NoSuch("account")));
+      CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, **account));
+      if (!a) return Outcome(tl::unexpected(NoSuch("account")));
     }
     json::array items;
     std::optional<index::Id> after = *cursor;
@@ -78,17 +75,15 @@ Response ListJobs(Call& c) {
       jq.state = state;
       jq.start_after = after;
       jq.limit = *limit;
-      auto jobs = txn.ListJobs(jq);
-      if (!jobs) return tl::unexpected(jobs.error());
-      more = jobs->size() == *limit;
-      for (const auto& j : *jobs) {
+      CV_TRY_ASSIGN(auto jobs, txn.ListJobs(jq));
+      more = jobs.size() == *limit;
+      for (const auto& j : jobs) {
         after = j.id;
         if (kind && j.kind != *kind) continue;
         bool visible = c.caller.is_operator;
         if (!visible && j.account) {
-          auto a = VisibleAccount(txn, c.caller, *j.account);
-          if (!a) return tl::unexpected(a.error());
-          visible = a->has_value();
+          CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, *j.account));
+          visible = a.has_value();
         }
         if (visible) items.push_back(jobs::JobJson(j));
         if (items.size() == *limit) break;
@@ -102,10 +97,9 @@ Response ListJobs(Call& c) {
 
 Response GetJob(Call& c) {
   return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto j = VisibleJob(txn, c.caller, *c.job);
-    if (!j) return tl::unexpected(j.error());
-    if (!*j) return Outcome(tl::unexpected(NoSuch("job")));
-    return Outcome(Reply(200, jobs::JobJson(**j)));
+    CV_TRY_ASSIGN(auto j, VisibleJob(txn, c.caller, *c.job));
+    if (!j) return Outcome(tl::unexpected(NoSuch("job")));
+    return Outcome(Reply(200, jobs::JobJson(*j)));
   });
 }
 
@@ -127,11 +121,9 @@ Status AfterCancel(Call& c, const Response& r) {
 Result<std::optional<size_t>> DiskToReactivate(Call& c) {
   std::optional<index::Job> j;
   {
-    auto txn = c.store.Index().BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    auto found = VisibleJob(**txn, c.caller, *c.job);
-    if (!found) return tl::unexpected(found.error());
-    j = std::move(*found);
+    CV_TRY_ASSIGN(auto txn, c.store.Index().BeginRead());
+    CV_TRY_ASSIGN(auto found, VisibleJob(*txn, c.caller, *c.job));
+    j = std::move(found);
   }
   if (!j || j->kind != jobs::kDrainJob || (j->state != "scheduled" && j->state != "running")) {
     return std::optional<size_t>();
@@ -153,10 +145,9 @@ Response CancelJob(Call& c) {
   if (!body) return FromApiError(body.error());
   if (auto ok = body->OnlyKnown({}); !ok) return FromApiError(ok.error());
   auto cancel = [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto found = VisibleJob(txn, c.caller, *c.job);
-    if (!found) return tl::unexpected(found.error());
-    if (!*found) return Outcome(tl::unexpected(NoSuch("job")));
-    index::Job j = **found;
+    CV_TRY_ASSIGN(auto found, VisibleJob(txn, c.caller, *c.job));
+    if (!found) return Outcome(tl::unexpected(NoSuch("job")));
+    index::Job j = *found;
     if (!MayChangeJob(c.caller, j.kind)) return RefuseJobChange(txn, c, j, "job.cancel");
     // A scrub, a drain or a courier job stops at its next batch or chunk; other kinds only
     // before they start (a purge that has begun removing objects cannot be undone).
@@ -176,25 +167,22 @@ Response CancelJob(Call& c) {
       // The devices come back exactly as they were: same token, same data.
       std::vector<index::DeviceRecord> closed;
       if (j.kind == jobs::kPurgeDeviceJob && j.device) {
-        auto d = txn.GetDevice(*j.device);
-        if (!d) return tl::unexpected(d.error());
-        if (*d) closed.push_back(**d);
+        CV_TRY_ASSIGN(auto d, txn.GetDevice(*j.device));
+        if (d) closed.push_back(*d);
       } else if (j.account) {
-        auto all = txn.ListDevices(*j.account);
-        if (!all) return tl::unexpected(all.error());
-        closed = std::move(*all);
+        CV_TRY_ASSIGN(auto all, txn.ListDevices(*j.account));
+        closed = std::move(all);
       }
       for (index::DeviceRecord dev : closed) {
         if (dev.purge_job != j.id) continue;  // closed by a purge of its own, or open
         // A device purge's device may have had its slot taken by a replacement meanwhile.
         if (j.kind == jobs::kPurgeDeviceJob) {
-          auto full = DeviceLimitReached(txn, dev.account);
-          if (!full) return tl::unexpected(full.error());
-          if (*full) {
-            (*full)->message +=
+          CV_TRY_ASSIGN(auto full, DeviceLimitReached(txn, dev.account));
+          if (full) {
+            full->message +=
                 "; reopening this device would exceed it (delete a device or "
                 "raise the limit first)";
-            return Outcome(tl::unexpected(std::move(**full)));
+            return Outcome(tl::unexpected(std::move(*full)));
           }
         }
         dev.closed_ns = 0;
@@ -202,13 +190,12 @@ Response CancelJob(Call& c) {
         CV_TRY(txn.PutDevice(dev));
       }
     }
-    auto partner = jobs::JobPartner(txn, j);
-    if (!partner) return tl::unexpected(partner.error());
+    CV_TRY_ASSIGN(auto partner, jobs::JobPartner(txn, j));
     j.state = "cancelled";
     j.finished_ns = c.now_ns;
     CV_TRY(txn.PutJob(j));
     json::object after = jobs::JobJson(j);
-    CV_TRY(AppendAudit(txn, c, "job.cancel", jobs::JobTarget(j.id), j.account, *partner, before,
+    CV_TRY(AppendAudit(txn, c, "job.cancel", jobs::JobTarget(j.id), j.account, partner, before,
                        after));
     return Outcome(Reply(200, after));
   };

@@ -104,7 +104,7 @@ class Query {
 
 template <class T>
 ApiResult<T> JsonBody::Required(ApiResult<std::optional<T>> got, std::string_view key) {
-  if (!got) return tl::unexpected(got.error());
+  CV_TRY(got);
   if (!*got) {
     return Refuse(400, "missing_field", "field '" + std::string(key) + "' is required",
                   std::string(key));

@@ -52,9 +52,8 @@ Result<Census> TakeCensus(storage::ObjectStore& store, const std::vector<bool>& 
   };
   // One snapshot for the whole walk. NOTE: a long walk delays map growth; the cache keeps
   // walks rare, and a paged walk is the fix when indexes get that large.
-  auto txn = store.Index().BeginRead();
-  if (!txn) return tl::unexpected(txn.error());
-  CV_TRY((*txn)->ForEachObject([&](const index::ObjectKey&, const index::ObjectRecord& r) {
+  CV_TRY_ASSIGN(auto txn, store.Index().BeginRead());
+  CV_TRY(txn->ForEachObject([&](const index::ObjectKey&, const index::ObjectRecord& r) {
     ++c.objects;
     c.bytes += r.size;
     const size_t width =
@@ -246,9 +245,8 @@ Result<ApiResult<index::Job>> ScheduleOpsJobIn(index::WriteTxn& txn, const Call&
     index::JobQuery q;
     q.state = state;
     q.limit = 1000;
-    auto jobs = txn.ListJobs(q);
-    if (!jobs) return tl::unexpected(jobs.error());
-    for (const auto& j : *jobs) {
+    CV_TRY_ASSIGN(auto jobs, txn.ListJobs(q));
+    for (const auto& j : jobs) {
       if (j.kind == kind) {
         return ApiResult<index::Job>(tl::unexpected(ApiError{
             409,
@@ -273,10 +271,9 @@ Response JobScheduled(const index::Job& job) {
 
 Response ScheduleOpsJob(Call& c, std::string_view kind, const json::value& params) {
   Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto job = ScheduleOpsJobIn(txn, c, kind, params);
-    if (!job) return tl::unexpected(job.error());
-    if (!*job) return Outcome(tl::unexpected(job->error()));
-    return Outcome(JobScheduled(**job));
+    CV_TRY_ASSIGN(auto job, ScheduleOpsJobIn(txn, c, kind, params));
+    if (!job) return Outcome(tl::unexpected(job.error()));
+    return Outcome(JobScheduled(*job));
   });
   if (r.status == 202 && c.runner) c.runner->Wake();
   return r;

@@ -25,9 +25,8 @@ Response CreatePartner(Call& c) {
   p.name = *name;
   p.created_ns = c.now_ns;
   return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto existing = txn.GetPartner(p.id);
-    if (!existing) return tl::unexpected(existing.error());
-    if (*existing) return Err(ErrorKind::kConflict, "partner id collision");
+    CV_TRY_ASSIGN(auto existing, txn.GetPartner(p.id));
+    if (existing) return Err(ErrorKind::kConflict, "partner id collision");
     CV_TRY(txn.PutPartner(p));
     CV_TRY(AppendAudit(txn, c, "partner.create", PartnerTarget(p.id), std::nullopt, p.id, nullptr,
                        PartnerJson(p)));
@@ -43,22 +42,20 @@ Response ListPartners(Call& c) {
   auto limit = q->Limit();
   if (!limit) return FromApiError(limit.error());
   return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto page = txn.ListPartners(*cursor, *limit);
-    if (!page) return tl::unexpected(page.error());
+    CV_TRY_ASSIGN(auto page, txn.ListPartners(*cursor, *limit));
     json::array items;
-    for (const auto& p : *page) items.push_back(PartnerJson(p));
+    for (const auto& p : page) items.push_back(PartnerJson(p));
     std::optional<std::string> next;
-    if (page->size() == *limit) next = index::IdToHex(page->back().id);
+    if (page.size() == *limit) next = index::IdToHex(page.back().id);
     return Outcome(Reply(200, Page(std::move(items), next)));
   });
 }
 
 Response GetPartner(Call& c) {
   return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto p = txn.GetPartner(*c.partner);
-    if (!p) return tl::unexpected(p.error());
-    if (!*p) return Outcome(tl::unexpected(NoSuch("partner")));
-    return Outcome(Reply(200, PartnerJson(**p)));
+    CV_TRY_ASSIGN(auto p, txn.GetPartner(*c.partner));
+    if (!p) return Outcome(tl::unexpected(NoSuch("partner")));
+    return Outcome(Reply(200, PartnerJson(*p)));
   });
 }
 
@@ -80,9 +77,8 @@ Response CreatePartnerKey(Call& c) {
   k.created_ns = c.now_ns;
   k.expires_ns = expires->value_or(0);
   return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto p = txn.GetPartner(k.partner);
-    if (!p) return tl::unexpected(p.error());
-    if (!*p) return Outcome(tl::unexpected(NoSuch("partner")));
+    CV_TRY_ASSIGN(auto p, txn.GetPartner(k.partner));
+    if (!p) return Outcome(tl::unexpected(NoSuch("partner")));
     CV_TRY(txn.PutAdminKey(k));
     CV_TRY(AppendAudit(txn, c, "partner_key.create", "admin_key/" + index::IdToHex(k.id),
                        std::nullopt, k.partner, nullptr, AdminKeyJson(k, c.now_ns)));
@@ -94,12 +90,11 @@ Response CreatePartnerKey(Call& c) {
 
 Response GetPartnerKey(Call& c) {
   return InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
-    auto k = txn.GetAdminKey(*c.key);
-    if (!k) return tl::unexpected(k.error());
-    if (!*k || (*k)->role != index::AdminRole::kPartner || (*k)->partner != *c.partner) {
+    CV_TRY_ASSIGN(auto k, txn.GetAdminKey(*c.key));
+    if (!k || k->role != index::AdminRole::kPartner || k->partner != *c.partner) {
       return Outcome(tl::unexpected(NoSuch("key")));
     }
-    return Outcome(Reply(200, AdminKeyJson(**k, c.now_ns)));
+    return Outcome(Reply(200, AdminKeyJson(*k, c.now_ns)));
   });
 }
 
@@ -108,17 +103,16 @@ Response RevokePartnerKey(Call& c) {
   if (!body) return FromApiError(body.error());
   if (auto ok = body->OnlyKnown({}); !ok) return FromApiError(ok.error());
   return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    auto k = txn.GetAdminKey(*c.key);
-    if (!k) return tl::unexpected(k.error());
-    if (!*k || (*k)->role != index::AdminRole::kPartner || (*k)->partner != *c.partner) {
+    CV_TRY_ASSIGN(auto k, txn.GetAdminKey(*c.key));
+    if (!k || k->role != index::AdminRole::kPartner || k->partner != *c.partner) {
       return Outcome(tl::unexpected(NoSuch("key")));
     }
     // Kept, disabled: audit records keep naming a key that can be looked up.
-    index::AdminKey after = **k;
+    index::AdminKey after = *k;
     after.disabled = true;
     CV_TRY(txn.PutAdminKey(after));
     CV_TRY(AppendAudit(txn, c, "partner_key.revoke", "admin_key/" + index::IdToHex(after.id),
-                       std::nullopt, after.partner, AdminKeyJson(**k, c.now_ns),
+                       std::nullopt, after.partner, AdminKeyJson(*k, c.now_ns),
                        AdminKeyJson(after, c.now_ns)));
     return Outcome(Reply(200, AdminKeyJson(after, c.now_ns)));
   });

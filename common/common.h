@@ -61,12 +61,32 @@ inline tl::unexpected<Error> Err(ErrorKind kind, std::string context, int sys_er
 // everything else -> kIOError. `err` is positive (an errno, or minus a liburing result).
 tl::unexpected<Error> ErrnoError(int err, std::string context);
 
-// Returns early from the enclosing function with the error of a failed Result/Status.
-#define CV_TRY(expr)                                              \
-  do {                                                            \
-    auto cv_try_result_ = (expr);                                 \
-    if (!cv_try_result_) return tl::unexpected(cv_try_result_.error()); \
+// Early return on error, for functions returning a Result<U> or Status. Both take an
+// expression that yields a Result<T> or Status, evaluate it exactly once and, if it holds an
+// error, return that error (moved) from the enclosing function, unchanged: a caller that
+// adds context writes the check out by hand. Not for coroutines (they co_return) nor for
+// lambdas whose own return type is not a Result.
+//
+//   CV_TRY(expr);             discards the value of a successful `expr`; `expr` may name a
+//                             Result variable, which it does not copy.
+//   CV_TRY_ASSIGN(lhs, expr); evaluates `expr` into a hidden temporary and, on success,
+//                             assigns the value to `lhs`: a declaration (`auto v`, `Foo v`)
+//                             or an existing variable. It is several statements: never the
+//                             sole body of an if or a loop without braces.
+#define CV_TRY(...)                                                                \
+  do {                                                                             \
+    auto&& cv_try_result_ = (__VA_ARGS__);                                         \
+    if (!cv_try_result_) return tl::unexpected(std::move(cv_try_result_.error())); \
   } while (0)
+
+#define CV_TRY_ASSIGN(lhs, ...) \
+  CV_TRY_ASSIGN_IMPL_(CV_TRY_CONCAT_(cv_try_tmp_, __COUNTER__), lhs, __VA_ARGS__)
+#define CV_TRY_CONCAT_INNER_(a, b) a##b
+#define CV_TRY_CONCAT_(a, b) CV_TRY_CONCAT_INNER_(a, b)
+#define CV_TRY_ASSIGN_IMPL_(tmp, lhs, ...)                 \
+  auto tmp = (__VA_ARGS__);                                \
+  if (!tmp) return tl::unexpected(std::move(tmp.error())); \
+  lhs = std::move(*tmp)
 
 // ---- logging: one JSON object per line on stderr ----
 enum class LogLevel { kDebug, kInfo, kWarn, kError };

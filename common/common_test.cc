@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -24,6 +25,61 @@ TEST(CommonTest, ErrnoMapsNoSpaceAndNotFound) {
   EXPECT_EQ(ErrnoError(ENOENT, "x").value().kind, ErrorKind::kNotFound);
   EXPECT_EQ(ErrnoError(EIO, "x").value().kind, ErrorKind::kIOError);
   EXPECT_EQ(ErrnoError(EIO, "x").value().sys_errno, EIO);
+}
+
+// A Result<T> that counts how often it is produced, for the CV_TRY tests.
+Result<std::unique_ptr<int>> Produce(int* calls, bool fail, int value) {
+  ++*calls;
+  if (fail) return Err(ErrorKind::kNotFound, "produce");
+  return std::make_unique<int>(value);
+}
+Status Check(int* calls, bool fail) {
+  ++*calls;
+  if (fail) return Err(ErrorKind::kConflict, "check");
+  return {};
+}
+
+Result<int> TwiceThenCheck(int* calls, bool fail_produce, bool fail_check) {
+  CV_TRY_ASSIGN(std::unique_ptr<int> v, Produce(calls, fail_produce, 21));  // move-only
+  CV_TRY(Check(calls, fail_check));
+  std::unique_ptr<int> out;
+  CV_TRY_ASSIGN(out, Produce(calls, false, *v * 2));  // into an existing variable
+  return *out;
+}
+
+TEST(CommonTest, TryMacrosPassValuesAndReturnErrorsEvaluatingOnce) {
+  struct Case {
+    bool fail_produce, fail_check;
+    int calls;  // each expression is evaluated once, and nothing after a failure
+    std::optional<ErrorKind> error;
+  };
+  for (const Case& c :
+       {Case{false, false, 3, std::nullopt}, Case{true, false, 1, ErrorKind::kNotFound},
+        Case{false, true, 2, ErrorKind::kConflict}}) {
+    int calls = 0;
+    auto got = TwiceThenCheck(&calls, c.fail_produce, c.fail_check);
+    EXPECT_EQ(calls, c.calls);
+    if (c.error) {
+      ASSERT_FALSE(got);
+      EXPECT_EQ(got.error().kind, *c.error);
+      EXPECT_EQ(got.error().context, c.fail_produce ? "produce" : "check");
+    } else {
+      ASSERT_TRUE(got);
+      EXPECT_EQ(*got, 42);
+    }
+  }
+}
+
+TEST(CommonTest, TryOnAResultVariableReturnsItsError) {
+  auto f = [](Result<int> r) -> Status {
+    CV_TRY(r);
+    return {};
+  };
+  EXPECT_TRUE(f(7));
+  auto failed = f(Err(ErrorKind::kIOError, "disk", EIO));
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().kind, ErrorKind::kIOError);
+  EXPECT_EQ(failed.error().sys_errno, EIO);
 }
 
 TEST(CommonTest, HexRoundTripAndRejectsBadDigits) {

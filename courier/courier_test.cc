@@ -103,9 +103,8 @@ std::string Expected(size_t file, uint64_t size) {
 Result<Layout> WriteTo(const std::string& path, std::vector<FileSpec> files, LayoutOptions opts) {
   auto layout = Layout::Plan(std::move(files), std::move(opts));
   if (!layout) return layout;
-  auto sink = FdSink::Open(path, false);
-  if (!sink) return tl::unexpected(sink.error());
-  CV_TRY(WriteImage(*layout, GenFill, **sink));
+  CV_TRY_ASSIGN(auto sink, FdSink::Open(path, false));
+  CV_TRY(WriteImage(*layout, GenFill, *sink));
   return layout;
 }
 
@@ -267,10 +266,9 @@ Result<std::vector<uint8_t>> RecommendedUpcaseFromMkfs(const TempDir& tmp) {
     auto r = Shell(cmd);
     if (r.code != 0) return Err(ErrorKind::kIOError, cmd + ": " + r.out);
   }
-  auto img = Image::Open(disk);
-  if (!img) return tl::unexpected(img.error());
-  EXPECT_TRUE(img->entries().empty());
-  return img->upcase_table();
+  CV_TRY_ASSIGN(auto img, Image::Open(disk));
+  EXPECT_TRUE(img.entries().empty());
+  return img.upcase_table();
 }
 
 // An up-case table with only the spec's mandatory ASCII mappings: valid exFAT, but not

@@ -152,9 +152,8 @@ Result<Layout> Layout::Plan(std::vector<FileSpec> files, LayoutOptions options) 
     uint64_t part =
         (L.image_sectors - kAlignSectors - kGptArraySectors - 1) / kAlignSectors * kAlignSectors;
     uint32_t shift = cb ? std::countr_zero(cb / kSector) : DefaultSpcShift(part * kSector);
-    auto g = ComputeGeometry(part, shift);
-    if (!g) return tl::unexpected(g.error());
-    L.geo = *g;
+    CV_TRY_ASSIGN(auto g, ComputeGeometry(part, shift));
+    L.geo = g;
   } else {
     uint64_t estimate = 0;
     for (const auto& f : L.files) estimate += f.size;

@@ -119,9 +119,8 @@ Result<std::string> GenerateEd25519PrivateKeyPem() {
 }
 
 Result<std::string> Ed25519PublicKeyPem(std::string_view private_pem) {
-  auto key = ParseKey(private_pem, true);
-  if (!key) return tl::unexpected(key.error());
-  return ToPem(key->get(), false);
+  CV_TRY_ASSIGN(auto key, ParseKey(private_pem, true));
+  return ToPem(key.get(), false);
 }
 
 Status SavePrivateKeyPem(const std::string& path, std::string_view pem) {
@@ -184,12 +183,11 @@ Result<std::string> LoadPem(const std::string& path) {
 }
 
 Result<Ed25519Signature> Ed25519Sign(std::string_view private_pem, std::span<const uint8_t> msg) {
-  auto key = ParseKey(private_pem, true);
-  if (!key) return tl::unexpected(key.error());
+  CV_TRY_ASSIGN(auto key, ParseKey(private_pem, true));
   std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
   Ed25519Signature sig;
   size_t len = sig.size();
-  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key->get()) != 1 ||
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) != 1 ||
       EVP_DigestSign(ctx.get(), sig.data(), &len, msg.data(), msg.size()) != 1 ||
       len != sig.size()) {
     return Err(ErrorKind::kInternal, "Ed25519 signing failed");
@@ -199,12 +197,11 @@ Result<Ed25519Signature> Ed25519Sign(std::string_view private_pem, std::span<con
 
 Status Ed25519Verify(std::string_view public_pem, std::span<const uint8_t> msg,
                      std::span<const uint8_t> signature) {
-  auto key = ParseKey(public_pem, false);
-  if (!key) return tl::unexpected(key.error());
+  CV_TRY_ASSIGN(auto key, ParseKey(public_pem, false));
   if (signature.size() != 64)
     return Err(ErrorKind::kCorruption, "Ed25519 signature is not 64 bytes");
   std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key->get()) != 1) {
+  if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) != 1) {
     return Err(ErrorKind::kInternal, "Ed25519 verify init failed");
   }
   if (EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), msg.data(), msg.size()) !=

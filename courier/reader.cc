@@ -289,17 +289,16 @@ class Parser {
       } else {
         runs->push_back({c, 1});
       }
-      auto next = Fat(c);
-      if (!next) return tl::unexpected(next.error());
+      CV_TRY_ASSIGN(auto next, Fat(c));
       bool last = i + 1 == n;
-      if (last && *next != kFatEnd)
+      if (last && next != kFatEnd)
         return Corrupt(what + ": FAT chain longer than its length (cluster " + std::to_string(c) +
                        ")");
-      if (!last && (*next < 2 || *next >= cc_ + 2)) {
+      if (!last && (next < 2 || next >= cc_ + 2)) {
         return Corrupt(what + ": FAT chain broken at cluster " + std::to_string(c) + " (next " +
-                       Hex(*next) + ")");
+                       Hex(next) + ")");
       }
-      c = *next;
+      c = next;
     }
     return {};
   }
@@ -333,12 +332,11 @@ class Parser {
       if (i > kMaxDirBytes / cs_ + 1)
         return Corrupt("root directory: FAT chain too long or looping");
       root_len += cs_;
-      auto next = Fat(c);
-      if (!next) return tl::unexpected(next.error());
-      if (*next == kFatEnd) break;
-      if (*next < 2 || *next >= cc_ + 2)
+      CV_TRY_ASSIGN(auto next, Fat(c));
+      if (next == kFatEnd) break;
+      if (next < 2 || next >= cc_ + 2)
         return Corrupt("root directory: FAT chain broken at cluster " + std::to_string(c));
-      c = *next;
+      c = next;
     }
     std::vector<Dir> queue = {{"", root_, root_len, false}};
     bool saw_bitmap = false, saw_upcase = false;
@@ -350,8 +348,7 @@ class Parser {
         return Corrupt(what + ": bad DataLength " + std::to_string(dir.length));
       std::vector<std::pair<uint32_t, uint32_t>> runs;
       CV_TRY(Allocate(what, dir.first, dir.length, dir.no_fat_chain, &runs));
-      auto data = ReadRuns(runs, dir.length);
-      if (!data) return tl::unexpected(data.error());
+      CV_TRY_ASSIGN(auto data, ReadRuns(runs, dir.length));
       auto image_offset = [&](size_t i) {  // of byte i of the directory
         uint64_t skip = i;
         for (auto [first, count] : runs) {
@@ -361,7 +358,7 @@ class Parser {
         return uint64_t(0);
       };
       std::set<std::u16string> names;
-      const std::vector<uint8_t>& d = *data;
+      const std::vector<uint8_t>& d = data;
       for (size_t i = 0; i < d.size();) {
         uint8_t type = d[i];
         std::string at = what + " entry at " + Hex(image_offset(i));
@@ -388,9 +385,8 @@ class Parser {
             if (len < DivUp(cc_, 8))
               return Corrupt(at + ": allocation bitmap shorter than the cluster count");
             CV_TRY(Allocate("allocation bitmap", Get32(e + 20), len, false, &runs));
-            auto bm = ReadRuns(runs, DivUp(cc_, 8));
-            if (!bm) return tl::unexpected(bm.error());
-            bitmap_ = std::move(*bm);
+            CV_TRY_ASSIGN(auto bm, ReadRuns(runs, DivUp(cc_, 8)));
+            bitmap_ = std::move(bm);
             bitmap_at_ = runs.empty() ? 0 : ClusterOffset(runs[0].first);
           } else if (type == kTypeUpcase) {
             if (saw_upcase) return Corrupt(at + ": second up-case table");
@@ -400,15 +396,14 @@ class Parser {
               return Corrupt(at + ": bad up-case table length");
             std::vector<std::pair<uint32_t, uint32_t>> uruns;
             CV_TRY(Allocate("up-case table", Get32(e + 20), len, false, &uruns));
-            auto t = ReadRuns(uruns, len);
-            if (!t) return tl::unexpected(t.error());
-            uint32_t sum = UpcaseChecksum(*t);
+            CV_TRY_ASSIGN(auto t, ReadRuns(uruns, len));
+            uint32_t sum = UpcaseChecksum(t);
             if (sum != Get32(e + 4)) {
               return Corrupt("up-case table at " + Hex(ClusterOffset(uruns[0].first)) +
                              ": checksum mismatch (stored " + Hex(Get32(e + 4)) + ", computed " +
                              Hex(sum) + ")");
             }
-            auto map = LoadUpcaseTable(*t);
+            auto map = LoadUpcaseTable(t);
             if (!map) return Corrupt(map.error().context);
             upcase_ = std::move(*map);
             *upcase_bytes = upcase_.bytes;

@@ -61,9 +61,8 @@ class Drive {
   }
 
   Status Add(const std::string& path, uint64_t size, bool is_dir) {
-    auto cost = Cost(path, size, is_dir);
-    if (!cost) return tl::unexpected(cost.error());
-    used_ += *cost;
+    CV_TRY_ASSIGN(auto cost, Cost(path, size, is_dir));
+    used_ += cost;
     std::string parent;
     size_t pos = 0;
     while (true) {
@@ -159,9 +158,8 @@ Result<std::vector<DrivePlan>> PlanSplit(const std::vector<FileSpec>& common,
     bool placed = false;
     for (size_t k = 0; k < drives.size() && !placed; ++k) {
       if (drives[k].used() + DivUp(f.size, cb) > capacity) continue;
-      auto c = drives[k].Cost(f.path, f.size, false);
-      if (!c) return tl::unexpected(c.error());
-      if (drives[k].used() + *c <= capacity) {
+      CV_TRY_ASSIGN(auto c, drives[k].Cost(f.path, f.size, false));
+      if (drives[k].used() + c <= capacity) {
         CV_TRY(drives[k].Add(f.path, f.size, false));
         plans[k].data_files.push_back(i);
         placed = true;
@@ -169,9 +167,8 @@ Result<std::vector<DrivePlan>> PlanSplit(const std::vector<FileSpec>& common,
     }
     if (placed) continue;
     Drive fresh = base;
-    auto c = fresh.Cost(f.path, f.size, false);
-    if (!c) return tl::unexpected(c.error());
-    if (fresh.used() + *c > capacity) {
+    CV_TRY_ASSIGN(auto c, fresh.Cost(f.path, f.size, false));
+    if (fresh.used() + c > capacity) {
       return Err(ErrorKind::kNoSpace, "file '" + f.path + "' (" + std::to_string(f.size) +
                                           " bytes) does not fit on a drive of " +
                                           std::to_string(options.image_bytes) +

@@ -219,10 +219,9 @@ Status EmitDirectory(const Layout::Impl& L, const Node& dir, Emitter& out) {
 
 Status EmitFile(const Layout::Impl& L, const Node& n, const FillFn& fill, Emitter& out) {
   for (uint64_t off = 0; off < n.data_length;) {
-    auto space = out.Space();
-    if (!space) return tl::unexpected(space.error());
-    size_t k = std::min<uint64_t>(space->size(), n.data_length - off);
-    CV_TRY(fill(n.file_index, off, space->first(k)));
+    CV_TRY_ASSIGN(auto space, out.Space());
+    size_t k = std::min<uint64_t>(space.size(), n.data_length - off);
+    CV_TRY(fill(n.file_index, off, space.first(k)));
     out.Commit(k);
     off += k;
   }

@@ -121,9 +121,8 @@ class IsalCodec final : public Codec {
 
     auto plan = FindPlan(sources, missing);
     if (!plan) {
-      auto built = BuildPlan(sources, missing);
-      if (!built) return tl::unexpected(built.error());
-      plan = Remember(sources, missing, std::move(*built));
+      CV_TRY_ASSIGN(auto built, BuildPlan(sources, missing));
+      plan = Remember(sources, missing, std::move(built));
     }
 
     std::array<unsigned char*, kMaxShards> srcs{};

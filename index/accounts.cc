@@ -130,19 +130,17 @@ Result<std::optional<T>> GetValue(MDB_txn* txn, MDB_dbi dbi, std::string_view ke
 // returns false. The views are valid only during the call.
 Status Scan(MDB_txn* txn, MDB_dbi dbi, std::string_view prefix, std::string_view start_after,
             const std::function<Result<bool>(std::string_view, std::string_view)>& fn) {
-  auto cursor = mdb::Cursor::Open(txn, dbi);
-  if (!cursor) return tl::unexpected(cursor.error());
+  CV_TRY_ASSIGN(auto cursor, mdb::Cursor::Open(txn, dbi));
   std::string_view seek = start_after.empty() ? prefix : start_after;
-  auto entry = seek.empty() ? cursor->First() : cursor->SeekAtLeast(seek);
-  for (; entry && *entry; entry = cursor->Next()) {
+  auto entry = seek.empty() ? cursor.First() : cursor.SeekAtLeast(seek);
+  for (; entry && *entry; entry = cursor.Next()) {
     auto [k, v] = **entry;
     if (!k.starts_with(prefix)) break;
     if (!start_after.empty() && k == start_after) continue;  // strictly after
-    auto more = fn(k, v);
-    if (!more) return tl::unexpected(more.error());
-    if (!*more) return {};
+    CV_TRY_ASSIGN(auto more, fn(k, v));
+    if (!more) return {};
   }
-  if (!entry) return tl::unexpected(entry.error());
+  CV_TRY(entry);
   return {};
 }
 
@@ -210,14 +208,13 @@ Result<std::vector<Account>> AccountReads::ListAccounts(const AccountQuery& q) {
                 [&](std::string_view k, std::string_view) -> Result<bool> {
                   auto pair = schema::DecodePairKey(k);
                   if (!pair) return Prefixed(pair.error(), "accounts_by_partner");
-                  auto rec = GetAccount(pair->second);
-                  if (!rec) return tl::unexpected(rec.error());
-                  if (!*rec || (*rec)->partner != q.partner) {
+                  CV_TRY_ASSIGN(auto rec, GetAccount(pair->second));
+                  if (!rec || rec->partner != q.partner) {
                     return Corrupt("accounts_by_partner lists account " + IdToHex(pair->second) +
                                    " under partner " + IdToHex(*q.partner) + ", but the account " +
-                                   (*rec ? "belongs elsewhere" : "has no record"));
+                                   (rec ? "belongs elsewhere" : "has no record"));
                   }
-                  return take(std::move(**rec));
+                  return take(std::move(*rec));
                 }));
     return out;
   }
@@ -274,14 +271,13 @@ Result<std::vector<DeviceRecord>> AccountReads::ListDevices(const Id& account) {
               [&](std::string_view k, std::string_view) -> Result<bool> {
                 auto pair = schema::DecodePairKey(k);
                 if (!pair) return Prefixed(pair.error(), "devices_by_account");
-                auto rec = GetDevice(pair->second);
-                if (!rec) return tl::unexpected(rec.error());
-                if (!*rec || (*rec)->account != account) {
+                CV_TRY_ASSIGN(auto rec, GetDevice(pair->second));
+                if (!rec || rec->account != account) {
                   return Corrupt("devices_by_account lists device " + IdToHex(pair->second) +
                                  " under account " + IdToHex(account) + ", but the device " +
-                                 (*rec ? "belongs elsewhere" : "has no record"));
+                                 (rec ? "belongs elsewhere" : "has no record"));
                 }
-                out.push_back(std::move(**rec));
+                out.push_back(std::move(*rec));
                 return true;
               }));
   return out;
@@ -301,7 +297,7 @@ Result<std::optional<AdminKey>> AccountReads::GetAdminKeyBySecretHash(const Sha2
   auto id = schema::DecodeIdKey(**v);
   if (!id) return Prefixed(id.error(), "admin_keys_by_hash");
   auto rec = GetAdminKey(*id);
-  if (!rec) return tl::unexpected(rec.error());
+  CV_TRY(rec);
   if (!*rec || (*rec)->secret_sha256 != hash) {
     return Corrupt("admin_keys_by_hash points at admin key " + IdToHex(*id) + ", which " +
                    (*rec ? "has another secret" : "has no record"));
@@ -315,10 +311,9 @@ Result<std::optional<DeviceRecord>> AccountReads::GetDeviceByTokenHash(const Sha
               [&](std::string_view k, std::string_view) -> Result<bool> {
                 auto id = schema::DecodeIdKey(k.substr(hash.size()));
                 if (!id) return true;  // malformed: never authenticates; fsck names it
-                auto rec = GetDevice(*id);
-                if (!rec) return tl::unexpected(rec.error());
-                if (!*rec || (*rec)->token_hash != hash) return true;  // a stray: next entry
-                found = std::move(*rec);
+                CV_TRY_ASSIGN(auto rec, GetDevice(*id));
+                if (!rec || rec->token_hash != hash) return true;  // a stray: next entry
+                found = std::move(rec);
                 return false;
               }));
   return found;
@@ -343,16 +338,14 @@ Result<std::optional<PurgedDevice>> AccountReads::GetPurgedDevice(const Sha256Di
     auto v = mdb::Get(txn_, dbis_.purged_devices, key);
     if (!v) return Prefixed(v.error(), "get purged device");
     if (!*v) return found;
-    auto rec = DecodePurgedEntry(key, **v);
-    if (!rec) return tl::unexpected(rec.error());
-    found = std::move(*rec);
+    CV_TRY_ASSIGN(auto rec, DecodePurgedEntry(key, **v));
+    found = std::move(rec);
     return found;
   }
   CV_TRY(Scan(txn_, dbis_.purged_devices, HashKey(token_hash), "",
               [&](std::string_view k, std::string_view v) -> Result<bool> {
-                auto rec = DecodePurgedEntry(k, v);
-                if (!rec) return tl::unexpected(rec.error());
-                found = std::move(*rec);
+                CV_TRY_ASSIGN(auto rec, DecodePurgedEntry(k, v));
+                found = std::move(rec);
                 return false;
               }));
   return found;
@@ -370,14 +363,13 @@ Result<std::vector<PurgedDevice>> AccountReads::ListPurgedDevices(const Id& acco
                                  IdToHex(pair->second) + " holds " + std::to_string(v.size()) +
                                  " bytes, not a token hash");
                 }
-                auto rec = GetPurgedDevice(*hash, pair->second);
-                if (!rec) return tl::unexpected(rec.error());
-                if (!*rec || (*rec)->account != account) {
+                CV_TRY_ASSIGN(auto rec, GetPurgedDevice(*hash, pair->second));
+                if (!rec || rec->account != account) {
                   return Corrupt("purged_devices_by_account lists device " + IdToHex(pair->second) +
                                  " under account " + IdToHex(account) + ", but the purged device " +
-                                 (*rec ? "belongs elsewhere" : "has no record"));
+                                 (rec ? "belongs elsewhere" : "has no record"));
                 }
-                out.push_back(std::move(**rec));
+                out.push_back(std::move(*rec));
                 return true;
               }));
   return out;
@@ -386,9 +378,8 @@ Result<std::vector<PurgedDevice>> AccountReads::ListPurgedDevices(const Id& acco
 Status AccountReads::ForEachPurgedDevice(const std::function<bool(const PurgedDevice&)>& fn) {
   return Scan(txn_, dbis_.purged_devices, "", "",
               [&](std::string_view k, std::string_view v) -> Result<bool> {
-                auto rec = DecodePurgedEntry(k, v);
-                if (!rec) return tl::unexpected(rec.error());
-                return fn(*rec);
+                CV_TRY_ASSIGN(auto rec, DecodePurgedEntry(k, v));
+                return fn(rec);
               });
 }
 
@@ -430,14 +421,13 @@ Result<std::vector<AuditRecord>> AccountReads::ListAudit(const AuditQuery& q) {
               [&](std::string_view k, std::string_view) -> Result<bool> {
                 auto key = schema::DecodeIdSeqKey(k);
                 if (!key) return Prefixed(key.error(), db_name);
-                auto rec = GetAudit(key->second);
-                if (!rec) return tl::unexpected(rec.error());
-                if (!*rec || (by_account ? (*rec)->account : (*rec)->partner) != owner) {
+                CV_TRY_ASSIGN(auto rec, GetAudit(key->second));
+                if (!rec || (by_account ? rec->account : rec->partner) != owner) {
                   return Corrupt(std::string(db_name) + " lists audit record " +
                                  std::to_string(key->second) + " under " + IdToHex(owner) +
-                                 ", but the record " + (*rec ? "names another" : "does not exist"));
+                                 ", but the record " + (rec ? "names another" : "does not exist"));
                 }
-                if (!q.partner || (*rec)->partner == q.partner) out.push_back(std::move(**rec));
+                if (!q.partner || rec->partner == q.partner) out.push_back(std::move(*rec));
                 return out.size() < q.limit;
               }));
   return out;
@@ -464,14 +454,13 @@ Result<std::vector<Job>> AccountReads::ListJobs(const JobQuery& q) {
                 [&](std::string_view k, std::string_view) -> Result<bool> {
                   auto pair = schema::DecodePairKey(k);
                   if (!pair) return Prefixed(pair.error(), "jobs_by_account");
-                  auto rec = GetJob(pair->second);
-                  if (!rec) return tl::unexpected(rec.error());
-                  if (!*rec || (*rec)->account != q.account) {
+                  CV_TRY_ASSIGN(auto rec, GetJob(pair->second));
+                  if (!rec || rec->account != q.account) {
                     return Corrupt("jobs_by_account lists job " + IdToHex(pair->second) +
                                    " under account " + IdToHex(*q.account) + ", but the job " +
-                                   (*rec ? "belongs elsewhere" : "has no record"));
+                                   (rec ? "belongs elsewhere" : "has no record"));
                   }
-                  return take(std::move(**rec));
+                  return take(std::move(*rec));
                 }));
     return out;
   }
@@ -512,61 +501,52 @@ Result<bool> AccountWrites::Del(MDB_dbi dbi, std::string_view key, std::string_v
 }
 
 Status AccountWrites::PutPartner(const Partner& rec) {
-  auto v = schema::EncodePartner(rec);
-  if (!v) return tl::unexpected(v.error());
-  return Put(dbis_.partners, schema::EncodeIdKey(rec.id), *v, "partner " + IdToHex(rec.id));
+  CV_TRY_ASSIGN(auto v, schema::EncodePartner(rec));
+  return Put(dbis_.partners, schema::EncodeIdKey(rec.id), v, "partner " + IdToHex(rec.id));
 }
 
 Status AccountWrites::DeletePartner(const Id& id) {
   const std::string what = "partner " + IdToHex(id);
-  auto old = GetPartner(id);
-  if (!old) return tl::unexpected(old.error());
-  if (!*old) return Err(ErrorKind::kNotFound, what);
-  auto any = AnyWithPrefix(dbis_.accounts_by_partner, schema::EncodeIdKey(id));
-  if (!any) return tl::unexpected(any.error());
-  if (*any) return Err(ErrorKind::kConflict, what + " still has accounts");
-  auto del = Del(dbis_.partners, schema::EncodeIdKey(id), what);
-  if (!del) return tl::unexpected(del.error());
+  CV_TRY_ASSIGN(auto old, GetPartner(id));
+  if (!old) return Err(ErrorKind::kNotFound, what);
+  CV_TRY_ASSIGN(auto any, AnyWithPrefix(dbis_.accounts_by_partner, schema::EncodeIdKey(id)));
+  if (any) return Err(ErrorKind::kConflict, what + " still has accounts");
+  CV_TRY(Del(dbis_.partners, schema::EncodeIdKey(id), what));
   return {};
 }
 
 Status AccountWrites::WriteAccount(const Account& rec) {
-  auto v = schema::EncodeAccount(rec);
-  if (!v) return tl::unexpected(v.error());
-  return Put(dbis_.accounts, schema::EncodeIdKey(rec.id), *v, "account " + IdToHex(rec.id));
+  CV_TRY_ASSIGN(auto v, schema::EncodeAccount(rec));
+  return Put(dbis_.accounts, schema::EncodeIdKey(rec.id), v, "account " + IdToHex(rec.id));
 }
 
 Status AccountWrites::SetAccountUsage(const Id& account, uint64_t bytes, uint64_t objects) {
-  auto a = GetAccount(account);
-  if (!a) return tl::unexpected(a.error());
-  if (!*a) return Err(ErrorKind::kNotFound, "account " + IdToHex(account));
-  Account rec = **a;
+  CV_TRY_ASSIGN(auto a, GetAccount(account));
+  if (!a) return Err(ErrorKind::kNotFound, "account " + IdToHex(account));
+  Account rec = *a;
   rec.bytes = bytes;
   rec.objects = objects;
   return WriteAccount(rec);
 }
 
 Status AccountWrites::PutAccount(const Account& rec) {
-  auto old = GetAccount(rec.id);
-  if (!old) return tl::unexpected(old.error());
+  CV_TRY_ASSIGN(auto old, GetAccount(rec.id));
   if (rec.partner) {
-    auto partner = GetPartner(*rec.partner);
-    if (!partner) return tl::unexpected(partner.error());
-    if (!*partner) return Err(ErrorKind::kNotFound, "partner " + IdToHex(*rec.partner));
+    CV_TRY_ASSIGN(auto partner, GetPartner(*rec.partner));
+    if (!partner) return Err(ErrorKind::kNotFound, "partner " + IdToHex(*rec.partner));
   }
   Account stored = rec;
-  if (*old) {  // the counters belong to the index
-    stored.bytes = (*old)->bytes;
-    stored.objects = (*old)->objects;
-    stored.reserved_bytes = (*old)->reserved_bytes;
+  if (old) {  // the counters belong to the index
+    stored.bytes = old->bytes;
+    stored.objects = old->objects;
+    stored.reserved_bytes = old->reserved_bytes;
   }
   CV_TRY(WriteAccount(stored));
-  const std::optional<Id> old_partner = *old ? (*old)->partner : std::nullopt;
+  const std::optional<Id> old_partner = old ? old->partner : std::nullopt;
   if (old_partner == rec.partner) return {};
   if (old_partner) {
-    auto del = Del(dbis_.accounts_by_partner, schema::EncodePairKey(*old_partner, rec.id),
-                   "accounts_by_partner");
-    if (!del) return tl::unexpected(del.error());
+    CV_TRY(Del(dbis_.accounts_by_partner, schema::EncodePairKey(*old_partner, rec.id),
+               "accounts_by_partner"));
   }
   if (rec.partner) {
     CV_TRY(Put(dbis_.accounts_by_partner, schema::EncodePairKey(*rec.partner, rec.id), "",
@@ -577,12 +557,10 @@ Status AccountWrites::PutAccount(const Account& rec) {
 
 Status AccountWrites::DeleteAccount(const Id& id) {
   const std::string what = "account " + IdToHex(id);
-  auto old = GetAccount(id);
-  if (!old) return tl::unexpected(old.error());
-  if (!*old) return Err(ErrorKind::kNotFound, what);
-  auto any = AnyWithPrefix(dbis_.devices_by_account, schema::EncodeIdKey(id));
-  if (!any) return tl::unexpected(any.error());
-  if (*any) return Err(ErrorKind::kConflict, what + " still has devices");
+  CV_TRY_ASSIGN(auto old, GetAccount(id));
+  if (!old) return Err(ErrorKind::kNotFound, what);
+  CV_TRY_ASSIGN(auto any, AnyWithPrefix(dbis_.devices_by_account, schema::EncodeIdKey(id)));
+  if (any) return Err(ErrorKind::kConflict, what + " still has devices");
   std::vector<std::string> addon_keys;  // collected first: no writes under an open cursor
   CV_TRY(Scan(txn_, dbis_.addons, schema::EncodeIdKey(id), "",
               [&](std::string_view k, std::string_view) -> Result<bool> {
@@ -590,65 +568,53 @@ Status AccountWrites::DeleteAccount(const Id& id) {
                 return true;
               }));
   for (const std::string& k : addon_keys) {
-    auto del = Del(dbis_.addons, k, "add-on of " + what);
-    if (!del) return tl::unexpected(del.error());
+    CV_TRY(Del(dbis_.addons, k, "add-on of " + what));
   }
   // Its purged devices are forgotten with it: their agents get 401 from now on.
-  auto purged = ListPurgedDevices(id);
-  if (!purged) return tl::unexpected(purged.error());
-  for (const PurgedDevice& p : *purged) {
-    auto del = Del(dbis_.purged_devices, TokenKey(p.token_hash, p.id), "purged device of " + what);
-    if (!del) return tl::unexpected(del.error());
-    del = Del(dbis_.purged_devices_by_account, schema::EncodePairKey(id, p.id),
-              "purged_devices_by_account");
-    if (!del) return tl::unexpected(del.error());
+  CV_TRY_ASSIGN(auto purged, ListPurgedDevices(id));
+  for (const PurgedDevice& p : purged) {
+    CV_TRY(Del(dbis_.purged_devices, TokenKey(p.token_hash, p.id), "purged device of " + what));
+    CV_TRY(Del(dbis_.purged_devices_by_account, schema::EncodePairKey(id, p.id),
+               "purged_devices_by_account"));
   }
-  if ((*old)->partner) {
-    auto del = Del(dbis_.accounts_by_partner, schema::EncodePairKey(*(*old)->partner, id),
-                   "accounts_by_partner");
-    if (!del) return tl::unexpected(del.error());
+  if (old->partner) {
+    CV_TRY(Del(dbis_.accounts_by_partner, schema::EncodePairKey(*old->partner, id),
+               "accounts_by_partner"));
   }
-  auto del = Del(dbis_.accounts, schema::EncodeIdKey(id), what);
-  if (!del) return tl::unexpected(del.error());
+  CV_TRY(Del(dbis_.accounts, schema::EncodeIdKey(id), what));
   return {};
 }
 
 Status AccountWrites::PutAddOn(const AddOn& rec) {
-  auto account = GetAccount(rec.account);
-  if (!account) return tl::unexpected(account.error());
-  if (!*account) return Err(ErrorKind::kNotFound, "account " + IdToHex(rec.account));
+  CV_TRY_ASSIGN(auto account, GetAccount(rec.account));
+  if (!account) return Err(ErrorKind::kNotFound, "account " + IdToHex(rec.account));
   return Put(dbis_.addons, schema::EncodePairKey(rec.account, rec.id), schema::EncodeAddOn(rec),
              "add-on " + IdToHex(rec.id));
 }
 
 Status AccountWrites::DeleteAddOn(const Id& account, const Id& addon) {
   const std::string what = "add-on " + IdToHex(account) + "/" + IdToHex(addon);
-  auto del = Del(dbis_.addons, schema::EncodePairKey(account, addon), what);
-  if (!del) return tl::unexpected(del.error());
-  if (!*del) return Err(ErrorKind::kNotFound, what);
+  CV_TRY_ASSIGN(auto del, Del(dbis_.addons, schema::EncodePairKey(account, addon), what));
+  if (!del) return Err(ErrorKind::kNotFound, what);
   return {};
 }
 
 Status AccountWrites::PutAdminKey(const AdminKey& rec) {
   const std::string what = "admin key " + IdToHex(rec.id);
-  auto v = schema::EncodeAdminKey(rec);
-  if (!v) return tl::unexpected(v.error());
+  CV_TRY_ASSIGN(auto v, schema::EncodeAdminKey(rec));
   if (rec.role == AdminRole::kPartner) {
-    auto partner = GetPartner(rec.partner);
-    if (!partner) return tl::unexpected(partner.error());
-    if (!*partner) return Err(ErrorKind::kNotFound, "partner " + IdToHex(rec.partner));
+    CV_TRY_ASSIGN(auto partner, GetPartner(rec.partner));
+    if (!partner) return Err(ErrorKind::kNotFound, "partner " + IdToHex(rec.partner));
   }
   auto owner = mdb::Get(txn_, dbis_.admin_keys_by_hash, HashKey(rec.secret_sha256));
   if (!owner) return Prefixed(owner.error(), "get admin key by hash");
   if (*owner && **owner != schema::EncodeIdKey(rec.id)) {
     return Err(ErrorKind::kConflict, what + ": another key has the same secret");
   }
-  auto old = GetAdminKey(rec.id);
-  if (!old) return tl::unexpected(old.error());
-  CV_TRY(Put(dbis_.admin_keys, schema::EncodeIdKey(rec.id), *v, what));
-  if (*old && (*old)->secret_sha256 != rec.secret_sha256) {
-    auto del = Del(dbis_.admin_keys_by_hash, HashKey((*old)->secret_sha256), "admin_keys_by_hash");
-    if (!del) return tl::unexpected(del.error());
+  CV_TRY_ASSIGN(auto old, GetAdminKey(rec.id));
+  CV_TRY(Put(dbis_.admin_keys, schema::EncodeIdKey(rec.id), v, what));
+  if (old && old->secret_sha256 != rec.secret_sha256) {
+    CV_TRY(Del(dbis_.admin_keys_by_hash, HashKey(old->secret_sha256), "admin_keys_by_hash"));
   }
   return Put(dbis_.admin_keys_by_hash, HashKey(rec.secret_sha256), schema::EncodeIdKey(rec.id),
              "admin_keys_by_hash");
@@ -656,17 +622,14 @@ Status AccountWrites::PutAdminKey(const AdminKey& rec) {
 
 Status AccountWrites::DeleteAdminKey(const Id& id) {
   const std::string what = "admin key " + IdToHex(id);
-  auto old = GetAdminKey(id);
-  if (!old) return tl::unexpected(old.error());
-  if (!*old) return Err(ErrorKind::kNotFound, what);
-  auto owner = mdb::Get(txn_, dbis_.admin_keys_by_hash, HashKey((*old)->secret_sha256));
+  CV_TRY_ASSIGN(auto old, GetAdminKey(id));
+  if (!old) return Err(ErrorKind::kNotFound, what);
+  auto owner = mdb::Get(txn_, dbis_.admin_keys_by_hash, HashKey(old->secret_sha256));
   if (!owner) return Prefixed(owner.error(), "get admin key by hash");
   if (*owner && **owner == schema::EncodeIdKey(id)) {
-    auto del = Del(dbis_.admin_keys_by_hash, HashKey((*old)->secret_sha256), "admin_keys_by_hash");
-    if (!del) return tl::unexpected(del.error());
+    CV_TRY(Del(dbis_.admin_keys_by_hash, HashKey(old->secret_sha256), "admin_keys_by_hash"));
   }
-  auto del = Del(dbis_.admin_keys, schema::EncodeIdKey(id), what);
-  if (!del) return tl::unexpected(del.error());
+  CV_TRY(Del(dbis_.admin_keys, schema::EncodeIdKey(id), what));
   return {};
 }
 
@@ -674,11 +637,10 @@ Result<uint64_t> AccountWrites::AppendAudit(const AuditRecord& rec) {
   // The last sequence number lives in meta rather than being read off the last key, so that
   // numbers are never reused even if old records are pruned.
   uint64_t last = 0;
-  auto stored = GetValue(txn_, dbis_.meta, kAuditSeqKey, &schema::DecodeMeta,
-                         std::string("meta ") + kAuditSeqKey);
-  if (!stored) return tl::unexpected(stored.error());
-  if (*stored) {
-    const std::string& s = **stored;
+  CV_TRY_ASSIGN(auto stored, GetValue(txn_, dbis_.meta, kAuditSeqKey, &schema::DecodeMeta,
+                                      std::string("meta ") + kAuditSeqKey));
+  if (stored) {
+    const std::string& s = *stored;
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), last);
     if (ec != std::errc() || end != s.data() + s.size()) {
       return Corrupt(std::string("meta ") + kAuditSeqKey + " is '" + s + "'");
@@ -689,10 +651,9 @@ Result<uint64_t> AccountWrites::AppendAudit(const AuditRecord& rec) {
   }
   AuditRecord numbered = rec;
   numbered.seq = last + 1;
-  auto v = schema::EncodeAudit(numbered);
-  if (!v) return tl::unexpected(v.error());
+  CV_TRY_ASSIGN(auto v, schema::EncodeAudit(numbered));
   const std::string what = "audit record " + std::to_string(numbered.seq);
-  CV_TRY(Put(dbis_.audit, schema::EncodeSeqKey(numbered.seq), *v, what));
+  CV_TRY(Put(dbis_.audit, schema::EncodeSeqKey(numbered.seq), v, what));
   if (numbered.account) {
     CV_TRY(Put(dbis_.audit_by_account, schema::EncodeIdSeqKey(*numbered.account, numbered.seq), "",
                "audit_by_account"));
@@ -708,17 +669,14 @@ Result<uint64_t> AccountWrites::AppendAudit(const AuditRecord& rec) {
 
 Status AccountWrites::PutJob(const Job& rec) {
   const std::string what = "job " + IdToHex(rec.id);
-  auto v = schema::EncodeJob(rec);
-  if (!v) return tl::unexpected(v.error());
-  auto old = GetJob(rec.id);
-  if (!old) return tl::unexpected(old.error());
-  CV_TRY(Put(dbis_.jobs, schema::EncodeIdKey(rec.id), *v, what));
-  const std::optional<Id> old_account = *old ? (*old)->account : std::nullopt;
+  CV_TRY_ASSIGN(auto v, schema::EncodeJob(rec));
+  CV_TRY_ASSIGN(auto old, GetJob(rec.id));
+  CV_TRY(Put(dbis_.jobs, schema::EncodeIdKey(rec.id), v, what));
+  const std::optional<Id> old_account = old ? old->account : std::nullopt;
   if (old_account == rec.account) return {};
   if (old_account) {
-    auto del =
-        Del(dbis_.jobs_by_account, schema::EncodePairKey(*old_account, rec.id), "jobs_by_account");
-    if (!del) return tl::unexpected(del.error());
+    CV_TRY(
+        Del(dbis_.jobs_by_account, schema::EncodePairKey(*old_account, rec.id), "jobs_by_account"));
   }
   if (rec.account) {
     CV_TRY(Put(dbis_.jobs_by_account, schema::EncodePairKey(*rec.account, rec.id), "",
@@ -729,34 +687,26 @@ Status AccountWrites::PutJob(const Job& rec) {
 
 Status AccountWrites::DeleteJob(const Id& id) {
   const std::string what = "job " + IdToHex(id);
-  auto old = GetJob(id);
-  if (!old) return tl::unexpected(old.error());
-  if (!*old) return Err(ErrorKind::kNotFound, what);
-  if ((*old)->account) {
-    auto del =
-        Del(dbis_.jobs_by_account, schema::EncodePairKey(*(*old)->account, id), "jobs_by_account");
-    if (!del) return tl::unexpected(del.error());
+  CV_TRY_ASSIGN(auto old, GetJob(id));
+  if (!old) return Err(ErrorKind::kNotFound, what);
+  if (old->account) {
+    CV_TRY(Del(dbis_.jobs_by_account, schema::EncodePairKey(*old->account, id), "jobs_by_account"));
   }
-  auto del = Del(dbis_.jobs, schema::EncodeIdKey(id), what);
-  if (!del) return tl::unexpected(del.error());
+  CV_TRY(Del(dbis_.jobs, schema::EncodeIdKey(id), what));
   return {};
 }
 
 Status AccountWrites::PutPurgedDevice(const PurgedDevice& rec) {
   const std::string what = "purged device " + IdToHex(rec.id);
-  auto account = GetAccount(rec.account);
-  if (!account) return tl::unexpected(account.error());
-  if (!*account) return Err(ErrorKind::kNotFound, "account " + IdToHex(rec.account));
-  auto live = GetDevice(rec.id);
-  if (!live) return tl::unexpected(live.error());
-  if (*live) return Err(ErrorKind::kConflict, what + " is still a device");
+  CV_TRY_ASSIGN(auto account, GetAccount(rec.account));
+  if (!account) return Err(ErrorKind::kNotFound, "account " + IdToHex(rec.account));
+  CV_TRY_ASSIGN(auto live, GetDevice(rec.id));
+  if (live) return Err(ErrorKind::kConflict, what + " is still a device");
   const std::string key = TokenKey(rec.token_hash, rec.id);
-  auto old = GetPurgedDevice(rec.token_hash, rec.id);
-  if (!old) return tl::unexpected(old.error());
-  if (*old && (*old)->account != rec.account) {
-    auto del = Del(dbis_.purged_devices_by_account, schema::EncodePairKey((*old)->account, rec.id),
-                   "purged_devices_by_account");
-    if (!del) return tl::unexpected(del.error());
+  CV_TRY_ASSIGN(auto old, GetPurgedDevice(rec.token_hash, rec.id));
+  if (old && old->account != rec.account) {
+    CV_TRY(Del(dbis_.purged_devices_by_account, schema::EncodePairKey(old->account, rec.id),
+               "purged_devices_by_account"));
   }
   CV_TRY(Put(dbis_.purged_devices, key, schema::EncodePurgedDevice(rec), what));
   return Put(dbis_.purged_devices_by_account, schema::EncodePairKey(rec.account, rec.id),
@@ -764,14 +714,12 @@ Status AccountWrites::PutPurgedDevice(const PurgedDevice& rec) {
 }
 
 Result<QuotaDecision> AccountWrites::Reserve(const Id& account, uint64_t bytes, int64_t now_ns) {
-  auto rec = GetAccount(account);
-  if (!rec) return tl::unexpected(rec.error());
-  if (!*rec) return Err(ErrorKind::kNotFound, "account " + IdToHex(account));
-  auto addons = ListAddOns(account);
-  if (!addons) return tl::unexpected(addons.error());
-  Account& a = **rec;
+  CV_TRY_ASSIGN(auto rec, GetAccount(account));
+  if (!rec) return Err(ErrorKind::kNotFound, "account " + IdToHex(account));
+  CV_TRY_ASSIGN(auto addons, ListAddOns(account));
+  Account& a = *rec;
   QuotaDecision d;
-  d.quota_bytes = QuotaBytes(a, *addons, now_ns);
+  d.quota_bytes = QuotaBytes(a, addons, now_ns);
   d.used_bytes = a.bytes;
   d.reserved_bytes = a.reserved_bytes;
   if (SatAdd(SatAdd(a.bytes, a.reserved_bytes), bytes) > d.quota_bytes) return d;
@@ -783,10 +731,9 @@ Result<QuotaDecision> AccountWrites::Reserve(const Id& account, uint64_t bytes, 
 }
 
 Status AccountWrites::Release(const Id& account, uint64_t bytes) {
-  auto rec = GetAccount(account);
-  if (!rec) return tl::unexpected(rec.error());
-  if (!*rec) return Err(ErrorKind::kNotFound, "account " + IdToHex(account));
-  Account& a = **rec;
+  CV_TRY_ASSIGN(auto rec, GetAccount(account));
+  if (!rec) return Err(ErrorKind::kNotFound, "account " + IdToHex(account));
+  Account& a = *rec;
   if (bytes == 0 || a.reserved_bytes == 0) return {};
   a.reserved_bytes -= std::min(a.reserved_bytes, bytes);
   return WriteAccount(a);
@@ -811,10 +758,9 @@ Status AccountWrites::ClearReservations() {
 Status AccountWrites::AdjustAccount(const Id& account, uint64_t add_bytes, uint64_t add_objects,
                                     uint64_t sub_bytes, uint64_t sub_objects) {
   if (add_bytes == sub_bytes && add_objects == sub_objects) return {};
-  auto rec = GetAccount(account);
-  if (!rec) return tl::unexpected(rec.error());
-  if (!*rec) return {};  // not tracked
-  Account& a = **rec;
+  CV_TRY_ASSIGN(auto rec, GetAccount(account));
+  if (!rec) return {};  // not tracked
+  Account& a = *rec;
   // Saturating, as the device counters are: a record created after its usage must not wrap.
   a.bytes = SatAdd(a.bytes - std::min(a.bytes, sub_bytes), add_bytes);
   a.objects = SatAdd(a.objects - std::min(a.objects, sub_objects), add_objects);
@@ -822,13 +768,11 @@ Status AccountWrites::AdjustAccount(const Id& account, uint64_t add_bytes, uint6
 }
 
 Status AccountWrites::WriteDevice(const DeviceRecord& rec, const std::optional<DeviceRecord>& old) {
-  auto v = schema::EncodeDevice(rec);
-  if (!v) return tl::unexpected(v.error());
-  CV_TRY(Put(dbis_.devices, schema::EncodeDeviceKey(rec.id), *v, "device " + IdToHex(rec.id)));
+  CV_TRY_ASSIGN(auto v, schema::EncodeDevice(rec));
+  CV_TRY(Put(dbis_.devices, schema::EncodeDeviceKey(rec.id), v, "device " + IdToHex(rec.id)));
   if (!old || old->token_hash != rec.token_hash) {
     if (old) {
-      auto del = Del(dbis_.devices_by_token, TokenKey(*old), "devices_by_token");
-      if (!del) return tl::unexpected(del.error());
+      CV_TRY(Del(dbis_.devices_by_token, TokenKey(*old), "devices_by_token"));
     }
     CV_TRY(Put(dbis_.devices_by_token, TokenKey(rec), "", "devices_by_token"));
   }
@@ -836,9 +780,8 @@ Status AccountWrites::WriteDevice(const DeviceRecord& rec, const std::optional<D
     return AdjustAccount(rec.account, rec.bytes, rec.objects, old->bytes, old->objects);
   }
   if (old) {
-    auto del = Del(dbis_.devices_by_account, schema::EncodePairKey(old->account, rec.id),
-                   "devices_by_account");
-    if (!del) return tl::unexpected(del.error());
+    CV_TRY(Del(dbis_.devices_by_account, schema::EncodePairKey(old->account, rec.id),
+               "devices_by_account"));
     CV_TRY(AdjustAccount(old->account, 0, 0, old->bytes, old->objects));
   }
   CV_TRY(Put(dbis_.devices_by_account, schema::EncodePairKey(rec.account, rec.id), "",
@@ -848,13 +791,10 @@ Status AccountWrites::WriteDevice(const DeviceRecord& rec, const std::optional<D
 
 Status AccountWrites::RemoveDevice(const DeviceRecord& old) {
   const std::string what = "device " + IdToHex(old.id);
-  auto del = Del(dbis_.devices, schema::EncodeDeviceKey(old.id), what);
-  if (!del) return tl::unexpected(del.error());
-  auto del_index = Del(dbis_.devices_by_account, schema::EncodePairKey(old.account, old.id),
-                       "devices_by_account");
-  if (!del_index) return tl::unexpected(del_index.error());
-  auto del_token = Del(dbis_.devices_by_token, TokenKey(old), "devices_by_token");
-  if (!del_token) return tl::unexpected(del_token.error());
+  CV_TRY(Del(dbis_.devices, schema::EncodeDeviceKey(old.id), what));
+  CV_TRY(Del(dbis_.devices_by_account, schema::EncodePairKey(old.account, old.id),
+             "devices_by_account"));
+  CV_TRY(Del(dbis_.devices_by_token, TokenKey(old), "devices_by_token"));
   return AdjustAccount(old.account, 0, 0, old.bytes, old.objects);
 }
 
@@ -862,11 +802,10 @@ Status AccountWrites::IndexAllDevices(uint64_t from_format) {
   std::vector<DeviceRecord> devices;  // collected first: no writes under an open cursor
   CV_TRY(Scan(txn_, dbis_.devices, "", "",
               [&](std::string_view k, std::string_view v) -> Result<bool> {
-                auto id = schema::DecodeDeviceKey(k);
-                if (!id) return tl::unexpected(id.error());
+                CV_TRY_ASSIGN(auto id, schema::DecodeDeviceKey(k));
                 auto rec = schema::DecodeDevice(v);
-                if (!rec) return Prefixed(rec.error(), "device " + IdToHex(*id));
-                CV_TRY(CheckId(*rec, *id, "device"));
+                if (!rec) return Prefixed(rec.error(), "device " + IdToHex(id));
+                CV_TRY(CheckId(*rec, id, "device"));
                 devices.push_back(std::move(*rec));
                 return true;
               }));
@@ -957,9 +896,8 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
   std::map<Id, std::set<Id>> accounts_of;
   std::optional<Id> after_partner;
   for (;;) {
-    auto page = txn.ListPartners(after_partner, kPage);
-    if (!page) return tl::unexpected(page.error());
-    for (const Partner& p : *page) {
+    CV_TRY_ASSIGN(auto page, txn.ListPartners(after_partner, kPage));
+    for (const Partner& p : page) {
       partners.insert(p.id);
       AccountQuery q;
       q.partner = p.id;
@@ -975,16 +913,15 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
         q.start_after = accounts->back().id;
       }
     }
-    if (page->size() < kPage) break;
-    after_partner = page->back().id;
+    if (page.size() < kPage) break;
+    after_partner = page.back().id;
   }
 
   AccountQuery all;
   all.limit = kPage;
   for (;;) {
-    auto page = txn.ListAccounts(all);
-    if (!page) return tl::unexpected(page.error());
-    for (const Account& a : *page) {
+    CV_TRY_ASSIGN(auto page, txn.ListAccounts(all));
+    for (const Account& a : page) {
       const std::string name = "account " + IdToHex(a.id);
       const Usage u = by_account.count(a.id) ? by_account[a.id] : Usage{};
       if (u.bytes != a.bytes || u.objects != a.objects) {
@@ -1024,8 +961,8 @@ Result<std::vector<std::string>> CheckAccounts(Txn& txn) {
         }
       }
     }
-    if (page->size() < kPage) break;
-    all.start_after = page->back().id;
+    if (page.size() < kPage) break;
+    all.start_after = page.back().id;
   }
   for (const auto& [account, devices] : purged_of) {  // accounts without a record
     for (const Id& d : devices) {

@@ -141,9 +141,8 @@ class AccountsTest : public ::testing::Test {
   QuotaDecision Reserve(const Id& account, uint64_t bytes, int64_t now_ns) {
     QuotaDecision d;
     Do([&](WriteTxn& txn) -> Status {
-      auto r = txn.Reserve(account, bytes, now_ns);
-      if (!r) return tl::unexpected(r.error());
-      d = *r;
+      CV_TRY_ASSIGN(auto r, txn.Reserve(account, bytes, now_ns));
+      d = r;
       return {};
     });
     return d;
@@ -459,9 +458,8 @@ TEST_F(AccountsTest, ReserveRaceGrantsExactlyTheRoomThereIs) {
     threads.emplace_back([&] {
       QuotaDecision d;
       Status st = index_->Update([&](WriteTxn& txn) -> Status {
-        auto r = txn.Reserve(Id{1}, kMiB, 0);
-        if (!r) return tl::unexpected(r.error());
-        d = *r;
+        CV_TRY_ASSIGN(auto r, txn.Reserve(Id{1}, kMiB, 0));
+        d = r;
         return {};
       });
       if (!st) {
@@ -615,13 +613,11 @@ TEST_F(AccountsTest, CheckAccountsIsCleanAfterAMixedWorkloadAndReportsACorrupted
         bool granted = false;
         Status st = index_->Update([&](WriteTxn& txn) -> Status {
           if (op == 0) {
-            auto old = txn.GetObject(key);
-            if (!old) return tl::unexpected(old.error());
-            return *old ? txn.DeleteObject(key) : Status{};
+            CV_TRY_ASSIGN(auto old, txn.GetObject(key));
+            return old ? txn.DeleteObject(key) : Status{};
           }
-          auto d = txn.Reserve(account, size, 0);
-          if (!d) return tl::unexpected(d.error());
-          granted = d->granted;
+          CV_TRY_ASSIGN(auto d, txn.Reserve(account, size, 0));
+          granted = d.granted;
           return {};
         });
         if (!st) ++errors;
@@ -675,9 +671,8 @@ TEST_F(AccountsTest, AuditSeqIsMonotonicAcrossReopenAndListsByAccountAndPartner)
       rec.action = "test";
       rec.account = account;
       rec.partner = partner;
-      auto s = txn.AppendAudit(rec);
-      if (!s) return tl::unexpected(s.error());
-      seq = *s;
+      CV_TRY_ASSIGN(auto s, txn.AppendAudit(rec));
+      seq = s;
       return {};
     });
     return seq;

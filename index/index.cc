@@ -228,9 +228,8 @@ template <class Interface>
 class TxnReads : public Interface {
  public:
   Result<std::optional<ObjectRecord>> GetObject(const ObjectKey& key) final {
-    auto k = schema::EncodeObjectKey(key);
-    if (!k) return tl::unexpected(k.error());
-    auto v = mdb::Get(txn_, dbis_.objects, *k);
+    CV_TRY_ASSIGN(auto k, schema::EncodeObjectKey(key));
+    auto v = mdb::Get(txn_, dbis_.objects, k);
     if (!v) return Prefixed(v.error(), "get object " + KeyText(key));
     if (!*v) return std::nullopt;
     auto rec = schema::DecodeObject(**v);
@@ -255,18 +254,16 @@ class TxnReads : public Interface {
     if (limit == 0) return out;
     const std::string prefix = schema::ObjectKeyPrefix(device, type);
     const std::string seek = prefix + std::string(start_after);
-    auto cursor = mdb::Cursor::Open(txn_, dbis_.objects);
-    if (!cursor) return tl::unexpected(cursor.error());
-    auto entry = cursor->SeekAtLeast(seek);
-    for (; entry && *entry; entry = cursor->Next()) {
+    CV_TRY_ASSIGN(auto cursor, mdb::Cursor::Open(txn_, dbis_.objects));
+    auto entry = cursor.SeekAtLeast(seek);
+    for (; entry && *entry; entry = cursor.Next()) {
       auto [k, v] = **entry;
       if (!k.starts_with(prefix)) break;
       if (!start_after.empty() && k == seek) continue;  // strictly after
-      auto key = schema::DecodeObjectKey(k);
-      if (!key) return tl::unexpected(key.error());
+      CV_TRY_ASSIGN(auto key, schema::DecodeObjectKey(k));
       auto rec = schema::DecodeObject(v);
-      if (!rec) return Prefixed(rec.error(), "object " + KeyText(*key));
-      out.emplace_back(std::move(*key), std::move(*rec));
+      if (!rec) return Prefixed(rec.error(), "object " + KeyText(key));
+      out.emplace_back(std::move(key), std::move(*rec));
       if (out.size() >= limit) return out;
     }
     if (!entry) return Prefixed(entry.error(), "list objects");
@@ -278,22 +275,19 @@ class TxnReads : public Interface {
   }
   Status ForEachObjectAfter(const ObjectKey* start_after,
                             const std::function<bool(const ObjectKey&, const ObjectRecord&)>& fn) final {
-    auto cursor = mdb::Cursor::Open(txn_, dbis_.objects);
-    if (!cursor) return tl::unexpected(cursor.error());
+    CV_TRY_ASSIGN(auto cursor, mdb::Cursor::Open(txn_, dbis_.objects));
     std::string after;
     if (start_after) {
-      auto k = schema::EncodeObjectKey(*start_after);
-      if (!k) return tl::unexpected(k.error());
-      after = std::move(*k);
+      CV_TRY_ASSIGN(auto k, schema::EncodeObjectKey(*start_after));
+      after = std::move(k);
     }
-    auto entry = start_after ? cursor->SeekAtLeast(after) : cursor->First();
-    if (start_after && entry && *entry && (*entry)->first == after) entry = cursor->Next();
-    for (; entry && *entry; entry = cursor->Next()) {
-      auto key = schema::DecodeObjectKey((*entry)->first);
-      if (!key) return tl::unexpected(key.error());
+    auto entry = start_after ? cursor.SeekAtLeast(after) : cursor.First();
+    if (start_after && entry && *entry && (*entry)->first == after) entry = cursor.Next();
+    for (; entry && *entry; entry = cursor.Next()) {
+      CV_TRY_ASSIGN(auto key, schema::DecodeObjectKey((*entry)->first));
       auto rec = schema::DecodeObject((*entry)->second);
-      if (!rec) return Prefixed(rec.error(), "object " + KeyText(*key));
-      if (!fn(*key, *rec)) return {};
+      if (!rec) return Prefixed(rec.error(), "object " + KeyText(key));
+      if (!fn(key, *rec)) return {};
     }
     if (!entry) return Prefixed(entry.error(), "scan objects");
     return {};
@@ -310,15 +304,13 @@ class TxnReads : public Interface {
 
   Status ForEachExtent(
       const std::function<bool(uint16_t disk, uint32_t extent, const ExtentRecord&)>& fn) final {
-    auto cursor = mdb::Cursor::Open(txn_, dbis_.extents);
-    if (!cursor) return tl::unexpected(cursor.error());
-    auto entry = cursor->First();
-    for (; entry && *entry; entry = cursor->Next()) {
-      auto key = schema::DecodeExtentKey((*entry)->first);
-      if (!key) return tl::unexpected(key.error());
+    CV_TRY_ASSIGN(auto cursor, mdb::Cursor::Open(txn_, dbis_.extents));
+    auto entry = cursor.First();
+    for (; entry && *entry; entry = cursor.Next()) {
+      CV_TRY_ASSIGN(auto key, schema::DecodeExtentKey((*entry)->first));
       auto rec = schema::DecodeExtent((*entry)->second);
-      if (!rec) return Prefixed(rec.error(), ExtentText(key->disk, key->extent));
-      if (!fn(key->disk, key->extent, *rec)) return {};
+      if (!rec) return Prefixed(rec.error(), ExtentText(key.disk, key.extent));
+      if (!fn(key.disk, key.extent, *rec)) return {};
     }
     if (!entry) return Prefixed(entry.error(), "scan extents");
     return {};
@@ -328,21 +320,17 @@ class TxnReads : public Interface {
     auto v = mdb::Get(txn_, dbis_.devices, schema::EncodeDeviceKey(id));
     if (!v) return Prefixed(v.error(), "get device " + IdToHex(id));
     if (!*v) return std::nullopt;
-    auto rec = DecodeDeviceFor(id, **v);
-    if (!rec) return tl::unexpected(rec.error());
-    return std::move(*rec);
+    CV_TRY_ASSIGN(auto rec, DecodeDeviceFor(id, **v));
+    return std::move(rec);
   }
 
   Status ForEachDevice(const std::function<bool(const DeviceRecord&)>& fn) final {
-    auto cursor = mdb::Cursor::Open(txn_, dbis_.devices);
-    if (!cursor) return tl::unexpected(cursor.error());
-    auto entry = cursor->First();
-    for (; entry && *entry; entry = cursor->Next()) {
-      auto id = schema::DecodeDeviceKey((*entry)->first);
-      if (!id) return tl::unexpected(id.error());
-      auto rec = DecodeDeviceFor(*id, (*entry)->second);
-      if (!rec) return tl::unexpected(rec.error());
-      if (!fn(*rec)) return {};
+    CV_TRY_ASSIGN(auto cursor, mdb::Cursor::Open(txn_, dbis_.devices));
+    auto entry = cursor.First();
+    for (; entry && *entry; entry = cursor.Next()) {
+      CV_TRY_ASSIGN(auto id, schema::DecodeDeviceKey((*entry)->first));
+      CV_TRY_ASSIGN(auto rec, DecodeDeviceFor(id, (*entry)->second));
+      if (!fn(rec)) return {};
     }
     if (!entry) return Prefixed(entry.error(), "scan devices");
     return {};
@@ -452,22 +440,18 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
       : TxnReads(dbis, txn.get()), txn_(txn), writes_(dbis, txn) {}
 
   Status PutObject(const ObjectKey& key, const ObjectRecord& rec) override {
-    auto k = schema::EncodeObjectKey(key);
-    if (!k) return tl::unexpected(k.error());
-    auto v = schema::EncodeObject(rec);
-    if (!v) return tl::unexpected(v.error());
+    CV_TRY_ASSIGN(auto k, schema::EncodeObjectKey(key));
+    CV_TRY_ASSIGN(auto v, schema::EncodeObject(rec));
     // The old record (for the counters) must decode: a corrupt one is not overwritten
     // silently; rebuilding the index from the extents is the remedy.
-    auto old = GetObject(key);
-    if (!old) return tl::unexpected(old.error());
-    auto device = GetDevice(key.device);
-    if (!device) return tl::unexpected(device.error());
-    auto put = txn_.Put(dbis_.objects, *k, *v);
+    CV_TRY_ASSIGN(auto old, GetObject(key));
+    CV_TRY_ASSIGN(auto device, GetDevice(key.device));
+    auto put = txn_.Put(dbis_.objects, k, v);
     if (!put) return Prefixed(put.error(), "put object " + KeyText(key));
-    if (!*device) return {};
-    DeviceRecord d = **device;
-    if (*old) {
-      d.bytes = d.bytes - std::min(d.bytes, (*old)->size) + rec.size;
+    if (!device) return {};
+    DeviceRecord d = *device;
+    if (old) {
+      d.bytes = d.bytes - std::min(d.bytes, old->size) + rec.size;
     } else {
       d.bytes += rec.size;
       d.objects += 1;
@@ -475,51 +459,45 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
       // objects and must not make the device look recently active.
       d.last_upload_ns = std::max(d.last_upload_ns, rec.created_ns);
     }
-    return writes_.WriteDevice(d, *device);  // and so the account's counters
+    return writes_.WriteDevice(d, device);  // and so the account's counters
   }
 
   Status DeleteObject(const ObjectKey& key) override {
-    auto k = schema::EncodeObjectKey(key);
-    if (!k) return tl::unexpected(k.error());
-    auto old = GetObject(key);
-    if (!old) return tl::unexpected(old.error());
-    if (!*old) return Err(ErrorKind::kNotFound, "object " + KeyText(key));
-    auto device = GetDevice(key.device);
-    if (!device) return tl::unexpected(device.error());
-    auto del = txn_.Del(dbis_.objects, *k);
+    CV_TRY_ASSIGN(auto k, schema::EncodeObjectKey(key));
+    CV_TRY_ASSIGN(auto old, GetObject(key));
+    if (!old) return Err(ErrorKind::kNotFound, "object " + KeyText(key));
+    CV_TRY_ASSIGN(auto device, GetDevice(key.device));
+    auto del = txn_.Del(dbis_.objects, k);
     if (!del) return Prefixed(del.error(), "delete object " + KeyText(key));
-    if (!*device) return {};
-    DeviceRecord d = **device;
+    if (!device) return {};
+    DeviceRecord d = *device;
     // Saturating: counters of a device record created after its objects must not wrap.
-    d.bytes -= std::min(d.bytes, (*old)->size);
+    d.bytes -= std::min(d.bytes, old->size);
     d.objects -= std::min<uint64_t>(d.objects, 1);
-    return writes_.WriteDevice(d, *device);  // and so the account's counters
+    return writes_.WriteDevice(d, device);  // and so the account's counters
   }
 
   Result<uint64_t> DeleteDeviceObjects(
       const Id& device, size_t limit,
       const std::function<Status(const ObjectKey&, const ObjectRecord&)>& each) override {
-    auto rows = ListObjects(device, std::nullopt, "", limit);
-    if (!rows) return tl::unexpected(rows.error());
-    if (rows->empty()) return uint64_t{0};
-    auto dev = GetDevice(device);
-    if (!dev) return tl::unexpected(dev.error());
+    CV_TRY_ASSIGN(auto rows, ListObjects(device, std::nullopt, "", limit));
+    if (rows.empty()) return uint64_t{0};
+    CV_TRY_ASSIGN(auto dev, GetDevice(device));
     uint64_t bytes = 0;
-    for (const auto& [key, rec] : *rows) {
-      auto k = schema::EncodeObjectKey(key);
-      if (!k) return tl::unexpected(k.error());
-      auto del = txn_.Del(dbis_.objects, *k);
+    for (const auto& [key, rec] : rows) {
+      CV_TRY_ASSIGN(auto k, schema::EncodeObjectKey(key));
+      auto del = txn_.Del(dbis_.objects, k);
       if (!del) return Prefixed(del.error(), "delete object " + KeyText(key));
       bytes += rec.size;
       CV_TRY(each(key, rec));
     }
-    if (*dev) {  // the device's (and so its account's) counters, once for the batch
-      DeviceRecord d = **dev;
+    if (dev) {  // the device's (and so its account's) counters, once for the batch
+      DeviceRecord d = *dev;
       d.bytes -= std::min(d.bytes, bytes);
-      d.objects -= std::min<uint64_t>(d.objects, rows->size());
-      CV_TRY(writes_.WriteDevice(d, *dev));
+      d.objects -= std::min<uint64_t>(d.objects, rows.size());
+      CV_TRY(writes_.WriteDevice(d, dev));
     }
-    return static_cast<uint64_t>(rows->size());
+    return static_cast<uint64_t>(rows.size());
   }
 
   Status PutExtent(uint16_t disk, uint32_t extent, const ExtentRecord& rec) override {
@@ -538,16 +516,14 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
 
   Status PutDevice(const DeviceRecord& rec) override {
     // The old record says which account loses what; a corrupt one is not overwritten.
-    auto old = GetDevice(rec.id);
-    if (!old) return tl::unexpected(old.error());
-    return writes_.WriteDevice(rec, *old);
+    CV_TRY_ASSIGN(auto old, GetDevice(rec.id));
+    return writes_.WriteDevice(rec, old);
   }
 
   Status DeleteDevice(const Id& id) override {
-    auto old = GetDevice(id);
-    if (!old) return tl::unexpected(old.error());
-    if (!*old) return Err(ErrorKind::kNotFound, "device " + IdToHex(id));
-    return writes_.RemoveDevice(**old);
+    CV_TRY_ASSIGN(auto old, GetDevice(id));
+    if (!old) return Err(ErrorKind::kNotFound, "device " + IdToHex(id));
+    return writes_.RemoveDevice(*old);
   }
 
   Status PutMeta(std::string_view key, std::string_view value) override {
@@ -643,21 +619,20 @@ class IndexImpl final : public Index {
 
 Status IndexImpl::OpenDatabases() {
   for (;;) {
-    auto txn = mdb::WriteTxn::Begin(env_);
-    if (!txn) return tl::unexpected(txn.error());
+    CV_TRY_ASSIGN(auto txn, mdb::WriteTxn::Begin(env_));
     Status st;
     for (auto [name, member] : internal::kDatabases) {
-      auto opened = txn->OpenDb(name);
+      auto opened = txn.OpenDb(name);
       if (!opened) {
         st = tl::unexpected(opened.error());
         break;
       }
       dbis_.*member = *opened;
     }
-    if (st) st = txn->Commit();
+    if (st) st = txn.Commit();
     if (st) return {};
-    if (!txn->map_full()) return st;
-    txn->Abort();
+    if (!txn.map_full()) return st;
+    txn.Abort();
     CV_TRY(GrowMap());
   }
 }
@@ -665,11 +640,9 @@ Status IndexImpl::OpenDatabases() {
 Status IndexImpl::CheckFormat() {
   std::optional<std::string> stored;
   {
-    auto txn = BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    auto value = (*txn)->GetMeta(kFormatKey);
-    if (!value) return tl::unexpected(value.error());
-    stored = std::move(*value);
+    CV_TRY_ASSIGN(auto txn, BeginRead());
+    CV_TRY_ASSIGN(auto value, txn->GetMeta(kFormatKey));
+    stored = std::move(value);
   }
   if (!stored) {
     return Update(
@@ -700,9 +673,8 @@ Status IndexImpl::CheckFormat() {
 
 Result<std::unique_ptr<Txn>> IndexImpl::BeginRead() {
   std::shared_lock hold(gate_);
-  auto txn = mdb::ReadTxn::Begin(env_);
-  if (!txn) return tl::unexpected(txn.error());
-  return std::make_unique<ReadTxnImpl>(dbis_, std::move(hold), std::move(*txn));
+  CV_TRY_ASSIGN(auto txn, mdb::ReadTxn::Begin(env_));
+  return std::make_unique<ReadTxnImpl>(dbis_, std::move(hold), std::move(txn));
 }
 
 Status IndexImpl::Update(const std::function<Status(WriteTxn&)>& fn) {

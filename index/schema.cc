@@ -256,9 +256,8 @@ Result<std::string> EncodeObject(const ObjectRecord& rec) {
 }
 
 Result<ObjectRecord> DecodeObject(std::string_view bytes) {
-  auto body = Unseal(bytes, "object");
-  if (!body) return tl::unexpected(body.error());
-  Reader r(*body);
+  CV_TRY_ASSIGN(auto body, Unseal(bytes, "object"));
+  Reader r(body);
   ObjectRecord rec;
   rec.size = r.U64();
   rec.created_ns = r.I64();
@@ -296,9 +295,8 @@ std::string EncodeExtent(const ExtentRecord& rec) {
 }
 
 Result<ExtentRecord> DecodeExtent(std::string_view bytes) {
-  auto body = Unseal(bytes, "extent");
-  if (!body) return tl::unexpected(body.error());
-  Reader r(*body);
+  CV_TRY_ASSIGN(auto body, Unseal(bytes, "extent"));
+  Reader r(body);
   ExtentRecord rec;
   rec.capacity = r.U64();
   rec.live_bytes = r.U64();
@@ -333,9 +331,8 @@ Result<std::string> EncodeDevice(const DeviceRecord& rec) {
 }
 
 Result<DeviceRecord> DecodeDevice(std::string_view bytes) {
-  auto body = Unseal(bytes, "device");
-  if (!body) return tl::unexpected(body.error());
-  Reader r(*body);
+  CV_TRY_ASSIGN(auto body, Unseal(bytes, "device"));
+  Reader r(body);
   DeviceRecord rec;
   r.Raw(rec.id.data(), rec.id.size());
   r.Raw(rec.account.data(), rec.account.size());
@@ -369,9 +366,8 @@ std::string EncodeMeta(std::string_view value) {
 }
 
 Result<std::string> DecodeMeta(std::string_view bytes) {
-  auto body = Unseal(bytes, "meta");
-  if (!body) return tl::unexpected(body.error());
-  Reader r(*body);
+  CV_TRY_ASSIGN(auto body, Unseal(bytes, "meta"));
+  Reader r(body);
   std::string value = r.Str();
   CV_TRY(Finish(r, "meta"));
   return value;
@@ -457,9 +453,8 @@ Result<std::string> EncodePartner(const Partner& rec) {
 }
 
 Result<Partner> DecodePartner(std::string_view bytes) {
-  auto body = Unseal(bytes, "partner");
-  if (!body) return tl::unexpected(body.error());
-  Reader r(*body);
+  CV_TRY_ASSIGN(auto body, Unseal(bytes, "partner"));
+  Reader r(body);
   Partner rec;
   rec.id = r.IdField();
   rec.name = r.Str();
@@ -488,9 +483,8 @@ Result<std::string> EncodeAccount(const Account& rec) {
 }
 
 Result<Account> DecodeAccount(std::string_view bytes) {
-  auto body = Unseal(bytes, "account");
-  if (!body) return tl::unexpected(body.error());
-  Reader r(*body);
+  CV_TRY_ASSIGN(auto body, Unseal(bytes, "account"));
+  Reader r(body);
   Account rec;
   rec.id = r.IdField();
   rec.partner = r.OptId();
@@ -520,9 +514,8 @@ std::string EncodeAddOn(const AddOn& rec) {
 }
 
 Result<AddOn> DecodeAddOn(std::string_view bytes) {
-  auto body = Unseal(bytes, "add-on");
-  if (!body) return tl::unexpected(body.error());
-  Reader r(*body);
+  CV_TRY_ASSIGN(auto body, Unseal(bytes, "add-on"));
+  Reader r(body);
   AddOn rec;
   rec.id = r.IdField();
   rec.account = r.IdField();
@@ -544,9 +537,8 @@ std::string EncodePurgedDevice(const PurgedDevice& rec) {
 }
 
 Result<PurgedDevice> DecodePurgedDevice(std::string_view bytes) {
-  auto body = Unseal(bytes, "purged device");
-  if (!body) return tl::unexpected(body.error());
-  Reader r(*body);
+  CV_TRY_ASSIGN(auto body, Unseal(bytes, "purged device"));
+  Reader r(body);
   PurgedDevice rec;
   rec.id = r.IdField();
   rec.account = r.IdField();
@@ -574,9 +566,8 @@ Result<std::string> EncodeAdminKey(const AdminKey& rec) {
 }
 
 Result<AdminKey> DecodeAdminKey(std::string_view bytes) {
-  auto body = Unseal(bytes, "admin key");
-  if (!body) return tl::unexpected(body.error());
-  Reader r(*body);
+  CV_TRY_ASSIGN(auto body, Unseal(bytes, "admin key"));
+  Reader r(body);
   AdminKey rec;
   rec.id = r.IdField();
   rec.role = static_cast<AdminRole>(r.U8());
@@ -612,9 +603,8 @@ Result<std::string> EncodeAudit(const AuditRecord& rec) {
 }
 
 Result<AuditRecord> DecodeAudit(std::string_view bytes) {
-  auto body = Unseal(bytes, "audit");
-  if (!body) return tl::unexpected(body.error());
-  Reader r(*body);
+  CV_TRY_ASSIGN(auto body, Unseal(bytes, "audit"));
+  Reader r(body);
   AuditRecord rec;
   rec.seq = r.U64();
   rec.time_ns = r.I64();
@@ -652,9 +642,8 @@ Result<std::string> EncodeJob(const Job& rec) {
 }
 
 Result<Job> DecodeJob(std::string_view bytes) {
-  auto body = Unseal(bytes, "job");
-  if (!body) return tl::unexpected(body.error());
-  Reader r(*body);
+  CV_TRY_ASSIGN(auto body, Unseal(bytes, "job"));
+  Reader r(body);
   Job rec;
   rec.id = r.IdField();
   rec.kind = r.Str();

@@ -112,7 +112,7 @@ PurgedDevice SamplePurgedDevice() {
 // Every encoding under test, so that the damage tests cover all of them.
 std::vector<std::pair<std::string, std::function<Status(std::string_view)>>> AllValues() {
   auto discard = [](auto result) -> Status {
-    if (!result) return tl::unexpected(result.error());
+    CV_TRY(result);
     return {};
   };
   return {

@@ -311,10 +311,9 @@ Status AgentApi::UploadCommitted(const index::ObjectKey& key) {
   if (key.type != index::ObjectType::kSnapshots) return {};
   int64_t now = NowNanos();
   return store_.Index().Update([&](index::WriteTxn& txn) -> Status {
-    auto d = txn.GetDevice(key.device);
-    if (!d) return tl::unexpected(d.error());
-    if (!*d) return {};  // deleted meanwhile
-    index::DeviceRecord rec = **d;
+    CV_TRY_ASSIGN(auto d, txn.GetDevice(key.device));
+    if (!d) return {};  // deleted meanwhile
+    index::DeviceRecord rec = *d;
     rec.last_backup_ns = std::max(rec.last_backup_ns, now);
     return txn.PutDevice(rec);
   });

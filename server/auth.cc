@@ -76,29 +76,24 @@ Result<AuthResult> AuthenticateDevice(index::Index& idx, const Credentials& cred
   std::optional<index::Account> account;
   std::optional<index::PurgedDevice> purged;
   {
-    auto txn = idx.BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
+    CV_TRY_ASSIGN(auto txn, idx.BeginRead());
     const bool bearer = cred.scheme == Credentials::Scheme::kBearer;
     const std::optional<index::Id> claimed = bearer ? std::nullopt : index::IdFromHex(cred.user);
     if (bearer) {
       // The token names its device: looked up by its hash, as admin keys are.
-      auto d = (*txn)->GetDeviceByTokenHash(hash);
-      if (!d) return tl::unexpected(d.error());
-      device = std::move(*d);
+      CV_TRY_ASSIGN(auto d, txn->GetDeviceByTokenHash(hash));
+      device = std::move(d);
     } else if (claimed) {
-      auto d = (*txn)->GetDevice(*claimed);
-      if (!d) return tl::unexpected(d.error());
-      device = std::move(*d);
+      CV_TRY_ASSIGN(auto d, txn->GetDevice(*claimed));
+      device = std::move(d);
     }
     if (device) {
-      auto a = (*txn)->GetAccount(device->account);
-      if (!a) return tl::unexpected(a.error());
-      account = std::move(*a);
+      CV_TRY_ASSIGN(auto a, txn->GetAccount(device->account));
+      account = std::move(a);
     } else if (bearer || claimed) {
       // A purged device, found only by the hash of its last token (and its id, for Basic).
-      auto p = (*txn)->GetPurgedDevice(hash, claimed);
-      if (!p) return tl::unexpected(p.error());
-      purged = std::move(*p);
+      CV_TRY_ASSIGN(auto p, txn->GetPurgedDevice(hash, claimed));
+      purged = std::move(p);
     }
   }
   // Compare in every case, against a dummy when there is no device, so that the time taken

@@ -30,9 +30,8 @@ std::optional<Reply> AccountRefusal(const std::optional<index::Account>& account
 
 Result<bool> LockExempt(storage::ObjectStore& store, const index::ObjectKey& key, uint64_t size) {
   if (key.type != index::ObjectType::kLocks || size > kLockExemptBytes) return false;
-  auto locks = store.List(key.device, index::ObjectType::kLocks, "", kMaxExemptLocks);
-  if (!locks) return tl::unexpected(locks.error());
-  return locks->size() < kMaxExemptLocks;
+  CV_TRY_ASSIGN(auto locks, store.List(key.device, index::ObjectType::kLocks, "", kMaxExemptLocks));
+  return locks.size() < kMaxExemptLocks;
 }
 
 Reservation& Reservation::operator=(Reservation&& other) noexcept {
@@ -64,13 +63,11 @@ void Reservation::Release() {
 Result<ReserveOutcome> Reserve(index::Index& index, const index::Id& account, uint64_t bytes,
                                int64_t now_ns) {
   index::QuotaDecision decision;
-  auto st = index.Update([&](index::WriteTxn& txn) -> Status {
-    auto d = txn.Reserve(account, bytes, now_ns);
-    if (!d) return tl::unexpected(d.error());
-    decision = *d;
+  CV_TRY(index.Update([&](index::WriteTxn& txn) -> Status {
+    CV_TRY_ASSIGN(auto d, txn.Reserve(account, bytes, now_ns));
+    decision = d;
     return {};
-  });
-  if (!st) return tl::unexpected(st.error());
+  }));
   ReserveOutcome out;
   out.decision = decision;
   if (decision.granted) out.reservation = Reservation(&index, account, bytes);

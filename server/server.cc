@@ -86,14 +86,13 @@ net::awaitable<void> AcceptLoop(ServerContext& ctx, Worker& worker, tcp::accepto
 }
 
 Result<tcp::endpoint> ToEndpoint(const std::string& address) {
-  auto hp = ParseHostPort(address);
-  if (!hp) return tl::unexpected(hp.error());
+  CV_TRY_ASSIGN(auto hp, ParseHostPort(address));
   // No name resolution at start-up except the one name everybody means.
-  std::string host = hp->host == "localhost" ? "127.0.0.1" : hp->host;
+  std::string host = hp.host == "localhost" ? "127.0.0.1" : hp.host;
   error_code ec;
   auto ip = net::ip::make_address(host, ec);
-  if (ec) return Err(ErrorKind::kInvalidArgument, "'" + hp->host + "' is not an IP address");
-  return tcp::endpoint(ip, hp->port);
+  if (ec) return Err(ErrorKind::kInvalidArgument, "'" + hp.host + "' is not an IP address");
+  return tcp::endpoint(ip, hp.port);
 }
 
 // Opens one acceptor per worker on the same address; returns the port they share.
@@ -166,17 +165,13 @@ Result<std::unique_ptr<Server>> Server::Bind(const Config& config, storage::Obje
     }
     s->workers_.push_back(std::move(w));
   }
-  auto agent_ep = ToEndpoint(config.listen);
-  if (!agent_ep) return tl::unexpected(agent_ep.error());
-  auto admin_ep = ToEndpoint(config.admin_listen);
-  if (!admin_ep) return tl::unexpected(admin_ep.error());
+  CV_TRY_ASSIGN(auto agent_ep, ToEndpoint(config.listen));
+  CV_TRY_ASSIGN(auto admin_ep, ToEndpoint(config.admin_listen));
   // Acceptor 0 of every worker is the agent listener, acceptor 1 the admin listener.
-  auto agent_port = BindAll(s->workers_, *agent_ep, "agent listener");
-  if (!agent_port) return tl::unexpected(agent_port.error());
-  auto admin_port = BindAll(s->workers_, *admin_ep, "admin listener");
-  if (!admin_port) return tl::unexpected(admin_port.error());
-  s->agent_url_ = UrlFor(*agent_ep, *agent_port);
-  s->admin_url_ = UrlFor(*admin_ep, *admin_port);
+  CV_TRY_ASSIGN(auto agent_port, BindAll(s->workers_, agent_ep, "agent listener"));
+  CV_TRY_ASSIGN(auto admin_port, BindAll(s->workers_, admin_ep, "admin listener"));
+  s->agent_url_ = UrlFor(agent_ep, agent_port);
+  s->admin_url_ = UrlFor(admin_ep, admin_port);
   return s;
 }
 

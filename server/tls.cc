@@ -168,21 +168,19 @@ Status EnsureDevCertificates(const TlsPaths& p) {
   Ptr<EVP_PKEY> ca_key(EVP_EC_gen("P-256"));
   Ptr<EVP_PKEY> key(EVP_EC_gen("P-256"));
   if (!ca_key || !key) return SslError("EC key generation");
-  auto ca = MakeCert(ca_key.get(), "chunkvault dev CA", nullptr, nullptr, 3650, true);
-  if (!ca) return tl::unexpected(ca.error());
-  auto cert = MakeCert(key.get(), "localhost", ca->get(), ca_key.get(), 825, false);
-  if (!cert) return tl::unexpected(cert.error());
+  CV_TRY_ASSIGN(auto ca, MakeCert(ca_key.get(), "chunkvault dev CA", nullptr, nullptr, 3650, true));
+  CV_TRY_ASSIGN(auto cert, MakeCert(key.get(), "localhost", ca.get(), ca_key.get(), 825, false));
 
   CV_TRY(WritePem(ca_key_file, 0600, [&](BIO* b) {
     return PEM_write_bio_PrivateKey(b, ca_key.get(), nullptr, nullptr, 0, nullptr, nullptr);
   }));
-  CV_TRY(WritePem(p.ca_file, 0644, [&](BIO* b) { return PEM_write_bio_X509(b, ca->get()); }));
+  CV_TRY(WritePem(p.ca_file, 0644, [&](BIO* b) { return PEM_write_bio_X509(b, ca.get()); }));
   CV_TRY(WritePem(p.key_file, 0600, [&](BIO* b) {
     return PEM_write_bio_PrivateKey(b, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
   }));
   // The certificate last: its presence is what marks the set as complete.
   CV_TRY(WritePem(p.cert_file, 0644, [&](BIO* b) {
-    return PEM_write_bio_X509(b, cert->get()) == 1 && PEM_write_bio_X509(b, ca->get()) == 1 ? 1 : 0;
+    return PEM_write_bio_X509(b, cert.get()) == 1 && PEM_write_bio_X509(b, ca.get()) == 1 ? 1 : 0;
   }));
   Log(LogLevel::kInfo, "tls_generated", {{"cert", p.cert_file}, {"ca", p.ca_file}});
   return {};
@@ -221,9 +219,8 @@ Result<std::unique_ptr<TlsContexts>> TlsContexts::Open(const TlsPaths& paths) {
   std::unique_ptr<TlsContexts> t(new TlsContexts(paths));
   t->signature_ = t->FilesSignature();
   t->ca_not_after_ = EarliestNotAfter(paths.ca_file);
-  auto ctx = MakeServerContext(paths);
-  if (!ctx) return tl::unexpected(ctx.error());
-  t->current_ = std::move(*ctx);
+  CV_TRY_ASSIGN(auto ctx, MakeServerContext(paths));
+  t->current_ = std::move(ctx);
   return t;
 }
 

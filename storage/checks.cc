@@ -12,9 +12,8 @@ Result<FsckReport> StoreImpl::Fsck(
     bool fix, const std::function<Status(index::WriteTxn&, const FsckReport&)>& also) {
   FsckReport rep;
   if (!fix) {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    CV_TRY(FsckIn(**txn, nullptr, rep));
+    CV_TRY_ASSIGN(auto txn, index_->BeginRead());
+    CV_TRY(FsckIn(*txn, nullptr, rep));
     return rep;
   }
   CV_TRY(index_->Update([&](index::WriteTxn& w) -> Status {
@@ -84,11 +83,10 @@ Status StoreImpl::FsckIn(index::Txn& txn, index::WriteTxn* fix, FsckReport& rep)
     for (const auto& entry : by_account) {  // not a binding: clang 14 cannot capture one
       const index::Id& account = entry.first;
       const Usage& u = entry.second;
-      auto a = txn.GetAccount(account);
-      if (!a) return tl::unexpected(a.error());
-      if (!*a || ((*a)->bytes == u.bytes && (*a)->objects == u.objects)) continue;
+      CV_TRY_ASSIGN(auto a, txn.GetAccount(account));
+      if (!a || (a->bytes == u.bytes && a->objects == u.objects)) continue;
       CV_TRY(found("account " + index::IdToHex(account) + ": counters said " +
-                       std::to_string((*a)->bytes) + " bytes in " + std::to_string((*a)->objects) +
+                       std::to_string(a->bytes) + " bytes in " + std::to_string(a->objects) +
                        " objects, its devices' objects sum to " + std::to_string(u.bytes) + " in " +
                        std::to_string(u.objects),
                    [&] { return fix->SetAccountUsage(account, u.bytes, u.objects); }));
@@ -143,13 +141,12 @@ Result<bool> StoreImpl::WalkObjects(
   while (true) {
     std::vector<std::pair<ObjectKey, ObjectRecord>> objects;
     {
-      auto txn = index_->BeginRead();
-      if (!txn) return tl::unexpected(txn.error());
-      CV_TRY((*txn)->ForEachObjectAfter(last ? &*last : nullptr,
-                                        [&](const ObjectKey& k, const ObjectRecord& r) {
-                                          objects.emplace_back(k, r);
-                                          return objects.size() < kBatch;
-                                        }));
+      CV_TRY_ASSIGN(auto txn, index_->BeginRead());
+      CV_TRY(txn->ForEachObjectAfter(last ? &*last : nullptr,
+                                     [&](const ObjectKey& k, const ObjectRecord& r) {
+                                       objects.emplace_back(k, r);
+                                       return objects.size() < kBatch;
+                                     }));
     }
     if (objects.empty()) return true;
     for (const auto& [key, r] : objects) {
@@ -221,9 +218,8 @@ Result<ScrubReport> StoreImpl::Scrub(const ScrubOptions& options) {
   };
   std::function<bool(const ObjectKey&)> report;
   if (options.progress) report = [&](const ObjectKey& key) { return options.progress(rep, key); };
-  auto walked = WalkObjects(options.start_after, visit, report);
-  if (!walked) return tl::unexpected(walked.error());
-  rep.complete = *walked;
+  CV_TRY_ASSIGN(auto walked, WalkObjects(options.start_after, visit, report));
+  rep.complete = walked;
   return rep;
 }
 
@@ -239,17 +235,16 @@ Status StoreImpl::WriteTombstone(const ObjectKey& key, int64_t when_ns) {
   EncodeHeader(h, std::span<uint8_t>(buf.get(), HeaderBytes(key)));
   const size_t copies = size_t(opts_.m) + 1;
   std::vector<size_t> disk_ids;
-  auto placed = Place(copies, rb, {}, &disk_ids);
-  if (!placed) return tl::unexpected(placed.error());
+  CV_TRY_ASSIGN(auto placed, Place(copies, rb, {}, &disk_ids));
   std::vector<IoRequest> reqs(copies);
   for (size_t i = 0; i < copies; ++i) {
-    reqs[i] = {IoRequest::Op::kWrite, (*placed)[i].extent->file.get(), (*placed)[i].offset,
-               buf.get(), rb};
+    reqs[i] = {IoRequest::Op::kWrite, placed[i].extent->file.get(), placed[i].offset, buf.get(),
+               rb};
   }
   Status ws = env_->Execute(reqs);
   std::vector<std::pair<std::shared_ptr<Extent>, uint64_t>> to_sync;
   for (size_t i = 0; i < copies; ++i) {
-    const Placement& p = (*placed)[i];
+    const Placement& p = placed[i];
     if (reqs[i].result == static_cast<int64_t>(rb)) {
       to_sync.emplace_back(p.extent, p.extent->write_seq.fetch_add(1) + 1);
     } else {
@@ -263,10 +258,9 @@ Status StoreImpl::WriteTombstone(const ObjectKey& key, int64_t when_ns) {
 
 Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, RepairReport& rep,
                                      std::optional<size_t> evacuate) {
-  auto cur = Lookup(key);
-  if (!cur) return tl::unexpected(cur.error());
-  if (!cur->has_value()) return false;  // deleted meanwhile: nothing to repair
-  const ObjectRecord r = **cur;
+  CV_TRY_ASSIGN(auto cur, Lookup(key));
+  if (!cur.has_value()) return false;  // deleted meanwhile: nothing to repair
+  const ObjectRecord r = *cur;
   const bool replicated = r.layout == Layout::kReplicated;
   const size_t width = replicated ? r.shards.size() : size_t{r.k} + r.m;
   if (width == 0 || (size_t{stripe} + 1) * width > r.shards.size()) return false;
@@ -346,18 +340,17 @@ Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, Repa
     if (good[i]) avoid.insert(r.shards[size_t{stripe} * width + i].disk);
   }
   std::vector<size_t> disk_ids;
-  auto placed = Place(bad.size(), rb, avoid, &disk_ids);
-  if (!placed) return tl::unexpected(placed.error());
+  CV_TRY_ASSIGN(auto placed, Place(bad.size(), rb, avoid, &disk_ids));
   std::vector<IoRequest> reqs(bad.size());
   for (size_t j = 0; j < bad.size(); ++j) {
-    reqs[j] = {IoRequest::Op::kWrite, (*placed)[j].extent->file.get(), (*placed)[j].offset,
+    reqs[j] = {IoRequest::Op::kWrite, placed[j].extent->file.get(), placed[j].offset,
                bufs[bad[j]].get(), rb};
   }
   Status ws = env_->Execute(reqs);
   std::vector<std::pair<std::shared_ptr<Extent>, uint64_t>> to_sync;
   std::vector<ShardLoc> fresh;
   for (size_t j = 0; j < bad.size(); ++j) {
-    const Placement& p = (*placed)[j];
+    const Placement& p = placed[j];
     fresh.push_back(ShardLoc{p.extent->disk, p.extent->id, p.offset});
     if (reqs[j].result == static_cast<int64_t>(rb)) {
       to_sync.emplace_back(p.extent, p.extent->write_seq.fetch_add(1) + 1);
@@ -370,15 +363,14 @@ Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, Repa
   if (ws) ws = disks_.Sync(to_sync);
   bool switched = false;
   bool changed_meanwhile = false;  // e.g. compaction moved one of its shards: try again later
-  Status us = index_->Update([&](index::WriteTxn& txn) -> Status {
+  CV_TRY(index_->Update([&](index::WriteTxn& txn) -> Status {
     switched = false;
     changed_meanwhile = false;
-    auto now = txn.GetObject(key);
-    if (!now) return tl::unexpected(now.error());
-    const bool unchanged = now->has_value() && **now == r;
+    CV_TRY_ASSIGN(auto now, txn.GetObject(key));
+    const bool unchanged = now.has_value() && *now == r;
     if (!ws || !unchanged) {  // our records are garbage: book them dead
       for (const auto& loc : fresh) CV_TRY(AddExtentBytes(txn, loc, opts_.extent_bytes, 0, rb));
-      changed_meanwhile = ws && now->has_value();
+      changed_meanwhile = ws && now.has_value();
       return {};
     }
     ObjectRecord next = r;
@@ -393,9 +385,8 @@ Result<bool> StoreImpl::RepairStripe(const ObjectKey& key, uint32_t stripe, Repa
     CV_TRY(txn.PutObject(key, next));
     switched = true;
     return {};
-  });
-  if (!us) return tl::unexpected(us.error());
-  if (!ws) return tl::unexpected(ws.error());
+  }));
+  CV_TRY(ws);
   if (changed_meanwhile) return Err(ErrorKind::kConflict, "object changed during repair");
   if (switched) {
     ++rep.stripes_repaired;
@@ -424,11 +415,10 @@ Result<RepairReport> StoreImpl::Repair(bool include_failed_disks) {
     return n;
   };
   {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
+    CV_TRY_ASSIGN(auto txn, index_->BeginRead());
     for (const auto& item : queued) {
       const auto& [dev, type, name, stripe] = item;
-      auto rec = (*txn)->GetObject(ObjectKey{dev, static_cast<index::ObjectType>(type), name});
+      auto rec = txn->GetObject(ObjectKey{dev, static_cast<index::ObjectType>(type), name});
       if (!rec || !rec->has_value()) continue;
       const ObjectRecord& r = **rec;
       const size_t width = r.layout == Layout::kReplicated ? r.shards.size() : size_t{r.k} + r.m;
@@ -438,7 +428,7 @@ Result<RepairReport> StoreImpl::Repair(bool include_failed_disks) {
       seen.insert(item);
     }
     if (include_failed_disks && disks_.HealthyCount() < disks_.size()) {
-      CV_TRY((*txn)->ForEachObject([&](const ObjectKey& key, const ObjectRecord& r) {
+      CV_TRY(txn->ForEachObject([&](const ObjectKey& key, const ObjectRecord& r) {
         const size_t width = r.layout == Layout::kReplicated ? r.shards.size() : size_t{r.k} + r.m;
         for (size_t st = 0; width > 0 && st * width < r.shards.size(); ++st) {
           const size_t lost = failed_in(r, st, width);

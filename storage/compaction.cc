@@ -65,16 +65,14 @@ ptrdiff_t FindLoc(const ObjectRecord& r, size_t d, uint32_t id, uint64_t offset)
 
 Result<bool> StoreImpl::MoveLiveRecords(size_t d, uint32_t id, uint64_t live,
                                         const CompactOptions& options, CompactReport& rep) {
-  auto ext = disks_.Get(d, id);
-  if (!ext) return tl::unexpected(ext.error());
-  auto found = ScanExtent(env_, **ext);
-  if (!found) return tl::unexpected(found.error());
+  CV_TRY_ASSIGN(auto ext, disks_.Get(d, id));
+  CV_TRY_ASSIGN(auto found, ScanExtent(env_, *ext));
   // Tombstones are carried forward like live records but are not in the index's accounting:
   // an extent that holds little besides them would be copied into one just as full, at every
   // pass. Only a rewrite that frees more than one maximal record is worth its I/O.
   uint64_t tombstone_bytes = 0;
-  for (const Candidate& c : *found) tombstone_bytes += c.tombstone ? c.bytes : 0;
-  if ((*ext)->capacity - std::min((*ext)->capacity, live + tombstone_bytes) < MaxRecordBytes()) {
+  for (const Candidate& c : found) tombstone_bytes += c.tombstone ? c.bytes : 0;
+  if (ext->capacity - std::min(ext->capacity, live + tombstone_bytes) < MaxRecordBytes()) {
     return false;
   }
   const auto started = std::chrono::steady_clock::now();
@@ -103,19 +101,18 @@ Result<bool> StoreImpl::MoveLiveRecords(size_t d, uint32_t id, uint64_t live,
     }
     CV_TRY(index_->Update([&](index::WriteTxn& txn) -> Status {
       for (const Move& mv : batch) {
-        auto now = txn.GetObject(mv.key);
-        if (!now) return tl::unexpected(now.error());
+        CV_TRY_ASSIGN(auto now, txn.GetObject(mv.key));
         const int64_t b = static_cast<int64_t>(mv.bytes);
         // Switch only if the object is the same one (not deleted and re-uploaded) and this
         // slot still points where we copied from; other slots may have moved in this batch.
-        const bool same = now->has_value() && (*now)->created_ns == mv.was.created_ns &&
-                          (*now)->shards.size() == mv.was.shards.size() &&
-                          (*now)->shards[mv.slot] == mv.was.shards[mv.slot];
+        const bool same = now.has_value() && now->created_ns == mv.was.created_ns &&
+                          now->shards.size() == mv.was.shards.size() &&
+                          now->shards[mv.slot] == mv.was.shards[mv.slot];
         if (!synced || !same) {
           CV_TRY(AddExtentBytes(txn, mv.fresh, opts_.extent_bytes, 0, b));  // copy is garbage
           continue;
         }
-        ObjectRecord next = **now;
+        ObjectRecord next = *now;
         next.shards[mv.slot] = mv.fresh;
         CV_TRY(AddExtentBytes(txn, mv.was.shards[mv.slot], opts_.extent_bytes, -b, b));
         CV_TRY(AddExtentBytes(txn, mv.fresh, opts_.extent_bytes, b, 0));
@@ -128,11 +125,11 @@ Result<bool> StoreImpl::MoveLiveRecords(size_t d, uint32_t id, uint64_t live,
     return synced;
   };
 
-  for (const Candidate& c : *found) {
+  for (const Candidate& c : found) {
     if (c.tombstone) {
       // Carried forward while its extent goes: an index rebuild needs it (FORMAT.md).
       AlignedBuffer buf = AllocateAligned(c.bytes);
-      IoRequest rd{IoRequest::Op::kRead, (*ext)->file.get(), c.offset, buf.get(), c.bytes};
+      IoRequest rd{IoRequest::Op::kRead, ext->file.get(), c.offset, buf.get(), c.bytes};
       CV_TRY(env_->Execute(std::span(&rd, 1)));
       auto h = DecodeHeader(std::span<const uint8_t>(buf.get(), c.bytes));
       if (!h || !h->tombstone()) continue;  // changed under us: not a tombstone any more
@@ -151,10 +148,9 @@ Result<bool> StoreImpl::MoveLiveRecords(size_t d, uint32_t id, uint64_t live,
       to_sync.emplace_back(placed->extent, placed->extent->write_seq.fetch_add(1) + 1);
       continue;
     }
-    auto cur = Lookup(c.key);
-    if (!cur) return tl::unexpected(cur.error());
-    if (!cur->has_value()) continue;
-    const ObjectRecord& r = **cur;
+    CV_TRY_ASSIGN(auto cur, Lookup(c.key));
+    if (!cur.has_value()) continue;
+    const ObjectRecord& r = *cur;
     const ptrdiff_t j = FindLoc(r, d, id, c.offset);
     if (j < 0) continue;  // dead record
     const bool replicated = r.layout == Layout::kReplicated;
@@ -219,19 +215,16 @@ Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
   const uint64_t max_record = MaxRecordBytes();
   std::map<std::pair<uint16_t, uint32_t>, index::ExtentRecord> recorded;
   {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    CV_TRY((*txn)->ForEachExtent([&](uint16_t disk, uint32_t ext, const index::ExtentRecord& e) {
+    CV_TRY_ASSIGN(auto txn, index_->BeginRead());
+    CV_TRY(txn->ForEachExtent([&](uint16_t disk, uint32_t ext, const index::ExtentRecord& e) {
       recorded[{disk, ext}] = e;
       return true;
     }));
   }
   auto live_of = [&](size_t d, uint32_t id) -> Result<uint64_t> {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    auto e = (*txn)->GetExtent(static_cast<uint16_t>(d), id);
-    if (!e) return tl::unexpected(e.error());
-    return e->has_value() ? (*e)->live_bytes : 0;
+    CV_TRY_ASSIGN(auto txn, index_->BeginRead());
+    CV_TRY_ASSIGN(auto e, txn->GetExtent(static_cast<uint16_t>(d), id));
+    return e.has_value() ? e->live_bytes : 0;
   };
   for (size_t d = 0; d < disks_.size(); ++d) {
     // A draining disk takes no new records, so nothing can be carried forward on it: its
@@ -298,9 +291,8 @@ Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
       rep.bytes_reclaimed += size;
       if (it != recorded.end()) {
         CV_TRY(index_->Update([&](index::WriteTxn& txn) -> Status {
-          auto e = txn.GetExtent(static_cast<uint16_t>(d), id);
-          if (!e) return tl::unexpected(e.error());
-          if (!e->has_value()) return {};
+          CV_TRY_ASSIGN(auto e, txn.GetExtent(static_cast<uint16_t>(d), id));
+          if (!e.has_value()) return {};
           return txn.DeleteExtent(static_cast<uint16_t>(d), id);
         }));
       }
@@ -316,9 +308,8 @@ Result<CompactReport> StoreImpl::Compact(const CompactOptions& options) {
     auto ids = disks_.ExtentIds(de.first);
     if (!ids || std::find(ids->begin(), ids->end(), de.second) != ids->end()) continue;
     CV_TRY(index_->Update([&](index::WriteTxn& txn) -> Status {
-      auto cur = txn.GetExtent(de.first, de.second);
-      if (!cur) return tl::unexpected(cur.error());
-      if (!cur->has_value() || (*cur)->live_bytes != 0) return {};
+      CV_TRY_ASSIGN(auto cur, txn.GetExtent(de.first, de.second));
+      if (!cur.has_value() || cur->live_bytes != 0) return {};
       return txn.DeleteExtent(de.first, de.second);
     }));
   }

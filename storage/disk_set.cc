@@ -19,22 +19,20 @@ std::string IdentityText(const std::string& node_id, size_t d) {
 }
 
 Status WriteSmallFile(Env* env, const std::string& path, const std::string& text) {
-  auto file = env->Open(path, /*create=*/true, /*want_direct=*/false);
-  if (!file) return tl::unexpected(file.error());
+  CV_TRY_ASSIGN(auto file, env->Open(path, /*create=*/true, /*want_direct=*/false));
   IoBuffer buf = env->AllocateIo(text.size());
   std::memcpy(buf.get(), text.data(), text.size());
   IoRequest reqs[2];
-  reqs[0] = {IoRequest::Op::kWrite, file->get(), 0, buf.get(), text.size()};
+  reqs[0] = {IoRequest::Op::kWrite, file.get(), 0, buf.get(), text.size()};
   CV_TRY(env->Execute(std::span(reqs, 1)));
-  reqs[1] = {IoRequest::Op::kSync, file->get(), 0, nullptr, 0};
+  reqs[1] = {IoRequest::Op::kSync, file.get(), 0, nullptr, 0};
   return env->Execute(std::span(reqs + 1, 1));
 }
 
 Result<std::string> ReadSmallFile(Env* env, const std::string& path) {
-  auto file = env->Open(path, /*create=*/false, /*want_direct=*/false);
-  if (!file) return tl::unexpected(file.error());
+  CV_TRY_ASSIGN(auto file, env->Open(path, /*create=*/false, /*want_direct=*/false));
   IoBuffer buf = env->AllocateIo(4096);
-  IoRequest req{IoRequest::Op::kRead, file->get(), 0, buf.get(), buf.size()};
+  IoRequest req{IoRequest::Op::kRead, file.get(), 0, buf.get(), buf.size()};
   CV_TRY(env->Execute(std::span(&req, 1)));
   return std::string(reinterpret_cast<const char*>(buf.get()), static_cast<size_t>(req.result));
 }
@@ -273,12 +271,11 @@ Result<std::shared_ptr<Extent>> DiskSet::OpenExtentLocked(Disk& disk, size_t d, 
                                                           bool create) {
   auto it = disk.open.find(id);
   if (it != disk.open.end()) return it->second;
-  auto file = env_->Open(ExtentPath(d, id), create, try_direct_);
-  if (!file) return tl::unexpected(file.error());
+  CV_TRY_ASSIGN(auto file, env_->Open(ExtentPath(d, id), create, try_direct_));
   auto ext = std::make_shared<Extent>();
   ext->disk = static_cast<uint16_t>(d);
   ext->id = id;
-  ext->file = std::move(*file);
+  ext->file = std::move(file);
   if (create) {
     ext->capacity = extent_bytes_;
     Status s = env_->Allocate(*ext->file, 0, extent_bytes_);
@@ -288,9 +285,8 @@ Result<std::shared_ptr<Extent>> DiskSet::OpenExtentLocked(Disk& disk, size_t d, 
     }
     CV_TRY(env_->SyncDir(disk.path + "/extents"));
   } else {
-    auto size = env_->Size(*ext->file);
-    if (!size) return tl::unexpected(size.error());
-    ext->capacity = *size;
+    CV_TRY_ASSIGN(auto size, env_->Size(*ext->file));
+    ext->capacity = size;
   }
   disk.open.emplace(id, ext);
   return ext;
@@ -307,10 +303,9 @@ Result<Placement> DiskSet::Reserve(size_t d, uint64_t len) {
   std::lock_guard lock(disk.mu);
   if (!disk.active || disk.active->poisoned || disk.active_used + len > disk.active->capacity) {
     const uint32_t id = disk.next_id;
-    auto ext = OpenExtentLocked(disk, d, id, /*create=*/true);
-    if (!ext) return tl::unexpected(ext.error());
+    CV_TRY_ASSIGN(auto ext, OpenExtentLocked(disk, d, id, /*create=*/true));
     disk.next_id = id + 1;
-    disk.active = *ext;
+    disk.active = ext;
     disk.active_used = 0;
   }
   Placement p{disk.active, disk.active_used};
@@ -319,10 +314,9 @@ Result<Placement> DiskSet::Reserve(size_t d, uint64_t len) {
 }
 
 Result<std::vector<uint32_t>> DiskSet::ExtentIds(size_t d) {
-  auto names = env_->ListDir(disks_[d]->path + "/extents");
-  if (!names) return tl::unexpected(names.error());
+  CV_TRY_ASSIGN(auto names, env_->ListDir(disks_[d]->path + "/extents"));
   std::vector<uint32_t> ids;
-  for (const auto& n : *names) {
+  for (const auto& n : names) {
     unsigned id = 0;
     char tail = 0;
     if (n.size() == 12 && std::sscanf(n.c_str(), "%8x.ex%c", &id, &tail) == 2 && tail == 't') {

@@ -167,9 +167,8 @@ Result<DrainReport> StoreImpl::Drain(size_t d, const DrainOptions& options) {
   };
   std::function<bool(const ObjectKey&)> report;
   if (options.progress) report = [&](const ObjectKey& key) { return options.progress(rep, key); };
-  auto walked = WalkObjects(options.start_after, visit, report);
-  if (!walked) return tl::unexpected(walked.error());
-  if (!*walked) {
+  CV_TRY_ASSIGN(auto walked, WalkObjects(options.start_after, visit, report));
+  if (!walked) {
     rep.complete = false;
     return rep;
   }
@@ -214,9 +213,8 @@ void StoreImpl::RetireUnreferenced(size_t d, DrainReport& rep) {
     if (!retired || !*retired) continue;  // busy (a reader): the next pass
     ++rep.extents_removed;
     Status s = index_->Update([&](index::WriteTxn& txn) -> Status {
-      auto e = txn.GetExtent(disk, id);
-      if (!e) return tl::unexpected(e.error());
-      if (!e->has_value() || (*e)->live_bytes != 0) return {};
+      CV_TRY_ASSIGN(auto e, txn.GetExtent(disk, id));
+      if (!e.has_value() || e->live_bytes != 0) return {};
       return txn.DeleteExtent(disk, id);
     });
     if (!s) rep.problems.push_back("index: " + s.error().ToString());

@@ -30,23 +30,21 @@ Status ValidateName(index::ObjectType type, std::string_view name) {
 }
 
 Result<ObjectInfo> ObjectStore::Put(const index::ObjectKey& key, std::string_view body) {
-  auto w = BeginPut(key, body.size());
-  if (!w) return tl::unexpected(w.error());
-  CV_TRY((*w)->Append(std::span(reinterpret_cast<const uint8_t*>(body.data()), body.size())));
-  return (*w)->Commit();
+  CV_TRY_ASSIGN(auto w, BeginPut(key, body.size()));
+  CV_TRY(w->Append(std::span(reinterpret_cast<const uint8_t*>(body.data()), body.size())));
+  return w->Commit();
 }
 
 Result<std::string> ObjectStore::Get(const index::ObjectKey& key, uint64_t offset,
                                      uint64_t length) {
-  auto r = Open(key, offset, length);
-  if (!r) return tl::unexpected(r.error());
-  std::string out((*r)->length(), '\0');
+  CV_TRY_ASSIGN(auto r, Open(key, offset, length));
+  std::string out(r->length(), '\0');
   size_t done = 0;
   while (done < out.size()) {
-    auto n = (*r)->Read(std::span(reinterpret_cast<uint8_t*>(out.data()) + done, out.size() - done));
-    if (!n) return tl::unexpected(n.error());
-    if (*n == 0) return Err(ErrorKind::kInternal, "reader ended early");
-    done += *n;
+    CV_TRY_ASSIGN(auto n, r->Read(std::span(reinterpret_cast<uint8_t*>(out.data()) + done,
+                                            out.size() - done)));
+    if (n == 0) return Err(ErrorKind::kInternal, "reader ended early");
+    done += n;
   }
   return out;
 }
@@ -57,15 +55,13 @@ namespace {
 // An upload that was in flight when its device was deleted must not index an object nobody
 // owns: refused at commit once the device is closed, and after its purge removed it.
 Status RefuseIfDeviceDeleted(index::WriteTxn& txn, const index::Id& device) {
-  auto dev = txn.GetDevice(device);
-  if (!dev) return tl::unexpected(dev.error());
-  if (dev->has_value()) {
-    if ((*dev)->closed_ns != 0) return Err(ErrorKind::kGone, "the device has been deleted");
+  CV_TRY_ASSIGN(auto dev, txn.GetDevice(device));
+  if (dev.has_value()) {
+    if (dev->closed_ns != 0) return Err(ErrorKind::kGone, "the device has been deleted");
     return {};
   }
-  auto purged = txn.GetMeta(index::PurgedDeviceMetaKey(device));
-  if (!purged) return tl::unexpected(purged.error());
-  if (purged->has_value()) return Err(ErrorKind::kGone, "the device has been deleted");
+  CV_TRY_ASSIGN(auto purged, txn.GetMeta(index::PurgedDeviceMetaKey(device)));
+  if (purged.has_value()) return Err(ErrorKind::kGone, "the device has been deleted");
   return {};
 }
 
@@ -171,9 +167,9 @@ class WriterImpl final : public Writer {
           Fail(Error{ErrorKind::kInvalidArgument, 0, "body does not match its SHA-256 name"}).error());
     }
     if (rec_.layout == Layout::kReplicated) {
-      if (Status s = WriteCopies(); !s) return tl::unexpected(s.error());
+      CV_TRY(WriteCopies());
     } else if (fill_ > 0) {
-      if (Status s = FlushStripe(); !s) return tl::unexpected(s.error());
+      CV_TRY(FlushStripe());
     }
     // Durable before indexed (rule 3).
     if (Status s = store_->disks_.Sync(synced_); !s) {
@@ -183,10 +179,9 @@ class WriterImpl final : public Writer {
     Status s = store_->index_->Update([&](index::WriteTxn& txn) -> Status {
       existed = false;
       CV_TRY(RefuseIfDeviceDeleted(txn, key_.device));
-      auto cur = txn.GetObject(key_);
-      if (!cur) return tl::unexpected(cur.error());
-      if (cur->has_value()) {
-        const ObjectRecord& old = **cur;
+      CV_TRY_ASSIGN(auto cur, txn.GetObject(key_));
+      if (cur.has_value()) {
+        const ObjectRecord& old = *cur;
         if (old.size != rec_.size || old.sha256 != rec_.sha256) {
           return Err(ErrorKind::kConflict, "object exists with different content");
         }
@@ -387,10 +382,9 @@ class ReaderImpl final : public Reader {
   Result<size_t> Read(std::span<uint8_t> out) override {
     size_t done = 0;
     while (done < out.size() && pos_ < end_) {
-      auto n = ReadSome(out.subspan(done));
-      if (!n) return tl::unexpected(n.error());
-      done += *n;
-      pos_ += *n;
+      CV_TRY_ASSIGN(auto n, ReadSome(out.subspan(done)));
+      done += n;
+      pos_ += n;
     }
     return done;
   }
@@ -629,10 +623,9 @@ class ReaderImpl final : public Reader {
 };
 Result<std::unique_ptr<Reader>> StoreImpl::Open(const ObjectKey& key, uint64_t offset,
                                                 uint64_t length) {
-  auto rec = Lookup(key);
-  if (!rec) return tl::unexpected(rec.error());
-  if (!rec->has_value()) return Err(ErrorKind::kNotFound, "no such object");
-  const ObjectRecord& r = **rec;
+  CV_TRY_ASSIGN(auto rec, Lookup(key));
+  if (!rec.has_value()) return Err(ErrorKind::kNotFound, "no such object");
+  const ObjectRecord& r = *rec;
   if (offset > r.size) return Err(ErrorKind::kInvalidArgument, "offset past the end of the object");
   const uint64_t len = std::min<uint64_t>(length, r.size - offset);
   return std::unique_ptr<Reader>(new ReaderImpl(this, key, r, offset, len));
@@ -653,8 +646,7 @@ Result<std::unique_ptr<ObjectStore>> ObjectStore::Open(const StoreOptions& optio
   if (options.extent_bytes < 2 * (uint64_t{options.shard_unit} + kRecordAlign)) {
     return Err(ErrorKind::kInvalidArgument, "extent_bytes too small for the shard unit");
   }
-  auto codec = erasure::Codec::Create(options.k, options.m);
-  if (!codec) return tl::unexpected(codec.error());
+  CV_TRY_ASSIGN(auto codec, erasure::Codec::Create(options.k, options.m));
   std::unique_ptr<Env> owned;
   Env* env = options.env;
   if (env == nullptr) {
@@ -664,10 +656,9 @@ Result<std::unique_ptr<ObjectStore>> ObjectStore::Open(const StoreOptions& optio
   index::Index::Options io;
   io.dir = options.index_dir;
   io.initial_map_bytes = options.index_initial_map_bytes;
-  auto idx = index::Index::Open(io);
-  if (!idx) return tl::unexpected(idx.error());
-  auto store = std::make_unique<internal::StoreImpl>(options, std::move(owned), env, std::move(*codec),
-                                           std::move(*idx));
+  CV_TRY_ASSIGN(auto idx, index::Index::Open(io));
+  auto store = std::make_unique<internal::StoreImpl>(options, std::move(owned), env,
+                                                     std::move(codec), std::move(idx));
   CV_TRY(store->Init());
   return std::unique_ptr<ObjectStore>(std::move(store));
 }

@@ -36,16 +36,13 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
       rep.problems.push_back(disks_.path(d) + ": failed, not scanned (repair rebuilds its shards)");
       continue;
     }
-    auto ids = disks_.ExtentIds(d);
-    if (!ids) return tl::unexpected(ids.error());
-    for (uint32_t id : *ids) {
-      auto ext = disks_.Get(d, id);
-      if (!ext) return tl::unexpected(ext.error());
-      capacities[{static_cast<uint16_t>(d), id}] = (*ext)->capacity;
-      auto recs = ScanExtent(env_, **ext);
-      if (!recs) return tl::unexpected(recs.error());
+    CV_TRY_ASSIGN(auto ids, disks_.ExtentIds(d));
+    for (uint32_t id : ids) {
+      CV_TRY_ASSIGN(auto ext, disks_.Get(d, id));
+      capacities[{static_cast<uint16_t>(d), id}] = ext->capacity;
+      CV_TRY_ASSIGN(auto recs, ScanExtent(env_, *ext));
       ++rep.extents_scanned;
-      for (const ScannedRecord& sr : *recs) {
+      for (const ScannedRecord& sr : recs) {
         const RecordHeader& h = sr.header;
         if (h.tombstone()) {
           ++rep.tombstones;
@@ -55,7 +52,7 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
         }
         // Verify the payload too: an instance is only as good as its verified shards.
         AlignedBuffer buf = AllocateAligned(sr.bytes);
-        IoRequest rd{IoRequest::Op::kRead, (*ext)->file.get(), sr.offset, buf.get(), sr.bytes};
+        IoRequest rd{IoRequest::Op::kRead, ext->file.get(), sr.offset, buf.get(), sr.bytes};
         Status s = env_->Execute(std::span(&rd, 1));
         if (!s || rd.result != static_cast<int64_t>(sr.bytes) ||
             PayloadChecksum(std::span<const uint8_t>(buf.get() + HeaderBytes(h.key),
@@ -146,13 +143,12 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
   std::vector<ObjectKey> old_objects;
   std::vector<std::pair<uint16_t, uint32_t>> old_extents;
   {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    CV_TRY((*txn)->ForEachObject([&](const ObjectKey& k, const ObjectRecord&) {
+    CV_TRY_ASSIGN(auto txn, index_->BeginRead());
+    CV_TRY(txn->ForEachObject([&](const ObjectKey& k, const ObjectRecord&) {
       old_objects.push_back(k);
       return true;
     }));
-    CV_TRY((*txn)->ForEachExtent([&](uint16_t d, uint32_t e, const index::ExtentRecord&) {
+    CV_TRY(txn->ForEachExtent([&](uint16_t d, uint32_t e, const index::ExtentRecord&) {
       old_extents.emplace_back(d, e);
       return true;
     }));
@@ -193,9 +189,8 @@ Status StoreImpl::RebuildObjects(RebuildReport& rep) {
   // A device purged after the backup was taken must not come back from it (with its token).
   CV_TRY(index_->Update([&](index::WriteTxn& txn) -> Status {
     for (const auto& [device, when] : device_tombstones) {
-      auto d = txn.GetDevice(device);
-      if (!d) return tl::unexpected(d.error());
-      if (*d) {
+      CV_TRY_ASSIGN(auto d, txn.GetDevice(device));
+      if (d) {
         CV_TRY(txn.DeleteDevice(device));
         rep.problems.push_back("device " + index::IdToHex(device) +
                                " of the backup was purged since: not restored");
@@ -244,18 +239,16 @@ Result<RebuildReport> ObjectStore::RebuildIndex(const StoreOptions& options,
     index::Index::Options io;
     io.dir = options.index_dir;
     io.initial_map_bytes = options.index_initial_map_bytes;
-    auto idx = index::Index::Open(io);
-    if (!idx) return tl::unexpected(idx.error());
-    CV_TRY((*idx)->Update([&](index::WriteTxn& w) -> Status {
+    CV_TRY_ASSIGN(auto idx, index::Index::Open(io));
+    CV_TRY(idx->Update([&](index::WriteTxn& w) -> Status {
       CV_TRY(w.PutMeta("node_id", node_id));
       CV_TRY(w.PutMeta("erasure_profile", std::to_string(options.k) + "+" + std::to_string(options.m)));
       return w.PutMeta("disk_count", std::to_string(options.disks.size()));
     }));
   }
-  auto store = ObjectStore::Open(options);
-  if (!store) return tl::unexpected(store.error());
+  CV_TRY_ASSIGN(auto store, ObjectStore::Open(options));
   RebuildReport rep;
-  CV_TRY(static_cast<internal::StoreImpl&>(**store).RebuildObjects(rep));
+  CV_TRY(static_cast<internal::StoreImpl&>(*store).RebuildObjects(rep));
   return rep;
 }
 

@@ -55,9 +55,8 @@ inline std::string Describe(const ObjectKey& key) {
 // Dead/live accounting of shard records in the extents table.
 inline Status AddExtentBytes(index::WriteTxn& txn, const ShardLoc& loc, uint64_t capacity,
                       int64_t live_delta, int64_t dead_delta) {
-  auto cur = txn.GetExtent(loc.disk, loc.extent);
-  if (!cur) return tl::unexpected(cur.error());
-  index::ExtentRecord rec = cur->value_or(index::ExtentRecord{capacity, 0, 0});
+  CV_TRY_ASSIGN(auto cur, txn.GetExtent(loc.disk, loc.extent));
+  index::ExtentRecord rec = cur.value_or(index::ExtentRecord{capacity, 0, 0});
   rec.live_bytes = static_cast<uint64_t>(static_cast<int64_t>(rec.live_bytes) + live_delta);
   rec.dead_bytes = static_cast<uint64_t>(static_cast<int64_t>(rec.dead_bytes) + dead_delta);
   return txn.PutExtent(loc.disk, loc.extent, rec);
@@ -93,15 +92,14 @@ class StoreImpl final : public ObjectStore {
         disks_(env_, opts_.disks, opts_.extent_bytes, opts_.try_direct) {}
 
   Status Init() {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    auto node = (*txn)->GetMeta("node_id");
-    auto profile = (*txn)->GetMeta("erasure_profile");
-    auto ndisks = (*txn)->GetMeta("disk_count");
-    auto table = (*txn)->GetMeta(kDiskTableMeta);
-    txn->reset();
-    if (!node) return tl::unexpected(node.error());
-    if (!table) return tl::unexpected(table.error());
+    CV_TRY_ASSIGN(auto txn, index_->BeginRead());
+    auto node = txn->GetMeta("node_id");
+    auto profile = txn->GetMeta("erasure_profile");
+    auto ndisks = txn->GetMeta("disk_count");
+    auto table = txn->GetMeta(kDiskTableMeta);
+    txn.reset();
+    CV_TRY(node);
+    CV_TRY(table);
     const std::string want_profile = std::to_string(opts_.k) + "+" + std::to_string(opts_.m);
     if (!node->has_value()) {
       node_id_ = RandomHex(16);
@@ -163,36 +161,31 @@ class StoreImpl final : public ObjectStore {
 
   Result<std::unique_ptr<Writer>> BeginPut(const ObjectKey& key, uint64_t size) override;
   Result<std::optional<ObjectInfo>> Head(const ObjectKey& key) override {
-    auto rec = Lookup(key);
-    if (!rec) return tl::unexpected(rec.error());
-    if (!rec->has_value()) return std::optional<ObjectInfo>();
-    return std::optional<ObjectInfo>(Info(key, **rec));
+    CV_TRY_ASSIGN(auto rec, Lookup(key));
+    if (!rec.has_value()) return std::optional<ObjectInfo>();
+    return std::optional<ObjectInfo>(Info(key, *rec));
   }
   Result<std::unique_ptr<Reader>> Open(const ObjectKey& key, uint64_t offset,
                                        uint64_t length) override;
   Status Delete(const ObjectKey& key) override {
-    auto cur = Lookup(key);
-    if (!cur) return tl::unexpected(cur.error());
-    if (!cur->has_value()) return Err(ErrorKind::kNotFound, "no such object");
+    CV_TRY_ASSIGN(auto cur, Lookup(key));
+    if (!cur.has_value()) return Err(ErrorKind::kNotFound, "no such object");
     CV_TRY(WriteTombstone(key, NowNanos()));
     return index_->Update([&](index::WriteTxn& txn) -> Status {
-      auto rec = txn.GetObject(key);
-      if (!rec) return tl::unexpected(rec.error());
-      if (!rec->has_value()) return Err(ErrorKind::kNotFound, "no such object");
+      CV_TRY_ASSIGN(auto rec, txn.GetObject(key));
+      if (!rec.has_value()) return Err(ErrorKind::kNotFound, "no such object");
       CV_TRY(txn.DeleteObject(key));
-      return AccountRecords(txn, key, **rec, /*live=*/false);
+      return AccountRecords(txn, key, *rec, /*live=*/false);
     });
   }
   Result<std::vector<ObjectInfo>> List(const index::Id& device,
                                        std::optional<index::ObjectType> type,
                                        std::string_view start_after, size_t limit) override {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    auto rows = (*txn)->ListObjects(device, type, start_after, limit);
-    if (!rows) return tl::unexpected(rows.error());
+    CV_TRY_ASSIGN(auto txn, index_->BeginRead());
+    CV_TRY_ASSIGN(auto rows, txn->ListObjects(device, type, start_after, limit));
     std::vector<ObjectInfo> out;
-    out.reserve(rows->size());
-    for (const auto& [k, r] : *rows) out.push_back(Info(k, r));
+    out.reserve(rows.size());
+    for (const auto& [k, r] : rows) out.push_back(Info(k, r));
     return out;
   }
   Status WriteDeviceTombstone(const index::Id& device) override {
@@ -202,29 +195,28 @@ class StoreImpl final : public ObjectStore {
       const index::Id& device, size_t limit,
       const std::function<Status(index::WriteTxn&, const PurgeBatch&)>& also) override {
     PurgeBatch batch;
-    Status s = index_->Update([&](index::WriteTxn& txn) -> Status {
+    CV_TRY(index_->Update([&](index::WriteTxn& txn) -> Status {
       batch = PurgeBatch{};
       // Extent accounting summed per extent: a batch touches few extents.
       std::map<std::pair<uint16_t, uint32_t>, int64_t> dead;
-      auto n = txn.DeleteDeviceObjects(
-          device, limit, [&](const ObjectKey& key, const ObjectRecord& rec) -> Status {
-            for (size_t i = 0; i < rec.shards.size(); ++i) {
-              if (rec.shards[i].disk == kLostShardDisk) continue;  // no extent holds it
-              dead[{rec.shards[i].disk, rec.shards[i].extent}] +=
-                  static_cast<int64_t>(RecordBytes(key, PayloadLen(rec, i)));
-            }
-            batch.bytes += rec.size;
-            return {};
-          });
-      if (!n) return tl::unexpected(n.error());
-      batch.objects = *n;
+      CV_TRY_ASSIGN(
+          auto n, txn.DeleteDeviceObjects(
+                      device, limit, [&](const ObjectKey& key, const ObjectRecord& rec) -> Status {
+                        for (size_t i = 0; i < rec.shards.size(); ++i) {
+                          if (rec.shards[i].disk == kLostShardDisk) continue;  // no extent holds it
+                          dead[{rec.shards[i].disk, rec.shards[i].extent}] +=
+                              static_cast<int64_t>(RecordBytes(key, PayloadLen(rec, i)));
+                        }
+                        batch.bytes += rec.size;
+                        return {};
+                      }));
+      batch.objects = n;
       for (const auto& [de, bytes] : dead) {
         CV_TRY(AddExtentBytes(txn, ShardLoc{de.first, de.second, 0}, opts_.extent_bytes, -bytes,
                               bytes));
       }
       return also(txn, batch);
-    });
-    if (!s) return tl::unexpected(s.error());
+    }));
     return batch;
   }
   using ObjectStore::Fsck;
@@ -345,9 +337,8 @@ class StoreImpl final : public ObjectStore {
 
   // ---- shared with Writer and Reader ----
   Result<std::optional<ObjectRecord>> Lookup(const ObjectKey& key) {
-    auto txn = index_->BeginRead();
-    if (!txn) return tl::unexpected(txn.error());
-    return (*txn)->GetObject(key);
+    CV_TRY_ASSIGN(auto txn, index_->BeginRead());
+    return txn->GetObject(key);
   }
   static ObjectInfo Info(const ObjectKey& key, const ObjectRecord& r) {
     return ObjectInfo{key, r.size, r.created_ns, r.sha256};

@@ -15,9 +15,8 @@ JobResult RunAccountPurgeJob(JobContext& ctx) {
   plan.devices = [&](index::Txn& txn) { return txn.ListDevices(*job.account); };
   // The account goes with its last device (an account without devices: at once).
   plan.at_end = [&](index::WriteTxn& txn) -> Status {
-    auto a = txn.GetAccount(*job.account);
-    if (!a) return tl::unexpected(a.error());
-    if (*a) CV_TRY(txn.DeleteAccount(*job.account));  // and its add-ons
+    CV_TRY_ASSIGN(auto a, txn.GetAccount(*job.account));
+    if (a) CV_TRY(txn.DeleteAccount(*job.account));  // and its add-ons
     return {};
   };
   plan.count_devices = true;

@@ -119,24 +119,21 @@ std::string RepoPath(const SnapObject& o) {
 }
 
 Result<Snapshot> TakeSnapshot(storage::ObjectStore& store, const index::Id& device) {
-  auto txn = store.Index().BeginRead();
-  if (!txn) return tl::unexpected(txn.error());
+  CV_TRY_ASSIGN(auto txn, store.Index().BeginRead());
   Snapshot s;
   s.taken_ns = NowNanos();
-  auto d = (*txn)->GetDevice(device);
-  if (!d) return tl::unexpected(d.error());
-  if (!*d) return Err(ErrorKind::kInvalidArgument, "the device no longer exists");
-  s.device_name = (*d)->name;
+  CV_TRY_ASSIGN(auto d, txn->GetDevice(device));
+  if (!d) return Err(ErrorKind::kInvalidArgument, "the device no longer exists");
+  s.device_name = d->name;
   for (index::ObjectType type : kTypes) {
     std::string after;
     while (true) {
-      auto page = (*txn)->ListObjects(device, type, after, 1000);
-      if (!page) return tl::unexpected(page.error());
-      for (const auto& [key, rec] : *page) {
+      CV_TRY_ASSIGN(auto page, txn->ListObjects(device, type, after, 1000));
+      for (const auto& [key, rec] : page) {
         s.objects.push_back(SnapObject{type, key.name, rec.size, rec.sha256});
       }
-      if (page->size() < 1000) break;
-      after = page->back().first.name;
+      if (page.size() < 1000) break;
+      after = page.back().first.name;
     }
   }
   if (s.objects.empty() || s.objects.front().type != index::ObjectType::kConfig) {
@@ -304,9 +301,9 @@ Result<std::vector<DriveFiles>> PlanDrives(const Snapshot& s, const index::Job& 
     common.push_back({std::string(kSignature), 64});
     for (const SnapObject* o : common_objects) common.push_back({RepoPath(*o), o->size});
     for (const SnapObject* o : data_objects) data.push_back({RepoPath(*o), o->size});
-    auto plans = courier::PlanSplit(common, data, BaseLayoutOptions(s, drive_bytes), kManifest);
-    if (!plans) return tl::unexpected(plans.error());
-    for (const auto& p : *plans) shares.push_back(p.data_files);
+    CV_TRY_ASSIGN(auto plans,
+                  courier::PlanSplit(common, data, BaseLayoutOptions(s, drive_bytes), kManifest));
+    for (const auto& p : plans) shares.push_back(p.data_files);
   }
   std::vector<DriveFiles> drives;
   for (size_t d = 0; d < shares.size(); ++d) {
@@ -328,11 +325,11 @@ Result<std::vector<DriveFiles>> PlanDrives(const Snapshot& s, const index::Job& 
     std::sort(manifest.begin(), manifest.end(),
               [](const auto& a, const auto& b) { return a.path < b.path; });
     std::string sums = courier::FormatSha256Sums(manifest);
-    auto sig = courier::Ed25519Sign(private_pem,
-                                    {reinterpret_cast<const uint8_t*>(sums.data()), sums.size()});
-    if (!sig) return tl::unexpected(sig.error());
+    CV_TRY_ASSIGN(auto sig,
+                  courier::Ed25519Sign(
+                      private_pem, {reinterpret_cast<const uint8_t*>(sums.data()), sums.size()}));
     add(std::string(kManifest), Source{sums, nullptr}, sums.size());
-    add(std::string(kSignature), Source{std::string(sig->begin(), sig->end()), nullptr}, 64);
+    add(std::string(kSignature), Source{std::string(sig.begin(), sig.end()), nullptr}, 64);
     drives.push_back(std::move(df));
   }
   return drives;
@@ -529,11 +526,9 @@ constexpr std::string_view kStopped = "courier job stopped";
 // ---- the job ----
 
 Result<bool> JobIsCancelled(storage::ObjectStore& store, const index::Id& id) {
-  auto txn = store.Index().BeginRead();
-  if (!txn) return tl::unexpected(txn.error());
-  auto j = (*txn)->GetJob(id);
-  if (!j) return tl::unexpected(j.error());
-  return *j && (*j)->state == "cancelled";
+  CV_TRY_ASSIGN(auto txn, store.Index().BeginRead());
+  CV_TRY_ASSIGN(auto j, txn->GetJob(id));
+  return j && j->state == "cancelled";
 }
 
 // courier: progress {"phase": "writing", snapshot_sha256, snapshot_at, images (finished
@@ -576,9 +571,8 @@ struct CourierRun {
   Status Save(size_t drive) {
     progress.drive = drive;
     progress.bytes_written = written_before + written.load();
-    auto ok = ctx.SaveProgress(progress);
-    if (!ok) return tl::unexpected(ok.error());
-    if (!*ok) stop = true;
+    CV_TRY_ASSIGN(auto ok, ctx.SaveProgress(progress));
+    if (!ok) stop = true;
     last_save = std::chrono::steady_clock::now();
     return {};
   }
@@ -618,9 +612,8 @@ Status LoadOrTakeSnapshot(CourierRun& run) {
       }
     }
   }
-  auto s = TakeSnapshot(run.ctx.store, *run.job.device);
-  if (!s) return tl::unexpected(s.error());
-  run.snap = std::move(*s);
+  CV_TRY_ASSIGN(auto s, TakeSnapshot(run.ctx.store, *run.job.device));
+  run.snap = std::move(s);
   const std::string text = SnapshotText(run.snap);
   CV_TRY(WriteFileDurably(run.snap_file, text));
   run.progress = CourierProgress{};
@@ -633,17 +626,15 @@ Status LoadOrTakeSnapshot(CourierRun& run) {
 // Every drive's files (signed manifest included) and their layout in its image; the totals in
 // the progress. Images a previous run finished (same snapshot, so the same bytes) stay.
 Status PlanImages(CourierRun& run) {
-  auto pem = CourierPrivateKey(run.ctx.options);
-  if (!pem) return tl::unexpected(pem.error());
-  auto drives = PlanDrives(run.snap, run.job, run.drive_bytes, *pem);
-  if (!drives) return tl::unexpected(drives.error());
-  run.drives = std::move(*drives);
+  CV_TRY_ASSIGN(auto pem, CourierPrivateKey(run.ctx.options));
+  CV_TRY_ASSIGN(auto drives, PlanDrives(run.snap, run.job, run.drive_bytes, pem));
+  run.drives = std::move(drives);
   uint64_t bytes_total = 0;
   for (auto& d : run.drives) {
-    auto l = courier::Layout::Plan(d.files, BaseLayoutOptions(run.snap, run.drive_bytes));
-    if (!l) return tl::unexpected(l.error());
-    bytes_total += l->image_bytes();
-    run.layouts.push_back(std::move(*l));
+    CV_TRY_ASSIGN(auto l,
+                  courier::Layout::Plan(d.files, BaseLayoutOptions(run.snap, run.drive_bytes)));
+    bytes_total += l.image_bytes();
+    run.layouts.push_back(std::move(l));
   }
   run.progress.objects = run.snap.objects.size();
   run.progress.bytes_total = bytes_total;
@@ -784,10 +775,9 @@ Result<bool> WriteDrive(CourierRun& run, size_t d) {
   const std::string name = ImageName(d + 1, run.layouts.size());
   const std::string tmp = run.dir + "/" + name + ".tmp";
   ::unlink(tmp.c_str());
-  auto fd_sink = courier::FdSink::Open(tmp, /*sync=*/true);
-  if (!fd_sink) return tl::unexpected(fd_sink.error());
+  CV_TRY_ASSIGN(auto fd_sink, courier::FdSink::Open(tmp, /*sync=*/true));
   run.written = 0;
-  HashingSink hashing(**fd_sink, run.written);
+  HashingSink hashing(*fd_sink, run.written);
   courier::PipelinedSink pipelined(hashing);
   DriveFiller filler(run, d);
   Status w = courier::WriteImage(
@@ -843,9 +833,8 @@ JobResult WriteImages(JobContext& ctx) {
       run.written_before += run.layouts[d].image_bytes();
       continue;
     }
-    auto written = WriteDrive(run, d);
-    if (!written) return tl::unexpected(written.error());
-    if (!*written) return Stopped();  // resumed at next start, or cancelled
+    CV_TRY_ASSIGN(auto written, WriteDrive(run, d));
+    if (!written) return Stopped();  // resumed at next start, or cancelled
   }
   return Done(Receipt(run));
 }
@@ -871,14 +860,13 @@ Result<uint64_t> CourierBytesNeeded(index::Txn& txn, const index::DeviceRecord& 
     if (type == index::ObjectType::kData) continue;
     std::string after;
     while (true) {
-      auto page = txn.ListObjects(d.id, type, after, 1000);
-      if (!page) return tl::unexpected(page.error());
-      for (const auto& [key, rec] : *page) {
+      CV_TRY_ASSIGN(auto page, txn.ListObjects(d.id, type, after, 1000));
+      for (const auto& [key, rec] : page) {
         ++common_objects;
         common_bytes += rec.size;
       }
-      if (page->size() < 1000) break;
-      after = page->back().first.name;
+      if (page.size() < 1000) break;
+      after = page.back().first.name;
     }
   }
   const uint64_t data_objects = d.objects > common_objects ? d.objects - common_objects : 0;

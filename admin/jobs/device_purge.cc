@@ -11,11 +11,10 @@ JobResult RunDevicePurgeJob(JobContext& ctx) {
   if (!job.device) return Err(ErrorKind::kInvalidArgument, "purge job without a device");
   PurgePlan plan;
   plan.devices = [&](index::Txn& txn) -> Result<std::vector<index::DeviceRecord>> {
-    auto d = txn.GetDevice(*job.device);
-    if (!d) return tl::unexpected(d.error());
+    CV_TRY_ASSIGN(auto d, txn.GetDevice(*job.device));
     index::DeviceRecord gone;
     gone.id = *job.device;
-    return std::vector<index::DeviceRecord>{d->value_or(gone)};
+    return std::vector<index::DeviceRecord>{d.value_or(gone)};
   };
   return RunPurge(ctx, plan);
 }

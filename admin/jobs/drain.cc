@@ -15,9 +15,8 @@ JobResult RunDrainJob(JobContext& ctx) {
   const size_t disk = params.disk.value_or(0);
   DrainProgress progress = FromJsonText<DrainProgress>(ctx.job.progress_json);
   if (!progress.objects_total) {
-    auto objects = CountObjects(ctx.store);
-    if (!objects) return tl::unexpected(objects.error());
-    progress.objects_total = *objects;
+    CV_TRY_ASSIGN(auto objects, CountObjects(ctx.store));
+    progress.objects_total = objects;
     progress.pass = 1;
   }
   constexpr uint64_t kPasses = 3;
@@ -42,19 +41,17 @@ JobResult RunDrainJob(JobContext& ctx) {
     o.progress = [&](const storage::DrainReport& rep, const index::ObjectKey& last) {
       return saver.Tick([&] { return json::value_from(merged(rep, &last)); });
     };
-    auto rep = ctx.store.Drain(disk, o);
-    if (!rep) return tl::unexpected(rep.error());
+    CV_TRY_ASSIGN(auto rep, ctx.store.Drain(disk, o));
     if (saver.error()) return tl::unexpected(*saver.error());
-    if (!rep->complete || saver.cancelled()) return Stopped();
-    progress = merged(*rep, nullptr);
+    if (!rep.complete || saver.cancelled()) return Stopped();
+    progress = merged(rep, nullptr);
     progress.last.reset();
-    total.extents_removed += rep->extents_removed;
-    total.remaining_bytes = rep->remaining_bytes;
-    if (rep->remaining_bytes == 0 || progress.pass >= kPasses || rep->stripes_moved == 0) break;
+    total.extents_removed += rep.extents_removed;
+    total.remaining_bytes = rep.remaining_bytes;
+    if (rep.remaining_bytes == 0 || progress.pass >= kPasses || rep.stripes_moved == 0) break;
     ++progress.pass;
-    auto saved = ctx.SaveProgress(progress);
-    if (!saved) return tl::unexpected(saved.error());
-    if (!*saved) return Stopped();
+    CV_TRY_ASSIGN(auto saved, ctx.SaveProgress(progress));
+    if (!saved) return Stopped();
   }
   const DrainCounts counts = progress.counts.value_or(DrainCounts{});
   DrainResult result;

@@ -17,27 +17,24 @@ constexpr int64_t kAutoRepairEveryNs = int64_t{600} * 1000000000;  // when disks
 Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
                                                     const Options& options, int64_t now_ns,
                                                     std::optional<SteadyTime>& last_disk_check) {
-  auto txn = store.Index().BeginRead();
-  if (!txn) return tl::unexpected(txn.error());
+  CV_TRY_ASSIGN(auto txn, store.Index().BeginRead());
   for (const char* state : {"scheduled", "running"}) {
     index::JobQuery q;
     q.state = state;
     q.limit = 1000;
-    auto jobs = (*txn)->ListJobs(q);
-    if (!jobs) return tl::unexpected(jobs.error());
-    for (const auto& j : *jobs) {
+    CV_TRY_ASSIGN(auto jobs, txn->ListJobs(q));
+    for (const auto& j : jobs) {
       if (j.kind == kScrubJob || j.kind == kRepairJob || j.kind == kDrainJob) {
         return std::optional<index::Job>();
       }
     }
   }
   auto meta_ns = [&](std::string_view key) -> Result<int64_t> {
-    auto v = (*txn)->GetMeta(key);
-    if (!v) return tl::unexpected(v.error());
+    CV_TRY_ASSIGN(auto v, txn->GetMeta(key));
     int64_t ns = 0;
-    if (*v) {
+    if (v) {
       try {
-        ns = std::stoll(**v);
+        ns = std::stoll(*v);
       } catch (...) {
         ns = 0;
       }
@@ -46,9 +43,8 @@ Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
   };
   bool scrub_due = false;
   if (options.scrub_interval_ns > 0) {
-    auto last = meta_ns(kLastFullScrubMeta);
-    if (!last) return tl::unexpected(last.error());
-    scrub_due = now_ns - *last >= options.scrub_interval_ns;
+    CV_TRY_ASSIGN(auto last, meta_ns(kLastFullScrubMeta));
+    scrub_due = now_ns - last >= options.scrub_interval_ns;
   }
   const SteadyTime now_steady = std::chrono::steady_clock::now();
   if (!scrub_due && last_disk_check && now_steady - *last_disk_check < kDiskCheckInterval) {
@@ -65,10 +61,9 @@ Result<std::optional<index::Job>> DueMaintenanceJob(storage::ObjectStore& store,
     used += d.total_bytes - std::min(d.total_bytes, d.free_bytes);
   }
   if (options.auto_repair && (failed_disk || stats.pending_repairs > 0)) {
-    auto last = meta_ns(kLastAutoRepairMeta);
-    if (!last) return tl::unexpected(last.error());
-    if (now_ns - *last >= kAutoRepairEveryNs || (!failed_disk && stats.pending_repairs > 0)) {
-      txn->reset();
+    CV_TRY_ASSIGN(auto last, meta_ns(kLastAutoRepairMeta));
+    if (now_ns - last >= kAutoRepairEveryNs || (!failed_disk && stats.pending_repairs > 0)) {
+      txn.reset();
       const RepairParams params{failed_disk, /*automatic=*/true, std::nullopt};
       CV_TRY(store.Index().Update([&](index::WriteTxn& w) {
         return w.PutMeta(kLastAutoRepairMeta, std::to_string(now_ns));

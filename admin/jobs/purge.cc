@@ -10,9 +10,8 @@ namespace {
 // last token's hash, so that its old agent hears "deleted" (410) rather than "wrong password".
 Status Forget(index::WriteTxn& txn, const index::DeviceRecord& d, const index::Job& job) {
   CV_TRY(txn.DeleteDevice(d.id));
-  auto a = txn.GetAccount(d.account);
-  if (!a) return tl::unexpected(a.error());
-  if (!*a) return {};
+  CV_TRY_ASSIGN(auto a, txn.GetAccount(d.account));
+  if (!a) return {};
   return txn.PutPurgedDevice(
       index::PurgedDevice{d.id, d.account, d.token_hash, NowNanos(), job.id});
 }
@@ -57,10 +56,10 @@ Result<bool> DeleteDevices(JobContext& ctx, PurgeProgress& progress,
     if (at >= devices.size()) {  // an account without devices
       next = progress;
       next.phase = "compact";
-      auto saved = ctx.SaveProgress(
-          next, [&](index::WriteTxn& txn) -> Status { return at_end ? at_end(txn) : Status{}; });
-      if (!saved) return tl::unexpected(saved.error());
-      if (!*saved) return false;
+      CV_TRY_ASSIGN(auto saved, ctx.SaveProgress(next, [&](index::WriteTxn& txn) -> Status {
+        return at_end ? at_end(txn) : Status{};
+      }));
+      if (!saved) return false;
       progress = std::move(next);
       break;
     }
@@ -70,32 +69,33 @@ Result<bool> DeleteDevices(JobContext& ctx, PurgeProgress& progress,
     CV_TRY(ctx.store.WriteDeviceTombstone(device));
     while (true) {
       if (ctx.stopping()) return false;
-      auto batch = ctx.store.PurgeObjects(
-          device, ctx.options.purge_batch_objects,
-          [&](index::WriteTxn& txn, const storage::PurgeBatch& b) -> Status {
-            next = progress;
-            next.objects_done += b.objects;
-            next.bytes_done += b.bytes;
-            if (b.objects == 0) {
-              // Nothing left: the device goes, and a late upload can no longer land.
-              auto d = txn.GetDevice(device);
-              if (!d) return tl::unexpected(d.error());
-              if (*d) CV_TRY(Forget(txn, **d, job));
-              CV_TRY(txn.PutMeta(index::PurgedDeviceMetaKey(device), index::IdToHex(job.id)));
-              next.device_index = at + 1;
-              if (last) {
-                next.phase = "compact";
-                if (at_end) CV_TRY(at_end(txn));
-              }
-            }
-            index::Job j = job;
-            j.progress_json = ToJsonText(next);
-            return txn.PutJob(j);
-          });
-      if (!batch) return tl::unexpected(batch.error());
+      CV_TRY_ASSIGN(
+          auto batch,
+          ctx.store.PurgeObjects(device, ctx.options.purge_batch_objects,
+                                 [&](index::WriteTxn& txn, const storage::PurgeBatch& b) -> Status {
+                                   next = progress;
+                                   next.objects_done += b.objects;
+                                   next.bytes_done += b.bytes;
+                                   if (b.objects == 0) {
+                                     // Nothing left: the device goes, and a late upload can no
+                                     // longer land.
+                                     CV_TRY_ASSIGN(auto d, txn.GetDevice(device));
+                                     if (d) CV_TRY(Forget(txn, *d, job));
+                                     CV_TRY(txn.PutMeta(index::PurgedDeviceMetaKey(device),
+                                                        index::IdToHex(job.id)));
+                                     next.device_index = at + 1;
+                                     if (last) {
+                                       next.phase = "compact";
+                                       if (at_end) CV_TRY(at_end(txn));
+                                     }
+                                   }
+                                   index::Job j = job;
+                                   j.progress_json = ToJsonText(next);
+                                   return txn.PutJob(j);
+                                 }));
       progress = std::move(next);
       job.progress_json = ToJsonText(progress);
-      if (batch->objects == 0) break;
+      if (batch.objects == 0) break;
     }
   }
   return true;
@@ -105,17 +105,15 @@ Result<bool> DeleteDevices(JobContext& ctx, PurgeProgress& progress,
 JobResult FinishPurge(JobContext& ctx, PurgeProgress& progress, PurgeReceipt receipt) {
   // Hand the dead space to compaction; the receipt counts what it returned (other dead space
   // it found on the way included).
-  auto rep = ctx.store.Compact(ctx.options.compact);
-  if (!rep) return tl::unexpected(rep.error());
+  CV_TRY_ASSIGN(auto rep, ctx.store.Compact(ctx.options.compact));
   const int64_t now = NowNanos();
   receipt.objects_removed = progress.objects_done;
   receipt.bytes_removed = progress.bytes_done;
-  receipt.disk_bytes_reclaimed = rep->bytes_reclaimed;
+  receipt.disk_bytes_reclaimed = rep.bytes_reclaimed;
   receipt.started_at = TimeOf(ctx.job.started_ns);
   receipt.finished_at = TimeOf(now);
   progress.phase = "done";
-  auto saved = ctx.SaveProgress(progress);
-  if (!saved) return tl::unexpected(saved.error());
+  CV_TRY(ctx.SaveProgress(progress));
   return Done(receipt);
 }
 
@@ -126,21 +124,17 @@ JobResult RunPurge(JobContext& ctx, const PurgePlan& plan) {
   if (progress.phase.empty()) {
     std::vector<index::DeviceRecord> devices;
     {
-      auto txn = ctx.store.Index().BeginRead();
-      if (!txn) return tl::unexpected(txn.error());
-      auto listed = plan.devices(**txn);
-      if (!listed) return tl::unexpected(listed.error());
-      devices = std::move(*listed);
+      CV_TRY_ASSIGN(auto txn, ctx.store.Index().BeginRead());
+      CV_TRY_ASSIGN(auto listed, plan.devices(*txn));
+      devices = std::move(listed);
     }
     progress = StartPurge(std::move(progress), devices);
   }
-  auto devices = PurgeDeviceIds(progress);
-  if (!devices) return tl::unexpected(devices.error());
-  auto deleted = DeleteDevices(ctx, progress, *devices, plan.at_end);
-  if (!deleted) return tl::unexpected(deleted.error());
-  if (!*deleted) return Stopped();
+  CV_TRY_ASSIGN(auto devices, PurgeDeviceIds(progress));
+  CV_TRY_ASSIGN(auto deleted, DeleteDevices(ctx, progress, devices, plan.at_end));
+  if (!deleted) return Stopped();
   PurgeReceipt receipt;
-  if (plan.count_devices) receipt.devices_removed = devices->size();
+  if (plan.count_devices) receipt.devices_removed = devices.size();
   return FinishPurge(ctx, progress, receipt);
 }
 

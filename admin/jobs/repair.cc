@@ -31,18 +31,17 @@ RepairSummary Summarize(const storage::RepairReport& rep, bool include_failed) {
 JobResult RunRepairJob(JobContext& ctx) {
   const bool include_failed = FromJsonText<RepairParams>(ctx.job.params_json).include_failed_disks;
   const int64_t started = NowNanos();
-  auto rep = ctx.store.Repair(include_failed);
-  if (!rep) return tl::unexpected(rep.error());
+  CV_TRY_ASSIGN(auto rep, ctx.store.Repair(include_failed));
   internal::ForgetCensus();
   const int64_t finished = NowNanos();
-  if (rep->bytes_rewritten >= kRateMinBytes && finished > started) {
+  if (rep.bytes_rewritten >= kRateMinBytes && finished > started) {
     const uint64_t rate =
-        static_cast<uint64_t>(double(rep->bytes_rewritten) * 1e9 / double(finished - started));
+        static_cast<uint64_t>(double(rep.bytes_rewritten) * 1e9 / double(finished - started));
     CV_TRY(ctx.store.Index().Update([&](index::WriteTxn& txn) {
       return txn.PutMeta(kRepairRateMeta, std::to_string(rate) + " " + std::to_string(finished));
     }));
   }
-  return Done(RepairResult{Summarize(*rep, include_failed), TimeOf(started), TimeOf(NowNanos())});
+  return Done(RepairResult{Summarize(rep, include_failed), TimeOf(started), TimeOf(NowNanos())});
 }
 
 }  // namespace cv::admin::jobs

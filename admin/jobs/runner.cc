@@ -59,9 +59,8 @@ bool PartnerMayCreate(std::string_view kind) {
 
 Result<std::optional<index::Id>> JobPartner(index::Txn& txn, const index::Job& j) {
   if (!j.account) return std::optional<index::Id>();
-  auto a = txn.GetAccount(*j.account);
-  if (!a) return tl::unexpected(a.error());
-  return *a ? (*a)->partner : std::optional<index::Id>();
+  CV_TRY_ASSIGN(auto a, txn.GetAccount(*j.account));
+  return a ? a->partner : std::optional<index::Id>();
 }
 
 Time TimeOf(int64_t ns) {
@@ -113,13 +112,12 @@ Status ForEachPendingJob(index::Txn& txn, std::optional<index::Id> account,
     q.state = state;
     q.limit = 1000;
     while (true) {
-      auto jobs = txn.ListJobs(q);
-      if (!jobs) return tl::unexpected(jobs.error());
-      for (const auto& j : *jobs) {
+      CV_TRY_ASSIGN(auto jobs, txn.ListJobs(q));
+      for (const auto& j : jobs) {
         if (!fn(j)) return {};
       }
-      if (jobs->size() < q.limit) break;
-      q.start_after = jobs->back().id;
+      if (jobs.size() < q.limit) break;
+      q.start_after = jobs.back().id;
     }
   }
   return {};
@@ -139,18 +137,16 @@ Result<std::optional<index::Id>> PendingAccountPurge(index::Txn& txn, const inde
 Result<bool> JobContext::SaveProgressText(const std::string& text,
                                           const std::function<Status(index::WriteTxn&)>& also) {
   bool running = false;
-  Status s = store.Index().Update([&](index::WriteTxn& txn) -> Status {
+  CV_TRY(store.Index().Update([&](index::WriteTxn& txn) -> Status {
     running = false;
-    auto cur = txn.GetJob(job.id);
-    if (!cur) return tl::unexpected(cur.error());
-    if (!*cur || (*cur)->state != "running") return {};  // cancelled meanwhile
+    CV_TRY_ASSIGN(auto cur, txn.GetJob(job.id));
+    if (!cur || cur->state != "running") return {};  // cancelled meanwhile
     running = true;
-    index::Job j = **cur;
+    index::Job j = *cur;
     j.progress_json = text;
     if (also) CV_TRY(also(txn));
     return txn.PutJob(j);
-  });
-  if (!s) return tl::unexpected(s.error());
+  }));
   if (running) job.progress_json = text;
   return running;
 }
@@ -266,28 +262,24 @@ struct JobRunner::State {
     for (int attempt = 0; attempt < 3; ++attempt) {
       std::optional<index::Job> found;
       {
-        auto txn = store.Index().BeginRead();
-        if (!txn) return tl::unexpected(txn.error());
-        auto due = NextDue(**txn, lane, now);
-        if (!due) return tl::unexpected(due.error());
-        found = std::move(*due);
+        CV_TRY_ASSIGN(auto txn, store.Index().BeginRead());
+        CV_TRY_ASSIGN(auto due, NextDue(*txn, lane, now));
+        found = std::move(due);
       }
       if (!found || found->state == "running") return found;
       bool claimed = false;
-      Status s = store.Index().Update([&](index::WriteTxn& txn) -> Status {
+      CV_TRY(store.Index().Update([&](index::WriteTxn& txn) -> Status {
         claimed = false;
-        auto cur = txn.GetJob(found->id);
-        if (!cur) return tl::unexpected(cur.error());
-        if (!*cur || (*cur)->state != "scheduled" || (*cur)->run_after_ns > now) return {};
-        index::Job j = std::move(**cur);
+        CV_TRY_ASSIGN(auto cur, txn.GetJob(found->id));
+        if (!cur || cur->state != "scheduled" || cur->run_after_ns > now) return {};
+        index::Job j = std::move(*cur);
         j.state = "running";
         j.started_ns = now;
         CV_TRY(txn.PutJob(j));
         *found = std::move(j);
         claimed = true;
         return {};
-      });
-      if (!s) return tl::unexpected(s.error());
+      }));
       if (claimed) return found;
     }
     return std::optional<index::Job>();
@@ -303,16 +295,15 @@ struct JobRunner::State {
         q.state = state;
         q.start_after = after;
         q.limit = 100;
-        auto jobs = txn.ListJobs(q);
-        if (!jobs) return tl::unexpected(jobs.error());
-        for (const auto& j : *jobs) {
+        CV_TRY_ASSIGN(auto jobs, txn.ListJobs(q));
+        for (const auto& j : jobs) {
           if (LaneOf(j.kind) == lane && j.run_after_ns <= now &&
               (!next || j.run_after_ns < next->run_after_ns)) {
             next = j;
           }
         }
-        if (jobs->size() < q.limit) break;
-        after = jobs->back().id;
+        if (jobs.size() < q.limit) break;
+        after = jobs.back().id;
       }
       if (next) break;
     }
@@ -352,20 +343,18 @@ struct JobRunner::State {
   void Finish(const index::Job& job, const KindInfo& kind, const json::object& result) {
     const int64_t now = NowNanos();
     Status s = store.Index().Update([&](index::WriteTxn& txn) -> Status {
-      auto cur = txn.GetJob(job.id);
-      if (!cur) return tl::unexpected(cur.error());
-      if (!*cur || (*cur)->state != "running") return {};  // cancelled meanwhile
-      index::Job j = **cur;
+      CV_TRY_ASSIGN(auto cur, txn.GetJob(job.id));
+      if (!cur || cur->state != "running") return {};  // cancelled meanwhile
+      index::Job j = *cur;
       j.state = "done";
       j.finished_ns = now;
       j.result_json = JsonText(result);
       CV_TRY(txn.PutJob(j));
-      auto partner = JobPartner(txn, j);
-      if (!partner) return tl::unexpected(partner.error());
+      CV_TRY_ASSIGN(auto partner, JobPartner(txn, j));
       json::object receipt = result;
       receipt["job"] = index::IdToHex(j.id);
       return internal::AppendSystemAudit(txn, now, kind.audit_action, AuditTarget(j), j.account,
-                                         *partner, nullptr, receipt);
+                                         partner, nullptr, receipt);
     });
     if (!s) {
       Log(LogLevel::kError, "job_update_failed", {{"error", s.error().ToString()}});
@@ -391,10 +380,9 @@ struct JobRunner::State {
          {"gave_up", give_up ? "true" : "false"}});
     const int64_t now = NowNanos();
     Status w = store.Index().Update([&](index::WriteTxn& txn) -> Status {
-      auto cur = txn.GetJob(job.id);
-      if (!cur) return tl::unexpected(cur.error());
-      if (!*cur || (*cur)->state != "running") return {};
-      index::Job j = **cur;
+      CV_TRY_ASSIGN(auto cur, txn.GetJob(job.id));
+      if (!cur || cur->state != "running") return {};
+      index::Job j = *cur;
       j.progress_json = progress;
       if (give_up) {
         j.state = "failed";

@@ -14,9 +14,8 @@ JobResult RunScrubJob(JobContext& ctx) {
   const ScrubParams params = FromJsonText<ScrubParams>(ctx.job.params_json);
   ScrubProgress progress = FromJsonText<ScrubProgress>(ctx.job.progress_json);
   if (!progress.objects_total) {
-    auto total = CountObjects(ctx.store);
-    if (!total) return tl::unexpected(total.error());
-    progress.objects_total = *total;
+    CV_TRY_ASSIGN(auto total, CountObjects(ctx.store));
+    progress.objects_total = total;
   }
   storage::ScrubOptions so;
   so.max_bytes_per_sec = params.max_bytes_per_sec;
@@ -38,19 +37,17 @@ JobResult RunScrubJob(JobContext& ctx) {
   so.progress = [&](const storage::ScrubReport& rep, const index::ObjectKey& last) {
     return saver.Tick([&] { return json::value_from(merged(rep, last)); });
   };
-  auto rep = ctx.store.Scrub(so);
-  if (!rep) return tl::unexpected(rep.error());
+  CV_TRY_ASSIGN(auto rep, ctx.store.Scrub(so));
   if (saver.error()) return tl::unexpected(*saver.error());
-  if (!rep->complete || saver.cancelled()) return Stopped();
+  if (!rep.complete || saver.cancelled()) return Stopped();
   const index::ObjectKey last = so.start_after.value_or(index::ObjectKey{});
-  const ScrubProgress p = rep->objects > 0 || so.start_after ? merged(*rep, last) : base;
+  const ScrubProgress p = rep.objects > 0 || so.start_after ? merged(rep, last) : base;
   const ScrubCounts counts = p.counts.value_or(ScrubCounts{});
   const int64_t pass_started = ctx.job.started_ns;
-  auto saved = ctx.SaveProgress(p, [&](index::WriteTxn& txn) {
+  CV_TRY_ASSIGN(auto saved, ctx.SaveProgress(p, [&](index::WriteTxn& txn) {
     return txn.PutMeta(kLastFullScrubMeta, std::to_string(pass_started));
-  });
-  if (!saved) return tl::unexpected(saved.error());
-  if (!*saved) return Stopped();
+  }));
+  if (!saved) return Stopped();
   internal::ForgetCensus();
   ScrubResult result;
   result.clean = counts.damaged_shards == 0 && counts.lost_stripes == 0;
@@ -65,10 +62,9 @@ JobResult RunScrubJob(JobContext& ctx) {
   result.started_at = TimeOf(pass_started);
   result.finished_at = TimeOf(NowNanos());
   if (counts.damaged_shards > 0 && ctx.options.auto_repair) {
-    auto r = ctx.store.Repair(false);
-    if (!r) return tl::unexpected(r.error());
+    CV_TRY_ASSIGN(auto r, ctx.store.Repair(false));
     internal::ForgetCensus();
-    result.repair = Summarize(*r, false);
+    result.repair = Summarize(r, false);
   }
   return Done(result);
 }

@@ -24,9 +24,8 @@ bool ProgressSaver::Tick(const std::function<json::value()>& make) {
 
 Result<uint64_t> CountObjects(storage::ObjectStore& store) {
   uint64_t total = 0;
-  auto txn = store.Index().BeginRead();
-  if (!txn) return tl::unexpected(txn.error());
-  CV_TRY((*txn)->ForEachObject([&](const index::ObjectKey&, const index::ObjectRecord&) {
+  CV_TRY_ASSIGN(auto txn, store.Index().BeginRead());
+  CV_TRY(txn->ForEachObject([&](const index::ObjectKey&, const index::ObjectRecord&) {
     ++total;
     return true;
   }));

@@ -19,12 +19,20 @@
 #   --sets:   other workloads, e.g. --sets 10x1,5x16 (objects x MiB)
 #   --only:   a subset of the servers, e.g. --only cv,nginx
 #
-# With chunkvaultd in the run, each run also measures the durable-write ceiling on the same file
-# system and core (build/bin/ingest_bench DIR 16 1 direct 4, pinned like the servers): a raw
-# sequential write + fdatasync of the 4+2-expanded bytes, which no 4+2 store that syncs can
-# beat, and the engine alone (no network); both are printed next to nginx's upload rate.
+# Each run also measures the bound of an upload on this machine, pinned like the servers
+# (bench/README.md, "The bound"), and prints it under the table:
+#   CPU bound:   the same loader, with the same settings (sets, connections, credentials), against
+#                build/bin/tls_sink on the server core: TLS receive, SHA-256, 4+2 stripes encoded
+#                with ISA-L, XXH3 per shard, 200, nothing kept (the work no verifying 4+2 store
+#                can skip). MiB/s of client bytes, per set; with the sink's CPU time / wall time
+#                and the MiB it took per second of CPU time (its rate with a core to itself).
+#   disk bound:  Debian fio writes 4+2-expanded bytes on the file system of the servers' data:
+#                io_uring, O_DIRECT, sequential, 256 KiB blocks (the shard unit), iodepth 8, one
+#                file per data directory (6), in parallel, an fdatasync every 16 MiB per file.
+#                MiB/s written; divided by 1.5 it is in client bytes.
+#   bound:       min(CPU bound, disk bound / 1.5), and chunkvaultd's upload MiB/s / bound.
 #
-# Needs the Debian packages nginx, rclone, apache2-utils (htpasswd), openssl, curl, python3,
+# Needs the Debian packages nginx, rclone, apache2-utils (htpasswd), fio, openssl, curl, python3,
 # util-linux (taskset); a missing peer is reported and left out of the table. Temporary data
 # goes under ${CV_BENCH_TMP:-/var/tmp} (a real file system, not tmpfs) and is removed at the end.
 # Every server started here is stopped on exit, and the whole run is bounded in time
@@ -33,8 +41,9 @@
 set -euo pipefail
 BENCH_NAME=compare
 . "$(dirname "$0")/lib/servers.sh"  # cd to the source tree, SRC, shared functions
+. bench/lib/bound.sh                  # start_sink, disk_bound
 
-usage() { sed -n '2,28p' "$BENCH_SELF" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,40p' "$BENCH_SELF" | sed 's/^# \{0,1\}//'; exit 2; }
 
 QUICK=0 RUNS="" CONNS=4 COLD=0 KEEP=0 ONLY="cv,nginx,rclone" CUSTOM_SETS=""
 while [ $# -gt 0 ]; do
@@ -68,28 +77,55 @@ if [ -n "$CUSTOM_SETS" ]; then
     SETS+=("${s%x*} ${s#*x}")
   done
 fi
-bench_build ingest_bench
+bench_build tls_sink
 [ "$NCPU" -ge 2 ] || log "only $NCPU CPU: running without pinning"
 bench_init "$BUDGET_S"
 
 # ---------------------------------------------------------------- measurements
 declare -A MIBS P50 P99 BUSY NOTE  # "peer,op,set" -> one value per run, space-separated
 FAILED=0
-CEIL_RAW="" CEIL_ENG=""  # MiB/s of client bytes, one value per run
+DISK=""        # disk bound MiB/s (fio), one value per run
+SINK_BUSY=()   # per set index: the sink's CPU time / wall time %, one value per run
+SINK_CPU=()    # per set index: MiB the sink took per second of its CPU time, one value per run
+DISK_HOW=""
 
-# ceiling: raw durable write and the engine alone, same file system and core as the servers
-ceiling() {
-  local out=$TMP/ceiling-run$RUN.out line
-  log "durable-write ceiling: ingest_bench 16 x 16 MiB (run $RUN of $RUNS)"
-  if ! "${PIN_SERVER[@]}" "$BIN/ingest_bench" "$TMP/ceiling" 16 1 direct 4 >"$out" 2>&1; then
-    tail -5 "$out" >&2
-    NOTE[ceiling]="ingest_bench failed in run $RUN (see the log above)"
-    return 0
-  fi
-  line=$(grep "^RESULT ingest " "$out" | tail -1)
-  CEIL_RAW+=" $(awk -v v="$(field raw_mb_s "$line")" 'BEGIN{printf "%.1f", v / 1.048576}')"
-  CEIL_ENG+=" $(awk -v v="$(field engine_mb_s "$line")" 'BEGIN{printf "%.1f", v / 1.048576}')"
-  rm -rf "$TMP/ceiling"
+# bound: the CPU bound (loader -> tls_sink, every set, as for the servers; recorded as the peer
+# "sink") and the disk bound (fio), on the server core and the servers' file system
+bound() {
+  local i set n mib out rc line sink_line
+  for i in "${!SETS[@]}"; do
+    set=${SETS[$i]}
+    read -r n mib <<<"$set"
+    if ! start_server sink; then
+      NOTE[sink]=$SRV_NOTE
+      break
+    fi
+    out=$TMP/sink-$n-$mib-run$RUN.out
+    log "CPU bound: tls_sink, $n x $mib MiB, $CONNS connections (run $RUN of $RUNS)"
+    rc=0
+    run_loader "$out" "$n" "${mib}M" "$CONNS" || rc=$?
+    stop_pid "$SRV_PID"  # it prints its RESULT line on SIGTERM
+    SRV_PID=""
+    line=$(grep "^RESULT op=upload " "$out" || true)
+    if [ "$rc" != 0 ] || [ -z "$line" ] || [ "$(field errors "$line")" != 0 ]; then
+      log "tls_sink: loader exited with $rc (see above)"
+      NOTE[sink]="loader errors (exit $rc) in $n x $mib MiB, run $RUN: see the log above"
+      MIBS[sink,upload,$set]+=" err"
+      FAILED=1
+      continue
+    fi
+    MIBS[sink,upload,$set]+=" $(field mib_s "$line")"
+    BUSY[sink]+=" $(awk -v c="$(field loader_cpu_s "$line")" -v s="$(field seconds "$line")" \
+      'BEGIN{printf "%.0f", (s > 0 ? 100 * c / s : 0)}')"
+    sink_line=$(grep "^RESULT sink " "$SRV_LOG" || true)
+    SINK_BUSY[$i]+=" $(awk -v c="$(field cpu_s "$sink_line")" -v s="$(field seconds "$line")" \
+      'BEGIN{printf "%.0f", (s > 0 ? 100 * c / s : 0)}')"
+    SINK_CPU[$i]+=" $(awk -v c="$(field cpu_s "$sink_line")" -v b="$(field bytes "$sink_line")" \
+      'BEGIN{printf "%.1f", (c > 0 ? b / 1048576 / c : 0)}')"
+  done
+  disk_bound "$TMP/fio-run$RUN.json"
+  DISK_HOW=$DISK_NOTE
+  if [ -n "$DISK_MIB_S" ]; then DISK+=" $DISK_MIB_S"; else NOTE[disk]=$DISK_NOTE; fi
 }
 
 # measure PEER: runs every set against the server just started, records the results
@@ -143,7 +179,7 @@ for RUN in $(seq "$RUNS"); do
   for peer in cv nginx rclone; do
     enabled "$peer" && run "$peer"
   done
-  enabled cv && ceiling
+  bound
 done
 ELAPSED=$(( $(date +%s) - START ))
 
@@ -195,28 +231,31 @@ for op in upload restore; do
     echo "| $op $n x $mib MiB | $(cell cv $op "$set") | $(cell nginx $op "$set") | $(cell rclone $op "$set") | $(ratio "$c" "$g") | $(ratio "$c" "$r") |"
   done
 done
-if [ -n "${CEIL_RAW// /}" ]; then
-  raw=$(median "$CEIL_RAW") eng=$(median "$CEIL_ENG")
-  vs_nginx() {  # " | VALUE / nginx upload" for each set
-    local set out=""
-    for set in "${SETS[@]}"; do out+=" | $(ratio "$1" "$(val nginx upload "$set")")"; done
-    echo "$out"
-  }
-  heads="" rules=""
-  for set in "${SETS[@]}"; do
-    read -r n mib <<<"$set"
-    heads+=" | / nginx upload $n x $mib MiB"
-    rules+="|---:"
-  done
-  echo
-  echo "Durable-write ceiling, same run$([ "$RUNS" -gt 1 ] && echo " (medians of $RUNS)"): \`build/bin/ingest_bench DIR 16 1 direct 4\` on the server core,"
-  echo "same file system. MiB/s of client bytes."
-  echo
-  echo "| figure | MiB/s$heads |"
-  echo "|---|---:$rules|"
-  echo "| raw sequential write + one fdatasync per file of the 1.5x expanded bytes (6 files): what any 4+2 store that syncs can reach here | $raw$(vs_nginx "$raw") |"
-  echo "| chunkvaultd's engine alone: 4 concurrent 16 MiB Puts, no network, each durable | $eng$(vs_nginx "$eng") |"
-fi
+expand=$(awk -v k="$BOUND_K" -v m="$BOUND_M" 'BEGIN{printf "%g", (k + m) / k}')
+disk=$(median "$DISK")
+disk_client=$([[ "$disk" =~ ^[0-9.]+$ ]] && awk -v d="$disk" -v e="$expand" 'BEGIN{printf "%.1f", d / e}' || echo "$disk")
+echo
+echo "The bound, same run$([ "$RUNS" -gt 1 ] && echo " (medians of $RUNS)"), pinned like the servers (bench/README.md, \"The bound\"):"
+echo "CPU bound = the same loader against \`build/bin/tls_sink\` (TLS, SHA-256, ${BOUND_K}+${BOUND_M} encode, XXH3 per shard,"
+echo "nothing kept), MiB/s of client bytes; the sink's CPU time / wall time, and the MiB it took per second of"
+echo "its CPU time (what it would do with a core to itself: on a shared machine the CPU bound is lower);"
+echo "disk bound = fio writing the ${expand}x expanded bytes, MiB/s written:"
+echo "${DISK_HOW:-not run};"
+echo "bound = min(CPU bound, disk bound / $expand)."
+echo
+echo "| workload | CPU bound MiB/s | sink CPU busy | sink MiB per CPU s | disk bound MiB/s | disk bound / $expand | bound | chunkvaultd upload | chunkvaultd / bound |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+for i in "${!SETS[@]}"; do
+  set=${SETS[$i]}
+  read -r n mib <<<"$set"
+  cpu=$(val sink upload "$set") c=$(val cv upload "$set")
+  b=$(awk -v a="$cpu" -v d="$disk_client" 'BEGIN{
+    an = (a ~ /^[0-9.]+$/); dn = (d ~ /^[0-9.]+$/)
+    if (an && dn) print (a + 0 < d + 0 ? a : d); else if (an) print a; else if (dn) print d; else print "n/a" }')
+  busy_cell=$(median "${SINK_BUSY[$i]:-}")
+  [[ "$busy_cell" =~ ^[0-9.]+$ ]] && busy_cell+="%"
+  echo "| upload $n x $mib MiB | $(cell sink upload "$set") | $busy_cell | $(median "${SINK_CPU[$i]:-}") | $disk | $disk_client | $b | $(cell cv upload "$set") | $(ratio "$c" "$b") |"
+done
 echo
 echo "Latency per request, p50 / p99 ms$([ "$RUNS" -gt 1 ] && echo " (medians over the runs)"):"
 echo
@@ -244,14 +283,14 @@ else
   echo "  chunkvaultd reads its shards with O_DIRECT from the disk. Run with --cold to drop the cache first."
 fi
 busy=""
-for p in cv nginx rclone; do
+for p in cv nginx rclone sink; do
   [ -n "${BUSY[$p]:-}" ] && busy+="${busy:+, }$p $(range "${BUSY[$p]}")%"
 done
 if [ -n "$busy" ]; then
   echo "- Loader core busy (CPU time / wall time, per server over the workloads): $busy;"
   echo "  near 100% the figure is the loader's limit (TLS, SHA-256, loopback TCP), not the server's."
 fi
-for p in cv nginx rclone ceiling; do
+for p in cv nginx rclone sink disk; do
   if [ -n "${NOTE[$p]:-}" ]; then echo "- $p: ${NOTE[$p]}"; fi
 done
 exit "$FAILED"

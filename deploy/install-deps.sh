@@ -14,10 +14,11 @@ PKGS=(
   exfatprogs exfat-fuse fdisk util-linux
 )
 
-# --bench: also the peers the benchmarks compare against (bench/compare.sh asks for them).
+# --bench: also the peers the benchmarks compare against (bench/compare.sh asks for them) and
+# fio (compare.sh's disk bound).
 # Kept out of the default set so that CI and run.sh never install or start web servers.
 if [ "${1:-}" = "--bench" ]; then
-  PKGS+=(nginx rclone apache2-utils gnuplot)
+  PKGS+=(nginx rclone apache2-utils gnuplot fio)
 fi
 
 missing=()

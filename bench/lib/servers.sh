@@ -8,8 +8,9 @@
 # The caller sets BENCH_NAME (log prefix) and KEEP (1 = keep the temp folder), then calls
 #   bench_build TARGET...        install the packages (deploy/install-deps.sh --bench), build
 #   bench_init BUDGET_S          temp folder $TMP, traps, watchdog, peer certificate
-#   start_server PEER [ARGS]     PEER = cv | nginx | rclone; on success sets SRV_PID, SRV_URL,
-#                                SRV_CA, SRV_MODE, SRV_USER, SRV_PASS (and CV_ROOT for cv);
+#   start_server PEER [ARGS]     PEER = cv | nginx | rclone (or sink: bench/lib/bound.sh); on
+#                                success sets SRV_PID, SRV_URL, SRV_CA, SRV_MODE, SRV_USER,
+#                                SRV_PASS (and CV_ROOT for cv);
 #                                on failure returns 1 with the reason in SRV_NOTE
 #                                (start_server cv CONFIG.toml runs chunkvaultd with that config)
 #   restart_cv                   chunkvaultd again on the same root, device and credentials
@@ -26,7 +27,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------- build (Release)
 bench_build() {
-  ./deploy/install-deps.sh --bench >&2  # the project's packages plus nginx, rclone, htpasswd, gnuplot
+  ./deploy/install-deps.sh --bench >&2  # the project's packages plus nginx, rclone, htpasswd, gnuplot, fio
   BUILD=${CV_BUILD_DIR:-build}
   if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -q '^CMAKE_BUILD_TYPE:STRING=Release$' "$BUILD/CMakeCache.txt"; then
     log "$BUILD is not a Release build: using build-release"

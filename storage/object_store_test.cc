@@ -23,7 +23,7 @@
 #endif
 
 #include "common/test_temp_dir.h"
-#include "storage/io.h"
+#include "storage/io/io.h"
 #include "storage/record.h"
 #include "storage/storage.h"
 

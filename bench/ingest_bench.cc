@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "storage/io.h"
+#include "storage/io/io.h"
 #include "storage/storage.h"
 
 namespace fs = std::filesystem;

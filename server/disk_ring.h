@@ -13,7 +13,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <memory>
 
-#include "storage/io.h"
+#include "storage/io/io.h"
 #include "storage/storage.h"
 
 namespace cv::server {

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "common/common.h"
-#include "storage/io.h"
+#include "storage/io/io.h"
 #include "storage/storage.h"
 
 namespace cv::storage {

@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "storage/io.h"
+#include "storage/io/io.h"
 #include "storage/store_impl.h"
 
 namespace cv::storage {

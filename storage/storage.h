@@ -314,7 +314,7 @@ class ObjectStore {
   virtual Result<DrainReport> Drain(size_t d, const DrainOptions& options) = 0;
 
   // An AsyncRing for the calling thread's event loop, for Reader::Prefetch (see
-  // storage/io.h); kUnavailable where the I/O engine has none (pread/pwrite, tests' fault
+  // storage/io/io.h); kUnavailable where the I/O engine has none (pread/pwrite, tests' fault
   // injection): Read alone then does the I/O. Destroy it before the store.
   virtual Result<std::unique_ptr<AsyncRing>> NewAsyncRing() = 0;
 

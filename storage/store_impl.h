@@ -11,7 +11,7 @@
 
 #include "erasure/erasure.h"
 #include "storage/disk_set.h"
-#include "storage/io.h"
+#include "storage/io/io.h"
 #include "storage/record.h"
 #include "storage/storage.h"
 

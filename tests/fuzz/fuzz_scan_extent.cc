@@ -19,7 +19,7 @@
 #include <filesystem>
 #include <vector>
 
-#include "storage/io.h"
+#include "storage/io/io.h"
 #include "storage/record.h"
 #include "storage/store_impl.h"
 #include "tests/fuzz/fuzz_input.h"

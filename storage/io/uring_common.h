@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "storage/io.h"
+#include "storage/io/internal.h"
 
 namespace cv::storage::detail {
 

@@ -1,4 +1,4 @@
-#include "storage/uring_common.h"
+#include "storage/io/uring_common.h"
 
 namespace cv::storage::detail {
 

@@ -1,5 +1,5 @@
-// storage/io: the only way storage/ touches data disks. An Env opens files and executes
-// batches of reads, writes and syncs. Implementations:
+// storage/io/io.h, the one public header of storage/io: the only way storage/ touches data
+// disks. An Env opens files and executes batches of reads, writes and syncs. Implementations:
 //   - NewUringEnv: io_uring, one ring per calling thread, a batch in as few submissions
 //     as the queue depth allows;
 //   - NewPosixEnv: pread/pwrite/fdatasync, for machines without io_uring;
@@ -15,7 +15,6 @@
 // File may be used from several threads at once. Files must be destroyed before their Env.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -59,8 +58,7 @@ struct FsStats {
 
 class AsyncRing;
 namespace detail {
-class IoArena;
-struct IoTally;
+class IoArena;  // internal.h
 }
 
 // A buffer for requests, from Env::AllocateIo: kBlockSize-aligned, not zeroed, move-only.
@@ -231,8 +229,8 @@ class FaultEnv : public Env {
   std::unique_ptr<State> state_;
 };
 
-// ---- shared by the Env implementations (io_common.cc); not for use outside storage/io ----
-// Asynchronous I/O for an event loop: one AsyncRing per event-loop thread. Submit starts a
+// Asynchronous I/O for an event loop: one AsyncRing per event-loop thread (from
+// Env::NewAsyncRing). Submit starts a
 // batch and returns at once; when completions are ready the ring's eventfd becomes readable,
 // and the loop calls Poll on the same thread, which continues short transfers, runs a
 // batch's syncs after its reads and writes (as Execute does), and calls each finished
@@ -255,100 +253,11 @@ class AsyncRing {
   // Batches submitted whose `done` has not run yet.
   virtual size_t pending() const = 0;
 };
-// kUnavailable when io_uring (or its eventfd registration) is refused here. With `arena`
-// (which must outlive the ring), the ring registers it and requests inside it go as
-// READ_FIXED/WRITE_FIXED; where the kernel refuses that they go without. With `tally`
-// (which must outlive the ring), the ring counts its reads and writes there.
-Result<std::unique_ptr<AsyncRing>> NewAsyncRing(unsigned queue_depth = 256,
-                                                const detail::IoArena* arena = nullptr,
-                                                detail::IoTally* tally = nullptr);
 
 namespace detail {
-
-// A File on a file descriptor, as PosixEnv and UringEnv open them.
-class FdFile final : public File {
- public:
-  FdFile(int fd, std::string path, bool direct)
-      : fd_(fd), path_(std::move(path)), direct_(direct) {}
-  ~FdFile() override;
-  FdFile(const FdFile&) = delete;
-  FdFile& operator=(const FdFile&) = delete;
-  const std::string& path() const override { return path_; }
-  bool direct() const override { return direct_; }
-  int fd() const { return fd_; }
-
- private:
-  int fd_;
-  std::string path_;
-  bool direct_;
-};
-
-// Everything but Execute, on plain system calls; Open tries O_DIRECT and falls back (logged
-// once per Env) where the file system refuses it.
-class FdEnvBase : public Env {
- public:
-  Result<std::unique_ptr<File>> Open(const std::string& path, bool create,
-                                     bool want_direct) override;
-  Status Allocate(File& file, uint64_t offset, uint64_t len) override;
-  Result<uint64_t> Size(File& file) override;
-  Status CreateDirs(const std::string& path) override;
-  Status SyncDir(const std::string& path) override;
-  Status Remove(const std::string& path) override;
-  Result<std::vector<std::string>> ListDir(const std::string& path) override;
-  Result<FsStats> StatFs(const std::string& path) override;
-
- private:
-  std::atomic<bool> direct_fallback_logged_{false};
-};
-
-// A region of memory that buffers are carved from (first fit, kBlockSize units, freed
-// ranges merged). Thread-safe. Outlives every IoBuffer taken from it.
-class IoArena {
- public:
-  // nullptr when the memory cannot be mapped.
-  static std::unique_ptr<IoArena> Create(size_t bytes);
-  ~IoArena();
-  IoArena(const IoArena&) = delete;
-  IoArena& operator=(const IoArena&) = delete;
-
-  uint8_t* base() const { return base_; }
-  size_t size() const { return size_; }
-  // True when [p, p+len) lies inside the region.
-  bool Contains(const void* p, size_t len) const;
-  // nullptr when no free range is large enough.
-  uint8_t* Take(size_t len);
-  void Give(uint8_t* p, size_t len);
-  size_t free_bytes() const;
-
- private:
-  IoArena(uint8_t* base, size_t size);
-  uint8_t* const base_;
-  const size_t size_;
-  struct Free;
-  std::unique_ptr<Free> free_;
-};
-
-// IoCounters that threads add to.
-struct IoTally {
-  std::atomic<uint64_t> requests{0};
-  std::atomic<uint64_t> registered_requests{0};
-  std::atomic<uint64_t> async_requests{0};
-  void Add(uint64_t requests_, uint64_t registered_, uint64_t async_ = 0) {
-    requests.fetch_add(requests_, std::memory_order_relaxed);
-    registered_requests.fetch_add(registered_, std::memory_order_relaxed);
-    async_requests.fetch_add(async_, std::memory_order_relaxed);
-  }
-  IoCounters Get() const {
-    return {requests.load(std::memory_order_relaxed),
-            registered_requests.load(std::memory_order_relaxed),
-            async_requests.load(std::memory_order_relaxed)};
-  }
-};
-
-// The FdFile behind a request, or nullptr when it is missing or from another Env.
-FdFile* AsFdFile(File* file);
-// Status of a finished batch: the first failed request in span order, if any.
+// Status of a finished batch: the first failed request in span order, if any. (Here rather
+// than in internal.h: storage's read path turns a request's result into a Status with it.)
 Status BatchStatus(std::span<const IoRequest> requests);
-
 }  // namespace detail
+
 }  // namespace cv::storage

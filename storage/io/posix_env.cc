@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 
-#include "storage/io.h"
+#include "storage/io/internal.h"
 
 namespace cv::storage {
 namespace {

@@ -14,7 +14,7 @@
 #include <mutex>
 #include <utility>
 
-#include "storage/io.h"
+#include "storage/io/internal.h"
 
 namespace cv::storage {
 

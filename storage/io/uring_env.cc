@@ -19,8 +19,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "storage/io.h"
-#include "storage/uring_common.h"
+#include "storage/io/internal.h"
+#include "storage/io/uring_common.h"
 
 namespace cv::storage {
 namespace {

@@ -13,7 +13,7 @@
 
 #include <gtest/gtest.h>
 
-#include "storage/io.h"
+#include "storage/io/internal.h"
 
 namespace cv::storage {
 namespace {

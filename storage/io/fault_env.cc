@@ -19,7 +19,7 @@
 #include <mutex>
 #include <thread>
 
-#include "storage/io.h"
+#include "storage/io/io.h"
 
 namespace cv::storage {
 namespace {

@@ -12,8 +12,8 @@
 #include <deque>
 #include <unordered_map>
 
-#include "storage/io.h"
-#include "storage/uring_common.h"
+#include "storage/io/internal.h"
+#include "storage/io/uring_common.h"
 
 namespace cv::storage {
 namespace {

@@ -1,6 +1,7 @@
 // Tests of storage/io: the posix and io_uring Envs (parameterised; the uring ones skip where
 // the kernel or sandbox refuses io_uring) and the fault-injecting FaultEnv.
-#include "storage/io.h"
+#include "storage/io/io.h"
+#include "storage/io/internal.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>

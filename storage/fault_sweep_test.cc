@@ -218,9 +218,8 @@ TEST_F(FaultSweepTest, CompactionLosesNothingWhicheverIoFails) {
   sw.op = [&]() -> Status {
     CompactOptions co;
     co.max_live_ratio = 0.9;
-    auto rep = store_->Compact(co);
-    if (!rep) return tl::unexpected(rep.error());
-    if (!rep->problems.empty()) return Incomplete(rep->problems.front());
+    CV_TRY_ASSIGN(auto rep, store_->Compact(co));
+    if (!rep.problems.empty()) return Incomplete(rep.problems.front());
     return {};
   };
   sw.done = [&] {
@@ -238,11 +237,10 @@ TEST_F(FaultSweepTest, RepairLosesNothingWhicheverIoFails) {
   const std::string dead = SweepOptions(nullptr).disks[3];
   sw.prepare = [&](FaultEnv& env) { env.FailPath(dead); };
   sw.op = [&]() -> Status {
-    auto rep = store_->Repair(true);
-    if (!rep) return tl::unexpected(rep.error());
-    if (rep->stripes_lost > 0 || rep->still_queued > 0) {
-      return Incomplete(std::to_string(rep->stripes_lost) + " lost, " +
-                        std::to_string(rep->still_queued) + " still queued");
+    CV_TRY_ASSIGN(auto rep, store_->Repair(true));
+    if (rep.stripes_lost > 0 || rep.still_queued > 0) {
+      return Incomplete(std::to_string(rep.stripes_lost) + " lost, " +
+                        std::to_string(rep.still_queued) + " still queued");
     }
     return {};
   };
@@ -258,10 +256,9 @@ TEST_F(FaultSweepTest, DrainLosesNothingWhicheverIoFails) {
     ASSERT_TRUE(store_->SetDiskState(0, DiskState::kDraining));
   };
   sw.op = [&]() -> Status {
-    auto rep = store_->Drain(0, {});
-    if (!rep) return tl::unexpected(rep.error());
-    if (rep->stripes_failed > 0 || rep->remaining_bytes > 0) {
-      return Incomplete(rep->problems.empty() ? "bytes remain" : rep->problems.front());
+    CV_TRY_ASSIGN(auto rep, store_->Drain(0, {}));
+    if (rep.stripes_failed > 0 || rep.remaining_bytes > 0) {
+      return Incomplete(rep.problems.empty() ? "bytes remain" : rep.problems.front());
     }
     return {};
   };
@@ -296,12 +293,11 @@ TEST_F(FaultSweepTest, DevicePurgeLosesNothingWhicheverIoFails) {
             return pb.objects == 0 ? t.PutMeta(index::PurgedDeviceMetaKey(victim), "sweep")
                                    : Status{};
           });
-      if (!b) return tl::unexpected(b.error());
+      CV_TRY(b);
       if (b->objects == 0) break;
     }
-    auto rep = store_->Compact(CompactOptions{});
-    if (!rep) return tl::unexpected(rep.error());
-    if (!rep->problems.empty()) return Incomplete(rep->problems.front());
+    CV_TRY_ASSIGN(auto rep, store_->Compact(CompactOptions{}));
+    if (!rep.problems.empty()) return Incomplete(rep.problems.front());
     return {};
   };
   sw.done = [&] {

@@ -372,9 +372,8 @@ Result<std::unique_ptr<File>> FaultEnv::Open(const std::string& path, bool creat
     std::lock_guard lock(state_->mu);
     if (Under(path, state_->fail_prefixes)) return Injected(EIO, "open", path);
   }
-  auto inner = state_->base->Open(path, create, want_direct);
-  if (!inner) return tl::unexpected(inner.error());
-  return std::unique_ptr<File>(std::make_unique<FaultFile>(std::move(*inner)));
+  CV_TRY_ASSIGN(auto inner, state_->base->Open(path, create, want_direct));
+  return std::unique_ptr<File>(std::make_unique<FaultFile>(std::move(inner)));
 }
 
 Status FaultEnv::Allocate(File& file, uint64_t offset, uint64_t len) {

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "storage/disk_set.h"
 #include "storage/test_store.h"
 
 namespace cv::storage {
@@ -256,6 +257,29 @@ TEST_F(StoreTest, OneDamagedReadOfADisksIdentityIsAnErrorNotAChangedDisk) {
   st = store_->Stats();
   EXPECT_TRUE(st.disks[2].failed);
   EXPECT_FALSE(st.disks[0].failed);
+}
+
+// DiskSet::Add after its layout exists: a persist that fails before the commit takes the
+// layout back (the add can be tried again); one whose commit itself failed leaves it, since
+// that commit may have reached the disk and the next start would then need the identity file.
+TEST_F(StoreTest, DiskAddKeepsTheLayoutOnlyWhenTheCommitItselfFailed) {
+  std::unique_ptr<Env> env = NewPosixEnv();
+  const std::vector<std::string> disks = Options().disks;
+  DiskSet set(env.get(), disks, 1 << 20, /*try_direct=*/false);
+  set.Open("node-a", /*create=*/true);
+  for (bool committing : {false, true}) {
+    const std::string path = (root_ / (committing ? "added-commit" : "added-before")).string();
+    auto added = set.Add(path, "node-a", [&](size_t d, bool& c) -> Status {
+      EXPECT_EQ(d, disks.size());
+      c = committing;
+      return Err(ErrorKind::kIOError, "persist failed");
+    });
+    ASSERT_FALSE(added.has_value());
+    EXPECT_EQ(added.error().context, "persist failed");
+    EXPECT_EQ(set.size(), disks.size());  // not in this run's disks either way
+    EXPECT_EQ(fs::exists(fs::path(path) / "chunkvault-disk"), committing) << path;
+    EXPECT_EQ(fs::exists(fs::path(path) / "extents"), committing) << path;
+  }
 }
 
 }  // namespace

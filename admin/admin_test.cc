@@ -45,12 +45,21 @@ class AdminTest : public ::testing::Test {
     return {id, Field(r, "key")};
   }
 
+  // The API's options with the test's key file; jobs run only when a test asks.
+  Options ApiOptions(bool new_operator_key, bool run_jobs) const {
+    Options o;
+    o.key_file = key_file_;
+    o.new_operator_key = new_operator_key;
+    o.run_jobs = run_jobs;
+    return o;
+  }
+
   storage::TempStore store_{"admin_test"};
   const std::string key_file_ = store_.dir() / "run/admin.key";
 };
 
 TEST_F(AdminTest, OperatorKeyIsCreatedOnceStoredHashedAndReplaceable) {
-  auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
+  auto api = AdminApi::Open(*store_, ApiOptions(false, false));
   ASSERT_TRUE(api) << api.error().ToString();
   std::string key = ReadKey();
   ASSERT_EQ(key.size(), 64u);
@@ -67,13 +76,13 @@ TEST_F(AdminTest, OperatorKeyIsCreatedOnceStoredHashedAndReplaceable) {
 
   // Reopening keeps the key; the file is not rewritten.
   std::filesystem::remove(key_file_);
-  auto again = AdminApi::Open(*store_, Options{key_file_, false, false});
+  auto again = AdminApi::Open(*store_, ApiOptions(false, false));
   ASSERT_TRUE(again);
   EXPECT_FALSE(std::filesystem::exists(key_file_));
   EXPECT_EQ(Call(**again, "GET", "/admin/v1/accounts", "", key).status, 200);
 
   // A new key replaces the old one.
-  auto renewed = AdminApi::Open(*store_, Options{key_file_, true, false});
+  auto renewed = AdminApi::Open(*store_, ApiOptions(true, false));
   ASSERT_TRUE(renewed);
   std::string key2 = ReadKey();
   EXPECT_NE(key2, key);
@@ -82,7 +91,7 @@ TEST_F(AdminTest, OperatorKeyIsCreatedOnceStoredHashedAndReplaceable) {
 }
 
 TEST_F(AdminTest, DevicesAreCreatedWithAHashedTokenAndPatchedStrictly) {
-  auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
+  auto api = AdminApi::Open(*store_, ApiOptions(false, false));
   ASSERT_TRUE(api);
   std::string key = ReadKey();
   auto r = Call(**api, "POST", "/admin/v1/accounts",
@@ -128,7 +137,7 @@ int64_t g_fake_now = 0;
 int64_t FakeNow() { return g_fake_now; }
 
 TEST_F(AdminTest, PartnerKeysSeeOnlyTheirOwnAccountsAndEveryChangeIsAudited) {
-  auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
+  auto api = AdminApi::Open(*store_, ApiOptions(false, false));
   ASSERT_TRUE(api);
   const std::string op = ReadKey();
   auto partner = [&](const char* name) { return NewPartner(**api, op, name); };
@@ -191,7 +200,7 @@ TEST_F(AdminTest, PartnerKeysSeeOnlyTheirOwnAccountsAndEveryChangeIsAudited) {
 // reopened). A key may change (cancel, delete images of) only a job of a kind its role may
 // create; the refusal is 403 operator_only and an audit record, and nothing else changes.
 TEST_F(AdminTest, PartnerMayChangeOnlyTheKindsOfJobItMayCreate) {
-  auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
+  auto api = AdminApi::Open(*store_, ApiOptions(false, false));
   ASSERT_TRUE(api);
   const std::string op = ReadKey();
   const auto [partner, pk] = NewPartner(**api, op, "A");
@@ -282,7 +291,7 @@ TEST_F(AdminTest, PartnerMayChangeOnlyTheKindsOfJobItMayCreate) {
 // transaction, after the change itself was written there. Then nothing may have changed, in
 // memory or after a reopen; without the fault, the change and its record are both there.
 TEST_F(AdminTest, DiskChangesAndFsckFixCommitWithTheirAuditRecordOrNotAtAll) {
-  auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
+  auto api = AdminApi::Open(*store_, ApiOptions(false, false));
   ASSERT_TRUE(api) << api.error().ToString();
   const std::string op = ReadKey();
   namespace bj = boost::json;
@@ -293,7 +302,7 @@ TEST_F(AdminTest, DiskChangesAndFsckFixCommitWithTheirAuditRecordOrNotAtAll) {
     api->reset();
     store_.Reopen();
     ASSERT_TRUE(store_.ok());
-    api = AdminApi::Open(*store_, Options{key_file_, false, false});
+    api = AdminApi::Open(*store_, ApiOptions(false, false));
     ASSERT_TRUE(api) << api.error().ToString();
   };
   auto set_meta = [&](const std::string& key, const std::string& value) {
@@ -490,7 +499,7 @@ TEST(AdminErrorTest, StatusMappingAndBody) {
 // Found by fuzz_admin_json: an unknown query parameter is named in the error, and a name that
 // is not UTF-8 (raw bytes, or percent-decoded ones) made the answer invalid JSON.
 TEST_F(AdminTest, ErrorNamingANonUtf8ParameterIsStillValidJson) {
-  auto api = AdminApi::Open(*store_, Options{key_file_, false, false});
+  auto api = AdminApi::Open(*store_, ApiOptions(false, false));
   ASSERT_TRUE(api) << api.error().ToString();
   const std::string key = ReadKey();
   for (std::string target : {"/admin/v1/devices?%CA%ED%A0%80=1", "/admin/v1/status?%F4%90%80%80"}) {

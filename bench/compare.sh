@@ -31,6 +31,9 @@
 #                file per data directory (6), in parallel, an fdatasync every 16 MiB per file.
 #                MiB/s written; divided by 1.5 it is in client bytes.
 #   bound:       min(CPU bound, disk bound / 1.5), and chunkvaultd's upload MiB/s / bound.
+#   null-disk:   chunkvaultd itself, same loader and pinning, with [storage] bench_discard_writes
+#                (extent writes and syncs complete at once, nothing kept; uploads only): our own
+#                code's CPU cost, as a ratio of the CPU bound.
 #
 # Needs the Debian packages nginx, rclone, apache2-utils (htpasswd), fio, openssl, curl, python3,
 # util-linux (taskset); a missing peer is reported and left out of the table. Temporary data
@@ -89,39 +92,53 @@ SINK_BUSY=()   # per set index: the sink's CPU time / wall time %, one value per
 SINK_CPU=()    # per set index: MiB the sink took per second of its CPU time, one value per run
 DISK_HOW=""
 
+# upload_once PEER I: starts PEER, uploads set I once (no restore) and stops it; records the
+# rate in MIBS[PEER,upload,set] and leaves the loader's RESULT line in LINE ("" after errors).
+# Returns 1 when PEER did not start (NOTE[PEER] says why).
+upload_once() {
+  local peer=$1 set=${SETS[$2]} n mib out rc=0
+  read -r n mib <<<"$set"
+  LINE=""
+  if ! start_server "$peer"; then
+    NOTE[$peer]=$SRV_NOTE
+    return 1
+  fi
+  out=$TMP/$peer-$n-$mib-run$RUN.out
+  log "$peer: $n x $mib MiB, uploads only, $CONNS connections (run $RUN of $RUNS)"
+  run_loader "$out" "$n" "${mib}M" "$CONNS" || rc=$?
+  stop_pid "$SRV_PID"  # tls_sink prints its RESULT line on SIGTERM
+  SRV_PID=""
+  stop_server
+  LINE=$(grep "^RESULT op=upload " "$out" || true)
+  if [ "$rc" != 0 ] || [ -z "$LINE" ] || [ "$(field errors "$LINE")" != 0 ]; then
+    log "$peer: loader exited with $rc (see above)"
+    NOTE[$peer]="loader errors (exit $rc) in $n x $mib MiB, run $RUN: see the log above"
+    MIBS[$peer,upload,$set]+=" err"
+    FAILED=1
+    LINE=""
+    return 0
+  fi
+  MIBS[$peer,upload,$set]+=" $(field mib_s "$LINE")"
+}
+
 # bound: the CPU bound (loader -> tls_sink, every set, as for the servers; recorded as the peer
-# "sink") and the disk bound (fio), on the server core and the servers' file system
+# "sink"), the null-disk node (peer "cvnull") and the disk bound (fio), on the server core and
+# the servers' file system
 bound() {
-  local i set n mib out rc line sink_line
+  local i sink_line
   for i in "${!SETS[@]}"; do
-    set=${SETS[$i]}
-    read -r n mib <<<"$set"
-    if ! start_server sink; then
-      NOTE[sink]=$SRV_NOTE
-      break
-    fi
-    out=$TMP/sink-$n-$mib-run$RUN.out
-    log "CPU bound: tls_sink, $n x $mib MiB, $CONNS connections (run $RUN of $RUNS)"
-    rc=0
-    run_loader "$out" "$n" "${mib}M" "$CONNS" || rc=$?
-    stop_pid "$SRV_PID"  # it prints its RESULT line on SIGTERM
-    SRV_PID=""
-    line=$(grep "^RESULT op=upload " "$out" || true)
-    if [ "$rc" != 0 ] || [ -z "$line" ] || [ "$(field errors "$line")" != 0 ]; then
-      log "tls_sink: loader exited with $rc (see above)"
-      NOTE[sink]="loader errors (exit $rc) in $n x $mib MiB, run $RUN: see the log above"
-      MIBS[sink,upload,$set]+=" err"
-      FAILED=1
-      continue
-    fi
-    MIBS[sink,upload,$set]+=" $(field mib_s "$line")"
-    BUSY[sink]+=" $(awk -v c="$(field loader_cpu_s "$line")" -v s="$(field seconds "$line")" \
+    upload_once sink "$i" || break
+    [ -n "$LINE" ] || continue
+    BUSY[sink]+=" $(awk -v c="$(field loader_cpu_s "$LINE")" -v s="$(field seconds "$LINE")" \
       'BEGIN{printf "%.0f", (s > 0 ? 100 * c / s : 0)}')"
     sink_line=$(grep "^RESULT sink " "$SRV_LOG" || true)
-    SINK_BUSY[$i]+=" $(awk -v c="$(field cpu_s "$sink_line")" -v s="$(field seconds "$line")" \
+    SINK_BUSY[$i]+=" $(awk -v c="$(field cpu_s "$sink_line")" -v s="$(field seconds "$LINE")" \
       'BEGIN{printf "%.0f", (s > 0 ? 100 * c / s : 0)}')"
     SINK_CPU[$i]+=" $(awk -v c="$(field cpu_s "$sink_line")" -v b="$(field bytes "$sink_line")" \
       'BEGIN{printf "%.1f", (c > 0 ? b / 1048576 / c : 0)}')"
+  done
+  for i in "${!SETS[@]}"; do
+    upload_once cvnull "$i" || break
   done
   disk_bound "$TMP/fio-run$RUN.json"
   DISK_HOW=$DISK_NOTE
@@ -241,10 +258,11 @@ echo "nothing kept), MiB/s of client bytes; the sink's CPU time / wall time, and
 echo "its CPU time (what it would do with a core to itself: on a shared machine the CPU bound is lower);"
 echo "disk bound = fio writing the ${expand}x expanded bytes, MiB/s written:"
 echo "${DISK_HOW:-not run};"
-echo "bound = min(CPU bound, disk bound / $expand)."
+echo "bound = min(CPU bound, disk bound / $expand);"
+echo "null-disk node = chunkvaultd with [storage] bench_discard_writes (extents keep nothing), uploads only."
 echo
-echo "| workload | CPU bound MiB/s | sink CPU busy | sink MiB per CPU s | disk bound MiB/s | disk bound / $expand | bound | chunkvaultd upload | chunkvaultd / bound |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| workload | CPU bound MiB/s | sink CPU busy | sink MiB per CPU s | disk bound MiB/s | disk bound / $expand | bound | chunkvaultd upload | chunkvaultd / bound | null-disk node | null-disk / CPU bound |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for i in "${!SETS[@]}"; do
   set=${SETS[$i]}
   read -r n mib <<<"$set"
@@ -254,7 +272,7 @@ for i in "${!SETS[@]}"; do
     if (an && dn) print (a + 0 < d + 0 ? a : d); else if (an) print a; else if (dn) print d; else print "n/a" }')
   busy_cell=$(median "${SINK_BUSY[$i]:-}")
   [[ "$busy_cell" =~ ^[0-9.]+$ ]] && busy_cell+="%"
-  echo "| upload $n x $mib MiB | $(cell sink upload "$set") | $busy_cell | $(median "${SINK_CPU[$i]:-}") | $disk | $disk_client | $b | $(cell cv upload "$set") | $(ratio "$c" "$b") |"
+  echo "| upload $n x $mib MiB | $(cell sink upload "$set") | $busy_cell | $(median "${SINK_CPU[$i]:-}") | $disk | $disk_client | $b | $(cell cv upload "$set") | $(ratio "$c" "$b") | $(cell cvnull upload "$set") | $(ratio "$(val cvnull upload "$set")" "$cpu") |"
 done
 echo
 echo "Latency per request, p50 / p99 ms$([ "$RUNS" -gt 1 ] && echo " (medians over the runs)"):"
@@ -290,7 +308,7 @@ if [ -n "$busy" ]; then
   echo "- Loader core busy (CPU time / wall time, per server over the workloads): $busy;"
   echo "  near 100% the figure is the loader's limit (TLS, SHA-256, loopback TCP), not the server's."
 fi
-for p in cv nginx rclone sink disk; do
+for p in cv nginx rclone sink cvnull disk; do
   if [ -n "${NOTE[$p]:-}" ]; then echo "- $p: ${NOTE[$p]}"; fi
 done
 exit "$FAILED"

@@ -162,6 +162,7 @@ Status ApplyToml(const std::string& file, Config* c) {
   st.Int("shard_unit_bytes", &c->shard_unit_bytes, 4096, 64 << 20);
   st.Int("extent_bytes", &c->extent_bytes, 1 << 20, kMaxU64);
   st.Bool("try_direct", &c->try_direct);
+  st.Bool("bench_discard_writes", &c->bench_discard_writes);
   st.Int("index_initial_map_bytes", &c->index_initial_map_bytes, 65536, int64_t{1} << 40);
   collect(st);
 

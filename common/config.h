@@ -55,6 +55,7 @@ struct Config {
   uint32_t shard_unit_bytes = 256 * 1024;
   uint64_t extent_bytes = 256ull << 20;
   bool try_direct = true;
+  bool bench_discard_writes = false;  // the bench's null-disk node: keeps no object data
   uint64_t index_initial_map_bytes = 1ull << 30;  // LMDB map at open; doubles on MDB_MAP_FULL
 
   // [jobs]

@@ -321,7 +321,7 @@ class TxnReads : public Interface {
     if (!v) return Prefixed(v.error(), "get device " + IdToHex(id));
     if (!*v) return std::nullopt;
     CV_TRY_ASSIGN(auto rec, DecodeDeviceFor(id, **v));
-    return std::move(rec);
+    return rec;
   }
 
   Status ForEachDevice(const std::function<bool(const DeviceRecord&)>& fn) final {

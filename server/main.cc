@@ -93,6 +93,7 @@ int Main(int argc, char** argv) {
   so.shard_unit = c.shard_unit_bytes;
   so.extent_bytes = c.extent_bytes;
   so.try_direct = c.try_direct;
+  so.discard_data_writes = c.bench_discard_writes;
   so.index_initial_map_bytes = c.index_initial_map_bytes;
   auto store = storage::ObjectStore::Open(so);
   if (!store) return Fail("storage", store.error());

@@ -651,6 +651,11 @@ Result<std::unique_ptr<ObjectStore>> ObjectStore::Open(const StoreOptions& optio
   Env* env = options.env;
   if (env == nullptr) {
     owned = NewDefaultEnv();
+    if (options.discard_data_writes) {
+      Log(LogLevel::kError, "bench_discard_writes",
+          {{"note", "bench only: data disks keep nothing; every object written is lost"}});
+      owned = NewDiscardEnv(std::move(owned));
+    }
     env = owned.get();
   }
   index::Index::Options io;

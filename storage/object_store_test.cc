@@ -235,5 +235,24 @@ TEST_F(StoreTest, RefusesProfileOrDiskCountChanges) {
   EXPECT_FALSE(ObjectStore::Open(o).has_value());  // 4+2 needs 6 disks
 }
 
+// The bench's null-disk node: uploads are acknowledged and indexed, the extent files keep no
+// byte, and the store says which engine it runs on.
+TEST_F(StoreTest, DiscardDataWritesKeepsNoExtentBytes) {
+  StoreOptions o = Options();
+  o.discard_data_writes = true;
+  auto s = ObjectStore::Open(o);
+  ASSERT_TRUE(s.has_value()) << s.error().ToString();
+  store_ = std::move(*s);
+  EXPECT_STREQ(store_->Stats().io_engine, "discard");
+  const std::string body = Body(7, 300000);
+  const ObjectKey key = PutBody(body);
+  ASSERT_TRUE(store_->Head(key)->has_value());
+  uintmax_t extent_bytes = 0;
+  for (const std::string& d : o.disks) {
+    for (const auto& e : fs::directory_iterator(d + "/extents")) extent_bytes += fs::file_size(e);
+  }
+  EXPECT_EQ(extent_bytes, 0u);
+}
+
 }  // namespace
 }  // namespace cv::storage

@@ -43,6 +43,9 @@ struct StoreOptions {
   bool try_direct = true;                // O_DIRECT where the file system supports it
   uint64_t index_initial_map_bytes = 1ull << 30;
   Env* env = nullptr;  // not owned; nullptr = io_uring if available, else pread/pwrite
+  // Bench only (the null-disk node): with env == nullptr, the default Env wrapped in
+  // NewDiscardEnv, so that extent data is not kept. Every object written is lost.
+  bool discard_data_writes = false;
 };
 
 struct ObjectInfo {

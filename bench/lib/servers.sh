@@ -156,6 +156,15 @@ start_cv() {
   cv_device
 }
 
+# start_cvnull: the null-disk node, chunkvaultd with [storage] bench_discard_writes (its data
+# disks keep nothing: writes and syncs of extents complete at once), the default configuration
+# otherwise. Uploads only: what it stores cannot be read back. It measures our own code's CPU
+# cost per uploaded byte.
+start_cvnull() {
+  printf '[storage]\nbench_discard_writes = true\n' >"$TMP/cvnull.toml"
+  start_cv "$TMP/cvnull.toml"
+}
+
 # restart_cv: stops chunkvaultd and starts it again on the same root, device and credentials
 # (between the two, the caller may change its files).
 restart_cv() {

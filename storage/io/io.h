@@ -3,7 +3,8 @@
 //   - NewUringEnv: io_uring, one ring per calling thread, a batch in as few submissions
 //     as the queue depth allows;
 //   - NewPosixEnv: pread/pwrite/fdatasync, for machines without io_uring;
-//   - FaultEnv: wraps another Env and injects faults from a seed (tests).
+//   - FaultEnv: wraps another Env and injects faults from a seed (tests);
+//   - NewDiscardEnv: wraps another Env and keeps no extent data (the bench's null-disk node).
 // Short reads and writes are continued until done, EOF or error; -EAGAIN is retried.
 //
 // Ordering inside one Execute batch: every read and write runs first (concurrently, in no
@@ -137,6 +138,12 @@ Result<std::unique_ptr<Env>> NewUringEnv(unsigned queue_depth = 256,
                                          size_t registered_bytes = kDefaultRegisteredBytes);
 // io_uring when it works here, else pread/pwrite; logs which one it chose and why.
 std::unique_ptr<Env> NewDefaultEnv();
+// The null-disk node's Env (a bench-only setting, [storage] bench_discard_writes): writes
+// and syncs of extent files (under a disk's extents/) complete at once and keep nothing,
+// their reads return zeros, and their preallocation takes no space; every other file (the
+// disks' identity files) goes to `base`. It has no AsyncRing. It measures the node's own CPU
+// cost per uploaded byte; every object written through it is lost.
+std::unique_ptr<Env> NewDiscardEnv(std::unique_ptr<Env> base);
 
 // Allocates `len` bytes aligned to kBlockSize (for O_DIRECT), not zeroed; freed with free().
 // Aborts when memory is exhausted.

@@ -419,6 +419,33 @@ TEST(DefaultEnvTest, PicksAWorkingEnvAndSaysWhich) {
   EXPECT_EQ(back, data);
 }
 
+TEST(DiscardEnvTest, ExtentFilesKeepNothingAndOtherFilesPassThrough) {
+  auto env = NewDiscardEnv(NewPosixEnv());
+  EXPECT_STREQ(env->Name(), "discard");
+  TempDir dir{"io_test"};
+  ASSERT_TRUE(env->CreateDirs(dir / "extents"));
+  auto extent = MustOpen(*env, dir / "extents/00000001");
+  auto identity = MustOpen(*env, dir / "chunkvault-disk");
+  ASSERT_TRUE(extent && identity);
+  ASSERT_TRUE(env->Allocate(*extent, 0, 1 << 20));  // takes no space
+  const std::string data = Pattern(4096, 3);
+  std::string back(4096, 'x');
+  std::vector<IoRequest> batch = {Write(extent.get(), 8192, data.data(), data.size()),
+                                  Write(identity.get(), 0, data.data(), data.size()),
+                                  Sync(extent.get()), Sync(identity.get())};
+  ApplyOk(*env, batch);
+  for (const IoRequest& r : batch) {
+    EXPECT_EQ(r.result, r.op == Op::kWrite ? static_cast<int64_t>(data.size()) : 0);
+  }
+  EXPECT_EQ(*env->Size(*extent), 0u);  // nothing reached the extent file
+  EXPECT_EQ(ReadFile(dir / "chunkvault-disk"), data);
+  IoRequest r = Read(extent.get(), 8192, back.data(), back.size());
+  ApplyOk(*env, {&r, 1});
+  EXPECT_EQ(r.result, 4096);
+  EXPECT_EQ(back, std::string(4096, '\0'));
+  EXPECT_EQ(env->NewAsyncRing().error().kind, ErrorKind::kUnavailable);
+}
+
 TEST(AllocateAlignedTest, BuffersAreBlockAligned) {
   for (size_t len : {size_t{0}, size_t{1}, kBlockSize, 3 * kBlockSize + 5}) {
     AlignedBuffer b = AllocateAligned(len);

@@ -15,10 +15,10 @@ PKGS=(
 )
 
 # --bench: also the peers the benchmarks compare against (bench/compare.sh asks for them) and
-# fio (compare.sh's disk bound).
+# fio (compare.sh's disk bound) and linux-perf (bench/profile_upload.sh).
 # Kept out of the default set so that CI and run.sh never install or start web servers.
 if [ "${1:-}" = "--bench" ]; then
-  PKGS+=(nginx rclone apache2-utils gnuplot fio)
+  PKGS+=(nginx rclone apache2-utils gnuplot fio linux-perf)
 fi
 
 missing=()

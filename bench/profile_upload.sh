@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# bench/profile_upload.sh [real|null] [OBJECTS] [SIZE]: perf profile of chunkvaultd's uploads.
+# Starts a fresh chunkvaultd (default configuration; `null` adds [storage] bench_discard_writes,
+# the null-disk node) pinned to core 0, records it with `perf record -F 2999 -g` while
+# build/bin/loadgen (core 1) uploads OBJECTS x SIZE (default 200 x 4M) over 4 connections,
+# then prints the share of its samples per shared object (perf report --sort dso).
+# The perf data stays in ${CV_BENCH_TMP:-/var/tmp}/cvprof-MODE.data. Needs linux-perf, curl.
+set -euo pipefail
+MODE=${1:-real} OBJECTS=${2:-200} SIZE=${3:-4M}
+cd "$(dirname "$0")/.."
+B=$PWD/build/bin
+T=${CV_BENCH_TMP:-/var/tmp}
+R=$T/cvprof-$MODE
+command -v perf >/dev/null || { echo "profile_upload: perf is missing (apt-get install linux-perf)" >&2; exit 1; }
+rm -rf "$R"
+mkdir -p "$R"
+CFG=()
+if [ "$MODE" = null ]; then
+  printf '[storage]\nbench_discard_writes = true\n' >"$R.toml"
+  CFG=(--config "$R.toml")
+fi
+taskset -c 0 "$B/chunkvaultd" "${CFG[@]}" --root "$R" --listen 127.0.0.1:0 \
+  --admin-listen 127.0.0.1:0 --threads 2 >"$R.log" 2>&1 &
+PID=$!
+trap 'kill "$PID" 2>/dev/null || true; rm -rf "$R"' EXIT
+for _ in $(seq 100); do [ -f "$R/run/endpoints.json" ] && break; sleep 0.1; done
+read -r AGENT ADMIN CA KEYFILE < <(python3 -c "import json; e=json.load(open('$R/run/endpoints.json')); print(e['agent'], e['admin'], e['ca'], e['admin_key_file'])")
+KEY=$(cat "$KEYFILE")
+admin() { curl -sS --fail --max-time 10 --cacert "$CA" -X POST -H "Authorization: Bearer $KEY" -d "$2" "$ADMIN/admin/v1/$1"; }
+ACCT=$(admin accounts '{"plan_quota_bytes":1099511627776,"device_limit":10,"status":"active"}' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+read -r USER_ID TOKEN < <(admin "accounts/$ACCT/devices" '{"name":"p","kind":"computer","append_only":false}' |
+  python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["id"], d["token"])')
+perf record -F 2999 -g -p "$PID" -o "$R.data" 2>"$R.perf.log" &
+PERF=$!
+sleep 0.5
+timeout 300 taskset -c 1 "$B/loadgen" --url "$AGENT/$USER_ID/" --cacert "$CA" --user "$USER_ID" \
+  --password "$TOKEN" --objects "$OBJECTS" --size "$SIZE" --conns 4 --mode restic --seed 7 |
+  grep '^RESULT'
+kill -INT "$PERF"
+wait "$PERF" || true
+perf report -i "$R.data" --no-children -g none --sort dso --stdio 2>/dev/null | grep '%' | head -12

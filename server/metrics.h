@@ -46,6 +46,8 @@ class Metrics {
   void BytesOut(uint64_t n) { bytes_out_->Increment(static_cast<double>(n)); }
   void ConnectionOpened() { open_connections_->Increment(); }
   void ConnectionClosed() { open_connections_->Decrement(); }
+  // Open connections, both listeners, all workers (the gauge above).
+  int64_t OpenConnections() const { return static_cast<int64_t>(open_connections_->Value()); }
   void ConnectionRejected() { rejected_connections_->Increment(); }
   void ConnectionRejectedPerAddress() { rejected_per_address_->Increment(); }
   void ConnectionEvicted() { evicted_connections_->Increment(); }

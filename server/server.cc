@@ -239,7 +239,7 @@ int Server::Run() {
         watch_timer.cancel();
         Log(LogLevel::kInfo, "drain_started",
             {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"},
-             {"connections", std::to_string(ctx_->connections.load())},
+             {"connections", std::to_string(ctx_->metrics.OpenConnections())},
              {"timeout_s", std::to_string(ctx_->config.drain_timeout_s)}});
         for (auto& w : workers_) {
           net::post(w->ioc, [worker = w.get()] {
@@ -253,7 +253,7 @@ int Server::Run() {
         drain_timer.async_wait([&](error_code ec) {
           if (ec) return;
           Log(LogLevel::kWarn, "drain_timeout",
-              {{"connections", std::to_string(ctx_->connections.load())}});
+              {{"connections", std::to_string(ctx_->metrics.OpenConnections())}});
           stop_workers();
         });
       } else {
@@ -267,7 +267,7 @@ int Server::Run() {
 
   main_ioc.run();
   for (auto& t : threads) t.join();
-  Log(LogLevel::kInfo, "drained", {{"connections", std::to_string(ctx_->connections.load())}});
+  Log(LogLevel::kInfo, "drained", {{"connections", std::to_string(ctx_->metrics.OpenConnections())}});
   return 0;
 }
 

@@ -61,13 +61,11 @@ Session::Session(ServerContext& ctx, Worker& worker, Listener listener, tcp::soc
   // return would_block instead of waiting (ReadBodySome's fast path).
   Tcp().socket().non_blocking(true, ec);
   worker_.sessions.insert(this);
-  ctx_.connections.fetch_add(1);
   ctx_.metrics.ConnectionOpened();
 }
 
 Session::~Session() {
   worker_.sessions.erase(this);
-  ctx_.connections.fetch_sub(1);
   ctx_.metrics.ConnectionClosed();
 }
 

@@ -29,7 +29,6 @@
 //                       answer, for download.cc and file_send.cc
 #pragma once
 
-#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -89,7 +88,6 @@ struct ServerContext {
   Admission agent_admission;  // max_connections and max_connections_per_address
   Admission admin_admission;  // max_admin_connections
   FailureThrottle throttle;
-  std::atomic<int> connections{0};  // both listeners, all workers
 };
 
 // One worker thread: its io_context, its acceptors and the sessions running on it. Members

@@ -60,11 +60,6 @@ int HttpStatus(ErrorKind kind) {
   return 500;
 }
 
-namespace {
-
-
-}  // namespace
-
 json::object internal::ErrorObject(std::string_view code, std::string_view message,
                                    std::string_view field) {
   json::object err;

@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -588,6 +589,7 @@ class IndexImpl final : public Index {
 
   Result<std::unique_ptr<Txn>> BeginRead() override;
   Status Update(const std::function<Status(WriteTxn&)>& fn) override;
+  std::vector<Status> UpdateMany(std::span<const std::function<Status(WriteTxn&)>> fns) override;
   Status CopyTo(const std::string& dest_dir) override;
   uint64_t MapBytes() const override { return map_bytes_.load(); }
 
@@ -678,14 +680,29 @@ Result<std::unique_ptr<Txn>> IndexImpl::BeginRead() {
 }
 
 Status IndexImpl::Update(const std::function<Status(WriteTxn&)>& fn) {
-  if (!fn) return Err(ErrorKind::kInvalidArgument, "Index::Update without a function");
-  if (t_in_update_fn) {
-    return Err(ErrorKind::kInternal, "Index::Update called from inside an Update function");
+  return std::move(UpdateMany(std::span(&fn, 1))[0]);
+}
+
+std::vector<Status> IndexImpl::UpdateMany(std::span<const std::function<Status(WriteTxn&)>> fns) {
+  std::vector<Pending> mine(fns.size());
+  for (size_t i = 0; i < fns.size(); ++i) {
+    mine[i].fn = &fns[i];
+    if (!fns[i]) {
+      mine[i].result = Err(ErrorKind::kInvalidArgument, "Index::Update without a function");
+      mine[i].done = true;
+    } else if (t_in_update_fn) {
+      mine[i].result = Err(ErrorKind::kInternal, "Index::Update called from inside an Update function");
+      mine[i].done = true;
+    }
   }
-  Pending me{&fn, {}};
+  const auto all_done = [&] {
+    return std::all_of(mine.begin(), mine.end(), [](const Pending& p) { return p.done; });
+  };
   std::unique_lock lock(queue_mu_);
-  queue_.push_back(&me);
-  while (!me.done) {
+  for (Pending& p : mine) {
+    if (!p.done) queue_.push_back(&p);
+  }
+  while (!all_done()) {
     if (leader_active_) {
       queue_cv_.wait(lock);
       continue;
@@ -703,7 +720,10 @@ Status IndexImpl::Update(const std::function<Status(WriteTxn&)>& fn) {
     leader_active_ = false;
     queue_cv_.notify_all();
   }
-  return std::move(me.result);
+  std::vector<Status> out;
+  out.reserve(mine.size());
+  for (Pending& p : mine) out.push_back(std::move(p.result));
+  return out;
 }
 
 void IndexImpl::RunGroup(const std::vector<Pending*>& group) {

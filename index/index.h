@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -392,6 +393,11 @@ class Index {
   // effects outside the transaction. fn runs on whichever caller's thread leads the group,
   // and must not call Update (kInternal). kNoSpace once the map is at max_map_bytes.
   virtual Status Update(const std::function<Status(WriteTxn&)>& fn) = 0;
+  // The same for several fns at once (the store's commit thread): each runs in its own nested
+  // transaction, in order, and gets its own Status back at the same index of the result.
+  // They share groups (and so commits) with each other and with concurrent Updates.
+  virtual std::vector<Status> UpdateMany(
+      std::span<const std::function<Status(WriteTxn&)>> fns) = 0;
 
   // Hot, consistent, compacted copy of the environment into the directory `dest_dir`
   // (LMDB's copy with MDB_CP_COMPACT), while serving. Creates `dest_dir`; kConflict if it

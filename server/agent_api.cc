@@ -307,16 +307,16 @@ Reply AgentApi::Usage(const index::DeviceRecord& d, const std::optional<index::A
   return JsonReply(200, json::serialize(o));
 }
 
-Status AgentApi::UploadCommitted(const index::ObjectKey& key) {
-  if (key.type != index::ObjectType::kSnapshots) return {};
-  int64_t now = NowNanos();
-  return store_.Index().Update([&](index::WriteTxn& txn) -> Status {
-    CV_TRY_ASSIGN(auto d, txn.GetDevice(key.device));
+std::function<Status(index::WriteTxn&)> AgentApi::UploadCommittedIn(const index::ObjectKey& key,
+                                                                     int64_t now_ns) {
+  if (key.type != index::ObjectType::kSnapshots) return nullptr;
+  return [device = key.device, now_ns](index::WriteTxn& txn) -> Status {
+    CV_TRY_ASSIGN(auto d, txn.GetDevice(device));
     if (!d) return {};  // deleted meanwhile
     index::DeviceRecord rec = *d;
-    rec.last_backup_ns = std::max(rec.last_backup_ns, now);
+    rec.last_backup_ns = std::max(rec.last_backup_ns, now_ns);
     return txn.PutDevice(rec);
-  });
+  };
 }
 
 }  // namespace cv::server

@@ -102,8 +102,10 @@ class AgentApi {
   Reply Exists(const index::Id& device, std::string_view body);
   // `account`: the device's, if it has a record (adds its quota, usage and status).
   Reply Usage(const index::DeviceRecord& device, const std::optional<index::Account>& account);
-  // After a committed upload: a `snapshots` object marks a completed backup.
-  Status UploadCommitted(const index::ObjectKey& key);
+  // What an upload's own index transaction adds (CommitUpload's `also`): a `snapshots`
+  // object marks a completed backup (the device's last_backup_ns). Empty for other types.
+  static std::function<Status(index::WriteTxn&)> UploadCommittedIn(const index::ObjectKey& key,
+                                                                   int64_t now_ns);
 
  private:
   storage::ObjectStore& store_;

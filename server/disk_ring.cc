@@ -39,15 +39,29 @@ DiskRing::~DiskRing() {
   ring_.reset();  // waits for the kernel, then drops the callbacks of unfinished batches
 }
 
-net::awaitable<void> DiskRing::Prefetch(storage::Reader& reader) {
+net::awaitable<void> DiskRing::Await(const std::function<void(std::function<void()>)>& start) {
   co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(
-      [this, &reader](auto handler) {
+      [this, &start](auto handler) {
         // std::function needs a copyable callable; the handler is move-only.
         auto h = std::make_shared<decltype(handler)>(std::move(handler));
-        reader.Prefetch(*ring_, [h] { net::post(std::move(*h)); });
+        start([h] { net::post(std::move(*h)); });
         Arm();
       },
       net::use_awaitable);
+}
+
+net::awaitable<void> DiskRing::Prefetch(storage::Reader& reader) {
+  co_await Await([&](std::function<void()> done) { reader.Prefetch(*ring_, std::move(done)); });
+}
+
+Status DiskRing::Appended(storage::Writer& writer, size_t n) {
+  Status s = writer.Appended(n);
+  Arm();
+  return s;
+}
+
+net::awaitable<void> DiskRing::WhenWritten(storage::Writer& writer) {
+  co_await Await([&](std::function<void()> done) { writer.WhenWritten(std::move(done)); });
 }
 
 void DiskRing::Arm() {

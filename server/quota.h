@@ -14,15 +14,17 @@
 // every object. The bound keeps locks from being a way around the quota: at most
 // kMaxExemptLocks * kLockExemptBytes per device.
 //
-// An upload reserves its Content-Length before its body is read (Reserve); the Reservation
-// gives the bytes back when released or destroyed, which the session does right after the
-// store's commit, on failure, and when the client goes away. Between the commit and the
-// release the bytes count twice (used and reserved): never over the quota, only stricter.
+// An upload reserves its Content-Length before its body is read (ReserveIn); the upload's
+// own index commit gives the bytes back (ReleaseIn), so that they move from reserved to used
+// at once. On failure, and when the client goes away, the Reservation gives them back in the
+// store's next commit group (Release, or its destructor). Index updates go through the
+// store's commit thread (server/store_commits.h): the worker thread never waits for them.
 //
 // Thread-safety: functions are thread-safe; a Reservation belongs to one upload.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 #include "common/common.h"
@@ -50,32 +52,38 @@ std::optional<Reply> AccountRefusal(const std::optional<index::Account>& account
 class Reservation {
  public:
   Reservation() = default;
-  Reservation(index::Index* index, const index::Id& account, uint64_t bytes)
-      : index_(index), account_(account), bytes_(bytes) {}
+  Reservation(storage::ObjectStore* store, const index::Id& account, uint64_t bytes)
+      : store_(store), account_(account), bytes_(bytes) {}
   Reservation(Reservation&& other) noexcept { *this = std::move(other); }
   Reservation& operator=(Reservation&& other) noexcept;
   Reservation(const Reservation&) = delete;
   Reservation& operator=(const Reservation&) = delete;
   ~Reservation() { Release(); }
 
-  // Gives the bytes back in its own index Update (a failure is logged: the bytes then stay
-  // reserved until the next start clears all reservations).
+  // Gives the bytes back in the store's next commit group, without waiting (UpdateAsync:
+  // whatever is queued after it, the client's next Reserve too, sees them free). A failure is
+  // logged: the bytes then stay reserved until the next start clears all reservations.
   void Release();
-  bool held() const { return index_ != nullptr; }
+  // The same as an index update for the upload's own commit (CommitUpload's `also`), so
+  // that the object's bytes and the reservation's release commit together; call Forget once
+  // that commit succeeded. Empty when nothing is held.
+  std::function<Status(index::WriteTxn&)> ReleaseIn() const;
+  void Forget() { store_ = nullptr; }
+  bool held() const { return store_ != nullptr; }
 
  private:
-  index::Index* index_ = nullptr;
+  storage::ObjectStore* store_ = nullptr;
   index::Id account_{};
   uint64_t bytes_ = 0;
 };
 
-struct ReserveOutcome {
-  index::QuotaDecision decision;
-  Reservation reservation;  // held only when decision.granted
-};
-// Reserves `bytes` against `account` in one index Update.
-Result<ReserveOutcome> Reserve(index::Index& index, const index::Id& account, uint64_t bytes,
-                               int64_t now_ns);
+// The index update that reserves `bytes` against `account`, with its decision in *decision
+// (for an Update, or UpdateIndex off the event loop).
+std::function<Status(index::WriteTxn&)> ReserveIn(const index::Id& account, uint64_t bytes,
+                                                  int64_t now_ns, index::QuotaDecision* decision);
+// The reservation that a granted decision holds (nothing when refused).
+Reservation ReservationFor(storage::ObjectStore& store, const index::Id& account, uint64_t bytes,
+                     const index::QuotaDecision& decision);
 
 // 507 {"error":{"code":"quota_exceeded","message","quota_bytes","used_bytes","reserved_bytes",
 // "requested_bytes"}}.

@@ -52,7 +52,19 @@ class ReservationTest : public ::testing::Test {
     account_.plan_quota_bytes = 1000;
     ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& t) { return t.PutAccount(account_); }));
   }
+  struct Outcome {
+    index::QuotaDecision decision;
+    Reservation reservation;
+  };
+  Outcome Reserve(uint64_t bytes) {
+    Outcome o;
+    EXPECT_TRUE(store_->Index().Update(ReserveIn(account_.id, bytes, 0, &o.decision)));
+    o.reservation = ReservationFor(*store_, account_.id, bytes, o.decision);
+    return o;
+  }
+  // After every release queued so far has committed.
   uint64_t Reserved() {
+    store_->WaitForCommits();
     auto txn = store_->Index().BeginRead();
     return (*(*txn)->GetAccount(account_.id))->reserved_bytes;
   }
@@ -61,29 +73,27 @@ class ReservationTest : public ::testing::Test {
 };
 
 TEST_F(ReservationTest, GrantsUpToTheQuotaAndGivesBackOnceWhateverHappens) {
-  auto a = Reserve(store_->Index(), account_.id, 600, 0);
-  ASSERT_TRUE(a);
-  EXPECT_TRUE(a->decision.granted && a->reservation.held());
-  auto b = Reserve(store_->Index(), account_.id, 401, 0);
-  ASSERT_TRUE(b);
-  EXPECT_FALSE(b->decision.granted || b->reservation.held());
-  EXPECT_EQ(b->decision.quota_bytes, 1000u);
-  EXPECT_EQ(b->decision.reserved_bytes, 600u);
-  Reply r = QuotaExceededReply(b->decision, 401);
+  auto a = Reserve(600);
+  EXPECT_TRUE(a.decision.granted && a.reservation.held());
+  auto b = Reserve(401);
+  EXPECT_FALSE(b.decision.granted || b.reservation.held());
+  EXPECT_EQ(b.decision.quota_bytes, 1000u);
+  EXPECT_EQ(b.decision.reserved_bytes, 600u);
+  Reply r = QuotaExceededReply(b.decision, 401);
   EXPECT_EQ(r.status, 507);
   EXPECT_NE(r.body.find(R"("code":"quota_exceeded")"), std::string::npos);
   EXPECT_NE(r.body.find(R"("reserved_bytes":600)"), std::string::npos);
   EXPECT_EQ(Reserved(), 600u);
   {
-    Reservation moved = std::move(a->reservation);
-    EXPECT_FALSE(a->reservation.held());
+    Reservation moved = std::move(a.reservation);
+    EXPECT_FALSE(a.reservation.held());
     EXPECT_EQ(Reserved(), 600u);
   }  // destroyed: released
   EXPECT_EQ(Reserved(), 0u);
-  auto c = Reserve(store_->Index(), account_.id, 1000, 0);
-  ASSERT_TRUE(c && c->decision.granted);
-  c->reservation.Release();
-  c->reservation.Release();  // once only
+  auto c = Reserve(1000);
+  ASSERT_TRUE(c.decision.granted);
+  c.reservation.Release();
+  c.reservation.Release();  // once only
   EXPECT_EQ(Reserved(), 0u);
 }
 

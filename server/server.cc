@@ -178,6 +178,9 @@ Result<std::unique_ptr<Server>> Server::Bind(const Config& config, storage::Obje
 Server::~Server() {
   // Sessions and accept loops die with their io_context; acceptors go first.
   for (auto& w : workers_) w->acceptors.clear();
+  // Uploads the commit thread still holds deliver their results to the io_contexts (which no
+  // longer run them) before those go.
+  ctx_->store.WaitForCommits();
   workers_.clear();
 }
 

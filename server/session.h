@@ -9,9 +9,10 @@
 // download is read from storage::Reader in kChunk pieces, so memory per request is a couple of
 // chunks plus what the store holds for its stripes, whatever the object size.
 //
-// Not yet as DESIGN.md says: downloads' shard reads go through the worker's io_uring ring, but
-// an upload's writes, fdatasyncs and index commit, index lookups and courier-image file reads
-// still block the worker thread (and so its other connections) while they run.
+// As DESIGN.md says, the disks do not hold the worker thread: downloads' shard reads and
+// uploads' shard writes go through the worker's io_uring ring (DiskRing), and uploads'
+// fdatasyncs and index commits through the store's commit thread (store_commits.h). What
+// still runs on it: index reads (LMDB, from memory) and courier-image file reads.
 //
 //   accept -> handshake -> [ read header -> route -> auth -> body in/out -> answer ]* -> shutdown
 //

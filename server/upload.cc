@@ -5,7 +5,9 @@
 #include <span>
 #include <string>
 
+#include "server/disk_ring.h"
 #include "server/quota.h"
+#include "server/store_commits.h"
 #include "server/session_internal.h"
 
 namespace cv::server {
@@ -22,13 +24,12 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
         x, ErrorReply(411, "length_required", "uploads need a Content-Length header"));
   }
   const uint64_t size = *parser_->content_length();
-  // NOTE: storage and index calls (List, Head, Reserve, BeginPut/Append/Commit, Release)
-  // block on disk I/O and run on this worker's thread, which stalls the other connections of
-  // this io_context meanwhile. (Downloads' shard reads do not: they go through the worker's
-  // DiskRing.) Measured: a thread pool for these calls halved the upload rate, and a stripe
-  // in flight on the ring did not pay (bench/README.md, "Optimisations").
-  // This falls short of ../shared/DESIGN.md's rule that no thread blocks on disk I/O; the
-  // ingest work (writes and fdatasyncs on the worker's ring, group commit) is still to come.
+  // The worker thread never waits for a disk here: the shard writes go through its DiskRing
+  // (the body goes on into the next stripe while one is written), and the fdatasyncs and index
+  // commits (the quota reservation, the object) through the store's commit thread, grouped
+  // with every other connection's (server/store_commits.h). Without a DiskRing (an Env with
+  // none) the shard writes run on this thread. What still runs here: the index reads (Head,
+  // List), which LMDB serves from memory.
   const int64_t now = NowNanos();
   bool small_lock = false;  // restic's locks keep restores working (server/quota.h)
   if (account) {
@@ -47,12 +48,12 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
     auto head = ctx_.store.Head(key);
     if (!head) co_return co_await Send(x, ErrorReply(head.error()));
     if (!*head) {
-      auto got = Reserve(ctx_.store.Index(), account->id, size, now);
+      index::QuotaDecision decision;
+      auto reserve = ReserveIn(account->id, size, now, &decision);
+      Status got = co_await UpdateIndex(ctx_.store, std::move(reserve));
       if (!got) co_return co_await Send(x, ErrorReply(got.error()));
-      if (!got->decision.granted) {
-        co_return co_await Send(x, QuotaExceededReply(got->decision, size));
-      }
-      reservation = std::move(got->reservation);
+      if (!decision.granted) co_return co_await Send(x, QuotaExceededReply(decision, size));
+      reservation = ReservationFor(ctx_.store, account->id, size, decision);
     }
   }
   auto writer = ctx_.store.BeginPut(key, size);
@@ -60,6 +61,8 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
     reservation.Release();
     co_return co_await Send(x, ErrorReply(writer.error()));
   }
+  DiskRing* ring = worker_.disk.get();
+  if (ring) ring->Attach(**writer);
   // From here on, a client that goes away (co_return false) releases the reservation through
   // its destructor.
   if (!co_await SendContinue()) co_return false;
@@ -69,6 +72,10 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   uint64_t received = 0;
   while (!parser_->is_done()) {
     const std::span<uint8_t> window = (*writer)->Window();
+    if (window.empty() && ring && (*writer)->status()) {
+      co_await ring->WhenWritten(**writer);  // both stripe buffers are being written
+      if (!(*writer)->Window().empty()) continue;
+    }
     if (window.empty()) {  // the Writer failed, or more body than Content-Length (cannot be)
       const Status st = (*writer)->status();
       failed = st ? Error{ErrorKind::kInternal, 0, "the store took no more of the body"} : st.error();
@@ -92,7 +99,7 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
       co_return false;
     }
     if (got > 0) {
-      auto st = (*writer)->Appended(got);
+      auto st = ring ? ring->Appended(**writer, got) : (*writer)->Appended(got);
       if (!st) {
         failed = st.error();
         break;
@@ -107,14 +114,29 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
     reservation.Release();
     co_return co_await Send(x, ErrorReply(*failed));  // Send drops the rest or closes
   }
-  auto info = (*writer)->Commit();
-  writer->reset();  // free its stripe buffers before answering
-  // Committed or not, the bytes are now in usage or nowhere: give the reservation back before
-  // answering, so that the client's next upload sees it free.
-  reservation.Release();
-  if (!info) co_return co_await Send(x, ErrorReply(info.error()));
-  auto st = ctx_.agent.UploadCommitted(key);
-  if (!st) co_return co_await Send(x, ErrorReply(st.error()));
+  if (ring) {
+    co_await ring->WhenWritten(**writer);  // the last stripe's writes
+  }
+  // The commit group syncs and indexes the object; the reservation's release and (snapshots)
+  // the device's last backup commit in the same transaction.
+  std::function<Status(index::WriteTxn&)> also;
+  {
+    auto release = reservation.ReleaseIn();
+    auto backup = AgentApi::UploadCommittedIn(key, NowNanos());
+    if (release || backup) {
+      also = [release = std::move(release), backup = std::move(backup)](index::WriteTxn& txn) -> Status {
+        if (release) CV_TRY(release(txn));
+        if (backup) CV_TRY(backup(txn));
+        return {};
+      };
+    }
+  }
+  auto info = co_await CommitUpload(ctx_.store, std::move(*writer), std::move(also));
+  if (!info) {
+    reservation.Release();  // the bytes are in usage or nowhere: free them for the next upload
+    co_return co_await Send(x, ErrorReply(info.error()));
+  }
+  reservation.Forget();
   co_return co_await Send(x, Empty200());
 }
 

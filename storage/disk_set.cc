@@ -376,6 +376,10 @@ Status DiskSet::Sync(std::span<const std::pair<std::shared_ptr<Extent>, uint64_t
   std::vector<std::pair<Extent*, uint64_t>> targets;
   for (auto& [e, seq] : todo) {
     if (e->synced_seq >= seq) continue;  // another writer's sync already covered us
+    if (e->sync_failed) {
+      return Err(ErrorKind::kIOError, "fdatasync of extent " + std::to_string(e->id) + " on disk " +
+                                          std::to_string(e->disk) + " failed earlier");
+    }
     reqs.push_back({IoRequest::Op::kSync, e->file.get(), 0, nullptr, 0});
     targets.emplace_back(e, e->write_seq.load());
   }
@@ -386,6 +390,7 @@ Status DiskSet::Sync(std::span<const std::pair<std::shared_ptr<Extent>, uint64_t
     Extent* e = targets[i].first;
     if (reqs[i].result < 0) {
       e->poisoned = true;
+      e->sync_failed = true;
       const Error err = ErrnoError(static_cast<int>(-reqs[i].result), "fdatasync").value();
       if (err.kind == ErrorKind::kNoSpace) full.push_back(e->disk);
       ReportError(e->disk, err);

@@ -41,6 +41,10 @@ class Extent {
   uint64_t synced_seq = 0;  // guarded by sync_mu
   std::mutex sync_mu;
   std::atomic<bool> poisoned{false};  // a write or sync failed: never append here again
+  // An fdatasync failed (guarded by sync_mu): a later one that succeeds proves nothing about
+  // the writes before it (the kernel may have dropped those pages), so no write that was not
+  // synced before the failure is ever reported durable.
+  bool sync_failed = false;
 };
 
 struct Placement {
@@ -95,7 +99,8 @@ class DiskSet {
   Result<std::shared_ptr<Extent>> Get(size_t d, uint32_t extent_id);
 
   // Makes every write numbered <= seq on each given extent durable. Concurrent callers share
-  // fdatasyncs. On failure the extent is poisoned (after a failed fsync the page cache can no
+  // fdatasyncs. An extent whose fdatasync failed once fails every later Sync of writes it
+  // did not cover. On failure the extent is poisoned (after a failed fsync the page cache can no
   // longer be trusted).
   Status Sync(std::span<const std::pair<std::shared_ptr<Extent>, uint64_t>> extents);
 

@@ -70,6 +70,19 @@ class Writer {
   virtual Status Appended(size_t n) = 0;
   // The error that ended the upload, if one did (Window() is empty then).
   virtual Status status() const = 0;
+  // For an event loop (as Reader::Prefetch): from now on the Writer writes its stripes on
+  // `ring` (from ObjectStore::NewAsyncRing, owned by this thread) without waiting for them.
+  // Appended starts a full stripe's writes and returns, and the body goes on into a second
+  // stripe buffer meanwhile; the last byte's Appended checks the body against its name and
+  // starts the last writes. Window() is empty with status() OK while both buffers wait for
+  // the disk: then WhenWritten. Call before the first byte; then use CommitAsync, not Commit
+  // (Commit fails while writes are in flight).
+  virtual void WriteOn(AsyncRing& ring) = 0;
+  // With WriteOn: `done` runs inside the ring's Poll once the Writer can go on: Window() has
+  // room again, or (the whole body in) every write has finished, or the upload failed (see
+  // status()); through the ring even if it can go on already. Without WriteOn it runs at once.
+  // The Writer must outlive `done`'s call (destroying it drops `done`).
+  virtual void WhenWritten(std::function<void()> done) = 0;
   // Writes the rest, makes every shard durable, then indexes the object. Fails with
   // kInvalidArgument if fewer/more bytes than announced arrived or (content-addressed types)
   // the name is not the SHA-256 of the body; kConflict if the name exists with other content.
@@ -234,6 +247,28 @@ class ObjectStore {
   // disks a layout needs are healthy; kInvalidArgument for a bad key.
   virtual Result<std::unique_ptr<Writer>> BeginPut(const index::ObjectKey& key, uint64_t size) = 0;
   Result<ObjectInfo> Put(const index::ObjectKey& key, std::string_view body);
+
+  // Commit without waiting, for an event loop: `writer` (whose writes have finished: see
+  // Writer::WhenWritten) joins the store's open commit group, which makes every extent the
+  // group wrote to durable (one fdatasync each) and then commits the whole group's index
+  // records at once; while one group commits, the next fills. `also` (may be empty) runs in
+  // the object's own index transaction, so that what goes with the upload (the quota
+  // reservation's release) commits with it or not at all; like an Update fn, it may run more
+  // than once. `done` gets what Commit would have returned; it runs on the store's commit
+  // thread, never before the group's sync and index commit have completed, and must not
+  // block. The writer is destroyed on that thread after `done`. Without WriteOn, the
+  // writer's last writes run here, on the caller's thread.
+  virtual void CommitAsync(std::unique_ptr<Writer> writer,
+                           std::function<Status(index::WriteTxn&)> also,
+                           std::function<void(Result<ObjectInfo>)> done) = 0;
+  // An index update in the next commit group, without waiting: fn as Index::Update's, `done`
+  // (may be empty) with its result, on the commit thread. Queued in order: an update queued
+  // after another sees it committed.
+  virtual void UpdateAsync(std::function<Status(index::WriteTxn&)> fn,
+                           std::function<void(Status)> done) = 0;
+  // Returns once every CommitAsync and UpdateAsync called before has run its `done` (a
+  // server calls it before its event loops go, so that no `done` outlives them).
+  virtual void WaitForCommits() = 0;
 
   virtual Result<std::optional<ObjectInfo>> Head(const index::ObjectKey& key) = 0;
   // [offset, offset + length) clipped to the object; kNotFound if absent;

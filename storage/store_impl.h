@@ -11,6 +11,7 @@
 
 #include "erasure/erasure.h"
 #include "storage/disk_set.h"
+#include "storage/group_commit.h"
 #include "storage/io/io.h"
 #include "storage/record.h"
 #include "storage/storage.h"
@@ -160,6 +161,12 @@ class StoreImpl final : public ObjectStore {
   void RetireUnreferenced(size_t d, DrainReport& rep);
 
   Result<std::unique_ptr<Writer>> BeginPut(const ObjectKey& key, uint64_t size) override;
+  // writer.cc
+  void CommitAsync(std::unique_ptr<Writer> writer, std::function<Status(index::WriteTxn&)> also,
+                   std::function<void(Result<ObjectInfo>)> done) override;
+  void UpdateAsync(std::function<Status(index::WriteTxn&)> fn,
+                   std::function<void(Status)> done) override;
+  void WaitForCommits() override;
   Result<std::optional<ObjectInfo>> Head(const ObjectKey& key) override {
     CV_TRY_ASSIGN(auto rec, Lookup(key));
     if (!rec.has_value()) return std::optional<ObjectInfo>();
@@ -472,6 +479,8 @@ class StoreImpl final : public ObjectStore {
   // live bytes then: skipped until those change.
   std::mutex compact_mu_;
   std::map<std::pair<uint16_t, uint32_t>, uint64_t> tombstone_full_;
+  // The commit thread (last: it stops, running what is queued, before the rest goes).
+  std::unique_ptr<GroupCommit> commits_ = std::make_unique<GroupCommit>(disks_, *index_);
 };
 
 }  // namespace cv::storage::internal

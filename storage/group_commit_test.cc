@@ -170,6 +170,26 @@ TEST_F(StoreTest, WritesOnTheRingOverlapTheBody) {
   ASSERT_TRUE(info.has_value()) << info.error().ToString();
   ExpectReads(key, body);
 
+  // An empty body: its copies go on the ring at once, and it commits once they are in.
+  std::string empty;
+  ObjectKey empty_key = DataKey(device_, empty);
+  auto e = store_->BeginPut(empty_key, 0);
+  ASSERT_TRUE(e.has_value());
+  (*e)->WriteOn(**ring);
+  bool empty_written = false;
+  (*e)->WhenWritten([&] { empty_written = true; });
+  PollUntil(**ring, empty_written);
+  ASSERT_TRUE(empty_written);
+  auto empty_info = CommitAndWait(*store_, std::move(*e));
+  ASSERT_TRUE(empty_info.has_value()) << empty_info.error().ToString();
+  ExpectReads(empty_key, empty);
+  auto empty_rec = store_->Index().BeginRead();
+  ASSERT_TRUE(empty_rec.has_value());
+  auto rec = (*empty_rec)->GetObject(empty_key);
+  ASSERT_TRUE(rec.has_value() && rec->has_value());
+  EXPECT_EQ((*rec)->shards.size(), 3u) << "an empty object is stored as m+1 copies too";
+  empty_rec->reset();
+
   // Dropped mid-body, with a stripe on the ring.
   std::string other = Body(78, 300000);
   ObjectKey other_key = DataKey(device_, other);

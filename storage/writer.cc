@@ -137,7 +137,11 @@ class WriterImpl final : public Writer {
     return {};
   }
 
-  void WriteOn(AsyncRing& ring) override { ring_ = &ring; }
+  void WriteOn(AsyncRing& ring) override {
+    ring_ = &ring;
+    // An empty body is complete already: no Appended will seal it, so its copies start here.
+    if (size_ == 0) (void)Seal();  // an error stays in status()
+  }
 
   void WhenWritten(std::function<void()> done) override {
     if (!ring_) {
@@ -169,9 +173,8 @@ class WriterImpl final : public Writer {
     if (received_ != size_) {
       return Fail(Error{ErrorKind::kInvalidArgument, 0, "body shorter than announced"});
     }
-    if (inflight_ > 0) return Err(ErrorKind::kInternal, "commit while writes are in flight");
     if (!sealed_) CV_TRY(Seal());
-    if (failed_) return tl::unexpected(*failed_);
+    if (inflight_ > 0) return Err(ErrorKind::kInternal, "commit while writes are in flight");
     return {};
   }
 

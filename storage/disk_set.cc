@@ -359,11 +359,15 @@ Result<std::shared_ptr<Extent>> DiskSet::Get(size_t d, uint32_t extent_id) {
 }
 
 Status DiskSet::Sync(std::span<const std::pair<std::shared_ptr<Extent>, uint64_t>> extents) {
-  // Lock in (disk, id) order so that concurrent group syncs cannot deadlock.
+  // Lock in (disk, id) order so that concurrent group syncs cannot deadlock. One entry per
+  // extent, with the highest sequence number asked for: the one the sync must cover
+  // (regression: keeping whichever came first let a group skip the fdatasync that its later
+  // writes on that extent needed, and acknowledge them unsynced).
   std::vector<std::pair<Extent*, uint64_t>> todo;
   for (const auto& [e, seq] : extents) todo.emplace_back(e.get(), seq);
   std::sort(todo.begin(), todo.end(), [](const auto& a, const auto& b) {
-    return std::tie(a.first->disk, a.first->id) < std::tie(b.first->disk, b.first->id);
+    return std::make_tuple(a.first->disk, a.first->id, b.second) <
+           std::make_tuple(b.first->disk, b.first->id, a.second);
   });
   todo.erase(std::unique(todo.begin(), todo.end(),
                          [](const auto& a, const auto& b) { return a.first == b.first; }),

@@ -22,11 +22,6 @@ constexpr std::pair<AccountStatus, const char*> kStatusNames[] = {
     {AccountStatus::kExpired, "expired"},
     {AccountStatus::kSuspended, "suspended"},
 };
-
-uint64_t SatAdd(uint64_t a, uint64_t b) {
-  return a > std::numeric_limits<uint64_t>::max() - b ? std::numeric_limits<uint64_t>::max()
-                                                      : a + b;
-}
 }  // namespace
 
 std::optional<AccountStatus> ParseAccountStatus(std::string_view name) {
@@ -54,7 +49,7 @@ AccountStatus EffectiveStatus(const Account& account, int64_t now_ns) {
 uint64_t QuotaBytes(const Account& account, const std::vector<AddOn>& addons, int64_t now_ns) {
   uint64_t quota = account.plan_quota_bytes;
   for (const AddOn& a : addons) {
-    if (a.expires_ns == 0 || a.expires_ns > now_ns) quota = SatAdd(quota, a.bytes);
+    if (a.expires_ns == 0 || a.expires_ns > now_ns) quota = internal::SatAdd(quota, a.bytes);
   }
   return quota;
 }
@@ -516,7 +511,9 @@ Status AccountWrites::DeletePartner(const Id& id) {
 }
 
 Status AccountWrites::WriteAccount(const Account& rec) {
-  CV_TRY_ASSIGN(auto v, schema::EncodeAccount(rec));
+  Account stored = rec;
+  stored.reserved_bytes = 0;  // reservations live in memory (reservations.h), not here
+  CV_TRY_ASSIGN(auto v, schema::EncodeAccount(stored));
   return Put(dbis_.accounts, schema::EncodeIdKey(rec.id), v, "account " + IdToHex(rec.id));
 }
 
@@ -539,7 +536,6 @@ Status AccountWrites::PutAccount(const Account& rec) {
   if (old) {  // the counters belong to the index
     stored.bytes = old->bytes;
     stored.objects = old->objects;
-    stored.reserved_bytes = old->reserved_bytes;
   }
   CV_TRY(WriteAccount(stored));
   const std::optional<Id> old_partner = old ? old->partner : std::nullopt;
@@ -711,48 +707,6 @@ Status AccountWrites::PutPurgedDevice(const PurgedDevice& rec) {
   CV_TRY(Put(dbis_.purged_devices, key, schema::EncodePurgedDevice(rec), what));
   return Put(dbis_.purged_devices_by_account, schema::EncodePairKey(rec.account, rec.id),
              HashKey(rec.token_hash), "purged_devices_by_account");
-}
-
-Result<QuotaDecision> AccountWrites::Reserve(const Id& account, uint64_t bytes, int64_t now_ns) {
-  CV_TRY_ASSIGN(auto rec, GetAccount(account));
-  if (!rec) return Err(ErrorKind::kNotFound, "account " + IdToHex(account));
-  CV_TRY_ASSIGN(auto addons, ListAddOns(account));
-  Account& a = *rec;
-  QuotaDecision d;
-  d.quota_bytes = QuotaBytes(a, addons, now_ns);
-  d.used_bytes = a.bytes;
-  d.reserved_bytes = a.reserved_bytes;
-  if (SatAdd(SatAdd(a.bytes, a.reserved_bytes), bytes) > d.quota_bytes) return d;
-  a.reserved_bytes += bytes;  // cannot wrap: the sum above is at most the quota
-  CV_TRY(WriteAccount(a));
-  d.granted = true;
-  d.reserved_bytes = a.reserved_bytes;
-  return d;
-}
-
-Status AccountWrites::Release(const Id& account, uint64_t bytes) {
-  CV_TRY_ASSIGN(auto rec, GetAccount(account));
-  if (!rec) return Err(ErrorKind::kNotFound, "account " + IdToHex(account));
-  Account& a = *rec;
-  if (bytes == 0 || a.reserved_bytes == 0) return {};
-  a.reserved_bytes -= std::min(a.reserved_bytes, bytes);
-  return WriteAccount(a);
-}
-
-Status AccountWrites::ClearReservations() {
-  std::vector<Account> reserved;  // collected first: no writes under an open cursor
-  CV_TRY(Scan(txn_, dbis_.accounts, "", "",
-              [&](std::string_view k, std::string_view v) -> Result<bool> {
-                auto rec = schema::DecodeAccount(v);
-                if (!rec) return Prefixed(rec.error(), "accounts");
-                if (rec->reserved_bytes != 0) reserved.push_back(std::move(*rec));
-                return true;
-              }));
-  for (Account& a : reserved) {
-    a.reserved_bytes = 0;
-    CV_TRY(WriteAccount(a));
-  }
-  return {};
 }
 
 Status AccountWrites::AdjustAccount(const Id& account, uint64_t add_bytes, uint64_t add_objects,

@@ -21,6 +21,7 @@
 
 #include <lmdb.h>
 
+#include <limits>
 #include <optional>
 #include <vector>
 
@@ -29,6 +30,11 @@
 #include "index/lmdb_env.h"
 
 namespace cv::index::internal {
+
+inline uint64_t SatAdd(uint64_t a, uint64_t b) {
+  return a > std::numeric_limits<uint64_t>::max() - b ? std::numeric_limits<uint64_t>::max()
+                                                      : a + b;
+}
 
 struct Dbis {
   MDB_dbi objects = 0;
@@ -127,10 +133,7 @@ class AccountWrites : public AccountReads {
   Status PutJob(const Job& rec);
   Status DeleteJob(const Id& id);
   Status PutPurgedDevice(const PurgedDevice& rec);
-  Result<QuotaDecision> Reserve(const Id& account, uint64_t bytes, int64_t now_ns);
-  Status Release(const Id& account, uint64_t bytes);
   Status SetAccountUsage(const Id& account, uint64_t bytes, uint64_t objects);
-  Status ClearReservations();
 
   // Stores `rec`, which replaces `old` (nullopt: a new device), and follows the change in
   // devices_by_account and in the counters of the account(s) concerned.

@@ -139,13 +139,9 @@ class AccountsTest : public ::testing::Test {
     return rec && *rec ? **rec : Account{};
   }
   QuotaDecision Reserve(const Id& account, uint64_t bytes, int64_t now_ns) {
-    QuotaDecision d;
-    Do([&](WriteTxn& txn) -> Status {
-      CV_TRY_ASSIGN(auto r, txn.Reserve(account, bytes, now_ns));
-      d = r;
-      return {};
-    });
-    return d;
+    auto d = index_->Reserve(account, bytes, now_ns);
+    EXPECT_TRUE(d) << d.error().ToString();
+    return d ? *d : QuotaDecision{};
   }
   std::vector<std::string> Check() {
     auto problems = CheckAccounts(*Read());
@@ -284,8 +280,7 @@ TEST_F(AccountsTest, FlippedByteInEachNewRecordIsCorruption) {
   // Writes that need the old record refuse rather than miscount.
   EXPECT_EQ(KindOf([](WriteTxn& t) { return t.PutAccount(MakeAccount(Id{1}, std::nullopt)); }),
             ErrorKind::kCorruption);
-  EXPECT_EQ(KindOf([](WriteTxn& t) { return t.Reserve(Id{1}, 1, 0).map([](auto) {}); }),
-            ErrorKind::kCorruption);
+  EXPECT_EQ(index_->Reserve(Id{1}, 1, 0).error().kind, ErrorKind::kCorruption);
 }
 
 TEST_F(AccountsTest, SecondaryIndexPointingElsewhereIsCorruption) {
@@ -429,7 +424,7 @@ TEST_F(AccountsTest, AddOnExpiryChangesTheQuotaAtAGivenTime) {
   QuotaDecision before = Reserve(Id{1}, 17 * kMiB, 999);
   EXPECT_TRUE(before.granted);
   EXPECT_EQ(before.quota_bytes, 17 * kMiB);
-  Do([](WriteTxn& txn) { return txn.Release(Id{1}, 17 * kMiB); });
+  index_->Release(Id{1}, 17 * kMiB);
   QuotaDecision after = Reserve(Id{1}, 17 * kMiB, 1000);
   EXPECT_FALSE(after.granted);
   EXPECT_EQ(after.quota_bytes, 12 * kMiB);
@@ -456,15 +451,13 @@ TEST_F(AccountsTest, ReserveRaceGrantsExactlyTheRoomThereIs) {
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&] {
-      QuotaDecision d;
-      Status st = index_->Update([&](WriteTxn& txn) -> Status {
-        CV_TRY_ASSIGN(auto r, txn.Reserve(Id{1}, kMiB, 0));
-        d = r;
-        return {};
-      });
-      if (!st) {
+      auto r = index_->Reserve(Id{1}, kMiB, 0);
+      if (!r) {
         ++failed;
-      } else if (d.granted) {
+        return;
+      }
+      const QuotaDecision d = *r;
+      if (d.granted) {
         ++granted;
       } else {
         ++refused;
@@ -490,42 +483,89 @@ TEST_F(AccountsTest, ReleaseAndCommitFollowTheQuotaProtocol) {
   ASSERT_TRUE(Reserve(Id{1}, 3 * kMiB, 0).granted);
   EXPECT_FALSE(Reserve(Id{1}, 2 * kMiB, 0).granted);
 
-  // The 6 MiB upload commits: usage and reservation change in one transaction.
-  Do([](WriteTxn& txn) -> Status {
-    CV_TRY(txn.PutObject(ObjectKey{Id{0xd1}, ObjectType::kData, "a"}, Obj(6 * kMiB)));
-    return txn.Release(Id{1}, 6 * kMiB);
+  // The 6 MiB upload commits, then gives its reservation back. In between, the bytes count
+  // twice (usage and reserved): never zero times.
+  Do([](WriteTxn& txn) {
+    return txn.PutObject(ObjectKey{Id{0xd1}, ObjectType::kData, "a"}, Obj(6 * kMiB));
   });
+  EXPECT_FALSE(Reserve(Id{1}, kMiB, 0).granted);
+  index_->Release(Id{1}, 6 * kMiB);
   Account a = GetAccount(Id{1});
   EXPECT_EQ(a.bytes, 6 * kMiB);
   EXPECT_EQ(a.objects, 1u);
   EXPECT_EQ(a.reserved_bytes, 3 * kMiB);
   EXPECT_FALSE(Reserve(Id{1}, 2 * kMiB, 0).granted);
   // The 3 MiB upload fails: its reservation goes back.
-  Do([](WriteTxn& txn) { return txn.Release(Id{1}, 3 * kMiB); });
+  index_->Release(Id{1}, 3 * kMiB);
   EXPECT_TRUE(Reserve(Id{1}, 2 * kMiB, 0).granted);
 
-  // Release never goes below zero; ClearReservations (start-up) zeroes every account.
-  Do([](WriteTxn& txn) { return txn.Release(Id{1}, 100 * kMiB); });
+  // Release never goes below zero, and is a no-op for an account that holds nothing.
+  index_->Release(Id{1}, 100 * kMiB);
   EXPECT_EQ(GetAccount(Id{1}).reserved_bytes, 0u);
-  ASSERT_TRUE(Reserve(Id{1}, kMiB, 0).granted);
-  Do([](WriteTxn& txn) { return txn.ClearReservations(); });
-  EXPECT_EQ(GetAccount(Id{1}).reserved_bytes, 0u);
-  EXPECT_EQ(GetAccount(Id{1}).bytes, 6 * kMiB);
+  index_->Release(Id{9}, 1);
 
   // Zero bytes fit exactly at the quota; nothing fits past it.
   ASSERT_TRUE(Reserve(Id{1}, 4 * kMiB, 0).granted);
   EXPECT_TRUE(Reserve(Id{1}, 0, 0).granted);
   EXPECT_FALSE(Reserve(Id{1}, ~0ull, 0).granted);  // no wrap-around
-  EXPECT_EQ(KindOf([](WriteTxn& t) { return t.Reserve(Id{9}, 1, 0).map([](auto) {}); }),
-            ErrorKind::kNotFound);
-  EXPECT_EQ(KindOf([](WriteTxn& t) { return t.Release(Id{9}, 1); }), ErrorKind::kNotFound);
-  // A fn that reserves and then fails leaves no reservation behind.
-  EXPECT_EQ(KindOf([](WriteTxn& t) -> Status {
-              CV_TRY(t.Release(Id{1}, 4 * kMiB));
-              return Err(ErrorKind::kIOError, "upload failed");
-            }),
-            ErrorKind::kIOError);
+  EXPECT_EQ(index_->Reserve(Id{9}, 1, 0).error().kind, ErrorKind::kNotFound);
   EXPECT_EQ(GetAccount(Id{1}).reserved_bytes, 4 * kMiB);
+
+  // Reservations are never stored: a write of the account keeps none, and the next process
+  // starts with none.
+  Do([](WriteTxn& txn) {
+    Account changed = MakeAccount(Id{1}, std::nullopt, 10 * kMiB);
+    changed.reserved_bytes = 123;
+    return txn.PutAccount(changed);
+  });
+  EXPECT_EQ(GetAccount(Id{1}).reserved_bytes, 4 * kMiB);
+  Close();
+  Open();
+  EXPECT_EQ(GetAccount(Id{1}).reserved_bytes, 0u);
+  EXPECT_EQ(GetAccount(Id{1}).bytes, 6 * kMiB);
+}
+
+// Uploads on many threads follow the protocol (reserve, commit, release) against a quota
+// that fills up: usage never passes it, and it ends nearly full.
+TEST_F(AccountsTest, ConcurrentUploadsNeverCommitPastTheQuota) {
+  constexpr uint64_t kQuota = 64 * kMiB;
+  Do([&](WriteTxn& txn) -> Status {
+    CV_TRY(txn.PutAccount(MakeAccount(Id{1}, std::nullopt, kQuota)));
+    return txn.PutDevice(Device(Id{0xd1}, Id{1}));
+  });
+  std::atomic<int> errors{0};
+  std::atomic<uint64_t> names{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      uint64_t state = 0x9e3779b97f4a7c15ull * (t + 1);
+      for (int refused = 0; refused < 20;) {
+        state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+        const uint64_t size = 1 + state % kMiB;
+        auto d = index_->Reserve(Id{1}, size, 0);
+        if (!d) {
+          ++errors;
+          return;
+        }
+        if (!d->granted) {
+          ++refused;
+          continue;
+        }
+        const ObjectKey key{Id{0xd1}, ObjectType::kData, std::to_string(names++)};
+        if (!index_->Update([&](WriteTxn& txn) { return txn.PutObject(key, Obj(size)); })) {
+          ++errors;
+        }
+        index_->Release(Id{1}, size);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(errors.load(), 0);
+  const Account a = GetAccount(Id{1});
+  EXPECT_LE(a.bytes, kQuota);
+  EXPECT_GT(a.bytes, kQuota - 2 * kMiB);
+  EXPECT_EQ(a.reserved_bytes, 0u);
+  EXPECT_EQ(Check(), std::vector<std::string>{});
 }
 
 TEST_F(AccountsTest, AccountCountersFollowObjectsAndDevices) {
@@ -610,23 +650,22 @@ TEST_F(AccountsTest, CheckAccountsIsCleanAfterAMixedWorkloadAndReportsACorrupted
         const ObjectKey key{device, ObjectType::kData, std::to_string(next() % 20)};
         const uint64_t size = 1 + next() % 100000;
         const uint64_t op = next() % 4;
-        bool granted = false;
-        Status st = index_->Update([&](WriteTxn& txn) -> Status {
-          if (op == 0) {
+        if (op == 0) {
+          Status st = index_->Update([&](WriteTxn& txn) -> Status {
             CV_TRY_ASSIGN(auto old, txn.GetObject(key));
             return old ? txn.DeleteObject(key) : Status{};
-          }
-          CV_TRY_ASSIGN(auto d, txn.Reserve(account, size, 0));
-          granted = d.granted;
-          return {};
-        });
-        if (!st) ++errors;
-        if (!granted) continue;
-        st = index_->Update([&](WriteTxn& txn) -> Status {
-          if (op != 1) CV_TRY(txn.PutObject(key, Obj(size)));  // op 1: the upload failed
-          return txn.Release(account, size);
-        });
-        if (!st) ++errors;
+          });
+          if (!st) ++errors;
+          continue;
+        }
+        auto d = index_->Reserve(account, size, 0);
+        if (!d) ++errors;
+        if (!d || !d->granted) continue;
+        if (op != 1) {  // op 1: the upload failed
+          Status st = index_->Update([&](WriteTxn& txn) { return txn.PutObject(key, Obj(size)); });
+          if (!st) ++errors;
+        }
+        index_->Release(account, size);
       }
     });
   }

@@ -43,6 +43,7 @@
 
 #include "index/accounts.h"
 #include "index/lmdb_env.h"
+#include "index/reservations.h"
 #include "index/schema.h"
 
 namespace cv::index {
@@ -195,6 +196,7 @@ struct Registration {
 };
 
 using internal::Dbis;
+using internal::Reservations;
 
 // Set while the leader runs fns: an Update from inside a fn would wait for itself.
 thread_local bool t_in_update_fn = false;
@@ -358,11 +360,16 @@ class TxnReads : public Interface {
                                             size_t limit) final {
     return accounts_.ListPartners(start_after, limit);
   }
+  // reserved_bytes is the uploads' in flight, from memory (index/reservations.h).
   Result<std::optional<Account>> GetAccount(const Id& id) final {
-    return accounts_.GetAccount(id);
+    CV_TRY_ASSIGN(auto rec, accounts_.GetAccount(id));
+    if (rec) rec->reserved_bytes = reservations_.Of(id);
+    return rec;
   }
   Result<std::vector<Account>> ListAccounts(const AccountQuery& query) final {
-    return accounts_.ListAccounts(query);
+    CV_TRY_ASSIGN(auto page, accounts_.ListAccounts(query));
+    for (Account& a : page) a.reserved_bytes = reservations_.Of(a.id);
+    return page;
   }
   Result<std::optional<AddOn>> GetAddOn(const Id& account, const Id& addon) final {
     return accounts_.GetAddOn(account, addon);
@@ -405,7 +412,8 @@ class TxnReads : public Interface {
   }
 
  protected:
-  TxnReads(const Dbis& dbis, MDB_txn* txn) : dbis_(dbis), txn_(txn), accounts_(dbis, txn) {}
+  TxnReads(const Dbis& dbis, const Reservations& reservations, MDB_txn* txn)
+      : dbis_(dbis), reservations_(reservations), txn_(txn), accounts_(dbis, txn) {}
 
   // The id is stored in both key and value; they must agree.
   static Result<DeviceRecord> DecodeDeviceFor(const Id& id, std::string_view bytes) {
@@ -419,14 +427,16 @@ class TxnReads : public Interface {
   }
 
   const Dbis& dbis_;
+  const Reservations& reservations_;
   MDB_txn* const txn_;
   internal::AccountReads accounts_;
 };
 
 class ReadTxnImpl final : public TxnReads<Txn> {
  public:
-  ReadTxnImpl(const Dbis& dbis, std::shared_lock<MapGate> hold, mdb::ReadTxn txn)
-      : TxnReads(dbis, txn.get()), hold_(std::move(hold)), txn_(std::move(txn)) {}
+  ReadTxnImpl(const Dbis& dbis, const Reservations& reservations,
+              std::shared_lock<MapGate> hold, mdb::ReadTxn txn)
+      : TxnReads(dbis, reservations, txn.get()), hold_(std::move(hold)), txn_(std::move(txn)) {}
 
  private:
   // Declared in this order so that the transaction ends before the gate is released.
@@ -437,8 +447,8 @@ class ReadTxnImpl final : public TxnReads<Txn> {
 // What a fn sees: a nested transaction owned by the leader.
 class WriteTxnImpl final : public TxnReads<WriteTxn> {
  public:
-  WriteTxnImpl(const Dbis& dbis, mdb::WriteTxn& txn)
-      : TxnReads(dbis, txn.get()), txn_(txn), writes_(dbis, txn) {}
+  WriteTxnImpl(const Dbis& dbis, const Reservations& reservations, mdb::WriteTxn& txn)
+      : TxnReads(dbis, reservations, txn.get()), txn_(txn), writes_(dbis, txn) {}
 
   Status PutObject(const ObjectKey& key, const ObjectRecord& rec) override {
     CV_TRY_ASSIGN(auto k, schema::EncodeObjectKey(key));
@@ -558,13 +568,6 @@ class WriteTxnImpl final : public TxnReads<WriteTxn> {
   Status PutJob(const Job& rec) override { return writes_.PutJob(rec); }
   Status DeleteJob(const Id& id) override { return writes_.DeleteJob(id); }
   Status PutPurgedDevice(const PurgedDevice& rec) override { return writes_.PutPurgedDevice(rec); }
-  Result<QuotaDecision> Reserve(const Id& account, uint64_t bytes, int64_t now_ns) override {
-    return writes_.Reserve(account, bytes, now_ns);
-  }
-  Status Release(const Id& account, uint64_t bytes) override {
-    return writes_.Release(account, bytes);
-  }
-  Status ClearReservations() override { return writes_.ClearReservations(); }
 
   // Upgrades an older format: builds the device indexes it lacked.
   Status IndexAllDevices(uint64_t from_format) { return writes_.IndexAllDevices(from_format); }
@@ -592,6 +595,10 @@ class IndexImpl final : public Index {
   std::vector<Status> UpdateMany(std::span<const std::function<Status(WriteTxn&)>> fns) override;
   Status CopyTo(const std::string& dest_dir) override;
   uint64_t MapBytes() const override { return map_bytes_.load(); }
+  Result<QuotaDecision> Reserve(const Id& account, uint64_t bytes, int64_t now_ns) override;
+  void Release(const Id& account, uint64_t bytes) override {
+    reservations_.Release(account, bytes);
+  }
 
  private:
   struct Pending {
@@ -610,6 +617,7 @@ class IndexImpl final : public Index {
   Registration registration_;  // released after env_ is closed
   mdb::Env env_;
   Dbis dbis_;
+  Reservations reservations_;
   MapGate gate_;
   std::atomic<uint64_t> map_bytes_;
 
@@ -676,7 +684,19 @@ Status IndexImpl::CheckFormat() {
 Result<std::unique_ptr<Txn>> IndexImpl::BeginRead() {
   std::shared_lock hold(gate_);
   CV_TRY_ASSIGN(auto txn, mdb::ReadTxn::Begin(env_));
-  return std::make_unique<ReadTxnImpl>(dbis_, std::move(hold), std::move(txn));
+  return std::make_unique<ReadTxnImpl>(dbis_, reservations_, std::move(hold), std::move(txn));
+}
+
+Result<QuotaDecision> IndexImpl::Reserve(const Id& account, uint64_t bytes, int64_t now_ns) {
+  return reservations_.Reserve(account, bytes, [&]() -> Result<Reservations::Usage> {
+    std::shared_lock hold(gate_);
+    CV_TRY_ASSIGN(auto txn, mdb::ReadTxn::Begin(env_));
+    internal::AccountReads reads(dbis_, txn.get());  // the stored record, without reservations
+    CV_TRY_ASSIGN(auto rec, reads.GetAccount(account));
+    if (!rec) return Err(ErrorKind::kNotFound, "account " + IdToHex(account));
+    CV_TRY_ASSIGN(auto addons, reads.ListAddOns(account));
+    return Reservations::Usage{rec->bytes, QuotaBytes(*rec, addons, now_ns)};
+  });
 }
 
 Status IndexImpl::Update(const std::function<Status(WriteTxn&)>& fn) {
@@ -755,7 +775,7 @@ IndexImpl::Outcome IndexImpl::TryGroup(const std::vector<Pending*>& group) {
     }
     Status st;
     {
-      WriteTxnImpl txn(dbis_, *child);
+      WriteTxnImpl txn(dbis_, reservations_, *child);
       t_in_update_fn = true;
       try {
         st = (*p->fn)(txn);

@@ -139,8 +139,9 @@ struct Account {
   uint32_t device_limit = 0;
   int64_t expires_ns = 0;  // 0 = never
   int64_t created_ns = 0;
-  // Maintained by the index: the sums of its devices' counters, and the bytes reserved by
-  // uploads in flight. PutAccount keeps the stored values of an existing account.
+  // Maintained by the index: the sums of its devices' counters (PutAccount keeps the stored
+  // values of an existing account), and, when read, the bytes that uploads in flight hold
+  // (Index::Reserve; never stored).
   uint64_t bytes = 0;
   uint64_t objects = 0;
   uint64_t reserved_bytes = 0;
@@ -343,26 +344,9 @@ class WriteTxn : public Txn {
   // has no record (nothing would ever forget it); kConflict if a device with that id exists.
   virtual Status PutPurgedDevice(const PurgedDevice& rec) = 0;
 
-  // Quota protocol. An upload of n bytes to a device of `account`:
-  //   1. Update(Reserve(account, n, now)) before reading the body; refused -> 507, the body
-  //      is not read.
-  //   2. Success: one Update that does PutObject (or finds the same object already there:
-  //      re-uploads cost nothing) and Release(account, n).
-  //   3. Failure or a client that goes away: Update(Release(account, n)).
-  // So usage + reserved never exceeds the quota through uploads, whatever the concurrency.
-  // Reservations belong to the uploads of the running process: the server calls
-  // ClearReservations once at start-up, before it accepts uploads.
-  //
-  // Grants when bytes + reserved + used <= quota (plan + add-ons live at now_ns) and then
-  // adds bytes to reserved_bytes; a refusal is a decision, not an error. Ignores the
-  // account's status (the caller checks EffectiveStatus). kNotFound without an account record.
-  virtual Result<QuotaDecision> Reserve(const Id& account, uint64_t bytes, int64_t now_ns) = 0;
   // Sets an account's bytes/objects as given (fsck --fix, after recomputing them from the
   // objects). kNotFound if the account has no record.
   virtual Status SetAccountUsage(const Id& account, uint64_t bytes, uint64_t objects) = 0;
-  // Takes back a reservation (reserved_bytes never goes below 0). kNotFound as Reserve.
-  virtual Status Release(const Id& account, uint64_t bytes) = 0;
-  virtual Status ClearReservations() = 0;  // every account's reserved_bytes = 0
 };
 
 // Recomputes every account's bytes/objects from the objects of its devices, and checks the
@@ -406,6 +390,26 @@ class Index {
 
   // Current map size in bytes (for tests of map growth and for status).
   virtual uint64_t MapBytes() const = 0;
+
+  // Quota protocol. An upload of n bytes to a device of `account`:
+  //   1. Reserve(account, n, now) before reading the body; refused -> 507, the body is not
+  //      read.
+  //   2. Success: the Update that does PutObject (or finds the same object already there:
+  //      re-uploads cost nothing) commits; then Release(account, n).
+  //   3. Failure or a client that goes away: Release(account, n).
+  // So usage + reserved never exceeds the quota through uploads, whatever the concurrency:
+  // between 2's commit and its Release the bytes count twice, never zero times.
+  // Reservations belong to the uploads of the running process, so they are kept in memory
+  // (index/reservations.h): neither call writes to LMDB or waits for a commit, and every
+  // start begins with none. Reads of an Account through a Txn show them in reserved_bytes.
+  //
+  // Grants when bytes + reserved + used <= quota (plan + add-ons live at now_ns, used from a
+  // snapshot taken after every earlier Release) and then holds the bytes; a refusal is a
+  // decision, not an error. Ignores the account's status (the caller checks
+  // EffectiveStatus). kNotFound without an account record.
+  virtual Result<QuotaDecision> Reserve(const Id& account, uint64_t bytes, int64_t now_ns) = 0;
+  // Gives a reservation back (never below 0; nothing for an account that holds none).
+  virtual void Release(const Id& account, uint64_t bytes) = 0;
 };
 
 }  // namespace cv::index

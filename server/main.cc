@@ -98,13 +98,6 @@ int Main(int argc, char** argv) {
   auto store = storage::ObjectStore::Open(so);
   if (!store) return Fail("storage", store.error());
 
-  // Reservations belong to the uploads of a running process: what a crash left is void.
-  if (auto st =
-          (*store)->Index().Update([](index::WriteTxn& txn) { return txn.ClearReservations(); });
-      !st) {
-    return Fail("clear quota reservations", st.error());
-  }
-
   const std::string key_file = c.run_dir + "/admin.key";
   admin::Options ao;
   ao.key_file = key_file;

@@ -37,48 +37,23 @@ Result<bool> LockExempt(storage::ObjectStore& store, const index::ObjectKey& key
 Reservation& Reservation::operator=(Reservation&& other) noexcept {
   if (this != &other) {
     Release();
-    store_ = std::exchange(other.store_, nullptr);
+    index_ = std::exchange(other.index_, nullptr);
     account_ = other.account_;
     bytes_ = other.bytes_;
   }
   return *this;
 }
 
-std::function<Status(index::WriteTxn&)> Reservation::ReleaseIn() const {
-  if (!store_) return nullptr;
-  return [account = account_, bytes = bytes_](index::WriteTxn& txn) -> Status {
-    auto r = txn.Release(account, bytes);
-    if (!r && r.error().kind == ErrorKind::kNotFound) return {};  // the account is gone
-    return r;
-  };
-}
-
 void Reservation::Release() {
-  if (!store_) return;
-  auto fn = ReleaseIn();
-  storage::ObjectStore* store = std::exchange(store_, nullptr);
-  store->UpdateAsync(std::move(fn), [account = account_, bytes = bytes_](const Status& st) {
-    if (st) return;
-    Log(LogLevel::kError, "quota_release_failed",
-        {{"account", index::IdToHex(account)},
-         {"bytes", std::to_string(bytes)},
-         {"error", st.error().ToString()}});
-  });
+  if (index::Index* index = std::exchange(index_, nullptr)) index->Release(account_, bytes_);
 }
 
-std::function<Status(index::WriteTxn&)> ReserveIn(const index::Id& account, uint64_t bytes,
-                                                  int64_t now_ns, index::QuotaDecision* decision) {
-  return [=](index::WriteTxn& txn) -> Status {
-    CV_TRY_ASSIGN(auto d, txn.Reserve(account, bytes, now_ns));
-    *decision = d;
-    return {};
-  };
-}
-
-Reservation ReservationFor(storage::ObjectStore& store, const index::Id& account, uint64_t bytes,
-                     const index::QuotaDecision& decision) {
-  if (!decision.granted) return {};
-  return Reservation(&store, account, bytes);
+Result<Reserved> Reserve(index::Index& index, const index::Id& account, uint64_t bytes,
+                         int64_t now_ns) {
+  CV_TRY_ASSIGN(auto decision, index.Reserve(account, bytes, now_ns));
+  Reserved r{decision, {}};
+  if (decision.granted) r.reservation = Reservation(&index, account, bytes);
+  return r;
 }
 
 Reply QuotaExceededReply(const index::QuotaDecision& d, uint64_t requested) {

@@ -14,17 +14,15 @@
 // every object. The bound keeps locks from being a way around the quota: at most
 // kMaxExemptLocks * kLockExemptBytes per device.
 //
-// An upload reserves its Content-Length before its body is read (ReserveIn); the upload's
-// own index commit gives the bytes back (ReleaseIn), so that they move from reserved to used
-// at once. On failure, and when the client goes away, the Reservation gives them back in the
-// store's next commit group (Release, or its destructor). Index updates go through the
-// store's commit thread (server/store_commits.h): the worker thread never waits for them.
+// An upload reserves its Content-Length before its body is read (Reserve). The Reservation
+// gives the bytes back once the upload's own index commit has put them in usage, or when the
+// upload fails or its client goes away (Release, or its destructor). Reservations are kept in
+// memory (index/reservations.h), so neither step waits for a commit.
 //
 // Thread-safety: functions are thread-safe; a Reservation belongs to one upload.
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <optional>
 
 #include "common/common.h"
@@ -52,38 +50,33 @@ std::optional<Reply> AccountRefusal(const std::optional<index::Account>& account
 class Reservation {
  public:
   Reservation() = default;
-  Reservation(storage::ObjectStore* store, const index::Id& account, uint64_t bytes)
-      : store_(store), account_(account), bytes_(bytes) {}
+  Reservation(index::Index* index, const index::Id& account, uint64_t bytes)
+      : index_(index), account_(account), bytes_(bytes) {}
   Reservation(Reservation&& other) noexcept { *this = std::move(other); }
   Reservation& operator=(Reservation&& other) noexcept;
   Reservation(const Reservation&) = delete;
   Reservation& operator=(const Reservation&) = delete;
   ~Reservation() { Release(); }
 
-  // Gives the bytes back in the store's next commit group, without waiting (UpdateAsync:
-  // whatever is queued after it, the client's next Reserve too, sees them free). A failure is
-  // logged: the bytes then stay reserved until the next start clears all reservations.
+  // Gives the bytes back (Index::Release). After a successful upload, call it once the
+  // object's commit is done: the bytes are in usage by then.
   void Release();
-  // The same as an index update for the upload's own commit (CommitUpload's `also`), so
-  // that the object's bytes and the reservation's release commit together; call Forget once
-  // that commit succeeded. Empty when nothing is held.
-  std::function<Status(index::WriteTxn&)> ReleaseIn() const;
-  void Forget() { store_ = nullptr; }
-  bool held() const { return store_ != nullptr; }
+  bool held() const { return index_ != nullptr; }
 
  private:
-  storage::ObjectStore* store_ = nullptr;
+  index::Index* index_ = nullptr;
   index::Id account_{};
   uint64_t bytes_ = 0;
 };
 
-// The index update that reserves `bytes` against `account`, with its decision in *decision
-// (for an Update, or UpdateIndex off the event loop).
-std::function<Status(index::WriteTxn&)> ReserveIn(const index::Id& account, uint64_t bytes,
-                                                  int64_t now_ns, index::QuotaDecision* decision);
-// The reservation that a granted decision holds (nothing when refused).
-Reservation ReservationFor(storage::ObjectStore& store, const index::Id& account, uint64_t bytes,
-                     const index::QuotaDecision& decision);
+// Reserves `bytes` against `account` (Index::Reserve): the decision, and, when granted, the
+// Reservation that holds the bytes.
+struct Reserved {
+  index::QuotaDecision decision;
+  Reservation reservation;
+};
+Result<Reserved> Reserve(index::Index& index, const index::Id& account, uint64_t bytes,
+                         int64_t now_ns);
 
 // 507 {"error":{"code":"quota_exceeded","message","quota_bytes","used_bytes","reserved_bytes",
 // "requested_bytes"}}.

@@ -52,19 +52,13 @@ class ReservationTest : public ::testing::Test {
     account_.plan_quota_bytes = 1000;
     ASSERT_TRUE(store_->Index().Update([&](index::WriteTxn& t) { return t.PutAccount(account_); }));
   }
-  struct Outcome {
-    index::QuotaDecision decision;
-    Reservation reservation;
-  };
-  Outcome Reserve(uint64_t bytes) {
-    Outcome o;
-    EXPECT_TRUE(store_->Index().Update(ReserveIn(account_.id, bytes, 0, &o.decision)));
-    o.reservation = ReservationFor(*store_, account_.id, bytes, o.decision);
-    return o;
+  Reserved Reserve(uint64_t bytes) {
+    auto r = server::Reserve(store_->Index(), account_.id, bytes, 0);
+    EXPECT_TRUE(r.has_value());
+    return std::move(*r);
   }
-  // After every release queued so far has committed.
-  uint64_t Reserved() {
-    store_->WaitForCommits();
+  // What a Txn's read of the account shows.
+  uint64_t ReservedNow() {
     auto txn = store_->Index().BeginRead();
     return (*(*txn)->GetAccount(account_.id))->reserved_bytes;
   }
@@ -83,18 +77,18 @@ TEST_F(ReservationTest, GrantsUpToTheQuotaAndGivesBackOnceWhateverHappens) {
   EXPECT_EQ(r.status, 507);
   EXPECT_NE(r.body.find(R"("code":"quota_exceeded")"), std::string::npos);
   EXPECT_NE(r.body.find(R"("reserved_bytes":600)"), std::string::npos);
-  EXPECT_EQ(Reserved(), 600u);
+  EXPECT_EQ(ReservedNow(), 600u);
   {
     Reservation moved = std::move(a.reservation);
     EXPECT_FALSE(a.reservation.held());
-    EXPECT_EQ(Reserved(), 600u);
+    EXPECT_EQ(ReservedNow(), 600u);
   }  // destroyed: released
-  EXPECT_EQ(Reserved(), 0u);
+  EXPECT_EQ(ReservedNow(), 0u);
   auto c = Reserve(1000);
   ASSERT_TRUE(c.decision.granted);
   c.reservation.Release();
   c.reservation.Release();  // once only
-  EXPECT_EQ(Reserved(), 0u);
+  EXPECT_EQ(ReservedNow(), 0u);
 }
 
 TEST_F(ReservationTest, OnlyAFewSmallLocksPerDeviceGoAroundTheQuota) {

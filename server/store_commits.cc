@@ -50,12 +50,4 @@ net::awaitable<Result<storage::ObjectInfo>> CommitUpload(
   co_return co_await AwaitOffThread<Result<storage::ObjectInfo>>(start);
 }
 
-net::awaitable<Status> UpdateIndex(storage::ObjectStore& store,
-                                   std::function<Status(index::WriteTxn&)>&& fn) {
-  auto start = [&](std::function<void(Status)> deliver) {
-    store.UpdateAsync(std::move(fn), std::move(deliver));
-  };
-  co_return co_await AwaitOffThread<Status>(start);
-}
-
 }  // namespace cv::server

@@ -1,5 +1,5 @@
-// server/store_commits: the store's commit thread (storage::ObjectStore::CommitAsync and
-// UpdateAsync) as awaitables for a session's coroutine. The coroutine is suspended, and its
+// server/store_commits: the store's commit thread (storage::ObjectStore::CommitAsync) as an
+// awaitable for a session's coroutine. The coroutine is suspended, and its
 // worker thread serves other connections, while the commit group it joined syncs and commits;
 // it resumes on its own executor with the result. The io_context counts the wait as work, so a
 // drain does not end a worker while one of its uploads is being committed; the server calls
@@ -21,9 +21,5 @@ namespace cv::server {
 boost::asio::awaitable<Result<storage::ObjectInfo>> CommitUpload(
     storage::ObjectStore& store, std::unique_ptr<storage::Writer>&& writer,
     std::function<Status(index::WriteTxn&)>&& also);
-
-// Index::Update, off the thread.
-boost::asio::awaitable<Status> UpdateIndex(storage::ObjectStore& store,
-                                           std::function<Status(index::WriteTxn&)>&& fn);
 
 }  // namespace cv::server

@@ -25,11 +25,11 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   }
   const uint64_t size = *parser_->content_length();
   // The worker thread never waits for a disk here: the shard writes go through its DiskRing
-  // (the body goes on into the next stripe while one is written), and the fdatasyncs and index
-  // commits (the quota reservation, the object) through the store's commit thread, grouped
-  // with every other connection's (server/store_commits.h). Without a DiskRing (an Env with
-  // none) the shard writes run on this thread. What still runs here: the index reads (Head,
-  // List), which LMDB serves from memory.
+  // (the body goes on into the next stripe while one is written), and the fdatasyncs and the
+  // object's index commit through the store's commit thread, grouped with every other
+  // connection's (server/store_commits.h). Without a DiskRing (an Env with none) the shard
+  // writes run on this thread. What still runs here: the index reads (Head, List, the quota
+  // reservation's usage), which LMDB serves from memory; the reservation itself is in memory.
   const int64_t now = NowNanos();
   bool small_lock = false;  // restic's locks keep restores working (server/quota.h)
   if (account) {
@@ -48,12 +48,12 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
     auto head = ctx_.store.Head(key);
     if (!head) co_return co_await Send(x, ErrorReply(head.error()));
     if (!*head) {
-      index::QuotaDecision decision;
-      auto reserve = ReserveIn(account->id, size, now, &decision);
-      Status got = co_await UpdateIndex(ctx_.store, std::move(reserve));
+      auto got = Reserve(ctx_.store.Index(), account->id, size, now);
       if (!got) co_return co_await Send(x, ErrorReply(got.error()));
-      if (!decision.granted) co_return co_await Send(x, QuotaExceededReply(decision, size));
-      reservation = ReservationFor(ctx_.store, account->id, size, decision);
+      if (!got->decision.granted) {
+        co_return co_await Send(x, QuotaExceededReply(got->decision, size));
+      }
+      reservation = std::move(got->reservation);
     }
   }
   auto writer = ctx_.store.BeginPut(key, size);
@@ -117,26 +117,13 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   if (ring) {
     co_await ring->WhenWritten(**writer);  // the last stripe's writes
   }
-  // The commit group syncs and indexes the object; the reservation's release and (snapshots)
-  // the device's last backup commit in the same transaction.
-  std::function<Status(index::WriteTxn&)> also;
-  {
-    auto release = reservation.ReleaseIn();
-    auto backup = AgentApi::UploadCommittedIn(key, NowNanos());
-    if (release || backup) {
-      also = [release = std::move(release), backup = std::move(backup)](index::WriteTxn& txn) -> Status {
-        if (release) CV_TRY(release(txn));
-        if (backup) CV_TRY(backup(txn));
-        return {};
-      };
-    }
-  }
-  auto info = co_await CommitUpload(ctx_.store, std::move(*writer), std::move(also));
-  if (!info) {
-    reservation.Release();  // the bytes are in usage or nowhere: free them for the next upload
-    co_return co_await Send(x, ErrorReply(info.error()));
-  }
-  reservation.Forget();
+  // The commit group syncs and indexes the object, and (snapshots) the device's last backup
+  // in the same transaction.
+  auto committed = AgentApi::UploadCommittedIn(key, NowNanos());
+  auto info = co_await CommitUpload(ctx_.store, std::move(*writer), std::move(committed));
+  // The bytes are in usage now, or nowhere: the reservation goes either way.
+  reservation.Release();
+  if (!info) co_return co_await Send(x, ErrorReply(info.error()));
   co_return co_await Send(x, Empty200());
 }
 

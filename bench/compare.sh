@@ -16,7 +16,7 @@
 #             nginx and rclone serve them from the page cache while chunkvaultd reads with O_DIRECT
 #   --keep:   keep the temporary folder (logs, configs, loader outputs; each server's data
 #             folder is still removed once it is measured, to bound the disk space used)
-#   --sets:   other workloads, e.g. --sets 10x1,5x16 (objects x MiB)
+#   --sets:   other workloads, e.g. --sets 10x1,5x16,2000x64K (objects x size: MiB, or KiB with K)
 #   --only:   a subset of the servers, e.g. --only cv,nginx
 #
 # Each run also measures the bound of an upload on this machine, pinned like the servers
@@ -76,10 +76,19 @@ fi
 if [ -n "$CUSTOM_SETS" ]; then
   SETS=()
   for s in ${CUSTOM_SETS//,/ }; do
-    [[ "$s" =~ ^[0-9]+x[0-9]+$ ]] || { echo "compare.sh: bad --sets item $s" >&2; exit 2; }
+    [[ "$s" =~ ^[0-9]+x[0-9]+K?$ ]] || { echo "compare.sh: bad --sets item $s" >&2; exit 2; }
     SETS+=("${s%x*} ${s#*x}")
   done
 fi
+# size_words SIZE: the loader's size argument and the table's label of a set's object size
+# (a number of MiB, or of KiB with a K suffix).
+size_words() {
+  case $1 in
+    *K) SIZE_ARG=$1; SIZE_LABEL="${1%K} KiB" ;;
+    *) SIZE_ARG=${1}M; SIZE_LABEL="$1 MiB" ;;
+  esac
+}
+
 bench_build tls_sink
 [ "$NCPU" -ge 2 ] || log "only $NCPU CPU: running without pinning"
 bench_init "$BUDGET_S"
@@ -97,22 +106,22 @@ DISK_HOW=""
 # Returns 1 when PEER did not start (NOTE[PEER] says why).
 upload_once() {
   local peer=$1 set=${SETS[$2]} n mib out rc=0
-  read -r n mib <<<"$set"
+  read -r n mib <<<"$set"; size_words "$mib"
   LINE=""
   if ! start_server "$peer"; then
     NOTE[$peer]=$SRV_NOTE
     return 1
   fi
   out=$TMP/$peer-$n-$mib-run$RUN.out
-  log "$peer: $n x $mib MiB, uploads only, $CONNS connections (run $RUN of $RUNS)"
-  run_loader "$out" "$n" "${mib}M" "$CONNS" || rc=$?
+  log "$peer: $n x $SIZE_LABEL, uploads only, $CONNS connections (run $RUN of $RUNS)"
+  run_loader "$out" "$n" "$SIZE_ARG" "$CONNS" || rc=$?
   stop_pid "$SRV_PID"  # tls_sink prints its RESULT line on SIGTERM
   SRV_PID=""
   stop_server
   LINE=$(grep "^RESULT op=upload " "$out" || true)
   if [ "$rc" != 0 ] || [ -z "$LINE" ] || [ "$(field errors "$LINE")" != 0 ]; then
     log "$peer: loader exited with $rc (see above)"
-    NOTE[$peer]="loader errors (exit $rc) in $n x $mib MiB, run $RUN: see the log above"
+    NOTE[$peer]="loader errors (exit $rc) in $n x $SIZE_LABEL, run $RUN: see the log above"
     MIBS[$peer,upload,$set]+=" err"
     FAILED=1
     LINE=""
@@ -149,16 +158,16 @@ bound() {
 measure() {
   local peer=$1 set n mib out rc
   for set in "${SETS[@]}"; do
-    read -r n mib <<<"$set"
+    read -r n mib <<<"$set"; size_words "$mib"
     out=$TMP/$peer-$n-$mib-run$RUN.out
     local extra=()
     [ "$COLD" = 1 ] && extra=(--before-get "sync; echo 3 > /proc/sys/vm/drop_caches")
-    log "$peer: $n x $mib MiB, $CONNS connections (run $RUN of $RUNS)"
+    log "$peer: $n x $SIZE_LABEL, $CONNS connections (run $RUN of $RUNS)"
     rc=0
-    run_loader "$out" "$n" "${mib}M" "$CONNS" --get "${extra[@]}" || rc=$?
+    run_loader "$out" "$n" "$SIZE_ARG" "$CONNS" --get "${extra[@]}" || rc=$?
     if [ "$rc" != 0 ]; then
       log "$peer: loader exited with $rc (see above)"
-      NOTE[$peer]="loader errors (exit $rc) in $n x $mib MiB, run $RUN: see the log above"
+      NOTE[$peer]="loader errors (exit $rc) in $n x $SIZE_LABEL, run $RUN: see the log above"
       FAILED=1
     fi
     local op line
@@ -243,9 +252,9 @@ echo "| workload | chunkvaultd MiB/s | nginx MiB/s | rclone MiB/s | chunkvaultd/
 echo "|---|---:|---:|---:|---:|---:|"
 for op in upload restore; do
   for set in "${SETS[@]}"; do
-    read -r n mib <<<"$set"
+    read -r n mib <<<"$set"; size_words "$mib"
     c=$(val cv $op "$set") g=$(val nginx $op "$set") r=$(val rclone $op "$set")
-    echo "| $op $n x $mib MiB | $(cell cv $op "$set") | $(cell nginx $op "$set") | $(cell rclone $op "$set") | $(ratio "$c" "$g") | $(ratio "$c" "$r") |"
+    echo "| $op $n x $SIZE_LABEL | $(cell cv $op "$set") | $(cell nginx $op "$set") | $(cell rclone $op "$set") | $(ratio "$c" "$g") | $(ratio "$c" "$r") |"
   done
 done
 expand=$(awk -v k="$BOUND_K" -v m="$BOUND_M" 'BEGIN{printf "%g", (k + m) / k}')
@@ -265,14 +274,14 @@ echo "| workload | CPU bound MiB/s | sink CPU busy | sink MiB per CPU s | disk b
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for i in "${!SETS[@]}"; do
   set=${SETS[$i]}
-  read -r n mib <<<"$set"
+  read -r n mib <<<"$set"; size_words "$mib"
   cpu=$(val sink upload "$set") c=$(val cv upload "$set")
   b=$(awk -v a="$cpu" -v d="$disk_client" 'BEGIN{
     an = (a ~ /^[0-9.]+$/); dn = (d ~ /^[0-9.]+$/)
     if (an && dn) print (a + 0 < d + 0 ? a : d); else if (an) print a; else if (dn) print d; else print "n/a" }')
   busy_cell=$(median "${SINK_BUSY[$i]:-}")
   [[ "$busy_cell" =~ ^[0-9.]+$ ]] && busy_cell+="%"
-  echo "| upload $n x $mib MiB | $(cell sink upload "$set") | $busy_cell | $(median "${SINK_CPU[$i]:-}") | $disk | $disk_client | $b | $(cell cv upload "$set") | $(ratio "$c" "$b") | $(cell cvnull upload "$set") | $(ratio "$(val cvnull upload "$set")" "$cpu") |"
+  echo "| upload $n x $SIZE_LABEL | $(cell sink upload "$set") | $busy_cell | $(median "${SINK_CPU[$i]:-}") | $disk | $disk_client | $b | $(cell cv upload "$set") | $(ratio "$c" "$b") | $(cell cvnull upload "$set") | $(ratio "$(val cvnull upload "$set")" "$cpu") |"
 done
 echo
 echo "Latency per request, p50 / p99 ms$([ "$RUNS" -gt 1 ] && echo " (medians over the runs)"):"
@@ -281,8 +290,8 @@ echo "| workload | chunkvaultd | nginx | rclone |"
 echo "|---|---:|---:|---:|"
 for op in upload restore; do
   for set in "${SETS[@]}"; do
-    read -r n mib <<<"$set"
-    echo "| $op $n x $mib MiB | $(lat cv $op "$set") | $(lat nginx $op "$set") | $(lat rclone $op "$set") |"
+    read -r n mib <<<"$set"; size_words "$mib"
+    echo "| $op $n x $SIZE_LABEL | $(lat cv $op "$set") | $(lat nginx $op "$set") | $(lat rclone $op "$set") |"
   done
 done
 echo

@@ -109,16 +109,32 @@ Metrics::Metrics(std::string_view scrape_token)
                        .Register(r)
                        .Add({});
   disks_ = &BuildGauge().Name("chunkvault_disks").Help("Data disks configured").Register(r).Add({});
-  reconstructed_reads_ = &BuildCounter()
-                              .Name("chunkvault_reconstructed_reads_total")
-                              .Help("Shard reads served from parity or another copy")
+  reconstructed_reads_.counter = &BuildCounter()
+                                      .Name("chunkvault_reconstructed_reads_total")
+                                      .Help("Shard reads served from parity or another copy")
+                                      .Register(r)
+                                      .Add({});
+  corrupt_shards_.counter = &BuildCounter()
+                                 .Name("chunkvault_corrupt_shards_total")
+                                 .Help("Shard checksum mismatches found while reading")
+                                 .Register(r)
+                                 .Add({});
+  commit_groups_.counter = &BuildCounter()
+                                .Name("chunkvault_commit_groups_total")
+                                .Help("Commit groups run (one fdatasync per extent + one index commit)")
+                                .Register(r)
+                                .Add({});
+  commit_jobs_.counter = &BuildCounter()
+                              .Name("chunkvault_commit_jobs_total")
+                              .Help("Uploads and index updates committed in those groups")
                               .Register(r)
                               .Add({});
-  corrupt_shards_ = &BuildCounter()
-                         .Name("chunkvault_corrupt_shards_total")
-                         .Help("Shard checksum mismatches found while reading")
-                         .Register(r)
-                         .Add({});
+  auto& commit_seconds = BuildCounter()
+                             .Name("chunkvault_commit_seconds_total")
+                             .Help("Time the commit groups spent, by phase (sync, index)")
+                             .Register(r);
+  commit_sync_seconds_.counter = &commit_seconds.Add({{"phase", "sync"}});
+  commit_index_seconds_.counter = &commit_seconds.Add({{"phase", "index"}});
   pending_repairs_ = &BuildGauge()
                           .Name("chunkvault_pending_repairs")
                           .Help("Stripes queued for repair")
@@ -236,15 +252,12 @@ std::string Metrics::Render(storage::ObjectStore& store, int64_t cert_not_after_
   {
     std::lock_guard lock(mu_);
     // The store keeps its own monotonic counters; ours follow them by their increase.
-    if (stats.reconstructed_reads > seen_reconstructed_) {
-      reconstructed_reads_->Increment(
-          static_cast<double>(stats.reconstructed_reads - seen_reconstructed_));
-      seen_reconstructed_ = stats.reconstructed_reads;
-    }
-    if (stats.corrupt_shards > seen_corrupt_) {
-      corrupt_shards_->Increment(static_cast<double>(stats.corrupt_shards - seen_corrupt_));
-      seen_corrupt_ = stats.corrupt_shards;
-    }
+    reconstructed_reads_.To(static_cast<double>(stats.reconstructed_reads));
+    corrupt_shards_.To(static_cast<double>(stats.corrupt_shards));
+    commit_groups_.To(static_cast<double>(stats.commit_groups));
+    commit_jobs_.To(static_cast<double>(stats.commit_jobs));
+    commit_sync_seconds_.To(static_cast<double>(stats.commit_sync_ns) / 1e9);
+    commit_index_seconds_.To(static_cast<double>(stats.commit_index_ns) / 1e9);
   }
   std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, registry_->Collect());

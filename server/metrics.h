@@ -79,8 +79,22 @@ class Metrics {
   prometheus::Counter* tls_reloads_failed_;
   prometheus::Gauge* failed_disks_;
   prometheus::Gauge* disks_;
-  prometheus::Counter* reconstructed_reads_;
-  prometheus::Counter* corrupt_shards_;
+  // A counter that follows one of the store's own monotonic counters by its increase.
+  struct Following {
+    prometheus::Counter* counter = nullptr;
+    double seen = 0;  // guarded by mu_
+    void To(double now) {
+      if (now <= seen) return;
+      counter->Increment(now - seen);
+      seen = now;
+    }
+  };
+  Following reconstructed_reads_;
+  Following corrupt_shards_;
+  Following commit_groups_;
+  Following commit_jobs_;
+  Following commit_sync_seconds_;
+  Following commit_index_seconds_;
   prometheus::Gauge* pending_repairs_;
   prometheus::Gauge* stored_bytes_;
   prometheus::Gauge* stored_objects_;
@@ -95,8 +109,6 @@ class Metrics {
   std::map<std::tuple<std::string, std::string, std::string, int>, prometheus::Counter*>
       request_series_;
   std::map<std::pair<std::string, std::string>, prometheus::Histogram*> latency_series_;
-  uint64_t seen_reconstructed_ = 0;  // store counters already added to our counters
-  uint64_t seen_corrupt_ = 0;
 };
 
 }  // namespace cv::server

@@ -1,5 +1,6 @@
 #include "storage/group_commit.h"
 
+#include <chrono>
 #include <exception>
 
 namespace cv::storage::internal {
@@ -31,6 +32,11 @@ void GroupCommit::WaitIdle() {
   idle_cv_.wait(lock, [&] { return finished_ >= target; });
 }
 
+GroupCommit::Counters GroupCommit::counters() const {
+  std::lock_guard lock(mu_);
+  return counters_;
+}
+
 void GroupCommit::Loop() {
   std::unique_lock lock(mu_);
   for (;;) {
@@ -43,16 +49,30 @@ void GroupCommit::Loop() {
     }
     const size_t n = group.size();
     lock.unlock();
-    Run(group);
+    Counters c;
+    Run(group, &c);
     group.clear();  // what the jobs own goes before they count as finished
     lock.lock();
     finished_ += n;
+    ++counters_.groups;
+    counters_.jobs += n;
+    counters_.sync_ns += c.sync_ns;
+    counters_.index_ns += c.index_ns;
     idle_cv_.notify_all();
   }
 }
 
-void GroupCommit::Run(std::vector<Job>& group) {
+namespace {
+uint64_t NanosSince(std::chrono::steady_clock::time_point t) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now() - t)
+                                   .count());
+}
+}  // namespace
+
+void GroupCommit::Run(std::vector<Job>& group, Counters* c) {
   std::vector<Status> result(group.size());
+  const auto sync_start = std::chrono::steady_clock::now();
   // One fdatasync per extent of the whole group. If that fails, each job syncs its own
   // extents again (those already synced cost nothing), so that only the jobs that wrote to
   // a failing extent fail.
@@ -63,6 +83,7 @@ void GroupCommit::Run(std::vector<Job>& group) {
       if (!group[i].sync.empty()) result[i] = disks_.Sync(group[i].sync);
     }
   }
+  c->sync_ns = NanosSince(sync_start);
   std::vector<std::function<Status(index::WriteTxn&)>> fns;
   std::vector<size_t> of;
   for (size_t i = 0; i < group.size(); ++i) {
@@ -72,7 +93,9 @@ void GroupCommit::Run(std::vector<Job>& group) {
     }
   }
   if (!fns.empty()) {
+    const auto index_start = std::chrono::steady_clock::now();
     std::vector<Status> committed = index_.UpdateMany(fns);
+    c->index_ns = NanosSince(index_start);
     for (size_t j = 0; j < of.size(); ++j) result[of[j]] = std::move(committed[j]);
   }
   for (size_t i = 0; i < group.size(); ++i) {

@@ -1,5 +1,5 @@
 // GroupCommit: the store's commit thread. Uploads from every connection (and index updates
-// that must not block an event loop: quota reservations) queue here; the thread takes
+// that must not block an event loop: the records a dropped Writer leaves dead) queue here; the thread takes
 // everything queued as one group and runs
 //
 //   one fdatasync per extent the group wrote to (all at once, DiskSet::Sync)
@@ -17,6 +17,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -52,19 +53,30 @@ class GroupCommit {
 
   static constexpr size_t kMaxGroup = 256;
 
+  // Since the thread started (StoreStats).
+  struct Counters {
+    uint64_t groups = 0;
+    uint64_t jobs = 0;
+    uint64_t sync_ns = 0;   // in the groups' DiskSet::Sync calls
+    uint64_t index_ns = 0;  // in their Index::UpdateMany calls
+  };
+  Counters counters() const;
+
  private:
   void Loop();
-  void Run(std::vector<Job>& group);
+  // Runs a group; its time in syncs and in the index commit go to *c.
+  void Run(std::vector<Job>& group, Counters* c);
 
   DiskSet& disks_;
   index::Index& index_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;       // jobs queued, or stopping
   std::condition_variable idle_cv_;  // a group finished
   std::deque<Job> queue_;
   uint64_t submitted_ = 0;  // jobs ever queued
   uint64_t finished_ = 0;   // jobs whose done has run
   bool stopping_ = false;
+  Counters counters_;  // guarded by mu_ (added to once per group)
   std::thread thread_;  // last: starts once the rest is ready
 };
 

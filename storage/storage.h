@@ -131,6 +131,12 @@ struct StoreStats {
   uint64_t io_requests = 0;             // disk reads and writes since the node started
   uint64_t io_registered_requests = 0;  // of those, through io_uring registered buffers
   uint64_t io_async_requests = 0;       // of those, on an event loop's ring (downloads)
+  // The commit thread (CommitAsync, UpdateAsync) since the node started: groups run, jobs
+  // in them, and the time its groups spent in fdatasyncs and in index commits.
+  uint64_t commit_groups = 0;
+  uint64_t commit_jobs = 0;
+  uint64_t commit_sync_ns = 0;
+  uint64_t commit_index_ns = 0;
 };
 
 // What Fsck found: the index against itself (usage counters, extent accounting) and against

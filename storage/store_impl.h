@@ -318,6 +318,11 @@ class StoreImpl final : public ObjectStore {
     s.io_requests = io.requests;
     s.io_registered_requests = io.registered_requests;
     s.io_async_requests = io.async_requests;
+    const GroupCommit::Counters c = commits_->counters();
+    s.commit_groups = c.groups;
+    s.commit_jobs = c.jobs;
+    s.commit_sync_ns = c.sync_ns;
+    s.commit_index_ns = c.index_ns;
     return s;
   }
   // Disk d as Stats reports it, given its live bytes. d may be a disk being added (its slot

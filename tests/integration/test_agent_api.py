@@ -28,6 +28,20 @@ def test_health_ready_metrics(node):
     assert 'route="readyz"' in text
 
 
+def test_commit_groups_are_counted(node, device):
+    before = node.metrics()
+    groups, jobs = (cv.metric_value(before, n) for n in
+                    ("chunkvault_commit_groups_total", "chunkvault_commit_jobs_total"))
+    body = os.urandom(300_000)
+    assert device.request("POST", f"/data/{sha256_hex(body)}", body).status == 200
+    after = node.metrics()
+    # The upload was acknowledged after its group ran, so the counters already show it.
+    assert cv.metric_value(after, "chunkvault_commit_groups_total") >= groups + 1
+    assert cv.metric_value(after, "chunkvault_commit_jobs_total") >= jobs + 1
+    for phase in ("sync", "index"):
+        assert f'chunkvault_commit_seconds_total{{phase="{phase}"}}' in after
+
+
 def test_create_repository_is_200(device):
     r = device.request("POST", "/?create=true")
     assert r.status == 200, r

@@ -3,7 +3,8 @@
 # Starts a fresh chunkvaultd (default configuration; `null` adds [storage] bench_discard_writes,
 # the null-disk node) pinned to core 0, records it with `perf record -F 2999 -g` while
 # build/bin/loadgen (core 1) uploads OBJECTS x SIZE (default 200 x 4M) over 4 connections,
-# then prints the share of its samples per shared object (perf report --sort dso).
+# then prints the share of its samples per shared object (perf report --sort dso) and what the
+# commit thread did meanwhile (/metrics: groups, uploads per group, time in syncs and commits).
 # The perf data stays in ${CV_BENCH_TMP:-/var/tmp}/cvprof-MODE.data. Needs linux-perf, curl.
 set -euo pipefail
 MODE=${1:-real} OBJECTS=${2:-200} SIZE=${3:-4M}
@@ -24,13 +25,21 @@ taskset -c 0 "$B/chunkvaultd" "${CFG[@]}" --root "$R" --listen 127.0.0.1:0 \
 PID=$!
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$R"' EXIT
 for _ in $(seq 100); do [ -f "$R/run/endpoints.json" ] && break; sleep 0.1; done
-read -r AGENT ADMIN CA KEYFILE < <(python3 -c "import json; e=json.load(open('$R/run/endpoints.json')); print(e['agent'], e['admin'], e['ca'], e['admin_key_file'])")
+read -r AGENT ADMIN CA KEYFILE MTOKEN < <(python3 -c "import json; e=json.load(open('$R/run/endpoints.json')); print(e['agent'], e['admin'], e['ca'], e['admin_key_file'], e['metrics_token_file'])")
 KEY=$(cat "$KEYFILE")
 admin() { curl -sS --fail --max-time 10 --cacert "$CA" -X POST -H "Authorization: Bearer $KEY" -d "$2" "$ADMIN/admin/v1/$1"; }
 ACCT=$(admin accounts '{"plan_quota_bytes":1099511627776,"device_limit":10,"status":"active"}' |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 read -r USER_ID TOKEN < <(admin "accounts/$ACCT/devices" '{"name":"p","kind":"computer","append_only":false}' |
   python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["id"], d["token"])')
+# The commit thread's counters: groups jobs sync_seconds index_seconds.
+commits() {
+  curl -sS --fail --max-time 10 --cacert "$CA" -H "Authorization: Bearer $(cat "$MTOKEN")" "$AGENT/metrics" |
+    awk '/^chunkvault_commit_groups_total /{g=$2} /^chunkvault_commit_jobs_total /{j=$2}
+         /^chunkvault_commit_seconds_total\{phase="sync"\}/{s=$2} /^chunkvault_commit_seconds_total\{phase="index"\}/{i=$2}
+         END{print g+0, j+0, s+0, i+0}'
+}
+read -r G0 J0 S0 I0 < <(commits)
 perf record -F 2999 -g -p "$PID" -o "$R.data" 2>"$R.perf.log" &
 PERF=$!
 sleep 0.5
@@ -39,4 +48,11 @@ timeout 300 taskset -c 1 "$B/loadgen" --url "$AGENT/$USER_ID/" --cacert "$CA" --
   grep '^RESULT'
 kill -INT "$PERF"
 wait "$PERF" || true
+read -r G1 J1 S1 I1 < <(commits)
+python3 -c "
+g, j, s, i = $G1 - $G0, $J1 - $J0, $S1 - $S0, $I1 - $I0
+if g > 0:
+    print(f'commit thread: {g:.0f} groups, {j / g:.2f} jobs per group, per group {1000 * s / g:.2f} ms in '
+          f'fdatasyncs + {1000 * i / g:.2f} ms in the index commit ({s:.2f} s + {i:.2f} s in all)')
+"
 perf report -i "$R.data" --no-children -g none --sort dso --stdio 2>/dev/null | grep '%' | head -12

@@ -688,8 +688,11 @@ Result<std::unique_ptr<Txn>> IndexImpl::BeginRead() {
 }
 
 Result<QuotaDecision> IndexImpl::Reserve(const Id& account, uint64_t bytes, int64_t now_ns) {
+  // The gate before the ledger's lock: a Txn holds the gate while it reads an account
+  // (Reservations::Of takes the ledger's lock), so taking them in the other order could wait
+  // in a cycle with a map growth queued for the gate.
+  std::shared_lock hold(gate_);
   return reservations_.Reserve(account, bytes, [&]() -> Result<Reservations::Usage> {
-    std::shared_lock hold(gate_);
     CV_TRY_ASSIGN(auto txn, mdb::ReadTxn::Begin(env_));
     internal::AccountReads reads(dbis_, txn.get());  // the stored record, without reservations
     CV_TRY_ASSIGN(auto rec, reads.GetAccount(account));

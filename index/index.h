@@ -323,8 +323,8 @@ class WriteTxn : public Txn {
 
   virtual Status PutPartner(const Partner& rec) = 0;
   virtual Status DeletePartner(const Id& id) = 0;  // kNotFound; kConflict while it has accounts
-  // Inserts or replaces, keeping the stored bytes/objects/reserved_bytes of an existing
-  // account, and moves the account between partners' listings. kNotFound if rec.partner
+  // Inserts or replaces, keeping the stored bytes/objects of an existing account (and never
+  // storing reserved_bytes, which live in memory: see "Quota protocol" on Index), and moves the account between partners' listings. kNotFound if rec.partner
   // has no record.
   virtual Status PutAccount(const Account& rec) = 0;
   // Removes the account, its add-ons and its purged devices. kNotFound; kConflict while it

@@ -42,12 +42,14 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   }
   // Hard quota: reserve Content-Length before reading any of the body. An object that is
   // already there cannot grow usage (the same body is a no-op, another one a conflict), so a
-  // re-upload reserves nothing.
+  // re-upload reserves nothing, and its commit checks that the object is still there.
   Reservation reservation;
+  bool must_exist = false;
   if (account && !small_lock) {
     auto head = ctx_.store.Head(key);
     if (!head) co_return co_await Send(x, ErrorReply(head.error()));
-    if (!*head) {
+    must_exist = head->has_value();
+    if (!must_exist) {
       auto got = Reserve(ctx_.store.Index(), account->id, size, now);
       if (!got) co_return co_await Send(x, ErrorReply(got.error()));
       if (!got->decision.granted) {
@@ -119,8 +121,20 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   }
   // The commit group syncs and indexes the object, and (snapshots) the device's last backup
   // in the same transaction.
-  auto committed = AgentApi::UploadCommittedIn(key, NowNanos());
-  auto info = co_await CommitUpload(ctx_.store, std::move(*writer), std::move(committed));
+  std::function<Status(index::WriteTxn&)> also =
+      [must_exist, key, backup = AgentApi::UploadCommittedIn(key, NowNanos())](
+          index::WriteTxn& txn) -> Status {
+    if (must_exist) {
+      // Deleted since the check above: this upload would add usage that it never reserved.
+      CV_TRY_ASSIGN(auto cur, txn.GetObject(key));
+      if (!cur) {
+        return Err(ErrorKind::kUnavailable,
+                   "the object was deleted while it was uploaded again; retry the upload");
+      }
+    }
+    return backup ? backup(txn) : Status{};
+  };
+  auto info = co_await CommitUpload(ctx_.store, std::move(*writer), std::move(also));
   // The bytes are in usage now, or nowhere: the reservation goes either way.
   reservation.Release();
   if (!info) co_return co_await Send(x, ErrorReply(info.error()));

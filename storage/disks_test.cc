@@ -240,6 +240,26 @@ TEST_F(StoreTest, DiskDirectoryRemovedWhileServingFailsTheDiskBeforeAnyAcknowled
   for (const auto& [k, b] : objs) ExpectReads(k, b);
 }
 
+// Regression (review of the group commit): an upload whose writes were all covered by
+// another upload's fdatasyncs, where that upload then found a disk directory gone, was
+// acknowledged without any check of its own (nothing left to sync), with a shard on that disk.
+TEST_F(StoreTest, AnUploadWhoseWritesAnotherSyncCoveredStillChecksItsDisks) {
+  OpenStore();
+  const size_t stripe = 4 * 16 * 1024;  // k * shard_unit: two full stripes are written by Append
+  const std::string body = Body(901, 2 * stripe);
+  const ObjectKey key = DataKey(device_, body);
+  auto w = store_->BeginPut(key, body.size());
+  ASSERT_TRUE(w.has_value());
+  ASSERT_TRUE((*w)->Append(std::span(reinterpret_cast<const uint8_t*>(body.data()), body.size())));
+  fs::remove_all(Options().disks[3]);
+  const std::string other = Body(902, 2 * stripe);
+  EXPECT_FALSE(store_->Put(DataKey(device_, other), other).has_value());  // its sync notices
+  EXPECT_TRUE(store_->Stats().disks[3].failed);
+  auto committed = (*w)->Commit();
+  EXPECT_FALSE(committed.has_value()) << "acknowledged with a shard on a removed disk";
+  EXPECT_FALSE(store_->Head(key)->has_value());
+}
+
 // Regression (found by the repair and drain fault sweeps: a bit flip on the identity check
 // that follows a sync): the identity file has no checksum, and one damaged read of it failed
 // a healthy disk for good (with another disk down the node could then neither repair nor

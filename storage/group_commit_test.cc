@@ -2,7 +2,9 @@
 // WhenWritten) and the store's group commit (CommitAsync, UpdateAsync).
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -17,11 +19,12 @@ namespace cv::storage {
 namespace {
 
 // CommitAsync as a blocking call, for tests.
-Result<ObjectInfo> CommitAndWait(ObjectStore& store, std::unique_ptr<Writer> w) {
+Result<ObjectInfo> CommitAndWait(ObjectStore& store, std::unique_ptr<Writer> w,
+                                 std::function<Status(index::WriteTxn&)> also = nullptr) {
   std::mutex mu;
   std::condition_variable cv;
   std::optional<Result<ObjectInfo>> out;
-  store.CommitAsync(std::move(w), nullptr, [&](Result<ObjectInfo> r) {
+  store.CommitAsync(std::move(w), std::move(also), [&](Result<ObjectInfo> r) {
     std::lock_guard lock(mu);
     out = std::move(r);
     cv.notify_all();
@@ -124,6 +127,30 @@ TEST_F(StoreTest, CommitAsyncStoresWhatCommitWould) {
   ASSERT_FALSE(info.has_value());
   EXPECT_EQ(info.error().kind, ErrorKind::kInvalidArgument);
   EXPECT_FALSE(store_->Head(wrong)->has_value());
+
+  // `also` runs in the object's transaction before its records (it sees the object absent),
+  // and its error fails the upload with nothing indexed.
+  const std::string other = Body(7, 90000);
+  const ObjectKey other_key = DataKey(device_, other);
+  for (const bool fail : {true, false}) {
+    auto w2 = store_->BeginPut(other_key, other.size());
+    ASSERT_TRUE(w2.has_value());
+    ASSERT_TRUE((*w2)->Append(std::span(reinterpret_cast<const uint8_t*>(other.data()), other.size())));
+    bool saw_absent = false;
+    auto r = CommitAndWait(*store_, std::move(*w2), [&](index::WriteTxn& txn) -> Status {
+      CV_TRY_ASSIGN(auto cur, txn.GetObject(other_key));
+      saw_absent = !cur.has_value();
+      if (fail) return Err(ErrorKind::kUnavailable, "refused by also");
+      return {};
+    });
+    EXPECT_TRUE(saw_absent);
+    EXPECT_EQ(r.has_value(), !fail);
+    if (fail) {
+      EXPECT_EQ(r.error().kind, ErrorKind::kUnavailable);
+    }
+    EXPECT_EQ(store_->Head(other_key)->has_value(), !fail);
+  }
+  ExpectReads(other_key, other);
   ExpectFsckClean();
 }
 

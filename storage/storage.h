@@ -258,9 +258,9 @@ class ObjectStore {
   // Writer::WhenWritten) joins the store's open commit group, which makes every extent the
   // group wrote to durable (one fdatasync each) and then commits the whole group's index
   // records at once; while one group commits, the next fills. `also` (may be empty) runs in
-  // the object's own index transaction, so that what goes with the upload (the quota
-  // reservation's release) commits with it or not at all; like an Update fn, it may run more
-  // than once. `done` gets what Commit would have returned; it runs on the store's commit
+  // the object's own index transaction, before the object's records are written, so that what
+  // goes with the upload (a snapshot's last backup) commits with it or not at all, and an
+  // error from it fails the upload; like an Update fn, it may run more than once. `done` gets what Commit would have returned; it runs on the store's commit
   // thread, never before the group's sync and index commit have completed, and must not
   // block. The writer is destroyed on that thread after `done`. Without WriteOn, the
   // writer's last writes run here, on the caller's thread.

@@ -516,9 +516,8 @@ void StoreImpl::CommitAsync(std::unique_ptr<Writer> writer,
   GroupCommit::Job job;
   job.sync = w->synced();
   job.update = [w, existed, also = std::move(also)](index::WriteTxn& txn) -> Status {
-    CV_TRY(w->IndexIn(txn, existed.get()));
-    if (also) return also(txn);
-    return {};
+    if (also) CV_TRY(also(txn));
+    return w->IndexIn(txn, existed.get());
   };
   job.done = [w, existed, done = std::move(done)](Status s) mutable {
     done(w->Finish(std::move(s), *existed));

@@ -70,7 +70,9 @@ class WriterImpl final : public Writer {
       rec_.k = static_cast<uint8_t>(o.k);
       rec_.m = static_cast<uint8_t>(o.m);
       rec_.shard_unit = o.shard_unit;
-      record_cap_ = RecordBytes(key_, o.shard_unit);
+      // A body shorter than a shard goes whole into the first buffer (then RelayoutShortStripe
+      // spreads it over shards of ceil(size / k)): no buffer needs more than that.
+      record_cap_ = RecordBytes(key_, static_cast<uint32_t>(std::min<uint64_t>(o.shard_unit, size)));
     } else {
       rec_.k = static_cast<uint8_t>(o.m + 1);  // copies
       rec_.m = 0;
@@ -243,11 +245,10 @@ class WriterImpl final : public Writer {
   void AddBufferSet() {
     auto set = std::make_shared<BufferSet>();
     const size_t n = rec_.layout == Layout::kErasure ? size_t{rec_.k} + rec_.m : 1;
-    for (size_t i = 0; i < n; ++i) {
-      set->push_back(store_->env_->AllocateIo(record_cap_));
-      // The tail padding of records is part of what we write; keep it deterministic.
-      std::memset(set->back().get(), 0, record_cap_);
-    }
+    // Not cleared: every byte of a record that is written is set first (the header by
+    // EncodeHeader, the payload by the body, RelayoutShortStripe or the parity, the tail
+    // padding by FlushStripe or WriteCopies).
+    for (size_t i = 0; i < n; ++i) set->push_back(store_->env_->AllocateIo(record_cap_));
     sets_.push_back(std::move(set));
     busy_.push_back(false);
     cur_ = sets_.size() - 1;
@@ -436,6 +437,7 @@ class WriterImpl final : public Writer {
     RecordHeader h = Header(0, 0, len);
     h.payload_xxh3 = PayloadChecksum(std::span<const uint8_t>(Buf(0) + hb_, len));
     EncodeHeader(h, std::span<uint8_t>(Buf(0), hb_));
+    std::memset(Buf(0) + hb_ + len, 0, record_cap_ - hb_ - len);  // the tail padding
     std::vector<uint8_t*> records(rec_.k, Buf(0));
     return WriteRecords(records, record_cap_, SIZE_MAX);
   }

@@ -417,7 +417,14 @@ class Prefetcher {
   Result<const std::vector<uint8_t>*> Get(size_t i, const std::function<bool()>& idle) {
     std::unique_lock lock(mu_);
     if (i != consumed_) {
-      for (auto it = slots_.begin(); it != slots_.end() && it->first < i;) it = slots_.erase(it);
+      for (auto it = slots_.begin(); it != slots_.end() && it->first < i;) {
+        std::vector<uint8_t>& b = it->second.bytes;
+        if (!b.empty() && spare_bytes_ + b.size() <= kWindowBytes) {  // bounded, like the window
+          spare_bytes_ += b.size();
+          spare_.push_back(std::move(b));
+        }
+        it = slots_.erase(it);
+      }
       for (; consumed_ < i; ++consumed_) {
         if (consumed_ < next_) ahead_bytes_ -= pieces_[consumed_].length;
       }
@@ -438,7 +445,7 @@ class Prefetcher {
 
  private:
   struct Slot {
-    std::vector<uint8_t> bytes;
+    std::vector<uint8_t> bytes;  // the piece is its first `length` bytes (reused buffers)
     std::optional<Error> error;
   };
 
@@ -475,13 +482,28 @@ class Prefetcher {
 
   Slot Read(const Piece& p) {
     Slot s;
+    {
+      // A consumed piece's buffer: already faulted in, and not cleared again (resize of a
+      // fresh vector zeroes it, which cost as much as the read's own copy).
+      // Only one at most twice the piece's size: small pieces do not hold big buffers.
+      std::lock_guard lock(mu_);
+      for (size_t j = 0; j < spare_.size(); ++j) {
+        const uint64_t size = spare_[j].size();
+        if (size >= p.length && size <= 2 * p.length) {
+          spare_bytes_ -= size;
+          s.bytes = std::move(spare_[j]);
+          spare_.erase(spare_.begin() + static_cast<ptrdiff_t>(j));
+          break;
+        }
+      }
+    }
     const SnapObject& obj = *p.object;
     auto r = store_.Open(index::ObjectKey{device_, obj.type, obj.name}, p.offset, p.length);
     if (!r) {
       s.error = r.error();
       return s;
     }
-    s.bytes.resize(p.length);
+    if (s.bytes.size() < p.length) s.bytes.resize(p.length);
     size_t got = 0;
     while (got < p.length) {
       auto k = (*r)->Read(std::span<uint8_t>(s.bytes.data() + got, p.length - got));
@@ -498,7 +520,7 @@ class Prefetcher {
       got += *k;
     }
     if (p.whole() && Sha256::Of(std::string_view(reinterpret_cast<const char*>(s.bytes.data()),
-                                                 s.bytes.size())) != obj.sha256) {
+                                                 p.length)) != obj.sha256) {
       s.error = Error{ErrorKind::kCorruption, 0, "SHA-256 differs from the index"};
     }
     return s;
@@ -512,6 +534,8 @@ class Prefetcher {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<size_t, Slot> slots_;
+  std::vector<std::vector<uint8_t>> spare_;  // buffers of consumed pieces, for the next reads
+  uint64_t spare_bytes_ = 0;                 // their sizes, at most kWindowBytes
   size_t next_ = 0;             // the next piece a thread reads
   size_t consumed_ = 0;         // the piece the writer is on
   uint64_t ahead_bytes_ = 0;    // bytes of pieces [consumed_, next_)

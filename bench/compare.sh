@@ -295,7 +295,7 @@ for op in upload restore; do
   done
 done
 echo
-echo "- chunkvaultd: default configuration ($CV_THREADS worker threads, all on the server core); 6 disk"
+echo "- chunkvaultd: default configuration (${CV_THREADS:-one worker thread per CPU it may run on: 1}, on the server core); 6 disk"
 echo "  folders on one file system, 4+2 erasure coding (1.5x bytes written), O_DIRECT, SHA-256 of each"
 echo "  body verified, extents fdatasync'ed and the LMDB index committed before each 2xx."
 echo "- nginx never fsyncs: a PUT is spooled to a temp file and renamed into place; its 2xx"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/profile_upload.sh [real|null] [OBJECTS] [SIZE]: perf profile of chunkvaultd's uploads.
-# Starts a fresh chunkvaultd (default configuration; `null` adds [storage] bench_discard_writes,
-# the null-disk node) pinned to core 0, records it with `perf record -F 2999 -g` while
+# Starts a fresh chunkvaultd (default configuration, or CV_THREADS worker threads; `null` adds
+# [storage] bench_discard_writes, the null-disk node) pinned to core 0, records it with `perf record -F 2999 -g` while
 # build/bin/loadgen (core 1) uploads OBJECTS x SIZE (default 200 x 4M) over 4 connections,
 # then prints the share of its samples per shared object (perf report --sort dso) and what the
 # commit thread did meanwhile (/metrics: groups, uploads per group, time in syncs and commits).
@@ -21,7 +21,7 @@ if [ "$MODE" = null ]; then
   CFG=(--config "$R.toml")
 fi
 taskset -c 0 "$B/chunkvaultd" "${CFG[@]}" --root "$R" --listen 127.0.0.1:0 \
-  --admin-listen 127.0.0.1:0 --threads 2 >"$R.log" 2>&1 &
+  --admin-listen 127.0.0.1:0 ${CV_THREADS:+--threads "$CV_THREADS"} >"$R.log" 2>&1 &
 PID=$!
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$R"' EXIT
 for _ in $(seq 100); do [ -f "$R/run/endpoints.json" ] && break; sleep 0.1; done

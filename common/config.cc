@@ -1,11 +1,13 @@
 #include "common/config.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/file.h>
 #include <unistd.h>
 #include <toml++/toml.h>
 #include <boost/url/parse.hpp>
 
+#include <algorithm>
 #include <cerrno>
 
 #include <charconv>
@@ -129,7 +131,7 @@ Status ApplyToml(const std::string& file, Config* c) {
   TableReader s(SubTable(root, "server", &errors), "server.");
   s.String("listen", &c->listen);
   s.String("admin_listen", &c->admin_listen);
-  s.Int("threads", &c->threads, 1, 256);
+  s.Int("threads", &c->threads, 0, 256);
   s.Int("max_connections", &c->max_connections, 1, 1000000);
   s.Int("max_connections_per_address", &c->max_connections_per_address, 0, 1000000);
   s.Int("max_admin_connections", &c->max_admin_connections, 1, 1000000);
@@ -213,6 +215,16 @@ Result<HostPort> ParseHostPort(std::string_view s) {
   return HostPort{std::string(a->host_address()), static_cast<uint16_t>(v)};
 }
 
+namespace {
+// The CPUs this process may run on (at least 1, at most 256).
+int CpusAvailable() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::clamp(CPU_COUNT(&set), 1, 256);
+}
+}  // namespace
+
 Result<Config> LoadConfig(const Flags& flags) {
   Config c;
   if (!flags.config_file.empty()) CV_TRY(ApplyToml(flags.config_file, &c));
@@ -220,6 +232,7 @@ Result<Config> LoadConfig(const Flags& flags) {
   if (!flags.listen.empty()) c.listen = flags.listen;
   if (!flags.admin_listen.empty()) c.admin_listen = flags.admin_listen;
   if (flags.threads > 0) c.threads = flags.threads;
+  if (c.threads == 0) c.threads = CpusAvailable();
   if (!flags.log_level.empty()) c.log_level = flags.log_level;
   c.new_admin_key = flags.new_admin_key;
 

@@ -19,7 +19,9 @@ struct Config {
   // [server]
   std::string listen = "127.0.0.1:8443";
   std::string admin_listen = "127.0.0.1:9443";
-  int threads = 2;
+  // Worker threads; 0 (the default) = one per CPU this process may run on (its affinity
+  // mask: taskset, a cgroup's cpuset). LoadConfig resolves 0 to that number.
+  int threads = 0;
   int max_connections = 1024;  // the agent listener
   int max_admin_connections = 64;  // the admin listener, counted apart
   // Open agent connections from one client address (IPv6: one /64); 0 = no such limit.

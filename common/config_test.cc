@@ -1,3 +1,5 @@
+#include <sched.h>
+
 #include "common/config.h"
 
 #include <gtest/gtest.h>
@@ -33,7 +35,9 @@ TEST(ConfigTest, DefaultsDeriveFromRoot) {
   EXPECT_EQ(c->run_dir, "/srv/cv/run");
   EXPECT_EQ(c->k, 4);
   EXPECT_EQ(c->m, 2);
-  EXPECT_EQ(c->threads, 2);
+  cpu_set_t cpus;  // default: one worker thread per CPU this process may run on
+  ASSERT_EQ(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+  EXPECT_EQ(c->threads, CPU_COUNT(&cpus));
   EXPECT_EQ(c->max_connections_per_address, 128);
   EXPECT_EQ(c->metrics_token, "/srv/cv/run/metrics.token");
   EXPECT_TRUE(c->generate_metrics_token);

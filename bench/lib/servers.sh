@@ -128,7 +128,8 @@ wait_https() {
 }
 
 # ---------------------------------------------------------------- servers
-CV_THREADS=${CV_BENCH_CV_THREADS:-2}  # chunkvaultd's default worker threads
+# chunkvaultd's worker threads: its default (one per CPU it may run on: 1 on the pinned core)
+CV_THREADS=${CV_BENCH_CV_THREADS:-}
 # CV_BENCH_CV_CONFIG=FILE: a chunkvaultd TOML to run with (default: the embedded default)
 
 start_server() {
@@ -175,7 +176,7 @@ restart_cv() {
 
 launch_cv() {
   "${PIN_SERVER[@]}" "$CVD" ${CV_CONFIG:+--config "$CV_CONFIG"} --root "$CV_ROOT" \
-    --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --threads "$CV_THREADS" >>"$TMP/cv.log" 2>&1 &
+    --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 ${CV_THREADS:+--threads "$CV_THREADS"} >>"$TMP/cv.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
   SRV_PID=$pid
@@ -192,7 +193,7 @@ launch_cv() {
   local keyfile
   read -r CV_AGENT CV_ADMIN SRV_CA keyfile < <(python3 -c "import json; e=json.load(open('$ep')); print(e['agent'], e['admin'], e['ca'], e['admin_key_file'])")
   CV_KEY=$(cat "$keyfile")
-  log "chunkvaultd pid $pid on $CV_AGENT ($CV_THREADS worker thread(s))"
+  log "chunkvaultd pid $pid on $CV_AGENT (${CV_THREADS:-default} worker thread(s))"
 }
 
 # cv_device: an account and a device on the running node -> SRV_USER, SRV_PASS, SRV_URL

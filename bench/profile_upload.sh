@@ -3,7 +3,8 @@
 # Starts a fresh chunkvaultd (default configuration, or CV_THREADS worker threads; `null` adds
 # [storage] bench_discard_writes, the null-disk node) pinned to core 0, records it with `perf record -F 2999 -g` while
 # build/bin/loadgen (core 1) uploads OBJECTS x SIZE (default 200 x 4M) over 4 connections,
-# then prints the share of its samples per shared object (perf report --sort dso) and what the
+# then prints the share of its samples per shared object (perf report --sort dso), the CPU per
+# MiB by kind of work (bench/profile_split.py) and what the
 # commit thread did meanwhile (/metrics: groups, uploads per group, time in syncs and commits).
 # The perf data stays in ${CV_BENCH_TMP:-/var/tmp}/cvprof-MODE.data. Needs linux-perf, curl.
 set -euo pipefail
@@ -56,3 +57,7 @@ if g > 0:
           f'fdatasyncs + {1000 * i / g:.2f} ms in the index commit ({s:.2f} s + {i:.2f} s in all)')
 "
 perf report -i "$R.data" --no-children -g none --sort dso --stdio 2>/dev/null | grep '%' | head -12
+MIB=$(python3 -c "
+s = '$SIZE'.upper(); u = {'K': 1 / 1024, 'M': 1, 'G': 1024}
+print($OBJECTS * (float(s[:-1]) * u[s[-1]] if s[-1] in u else float(s) / 2**20))")
+perf script -i "$R.data" -F tid,ip,sym,dso -G 2>/dev/null | python3 bench/profile_split.py "$MIB"

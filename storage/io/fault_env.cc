@@ -4,8 +4,9 @@
 // path, stamped with a sequence number taken when the write had completed. A sync takes a
 // sequence number when it is issued and, if it succeeds, forgets the ranges stamped before
 // it. A write racing a sync on another thread is therefore kept as unsynced, never wrongly
-// forgotten. Execute mirrors the base Envs' batch order (reads and writes, then syncs) by
-// calling the base Env twice.
+// forgotten. A sync still running when DropUnsynced runs (the power failed while it ran) fails
+// with EIO: it would never have returned. Execute mirrors the base Envs' batch order (reads
+// and writes, then syncs) by calling the base Env twice.
 //
 // Garbage is a pure function of the seed and of where it goes (the operation number of a
 // torn write; the drop round and range ordinal in DropUnsynced), never of paths or thread
@@ -302,7 +303,7 @@ Status FaultEnv::Execute(std::span<IoRequest> requests) {
   };
 
   run(transfers, transfer_wait);
-  uint64_t sync_seq;
+  uint64_t sync_seq, drop_round;
   {
     std::lock_guard lock(s.mu);
     for (const Forward& fw : transfers) {
@@ -324,10 +325,15 @@ Status FaultEnv::Execute(std::span<IoRequest> requests) {
       s.Record(fw.req.file->path(), fw.req.offset, len);
     }
     sync_seq = ++s.seq;
+    drop_round = s.drop_round;
   }
   run(syncs, sync_wait);
   {
     std::lock_guard lock(s.mu);
+    if (s.drop_round != drop_round) {  // the power failed while these syncs ran
+      for (const Forward& fw : syncs) requests[fw.index].result = -EIO;
+      return detail::BatchStatus(requests);
+    }
     for (const Forward& fw : syncs) {
       if (fw.req.result < 0) continue;
       auto it = s.unsynced.find(fw.req.file->path());

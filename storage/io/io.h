@@ -212,7 +212,8 @@ class FaultEnv : public Env {
   // closing the store that used this Env. Ranges are tracked per path from successful
   // writes and from the whole range of a failed one; a successful sync of a file forgets
   // what was written to it before that sync was issued. Each range gets either seeded
-  // garbage or zeros, chosen by the seed. Afterwards nothing counts as unsynced.
+  // garbage or zeros, chosen by the seed. Afterwards nothing counts as unsynced, and a sync
+  // that was running meanwhile (on another thread) fails with EIO: the power failed under it.
   Status DropUnsynced();
   uint64_t ops() const;
 

@@ -8,6 +8,7 @@
 #include <sys/vfs.h>
 
 #include <barrier>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -946,6 +947,28 @@ TEST_F(FaultEnvTest, DropUnsyncedReplacesExactlyTheUnsyncedRanges) {
   ASSERT_TRUE(env.DropUnsynced());
   EXPECT_EQ(ReadFile(dir_ / "a"), a);
   EXPECT_EQ(ReadFile(dir_ / "b"), b);
+}
+
+// A sync still running when the power fails (DropUnsynced, from another thread) never
+// reports success: the data it was to make durable is gone (regression: it returned OK, and a
+// test's crash could acknowledge garbage).
+TEST_F(FaultEnvTest, ASyncRunningAcrossDropUnsyncedFails) {
+  FaultEnv env(base_.get(), 8);
+  auto f = MustOpen(env, dir_ / "f");
+  const std::string p4 = Pattern(4096, 30);
+  IoRequest write = Write(f.get(), 0, p4.data(), 4096);
+  ASSERT_TRUE(env.Execute({&write, 1}));
+  env.SetLatency(std::chrono::seconds(1), std::chrono::seconds(1));  // the sync waits 1 s
+  IoRequest sync = Sync(f.get());
+  Status synced;
+  std::thread t([&] { synced = env.Execute({&sync, 1}); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(env.DropUnsynced());  // while the sync waits
+  t.join();
+  EXPECT_FALSE(synced);
+  EXPECT_EQ(sync.result, -EIO);
+  f.reset();
+  EXPECT_NE(ReadFile(dir_ / "f"), p4);  // the unsynced write was dropped
 }
 
 TEST_F(FaultEnvTest, DropUnsyncedGarbageDependsOnlyOnTheSeed) {

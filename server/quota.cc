@@ -34,6 +34,16 @@ Result<bool> LockExempt(storage::ObjectStore& store, const index::ObjectKey& key
   return locks.size() < kMaxExemptLocks;
 }
 
+Status StillLockExempt(index::WriteTxn& txn, const index::ObjectKey& key) {
+  CV_TRY_ASSIGN(auto cur, txn.GetObject(key));
+  if (cur) return {};  // a re-upload adds nothing
+  CV_TRY_ASSIGN(auto locks, txn.ListObjects(key.device, index::ObjectType::kLocks, "", kMaxExemptLocks));
+  if (locks.size() < kMaxExemptLocks) return {};
+  return Err(ErrorKind::kUnavailable,
+             "the device's locks reached " + std::to_string(kMaxExemptLocks) +
+                 " while this one was uploaded; retry the upload");
+}
+
 Reservation& Reservation::operator=(Reservation&& other) noexcept {
   if (this != &other) {
     Release();

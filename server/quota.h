@@ -39,6 +39,11 @@ inline constexpr size_t kMaxExemptLocks = 32;
 // while its device holds few).
 Result<bool> LockExempt(storage::ObjectStore& store, const index::ObjectKey& key, uint64_t size);
 
+// The same rule again inside the upload's own index transaction: concurrent lock uploads may
+// all have seen room. kUnavailable (503, retry: a retry is not exempt) when the device holds
+// kMaxExemptLocks locks by now and `key` is not one of them.
+Status StillLockExempt(index::WriteTxn& txn, const index::ObjectKey& key);
+
 enum class AgentAccess { kRead, kWrite };
 // nullopt when `account` (the device's, if it has a record) allows the access at now_ns;
 // otherwise the 403 to answer: {"error":{"code":"account_suspended"|"account_expired",

@@ -104,6 +104,21 @@ TEST_F(ReservationTest, OnlyAFewSmallLocksPerDeviceGoAroundTheQuota) {
     ASSERT_TRUE(store_->Put(lock(static_cast<int>(i)), "lock " + std::to_string(i)));
   }
   EXPECT_FALSE(*LockExempt(*store_, lock(-1), 10));
+  // The commit's own check: a new lock past the limit is refused (retry), one already there
+  // and any lock below the limit are not.
+  auto still = [&](const index::ObjectKey& key) {
+    std::optional<ErrorKind> kind;
+    EXPECT_TRUE(store_->Index().Update([&](index::WriteTxn& txn) -> Status {
+      Status st = StillLockExempt(txn, key);
+      if (!st) kind = st.error().kind;
+      return {};
+    }));
+    return kind;
+  };
+  EXPECT_EQ(still(lock(-1)), ErrorKind::kUnavailable);
+  EXPECT_EQ(still(lock(0)), std::nullopt);
+  ASSERT_TRUE(store_->Delete(lock(0)));
+  EXPECT_EQ(still(lock(-1)), std::nullopt);
 }
 
 }  // namespace

@@ -122,8 +122,9 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   // The commit group syncs and indexes the object, and (snapshots) the device's last backup
   // in the same transaction.
   std::function<Status(index::WriteTxn&)> also =
-      [must_exist, key, backup = AgentApi::UploadCommittedIn(key, NowNanos())](
+      [must_exist, small_lock, key, backup = AgentApi::UploadCommittedIn(key, NowNanos())](
           index::WriteTxn& txn) -> Status {
+    if (small_lock) CV_TRY(StillLockExempt(txn, key));
     if (must_exist) {
       // Deleted since the check above: this upload would add usage that it never reserved.
       CV_TRY_ASSIGN(auto cur, txn.GetObject(key));

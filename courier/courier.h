@@ -94,6 +94,9 @@ class Sink {
   virtual Status Skip(uint64_t n) { return WriteZeros(n); }
   // After the last byte.
   virtual Status Finish() { return {}; }
+  // Write of the first n bytes of `buf`, a buffer of kWriteBufferBytes, which the sink may
+  // keep: it then leaves another such buffer in `buf` (no copy). Default: Write.
+  virtual Status Hand(std::unique_ptr<uint8_t[]>& buf, size_t n) { return Write({buf.get(), n}); }
 };
 
 // Writes to a file descriptor at increasing offsets from `start`. On a regular file zeros
@@ -121,8 +124,8 @@ class FdSink : public Sink {
 };
 
 // Overlaps the image's production (reading the files) with its consumption: Write copies
-// into one of `depth` buffers of kWriteBufferBytes and returns; a thread of its own calls
-// `inner` in order. An error of `inner` is returned by a later call (at the latest Finish).
+// into one of `depth` buffers of kWriteBufferBytes and returns (Hand takes the caller's
+// buffer instead, and gives back a free one); a thread of its own calls `inner` in order. An error of `inner` is returned by a later call (at the latest Finish).
 // `inner` must outlive this and is called from that thread only.
 class PipelinedSink : public Sink {
  public:
@@ -132,6 +135,7 @@ class PipelinedSink : public Sink {
   Status WriteZeros(uint64_t n) override;
   Status Skip(uint64_t n) override;
   Status Finish() override;
+  Status Hand(std::unique_ptr<uint8_t[]>& buf, size_t n) override;
 
  private:
   struct State;

@@ -129,6 +129,16 @@ struct PipelinedSink::State {
     }
   }
 
+  // A free buffer, once one is back from the thread; nothing after an error of `inner`.
+  Result<std::unique_ptr<uint8_t[]>> TakeFree() {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return !free.empty() || !error; });
+    if (!error) return tl::unexpected(error.error());
+    std::unique_ptr<uint8_t[]> buf = std::move(free.back());
+    free.pop_back();
+    return buf;
+  }
+
   Status Push(Op op) {
     std::lock_guard lock(mu);
     if (!error) return error;
@@ -165,20 +175,21 @@ PipelinedSink::~PipelinedSink() {
 Status PipelinedSink::Write(std::span<const uint8_t> data) {
   State& s = *state_;
   while (!data.empty()) {
-    std::unique_ptr<uint8_t[]> buf;
-    {
-      std::unique_lock lock(s.mu);
-      s.cv.wait(lock, [&] { return !s.free.empty() || !s.error; });
-      if (!s.error) return s.error;
-      buf = std::move(s.free.back());
-      s.free.pop_back();
-    }
+    CV_TRY_ASSIGN(auto buf, s.TakeFree());
     size_t n = std::min(data.size(), kWriteBufferBytes);
     memcpy(buf.get(), data.data(), n);
     CV_TRY(s.Push({State::Kind::kWrite, n, std::move(buf)}));
     data = data.subspan(n);
   }
   return {};
+}
+
+Status PipelinedSink::Hand(std::unique_ptr<uint8_t[]>& buf, size_t n) {
+  State& s = *state_;
+  CV_TRY_ASSIGN(auto spare, s.TakeFree());
+  Status pushed = s.Push({State::Kind::kWrite, n, std::move(buf)});
+  buf = std::move(spare);  // the caller always keeps a buffer, even after an error
+  return pushed;
 }
 
 Status PipelinedSink::WriteZeros(uint64_t n) {

@@ -66,7 +66,7 @@ class Emitter {
     if (used_ == 0) return {};
     size_t n = used_;
     used_ = 0;
-    return sink_.Write({buf_.get(), n});
+    return sink_.Hand(buf_, n);  // a pipelined sink keeps the buffer and gives another
   }
 
  private:

@@ -34,10 +34,15 @@ Result<bool> LockExempt(storage::ObjectStore& store, const index::ObjectKey& key
   return locks.size() < kMaxExemptLocks;
 }
 
-Status StillLockExempt(index::WriteTxn& txn, const index::ObjectKey& key) {
+Status StillUnreserved(index::WriteTxn& txn, const index::ObjectKey& key, bool exempt_lock) {
   CV_TRY_ASSIGN(auto cur, txn.GetObject(key));
   if (cur) return {};  // a re-upload adds nothing
-  CV_TRY_ASSIGN(auto locks, txn.ListObjects(key.device, index::ObjectType::kLocks, "", kMaxExemptLocks));
+  if (!exempt_lock) {
+    return Err(ErrorKind::kUnavailable,
+               "the object was deleted while it was uploaded again; retry the upload");
+  }
+  CV_TRY_ASSIGN(auto locks,
+                txn.ListObjects(key.device, index::ObjectType::kLocks, "", kMaxExemptLocks));
   if (locks.size() < kMaxExemptLocks) return {};
   return Err(ErrorKind::kUnavailable,
              "the device's locks reached " + std::to_string(kMaxExemptLocks) +

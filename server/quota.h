@@ -39,10 +39,12 @@ inline constexpr size_t kMaxExemptLocks = 32;
 // while its device holds few).
 Result<bool> LockExempt(storage::ObjectStore& store, const index::ObjectKey& key, uint64_t size);
 
-// The same rule again inside the upload's own index transaction: concurrent lock uploads may
-// all have seen room. kUnavailable (503, retry: a retry is not exempt) when the device holds
-// kMaxExemptLocks locks by now and `key` is not one of them.
-Status StillLockExempt(index::WriteTxn& txn, const index::ObjectKey& key);
+// An upload that took no reservation (a re-upload of an object that was there, or an exempt
+// lock: `exempt_lock`), checked again inside its own index transaction, since other uploads
+// and deletes ran meanwhile. OK when the object is there (a re-upload adds nothing) or, for
+// an exempt lock, while the device still holds fewer than kMaxExemptLocks locks; otherwise
+// kUnavailable (503: the retry reserves, or is refused).
+Status StillUnreserved(index::WriteTxn& txn, const index::ObjectKey& key, bool exempt_lock);
 
 enum class AgentAccess { kRead, kWrite };
 // nullopt when `account` (the device's, if it has a record) allows the access at now_ns;

@@ -106,10 +106,10 @@ TEST_F(ReservationTest, OnlyAFewSmallLocksPerDeviceGoAroundTheQuota) {
   EXPECT_FALSE(*LockExempt(*store_, lock(-1), 10));
   // The commit's own check: a new lock past the limit is refused (retry), one already there
   // and any lock below the limit are not.
-  auto still = [&](const index::ObjectKey& key) {
+  auto still = [&](const index::ObjectKey& key, bool exempt_lock = true) {
     std::optional<ErrorKind> kind;
     EXPECT_TRUE(store_->Index().Update([&](index::WriteTxn& txn) -> Status {
-      Status st = StillLockExempt(txn, key);
+      Status st = StillUnreserved(txn, key, exempt_lock);
       if (!st) kind = st.error().kind;
       return {};
     }));
@@ -119,6 +119,10 @@ TEST_F(ReservationTest, OnlyAFewSmallLocksPerDeviceGoAroundTheQuota) {
   EXPECT_EQ(still(lock(0)), std::nullopt);
   ASSERT_TRUE(store_->Delete(lock(0)));
   EXPECT_EQ(still(lock(-1)), std::nullopt);
+  // A re-upload (no reservation) of an object deleted meanwhile is refused (retry); of one
+  // still there it is not.
+  EXPECT_EQ(still(lock(0), false), ErrorKind::kUnavailable);
+  EXPECT_EQ(still(lock(1), false), std::nullopt);
 }
 
 }  // namespace

@@ -42,14 +42,14 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   }
   // Hard quota: reserve Content-Length before reading any of the body. An object that is
   // already there cannot grow usage (the same body is a no-op, another one a conflict), so a
-  // re-upload reserves nothing, and its commit checks that the object is still there.
+  // re-upload reserves nothing; its commit checks that this still holds (StillUnreserved).
   Reservation reservation;
-  bool must_exist = false;
+  bool unreserved = small_lock;
   if (account && !small_lock) {
     auto head = ctx_.store.Head(key);
     if (!head) co_return co_await Send(x, ErrorReply(head.error()));
-    must_exist = head->has_value();
-    if (!must_exist) {
+    unreserved = head->has_value();
+    if (!unreserved) {
       auto got = Reserve(ctx_.store.Index(), account->id, size, now);
       if (!got) co_return co_await Send(x, ErrorReply(got.error()));
       if (!got->decision.granted) {
@@ -122,17 +122,9 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   // The commit group syncs and indexes the object, and (snapshots) the device's last backup
   // in the same transaction.
   std::function<Status(index::WriteTxn&)> also =
-      [must_exist, small_lock, key, backup = AgentApi::UploadCommittedIn(key, NowNanos())](
+      [unreserved, small_lock, key, backup = AgentApi::UploadCommittedIn(key, NowNanos())](
           index::WriteTxn& txn) -> Status {
-    if (small_lock) CV_TRY(StillLockExempt(txn, key));
-    if (must_exist) {
-      // Deleted since the check above: this upload would add usage that it never reserved.
-      CV_TRY_ASSIGN(auto cur, txn.GetObject(key));
-      if (!cur) {
-        return Err(ErrorKind::kUnavailable,
-                   "the object was deleted while it was uploaded again; retry the upload");
-      }
-    }
+    if (unreserved) CV_TRY(StillUnreserved(txn, key, small_lock));
     return backup ? backup(txn) : Status{};
   };
   auto info = co_await CommitUpload(ctx_.store, std::move(*writer), std::move(also));

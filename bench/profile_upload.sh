@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # bench/profile_upload.sh [real|null] [OBJECTS] [SIZE]: perf profile of chunkvaultd's uploads.
 # Starts a fresh chunkvaultd (default configuration, or CV_THREADS worker threads; `null` adds
-# [storage] bench_discard_writes, the null-disk node) pinned to core 0, records it with `perf record -F 2999 -g` while
-# build/bin/loadgen (core 1) uploads OBJECTS x SIZE (default 200 x 4M) over 4 connections,
-# then prints the share of its samples per shared object (perf report --sort dso), the CPU per
-# MiB by kind of work (bench/profile_split.py) and what the
+# [storage] bench_discard_writes, the null-disk node) pinned to core 0, records it with
+# `perf record -F 2999 -g` while build/bin/loadgen (core 1) uploads OBJECTS x SIZE (default
+# 200 x 4M) over 4 connections, then prints the share of its samples per shared object (perf
+# report --sort dso), the CPU per MiB by kind of work (bench/profile_split.py) and what the
 # commit thread did meanwhile (/metrics: groups, uploads per group, time in syncs and commits).
 # The perf data stays in ${CV_BENCH_TMP:-/var/tmp}/cvprof-MODE.data. Needs linux-perf, curl.
 set -euo pipefail

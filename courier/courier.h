@@ -125,7 +125,8 @@ class FdSink : public Sink {
 
 // Overlaps the image's production (reading the files) with its consumption: Write copies
 // into one of `depth` buffers of kWriteBufferBytes and returns (Hand takes the caller's
-// buffer instead, and gives back a free one); a thread of its own calls `inner` in order. An error of `inner` is returned by a later call (at the latest Finish).
+// buffer instead, and gives back a free one); a thread of its own calls `inner` in order.
+// An error of `inner` is returned by a later call (at the latest Finish).
 // `inner` must outlive this and is called from that thread only.
 class PipelinedSink : public Sink {
  public:

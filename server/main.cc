@@ -53,7 +53,8 @@ int Main(int argc, char** argv) {
   app.add_option("--listen", flags.listen,
                  "agent listener ADDR:PORT (port 0: kernel-chosen) [127.0.0.1:8443]");
   app.add_option("--admin-listen", flags.admin_listen, "admin listener ADDR:PORT [127.0.0.1:9443]");
-  app.add_option("--threads", flags.threads, "worker threads [one per CPU it may run on]")->check(CLI::Range(1, 256));
+  app.add_option("--threads", flags.threads, "worker threads [one per CPU it may run on]")
+      ->check(CLI::Range(1, 256));
   app.add_option("--log-level", flags.log_level, "debug, info, warn or error [info]");
   app.add_flag("--new-admin-key", flags.new_admin_key,
                "replace the operator admin key with a new one (written to ROOT/run/admin.key)");

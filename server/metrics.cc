@@ -48,6 +48,13 @@ Metrics::Metrics(std::string_view scrape_token)
     : scrape_token_hash_(admin::HashToken(scrape_token)),
       registry_(std::make_shared<prometheus::Registry>()) {
   auto& r = *registry_;
+  // An unlabelled series, registered in r.
+  auto counter = [&r](const char* name, const char* help) {
+    return &BuildCounter().Name(name).Help(help).Register(r).Add({});
+  };
+  auto gauge = [&r](const char* name, const char* help) {
+    return &BuildGauge().Name(name).Help(help).Register(r).Add({});
+  };
   requests_ = &BuildCounter()
                    .Name("chunkvault_http_requests_total")
                    .Help("HTTP requests answered, by listener, route template, method and status")
@@ -62,113 +69,56 @@ Metrics::Metrics(std::string_view scrape_token)
                     .Register(r);
   bytes_in_ = &bytes.Add({{"direction", "in"}});
   bytes_out_ = &bytes.Add({{"direction", "out"}});
-  open_connections_ = &BuildGauge()
-                           .Name("chunkvault_open_connections")
-                           .Help("Open client connections (both listeners)")
-                           .Register(r)
-                           .Add({});
-  rejected_connections_ =
-      &BuildCounter()
-           .Name("chunkvault_rejected_connections_total")
-           .Help("Connections closed at once because max_connections was reached")
-           .Register(r)
-           .Add({});
-  rejected_per_address_ =
-      &BuildCounter()
-           .Name("chunkvault_rejected_connections_per_address_total")
-           .Help("Agent connections closed at once because their address had "
-                 "max_connections_per_address open")
-           .Register(r)
-           .Add({});
+  open_connections_ =
+      gauge("chunkvault_open_connections", "Open client connections (both listeners)");
+  rejected_connections_ = counter("chunkvault_rejected_connections_total",
+                                  "Connections closed at once because max_connections was reached");
+  rejected_per_address_ = counter("chunkvault_rejected_connections_per_address_total",
+                                  "Agent connections closed at once because their address had "
+                                  "max_connections_per_address open");
   evicted_connections_ =
-      &BuildCounter()
-           .Name("chunkvault_evicted_connections_total")
-           .Help("Connections closed before their TLS handshake finished, the oldest first, to "
-                 "make room for a new one at max_connections")
-           .Register(r)
-           .Add({});
-  handshake_failures_ = &BuildCounter()
-                             .Name("chunkvault_tls_handshake_failures_total")
-                             .Help("TLS handshakes that failed (old protocol, plaintext, timeout)")
-                             .Register(r)
-                             .Add({});
-  auth_failures_ = &BuildCounter()
-                        .Name("chunkvault_auth_failures_total")
-                        .Help("Requests with wrong credentials")
-                        .Register(r)
-                        .Add({});
+      counter("chunkvault_evicted_connections_total",
+              "Connections closed before their TLS handshake finished, the oldest first, to "
+              "make room for a new one at max_connections");
+  handshake_failures_ = counter("chunkvault_tls_handshake_failures_total",
+                                "TLS handshakes that failed (old protocol, plaintext, timeout)");
+  auth_failures_ = counter("chunkvault_auth_failures_total", "Requests with wrong credentials");
   auto& reloads = BuildCounter()
                       .Name("chunkvault_tls_reloads_total")
                       .Help("Certificate reloads, by result")
                       .Register(r);
   tls_reloads_ok_ = &reloads.Add({{"result", "ok"}});
   tls_reloads_failed_ = &reloads.Add({{"result", "failed"}});
-  failed_disks_ = &BuildGauge()
-                       .Name("chunkvault_failed_disks")
-                       .Help("Data disks marked failed")
-                       .Register(r)
-                       .Add({});
-  disks_ = &BuildGauge().Name("chunkvault_disks").Help("Data disks configured").Register(r).Add({});
-  reconstructed_reads_.counter = &BuildCounter()
-                                      .Name("chunkvault_reconstructed_reads_total")
-                                      .Help("Shard reads served from parity or another copy")
-                                      .Register(r)
-                                      .Add({});
-  corrupt_shards_.counter = &BuildCounter()
-                                 .Name("chunkvault_corrupt_shards_total")
-                                 .Help("Shard checksum mismatches found while reading")
-                                 .Register(r)
-                                 .Add({});
-  commit_groups_.counter = &BuildCounter()
-                                .Name("chunkvault_commit_groups_total")
-                                .Help("Commit groups run (one fdatasync per extent + one index commit)")
-                                .Register(r)
-                                .Add({});
-  commit_jobs_.counter = &BuildCounter()
-                              .Name("chunkvault_commit_jobs_total")
-                              .Help("Uploads and index updates committed in those groups")
-                              .Register(r)
-                              .Add({});
+  failed_disks_ = gauge("chunkvault_failed_disks", "Data disks marked failed");
+  disks_ = gauge("chunkvault_disks", "Data disks configured");
+  reconstructed_reads_.counter = counter("chunkvault_reconstructed_reads_total",
+                                         "Shard reads served from parity or another copy");
+  corrupt_shards_.counter =
+      counter("chunkvault_corrupt_shards_total", "Shard checksum mismatches found while reading");
+  commit_groups_.counter =
+      counter("chunkvault_commit_groups_total",
+              "Commit groups run (one fdatasync per extent + one index commit)");
+  commit_jobs_.counter = counter("chunkvault_commit_jobs_total",
+                                 "Uploads and index updates committed in those groups");
   auto& commit_seconds = BuildCounter()
                              .Name("chunkvault_commit_seconds_total")
                              .Help("Time the commit groups spent, by phase (sync, index)")
                              .Register(r);
   commit_sync_seconds_.counter = &commit_seconds.Add({{"phase", "sync"}});
   commit_index_seconds_.counter = &commit_seconds.Add({{"phase", "index"}});
-  pending_repairs_ = &BuildGauge()
-                          .Name("chunkvault_pending_repairs")
-                          .Help("Stripes queued for repair")
-                          .Register(r)
-                          .Add({});
-  stored_bytes_ = &BuildGauge()
-                       .Name("chunkvault_stored_bytes")
-                       .Help("Logical bytes of all devices' objects")
-                       .Register(r)
-                       .Add({});
-  stored_objects_ = &BuildGauge()
-                         .Name("chunkvault_stored_objects")
-                         .Help("Objects of all devices")
-                         .Register(r)
-                         .Add({});
-  last_full_scrub_ = &BuildGauge()
-                          .Name("chunkvault_last_full_scrub_timestamp_seconds")
-                          .Help("Start of the last complete scrub pass (0: never)")
-                          .Register(r)
-                          .Add({});
-  cert_not_after_ = &BuildGauge()
-                         .Name("chunkvault_tls_certificate_not_after_timestamp_seconds")
-                         .Help("Expiry of the serving TLS certificate")
-                         .Register(r)
-                         .Add({});
+  pending_repairs_ = gauge("chunkvault_pending_repairs", "Stripes queued for repair");
+  stored_bytes_ = gauge("chunkvault_stored_bytes", "Logical bytes of all devices' objects");
+  stored_objects_ = gauge("chunkvault_stored_objects", "Objects of all devices");
+  last_full_scrub_ = gauge("chunkvault_last_full_scrub_timestamp_seconds",
+                           "Start of the last complete scrub pass (0: never)");
+  cert_not_after_ = gauge("chunkvault_tls_certificate_not_after_timestamp_seconds",
+                          "Expiry of the serving TLS certificate");
   ca_not_after_family_ = &BuildGauge()
                               .Name("chunkvault_tls_ca_not_after_timestamp_seconds")
                               .Help("Expiry of the CA certificate agents pin ([tls] ca_file)")
                               .Register(r);
-  ready_ = &BuildGauge()
-                .Name("chunkvault_ready")
-                .Help("1 when /readyz answers ready (enough healthy disks, index usable), else 0")
-                .Register(r)
-                .Add({});
+  ready_ = gauge("chunkvault_ready",
+                 "1 when /readyz answers ready (enough healthy disks, index usable), else 0");
 }
 
 bool Metrics::ScrapeAllowed(std::string_view authorization) const {

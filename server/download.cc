@@ -49,7 +49,7 @@ net::awaitable<bool> Session::Download(Exchange& x, const index::ObjectKey& key)
     n = *r;
   }
   bool keep = req.keep_alive() && !worker_.draining;
-  if (keep && !parser_->is_done()) keep = co_await DiscardBody(x);
+  if (keep && !BodyDone()) keep = co_await DiscardBody(x);
 
   auto res =
       RangedResponse(req.version(), rr.partial, ByteRange{rr.range.offset, length}, size, keep);

@@ -46,7 +46,7 @@ net::awaitable<bool> Session::SendFile(Exchange& x, const std::string& path) {
   if (rr.refusal) co_return co_await Send(x, std::move(*rr.refusal));
   const ByteRange range = rr.range;
   bool keep = req.keep_alive() && !worker_.draining;
-  if (keep && !parser_->is_done()) keep = co_await DiscardBody(x);
+  if (keep && !BodyDone()) keep = co_await DiscardBody(x);
   auto res = RangedResponse(req.version(), rr.partial, range, size, keep);
   BodySerializer sr{res};
   x.status = res.result_int();

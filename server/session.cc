@@ -125,6 +125,7 @@ net::awaitable<bool> Session::ServeOne() {
   if (worker_.draining) co_return false;
   const Config& cfg = ctx_.config;
   parser_.emplace();
+  raw_left_.reset();
   parser_->header_limit(cfg.header_limit_bytes);
   parser_->body_limit(listener_ == Listener::kAgent ? cfg.max_object_bytes
                                                     : cfg.max_json_body_bytes);
@@ -203,7 +204,7 @@ net::awaitable<std::optional<std::string>> Session::ReadSmallBody(Exchange& x, s
   }
   std::string out;
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kDiscardChunk]);
-  while (!parser_->is_done()) {
+  while (!BodyDone()) {
     auto [ec, got] = co_await ReadBodySome(buf.get(), kDiscardChunk);
     x.in += got;
     if (ec) {
@@ -222,16 +223,16 @@ net::awaitable<std::optional<std::string>> Session::ReadSmallBody(Exchange& x, s
 }
 
 net::awaitable<bool> Session::DiscardBody(Exchange& x) {
-  if (parser_->is_done()) co_return true;
+  if (BodyDone()) co_return true;
   // A client waiting for 100 Continue may or may not send its body now: the stream is
   // ambiguous, so close it.
   if (continue_pending_) co_return false;
   const uint64_t limit = ctx_.config.drain_body_bytes;
-  auto remaining = parser_->content_length_remaining();
+  auto remaining = BodyLeft();
   if (remaining && *remaining > limit) co_return false;
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kDiscardChunk]);
   uint64_t dropped = 0;
-  while (!parser_->is_done()) {
+  while (!BodyDone()) {
     auto [ec, got] = co_await ReadBodySome(buf.get(), kDiscardChunk);
     dropped += got;
     if (ec || dropped > limit) co_return false;  // chunked bodies announce no size
@@ -241,27 +242,24 @@ net::awaitable<bool> Session::DiscardBody(Exchange& x) {
 }
 
 net::awaitable<std::pair<beast::error_code, size_t>> Session::ReadBodySome(uint8_t* buf,
-                                                                          size_t size) {
+                                                                           size_t size) {
+  // A body with a Content-Length goes past the parser as soon as the parser has handed over
+  // what arrived with the header: from then on its bytes are all body and need no parsing.
+  // Chunked bodies stay with the parser to the end.
+  const bool sized = !raw_left_ && !parser_->chunked() && parser_->content_length();
+  if (sized && buffer_.size() == 0) raw_left_ = parser_->content_length_remaining().value_or(0);
+  if (raw_left_) co_return co_await ReadRawSome(buf, size);
   auto& body = parser_->get().body();
   body.data = buf;
   body.size = size;
   // Fast path: take the TLS records that have already arrived without a trip through the
-  // event loop. The socket is non-blocking, so a synchronous read that would wait fails with
-  // would_block instead, and the asynchronous read below (with the body timeout) takes over.
-  // Each trip costs a timer, an epoll round and a coroutine resumption per 16 KiB record,
-  // which was most of an upload's CPU time (bench/README.md, "Optimisations"). Two limits:
-  //  - fairness: after kSyncReadRun bytes the next read goes through the event loop, so one
-  //    fast upload cannot keep the worker's other connections waiting;
-  //  - TLS output: a record read may make OpenSSL answer (a TLS 1.3 KeyUpdate, an alert),
-  //    and Asio's synchronous path writes that answer with a plain write, which on this
-  //    non-blocking socket could stop half-way if the send queue were full and lose bytes of
-  //    the TLS stream. So the fast path runs only while the kernel's send queue is empty
-  //    (SIOCOUTQ == 0): then the few bytes of such an answer always fit.
+  // event loop (the fast path of ReadRawSome says why and when).
   beast::error_code ec;
   int unsent = -1;
   if (sync_read_run_ < kSyncReadRun &&
       ::ioctl(Tcp().socket().native_handle(), SIOCOUTQ, &unsent) == 0 && unsent == 0) {
-    while (body.size > 0 && !parser_->is_done()) {
+    // A sized body stops here once the buffer is empty: the next call reads it raw.
+    while (body.size > 0 && !parser_->is_done() && !(sized && buffer_.size() == 0)) {
       http::read_some(stream_, buffer_, *parser_, ec);
       if (ec == net::error::would_block || ec == net::error::try_again) {
         ec = {};
@@ -278,6 +276,48 @@ net::awaitable<std::pair<beast::error_code, size_t>> Session::ReadBodySome(uint8
   auto [aec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
   if (aec == http::error::need_buffer) aec = {};  // `buf` is full: not an error
   co_return std::pair{aec, size - body.size};
+}
+
+net::awaitable<std::pair<beast::error_code, size_t>> Session::ReadRawSome(uint8_t* buf,
+                                                                          size_t size) {
+  // Never past this body: what follows on the stream is the next request's.
+  const size_t want = static_cast<size_t>(std::min<uint64_t>(size, *raw_left_));
+  if (want == 0) co_return std::pair{beast::error_code{}, size_t{0}};
+  size_t got = 0;
+  // Fast path: take the TLS records that have already arrived without a trip through the
+  // event loop. The socket is non-blocking, so a synchronous read that would wait fails with
+  // would_block instead, and the asynchronous read below (with the body timeout) takes over.
+  // Each trip costs a timer, an epoll round and a coroutine resumption per 16 KiB record,
+  // which was most of an upload's CPU time (bench/README.md, "Optimisations"). Two limits:
+  //  - fairness: after kSyncReadRun bytes the next read goes through the event loop, so one
+  //    fast upload cannot keep the worker's other connections waiting;
+  //  - TLS output: a record read may make OpenSSL answer (a TLS 1.3 KeyUpdate, an alert),
+  //    and Asio's synchronous path writes that answer with a plain write, which on this
+  //    non-blocking socket could stop half-way if the send queue were full and lose bytes of
+  //    the TLS stream. So the fast path runs only while the kernel's send queue is empty
+  //    (SIOCOUTQ == 0): then the few bytes of such an answer always fit.
+  beast::error_code ec;
+  int unsent = -1;
+  if (sync_read_run_ < kSyncReadRun &&
+      ::ioctl(Tcp().socket().native_handle(), SIOCOUTQ, &unsent) == 0 && unsent == 0) {
+    while (got < want) {
+      const size_t n = stream_.read_some(net::buffer(buf + got, want - got), ec);
+      got += n;
+      if (ec == net::error::would_block || ec == net::error::try_again) {
+        ec = {};
+        break;
+      }
+      if (ec) break;
+    }
+    sync_read_run_ += got;
+    *raw_left_ -= got;
+    if (got > 0 || ec) co_return std::pair{ec, got};
+  }
+  sync_read_run_ = 0;
+  Tcp().expires_after(Seconds(ctx_.config.body_timeout_s));
+  auto [aec, n] = co_await stream_.async_read_some(net::buffer(buf, want), kTuple);
+  *raw_left_ -= n;
+  co_return std::pair{aec, n};
 }
 
 net::awaitable<bool> Session::SendContinue() {
@@ -311,7 +351,7 @@ net::awaitable<bool> Session::SendUnauthorized(Exchange& x, Reply reply, bool co
 
 net::awaitable<bool> Session::Send(Exchange& x, Reply r) {
   bool keep = !r.close && parser_->get().keep_alive() && !worker_.draining;
-  if (keep && !parser_->is_done()) keep = co_await DiscardBody(x);
+  if (keep && !BodyDone()) keep = co_await DiscardBody(x);
   unsigned version = parser_->get().version() == 10 ? 10 : 11;
   http::response<http::string_body> res{static_cast<http::status>(r.status), version};
   res.set(http::field::server, "chunkvault");
@@ -327,7 +367,7 @@ net::awaitable<bool> Session::Send(Exchange& x, Reply r) {
     res.prepare_payload();
   }
   res.keep_alive(keep);
-  if (!keep && !parser_->is_done()) linger_ = true;
+  if (!keep && !BodyDone()) linger_ = true;
   x.status = r.status;
   Tcp().expires_after(Seconds(ctx_.config.write_timeout_s));
   auto [ec, n] = co_await http::async_write(stream_, res, kTuple);

@@ -5,7 +5,7 @@
 // waits in the bounded read buffer until the previous answer is written), and a graceful
 // TLS shutdown; stream_truncated from clients that skip close_notify is not an error.
 //
-// Bodies are streamed: an upload is read in kChunk pieces straight into storage::Writer, a
+// Bodies are streamed: an upload is decrypted straight into storage::Writer's buffers, a
 // download is read from storage::Reader in kChunk pieces, so memory per request is a couple of
 // chunks plus what the store holds for its stripes, whatever the object size.
 //
@@ -157,9 +157,22 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> DiscardBody(Exchange& x);
   // Reads what comes next of the request's body into `buf` (up to `size` bytes), within the
   // body timeout: an error (the client went away, timed out or sent a bad body) and how many
-  // bytes arrived, either way.
+  // bytes arrived, either way. A body with a Content-Length is decrypted straight into `buf`
+  // once the parser has handed over what it had buffered (see raw_left_).
   boost::asio::awaitable<std::pair<boost::beast::error_code, size_t>> ReadBodySome(uint8_t* buf,
                                                                                  size_t size);
+  // The same for the part of a Content-Length body that is still on the stream: TLS records
+  // decrypted into `buf`, past Beast's parser and its read buffer (one copy less per byte).
+  boost::asio::awaitable<std::pair<boost::beast::error_code, size_t>> ReadRawSome(uint8_t* buf,
+                                                                                size_t size);
+  // The whole request body has been read.
+  bool BodyDone() const { return raw_left_ ? *raw_left_ == 0 : parser_->is_done(); }
+  // Body bytes still to come, when the request announced its length.
+  std::optional<uint64_t> BodyLeft() const {
+    if (raw_left_) return raw_left_;
+    const auto left = parser_->content_length_remaining();
+    return left ? std::optional<uint64_t>(*left) : std::nullopt;
+  }
   boost::asio::awaitable<bool> SendContinue();
   boost::asio::awaitable<bool> Send(Exchange& x, Reply reply);
   // Waits for the failure delay of this client's address, then answers 401.
@@ -183,6 +196,11 @@ class Session : public std::enable_shared_from_this<Session> {
   bool continue_pending_ = false;  // the client sent Expect: 100-continue and waits for us
   bool linger_ = false;            // closing with unread request bytes: read them before closing
   size_t sync_read_run_ = 0;       // body bytes read since the last trip through the event loop
+  // Set once the parser has handed over every body byte it had buffered, for a body with a
+  // Content-Length: the bytes of it still on the stream, read by ReadRawSome. The parser
+  // takes no part in the rest of this request's body (it never reaches is_done()); BodyDone
+  // and BodyLeft answer for both cases.
+  std::optional<uint64_t> raw_left_;
 };
 
 }  // namespace cv::server

@@ -72,7 +72,7 @@ net::awaitable<bool> Session::Upload(Exchange& x, const index::ObjectKey& key,
   // The body is read straight into the Writer's shard buffers (no copy in between).
   std::optional<Error> failed;
   uint64_t received = 0;
-  while (!parser_->is_done()) {
+  while (!BodyDone()) {
     const std::span<uint8_t> window = (*writer)->Window();
     if (window.empty() && ring && (*writer)->status()) {
       co_await ring->WhenWritten(**writer);  // both stripe buffers are being written

@@ -148,6 +148,7 @@ constexpr Route kRoutes[] = {
     {"GET", "fsck", true, internal::Fsck},
     {"POST", "fsck", true, internal::FixFsck},
     {"GET", "status", true, internal::NodeStatus},
+    {"GET", "cluster", true, internal::ClusterStatus},
     {"POST", "scrub", true, internal::Scrub},
     {"POST", "repair", true, internal::Repair},
     {"POST", "index/backup", true, internal::BackupIndex},

@@ -54,6 +54,7 @@
 // Thread-safety: AdminApi::Handle may be called from many threads at once.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -110,6 +111,9 @@ struct Options {
   std::string courier_dir;
   std::string courier_key_file;
   uint64_t courier_bytes_per_sec = 0;
+  // GET /cluster: the node's view of its cluster as JSON (server/ wires cluster/ in here,
+  // which sits above admin/). Null: a single node. kUnavailable: etcd cannot be reached.
+  std::function<Result<std::string>()> cluster_status;
 };
 
 class AdminApi {

@@ -179,6 +179,7 @@ Response FixFsck(Call& c);  // POST /fsck {"fix": true}
 
 // ops.cc: the operator's view and upkeep of the node (cvctl)
 Response NodeStatus(Call& c);   // GET /status
+Response ClusterStatus(Call& c);  // GET /cluster
 Response Scrub(Call& c);        // POST /scrub
 Response Repair(Call& c);       // POST /repair
 Response BackupIndex(Call& c);  // POST /index/backup

@@ -132,6 +132,22 @@ std::optional<Response> RefuseFields(const Call& c) {
   return std::nullopt;
 }
 
+Response ClusterStatus(Call& c) {
+  if (!c.options->cluster_status) return Reply(200, json::object{{"cluster", false}});
+  auto status = c.options->cluster_status();
+  if (!status) {
+    if (status.error().kind == ErrorKind::kUnavailable) {
+      Log(LogLevel::kWarn, "etcd_unreachable", {{"step", "GET /cluster"}, {"error", status.error().ToString()}});
+      return FromApiError(ApiError{503, "etcd_unavailable",
+                                   "the cluster's etcd cannot be reached; this node keeps serving "
+                                   "the accounts it holds",
+                                   {}});
+    }
+    return FromError(status.error());
+  }
+  return Response{200, std::move(*status), {}, {}};
+}
+
 Response NodeStatus(Call& c) {
   std::string node_id;
   std::optional<std::pair<int, int>> profile;

@@ -125,7 +125,7 @@ Status ApplyToml(const std::string& file, Config* c) {
   TableReader top(&root, "");
   top.String("root", &c->root);
   top.String("log_level", &c->log_level);
-  for (auto t : {"server", "tls", "storage", "jobs", "scrub", "auth"}) top.Table(t);
+  for (auto t : {"server", "tls", "storage", "jobs", "scrub", "auth", "cluster"}) top.Table(t);
   collect(top);
 
   TableReader s(SubTable(root, "server", &errors), "server.");
@@ -192,6 +192,24 @@ Status ApplyToml(const std::string& file, Config* c) {
   a.Int("max_failure_delay_ms", &c->max_failure_delay_ms, 0, 60000);
   a.Int("failure_window_s", &c->failure_window_s, 1, 86400);
   collect(a);
+
+  const toml::table* cluster = SubTable(root, "cluster", &errors);
+  if (cluster) {
+    c->cluster = true;
+    TableReader cl(cluster, "cluster.");
+    cl.Strings("etcd_endpoints", &c->etcd_endpoints);
+    cl.String("node_id", &c->node_id);
+    cl.Int("lease_ttl_s", &c->lease_ttl_s, 2, 300);
+    cl.Int("etcd_timeout_ms", &c->etcd_timeout_ms, 100, 60000);
+    collect(cl);
+    // What the endpoints and the id must look like, cluster/ checks when the node starts.
+    if (c->etcd_endpoints.empty()) {
+      errors += std::string(errors.empty() ? "" : "; ") + "'cluster.etcd_endpoints' is required";
+    }
+    if (c->node_id.empty()) {
+      errors += std::string(errors.empty() ? "" : "; ") + "'cluster.node_id' is required";
+    }
+  }
 
   if (!errors.empty()) return Err(ErrorKind::kInvalidArgument, file + ": " + errors);
   return {};

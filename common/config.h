@@ -82,6 +82,13 @@ struct Config {
   uint32_t max_failure_delay_ms = 2000;  // ...up to this
   uint32_t failure_window_s = 300;       // failures older than this are forgotten
 
+  // [cluster] (absent: a single node that needs no etcd; cluster/registry.h)
+  bool cluster = false;                     // the section is present
+  std::vector<std::string> etcd_endpoints;  // etcd's client URLs, http://HOST:PORT each
+  std::string node_id;                      // this node's name in the cluster (a DNS label)
+  int lease_ttl_s = 10;                     // a node that stops renewing is down after this
+  int etcd_timeout_ms = 2000;               // per etcd call and endpoint
+
   // Derived (not in TOML).
   std::string run_dir;         // ROOT/run: endpoints.json, admin.key, metrics.token
   std::string tls_dir;         // ROOT/tls

@@ -2,6 +2,10 @@
 
 #include "common/config.h"
 
+#include <fstream>
+
+#include "common/test_temp_dir.h"
+
 #include <gtest/gtest.h>
 
 namespace cv {
@@ -41,6 +45,47 @@ TEST(ConfigTest, DefaultsDeriveFromRoot) {
   EXPECT_EQ(c->max_connections_per_address, 128);
   EXPECT_EQ(c->metrics_token, "/srv/cv/run/metrics.token");
   EXPECT_TRUE(c->generate_metrics_token);
+}
+
+// LoadConfig with `toml` as the --config file.
+Result<Config> WithToml(const TempDir& dir, const std::string& toml) {
+  const std::string file = dir.path() + "/c.toml";
+  std::ofstream(file) << toml;
+  Flags f;
+  f.config_file = file;
+  f.root = dir.path();
+  return LoadConfig(f);
+}
+
+TEST(ConfigTest, ClusterSection) {
+  TempDir dir;
+  auto single = WithToml(dir, "");
+  ASSERT_TRUE(single);
+  EXPECT_FALSE(single->cluster);  // no section: a single node
+  auto c = WithToml(dir,
+                    "[cluster]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\nnode_id = \"n1\"\n");
+  ASSERT_TRUE(c) << c.error().ToString();
+  EXPECT_TRUE(c->cluster);
+  EXPECT_EQ(c->etcd_endpoints, std::vector<std::string>{"http://127.0.0.1:2379"});
+  EXPECT_EQ(c->node_id, "n1");
+  EXPECT_EQ(c->lease_ttl_s, 10);
+  const std::pair<const char*, const char*> bad[] = {
+      {"[cluster]\nnode_id = \"n1\"\n", "'cluster.etcd_endpoints' is required"},
+      {"[cluster]\netcd_endpoints = [\"http://e:1\"]\n", "'cluster.node_id' is required"},
+      {"[cluster]\netcd_endpoints = \"http://e:1\"\nnode_id = \"n\"\n",
+       "'cluster.etcd_endpoints' must be an array of strings"},
+      {"[cluster]\netcd_endpoints = [\"http://e:1\"]\nnode_id = \"n\"\nlease_ttl_s = 1\n",
+       "'cluster.lease_ttl_s' must be between 2 and 300"},
+      {"[cluster]\netcd_endpoints = [\"http://e:1\"]\nnode_id = \"n\"\nleader = true\n",
+       "unknown key 'cluster.leader'"},
+      {"cluster = 1\n", "'cluster' must be a table"},
+  };
+  for (const auto& [toml, message] : bad) {
+    auto r = WithToml(dir, toml);
+    ASSERT_FALSE(r) << toml;
+    EXPECT_NE(r.error().ToString().find(message), std::string::npos)
+        << toml << " -> " << r.error().ToString();
+  }
 }
 
 }  // namespace

@@ -12,6 +12,7 @@ PKGS=(
   clang clang-14 libclang-rt-14-dev  # clang-14 + its runtime: libFuzzer (tests/fuzz)
   restic curl python3 python3-pytest python3-yaml procps
   exfatprogs exfat-fuse fdisk util-linux
+  etcd-server etcd-client  # the cluster tests start their own etcd (tests/integration/etcd.py)
 )
 
 # --bench: also the peers the benchmarks compare against (bench/compare.sh asks for them) and

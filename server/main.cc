@@ -11,6 +11,8 @@
 #include <filesystem>
 
 #include "admin/admin.h"
+#include "cluster/etcd.h"
+#include "cluster/registry.h"
 #include "common/config.h"
 #include "server/fake_clock.h"
 #include "server/metrics.h"
@@ -34,6 +36,46 @@ int Fail(const std::string& what, const Error& e) {
   Log(LogLevel::kError, "startup_failed", {{"step", what}, {"error", e.ToString()}});
   std::fprintf(stderr, "chunkvaultd: %s: %s\n", what.c_str(), e.ToString().c_str());
   return 1;
+}
+
+// Publishes this node in etcd (cluster/registry.h): its listeners, and its disks' capacity
+// and free space in client bytes (raw bytes x k / (k+m)), refreshed while it runs.
+Result<std::unique_ptr<cluster::Registration>> Register(const Config& c,
+                                                        storage::ObjectStore& store,
+                                                        Server& server, cluster::Etcd& etcd) {
+  std::string uuid;
+  {
+    CV_TRY_ASSIGN(auto txn, store.Index().BeginRead());
+    CV_TRY_ASSIGN(auto id, txn->GetMeta("node_id"));
+    if (!id) return Err(ErrorKind::kCorruption, "the index has no node_id");
+    uuid = *id;
+  }
+  const int64_t started = NowNanos();
+  auto describe = [&c, &store, uuid, started, agent = server.AgentUrl(),
+                   admin = server.AdminUrl()] {
+    cluster::NodeInfo n;
+    n.id = c.node_id;
+    n.uuid = uuid;
+    n.agent_url = agent;
+    n.admin_url = admin;
+    n.version = CV_VERSION;
+    n.started_ns = started;
+    uint64_t total = 0, free = 0;
+    for (const storage::DiskStatus& d : store.Stats().disks) {
+      if (d.failed) continue;
+      total += d.total_bytes;
+      free += d.free_bytes;
+    }
+    const auto usable = [&](uint64_t raw) {
+      return static_cast<uint64_t>(static_cast<double>(raw) * c.k / (c.k + c.m));
+    };
+    n.capacity_bytes = usable(total);
+    n.free_bytes = usable(free);
+    return n;
+  };
+  cluster::RegistrationOptions ro;
+  ro.lease_ttl = std::chrono::seconds(c.lease_ttl_s);
+  return cluster::Registration::Start(etcd, ro, describe);
 }
 
 int Main(int argc, char** argv) {
@@ -117,6 +159,22 @@ int Main(int argc, char** argv) {
   ao.courier_dir = c.courier_dir;
   ao.courier_key_file = c.run_dir + "/courier.key";
   ao.courier_bytes_per_sec = uint64_t{c.courier_mib_per_s} << 20;
+  // [cluster]: etcd, and this node's registration once its listeners are bound.
+  std::unique_ptr<cluster::Etcd> etcd;
+  if (c.cluster) {
+    if (!cluster::ValidNodeId(c.node_id)) {
+      return Fail("configuration", Error{ErrorKind::kInvalidArgument, 0,
+                                         "[cluster] node_id '" + c.node_id +
+                                             "' must be 1-63 of a-z, 0-9 and '-', not "
+                                             "starting with '-'"});
+    }
+    auto e = cluster::MakeEtcd(c.etcd_endpoints, std::chrono::milliseconds(c.etcd_timeout_ms));
+    if (!e) return Fail("configuration", e.error());
+    etcd = std::move(*e);
+    ao.cluster_status = [&etcd, &c] {
+      return cluster::ClusterStatusJson(*etcd, c.node_id, c.lease_ttl_s);
+    };
+  }
   auto admin = admin::AdminApi::Open(**store, ao);
   if (!admin) return Fail("admin key", admin.error());
 
@@ -125,6 +183,14 @@ int Main(int argc, char** argv) {
   Metrics metrics(*scrape_token);
   auto server = Server::Bind(c, **store, **admin, **tls, metrics);
   if (!server) return Fail("listen", server.error());
+
+  // Before endpoints.json: a node refused by its cluster leaves nothing that points at it.
+  std::unique_ptr<cluster::Registration> registration;
+  if (etcd) {
+    auto r = Register(c, **store, **server, *etcd);
+    if (!r) return Fail("cluster", r.error());
+    registration = std::move(*r);
+  }
 
   boost::json::object ep;
   ep["agent"] = (*server)->AgentUrl();
@@ -144,6 +210,8 @@ int Main(int argc, char** argv) {
        {"io_engine", (*store)->Stats().io_engine}});
 
   int rc = (*server)->Run();
+  // Drained: leave the cluster before the listeners close.
+  registration.reset();
   server->reset();
   ::unlink(endpoints_file.c_str());
   Log(LogLevel::kInfo, "stopped");

@@ -1,5 +1,5 @@
-// The admin client: Beast over OpenSSL, asynchronous operations run to completion one at a
-// time on a private io_context, so that tcp_stream's per-operation deadlines apply.
+// The admin client: Beast over OpenSSL, one step at a time with a deadline on each
+// (cluster/blocking_io.h).
 #include "admin/cvctl/client.h"
 
 #include <openssl/ssl.h>
@@ -20,6 +20,8 @@
 #include <unistd.h>
 #include <vector>
 
+#include "cluster/blocking_io.h"
+
 namespace cv::cvctl {
 
 namespace net = boost::asio;
@@ -32,16 +34,6 @@ using boost::system::error_code;
 namespace {
 
 constexpr uint64_t kMaxAnswerBytes = 256ull << 20;
-
-// Starts one asynchronous operation, runs the loop until it completes, and returns its error.
-template <class Start>
-error_code RunOne(net::io_context& ioc, Start&& start) {
-  std::optional<error_code> result;
-  start([&](error_code ec, auto&&...) { result = ec; });
-  ioc.restart();
-  ioc.run();
-  return result.value_or(net::error::operation_aborted);
-}
 
 bool IsAddress(const std::string& host) {
   error_code ec;
@@ -113,25 +105,8 @@ tl::expected<Answer, std::string> AdminClient::Exchange(
   }
   ctx.set_verify_mode(ssl::verify_peer);
 
-  // Resolve (numeric hosts resolve at once; names get the same deadline).
-  tcp::resolver resolver(ioc);
-  tcp::resolver::results_type endpoints;
-  {
-    std::optional<error_code> result;
-    resolver.async_resolve(endpoint_.host, endpoint_.port,
-                           [&](error_code e, tcp::resolver::results_type r) {
-                             result = e;
-                             endpoints = std::move(r);
-                           });
-    ioc.run_for(timeout_);
-    if (!result) {
-      resolver.cancel();
-      ioc.restart();
-      ioc.run();
-      return tl::unexpected("cannot resolve " + endpoint_.host + ": timed out");
-    }
-    if (*result) return tl::unexpected("cannot resolve " + endpoint_.host + ": " + result->message());
-  }
+  auto endpoints = cluster::ResolveWithin(ioc, endpoint_.host, endpoint_.port, timeout_);
+  if (!endpoints) return tl::unexpected(endpoints.error());
 
   beast::ssl_stream<beast::tcp_stream> stream(ioc, ctx);
   stream.set_verify_callback(ssl::host_name_verification(endpoint_.host));
@@ -141,11 +116,11 @@ tl::expected<Answer, std::string> AdminClient::Exchange(
   auto& tcp_layer = beast::get_lowest_layer(stream);
 
   tcp_layer.expires_after(timeout_);
-  ec = RunOne(ioc, [&](auto handler) { tcp_layer.async_connect(endpoints, std::move(handler)); });
+  ec = cluster::RunOne(ioc, [&](auto handler) { tcp_layer.async_connect(*endpoints, std::move(handler)); });
   if (ec) return tl::unexpected("cannot connect to " + where + ": " + Describe(ec));
 
   tcp_layer.expires_after(timeout_);
-  ec = RunOne(ioc, [&](auto handler) {
+  ec = cluster::RunOne(ioc, [&](auto handler) {
     stream.async_handshake(ssl::stream_base::client, std::move(handler));
   });
   if (ec) return tl::unexpected("TLS handshake with " + where + " failed: " + Describe(ec));
@@ -164,7 +139,7 @@ tl::expected<Answer, std::string> AdminClient::Exchange(
   req.prepare_payload();
 
   tcp_layer.expires_after(timeout_);
-  ec = RunOne(ioc, [&](auto handler) { http::async_write(stream, req, std::move(handler)); });
+  ec = cluster::RunOne(ioc, [&](auto handler) { http::async_write(stream, req, std::move(handler)); });
   if (ec) return tl::unexpected("sending the request to " + where + " failed: " + Describe(ec));
 
   beast::flat_buffer buffer;
@@ -174,7 +149,7 @@ tl::expected<Answer, std::string> AdminClient::Exchange(
     http::response_parser<http::buffer_body> fp;
     fp.body_limit(boost::none);
     tcp_layer.expires_after(timeout_);
-    ec = RunOne(ioc, [&](auto handler) { http::async_read_header(stream, buffer, fp, std::move(handler)); });
+    ec = cluster::RunOne(ioc, [&](auto handler) { http::async_read_header(stream, buffer, fp, std::move(handler)); });
     if (ec) return tl::unexpected("reading the answer from " + where + " failed: " + Describe(ec));
     a.status = static_cast<int>(fp.get().result_int());
     const bool ok = a.status / 100 == 2;
@@ -184,7 +159,7 @@ tl::expected<Answer, std::string> AdminClient::Exchange(
       fp.get().body().data = chunk.data();
       fp.get().body().size = chunk.size();
       tcp_layer.expires_after(timeout_);
-      ec = RunOne(ioc, [&](auto handler) { http::async_read(stream, buffer, fp, std::move(handler)); });
+      ec = cluster::RunOne(ioc, [&](auto handler) { http::async_read(stream, buffer, fp, std::move(handler)); });
       if (ec == http::error::need_buffer) ec = {};
       if (ec) return tl::unexpected("reading the file from " + where + " failed: " + Describe(ec));
       const size_t got = chunk.size() - fp.get().body().size;
@@ -206,7 +181,7 @@ tl::expected<Answer, std::string> AdminClient::Exchange(
     http::response_parser<http::string_body> parser;
     parser.body_limit(kMaxAnswerBytes);
     tcp_layer.expires_after(timeout_);
-    ec = RunOne(ioc, [&](auto handler) { http::async_read(stream, buffer, parser, std::move(handler)); });
+    ec = cluster::RunOne(ioc, [&](auto handler) { http::async_read(stream, buffer, parser, std::move(handler)); });
     if (ec) return tl::unexpected("reading the answer from " + where + " failed: " + Describe(ec));
     a.status = static_cast<int>(parser.get().result_int());
     a.body = std::move(parser.get().body());
@@ -214,7 +189,7 @@ tl::expected<Answer, std::string> AdminClient::Exchange(
 
   // A polite close; the answer is complete whatever happens here.
   tcp_layer.expires_after(std::chrono::seconds(2));
-  RunOne(ioc, [&](auto handler) { stream.async_shutdown(std::move(handler)); });
+  cluster::RunOne(ioc, [&](auto handler) { stream.async_shutdown(std::move(handler)); });
   return a;
 }
 

@@ -266,7 +266,7 @@ int FollowJob(const Global& g, const std::string& id,
 
 int Main(int argc, char** argv) {
   CLI::App app{"cvctl: operate a chunkvault node (status, checks, repair, index backup and "
-               "rebuild, accounts, devices, jobs)"};
+               "rebuild, accounts, devices, jobs, cluster)"};
   app.footer(kExitCodes);
   app.fallthrough();  // global options may follow the command
   app.require_subcommand(1);
@@ -292,6 +292,11 @@ int Main(int argc, char** argv) {
 
   on(app.add_subcommand("status", "node health at a glance (exit 4 if stripes are degraded)"),
      [&] { return Request(g, "GET", "status", "", kShort, ShowStatus, StatusHasProblems); });
+  auto* cluster = app.add_subcommand("cluster", "the cluster this node belongs to (etcd)");
+  cluster->require_subcommand(1);
+  on(cluster->add_subcommand("status", "the nodes whose lease is alive: state, capacity, free "
+                                       "bytes, version, addresses"),
+     [&] { return Request(g, "GET", "cluster", "", kShort, ShowCluster); });
   bool fsck_fix = false;
   auto* fsck = app.add_subcommand(
       "fsck", "index <-> extents <-> usage counters (exit 4 if not clean, after --fix: if "

@@ -33,6 +33,8 @@ void ShowIndexBackup(const json::object& backup);
 // The disks of GET /status or GET /disks, as a table.
 void ShowDisks(const json::object& status_or_page);
 void ShowDrain(const json::object& drain);
+// GET /cluster: "single node", or the cluster's live nodes as a table.
+void ShowCluster(const json::object& cluster);
 // Pages {"items":[...],"next_cursor"} as tables.
 void ShowAccounts(const json::object& page);
 void ShowDevices(const json::object& page);

@@ -1,0 +1,283 @@
+// MakeEtcd: etcd's v3 JSON gateway over Beast (cluster/etcd.h says why this and not gRPC).
+// Asynchronous operations run to completion one at a time on a private io_context, so that
+// tcp_stream's per-operation deadlines apply, as in cvctl's admin client.
+#include <openssl/evp.h>
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <boost/url/parse.hpp>
+#include <charconv>
+#include <optional>
+
+#include "cluster/blocking_io.h"
+#include "cluster/etcd.h"
+
+namespace cv::cluster {
+
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace json = boost::json;
+using tcp = net::ip::tcp;
+using boost::system::error_code;
+
+constexpr uint64_t kMaxAnswerBytes = 64ull << 20;
+
+std::string Base64(std::string_view in) {
+  std::string out(4 * ((in.size() + 2) / 3), '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(in.data()),
+                                static_cast<int>(in.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+std::optional<std::string> Unbase64(std::string_view in) {
+  if (in.size() % 4 != 0) return std::nullopt;
+  std::string out(3 * (in.size() / 4), '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(in.data()),
+                                static_cast<int>(in.size()));
+  if (n < 0) return std::nullopt;
+  size_t len = static_cast<size_t>(n);
+  // EVP_DecodeBlock counts the padding as zero bytes.
+  if (!in.empty() && in.back() == '=') --len;
+  if (in.size() > 1 && in[in.size() - 2] == '=') --len;
+  out.resize(len);
+  return out;
+}
+
+// etcd's JSON carries 64-bit numbers as strings ("revision":"12"), and small ones sometimes
+// as numbers.
+int64_t Int(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  if (!v) return 0;
+  if (v->is_int64()) return v->as_int64();
+  if (v->is_uint64()) return static_cast<int64_t>(v->as_uint64());
+  if (!v->is_string()) return 0;
+  const json::string& s = v->as_string();
+  int64_t n = 0;
+  std::from_chars(s.data(), s.data() + s.size(), n);
+  return n;
+}
+
+// The end of the range of keys that start with `prefix` (etcd's range_end).
+std::string PrefixEnd(std::string prefix) {
+  while (!prefix.empty()) {
+    auto& last = reinterpret_cast<unsigned char&>(prefix.back());
+    if (last < 0xff) {
+      ++last;
+      return prefix;
+    }
+    prefix.pop_back();
+  }
+  return std::string(1, '\0');  // every key
+}
+
+struct Target {
+  std::string host;
+  std::string port;
+  std::string shown;  // as configured, for messages
+};
+
+std::string Describe(const error_code& ec) {
+  return ec == beast::error::timeout ? "timed out" : ec.message();
+}
+
+class HttpEtcd final : public Etcd {
+ public:
+  HttpEtcd(std::vector<Target> targets, std::chrono::milliseconds timeout)
+      : targets_(std::move(targets)), timeout_(timeout) {}
+
+  Result<int64_t> Grant(int64_t ttl_s) override {
+    json::object req{{"TTL", ttl_s}, {"ID", 0}};
+    CV_TRY_ASSIGN(auto answer, Call("/v3/lease/grant", req));
+    const int64_t id = Int(answer, "ID");
+    if (id == 0) return Err(ErrorKind::kInternal, "etcd granted no lease: " + json::serialize(answer));
+    return id;
+  }
+
+  Result<int64_t> KeepAlive(int64_t lease) override {
+    json::object req{{"ID", std::to_string(lease)}};
+    CV_TRY_ASSIGN(auto answer, Call("/v3/lease/keepalive", req));
+    // A stream of {"result":{...}} messages, one per line; this call sends one request.
+    const json::value* result = answer.if_contains("result");
+    if (!result || !result->is_object()) {
+      return Err(ErrorKind::kInternal, "unexpected keepalive answer: " + json::serialize(answer));
+    }
+    return Int(result->as_object(), "TTL");  // absent (0) once the lease is gone
+  }
+
+  Status Revoke(int64_t lease) override {
+    json::object req{{"ID", std::to_string(lease)}};
+    CV_TRY_ASSIGN(auto answer, Call("/v3/lease/revoke", req));
+    (void)answer;
+    return {};
+  }
+
+  Result<std::vector<KeyValue>> Range(const std::string& prefix, int64_t limit) override {
+    json::object req{{"key", Base64(prefix)}, {"range_end", Base64(PrefixEnd(prefix))}};
+    if (limit > 0) req["limit"] = std::to_string(limit);
+    CV_TRY_ASSIGN(auto answer, Call("/v3/kv/range", req));
+    std::vector<KeyValue> out;
+    const json::value* kvs = answer.if_contains("kvs");
+    if (!kvs) return out;  // no key
+    if (!kvs->is_array()) return Err(ErrorKind::kInternal, "etcd range: kvs is not an array");
+    for (const json::value& v : kvs->as_array()) {
+      if (!v.is_object()) return Err(ErrorKind::kInternal, "etcd range: a kv is not an object");
+      const json::object& o = v.as_object();
+      KeyValue kv;
+      auto text = [&](std::string_view field) -> std::optional<std::string> {
+        const json::value* f = o.if_contains(field);
+        if (!f) return std::string();  // etcd leaves out empty values
+        if (!f->is_string()) return std::nullopt;
+        return Unbase64(f->as_string());
+      };
+      auto key = text("key");
+      auto value = text("value");
+      if (!key || !value) return Err(ErrorKind::kInternal, "etcd range: bad base64 in a kv");
+      kv.key = std::move(*key);
+      kv.value = std::move(*value);
+      kv.create_revision = Int(o, "create_revision");
+      kv.mod_revision = Int(o, "mod_revision");
+      kv.lease = Int(o, "lease");
+      out.push_back(std::move(kv));
+    }
+    return out;
+  }
+
+  Result<int64_t> PutIf(const std::string& key, const std::string& value,
+                        int64_t expected_mod_revision, int64_t lease) override {
+    json::object compare{{"key", Base64(key)}, {"result", "EQUAL"}};
+    if (expected_mod_revision == 0) {
+      compare["target"] = "CREATE";
+      compare["create_revision"] = "0";
+    } else {
+      compare["target"] = "MOD";
+      compare["mod_revision"] = std::to_string(expected_mod_revision);
+    }
+    json::object put{{"key", Base64(key)}, {"value", Base64(value)}};
+    if (lease != 0) put["lease"] = std::to_string(lease);
+    json::object req{{"compare", json::array{compare}},
+                     {"success", json::array{json::object{{"request_put", put}}}}};
+    CV_TRY_ASSIGN(auto answer, Call("/v3/kv/txn", req));
+    const json::value* ok = answer.if_contains("succeeded");
+    if (!ok || !ok->is_bool() || !ok->as_bool()) return int64_t{0};
+    // The transaction's revision is the one its put wrote.
+    const json::value* header = answer.if_contains("header");
+    const int64_t revision = header && header->is_object() ? Int(header->as_object(), "revision") : 0;
+    if (revision <= 0) return Err(ErrorKind::kInternal, "etcd txn: no revision in the answer");
+    return revision;
+  }
+
+ private:
+  // POSTs `body` to each endpoint in turn, the last one that answered first, until one
+  // answers; etcd's refusals ({"error","code"}) are errors with its message.
+  Result<json::object> Call(std::string_view path, const json::object& body) {
+    const std::string text = json::serialize(body);
+    std::string tried;
+    const size_t first = preferred_.load();
+    for (size_t i = 0; i < targets_.size(); ++i) {
+      const size_t at = (first + i) % targets_.size();
+      std::string answer;
+      int status = 0;
+      std::string failure = Exchange(targets_[at], path, text, &status, &answer);
+      if (!failure.empty()) {
+        tried += (tried.empty() ? "" : "; ") + targets_[at].shown + ": " + failure;
+        continue;
+      }
+      preferred_.store(at);
+      // A streaming answer (keepalive) is one JSON message per line: the first is ours.
+      const size_t eol = answer.find('\n');
+      if (eol != std::string::npos) answer.resize(eol);
+      error_code ec;
+      json::value v = json::parse(answer, ec);
+      if (ec || !v.is_object()) {
+        return Err(ErrorKind::kInternal, "etcd " + std::string(path) + " answered " +
+                                             std::to_string(status) + " with no JSON object");
+      }
+      json::object& o = v.as_object();
+      if (const json::value* e = o.if_contains("error")) {
+        const json::value* inner = e->is_object() ? e->as_object().if_contains("message") : e;
+        std::string message = inner && inner->is_string() ? std::string(inner->as_string())
+                                                           : json::serialize(*e);
+        // gRPC's NOT_FOUND (5), as for an unknown lease.
+        const ErrorKind kind = Int(o, "code") == 5 ? ErrorKind::kNotFound : ErrorKind::kInternal;
+        return Err(kind, "etcd " + std::string(path) + ": " + message);
+      }
+      if (status != 200) {
+        return Err(ErrorKind::kInternal,
+                   "etcd " + std::string(path) + " answered " + std::to_string(status));
+      }
+      return std::move(o);
+    }
+    return Err(ErrorKind::kUnavailable, "etcd unreachable (" + tried + ")");
+  }
+
+  // One request on a fresh connection. Empty: an answer arrived (any status); else why not.
+  std::string Exchange(const Target& t, std::string_view path, const std::string& body,
+                       int* status, std::string* answer) {
+    net::io_context ioc;
+    auto endpoints = ResolveWithin(ioc, t.host, t.port, timeout_);
+    if (!endpoints) return endpoints.error();
+    beast::tcp_stream stream(ioc);
+    stream.expires_after(timeout_);
+    error_code ec =
+        RunOne(ioc, [&](auto handler) { stream.async_connect(*endpoints, std::move(handler)); });
+    if (ec) return "cannot connect: " + Describe(ec);
+
+    http::request<http::string_body> req{http::verb::post, std::string(path), 11};
+    req.set(http::field::host, t.host);
+    req.set(http::field::content_type, "application/json");
+    req.body() = body;
+    req.prepare_payload();
+    stream.expires_after(timeout_);
+    ec = RunOne(ioc, [&](auto handler) { http::async_write(stream, req, std::move(handler)); });
+    if (ec) return "sending failed: " + Describe(ec);
+
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(kMaxAnswerBytes);
+    stream.expires_after(timeout_);
+    ec = RunOne(ioc, [&](auto handler) {
+      http::async_read(stream, buffer, parser, std::move(handler));
+    });
+    if (ec) return "reading the answer failed: " + Describe(ec);
+    *status = static_cast<int>(parser.get().result_int());
+    *answer = std::move(parser.get().body());
+    error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    return {};
+  }
+
+  const std::vector<Target> targets_;
+  const std::chrono::milliseconds timeout_;
+  std::atomic<size_t> preferred_{0};
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Etcd>> MakeEtcd(const std::vector<std::string>& endpoints,
+                                       std::chrono::milliseconds timeout) {
+  if (endpoints.empty()) return Err(ErrorKind::kInvalidArgument, "no etcd endpoint");
+  std::vector<Target> targets;
+  for (const std::string& e : endpoints) {
+    auto u = boost::urls::parse_absolute_uri(e);
+    if (!u || u->scheme_id() != boost::urls::scheme::http || u->host_address().empty() ||
+        !u->has_port() || u->has_userinfo() || u->has_query() || u->has_fragment() ||
+        !(u->encoded_path().empty() || u->encoded_path() == "/")) {
+      return Err(ErrorKind::kInvalidArgument,
+                 "etcd endpoint '" + e + "' is not http://HOST:PORT");
+    }
+    targets.push_back(Target{std::string(u->host_address()), std::string(u->port()), e});
+  }
+  return std::unique_ptr<Etcd>(new HttpEtcd(std::move(targets), timeout));
+}
+
+}  // namespace cv::cluster

@@ -181,6 +181,8 @@ Server::~Server() {
   // Uploads the commit thread still holds deliver their results to the io_contexts (which no
   // longer run them) before those go.
   ctx_->store.WaitForCommits();
+  // Admin requests still running deliver their answers to the io_contexts before those go.
+  ctx_->admin_pool.join();
   workers_.clear();
 }
 

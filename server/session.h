@@ -11,8 +11,9 @@
 //
 // As DESIGN.md says, the disks do not hold the worker thread: downloads' shard reads and
 // uploads' shard writes go through the worker's io_uring ring (DiskRing), and uploads'
-// fdatasyncs and index commits through the store's commit thread (store_commits.h). What
-// still runs on it: index reads (LMDB, from memory) and courier-image file reads.
+// fdatasyncs and index commits through the store's commit thread (store_commits.h), and admin
+// requests on the admin threads (ServerContext::admin_pool). What still runs on it: index
+// reads (LMDB, from memory) and courier-image file reads.
 //
 //   accept -> handshake -> [ read header -> route -> auth -> body in/out -> answer ]* -> shutdown
 //
@@ -34,6 +35,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -89,6 +91,9 @@ struct ServerContext {
   Admission agent_admission;  // max_connections and max_connections_per_address
   Admission admin_admission;  // max_admin_connections
   FailureThrottle throttle;
+  // admin::AdminApi::Handle runs here, not on a worker thread: its index commits and cluster
+  // (etcd) calls never hold up the worker's other connections. Joined before the workers go.
+  boost::asio::thread_pool admin_pool{2};
 };
 
 // One worker thread: its io_context, its acceptors and the sessions running on it. Members

@@ -75,7 +75,11 @@ Response CreateAccount(Call& c) {
   a.device_limit = static_cast<uint32_t>(*limit);
   a.expires_ns = expires_ns;
   a.created_ns = c.now_ns;
-  return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+  ClusterHooks* cluster = c.options->cluster;
+  if (cluster) {
+    if (Status st = cluster->PlaceAccount(a.id); !st) return FromClusterError(st.error());
+  }
+  Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
     if (a.partner) {
       CV_TRY_ASSIGN(auto p, txn.GetPartner(*a.partner));
       if (!p || foreign) {
@@ -89,6 +93,8 @@ Response CreateAccount(Call& c) {
                        AccountSettingsJson(a)));
     return Outcome(Reply(201, AccountJson(a, {}, c.now_ns)));
   });
+  if (cluster && r.status != 201) cluster->UnplaceAccount(a.id);
+  return r;
 }
 
 Response ListAccounts(Call& c) {

@@ -54,7 +54,6 @@
 // Thread-safety: AdminApi::Handle may be called from many threads at once.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -111,9 +110,28 @@ struct Options {
   std::string courier_dir;
   std::string courier_key_file;
   uint64_t courier_bytes_per_sec = 0;
-  // GET /cluster: the node's view of its cluster as JSON (server/ wires cluster/ in here,
-  // which sits above admin/). Null: a single node. kUnavailable: etcd cannot be reached.
-  std::function<Result<std::string>()> cluster_status;
+  // A node of a cluster: what the admin API asks of the cluster (cluster/ implements it, and
+  // server/ hands it in here). Null: a single node.
+  class ClusterHooks* cluster = nullptr;
+};
+
+// What the admin API asks of the cluster on a node of one (cluster/placement.h implements it).
+// kUnavailable from any of them: etcd cannot be reached, answered 503 etcd_unavailable with
+// Retry-After, and nothing changes. Thread-safe.
+class ClusterHooks {
+ public:
+  virtual ~ClusterHooks() = default;
+  // GET /cluster's answer (JSON; admin/API.md).
+  virtual Result<std::string> StatusJson() = 0;
+  // Records in etcd, before the account is created here, that it lives on this node: an
+  // account has one placement, written once.
+  virtual Status PlaceAccount(const index::Id& account) = 0;
+  // Records in etcd, before the device is created here, which account it belongs to.
+  virtual Status PlaceDevice(const index::Id& device, const index::Id& account) = 0;
+  // Takes back what PlaceAccount or PlaceDevice wrote when the creation was refused after all
+  // (best effort: a placement of something that does not exist only answers 404).
+  virtual void UnplaceAccount(const index::Id& account) = 0;
+  virtual void UnplaceDevice(const index::Id& device) = 0;
 };
 
 class AdminApi {

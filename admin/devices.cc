@@ -87,7 +87,11 @@ Response CreateDevice(Call& c) {
   const std::string token = NewToken();
   d.token_hash = HashToken(token);
   d.created_ns = c.now_ns;
-  return InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
+  ClusterHooks* cluster = c.options->cluster;
+  if (cluster) {
+    if (Status st = cluster->PlaceDevice(d.id, d.account); !st) return FromClusterError(st.error());
+  }
+  Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
     CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, d.account));
     if (!a) return Outcome(tl::unexpected(NoSuch("account")));
     CV_TRY_ASSIGN(auto pending, jobs::PendingAccountPurge(txn, d.account));
@@ -109,6 +113,8 @@ Response CreateDevice(Call& c) {
     o["token"] = token;  // shown once; only its SHA-256 is stored
     return Outcome(Reply(201, o));
   });
+  if (cluster && r.status != 201) cluster->UnplaceDevice(d.id);
+  return r;
 }
 
 Response ListAccountDevices(Call& c) {

@@ -180,6 +180,9 @@ Response FixFsck(Call& c);  // POST /fsck {"fix": true}
 // ops.cc: the operator's view and upkeep of the node (cvctl)
 Response NodeStatus(Call& c);   // GET /status
 Response ClusterStatus(Call& c);  // GET /cluster
+// A ClusterHooks error: kUnavailable (etcd cannot be reached) is 503 etcd_unavailable with
+// Retry-After; the others as FromError.
+Response FromClusterError(const Error& e);
 Response Scrub(Call& c);        // POST /scrub
 Response Repair(Call& c);       // POST /repair
 Response BackupIndex(Call& c);  // POST /index/backup

@@ -132,18 +132,23 @@ std::optional<Response> RefuseFields(const Call& c) {
   return std::nullopt;
 }
 
+Response FromClusterError(const Error& e) {
+  if (e.kind != ErrorKind::kUnavailable) return FromError(e);
+  Log(LogLevel::kWarn, "etcd_unreachable", {{"step", "admin request"}, {"error", e.ToString()}});
+  Response r = FromApiError(ApiError{503, "etcd_unavailable",
+                                     "the cluster's etcd cannot be reached: this node keeps "
+                                     "serving the accounts it holds, but cannot change where "
+                                     "accounts and devices live",
+                                     {}});
+  r.headers.emplace_back("Retry-After", "5");
+  return r;
+}
+
 Response ClusterStatus(Call& c) {
-  if (!c.options->cluster_status) return Reply(200, json::object{{"cluster", false}});
-  auto status = c.options->cluster_status();
+  if (!c.options->cluster) return Reply(200, json::object{{"cluster", false}});
+  auto status = c.options->cluster->StatusJson();
   if (!status) {
-    if (status.error().kind == ErrorKind::kUnavailable) {
-      Log(LogLevel::kWarn, "etcd_unreachable", {{"step", "GET /cluster"}, {"error", status.error().ToString()}});
-      return FromApiError(ApiError{503, "etcd_unavailable",
-                                   "the cluster's etcd cannot be reached; this node keeps serving "
-                                   "the accounts it holds",
-                                   {}});
-    }
-    return FromError(status.error());
+    return FromClusterError(status.error());
   }
   return Response{200, std::move(*status), {}, {}};
 }

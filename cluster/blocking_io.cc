@@ -9,10 +9,11 @@ tl::expected<boost::asio::ip::tcp::resolver::results_type, std::string> ResolveW
   tcp::resolver resolver(ioc);
   tcp::resolver::results_type endpoints;
   std::optional<boost::system::error_code> result;
-  resolver.async_resolve(host, port, [&](boost::system::error_code e, tcp::resolver::results_type r) {
-    result = e;
-    endpoints = std::move(r);
-  });
+  resolver.async_resolve(host, port,
+                         [&](boost::system::error_code e, tcp::resolver::results_type r) {
+                           result = e;
+                           endpoints = std::move(r);
+                         });
   ioc.restart();
   ioc.run_for(timeout);
   if (!result) {

@@ -1,8 +1,8 @@
 // cluster/etcd: the few etcd v3 calls a node needs, behind one small interface, so that tests
 // can run the cluster code against a real etcd or a fault-injecting one.
 //
-// The implementation (MakeEtcd) speaks etcd's v3 JSON gateway (POST /v3/kv/range, /v3/kv/put,
-// /v3/kv/txn, /v3/lease/grant, /v3/lease/keepalive, /v3/lease/revoke; keys and values in
+// The implementation (MakeEtcd) speaks etcd's v3 JSON gateway (POST /v3/kv/range, /v3/kv/txn,
+// /v3/kv/deleterange, /v3/lease/grant, /v3/lease/keepalive, /v3/lease/revoke; keys and values in
 // base64) over Beast, which the node already links, rather than gRPC: Debian's etcd 3.4
 // serves the gateway on its client port, and one HTTP/1.1 request per call needs no code
 // generation and no second RPC stack in the node. Each call has a deadline; an endpoint that
@@ -52,6 +52,8 @@ class Etcd {
   // or 0 when another write came first and nothing changed.
   virtual Result<int64_t> PutIf(const std::string& key, const std::string& value,
                                 int64_t expected_mod_revision, int64_t lease) = 0;
+  // Removes `key` (nothing when it does not exist).
+  virtual Status Delete(const std::string& key) = 0;
 };
 
 // endpoints: "http://HOST:PORT" each (etcd's client URLs); timeout: per call and endpoint.

@@ -99,7 +99,8 @@ class HttpEtcd final : public Etcd {
     json::object req{{"TTL", ttl_s}, {"ID", 0}};
     CV_TRY_ASSIGN(auto answer, Call("/v3/lease/grant", req));
     const int64_t id = Int(answer, "ID");
-    if (id == 0) return Err(ErrorKind::kInternal, "etcd granted no lease: " + json::serialize(answer));
+    if (id == 0)
+      return Err(ErrorKind::kInternal, "etcd granted no lease: " + json::serialize(answer));
     return id;
   }
 
@@ -171,14 +172,23 @@ class HttpEtcd final : public Etcd {
     if (!ok || !ok->is_bool() || !ok->as_bool()) return int64_t{0};
     // The transaction's revision is the one its put wrote.
     const json::value* header = answer.if_contains("header");
-    const int64_t revision = header && header->is_object() ? Int(header->as_object(), "revision") : 0;
+    const int64_t revision =
+        header && header->is_object() ? Int(header->as_object(), "revision") : 0;
     if (revision <= 0) return Err(ErrorKind::kInternal, "etcd txn: no revision in the answer");
     return revision;
   }
 
+  Status Delete(const std::string& key) override {
+    json::object req{{"key", Base64(key)}};
+    CV_TRY(Call("/v3/kv/deleterange", req));
+    return {};
+  }
+
  private:
-  // POSTs `body` to each endpoint in turn, the last one that answered first, until one
-  // answers; etcd's refusals ({"error","code"}) are errors with its message.
+  // POSTs `body` to each endpoint in turn, the last one that answered well first, until one
+  // answers: an endpoint that cannot be reached, answers 5xx or with what is not JSON (a
+  // member without a leader, a proxy's page) is skipped. etcd's refusals ({"error","code"} of
+  // a request it understood, such as an unknown lease) are errors with its message.
   Result<json::object> Call(std::string_view path, const json::object& body) {
     const std::string text = json::serialize(body);
     std::string tried;
@@ -188,25 +198,29 @@ class HttpEtcd final : public Etcd {
       std::string answer;
       int status = 0;
       std::string failure = Exchange(targets_[at], path, text, &status, &answer);
+      json::value v;
+      if (failure.empty()) {
+        // A streaming answer (keepalive) is one JSON message per line: the first is ours.
+        const size_t eol = answer.find('\n');
+        if (eol != std::string::npos) answer.resize(eol);
+        error_code ec;
+        v = json::parse(answer, ec);
+        if (ec || !v.is_object()) {
+          failure = "answered " + std::to_string(status) + " without a JSON object";
+        } else if (status >= 500) {
+          failure = "answered " + std::to_string(status) + ": " + answer.substr(0, 200);
+        }
+      }
       if (!failure.empty()) {
         tried += (tried.empty() ? "" : "; ") + targets_[at].shown + ": " + failure;
         continue;
       }
       preferred_.store(at);
-      // A streaming answer (keepalive) is one JSON message per line: the first is ours.
-      const size_t eol = answer.find('\n');
-      if (eol != std::string::npos) answer.resize(eol);
-      error_code ec;
-      json::value v = json::parse(answer, ec);
-      if (ec || !v.is_object()) {
-        return Err(ErrorKind::kInternal, "etcd " + std::string(path) + " answered " +
-                                             std::to_string(status) + " with no JSON object");
-      }
       json::object& o = v.as_object();
       if (const json::value* e = o.if_contains("error")) {
         const json::value* inner = e->is_object() ? e->as_object().if_contains("message") : e;
-        std::string message = inner && inner->is_string() ? std::string(inner->as_string())
-                                                           : json::serialize(*e);
+        std::string message =
+            inner && inner->is_string() ? std::string(inner->as_string()) : json::serialize(*e);
         // gRPC's NOT_FOUND (5), as for an unknown lease.
         const ErrorKind kind = Int(o, "code") == 5 ? ErrorKind::kNotFound : ErrorKind::kInternal;
         return Err(kind, "etcd " + std::string(path) + ": " + message);
@@ -220,14 +234,16 @@ class HttpEtcd final : public Etcd {
     return Err(ErrorKind::kUnavailable, "etcd unreachable (" + tried + ")");
   }
 
-  // One request on a fresh connection. Empty: an answer arrived (any status); else why not.
-  std::string Exchange(const Target& t, std::string_view path, const std::string& body,
-                       int* status, std::string* answer) {
+  // One request on a fresh connection, all of it (connect, send, answer) within timeout_.
+  // Empty: an answer arrived (any status); else why not.
+  std::string Exchange(const Target& t, std::string_view path, const std::string& body, int* status,
+                       std::string* answer) {
     net::io_context ioc;
     auto endpoints = ResolveWithin(ioc, t.host, t.port, timeout_);
     if (!endpoints) return endpoints.error();
     beast::tcp_stream stream(ioc);
-    stream.expires_after(timeout_);
+    const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    stream.expires_at(deadline);
     error_code ec =
         RunOne(ioc, [&](auto handler) { stream.async_connect(*endpoints, std::move(handler)); });
     if (ec) return "cannot connect: " + Describe(ec);
@@ -237,17 +253,16 @@ class HttpEtcd final : public Etcd {
     req.set(http::field::content_type, "application/json");
     req.body() = body;
     req.prepare_payload();
-    stream.expires_after(timeout_);
+    stream.expires_at(deadline);
     ec = RunOne(ioc, [&](auto handler) { http::async_write(stream, req, std::move(handler)); });
     if (ec) return "sending failed: " + Describe(ec);
 
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(kMaxAnswerBytes);
-    stream.expires_after(timeout_);
-    ec = RunOne(ioc, [&](auto handler) {
-      http::async_read(stream, buffer, parser, std::move(handler));
-    });
+    stream.expires_at(deadline);
+    ec = RunOne(
+        ioc, [&](auto handler) { http::async_read(stream, buffer, parser, std::move(handler)); });
     if (ec) return "reading the answer failed: " + Describe(ec);
     *status = static_cast<int>(parser.get().result_int());
     *answer = std::move(parser.get().body());
@@ -272,8 +287,7 @@ Result<std::unique_ptr<Etcd>> MakeEtcd(const std::vector<std::string>& endpoints
     if (!u || u->scheme_id() != boost::urls::scheme::http || u->host_address().empty() ||
         !u->has_port() || u->has_userinfo() || u->has_query() || u->has_fragment() ||
         !(u->encoded_path().empty() || u->encoded_path() == "/")) {
-      return Err(ErrorKind::kInvalidArgument,
-                 "etcd endpoint '" + e + "' is not http://HOST:PORT");
+      return Err(ErrorKind::kInvalidArgument, "etcd endpoint '" + e + "' is not http://HOST:PORT");
     }
     targets.push_back(Target{std::string(u->host_address()), std::string(u->port()), e});
   }

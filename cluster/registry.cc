@@ -2,14 +2,11 @@
 
 #include <boost/json.hpp>
 
-#include "admin/json_util.h"
-
 namespace cv::cluster {
 
 namespace json = boost::json;
 using Clock = std::chrono::steady_clock;
 
-namespace {
 json::object NodeObject(const NodeInfo& n) {
   return json::object{{"id", n.id},
                       {"uuid", n.uuid},
@@ -21,7 +18,6 @@ json::object NodeObject(const NodeInfo& n) {
                       {"version", n.version},
                       {"started_ns", n.started_ns}};
 }
-}  // namespace
 
 std::string NodeJson(const NodeInfo& n) { return json::serialize(NodeObject(n)); }
 
@@ -34,16 +30,16 @@ Result<NodeInfo> ParseNodeJson(std::string_view text) {
   if (ec || !v.is_object()) return bad("no JSON object");
   const json::object& o = v.as_object();
   NodeInfo n;
-  for (auto [field, out] : {std::pair{"id", &n.id}, std::pair{"uuid", &n.uuid},
-                            std::pair{"agent_url", &n.agent_url},
-                            std::pair{"admin_url", &n.admin_url}, std::pair{"state", &n.state},
-                            std::pair{"version", &n.version}}) {
+  for (auto [field, out] :
+       {std::pair{"id", &n.id}, std::pair{"uuid", &n.uuid}, std::pair{"agent_url", &n.agent_url},
+        std::pair{"admin_url", &n.admin_url}, std::pair{"state", &n.state},
+        std::pair{"version", &n.version}}) {
     const json::value* f = o.if_contains(field);
     if (!f || !f->is_string()) return bad(std::string(field) + " is not a string");
     *out = std::string(f->as_string());
   }
-  for (auto [field, out] : {std::pair{"capacity_bytes", &n.capacity_bytes},
-                            std::pair{"free_bytes", &n.free_bytes}}) {
+  for (auto [field, out] :
+       {std::pair{"capacity_bytes", &n.capacity_bytes}, std::pair{"free_bytes", &n.free_bytes}}) {
     const json::value* f = o.if_contains(field);
     if (!f || !(f->is_uint64() || (f->is_int64() && f->as_int64() >= 0))) {
       return bad(std::string(field) + " is not a byte count");
@@ -70,8 +66,7 @@ Registration::Registration(Etcd& etcd, RegistrationOptions options,
                            std::function<NodeInfo()> describe)
     : etcd_(etcd), options_(options), describe_(std::move(describe)) {}
 
-Result<std::unique_ptr<Registration>> Registration::Start(Etcd& etcd,
-                                                          RegistrationOptions options,
+Result<std::unique_ptr<Registration>> Registration::Start(Etcd& etcd, RegistrationOptions options,
                                                           std::function<NodeInfo()> describe) {
   std::unique_ptr<Registration> r(new Registration(etcd, options, std::move(describe)));
   const NodeInfo me = r->describe_();
@@ -81,7 +76,9 @@ Result<std::unique_ptr<Registration>> Registration::Start(Etcd& etcd,
   if (!first && first.error().kind == ErrorKind::kConflict) return tl::unexpected(first.error());
   if (!first) {
     Log(LogLevel::kWarn, "etcd_unreachable",
-        {{"step", "register"}, {"error", first.error().ToString()}, {"retry", "in the background"}});
+        {{"step", "register"},
+         {"error", first.error().ToString()},
+         {"retry", "in the background"}});
   }
   r->thread_ = std::thread([p = r.get()] { p->Loop(); });
   return r;
@@ -89,12 +86,18 @@ Result<std::unique_ptr<Registration>> Registration::Start(Etcd& etcd,
 
 Registration::~Registration() { Stop(); }
 
+bool Registration::Stopping() {
+  std::lock_guard lock(mu_);
+  return stop_;
+}
+
 Status Registration::Register() {
   CV_TRY_ASSIGN(const int64_t lease, etcd_.Grant(options_.lease_ttl.count()));
   auto give_back = [&](Error e) -> Status {
     (void)etcd_.Revoke(lease);  // best effort: it runs out by itself otherwise
     return tl::unexpected(std::move(e));
   };
+  if (Stopping()) return give_back(Error{ErrorKind::kUnavailable, 0, "stopping"});
   const NodeInfo me = describe_();
   const std::string value = NodeJson(me);
   auto existing = etcd_.Range(key_);
@@ -104,11 +107,11 @@ Status Registration::Register() {
     if (kv.key != key_) continue;  // node10 under the prefix of node1
     auto other = ParseNodeJson(kv.value);
     if (!other || other->uuid != me.uuid) {
-      return give_back(Error{
-          ErrorKind::kConflict, 0,
-          "node id '" + me.id + "' is registered in etcd by another node" +
-              (other ? " (uuid " + other->uuid + ", admin " + other->admin_url + ")" : "") +
-              ": give this node another [cluster] node_id"});
+      return give_back(
+          Error{ErrorKind::kConflict, 0,
+                "node id '" + me.id + "' is registered in etcd by another node" +
+                    (other ? " (uuid " + other->uuid + ", admin " + other->admin_url + ")" : "") +
+                    ": give this node another [cluster] node_id"});
     }
     expected = kv.mod_revision;  // an earlier run of this node whose lease has not run out
   }
@@ -119,10 +122,10 @@ Status Registration::Register() {
                            "the node's key changed while it registered; trying again"});
   }
   lease_ = lease;
-  mod_revision_ = *revision;
-  published_ = value;
   Log(LogLevel::kInfo, "cluster_registered",
-      {{"node", me.id}, {"key", key_}, {"lease", std::to_string(lease)},
+      {{"node", me.id},
+       {"key", key_},
+       {"lease", std::to_string(lease)},
        {"ttl_s", std::to_string(options_.lease_ttl.count())}});
   return {};
 }
@@ -131,13 +134,18 @@ void Registration::Loop() {
   const auto ttl = std::chrono::duration_cast<Clock::duration>(options_.lease_ttl);
   auto last_ok = Clock::now();
   auto last_refresh = Clock::now();
+  bool failed = false;  // the last round's call failed: try again in a second
   bool unreachable = false;
+  std::string last_conflict;
   auto note_unreachable = [&](const Error& e, std::string_view step) {
+    failed = true;
     if (unreachable) return;
     unreachable = true;
-    Log(LogLevel::kWarn, "etcd_unreachable", {{"step", std::string(step)}, {"error", e.ToString()}});
+    Log(LogLevel::kWarn, "etcd_unreachable",
+        {{"step", std::string(step)}, {"error", e.ToString()}});
   };
   auto note_reachable = [&] {
+    failed = false;
     if (!unreachable) return;
     unreachable = false;
     Log(LogLevel::kInfo, "etcd_reachable");
@@ -148,8 +156,11 @@ void Registration::Loop() {
     lease_ = 0;
   };
   for (;;) {
-    // A third of the TTL between renewals; a second between attempts to register.
-    const auto wait = lease_ ? ttl / 3 : Clock::duration(std::chrono::seconds(1));
+    // Renewals a third of the TTL after the last good one (however long the calls took); a
+    // second between attempts after a failure and between attempts to register.
+    auto wait = Clock::duration(std::chrono::seconds(1));
+    if (lease_ && !failed)
+      wait = std::max(Clock::duration::zero(), last_ok + ttl / 3 - Clock::now());
     {
       std::unique_lock lock(mu_);
       if (wake_.wait_for(lock, wait, [&] { return stop_; })) return;
@@ -159,8 +170,13 @@ void Registration::Loop() {
       if (st) {
         note_reachable();
         last_ok = last_refresh = Clock::now();
+        last_conflict.clear();
       } else if (st.error().kind == ErrorKind::kConflict) {
-        Log(LogLevel::kError, "cluster_node_id_taken", {{"error", st.error().ToString()}});
+        failed = true;
+        if (st.error().ToString() != last_conflict) {  // once, not every second
+          last_conflict = st.error().ToString();
+          Log(LogLevel::kError, "cluster_node_id_taken", {{"error", last_conflict}});
+        }
       } else {
         note_unreachable(st.error(), "register");
       }
@@ -184,20 +200,34 @@ void Registration::Loop() {
     last_ok = Clock::now();
     if (Clock::now() - last_refresh < options_.refresh) continue;
     last_refresh = Clock::now();
-    const std::string value = NodeJson(describe_());
-    if (value == published_) continue;
-    auto revision = etcd_.PutIf(key_, value, mod_revision_, lease_);
-    if (!revision) {
-      note_unreachable(revision.error(), "refresh");
-    } else if (*revision == 0) {
-      // Someone else wrote our key: take it again through Register, which checks whose it is.
-      (void)etcd_.Revoke(lease_);
-      lost("the node's key was changed by another writer");
-    } else {
-      mod_revision_ = *revision;
-      published_ = value;
-    }
+    if (Status st = Refresh(); !st) note_unreachable(st.error(), "refresh");
   }
+}
+
+Status Registration::Refresh() {
+  // Read the record back: it may have been deleted by hand, or a write whose answer was lost
+  // may have gone through.
+  const NodeInfo me = describe_();
+  const std::string value = NodeJson(me);
+  CV_TRY_ASSIGN(auto kvs, etcd_.Range(key_));
+  const KeyValue* mine = nullptr;
+  for (const KeyValue& kv : kvs) {
+    if (kv.key == key_) mine = &kv;
+  }
+  if (mine) {
+    auto other = ParseNodeJson(mine->value);
+    if (!other || other->uuid != me.uuid) {
+      (void)etcd_.Revoke(lease_);
+      lease_ = 0;  // Register says whose it is, and logs it
+      return {};
+    }
+    if (mine->value == value && mine->lease == lease_) return {};
+  }
+  CV_TRY_ASSIGN(const int64_t revision,
+                etcd_.PutIf(key_, value, mine ? mine->mod_revision : 0, lease_));
+  if (revision == 0) return {};  // written meanwhile: the next refresh looks again
+  if (!mine) Log(LogLevel::kWarn, "cluster_record_restored", {{"key", key_}});
+  return {};
 }
 
 void Registration::Stop() {
@@ -231,22 +261,6 @@ Result<std::vector<NodeInfo>> ListNodes(Etcd& etcd) {
     out.push_back(std::move(*n));
   }
   return out;
-}
-
-Result<std::string> ClusterStatusJson(Etcd& etcd, std::string_view self, int64_t lease_ttl_s) {
-  CV_TRY_ASSIGN(auto nodes, ListNodes(etcd));
-  json::array items;
-  for (const NodeInfo& n : nodes) {
-    json::object o = NodeObject(n);
-    o.erase("started_ns");
-    o["started_at"] = admin::FormatRfc3339(n.started_ns);
-    o["self"] = n.id == self;
-    items.push_back(std::move(o));
-  }
-  return json::serialize(json::object{{"cluster", true},
-                                      {"node", self},
-                                      {"lease_ttl_s", lease_ttl_s},
-                                      {"nodes", std::move(items)}});
 }
 
 }  // namespace cv::cluster

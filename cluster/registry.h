@@ -16,6 +16,7 @@
 // owner, once. ListNodes may be called from any thread.
 #pragma once
 
+#include <boost/json/object.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -47,6 +48,7 @@ struct NodeInfo {
 };
 
 std::string NodeJson(const NodeInfo& node);
+boost::json::object NodeObject(const NodeInfo& node);  // NodeJson's object
 // kInvalidArgument when `json` is not a node's record.
 Result<NodeInfo> ParseNodeJson(std::string_view json);
 
@@ -55,7 +57,8 @@ bool ValidNodeId(std::string_view id);
 
 struct RegistrationOptions {
   std::chrono::seconds lease_ttl{10};
-  // How often the published free bytes are refreshed (in a keepalive round).
+  // How often the record is read back and written again when it is missing (deleted by
+  // hand) or out of date (the free bytes), in a keepalive round.
   std::chrono::seconds refresh{30};
 };
 
@@ -77,6 +80,9 @@ class Registration {
   Registration(Etcd& etcd, RegistrationOptions options, std::function<NodeInfo()> describe);
   // One attempt to take the node's key under a new lease.
   Status Register();
+  // Writes the record again when it is missing or out of date.
+  Status Refresh();
+  bool Stopping();
   void Loop();
 
   Etcd& etcd_;
@@ -88,16 +94,11 @@ class Registration {
   bool stop_ = false;
   // Owned by the thread (and by Start and Stop while it does not run).
   int64_t lease_ = 0;
-  int64_t mod_revision_ = 0;  // of our record, as last written
-  std::string published_;     // the record as last written
   std::thread thread_;
 };
 
 // The nodes whose lease is alive, in node id order. Records that do not parse are skipped
 // (and logged).
 Result<std::vector<NodeInfo>> ListNodes(Etcd& etcd);
-
-// The answer of the admin API's GET /cluster (admin/API.md): the live nodes, `self` marked.
-Result<std::string> ClusterStatusJson(Etcd& etcd, std::string_view self, int64_t lease_ttl_s);
 
 }  // namespace cv::cluster

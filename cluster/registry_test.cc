@@ -1,107 +1,18 @@
-// Registration against an in-memory etcd whose leases the test ends and whose availability it
-// switches off (the real etcd is in tests/integration/test_cluster.py); the node record's
-// parser and the endpoint checks.
+// Registration against FakeEtcd (the real etcd is in tests/integration/test_cluster.py); the
+// node record's parser and the endpoint checks.
 #include "cluster/registry.h"
+
+#include "cluster/fake_etcd.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <map>
-#include <set>
-#include <mutex>
 #include <thread>
 
 namespace cv::cluster {
 namespace {
 
 using namespace std::chrono_literals;
-
-class FakeEtcd final : public Etcd {
- public:
-  Result<int64_t> Grant(int64_t) override {
-    std::lock_guard lock(mu_);
-    CV_TRY(Up());
-    leases_.insert(++next_lease_);
-    return next_lease_;
-  }
-  Result<int64_t> KeepAlive(int64_t lease) override {
-    std::lock_guard lock(mu_);
-    CV_TRY(Up());
-    ++keepalives_;
-    return leases_.count(lease) ? int64_t{10} : int64_t{0};
-  }
-  Status Revoke(int64_t lease) override {
-    std::lock_guard lock(mu_);
-    CV_TRY(Up());
-    if (!leases_.erase(lease)) return Err(ErrorKind::kNotFound, "lease not found");
-    DropKeysOf(lease);
-    return {};
-  }
-  Result<std::vector<KeyValue>> Range(const std::string& prefix, int64_t) override {
-    std::lock_guard lock(mu_);
-    CV_TRY(Up());
-    std::vector<KeyValue> out;
-    for (const auto& [k, kv] : kvs_) {
-      if (k.starts_with(prefix)) out.push_back(kv);
-    }
-    return out;
-  }
-  Result<int64_t> PutIf(const std::string& key, const std::string& value, int64_t expected,
-                        int64_t lease) override {
-    std::lock_guard lock(mu_);
-    CV_TRY(Up());
-    auto it = kvs_.find(key);
-    const int64_t current = it == kvs_.end() ? 0 : it->second.mod_revision;
-    if (current != expected) return int64_t{0};
-    if (lease != 0 && !leases_.count(lease)) return Err(ErrorKind::kNotFound, "lease not found");
-    KeyValue kv{key, value, it == kvs_.end() ? revision_ + 1 : it->second.create_revision,
-                ++revision_, lease};
-    kvs_[key] = kv;
-    return revision_;
-  }
-
-  // What the test does to it.
-  void SetDown(bool down) {
-    std::lock_guard lock(mu_);
-    down_ = down;
-  }
-  void ExpireAll() {
-    std::lock_guard lock(mu_);
-    for (int64_t l : leases_) DropKeysOf(l);
-    leases_.clear();
-  }
-  void PutRaw(const std::string& key, const std::string& value) {
-    std::lock_guard lock(mu_);
-    kvs_[key] = KeyValue{key, value, revision_ + 1, ++revision_, 0};
-  }
-  std::optional<KeyValue> Get(const std::string& key) {
-    std::lock_guard lock(mu_);
-    auto it = kvs_.find(key);
-    if (it == kvs_.end()) return std::nullopt;
-    return it->second;
-  }
-  size_t Leases() {
-    std::lock_guard lock(mu_);
-    return leases_.size();
-  }
-
- private:
-  Status Up() const {
-    if (down_) return Err(ErrorKind::kUnavailable, "etcd unreachable (fake)");
-    return {};
-  }
-  void DropKeysOf(int64_t lease) {
-    std::erase_if(kvs_, [&](const auto& e) { return e.second.lease == lease; });
-  }
-
-  std::mutex mu_;
-  bool down_ = false;
-  int64_t next_lease_ = 100;
-  int64_t revision_ = 1;
-  size_t keepalives_ = 0;
-  std::set<int64_t> leases_;
-  std::map<std::string, KeyValue> kvs_;
-};
 
 NodeInfo Node(std::string id, std::string uuid) {
   NodeInfo n;
@@ -148,8 +59,7 @@ TEST(NodeJsonTest, RoundTripsAndRefusesWhatIsNotANodeRecord) {
   EXPECT_EQ(back->started_ns, 42);
   const std::string good = NodeJson(n);
   for (std::string bad : {std::string(""), std::string("[]"), std::string("{"),
-                          std::string(R"({"id":"node1"})"),
-                          good.substr(0, good.size() - 1)}) {
+                          std::string(R"({"id":"node1"})"), good.substr(0, good.size() - 1)}) {
     EXPECT_FALSE(ParseNodeJson(bad)) << bad;
   }
   auto with = [&](std::string field, std::string value) {
@@ -169,9 +79,9 @@ TEST(NodeJsonTest, RoundTripsAndRefusesWhatIsNotANodeRecord) {
 }
 
 TEST(MakeEtcdTest, RefusesWhatIsNotAnHttpEndpoint) {
-  for (const char* bad : {"127.0.0.1:2379", "https://127.0.0.1:2379", "http://127.0.0.1",
-                          "http://127.0.0.1:2379/v3", "http://u@127.0.0.1:2379",
-                          "http://127.0.0.1:2379?x", "http://:2379", ""}) {
+  for (const char* bad :
+       {"127.0.0.1:2379", "https://127.0.0.1:2379", "http://127.0.0.1", "http://127.0.0.1:2379/v3",
+        "http://u@127.0.0.1:2379", "http://127.0.0.1:2379?x", "http://:2379", ""}) {
     auto e = MakeEtcd({bad}, 1000ms);
     EXPECT_FALSE(e) << bad;
     if (!e) {
@@ -254,6 +164,16 @@ TEST(RegistrationTest, StartsWhileEtcdIsDownAndRegistersWhenItIsBack) {
   etcd.SetDown(false);
   EXPECT_FALSE(etcd.Get(kKey));
   ASSERT_TRUE(Eventually([&] { return etcd.Get(kKey).has_value(); }));
+}
+
+TEST(RegistrationTest, ARecordDeletedByHandIsWrittenAgain) {
+  FakeEtcd etcd;
+  auto r = Registration::Start(etcd, {3s, 0s}, [] { return Node("node1", "u1"); });
+  ASSERT_TRUE(r);
+  const int64_t lease = etcd.Get(kKey)->lease;
+  ASSERT_TRUE(etcd.Delete(kKey));  // `etcdctl del` while the lease lives
+  ASSERT_TRUE(Eventually([&] { return etcd.Get(kKey).has_value(); }));
+  EXPECT_EQ(etcd.Get(kKey)->lease, lease);
 }
 
 TEST(RegistrationTest, RefreshesWhatItPublishes) {

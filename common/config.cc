@@ -209,6 +209,12 @@ Status ApplyToml(const std::string& file, Config* c) {
     if (c->node_id.empty()) {
       errors += std::string(errors.empty() ? "" : "; ") + "'cluster.node_id' is required";
     }
+    // A renewal that waits for one unresponsive endpoint must still come before the lease ends.
+    if (c->etcd_timeout_ms > c->lease_ttl_s * 1000 / 3) {
+      errors += std::string(errors.empty() ? "" : "; ") +
+                "'cluster.etcd_timeout_ms' must be at most a third of lease_ttl_s (" +
+                std::to_string(c->lease_ttl_s * 1000 / 3) + " ms)";
+    }
   }
 
   if (!errors.empty()) return Err(ErrorKind::kInvalidArgument, file + ": " + errors);

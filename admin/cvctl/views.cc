@@ -190,12 +190,15 @@ void ShowCluster(const json::object& c) {
     if (!v.is_object()) continue;
     const json::object& n = v.as_object();
     rows.push_back({S(n, "id") + (B(n, "self") ? " *" : ""), S(n, "state"),
-                    HumanBytes(U(n, "capacity_bytes")), HumanBytes(U(n, "free_bytes")),
+                    std::to_string(U(n, "accounts")), HumanBytes(U(n, "capacity_bytes")),
+                    HumanBytes(U(n, "free_bytes")),
                     S(n, "version"), S(n, "agent_url"), S(n, "admin_url"), S(n, "started_at")});
   }
   std::printf("cluster seen from node %s (* = this node); nodes whose %llu s lease is alive:\n",
               S(c, "node").c_str(), static_cast<unsigned long long>(U(c, "lease_ttl_s")));
-  PrintTable({"NODE", "STATE", "CAPACITY", "FREE", "VERSION", "AGENT", "ADMIN", "STARTED"}, rows);
+  PrintTable({"NODE", "STATE", "ACCOUNTS", "CAPACITY", "FREE", "VERSION", "AGENT", "ADMIN",
+              "STARTED"},
+             rows);
 }
 
 bool DrainHasProblems(const json::object& drain) {

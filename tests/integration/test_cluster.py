@@ -2,8 +2,10 @@
 [cluster] section registers under an etcd lease, leaves at once on SIGTERM, is down for the
 cluster within the lease TTL + 2 s of a kill -9, keeps serving while etcd is down and registers
 again when it is back; one node id is one node. Without the section nothing needs etcd."""
+import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -24,7 +26,7 @@ def etcd(tmp_root, request):
 def cluster_toml(etcd, node_id, ttl=TTL, endpoints=None):
     urls = endpoints if endpoints is not None else [etcd.url]
     return ("[cluster]\netcd_endpoints = [" + ", ".join(f'"{u}"' for u in urls) + "]\n"
-            f'node_id = "{node_id}"\nlease_ttl_s = {ttl}\n')
+            f'node_id = "{node_id}"\nlease_ttl_s = {ttl}\netcd_timeout_ms = 1000\n')
 
 
 def node_uuid(node):
@@ -153,3 +155,71 @@ def test_a_bad_cluster_section_stops_the_start(tmp_root, request, cluster, messa
     with pytest.raises(RuntimeError) as e:
         n.start()
     assert message in str(e.value)
+
+
+def test_accounts_and_devices_are_placed_in_etcd_before_they_exist(etcd, fresh_node):
+    a = fresh_node(cluster_toml(etcd, "node-a"))
+    fresh_node(cluster_toml(etcd, "node-b"))
+    dev = a.new_device()
+    accounts = etcd.get_prefix("/chunkvault/v1/accounts/")
+    assert {k: json.loads(v) for k, (v, _) in accounts.items()} == {
+        f"/chunkvault/v1/accounts/{dev.account}": {"node": "node-a"}}
+    assert all(lease == 0 for _, lease in accounts.values())  # placement outlives the node's lease
+    devices = etcd.get_prefix("/chunkvault/v1/devices/")
+    assert {k: json.loads(v) for k, (v, _) in devices.items()} == {
+        f"/chunkvault/v1/devices/{dev.id}": {"account": dev.account}}
+    view = a.admin("GET", "/cluster").json()
+    assert {n["id"]: n["accounts"] for n in view["nodes"]} == {"node-a": 1, "node-b": 0}
+    # A creation the node refuses takes its placement back: nothing is left in etcd.
+    r = a.admin("POST", "/accounts", {"status": "active", "plan_quota_bytes": 1, "device_limit": 1,
+                                      "partner": "0" * 32})
+    assert r.status == 400, r
+    _, partner_key = a.new_partner()
+    r = a.admin("POST", f"/accounts/{dev.account}/devices", {"name": "x", "kind": "computer"},
+                key=partner_key)
+    assert r.status == 404, r  # not the partner's account
+    assert len(etcd.get_prefix("/chunkvault/v1/accounts/")) == 1
+    assert len(etcd.get_prefix("/chunkvault/v1/devices/")) == 1
+
+
+def test_while_etcd_is_down_nothing_is_placed_and_the_rest_works(etcd, fresh_node):
+    a = fresh_node(cluster_toml(etcd, "node-a"))
+    dev = a.new_device()
+    before = a.admin("GET", "/accounts").json()["items"]
+    etcd.kill()
+    r = a.admin("POST", "/accounts", {"status": "active", "plan_quota_bytes": 1 << 30, "device_limit": 5})
+    assert r.status == 503 and r.error_code() == "etcd_unavailable", r
+    assert r.header("Retry-After") == "5"
+    r = a.admin("POST", f"/accounts/{dev.account}/devices", {"name": "x", "kind": "computer"})
+    assert r.status == 503 and r.error_code() == "etcd_unavailable", r
+    # Nothing was created; what the node holds keeps working, for agents and the admin API.
+    assert a.admin("GET", "/accounts").json()["items"] == before
+    assert len(a.admin("GET", f"/accounts/{dev.account}/devices").json()["items"]) == 1
+    assert a.admin("PATCH", f"/accounts/{dev.account}", {"device_limit": 7}).status == 200
+    assert dev.put("data", b"kept while etcd is down").status == 200
+    etcd.start()
+    cv.wait_for(lambda: a.admin("POST", "/accounts", {"status": "active", "plan_quota_bytes": 1 << 30,
+                                                      "device_limit": 5}).status == 201,
+                timeout=15, what="account creation once etcd is back")
+
+
+def test_deploy_cluster_sh_up_status_down(tmp_root):
+    """deploy/cluster.sh starts one etcd and three nodes under CV_CLUSTER_ROOT, returns once
+    all are ready, shows them, and stops them all."""
+    root = os.path.join(tmp_root, "cluster-sh")
+    env = dict(os.environ, CV_CLUSTER_ROOT=root, CV_BUILD_DIR=cv.BUILD_DIR)
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "cluster.sh")
+    try:
+        up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        for n in ("node1", "node2", "node3"):
+            assert os.path.exists(os.path.join(root, n, "run", "endpoints.json")), n
+        status = subprocess.run([script, "status"], env=env, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "node1 *" in status.stdout and "node2" in status.stdout and "node3" in status.stdout
+    finally:
+        down = subprocess.run([script, "down"], env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert down.stdout.count("stopped") == 4, down.stdout
+    for n in ("node1", "node2", "node3"):
+        assert not os.path.exists(os.path.join(root, n, "run", "endpoints.json")), n

@@ -1,0 +1,71 @@
+#include "cluster/placement.h"
+
+#include <boost/json.hpp>
+#include <map>
+
+#include "admin/json_util.h"
+#include "cluster/registry.h"
+
+namespace cv::cluster {
+
+namespace json = boost::json;
+
+Result<std::string> Placement::StatusJson() {
+  CV_TRY_ASSIGN(auto nodes, ListNodes(etcd_));
+  CV_TRY_ASSIGN(auto placed, etcd_.Range(std::string(kAccountsPrefix)));
+  std::map<std::string, uint64_t> accounts;  // by node id
+  for (const KeyValue& kv : placed) {
+    boost::system::error_code ec;
+    json::value v = json::parse(kv.value, ec);
+    const json::value* node = !ec && v.is_object() ? v.as_object().if_contains("node") : nullptr;
+    if (node && node->is_string()) ++accounts[std::string(node->as_string())];
+  }
+  json::array items;
+  for (const NodeInfo& n : nodes) {
+    json::object o = NodeObject(n);
+    o.erase("started_ns");
+    o["started_at"] = admin::FormatRfc3339(n.started_ns);
+    o["accounts"] = accounts[n.id];
+    o["self"] = n.id == node_id_;
+    items.push_back(std::move(o));
+  }
+  return json::serialize(json::object{{"cluster", true},
+                                      {"node", node_id_},
+                                      {"lease_ttl_s", lease_ttl_s_},
+                                      {"nodes", std::move(items)}});
+}
+
+Status Placement::Create(const std::string& key, const std::string& value) {
+  CV_TRY_ASSIGN(const int64_t revision, etcd_.PutIf(key, value, 0, 0));
+  if (revision == 0) return Err(ErrorKind::kConflict, key + " is already in etcd");
+  return {};
+}
+
+void Placement::Remove(const std::string& key) {
+  if (Status st = etcd_.Delete(key); !st) {
+    Log(LogLevel::kWarn, "cluster_unplace_failed",
+        {{"key", key},
+         {"error", st.error().ToString()},
+         {"effect", "a placement of something that does not exist (answers 404)"}});
+  }
+}
+
+Status Placement::PlaceAccount(const index::Id& account) {
+  return Create(std::string(kAccountsPrefix) + index::IdToHex(account),
+                json::serialize(json::object{{"node", node_id_}}));
+}
+
+Status Placement::PlaceDevice(const index::Id& device, const index::Id& account) {
+  return Create(std::string(kDevicesPrefix) + index::IdToHex(device),
+                json::serialize(json::object{{"account", index::IdToHex(account)}}));
+}
+
+void Placement::UnplaceAccount(const index::Id& account) {
+  Remove(std::string(kAccountsPrefix) + index::IdToHex(account));
+}
+
+void Placement::UnplaceDevice(const index::Id& device) {
+  Remove(std::string(kDevicesPrefix) + index::IdToHex(device));
+}
+
+}  // namespace cv::cluster

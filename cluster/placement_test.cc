@@ -1,0 +1,91 @@
+// Placement against FakeEtcd: records written once, taken back, refused while etcd is down,
+// and counted per node in the status.
+#include "cluster/placement.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "cluster/fake_etcd.h"
+#include "cluster/registry.h"
+
+namespace cv::cluster {
+namespace {
+
+index::Id IdOf(uint8_t b) {
+  index::Id id{};
+  id.fill(b);
+  return id;
+}
+
+TEST(PlacementTest, AnAccountIsPlacedOnceOnThisNode) {
+  FakeEtcd etcd;
+  Placement p(etcd, "node-a", 10);
+  ASSERT_TRUE(p.PlaceAccount(IdOf(1)));
+  const std::string key = std::string(kAccountsPrefix) + index::IdToHex(IdOf(1));
+  ASSERT_TRUE(etcd.Get(key));
+  EXPECT_EQ(etcd.Get(key)->value, R"({"node":"node-a"})");
+  EXPECT_EQ(etcd.Get(key)->lease, 0);
+  // A second placement of the same account (another node, or a retry) changes nothing.
+  Placement other(etcd, "node-b", 10);
+  auto again = other.PlaceAccount(IdOf(1));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().kind, ErrorKind::kConflict);
+  EXPECT_EQ(etcd.Get(key)->value, R"({"node":"node-a"})");
+  p.UnplaceAccount(IdOf(1));
+  EXPECT_FALSE(etcd.Get(key));
+}
+
+TEST(PlacementTest, ADeviceRecordsItsAccount) {
+  FakeEtcd etcd;
+  Placement p(etcd, "node-a", 10);
+  ASSERT_TRUE(p.PlaceDevice(IdOf(2), IdOf(1)));
+  const std::string key = std::string(kDevicesPrefix) + index::IdToHex(IdOf(2));
+  EXPECT_EQ(etcd.Get(key)->value, R"({"account":")" + index::IdToHex(IdOf(1)) + "\"}");
+  p.UnplaceDevice(IdOf(2));
+  EXPECT_FALSE(etcd.Get(key));
+}
+
+TEST(PlacementTest, NothingIsPlacedWhileEtcdIsDown) {
+  FakeEtcd etcd;
+  Placement p(etcd, "node-a", 10);
+  etcd.SetDown(true);
+  auto st = p.PlaceAccount(IdOf(1));
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().kind, ErrorKind::kUnavailable);
+  EXPECT_FALSE(p.PlaceDevice(IdOf(2), IdOf(1)));
+  auto status = p.StatusJson();
+  ASSERT_FALSE(status);
+  EXPECT_EQ(status.error().kind, ErrorKind::kUnavailable);
+  etcd.SetDown(false);
+  EXPECT_FALSE(etcd.Get(std::string(kAccountsPrefix) + index::IdToHex(IdOf(1))));
+}
+
+TEST(PlacementTest, StatusCountsTheAccountsOfEachLiveNode) {
+  FakeEtcd etcd;
+  for (const char* id : {"node-a", "node-b"}) {
+    NodeInfo n;
+    n.id = id;
+    n.uuid = id;
+    n.version = "t";
+    etcd.PutRaw(std::string(kNodesPrefix) + id, NodeJson(n));
+  }
+  Placement a(etcd, "node-a", 10), b(etcd, "node-b", 10);
+  ASSERT_TRUE(a.PlaceAccount(IdOf(1)));
+  ASSERT_TRUE(a.PlaceAccount(IdOf(2)));
+  ASSERT_TRUE(b.PlaceAccount(IdOf(3)));
+  auto status = b.StatusJson();
+  ASSERT_TRUE(status) << status.error().ToString();
+  auto v = boost::json::parse(*status).as_object();
+  EXPECT_EQ(v["node"].as_string(), "node-b");
+  const auto& nodes = v["nodes"].as_array();
+  ASSERT_EQ(nodes.size(), 2u);
+  EXPECT_EQ(nodes[0].as_object().at("id").as_string(), "node-a");
+  EXPECT_EQ(nodes[0].as_object().at("accounts").to_number<uint64_t>(), 2u);
+  EXPECT_FALSE(nodes[0].as_object().at("self").as_bool());
+  EXPECT_EQ(nodes[1].as_object().at("accounts").to_number<uint64_t>(), 1u);
+  EXPECT_TRUE(nodes[1].as_object().at("self").as_bool());
+}
+
+}  // namespace
+}  // namespace cv::cluster

@@ -6,11 +6,13 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
 #include <charconv>
+#include <functional>
 #include <optional>
 
 #include "cluster/blocking_io.h"
@@ -80,6 +82,33 @@ std::string PrefixEnd(std::string prefix) {
   return std::string(1, '\0');  // every key
 }
 
+// A "kv" of etcd's JSON: key and value in base64 (absent when empty).
+Result<KeyValue> ParseKv(const json::value& v) {
+  if (!v.is_object()) return Err(ErrorKind::kInternal, "etcd: a kv is not an object");
+  const json::object& o = v.as_object();
+  auto text = [&](std::string_view field) -> std::optional<std::string> {
+    const json::value* f = o.if_contains(field);
+    if (!f) return std::string();
+    if (!f->is_string()) return std::nullopt;
+    return Unbase64(f->as_string());
+  };
+  auto key = text("key");
+  auto value = text("value");
+  if (!key || !value) return Err(ErrorKind::kInternal, "etcd: bad base64 in a kv");
+  KeyValue kv;
+  kv.key = std::move(*key);
+  kv.value = std::move(*value);
+  kv.create_revision = Int(o, "create_revision");
+  kv.mod_revision = Int(o, "mod_revision");
+  kv.lease = Int(o, "lease");
+  return kv;
+}
+
+int64_t HeaderRevision(const json::object& answer) {
+  const json::value* header = answer.if_contains("header");
+  return header && header->is_object() ? Int(header->as_object(), "revision") : 0;
+}
+
 struct Target {
   std::string host;
   std::string port;
@@ -122,33 +151,18 @@ class HttpEtcd final : public Etcd {
     return {};
   }
 
-  Result<std::vector<KeyValue>> Range(const std::string& prefix, int64_t limit) override {
+  Result<Ranged> Range(const std::string& prefix, int64_t limit) override {
     json::object req{{"key", Base64(prefix)}, {"range_end", Base64(PrefixEnd(prefix))}};
     if (limit > 0) req["limit"] = std::to_string(limit);
     CV_TRY_ASSIGN(auto answer, Call("/v3/kv/range", req));
-    std::vector<KeyValue> out;
+    Ranged out;
+    out.revision = HeaderRevision(answer);
     const json::value* kvs = answer.if_contains("kvs");
     if (!kvs) return out;  // no key
     if (!kvs->is_array()) return Err(ErrorKind::kInternal, "etcd range: kvs is not an array");
     for (const json::value& v : kvs->as_array()) {
-      if (!v.is_object()) return Err(ErrorKind::kInternal, "etcd range: a kv is not an object");
-      const json::object& o = v.as_object();
-      KeyValue kv;
-      auto text = [&](std::string_view field) -> std::optional<std::string> {
-        const json::value* f = o.if_contains(field);
-        if (!f) return std::string();  // etcd leaves out empty values
-        if (!f->is_string()) return std::nullopt;
-        return Unbase64(f->as_string());
-      };
-      auto key = text("key");
-      auto value = text("value");
-      if (!key || !value) return Err(ErrorKind::kInternal, "etcd range: bad base64 in a kv");
-      kv.key = std::move(*key);
-      kv.value = std::move(*value);
-      kv.create_revision = Int(o, "create_revision");
-      kv.mod_revision = Int(o, "mod_revision");
-      kv.lease = Int(o, "lease");
-      out.push_back(std::move(kv));
+      CV_TRY_ASSIGN(KeyValue kv, ParseKv(v));
+      out.kvs.push_back(std::move(kv));
     }
     return out;
   }
@@ -171,9 +185,7 @@ class HttpEtcd final : public Etcd {
     const json::value* ok = answer.if_contains("succeeded");
     if (!ok || !ok->is_bool() || !ok->as_bool()) return int64_t{0};
     // The transaction's revision is the one its put wrote.
-    const json::value* header = answer.if_contains("header");
-    const int64_t revision =
-        header && header->is_object() ? Int(header->as_object(), "revision") : 0;
+    const int64_t revision = HeaderRevision(answer);
     if (revision <= 0) return Err(ErrorKind::kInternal, "etcd txn: no revision in the answer");
     return revision;
   }
@@ -184,7 +196,159 @@ class HttpEtcd final : public Etcd {
     return {};
   }
 
+  Status Watch(const std::string& prefix, int64_t from, const std::function<void()>& on_open,
+               const std::function<void(std::vector<WatchEvent>&&)>& on_events,
+               const std::atomic<bool>& stop) override {
+    std::string tried;
+    const size_t first = preferred_.load();
+    for (size_t i = 0; i < targets_.size(); ++i) {
+      const size_t at = (first + i) % targets_.size();
+      std::string failure;
+      auto st = WatchOn(targets_[at], prefix, from, on_open, on_events, stop, &failure);
+      if (failure.empty()) return st;  // the stream ran here; the caller starts it again
+      tried += (tried.empty() ? "" : "; ") + targets_[at].shown + ": " + failure;
+    }
+    return Err(ErrorKind::kUnavailable, "etcd unreachable (" + tried + ")");
+  }
+
  private:
+  // One watch stream on one endpoint. *failure: why it could not start (try another one);
+  // empty once the stream is open, and then the result says how it ended.
+  Status WatchOn(const Target& t, const std::string& prefix, int64_t from,
+                 const std::function<void()>& on_open,
+                 const std::function<void(std::vector<WatchEvent>&&)>& on_events,
+                 const std::atomic<bool>& stop, std::string* failure) {
+    net::io_context ioc;
+    auto endpoints = ResolveWithin(ioc, t.host, t.port, timeout_);
+    if (!endpoints) {
+      *failure = endpoints.error();
+      return {};
+    }
+    beast::tcp_stream stream(ioc);
+    stream.expires_after(timeout_);
+    error_code ec =
+        RunOne(ioc, [&](auto handler) { stream.async_connect(*endpoints, std::move(handler)); });
+    if (ec) {
+      *failure = "cannot connect: " + Describe(ec);
+      return {};
+    }
+    json::object create{{"key", Base64(prefix)},
+                        {"range_end", Base64(PrefixEnd(prefix))},
+                        {"start_revision", std::to_string(from)}};
+    http::request<http::string_body> req{http::verb::post, "/v3/watch", 11};
+    req.set(http::field::host, t.host);
+    req.set(http::field::content_type, "application/json");
+    req.body() = json::serialize(json::object{{"create_request", create}});
+    req.prepare_payload();
+    stream.expires_after(timeout_);
+    ec = RunOne(ioc, [&](auto handler) { http::async_write(stream, req, std::move(handler)); });
+    if (ec) {
+      *failure = "sending failed: " + Describe(ec);
+      return {};
+    }
+    beast::flat_buffer buffer;
+    http::response_parser<http::buffer_body> parser;
+    parser.body_limit(boost::none);  // a stream
+    stream.expires_after(timeout_);
+    ec = RunOne(ioc, [&](auto handler) {
+      http::async_read_header(stream, buffer, parser, std::move(handler));
+    });
+    if (ec) {
+      *failure = "reading the answer failed: " + Describe(ec);
+      return {};
+    }
+    if (parser.get().result_int() != 200) {
+      *failure = "answered " + std::to_string(parser.get().result_int());
+      return {};
+    }
+    preferred_.store(static_cast<size_t>(&t - targets_.data()));
+    stream.expires_never();
+    on_open();
+
+    Status result;
+    bool ended = false;
+    std::string pending;  // bytes of a message not yet complete (messages end with a newline)
+    net::steady_timer timer(ioc);  // looks at `stop`
+    auto finish = [&](Status st) {
+      if (ended) return;
+      ended = true;
+      result = std::move(st);
+      timer.cancel();
+      error_code ignored;
+      stream.socket().close(ignored);
+    };
+    // One message: {"result":{"header","events":[{"type"?,"kv"}],"created"?,"canceled"?,
+    // "compact_revision"?}} or {"error":{...}}.
+    auto message = [&](std::string_view line) {
+      error_code pec;
+      json::value v = json::parse(line, pec);
+      const json::value* r = !pec && v.is_object() ? v.as_object().if_contains("result") : nullptr;
+      if (!r || !r->is_object())
+        return finish(
+            Err(ErrorKind::kUnavailable, "etcd watch: " + std::string(line.substr(0, 200))));
+      const json::object& o = r->as_object();
+      if (Int(o, "compact_revision") > 0) {
+        return finish(Err(ErrorKind::kGone,
+                          "etcd watch: revision " + std::to_string(from) + " was compacted"));
+      }
+      const json::value* canceled = o.if_contains("canceled");
+      if (canceled && canceled->is_bool() && canceled->as_bool()) {
+        return finish(Err(ErrorKind::kUnavailable, "etcd cancelled the watch"));
+      }
+      const json::value* events = o.if_contains("events");
+      if (!events || !events->is_array()) return;
+      std::vector<WatchEvent> out;
+      for (const json::value& e : events->as_array()) {
+        if (!e.is_object()) continue;
+        const json::value* kv = e.as_object().if_contains("kv");
+        if (!kv) continue;
+        auto parsed = ParseKv(*kv);
+        if (!parsed) return finish(tl::unexpected(parsed.error()));
+        const json::value* type = e.as_object().if_contains("type");
+        WatchEvent we;
+        we.deleted = type && type->is_string() && type->as_string() == "DELETE";
+        we.kv = std::move(*parsed);
+        out.push_back(std::move(we));
+      }
+      if (!out.empty()) on_events(std::move(out));
+    };
+    std::vector<char> chunk(64 * 1024);
+    std::function<void()> read_more = [&] {
+      parser.get().body().data = chunk.data();
+      parser.get().body().size = chunk.size();
+      http::async_read_some(stream, buffer, parser, [&](error_code rec, size_t) {
+        pending.append(chunk.data(), chunk.size() - parser.get().body().size);
+        size_t eol;
+        while (!ended && (eol = pending.find('\n')) != std::string::npos) {
+          std::string line = pending.substr(0, eol);
+          pending.erase(0, eol + 1);
+          if (!line.empty()) message(line);
+        }
+        if (rec == http::error::need_buffer) rec = {};
+        if (ended) return;
+        if (stop.load()) return finish({});
+        if (rec || parser.is_done()) {
+          return finish(Err(ErrorKind::kUnavailable,
+                            "etcd watch stream ended: " + (rec ? Describe(rec) : "by etcd")));
+        }
+        read_more();
+      });
+    };
+    std::function<void()> check_stop = [&] {
+      timer.expires_after(std::chrono::milliseconds(200));
+      timer.async_wait([&](error_code tec) {
+        if (tec || ended) return;
+        if (stop.load()) return finish({});
+        check_stop();
+      });
+    };
+    read_more();
+    check_stop();
+    ioc.restart();
+    ioc.run();
+    return result;
+  }
+
   // POSTs `body` to each endpoint in turn, the last one that answered well first, until one
   // answers: an endpoint that cannot be reached, answers 5xx or with what is not JSON (a
   // member without a leader, a proxy's page) is skipped. etcd's refusals ({"error","code"} of

@@ -11,10 +11,14 @@ namespace cv::cluster {
 namespace json = boost::json;
 
 Result<std::string> Placement::StatusJson() {
-  CV_TRY_ASSIGN(auto nodes, ListNodes(etcd_));
-  CV_TRY_ASSIGN(auto placed, etcd_.Range(std::string(kAccountsPrefix)));
+  if (!cache_.watching()) {
+    return Err(ErrorKind::kUnavailable, "the cluster cache does not follow etcd (revision " +
+                                            std::to_string(cache_.revision()) + ")");
+  }
+  const int64_t revision = cache_.revision();
+  const auto nodes = ParseNodes(cache_.Prefix(std::string(kNodesPrefix)));
   std::map<std::string, uint64_t> accounts;  // by node id
-  for (const KeyValue& kv : placed) {
+  for (const KeyValue& kv : cache_.Prefix(std::string(kAccountsPrefix))) {
     boost::system::error_code ec;
     json::value v = json::parse(kv.value, ec);
     const json::value* node = !ec && v.is_object() ? v.as_object().if_contains("node") : nullptr;
@@ -32,12 +36,18 @@ Result<std::string> Placement::StatusJson() {
   return json::serialize(json::object{{"cluster", true},
                                       {"node", node_id_},
                                       {"lease_ttl_s", lease_ttl_s_},
+                                      {"revision", revision},
                                       {"nodes", std::move(items)}});
 }
 
 Status Placement::Create(const std::string& key, const std::string& value) {
   CV_TRY_ASSIGN(const int64_t revision, etcd_.PutIf(key, value, 0, 0));
   if (revision == 0) return Err(ErrorKind::kConflict, key + " is already in etcd");
+  // Read-your-writes on this node: GET /cluster right after shows it.
+  if (!cache_.WaitFor(revision, std::chrono::seconds(1))) {
+    Log(LogLevel::kWarn, "cluster_cache_behind",
+        {{"key", key}, {"revision", std::to_string(revision)}});
+  }
   return {};
 }
 

@@ -6,6 +6,8 @@
 // the node's index, so nothing exists that the cluster cannot find; a creation refused after
 // that takes its record back. While etcd cannot be reached, creations are refused
 // (kUnavailable: the admin API's 503 etcd_unavailable) and everything else keeps working.
+// A placement this node wrote is in its ClusterCache before the creation is answered (waited
+// for up to a second).
 //
 // Today a node places new accounts on itself (the one whose admin API was asked); placing them
 // on the node with the most free bytes comes with proxying between nodes.
@@ -16,6 +18,7 @@
 #include <string>
 
 #include "admin/admin.h"
+#include "cluster/cache.h"
 #include "cluster/etcd.h"
 
 namespace cv::cluster {
@@ -25,11 +28,12 @@ inline constexpr std::string_view kDevicesPrefix = "/chunkvault/v1/devices/";
 
 class Placement final : public admin::ClusterHooks {
  public:
-  Placement(Etcd& etcd, std::string node_id, int64_t lease_ttl_s)
-      : etcd_(etcd), node_id_(std::move(node_id)), lease_ttl_s_(lease_ttl_s) {}
+  Placement(Etcd& etcd, const ClusterCache& cache, std::string node_id, int64_t lease_ttl_s)
+      : etcd_(etcd), cache_(cache), node_id_(std::move(node_id)), lease_ttl_s_(lease_ttl_s) {}
 
-  // {"cluster":true,"node","lease_ttl_s","nodes":[...]}: the nodes whose lease is alive, each
-  // with the accounts placed on it (admin/API.md, GET /cluster).
+  // {"cluster":true,"node","lease_ttl_s","revision","nodes":[...]}: the nodes whose lease is
+  // alive, each with the accounts placed on it (admin/API.md, GET /cluster), from the cache
+  // (no etcd call); kUnavailable while the cache does not follow etcd.
   Result<std::string> StatusJson() override;
   Status PlaceAccount(const index::Id& account) override;
   Status PlaceDevice(const index::Id& device, const index::Id& account) override;
@@ -42,6 +46,7 @@ class Placement final : public admin::ClusterHooks {
   void Remove(const std::string& key);
 
   Etcd& etcd_;
+  const ClusterCache& cache_;
   const std::string node_id_;
   const int64_t lease_ttl_s_;
 };

@@ -5,12 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <thread>
 
+#include "cluster/cache.h"
 #include "cluster/fake_etcd.h"
 #include "cluster/registry.h"
 
 namespace cv::cluster {
 namespace {
+
+using namespace std::chrono_literals;
 
 index::Id IdOf(uint8_t b) {
   index::Id id{};
@@ -20,14 +24,15 @@ index::Id IdOf(uint8_t b) {
 
 TEST(PlacementTest, AnAccountIsPlacedOnceOnThisNode) {
   FakeEtcd etcd;
-  Placement p(etcd, "node-a", 10);
+  auto cache = ClusterCache::Start(etcd);
+  Placement p(etcd, *cache, "node-a", 10);
   ASSERT_TRUE(p.PlaceAccount(IdOf(1)));
   const std::string key = std::string(kAccountsPrefix) + index::IdToHex(IdOf(1));
   ASSERT_TRUE(etcd.Get(key));
   EXPECT_EQ(etcd.Get(key)->value, R"({"node":"node-a"})");
   EXPECT_EQ(etcd.Get(key)->lease, 0);
   // A second placement of the same account (another node, or a retry) changes nothing.
-  Placement other(etcd, "node-b", 10);
+  Placement other(etcd, *cache, "node-b", 10);
   auto again = other.PlaceAccount(IdOf(1));
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().kind, ErrorKind::kConflict);
@@ -38,7 +43,8 @@ TEST(PlacementTest, AnAccountIsPlacedOnceOnThisNode) {
 
 TEST(PlacementTest, ADeviceRecordsItsAccount) {
   FakeEtcd etcd;
-  Placement p(etcd, "node-a", 10);
+  auto cache = ClusterCache::Start(etcd);
+  Placement p(etcd, *cache, "node-a", 10);
   ASSERT_TRUE(p.PlaceDevice(IdOf(2), IdOf(1)));
   const std::string key = std::string(kDevicesPrefix) + index::IdToHex(IdOf(2));
   EXPECT_EQ(etcd.Get(key)->value, R"({"account":")" + index::IdToHex(IdOf(1)) + "\"}");
@@ -48,8 +54,10 @@ TEST(PlacementTest, ADeviceRecordsItsAccount) {
 
 TEST(PlacementTest, NothingIsPlacedWhileEtcdIsDown) {
   FakeEtcd etcd;
-  Placement p(etcd, "node-a", 10);
+  auto cache = ClusterCache::Start(etcd);
+  Placement p(etcd, *cache, "node-a", 10);
   etcd.SetDown(true);
+  ASSERT_TRUE(Eventually([&] { return !cache->watching(); }));
   auto st = p.PlaceAccount(IdOf(1));
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().kind, ErrorKind::kUnavailable);
@@ -70,10 +78,12 @@ TEST(PlacementTest, StatusCountsTheAccountsOfEachLiveNode) {
     n.version = "t";
     etcd.PutRaw(std::string(kNodesPrefix) + id, NodeJson(n));
   }
-  Placement a(etcd, "node-a", 10), b(etcd, "node-b", 10);
+  auto cache = ClusterCache::Start(etcd);
+  Placement a(etcd, *cache, "node-a", 10), b(etcd, *cache, "node-b", 10);
   ASSERT_TRUE(a.PlaceAccount(IdOf(1)));
   ASSERT_TRUE(a.PlaceAccount(IdOf(2)));
   ASSERT_TRUE(b.PlaceAccount(IdOf(3)));
+  ASSERT_TRUE(Eventually([&] { return cache->watching(); }));
   auto status = b.StatusJson();
   ASSERT_TRUE(status) << status.error().ToString();
   auto v = boost::json::parse(*status).as_object();

@@ -103,7 +103,7 @@ Status Registration::Register() {
   auto existing = etcd_.Range(key_);
   if (!existing) return give_back(existing.error());
   int64_t expected = 0;
-  for (const KeyValue& kv : *existing) {
+  for (const KeyValue& kv : existing->kvs) {
     if (kv.key != key_) continue;  // node10 under the prefix of node1
     auto other = ParseNodeJson(kv.value);
     if (!other || other->uuid != me.uuid) {
@@ -209,9 +209,9 @@ Status Registration::Refresh() {
   // may have gone through.
   const NodeInfo me = describe_();
   const std::string value = NodeJson(me);
-  CV_TRY_ASSIGN(auto kvs, etcd_.Range(key_));
+  CV_TRY_ASSIGN(auto ranged, etcd_.Range(key_));
   const KeyValue* mine = nullptr;
-  for (const KeyValue& kv : kvs) {
+  for (const KeyValue& kv : ranged.kvs) {
     if (kv.key == key_) mine = &kv;
   }
   if (mine) {
@@ -249,8 +249,7 @@ void Registration::Stop() {
   }
 }
 
-Result<std::vector<NodeInfo>> ListNodes(Etcd& etcd) {
-  CV_TRY_ASSIGN(auto kvs, etcd.Range(std::string(kNodesPrefix)));
+std::vector<NodeInfo> ParseNodes(const std::vector<KeyValue>& kvs) {
   std::vector<NodeInfo> out;
   for (const KeyValue& kv : kvs) {
     auto n = ParseNodeJson(kv.value);

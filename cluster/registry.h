@@ -13,7 +13,7 @@
 // (cluster_registered, cluster_lease_lost, etcd_unreachable, etcd_reachable).
 //
 // Thread-safety: Registration runs its own thread; Stop and the destructor are called by the
-// owner, once. ListNodes may be called from any thread.
+// owner, once. ParseNodes may be called from any thread.
 #pragma once
 
 #include <boost/json/object.hpp>
@@ -97,8 +97,8 @@ class Registration {
   std::thread thread_;
 };
 
-// The nodes whose lease is alive, in node id order. Records that do not parse are skipped
-// (and logged).
-Result<std::vector<NodeInfo>> ListNodes(Etcd& etcd);
+// The node records among `kvs` (the keys under kNodesPrefix: the nodes whose lease is alive),
+// in node id order. Records that do not parse are skipped (and logged).
+std::vector<NodeInfo> ParseNodes(const std::vector<KeyValue>& kvs);
 
 }  // namespace cv::cluster

@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "admin/admin.h"
+#include "cluster/cache.h"
 #include "cluster/etcd.h"
 #include "cluster/placement.h"
 #include "cluster/registry.h"
@@ -162,7 +163,8 @@ int Main(int argc, char** argv) {
   ao.courier_bytes_per_sec = uint64_t{c.courier_mib_per_s} << 20;
   // [cluster]: etcd, and this node's registration once its listeners are bound.
   std::unique_ptr<cluster::Etcd> etcd;
-  std::unique_ptr<cluster::Placement> placement;  // after etcd: destroyed before it
+  std::unique_ptr<cluster::ClusterCache> cache;   // after etcd: destroyed before it
+  std::unique_ptr<cluster::Placement> placement;  // after both
   if (c.cluster) {
     if (!cluster::ValidNodeId(c.node_id)) {
       return Fail("configuration", Error{ErrorKind::kInvalidArgument, 0,
@@ -173,7 +175,8 @@ int Main(int argc, char** argv) {
     auto e = cluster::MakeEtcd(c.etcd_endpoints, std::chrono::milliseconds(c.etcd_timeout_ms));
     if (!e) return Fail("configuration", e.error());
     etcd = std::move(*e);
-    placement = std::make_unique<cluster::Placement>(*etcd, c.node_id, c.lease_ttl_s);
+    cache = cluster::ClusterCache::Start(*etcd);
+    placement = std::make_unique<cluster::Placement>(*etcd, *cache, c.node_id, c.lease_ttl_s);
     ao.cluster = placement.get();
   }
   auto admin = admin::AdminApi::Open(**store, ao);

@@ -194,8 +194,11 @@ void ShowCluster(const json::object& c) {
                     HumanBytes(U(n, "free_bytes")),
                     S(n, "version"), S(n, "agent_url"), S(n, "admin_url"), S(n, "started_at")});
   }
-  std::printf("cluster seen from node %s (* = this node); nodes whose %llu s lease is alive:\n",
-              S(c, "node").c_str(), static_cast<unsigned long long>(U(c, "lease_ttl_s")));
+  std::printf(
+      "cluster seen from node %s (* = this node) at etcd revision %llu; nodes whose %llu s "
+      "lease is alive:\n",
+      S(c, "node").c_str(), static_cast<unsigned long long>(U(c, "revision")),
+      static_cast<unsigned long long>(U(c, "lease_ttl_s")));
   PrintTable({"NODE", "STATE", "ACCOUNTS", "CAPACITY", "FREE", "VERSION", "AGENT", "ADMIN",
               "STARTED"},
              rows);

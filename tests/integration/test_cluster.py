@@ -119,8 +119,10 @@ def test_the_node_serves_while_etcd_is_down_and_registers_when_it_is_back(etcd, 
     body = os.urandom(100_000)
     assert dev.put("data", body).status == 200
     assert dev.request("GET", f"/data/{cv.sha256_hex(body)}").body == body
-    r = a.admin("GET", "/cluster")
-    assert r.status == 503 and r.error_code() == "etcd_unavailable", r
+    # The node's cache of the cluster no longer follows etcd: its view is refused, not stale.
+    r = cv.wait_for(lambda: (lambda r: r if r.status == 503 else None)(a.admin("GET", "/cluster")),
+                    timeout=5, what="GET /cluster to answer 503")
+    assert r.error_code() == "etcd_unavailable", r
     # Longer than the TTL: the lease is gone for etcd too; the node registers afresh.
     time.sleep(TTL + 1)
     etcd.start()
@@ -159,7 +161,7 @@ def test_a_bad_cluster_section_stops_the_start(tmp_root, request, cluster, messa
 
 def test_accounts_and_devices_are_placed_in_etcd_before_they_exist(etcd, fresh_node):
     a = fresh_node(cluster_toml(etcd, "node-a"))
-    fresh_node(cluster_toml(etcd, "node-b"))
+    b = fresh_node(cluster_toml(etcd, "node-b"))
     dev = a.new_device()
     accounts = etcd.get_prefix("/chunkvault/v1/accounts/")
     assert {k: json.loads(v) for k, (v, _) in accounts.items()} == {
@@ -170,6 +172,11 @@ def test_accounts_and_devices_are_placed_in_etcd_before_they_exist(etcd, fresh_n
         f"/chunkvault/v1/devices/{dev.id}": {"account": dev.account}}
     view = a.admin("GET", "/cluster").json()
     assert {n["id"]: n["accounts"] for n in view["nodes"]} == {"node-a": 1, "node-b": 0}
+    # node-b sees it too, through its watch of etcd, at etcd's revision.
+    revision = int(etcd.call("/v3/kv/range", {"key": "AA=="})["header"]["revision"])
+    view_b = cv.wait_for(lambda: (lambda v: v if v["revision"] >= revision else None)(
+        b.admin("GET", "/cluster").json()), timeout=5, what="node-b's cache to catch up")
+    assert {n["id"]: n["accounts"] for n in view_b["nodes"]} == {"node-a": 1, "node-b": 0}
     # A creation the node refuses takes its placement back: nothing is left in etcd.
     r = a.admin("POST", "/accounts", {"status": "active", "plan_quota_bytes": 1, "device_limit": 1,
                                       "partner": "0" * 32})

@@ -75,17 +75,28 @@ Response CreateAccount(Call& c) {
   a.device_limit = static_cast<uint32_t>(*limit);
   a.expires_ns = expires_ns;
   a.created_ns = c.now_ns;
+  // The partner must exist and be the key's own (checked before anything is published, and
+  // again in the transaction).
+  auto partner_refusal = [&](index::Txn& txn) -> Result<std::optional<Outcome>> {
+    if (!a.partner) return std::nullopt;
+    CV_TRY_ASSIGN(auto p, txn.GetPartner(*a.partner));
+    if (!p || foreign) {
+      return Outcome(BadField("partner", "names no partner (or one this key may not use)"));
+    }
+    return std::nullopt;
+  };
   ClusterHooks* cluster = c.options->cluster;
   if (cluster) {
+    Response seen = InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
+      CV_TRY_ASSIGN(auto refused, partner_refusal(txn));
+      return refused ? std::move(*refused) : Outcome(Response{});
+    });
+    if (seen.status != 200) return seen;
     if (Status st = cluster->PlaceAccount(a.id); !st) return FromClusterError(st.error());
   }
   Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {
-    if (a.partner) {
-      CV_TRY_ASSIGN(auto p, txn.GetPartner(*a.partner));
-      if (!p || foreign) {
-        return Outcome(BadField("partner", "names no partner (or one this key may not use)"));
-      }
-    }
+    CV_TRY_ASSIGN(auto refused, partner_refusal(txn));
+    if (refused) return std::move(*refused);
     CV_TRY_ASSIGN(auto existing, txn.GetAccount(a.id));
     if (existing) return Err(ErrorKind::kConflict, "account id collision");
     CV_TRY(txn.PutAccount(a));

@@ -128,8 +128,9 @@ class ClusterHooks {
   virtual Status PlaceAccount(const index::Id& account) = 0;
   // Records in etcd, before the device is created here, which account it belongs to.
   virtual Status PlaceDevice(const index::Id& device, const index::Id& account) = 0;
-  // Takes back what PlaceAccount or PlaceDevice wrote when the creation was refused after all
-  // (best effort: a placement of something that does not exist only answers 404).
+  // Takes back what PlaceAccount or PlaceDevice wrote when the creation was refused after all,
+  // or when the account was purged; an account's devices' records go with it (best effort: a
+  // placement of something that does not exist only answers 404).
   virtual void UnplaceAccount(const index::Id& account) = 0;
   virtual void UnplaceDevice(const index::Id& device) = 0;
 };

@@ -89,6 +89,13 @@ Response CreateDevice(Call& c) {
   d.created_ns = c.now_ns;
   ClusterHooks* cluster = c.options->cluster;
   if (cluster) {
+    // Nothing is published for an account the key may not see (checked again below).
+    Response seen = InRead(c, [&](index::Txn& txn) -> Result<Outcome> {
+      CV_TRY_ASSIGN(auto a, VisibleAccount(txn, c.caller, d.account));
+      if (!a) return Outcome(tl::unexpected(NoSuch("account")));
+      return Outcome(Response{});
+    });
+    if (seen.status != 200) return seen;
     if (Status st = cluster->PlaceDevice(d.id, d.account); !st) return FromClusterError(st.error());
   }
   Response r = InUpdate(c, [&](index::WriteTxn& txn) -> Result<Outcome> {

@@ -30,10 +30,18 @@ std::optional<KeyValue> ClusterCache::Get(const std::string& key) const {
 }
 
 std::vector<KeyValue> ClusterCache::Prefix(const std::string& prefix) const {
+  return Snapshot().Under(prefix);
+}
+
+ClusterCache::View ClusterCache::Snapshot() const {
   std::lock_guard lock(mu_);
+  return View{revision_, kvs_};
+}
+
+std::vector<KeyValue> ClusterCache::View::Under(std::string_view prefix) const {
   std::vector<KeyValue> out;
-  for (auto it = kvs_.lower_bound(prefix); it != kvs_.end() && it->first.starts_with(prefix);
-       ++it) {
+  for (auto it = kvs.lower_bound(std::string(prefix));
+       it != kvs.end() && it->first.starts_with(prefix); ++it) {
     out.push_back(it->second);
   }
   return out;

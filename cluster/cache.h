@@ -41,6 +41,13 @@ class ClusterCache {
   std::optional<KeyValue> Get(const std::string& key) const;
   // Every key under `prefix`, in key order.
   std::vector<KeyValue> Prefix(const std::string& prefix) const;
+  // Everything the cache holds and its revision, read at one moment.
+  struct View {
+    int64_t revision = 0;
+    std::map<std::string, KeyValue> kvs;
+    std::vector<KeyValue> Under(std::string_view prefix) const;
+  };
+  View Snapshot() const;
   // Waits up to `timeout` until the cache has reached etcd revision `revision` (a write this
   // node made is then visible in it). false: not in time.
   bool WaitFor(int64_t revision, std::chrono::milliseconds timeout) const;

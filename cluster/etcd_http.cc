@@ -1,7 +1,10 @@
 // MakeEtcd: etcd's v3 JSON gateway over Beast (cluster/etcd.h says why this and not gRPC).
 // Asynchronous operations run to completion one at a time on a private io_context, so that
 // tcp_stream's per-operation deadlines apply, as in cvctl's admin client.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/evp.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
@@ -232,11 +235,24 @@ class HttpEtcd final : public Etcd {
       *failure = "cannot connect: " + Describe(ec);
       return {};
     }
+    // A stream that goes quiet must still end when etcd or the way to it is gone: TCP
+    // keepalive notices a dead peer within about 25 s; a member cut off from its leader ends
+    // the watch itself (hasleader); progress notifications keep a quiet stream alive.
+    {
+      const int fd = stream.socket().native_handle();
+      const int on = 1, idle = 10, interval = 5, count = 3;
+      ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+    }
     json::object create{{"key", Base64(prefix)},
                         {"range_end", Base64(PrefixEnd(prefix))},
-                        {"start_revision", std::to_string(from)}};
+                        {"start_revision", std::to_string(from)},
+                        {"progress_notify", true}};
     http::request<http::string_body> req{http::verb::post, "/v3/watch", 11};
     req.set(http::field::host, t.host);
+    req.set("Grpc-Metadata-hasleader", "true");
     req.set(http::field::content_type, "application/json");
     req.body() = json::serialize(json::object{{"create_request", create}});
     req.prepare_payload();

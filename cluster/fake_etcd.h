@@ -56,6 +56,10 @@ class FakeEtcd final : public Etcd {
     if (lease != 0 && !leases_.count(lease)) return Err(ErrorKind::kNotFound, "lease not found");
     Set(KeyValue{key, value, it == kvs_.end() ? revision_ + 1 : it->second.create_revision,
                  revision_ + 1, lease});
+    if (lose_next_answer_) {
+      lose_next_answer_ = false;
+      return Err(ErrorKind::kUnavailable, "answer lost (fake)");
+    }
     return revision_;
   }
 
@@ -105,6 +109,11 @@ class FakeEtcd final : public Etcd {
   void PutRaw(const std::string& key, const std::string& value) {
     std::lock_guard lock(mu_);
     Set(KeyValue{key, value, revision_ + 1, revision_ + 1, 0});
+  }
+  // The next PutIf is applied, but its caller hears kUnavailable (a timeout after the commit).
+  void LoseNextAnswer() {
+    std::lock_guard lock(mu_);
+    lose_next_answer_ = true;
   }
   // Forgets the history up to now: a watch from an older revision gets kGone.
   void Compact() {
@@ -156,6 +165,7 @@ class FakeEtcd final : public Etcd {
 
   std::mutex mu_;
   bool down_ = false;
+  bool lose_next_answer_ = false;
   int64_t next_lease_ = 100;
   int64_t revision_ = 1;
   int64_t compacted_ = 0;

@@ -15,10 +15,11 @@ Result<std::string> Placement::StatusJson() {
     return Err(ErrorKind::kUnavailable, "the cluster cache does not follow etcd (revision " +
                                             std::to_string(cache_.revision()) + ")");
   }
-  const int64_t revision = cache_.revision();
-  const auto nodes = ParseNodes(cache_.Prefix(std::string(kNodesPrefix)));
+  const ClusterCache::View view = cache_.Snapshot();
+  const int64_t revision = view.revision;
+  const auto nodes = ParseNodes(view.Under(kNodesPrefix));
   std::map<std::string, uint64_t> accounts;  // by node id
-  for (const KeyValue& kv : cache_.Prefix(std::string(kAccountsPrefix))) {
+  for (const KeyValue& kv : view.Under(kAccountsPrefix)) {
     boost::system::error_code ec;
     json::value v = json::parse(kv.value, ec);
     const json::value* node = !ec && v.is_object() ? v.as_object().if_contains("node") : nullptr;
@@ -41,12 +42,23 @@ Result<std::string> Placement::StatusJson() {
 }
 
 Status Placement::Create(const std::string& key, const std::string& value) {
-  CV_TRY_ASSIGN(const int64_t revision, etcd_.PutIf(key, value, 0, 0));
-  if (revision == 0) return Err(ErrorKind::kConflict, key + " is already in etcd");
+  auto revision = etcd_.PutIf(key, value, 0, 0);
+  if (!revision || *revision == 0) {
+    // A transaction that timed out, or that another member answered after a retry, may have
+    // been applied after all: the value (it holds a nonce) says whether it was ours.
+    auto now = etcd_.Range(key);
+    if (now) {
+      for (const KeyValue& kv : now->kvs) {
+        if (kv.key == key && kv.value == value) revision = kv.mod_revision;
+      }
+    }
+  }
+  if (!revision) return tl::unexpected(revision.error());
+  if (*revision == 0) return Err(ErrorKind::kConflict, key + " is already in etcd");
   // Read-your-writes on this node: GET /cluster right after shows it.
-  if (!cache_.WaitFor(revision, std::chrono::seconds(1))) {
+  if (!cache_.WaitFor(*revision, std::chrono::seconds(1))) {
     Log(LogLevel::kWarn, "cluster_cache_behind",
-        {{"key", key}, {"revision", std::to_string(revision)}});
+        {{"key", key}, {"revision", std::to_string(*revision)}});
   }
   return {};
 }
@@ -60,18 +72,29 @@ void Placement::Remove(const std::string& key) {
   }
 }
 
+// Each record carries a nonce of its write ("op"), so that Create can tell its own write from
+// another's after an ambiguous answer.
 Status Placement::PlaceAccount(const index::Id& account) {
-  return Create(std::string(kAccountsPrefix) + index::IdToHex(account),
-                json::serialize(json::object{{"node", node_id_}}));
+  return Create(
+      std::string(kAccountsPrefix) + index::IdToHex(account),
+      json::serialize(json::object{{"node", node_id_}, {"op", index::IdToHex(index::NewId())}}));
 }
 
 Status Placement::PlaceDevice(const index::Id& device, const index::Id& account) {
   return Create(std::string(kDevicesPrefix) + index::IdToHex(device),
-                json::serialize(json::object{{"account", index::IdToHex(account)}}));
+                json::serialize(json::object{{"account", index::IdToHex(account)},
+                                             {"op", index::IdToHex(index::NewId())}}));
 }
 
 void Placement::UnplaceAccount(const index::Id& account) {
-  Remove(std::string(kAccountsPrefix) + index::IdToHex(account));
+  const std::string hex = index::IdToHex(account);
+  for (const KeyValue& kv : cache_.Prefix(std::string(kDevicesPrefix))) {
+    boost::system::error_code ec;
+    json::value v = json::parse(kv.value, ec);
+    const json::value* a = !ec && v.is_object() ? v.as_object().if_contains("account") : nullptr;
+    if (a && a->is_string() && a->as_string() == hex) Remove(kv.key);
+  }
+  Remove(std::string(kAccountsPrefix) + hex);
 }
 
 void Placement::UnplaceDevice(const index::Id& device) {

@@ -16,6 +16,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// One string member of a placement record.
+std::string Field(const std::string& json, const char* name) {
+  return std::string(boost::json::parse(json).as_object().at(name).as_string());
+}
+
 index::Id IdOf(uint8_t b) {
   index::Id id{};
   id.fill(b);
@@ -29,14 +34,15 @@ TEST(PlacementTest, AnAccountIsPlacedOnceOnThisNode) {
   ASSERT_TRUE(p.PlaceAccount(IdOf(1)));
   const std::string key = std::string(kAccountsPrefix) + index::IdToHex(IdOf(1));
   ASSERT_TRUE(etcd.Get(key));
-  EXPECT_EQ(etcd.Get(key)->value, R"({"node":"node-a"})");
+  EXPECT_EQ(Field(etcd.Get(key)->value, "node"), "node-a");
   EXPECT_EQ(etcd.Get(key)->lease, 0);
+  const std::string first = etcd.Get(key)->value;
   // A second placement of the same account (another node, or a retry) changes nothing.
   Placement other(etcd, *cache, "node-b", 10);
   auto again = other.PlaceAccount(IdOf(1));
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().kind, ErrorKind::kConflict);
-  EXPECT_EQ(etcd.Get(key)->value, R"({"node":"node-a"})");
+  EXPECT_EQ(etcd.Get(key)->value, first);
   p.UnplaceAccount(IdOf(1));
   EXPECT_FALSE(etcd.Get(key));
 }
@@ -47,9 +53,33 @@ TEST(PlacementTest, ADeviceRecordsItsAccount) {
   Placement p(etcd, *cache, "node-a", 10);
   ASSERT_TRUE(p.PlaceDevice(IdOf(2), IdOf(1)));
   const std::string key = std::string(kDevicesPrefix) + index::IdToHex(IdOf(2));
-  EXPECT_EQ(etcd.Get(key)->value, R"({"account":")" + index::IdToHex(IdOf(1)) + "\"}");
+  EXPECT_EQ(Field(etcd.Get(key)->value, "account"), index::IdToHex(IdOf(1)));
   p.UnplaceDevice(IdOf(2));
   EXPECT_FALSE(etcd.Get(key));
+}
+
+TEST(PlacementTest, AWriteWhoseAnswerWasLostIsRecognisedAsOurs) {
+  FakeEtcd etcd;
+  auto cache = ClusterCache::Start(etcd);
+  Placement p(etcd, *cache, "node-a", 10);
+  etcd.LoseNextAnswer();  // applied, but the caller hears "unavailable"
+  ASSERT_TRUE(p.PlaceAccount(IdOf(1)));
+  EXPECT_TRUE(etcd.Get(std::string(kAccountsPrefix) + index::IdToHex(IdOf(1))));
+}
+
+TEST(PlacementTest, UnplacingAnAccountTakesItsDevicesRecords) {
+  FakeEtcd etcd;
+  auto cache = ClusterCache::Start(etcd);
+  Placement p(etcd, *cache, "node-a", 10);
+  ASSERT_TRUE(p.PlaceAccount(IdOf(1)));
+  ASSERT_TRUE(p.PlaceDevice(IdOf(2), IdOf(1)));
+  ASSERT_TRUE(p.PlaceAccount(IdOf(3)));
+  ASSERT_TRUE(p.PlaceDevice(IdOf(4), IdOf(3)));
+  p.UnplaceAccount(IdOf(1));
+  EXPECT_FALSE(etcd.Get(std::string(kAccountsPrefix) + index::IdToHex(IdOf(1))));
+  EXPECT_FALSE(etcd.Get(std::string(kDevicesPrefix) + index::IdToHex(IdOf(2))));
+  EXPECT_TRUE(etcd.Get(std::string(kAccountsPrefix) + index::IdToHex(IdOf(3))));
+  EXPECT_TRUE(etcd.Get(std::string(kDevicesPrefix) + index::IdToHex(IdOf(4))));
 }
 
 TEST(PlacementTest, NothingIsPlacedWhileEtcdIsDown) {

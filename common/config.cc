@@ -209,11 +209,14 @@ Status ApplyToml(const std::string& file, Config* c) {
     if (c->node_id.empty()) {
       errors += std::string(errors.empty() ? "" : "; ") + "'cluster.node_id' is required";
     }
-    // A renewal that waits for one unresponsive endpoint must still come before the lease ends.
-    if (c->etcd_timeout_ms > c->lease_ttl_s * 1000 / 3) {
+    // A renewal that waits for every endpoint in turn (each unresponsive for its whole
+    // deadline) must still come before the lease ends.
+    const int64_t budget = int64_t{c->lease_ttl_s} * 1000 / 3;
+    const int64_t worst = int64_t{c->etcd_timeout_ms} * std::max<int64_t>(1, static_cast<int64_t>(c->etcd_endpoints.size()));
+    if (worst > budget) {
       errors += std::string(errors.empty() ? "" : "; ") +
-                "'cluster.etcd_timeout_ms' must be at most a third of lease_ttl_s (" +
-                std::to_string(c->lease_ttl_s * 1000 / 3) + " ms)";
+                "'cluster.etcd_timeout_ms' x the number of etcd_endpoints must be at most a third "
+                "of lease_ttl_s (" + std::to_string(budget) + " ms)";
     }
   }
 

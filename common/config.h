@@ -87,7 +87,7 @@ struct Config {
   std::vector<std::string> etcd_endpoints;  // etcd's client URLs, http://HOST:PORT each
   std::string node_id;                      // this node's name in the cluster (a DNS label)
   int lease_ttl_s = 10;                     // a node that stops renewing is down after this
-  int etcd_timeout_ms = 2000;               // per etcd call and endpoint
+  int etcd_timeout_ms = 1000;               // per etcd call and endpoint
 
   // Derived (not in TOML).
   std::string run_dir;         // ROOT/run: endpoints.json, admin.key, metrics.token

@@ -79,8 +79,9 @@ TEST(ConfigTest, ClusterSection) {
       {"[cluster]\netcd_endpoints = [\"http://e:1\"]\nnode_id = \"n\"\nleader = true\n",
        "unknown key 'cluster.leader'"},
       {"cluster = 1\n", "'cluster' must be a table"},
-      {"[cluster]\netcd_endpoints = [\"http://e:1\"]\nnode_id = \"n\"\nlease_ttl_s = 3\n",
-       "'cluster.etcd_timeout_ms' must be at most a third of lease_ttl_s (1000 ms)"},
+      {"[cluster]\netcd_endpoints = [\"http://e:1\", \"http://e:2\", \"http://e:3\", \"http://e:4\"]\nnode_id = \"n\"\n",
+       "'cluster.etcd_timeout_ms' x the number of etcd_endpoints must be at most a third of "
+       "lease_ttl_s (3333 ms)"},
   };
   for (const auto& [toml, message] : bad) {
     auto r = WithToml(dir, toml);

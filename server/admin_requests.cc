@@ -32,6 +32,9 @@ net::awaitable<bool> Session::ServeAdmin(Exchange& x) {
       } catch (const std::exception& e) {  // a bug; the pool's thread must live on
         Log(LogLevel::kError, "session_exception", {{"what", e.what()}, {"where", "admin"}});
         r = admin::Response{500, admin::ErrorJson("internal", "internal error"), {}, {}};
+      } catch (...) {
+        Log(LogLevel::kError, "session_exception", {{"what", "unknown"}, {"where", "admin"}});
+        r = admin::Response{500, admin::ErrorJson("internal", "internal error"), {}, {}};
       }
       deliver(std::move(r));
     });

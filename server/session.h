@@ -92,8 +92,10 @@ struct ServerContext {
   Admission admin_admission;  // max_admin_connections
   FailureThrottle throttle;
   // admin::AdminApi::Handle runs here, not on a worker thread: its index commits and cluster
-  // (etcd) calls never hold up the worker's other connections. Joined before the workers go.
-  boost::asio::thread_pool admin_pool{2};
+  // (etcd) calls never hold up the worker's other connections. Four, so that a few long
+  // requests (fsck, an index backup, creations while etcd times out) leave room for the
+  // others. Joined before the workers go.
+  boost::asio::thread_pool admin_pool{4};
 };
 
 // One worker thread: its io_context, its acceptors and the sessions running on it. Members

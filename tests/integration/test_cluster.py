@@ -26,7 +26,7 @@ def etcd(tmp_root, request):
 def cluster_toml(etcd, node_id, ttl=TTL, endpoints=None):
     urls = endpoints if endpoints is not None else [etcd.url]
     return ("[cluster]\netcd_endpoints = [" + ", ".join(f'"{u}"' for u in urls) + "]\n"
-            f'node_id = "{node_id}"\nlease_ttl_s = {ttl}\netcd_timeout_ms = 1000\n')
+            f'node_id = "{node_id}"\nlease_ttl_s = {ttl}\netcd_timeout_ms = 500\n')
 
 
 def node_uuid(node):
@@ -127,8 +127,10 @@ def test_the_node_serves_while_etcd_is_down_and_registers_when_it_is_back(etcd, 
     time.sleep(TTL + 1)
     etcd.start()
     cv.wait_for(lambda: "node-a" in etcd.nodes(), timeout=TTL + 10, what="registration after etcd's return")
-    assert a.admin("GET", "/cluster").status == 200
+    # The cache's watch resumes too (it retries every second).
+    cv.wait_for(lambda: a.admin("GET", "/cluster").status == 200, timeout=5, what="the watch to resume")
     assert cv.log_events(a, "etcd_unreachable")
+    assert cv.log_events(a, "cluster_cache_watching")
 
 
 def test_a_node_starts_while_etcd_is_down(etcd, fresh_node):
@@ -164,12 +166,12 @@ def test_accounts_and_devices_are_placed_in_etcd_before_they_exist(etcd, fresh_n
     b = fresh_node(cluster_toml(etcd, "node-b"))
     dev = a.new_device()
     accounts = etcd.get_prefix("/chunkvault/v1/accounts/")
-    assert {k: json.loads(v) for k, (v, _) in accounts.items()} == {
-        f"/chunkvault/v1/accounts/{dev.account}": {"node": "node-a"}}
+    assert {k: json.loads(v)["node"] for k, (v, _) in accounts.items()} == {
+        f"/chunkvault/v1/accounts/{dev.account}": "node-a"}
     assert all(lease == 0 for _, lease in accounts.values())  # placement outlives the node's lease
     devices = etcd.get_prefix("/chunkvault/v1/devices/")
-    assert {k: json.loads(v) for k, (v, _) in devices.items()} == {
-        f"/chunkvault/v1/devices/{dev.id}": {"account": dev.account}}
+    assert {k: json.loads(v)["account"] for k, (v, _) in devices.items()} == {
+        f"/chunkvault/v1/devices/{dev.id}": dev.account}
     view = a.admin("GET", "/cluster").json()
     assert {n["id"]: n["accounts"] for n in view["nodes"]} == {"node-a": 1, "node-b": 0}
     # node-b sees it too, through its watch of etcd, at etcd's revision.
@@ -230,3 +232,17 @@ def test_deploy_cluster_sh_up_status_down(tmp_root):
     assert down.stdout.count("stopped") == 4, down.stdout
     for n in ("node1", "node2", "node3"):
         assert not os.path.exists(os.path.join(root, n, "run", "endpoints.json")), n
+
+
+def test_a_purged_account_leaves_the_cluster_with_its_devices(etcd, fresh_node):
+    a = fresh_node(cluster_toml(etcd, "node-a"))
+    gone = a.new_device()
+    kept = a.new_device()
+    r = a.admin("DELETE", f"/accounts/{gone.account}?grace=0s")
+    assert r.status == 202, r
+    cv.wait_job(a, r.json()["id"])
+    keys = set(etcd.get_prefix("/chunkvault/v1/"))
+    assert f"/chunkvault/v1/accounts/{gone.account}" not in keys
+    assert f"/chunkvault/v1/devices/{gone.id}" not in keys
+    assert f"/chunkvault/v1/accounts/{kept.account}" in keys
+    assert f"/chunkvault/v1/devices/{kept.id}" in keys

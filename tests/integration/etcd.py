@@ -90,3 +90,59 @@ class Etcd:
         """The node records in etcd, by node id."""
         return {k.rsplit("/", 1)[1]: json.loads(v)
                 for k, (v, _) in self.get_prefix("/chunkvault/v1/nodes/").items()}
+
+
+class EtcdCluster:
+    """Three etcd members on 127.0.0.1 (one raft group); `urls` are their client URLs."""
+
+    def __init__(self, root, size=3):
+        self.root = str(root)
+        self.names = [f"m{i}" for i in range(1, size + 1)]
+        self.client = {n: free_port() for n in self.names}
+        self.peer = {n: free_port() for n in self.names}
+        self.procs = {}
+
+    @property
+    def urls(self):
+        return [f"http://127.0.0.1:{self.client[n]}" for n in self.names]
+
+    def start(self, timeout=60):
+        initial = ",".join(f"{n}=http://127.0.0.1:{self.peer[n]}" for n in self.names)
+        for n in self.names:
+            url = f"http://127.0.0.1:{self.client[n]}"
+            peer = f"http://127.0.0.1:{self.peer[n]}"
+            log = open(os.path.join(self.root, f"{n}.log"), "ab")
+            self.procs[n] = subprocess.Popen(
+                [ETCD, "--name", n, "--data-dir", os.path.join(self.root, n),
+                 "--listen-client-urls", url, "--advertise-client-urls", url,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", initial, "--initial-cluster-state", "new",
+                 "--initial-cluster-token", os.path.basename(self.root)],
+                stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.member(0).call("/v3/kv/put", {"key": base64.b64encode(b"/ready").decode(),
+                                                   "value": ""})
+                return self
+            except OSError:
+                time.sleep(0.2)
+        self.kill()
+        raise RuntimeError("the etcd cluster did not form")
+
+    def member(self, i):
+        """An Etcd handle on member i (for calls; it does not own the process)."""
+        e = Etcd(self.root)
+        e.client_port = self.client[self.names[i]]
+        return e
+
+    def kill_member(self, i):
+        p = self.procs[self.names[i]]
+        p.kill()
+        p.wait(timeout=10)
+
+    def kill(self):
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)

@@ -255,9 +255,7 @@ net::awaitable<std::pair<beast::error_code, size_t>> Session::ReadBodySome(uint8
   // Fast path: take the TLS records that have already arrived without a trip through the
   // event loop (the fast path of ReadRawSome says why and when).
   beast::error_code ec;
-  int unsent = -1;
-  if (sync_read_run_ < kSyncReadRun &&
-      ::ioctl(Tcp().socket().native_handle(), SIOCOUTQ, &unsent) == 0 && unsent == 0) {
+  if (MayReadWithoutWaiting()) {
     // A sized body stops here once the buffer is empty: the next call reads it raw.
     while (body.size > 0 && !parser_->is_done() && !(sized && buffer_.size() == 0)) {
       http::read_some(stream_, buffer_, *parser_, ec);
@@ -276,6 +274,12 @@ net::awaitable<std::pair<beast::error_code, size_t>> Session::ReadBodySome(uint8
   auto [aec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kTuple);
   if (aec == http::error::need_buffer) aec = {};  // `buf` is full: not an error
   co_return std::pair{aec, size - body.size};
+}
+
+bool Session::MayReadWithoutWaiting() {
+  int unsent = -1;
+  return sync_read_run_ < kSyncReadRun &&
+         ::ioctl(Tcp().socket().native_handle(), SIOCOUTQ, &unsent) == 0 && unsent == 0;
 }
 
 net::awaitable<std::pair<beast::error_code, size_t>> Session::ReadRawSome(uint8_t* buf,
@@ -297,9 +301,7 @@ net::awaitable<std::pair<beast::error_code, size_t>> Session::ReadRawSome(uint8_
   //    the TLS stream. So the fast path runs only while the kernel's send queue is empty
   //    (SIOCOUTQ == 0): then the few bytes of such an answer always fit.
   beast::error_code ec;
-  int unsent = -1;
-  if (sync_read_run_ < kSyncReadRun &&
-      ::ioctl(Tcp().socket().native_handle(), SIOCOUTQ, &unsent) == 0 && unsent == 0) {
+  if (MayReadWithoutWaiting()) {
     while (got < want) {
       const size_t n = stream_.read_some(net::buffer(buf + got, want - got), ec);
       got += n;

@@ -172,6 +172,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // decrypted into `buf`, past Beast's parser and its read buffer (one copy less per byte).
   boost::asio::awaitable<std::pair<boost::beast::error_code, size_t>> ReadRawSome(uint8_t* buf,
                                                                                 size_t size);
+  // The fast paths of ReadBodySome and ReadRawSome may take what has arrived without a trip
+  // through the event loop (ReadRawSome says when and why).
+  bool MayReadWithoutWaiting();
   // The whole request body has been read.
   bool BodyDone() const { return raw_left_ ? *raw_left_ == 0 : parser_->is_done(); }
   // Body bytes still to come, when the request announced its length.

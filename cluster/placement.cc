@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 #include <map>
+#include <optional>
 
 #include "admin/json_util.h"
 #include "cluster/registry.h"
@@ -9,6 +10,17 @@
 namespace cv::cluster {
 
 namespace json = boost::json;
+
+namespace {
+// A string member of a placement record; nullopt when the record is not JSON or lacks it.
+std::optional<std::string> RecordField(const std::string& record, std::string_view name) {
+  boost::system::error_code ec;
+  json::value v = json::parse(record, ec);
+  const json::value* f = !ec && v.is_object() ? v.as_object().if_contains(name) : nullptr;
+  if (!f || !f->is_string()) return std::nullopt;
+  return std::string(f->as_string());
+}
+}  // namespace
 
 Result<std::string> Placement::StatusJson() {
   if (!cache_.watching()) {
@@ -20,10 +32,7 @@ Result<std::string> Placement::StatusJson() {
   const auto nodes = ParseNodes(view.Under(kNodesPrefix));
   std::map<std::string, uint64_t> accounts;  // by node id
   for (const KeyValue& kv : view.Under(kAccountsPrefix)) {
-    boost::system::error_code ec;
-    json::value v = json::parse(kv.value, ec);
-    const json::value* node = !ec && v.is_object() ? v.as_object().if_contains("node") : nullptr;
-    if (node && node->is_string()) ++accounts[std::string(node->as_string())];
+    if (auto node = RecordField(kv.value, "node")) ++accounts[*node];
   }
   json::array items;
   for (const NodeInfo& n : nodes) {
@@ -89,10 +98,7 @@ Status Placement::PlaceDevice(const index::Id& device, const index::Id& account)
 void Placement::UnplaceAccount(const index::Id& account) {
   const std::string hex = index::IdToHex(account);
   for (const KeyValue& kv : cache_.Prefix(std::string(kDevicesPrefix))) {
-    boost::system::error_code ec;
-    json::value v = json::parse(kv.value, ec);
-    const json::value* a = !ec && v.is_object() ? v.as_object().if_contains("account") : nullptr;
-    if (a && a->is_string() && a->as_string() == hex) Remove(kv.key);
+    if (RecordField(kv.value, "account") == hex) Remove(kv.key);
   }
   Remove(std::string(kAccountsPrefix) + hex);
 }
